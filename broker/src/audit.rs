@@ -1,0 +1,92 @@
+//! One structured line per decision: who, what, which rule, and the result.
+//!
+//! Paths come from the worker, so they are escaped before they reach the log: a
+//! newline or terminal escape in a file name must not forge or hide an audit line.
+
+use fdbroker_shared::peer::PeerCredentials;
+use fdbroker_shared::wire::Access;
+use std::fmt;
+
+/// Where audit events go (a `tracing` target, so operators can route or filter it).
+pub const TARGET: &str = "fdbroker::audit";
+
+/// A worker-supplied byte string, printed quoted with everything but printable ASCII
+/// escaped as `\xNN` (and `\"`, `\\`).
+pub struct Escaped<'a>(pub &'a [u8]);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"")?;
+        let mut start = 0;
+        for (i, &b) in self.0.iter().enumerate() {
+            let plain = (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\';
+            if plain {
+                continue;
+            }
+            // Runs of plain bytes are ASCII, so from_utf8 cannot fail on them.
+            f.write_str(std::str::from_utf8(&self.0[start..i]).unwrap_or(""))?;
+            match b {
+                b'"' => f.write_str("\\\"")?,
+                b'\\' => f.write_str("\\\\")?,
+                _ => write!(f, "\\x{b:02x}")?,
+            }
+            start = i + 1;
+        }
+        f.write_str(std::str::from_utf8(&self.0[start..]).unwrap_or(""))?;
+        f.write_str("\"")
+    }
+}
+
+/// The outcome part of an audit line.
+pub enum Verdict<'a> {
+    Granted { ino: u64 },
+    Denied(&'a dyn fmt::Display),
+    Failed(&'a dyn fmt::Display),
+}
+
+/// Record one decision.
+pub fn decision(
+    peer: &PeerCredentials,
+    client: &str,
+    path: &[u8],
+    access: Access,
+    rule: Option<&dyn fmt::Display>,
+    verdict: Verdict<'_>,
+) {
+    let rule = rule.map(|r| r.to_string());
+    let rule = rule.as_deref().unwrap_or("-");
+    match verdict {
+        Verdict::Granted { ino } => tracing::info!(
+            target: TARGET,
+            uid = peer.uid, gid = peer.gid, pid = peer.pid, client,
+            path = %Escaped(path), access = access.as_str(), rule,
+            result = "granted", ino,
+        ),
+        Verdict::Denied(why) => tracing::info!(
+            target: TARGET,
+            uid = peer.uid, gid = peer.gid, pid = peer.pid, client,
+            path = %Escaped(path), access = access.as_str(), rule,
+            result = "denied", reason = %why,
+        ),
+        Verdict::Failed(why) => tracing::info!(
+            target: TARGET,
+            uid = peer.uid, gid = peer.gid, pid = peer.pid, client,
+            path = %Escaped(path), access = access.as_str(), rule,
+            result = "failed", reason = %why,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Escaped;
+
+    #[test]
+    fn escapes_what_could_forge_a_line() {
+        assert_eq!(Escaped(b"/a b").to_string(), "\"/a b\"");
+        assert_eq!(
+            Escaped(b"/x\nINFO fake\x1b[2J\"\\\xff").to_string(),
+            "\"/x\\x0aINFO fake\\x1b[2J\\\"\\\\\\xff\""
+        );
+    }
+}

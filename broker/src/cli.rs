@@ -1,0 +1,274 @@
+//! The `fdbroker` command line.
+
+use crate::listener::Listener;
+use crate::log::{self, LogFormat};
+use crate::server::{ServeOptions, Server};
+use crate::state::Shared;
+use clap::{Args, Parser, Subcommand};
+use fdbroker_policy::{Access, Policy};
+use fdbroker_worker::Client;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fdbroker",
+    version,
+    about = "Open files by policy and hand their descriptors to sandboxed workers",
+    long_about = "fdbroker is a privilege-separation broker. A privileged broker opens files \
+on request and passes their descriptors over a Unix socket (SCM_RIGHTS) to unprivileged, \
+sandboxed workers, deciding every request by a policy file the operator writes.",
+    after_help = "Examples:\n  fdbroker serve --policy /etc/fdbroker/policy.toml\n  \
+fdbroker cat --socket /run/fdbroker/fdbroker.sock /var/spool/quarantine/sample.bin\n  \
+fdbroker policy check /etc/fdbroker/policy.toml\n  \
+fdbroker policy explain /etc/fdbroker/policy.toml --uid scanner /var/spool/quarantine/a.bin"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the broker: listen on the policy's socket and serve workers.
+    #[command(after_help = "Example:\n  fdbroker serve --policy /etc/fdbroker/policy.toml --socket /run/fdbroker/fdbroker.sock\n\n\
+Signals: SIGHUP reloads the policy (an invalid file is rejected and the old policy stays); \
+SIGTERM or SIGINT stop gracefully.\nLog level: FDBROKER_LOG=debug (or e.g. fdbroker::audit=off).")]
+    Serve(ServeArgs),
+    /// Fetch files through a broker and write their contents to stdout.
+    #[command(after_help = "Example:\n  fdbroker cat --socket /run/fdbroker/fdbroker.sock /srv/secret/report.txt\n\n\
+Without --socket: the inherited FDBROKER_FD, else FDBROKER_SOCKET, else /run/fdbroker/fdbroker.sock.\n\
+Exits 1 if any file could not be fetched, printing `fdbroker: PATH: reason` for each.")]
+    Cat(CatArgs),
+    /// Check or explain a policy file.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// The policy file.
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// Listen here instead of the policy's [broker] socket.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Event-loop threads (default: one per CPU, at least 2).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    threads: usize,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Validate the policy and exit (for ExecStartPre=).
+    #[arg(long)]
+    check: bool,
+}
+
+#[derive(Args, Debug)]
+struct CatArgs {
+    /// The broker's socket.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Files to fetch, by absolute path.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Exit 0 if the policy is valid; else print FILE:LINE:COL: message and exit 1.
+    #[command(after_help = "Example:\n  fdbroker policy check /etc/fdbroker/policy.toml")]
+    Check {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Show the decision for one request and the rule that made it.
+    #[command(after_help = "Example:\n  fdbroker policy explain policy.toml --uid 1001 --access read /var/spool/quarantine/a.bin\n\n\
+Exits 0 if the request would be granted, 1 if denied, 2 on errors.")]
+    Explain {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The peer's uid (number or user name).
+        #[arg(long)]
+        uid: String,
+        /// The peer's gid (number or group name; default: the user's primary group).
+        #[arg(long)]
+        gid: Option<String>,
+        /// read, write, read-write, create or directory.
+        #[arg(long, default_value = "read")]
+        access: Access,
+        /// The requested path.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+    },
+}
+
+/// Run the command line; the binary's `main` is only this.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Cat(args) => cat(args),
+        Command::Policy(PolicyCommand::Check { file }) => check(&file),
+        Command::Policy(PolicyCommand::Explain {
+            file,
+            uid,
+            gid,
+            access,
+            path,
+        }) => explain(&file, &uid, gid.as_deref(), access, &path),
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("fdbroker: {msg}");
+    ExitCode::FAILURE
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let policy = match Policy::load(&args.policy) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    if args.check {
+        println!("{}: ok", args.policy.display());
+        return ExitCode::SUCCESS;
+    }
+    log::init(args.log_format);
+    let settings = policy.broker();
+    let socket = args
+        .socket
+        .clone()
+        .or_else(|| settings.socket.clone())
+        .unwrap_or_else(|| PathBuf::from(fdbroker_worker::DEFAULT_SOCKET));
+    let listener = match Listener::bind(&socket, settings.socket_mode, settings.socket_group) {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    let shared = Arc::new(Shared::new(policy, Some(args.policy.clone())));
+    let opts = ServeOptions {
+        threads: args.threads,
+        handle_signals: true,
+    };
+    let server = match Server::new(Arc::clone(&shared), listener, &opts) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    tracing::info!(
+        socket = %socket.display(),
+        policy = %args.policy.display(),
+        clients = shared.current().policy.clients().len(),
+        "serving"
+    );
+    match server.run() {
+        Ok(()) => {
+            tracing::info!(
+                requests = shared.stats.requests.load(std::sync::atomic::Ordering::Relaxed),
+                "stopped"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn cat(args: CatArgs) -> ExitCode {
+    let client = match &args.socket {
+        Some(s) => Client::connect(s),
+        None => Client::from_env(),
+    };
+    let client = match client {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let mut stdout = std::io::stdout().lock();
+    let mut ok = true;
+    for path in &args.files {
+        let result = client
+            .open(path)
+            .and_then(|mut f| std::io::copy(&mut f, &mut stdout).map(|_| ()));
+        if let Err(e) = result {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return ExitCode::FAILURE;
+            }
+            let _ = stdout.flush();
+            eprintln!("fdbroker: {}: {e}", path.display());
+            ok = false;
+        }
+    }
+    if let Err(e) = stdout.flush() {
+        return fail(format!("stdout: {e}"));
+    }
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn check(file: &Path) -> ExitCode {
+    match Policy::load(file) {
+        Ok(p) => {
+            println!(
+                "{}: ok ({} clients, {} roots)",
+                file.display(),
+                p.clients().len(),
+                p.roots().len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn explain(file: &Path, uid: &str, gid: Option<&str>, access: Access, path: &Path) -> ExitCode {
+    use std::os::unix::ffi::OsStrExt;
+    let policy = match Policy::load(file) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let (uid, primary) = match resolve_user(uid) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("fdbroker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let gid = match gid.map(resolve_group).transpose() {
+        Ok(g) => g.or(primary).unwrap_or(uid),
+        Err(e) => {
+            eprintln!("fdbroker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let explanation = policy.explain(uid, gid, path.as_os_str().as_bytes(), access);
+    print!("{explanation}");
+    let granted = policy
+        .client_for(uid, gid)
+        .is_some_and(|c| matches!(policy.decide(c, path.as_os_str().as_bytes(), access), fdbroker_policy::Decision::Allow(_)));
+    if granted { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// A uid by number or name, with the user's primary gid when known.
+fn resolve_user(s: &str) -> Result<(u32, Option<u32>), String> {
+    use nix::unistd::{Uid, User};
+    match s.parse::<u32>() {
+        Ok(n) => {
+            let primary = User::from_uid(Uid::from_raw(n)).ok().flatten().map(|u| u.gid.as_raw());
+            Ok((n, primary))
+        }
+        Err(_) => match User::from_name(s) {
+            Ok(Some(u)) => Ok((u.uid.as_raw(), Some(u.gid.as_raw()))),
+            _ => Err(format!("no such user: {s}")),
+        },
+    }
+}
+
+fn resolve_group(s: &str) -> Result<u32, String> {
+    use nix::unistd::Group;
+    match s.parse::<u32>() {
+        Ok(n) => Ok(n),
+        Err(_) => match Group::from_name(s) {
+            Ok(Some(g)) => Ok(g.gid.as_raw()),
+            _ => Err(format!("no such group: {s}")),
+        },
+    }
+}

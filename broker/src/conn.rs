@@ -1,0 +1,390 @@
+//! One worker connection: greeting, then request after request, each answered once.
+//!
+//! The event loop guarantees a connection is serviced by one thread at a time
+//! (`EPOLLONESHOT`), so the state lock here is never contended; it exists so the type is
+//! `Sync`. A reply the socket cannot take now (the worker is not reading) is parked with
+//! its descriptors, and the connection waits for writability instead of reading more:
+//! a worker that floods requests without reading replies holds at most one reply's
+//! worth of broker memory.
+
+use crate::handle;
+use crate::state::{Loaded, Shared};
+use fdbroker_policy::ClientId;
+use fdbroker_shared::frame::{self, Kind, MAX_MESSAGE};
+use fdbroker_shared::peer::PeerCredentials;
+use fdbroker_shared::wire::{Accepted, Hello, Reply, ReplyBody, Request, WireError, Welcome};
+use fdbroker_shared::{Channel, ProtocolError, RecvError};
+use nix::errno::Errno;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+/// Messages handled per wake-up before yielding to other connections.
+const BUDGET: usize = 16;
+
+/// How the connection's policy client is chosen.
+#[derive(Debug, Clone)]
+pub enum Binding {
+    /// By the peer's `SO_PEERCRED` uid/gid, re-matched after each reload.
+    Credentials,
+    /// A named client (spawn mode serves one worker as the client given on the
+    /// command line).
+    Named(String),
+}
+
+/// What the event loop should wait for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Read,
+    Write,
+    Close,
+}
+
+/// Per-thread buffers, reused for every message.
+pub struct Scratch {
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch {
+            inbuf: vec![0; MAX_MESSAGE],
+            outbuf: Vec::with_capacity(4096),
+            fds: Vec::with_capacity(fdbroker_shared::frame::MAX_FDS_PER_REPLY),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Conn {
+    channel: Channel,
+    pub peer: PeerCredentials,
+    binding: Binding,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    phase: Phase,
+    pending: Option<Outgoing>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    AwaitHello,
+    Serving { generation: u64, client: ClientId },
+    /// A final message (a refusal) is queued; close once it is out.
+    Closing,
+}
+
+#[derive(Debug)]
+struct Outgoing {
+    id: Option<u64>,
+    bytes: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+enum Sent {
+    Done,
+    Later(Outgoing),
+    Failed,
+}
+
+impl Conn {
+    pub fn new(channel: Channel, peer: PeerCredentials, binding: Binding) -> Conn {
+        Conn {
+            channel,
+            peer,
+            binding,
+            state: Mutex::new(State {
+                phase: Phase::AwaitHello,
+                pending: None,
+            }),
+        }
+    }
+
+    /// The policy client this connection maps to under `loaded`, if any.
+    pub fn client_in(&self, loaded: &Loaded) -> Option<ClientId> {
+        match &self.binding {
+            Binding::Credentials => loaded.policy.client_for(self.peer.uid, self.peer.gid),
+            Binding::Named(name) => loaded.policy.client_by_name(name),
+        }
+    }
+
+    /// Read and answer what the worker sent, up to a budget.
+    pub fn service(&self, shared: &Shared, s: &mut Scratch) -> Next {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(out) = st.pending.take() {
+            match self.transmit(out) {
+                Sent::Done => {}
+                Sent::Later(out) => {
+                    st.pending = Some(out);
+                    return Next::Write;
+                }
+                Sent::Failed => return Next::Close,
+            }
+        }
+        for _ in 0..BUDGET {
+            if matches!(st.phase, Phase::Closing) {
+                return Next::Close;
+            }
+            let n = match self.channel.recv(&mut s.inbuf) {
+                Ok(n) => n,
+                Err(RecvError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Next::Read;
+                }
+                Err(RecvError::Protocol(ProtocolError::Closed)) => return Next::Close,
+                Err(e) => {
+                    self.violation(&e);
+                    return Next::Close;
+                }
+            };
+            s.fds.clear();
+            let id = match self.on_message(&mut st, shared, &s.inbuf[..n], &mut s.outbuf, &mut s.fds)
+            {
+                Ok(id) => id,
+                Err(e) => {
+                    self.violation(&e);
+                    return Next::Close;
+                }
+            };
+            let out = Outgoing {
+                id,
+                bytes: std::mem::take(&mut s.outbuf),
+                fds: std::mem::take(&mut s.fds),
+            };
+            match self.transmit(out) {
+                Sent::Done => {}
+                Sent::Later(out) => {
+                    st.pending = Some(out);
+                    return Next::Write;
+                }
+                Sent::Failed => return Next::Close,
+            }
+        }
+        if matches!(st.phase, Phase::Closing) {
+            Next::Close
+        } else {
+            Next::Read
+        }
+    }
+
+    /// Decode one message and build the answer into `out`; returns the request id
+    /// being answered (None for the greeting).
+    fn on_message(
+        &self,
+        st: &mut State,
+        shared: &Shared,
+        msg: &[u8],
+        out: &mut Vec<u8>,
+        fds: &mut Vec<OwnedFd>,
+    ) -> Result<Option<u64>, ProtocolError> {
+        match st.phase {
+            Phase::AwaitHello => {
+                let hello: Hello = match frame::decode(Kind::Hello, msg) {
+                    Err(ProtocolError::Version { peer }) => {
+                        tracing::warn!(
+                            uid = self.peer.uid, pid = self.peer.pid, peer_version = peer,
+                            "refusing a client that speaks another protocol version"
+                        );
+                        st.phase = Phase::Closing;
+                        let why = format!(
+                            "protocol version mismatch: the broker speaks version {}, the client speaks version {peer}",
+                            frame::PROTOCOL_VERSION
+                        );
+                        encode_welcome(out, Welcome::Refused(WireError::new(Errno::EPROTONOSUPPORT as i32, why)))?;
+                        return Ok(None);
+                    }
+                    r => r?,
+                };
+                let loaded = shared.current();
+                match self.client_in(&loaded) {
+                    Some(client) => {
+                        let name = loaded.policy.client(client).name.clone();
+                        tracing::debug!(
+                            uid = self.peer.uid, gid = self.peer.gid, pid = self.peer.pid,
+                            client = %name, agent = %crate::audit::Escaped(hello.agent.as_bytes()),
+                            "connection accepted"
+                        );
+                        encode_welcome(
+                            out,
+                            Welcome::Accepted(Accepted {
+                                client: name,
+                                max_batch: loaded.policy.broker().max_batch as u32,
+                            }),
+                        )?;
+                        st.phase = Phase::Serving {
+                            generation: loaded.generation,
+                            client,
+                        };
+                    }
+                    None => {
+                        st.phase = Phase::Closing;
+                        encode_welcome(out, Welcome::Refused(self.no_client()))?;
+                    }
+                }
+                Ok(None)
+            }
+            Phase::Serving { generation, client } => {
+                let req: Request = frame::decode(Kind::Request, msg)?;
+                shared.count_request();
+                let loaded = shared.current();
+                let client = if loaded.generation == generation {
+                    client
+                } else {
+                    match self.client_in(&loaded) {
+                        Some(c) => {
+                            st.phase = Phase::Serving {
+                                generation: loaded.generation,
+                                client: c,
+                            };
+                            c
+                        }
+                        None => {
+                            st.phase = Phase::Closing;
+                            encode_reply(out, req.id, ReplyBody::Refused(self.no_client()), fds)?;
+                            return Ok(Some(req.id));
+                        }
+                    }
+                };
+                let max_batch = loaded.policy.broker().max_batch;
+                let body = handle::answer(&loaded, client, &self.peer, req.op, max_batch, fds);
+                encode_reply(out, req.id, body, fds)?;
+                Ok(Some(req.id))
+            }
+            Phase::Closing => Err(ProtocolError::Closed),
+        }
+    }
+
+    fn no_client(&self) -> WireError {
+        refusal_for(&self.peer, &self.binding)
+    }
+
+    /// Send a reply, or hand it back if the socket is full. A reply whose descriptors
+    /// cannot be passed (`ETOOMANYREFS`, ...) is replaced by an error reply without
+    /// them, closing what was opened, so the worker is never left waiting.
+    fn transmit(&self, mut out: Outgoing) -> Sent {
+        let result = {
+            let borrowed: Vec<BorrowedFd<'_>> = out.fds.iter().map(|f| f.as_fd()).collect();
+            self.channel.send_with_fds(&out.bytes, &borrowed)
+        };
+        match result {
+            Ok(()) => Sent::Done,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Sent::Later(out),
+            Err(e) if !out.fds.is_empty() && !is_disconnect(&e) => {
+                tracing::warn!(uid = self.peer.uid, pid = self.peer.pid, error = %e, "cannot pass descriptors; answering with an error instead");
+                out.fds.clear();
+                let Some(id) = out.id else { return Sent::Failed };
+                let errno = e.raw_os_error().unwrap_or(Errno::EIO as i32);
+                let body = ReplyBody::Refused(WireError::new(errno, format!("the broker could not pass the descriptors: {e}")));
+                if encode_reply(&mut out.bytes, id, body, &mut out.fds).is_err() {
+                    return Sent::Failed;
+                }
+                self.transmit(out)
+            }
+            Err(e) => {
+                if !is_disconnect(&e) {
+                    tracing::warn!(uid = self.peer.uid, pid = self.peer.pid, error = %e, "send failed; closing the connection");
+                }
+                Sent::Failed
+            }
+        }
+    }
+
+    fn violation(&self, e: &dyn std::fmt::Display) {
+        tracing::warn!(
+            uid = self.peer.uid, gid = self.peer.gid, pid = self.peer.pid, error = %e,
+            "protocol violation; dropping this connection"
+        );
+    }
+
+    /// Serve whatever the worker already sent, within `deadline` (graceful shutdown:
+    /// requests in flight are answered, not dropped).
+    pub fn drain(&self, shared: &Shared, s: &mut Scratch, deadline: std::time::Instant) {
+        loop {
+            match self.service(shared, s) {
+                Next::Close | Next::Read => return,
+                Next::Write => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() || !wait_writable(self.channel.as_fd(), left) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+}
+
+/// Build the refusal a peer with no matching client gets.
+pub fn refusal_for(peer: &PeerCredentials, binding: &Binding) -> WireError {
+    let why = match binding {
+        Binding::Credentials => format!(
+            "no client in the broker's policy matches uid {} gid {}",
+            peer.uid, peer.gid
+        ),
+        Binding::Named(n) => format!("the policy has no client named {n:?}"),
+    };
+    WireError::new(Errno::EACCES as i32, why)
+}
+
+/// Send a refusal on a connection that will not be served, and forget it.
+pub fn refuse(channel: &Channel, why: WireError) {
+    let mut out = Vec::new();
+    if encode_welcome(&mut out, Welcome::Refused(why)).is_ok() {
+        let _ = channel.send(&out);
+    }
+}
+
+fn encode_welcome(out: &mut Vec<u8>, w: Welcome) -> Result<(), ProtocolError> {
+    frame::encode(Kind::Welcome, &w, out)
+}
+
+fn encode_reply(
+    out: &mut Vec<u8>,
+    id: u64,
+    body: ReplyBody,
+    fds: &mut Vec<OwnedFd>,
+) -> Result<(), ProtocolError> {
+    match frame::encode(Kind::Reply, &Reply { id, body }, out) {
+        // A batch whose error texts overflow the cap still gets an answer, without
+        // the descriptors it can no longer account for.
+        Err(ProtocolError::TooLarge { .. }) => {
+            fds.clear();
+            frame::encode(
+            Kind::Reply,
+            &Reply {
+                id,
+                body: ReplyBody::Refused(WireError::new(
+                    Errno::E2BIG as i32,
+                    "the reply would exceed the message cap; send a smaller batch",
+                )),
+            },
+            out,
+            )
+        }
+        r => r,
+    }
+}
+
+fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN)
+    )
+}
+
+fn wait_writable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    matches!(poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)), Ok(n) if n > 0)
+}
+
+/// Connections are shared between the slab and the thread servicing them.
+pub type ConnRef = Arc<Conn>;

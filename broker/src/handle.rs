@@ -1,0 +1,130 @@
+//! One request in, one reply (and its descriptors) out.
+//!
+//! This is the middle of the data path: `policy::decide` on the lexical path, then
+//! `resolve::open_beneath` from the rule's pre-opened root, then the audit line. It
+//! reads the loaded policy and writes nothing shared, so any thread can run it.
+
+use crate::audit::{self, Verdict};
+use crate::resolve::{self, OpenError};
+use crate::state::Loaded;
+use fdbroker_policy::{ClientId, Decision, Denial};
+use fdbroker_shared::peer::PeerCredentials;
+use fdbroker_shared::wire::{Access, FileMeta, Op, Outcome, ReplyBody, WireError};
+use nix::errno::Errno;
+use std::os::fd::OwnedFd;
+
+/// Answer one operation for `client`. Granted descriptors are pushed to `fds` in
+/// outcome order.
+pub fn answer(
+    loaded: &Loaded,
+    client: ClientId,
+    peer: &PeerCredentials,
+    op: Op,
+    max_batch: usize,
+    fds: &mut Vec<OwnedFd>,
+) -> ReplyBody {
+    match op {
+        Op::Open(spec) => ReplyBody::Open(open_one(
+            loaded,
+            client,
+            peer,
+            &spec.path,
+            spec.access,
+            spec.flags,
+            fds,
+        )),
+        Op::OpenMany {
+            paths,
+            access,
+            flags,
+        } => {
+            if paths.len() > max_batch {
+                return ReplyBody::Refused(WireError::new(
+                    Errno::E2BIG as i32,
+                    format!(
+                        "batch of {} paths exceeds this broker's limit of {max_batch}",
+                        paths.len()
+                    ),
+                ));
+            }
+            ReplyBody::OpenMany(
+                paths
+                    .iter()
+                    .map(|p| open_one(loaded, client, peer, p, access, flags, fds))
+                    .collect(),
+            )
+        }
+    }
+}
+
+fn open_one(
+    loaded: &Loaded,
+    client: ClientId,
+    peer: &PeerCredentials,
+    path: &[u8],
+    access: Access,
+    flags: u32,
+    fds: &mut Vec<OwnedFd>,
+) -> Outcome {
+    let policy = &loaded.policy;
+    let client_name = policy.client(client).name.as_str();
+    let extra = match resolve::check_flags(access, flags) {
+        Ok(extra) => extra,
+        Err(e) => {
+            audit::decision(peer, client_name, path, access, None, Verdict::Denied(&e));
+            return Err(e.to_wire());
+        }
+    };
+    let grant = match policy.decide(client, path, access) {
+        Decision::Allow(grant) => grant,
+        Decision::Deny(denial) => {
+            let rule = match &denial {
+                Denial::DeniedBy(r) | Denial::AccessNotGranted(r) => Some(loaded.rule_label(*r)),
+                _ => None,
+            };
+            audit::decision(
+                peer,
+                client_name,
+                path,
+                access,
+                rule.as_ref().map(|r| r as &dyn std::fmt::Display),
+                Verdict::Denied(&denial),
+            );
+            return Err(denial_to_wire(&denial));
+        }
+    };
+    let rule = loaded.rule_label(grant.rule);
+    let opened = loaded
+        .roots
+        .get(grant.root)
+        .map_err(OpenError::RootUnavailable)
+        .and_then(|root| resolve::open_beneath(root, grant.relative, access, extra, &grant.options));
+    match opened {
+        Ok((fd, meta)) => {
+            audit::decision(
+                peer,
+                client_name,
+                path,
+                access,
+                Some(&rule),
+                Verdict::Granted { ino: meta.ino },
+            );
+            fds.push(fd);
+            Ok::<FileMeta, WireError>(meta)
+        }
+        Err(e) => {
+            audit::decision(peer, client_name, path, access, Some(&rule), Verdict::Failed(&e));
+            Err(e.to_wire())
+        }
+    }
+}
+
+/// Outside the policy the worker learns only "denied" (or that its path was not a
+/// clean absolute path, which says nothing about the filesystem): never whether the
+/// file exists.
+fn denial_to_wire(denial: &Denial) -> WireError {
+    match denial {
+        Denial::InvalidPath(e) => WireError::new(Errno::EINVAL as i32, format!("invalid path: {e}")),
+        _ => WireError::new(Errno::EACCES as i32, "permission denied by the broker's policy"),
+    }
+}

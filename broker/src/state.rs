@@ -1,0 +1,131 @@
+//! What the broker serves from: the policy and its opened roots, swapped as one unit.
+//!
+//! A request takes an `Arc<Loaded>` snapshot at its start and finishes under it, so a
+//! reload never shows a request half the old rules and half the new; connections pick
+//! up the new rules on their next request.
+
+use crate::roots::Roots;
+use fdbroker_policy::{Policy, RuleId};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// A policy with its roots open.
+#[derive(Debug)]
+pub struct Loaded {
+    pub policy: Policy,
+    pub roots: Roots,
+    /// Increments on every successful (re)load; connections cache their client per
+    /// generation.
+    pub generation: u64,
+}
+
+impl Loaded {
+    pub fn new(policy: Policy, generation: u64) -> Loaded {
+        let roots = Roots::open(&policy);
+        for (path, errno) in roots.problems() {
+            tracing::warn!(
+                root = %path.display(),
+                error = %errno.desc(),
+                "policy root cannot be opened; requests under it will fail until a reload"
+            );
+        }
+        Loaded {
+            policy,
+            roots,
+            generation,
+        }
+    }
+
+    /// `FILE:LINE:COL` of a rule, for audit lines, without allocating.
+    pub fn rule_label(&self, id: RuleId) -> RuleLabel<'_> {
+        RuleLabel {
+            loaded: self,
+            id,
+        }
+    }
+}
+
+pub struct RuleLabel<'a> {
+    loaded: &'a Loaded,
+    id: RuleId,
+}
+
+impl fmt::Display for RuleLabel<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rule = self.loaded.policy.rule(self.id);
+        write!(
+            f,
+            "{}:{}:{}",
+            self.loaded.policy.origin().display(),
+            rule.location.line,
+            rule.location.col
+        )
+    }
+}
+
+/// Counters for status lines and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub requests: AtomicU64,
+    pub connections: AtomicU64,
+}
+
+/// State shared by every thread of one broker.
+#[derive(Debug)]
+pub struct Shared {
+    current: RwLock<Arc<Loaded>>,
+    /// Where the policy came from, for reloads.
+    pub policy_path: Option<PathBuf>,
+    pub stats: Stats,
+    last_reload_error: RwLock<Option<String>>,
+}
+
+impl Shared {
+    pub fn new(policy: Policy, policy_path: Option<PathBuf>) -> Shared {
+        Shared {
+            current: RwLock::new(Arc::new(Loaded::new(policy, 1))),
+            policy_path,
+            stats: Stats::default(),
+            last_reload_error: RwLock::new(None),
+        }
+    }
+
+    /// The policy in force now.
+    pub fn current(&self) -> Arc<Loaded> {
+        // The lock only guards an Arc swap; a poisoned lock still holds a valid Arc.
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Parse, validate and open the policy file again, then swap it in. On any error
+    /// the policy in force stays, and the error is returned (and kept for status).
+    pub fn reload(&self) -> Result<Arc<Loaded>, String> {
+        let Some(path) = &self.policy_path else {
+            return Err("this broker was not started from a policy file".into());
+        };
+        let result = match Policy::load(path) {
+            Ok(policy) => {
+                let generation = self.current().generation + 1;
+                let loaded = Arc::new(Loaded::new(policy, generation));
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&loaded);
+                Ok(loaded)
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        *self.last_reload_error.write().unwrap_or_else(|p| p.into_inner()) =
+            result.as_ref().err().cloned();
+        result
+    }
+
+    pub fn last_reload_error(&self) -> Option<String> {
+        self.last_reload_error
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn count_request(&self) {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,604 @@
+//! From the raw file to a [`Policy`]: validation, name resolution, and building the
+//! per-client indexes.
+//!
+//! Every check that can be done before the broker runs is done here, and each failure
+//! points at the key or value responsible. The first error is reported; fixing it and
+//! loading again finds the next, which keeps each message precise.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::unistd::{Group, User};
+use toml::Spanned;
+
+use crate::file::{
+    AllowTable, BrokerTable, ClientTable, DenyTable, NameOrId, PolicyFile, SandboxTable,
+};
+use crate::index::Index;
+use crate::location::LineIndex;
+use crate::path;
+use crate::pattern::{Pattern, join};
+use crate::{
+    Access, AccessSet, BrokerSettings, Client, ClientId, Effect, IdKind, LoadError, LoadErrorKind,
+    Location, ModeError, Policy, RootId, Rule, RuleId, RuleOptions, SandboxSettings, Symlinks,
+    UserSpec,
+};
+
+/// `sizeof(sockaddr_un.sun_path)` is 108, including the terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The highest id load accepts: `(uid_t)-1` means "no id" to the kernel.
+const MAX_ID: i64 = u32::MAX as i64 - 1;
+
+/// Where errors point: the file name and a way to turn byte offsets into positions.
+struct Context<'a> {
+    origin: &'a Path,
+    lines: LineIndex<'a>,
+}
+
+impl Context<'_> {
+    fn at(&self, offset: usize) -> Location {
+        self.lines.location(offset)
+    }
+
+    fn error(&self, location: Location, kind: LoadErrorKind) -> LoadError {
+        LoadError::new(self.origin, Some(location), kind)
+    }
+
+    /// An error pointing at the start of a spanned value.
+    fn at_value<T>(&self, value: &Spanned<T>, kind: LoadErrorKind) -> LoadError {
+        self.error(self.at(value.span().start), kind)
+    }
+}
+
+pub(crate) fn parse(text: &str, origin: &Path) -> Result<Policy, LoadError> {
+    let cx = Context {
+        origin,
+        lines: LineIndex::new(text),
+    };
+    let file: PolicyFile = toml::from_str(text).map_err(|e| {
+        let location = e.span().map(|s| cx.at(s.start));
+        LoadError::new(
+            origin,
+            location,
+            LoadErrorKind::Toml(e.message().to_owned()),
+        )
+    })?;
+    let broker = broker_settings(&cx, file.broker)?;
+    let sandbox = sandbox_settings(&cx, file.sandbox)?;
+    if file.client.is_empty() {
+        return Err(cx.error(Location::START, LoadErrorKind::NoClients));
+    }
+    let mut builder = Builder::default();
+    for table in file.client {
+        builder.client(&cx, table)?;
+    }
+    Ok(builder.finish(origin, broker, sandbox))
+}
+
+fn broker_settings(
+    cx: &Context<'_>,
+    table: Option<BrokerTable>,
+) -> Result<BrokerSettings, LoadError> {
+    let mut settings = BrokerSettings::default();
+    let Some(table) = table else {
+        return Ok(settings);
+    };
+    if let Some(socket) = table.socket {
+        let bytes = socket.get_ref().as_bytes();
+        path::check(bytes).map_err(|reason| {
+            cx.at_value(
+                &socket,
+                LoadErrorKind::BadSettingPath {
+                    what: "socket path",
+                    path: socket.get_ref().clone(),
+                    reason,
+                },
+            )
+        })?;
+        if bytes.len() > MAX_SOCKET_PATH {
+            return Err(cx.at_value(
+                &socket,
+                LoadErrorKind::SocketPathTooLong {
+                    path: socket.get_ref().clone(),
+                    len: bytes.len(),
+                },
+            ));
+        }
+        settings.socket = Some(PathBuf::from(socket.into_inner()));
+    }
+    if let Some(mode) = table.socket_mode {
+        settings.socket_mode = octal_mode(cx, &mode, "socket_mode", false)?;
+    }
+    if let Some(group) = table.socket_group {
+        settings.socket_group = Some(resolve(cx, IdKind::Gid, &group)?);
+    }
+    if let Some(v) = table.max_connections {
+        settings.max_connections = count(cx, &v, "max_connections", 1, i64::MAX, "at least 1")?;
+    }
+    if let Some(v) = table.max_connections_per_uid {
+        settings.max_connections_per_uid =
+            count(cx, &v, "max_connections_per_uid", 1, i64::MAX, "at least 1")?;
+    }
+    if let Some(v) = table.max_batch {
+        settings.max_batch = count(
+            cx,
+            &v,
+            "max_batch",
+            1,
+            BrokerSettings::MAX_BATCH as i64,
+            "between 1 and 128",
+        )?;
+    }
+    if let Some(v) = table.idle_timeout {
+        let secs = count(
+            cx,
+            &v,
+            "idle_timeout",
+            0,
+            i64::MAX,
+            "0 (never) or a number of seconds",
+        )?;
+        settings.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs as u64));
+    }
+    if let Some(confine) = table.confine {
+        settings.confine = confine;
+    }
+    Ok(settings)
+}
+
+fn sandbox_settings(
+    cx: &Context<'_>,
+    table: Option<SandboxTable>,
+) -> Result<SandboxSettings, LoadError> {
+    let mut settings = SandboxSettings::default();
+    let Some(table) = table else {
+        return Ok(settings);
+    };
+    if let Some(paths) = table.read_only {
+        settings.read_only = paths
+            .into_iter()
+            .map(|p| {
+                path::check(p.get_ref().as_bytes()).map_err(|reason| {
+                    cx.at_value(
+                        &p,
+                        LoadErrorKind::BadSettingPath {
+                            what: "sandbox path",
+                            path: p.get_ref().clone(),
+                            reason,
+                        },
+                    )
+                })?;
+                Ok(PathBuf::from(p.into_inner()))
+            })
+            .collect::<Result<_, LoadError>>()?;
+    }
+    if let Some(user) = table.user {
+        settings.user = match user.get_ref() {
+            NameOrId::Id(0) => return Err(cx.at_value(&user, LoadErrorKind::SandboxRoot)),
+            NameOrId::Name(name) if name == "root" => {
+                return Err(cx.at_value(&user, LoadErrorKind::SandboxRoot));
+            }
+            NameOrId::Id(n) => UserSpec::Id(id_in_range(cx, &user, IdKind::Uid, *n)?),
+            NameOrId::Name(name) => UserSpec::Name(name.clone()),
+        };
+    }
+    Ok(settings)
+}
+
+/// An integer setting within `min..=max`.
+fn count(
+    cx: &Context<'_>,
+    value: &Spanned<i64>,
+    key: &'static str,
+    min: i64,
+    max: i64,
+    expected: &'static str,
+) -> Result<usize, LoadError> {
+    let v = *value.get_ref();
+    match usize::try_from(v) {
+        Ok(n) if (min..=max).contains(&v) => Ok(n),
+        _ => Err(cx.at_value(
+            value,
+            LoadErrorKind::OutOfRange {
+                key,
+                value: v,
+                expected,
+            },
+        )),
+    }
+}
+
+/// Parses `"0640"`-style modes. Create modes additionally refuse the setuid, setgid
+/// and sticky bits by name, since a worker must never be able to make such a file.
+fn octal_mode(
+    cx: &Context<'_>,
+    value: &Spanned<String>,
+    what: &'static str,
+    create: bool,
+) -> Result<u32, LoadError> {
+    let text = value.get_ref();
+    let parsed = if text.is_empty() || !text.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        Err(ModeError::NotOctal)
+    } else {
+        match u32::from_str_radix(text, 8) {
+            Err(_) => Err(ModeError::TooLarge),
+            Ok(n) if create && n <= 0o7777 && n & 0o7000 != 0 => Err(ModeError::SpecialBits),
+            Ok(n) if n > 0o777 => Err(ModeError::TooLarge),
+            Ok(n) => Ok(n),
+        }
+    };
+    parsed.map_err(|reason| {
+        cx.at_value(
+            value,
+            LoadErrorKind::BadMode {
+                what,
+                value: text.clone(),
+                reason,
+            },
+        )
+    })
+}
+
+fn id_in_range<T>(
+    cx: &Context<'_>,
+    at: &Spanned<T>,
+    kind: IdKind,
+    value: i64,
+) -> Result<u32, LoadError> {
+    match u32::try_from(value) {
+        Ok(id) if value <= MAX_ID => Ok(id),
+        _ => Err(cx.at_value(at, LoadErrorKind::IdOutOfRange { kind, value })),
+    }
+}
+
+/// A user or group name or number to an id. Names are looked up once, here, so the
+/// running broker never consults NSS on behalf of a peer.
+fn resolve(cx: &Context<'_>, kind: IdKind, entry: &Spanned<NameOrId>) -> Result<u32, LoadError> {
+    let name = match entry.get_ref() {
+        NameOrId::Id(n) => return id_in_range(cx, entry, kind, *n),
+        NameOrId::Name(name) => name,
+    };
+    let found = match kind {
+        IdKind::Uid => User::from_name(name).map(|u| u.map(|u| u.uid.as_raw())),
+        IdKind::Gid => Group::from_name(name).map(|g| g.map(|g| g.gid.as_raw())),
+    };
+    match found {
+        Ok(Some(id)) => Ok(id),
+        Ok(None) => Err(cx.at_value(
+            entry,
+            match kind {
+                IdKind::Uid => LoadErrorKind::UnknownUser(name.clone()),
+                IdKind::Gid => LoadErrorKind::UnknownGroup(name.clone()),
+            },
+        )),
+        Err(errno) => Err(cx.at_value(
+            entry,
+            LoadErrorKind::Lookup {
+                kind,
+                name: name.clone(),
+                errno,
+            },
+        )),
+    }
+}
+
+/// An allow or deny table, to be numbered in file order.
+enum RawRule {
+    Allow(AllowTable),
+    Deny(DenyTable),
+}
+
+impl RawRule {
+    fn path(&self) -> &Spanned<String> {
+        match self {
+            RawRule::Allow(t) => &t.path,
+            RawRule::Deny(t) => &t.path,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Builder {
+    clients: Vec<Client>,
+    names: HashMap<String, Location>,
+    rules: Vec<Rule>,
+    /// Parsed pattern of each rule, by `RuleId`.
+    patterns: Vec<Pattern>,
+    indexes: Vec<Index>,
+    by_uid: HashMap<u32, ClientId>,
+    by_gid: HashMap<u32, ClientId>,
+    roots: Vec<PathBuf>,
+    root_ids: HashMap<Vec<Box<[u8]>>, RootId>,
+    granted: Vec<Access>,
+}
+
+impl Builder {
+    fn client(&mut self, cx: &Context<'_>, table: Spanned<ClientTable>) -> Result<(), LoadError> {
+        let id = ClientId(self.clients.len());
+        let header = cx.at(table.span().start);
+        let table = table.into_inner();
+        let name = table.name.get_ref().clone();
+        let location = cx.at(table.name.span().start);
+        if name.trim().is_empty() {
+            return Err(cx.error(location, LoadErrorKind::EmptyClientName));
+        }
+        if let Some(&first) = self.names.get(&name) {
+            return Err(cx.error(location, LoadErrorKind::DuplicateClient { name, first }));
+        }
+        let users = self.ids(cx, IdKind::Uid, table.users.unwrap_or_default(), id, &name)?;
+        let groups = self.ids(cx, IdKind::Gid, table.groups.unwrap_or_default(), id, &name)?;
+        if users.is_empty() && groups.is_empty() {
+            return Err(cx.error(header, LoadErrorKind::MatchesNoOne { client: name }));
+        }
+
+        let mut raw: Vec<RawRule> = table.allow.into_iter().map(RawRule::Allow).collect();
+        raw.extend(table.deny.into_iter().map(RawRule::Deny));
+        raw.sort_by_key(|r| r.path().span().start);
+        let mut index = Index::default();
+        let mut rule_ids = Vec::with_capacity(raw.len());
+        for r in raw {
+            let (rule, pattern) = self.rule(cx, id, r)?;
+            index.insert(rule.id, rule.effect, &pattern);
+            rule_ids.push(rule.id);
+            self.rules.push(rule);
+            self.patterns.push(pattern);
+        }
+        self.check_client_rules(cx, &index, &rule_ids)?;
+
+        self.names.insert(name.clone(), location);
+        self.indexes.push(index);
+        self.clients.push(Client {
+            name,
+            users,
+            groups,
+            rules: rule_ids,
+            location,
+        });
+        Ok(())
+    }
+
+    /// Resolves a `users` or `groups` list, refusing an id listed twice in this client
+    /// or already listed by another one.
+    fn ids(
+        &mut self,
+        cx: &Context<'_>,
+        kind: IdKind,
+        entries: Vec<Spanned<NameOrId>>,
+        client: ClientId,
+        name: &str,
+    ) -> Result<Vec<u32>, LoadError> {
+        let mut out: Vec<u32> = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let id = resolve(cx, kind, entry)?;
+            let owners = match kind {
+                IdKind::Uid => &mut self.by_uid,
+                IdKind::Gid => &mut self.by_gid,
+            };
+            match owners.get(&id) {
+                None => {
+                    owners.insert(id, client);
+                    out.push(id);
+                }
+                Some(&owner) if owner == client => {
+                    return Err(cx.at_value(
+                        entry,
+                        LoadErrorKind::RepeatedId {
+                            kind,
+                            id,
+                            client: name.to_owned(),
+                        },
+                    ));
+                }
+                Some(&owner) => {
+                    let first = self
+                        .clients
+                        .get(owner.0)
+                        .map(|c| c.name.clone())
+                        .unwrap_or_default();
+                    return Err(cx.at_value(
+                        entry,
+                        LoadErrorKind::AmbiguousId {
+                            kind,
+                            id,
+                            first,
+                            second: name.to_owned(),
+                        },
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn rule(
+        &mut self,
+        cx: &Context<'_>,
+        client: ClientId,
+        raw: RawRule,
+    ) -> Result<(Rule, Pattern), LoadError> {
+        let path = raw.path();
+        let pattern = Pattern::parse(path.get_ref()).map_err(|reason| {
+            cx.at_value(
+                path,
+                LoadErrorKind::BadPath {
+                    path: path.get_ref().clone(),
+                    reason,
+                },
+            )
+        })?;
+        let mut rule = Rule {
+            id: RuleId(self.rules.len()),
+            client,
+            effect: Effect::Deny,
+            pattern: path.get_ref().clone(),
+            kind: pattern.kind(),
+            access: AccessSet::EMPTY,
+            options: RuleOptions::default(),
+            root: None,
+            location: cx.at(path.span().start),
+        };
+        if let RawRule::Allow(table) = raw {
+            rule.effect = Effect::Allow;
+            rule.access = access(cx, table.access)?;
+            rule.options = RuleOptions {
+                symlinks: match table.symlinks {
+                    None => Symlinks::None,
+                    Some(s) => match s.get_ref().as_str() {
+                        "none" => Symlinks::None,
+                        "beneath" => Symlinks::Beneath,
+                        other => {
+                            return Err(
+                                cx.at_value(&s, LoadErrorKind::UnknownSymlinks(other.to_owned()))
+                            );
+                        }
+                    },
+                },
+                devices: table.devices.unwrap_or(false),
+                hardlinks: table.hardlinks.unwrap_or(false),
+                create_mode: match &table.mode {
+                    Some(mode) => octal_mode(cx, mode, "mode", true)?,
+                    None => RuleOptions::DEFAULT_CREATE_MODE,
+                },
+                same_filesystem: table.same_filesystem.unwrap_or(false),
+            };
+            rule.root = Some(self.root(pattern.root()));
+            for access in Access::ALL {
+                if rule.access.grants(access) && !self.granted.contains(&access) {
+                    self.granted.push(access);
+                }
+            }
+        }
+        Ok((rule, pattern))
+    }
+
+    fn root(&mut self, components: &[Box<[u8]>]) -> RootId {
+        if let Some(&id) = self.root_ids.get(components) {
+            return id;
+        }
+        let id = RootId(self.roots.len());
+        self.roots
+            .push(PathBuf::from(OsStr::from_bytes(&join(components))));
+        self.root_ids.insert(components.to_vec(), id);
+        id
+    }
+
+    /// Refuses allow rules that can never grant anything because a deny of the same
+    /// client covers them, and `symlinks = "beneath"` where a symlink could lead from
+    /// the allowed name to a denied one. Uses the client's index, so a large policy
+    /// costs the rules along each root, not every deny times every allow.
+    fn check_client_rules(
+        &self,
+        cx: &Context<'_>,
+        index: &Index,
+        ids: &[RuleId],
+    ) -> Result<(), LoadError> {
+        let is_deny = |id: RuleId| {
+            self.rules
+                .get(id.0)
+                .is_some_and(|r| r.effect == Effect::Deny)
+        };
+        let first = |found: &mut Option<RuleId>, id: RuleId| {
+            if found.is_none_or(|f| id.0 < f.0) {
+                *found = Some(id);
+            }
+        };
+        for &id in ids {
+            let (Some(rule), Some(pattern)) = (self.rules.get(id.0), self.patterns.get(id.0))
+            else {
+                continue;
+            };
+            if rule.effect != Effect::Allow {
+                continue;
+            }
+            let mut denied_by = None;
+            index.along(pattern.prefix(), |cand| {
+                if is_deny(cand)
+                    && self
+                        .patterns
+                        .get(cand.0)
+                        .is_some_and(|d| d.fully_denies(pattern))
+                {
+                    first(&mut denied_by, cand);
+                }
+            });
+            if let Some(deny) = denied_by.and_then(|d| self.rules.get(d.0)) {
+                return Err(cx.error(
+                    rule.location,
+                    LoadErrorKind::FullyDenied {
+                        allow: rule.pattern.clone(),
+                        deny: deny.pattern.clone(),
+                        deny_at: deny.location,
+                    },
+                ));
+            }
+            if rule.options.symlinks == Symlinks::Beneath {
+                let root = pattern.root();
+                let mut reached = index.deny_within(root);
+                index.along(root, |cand| {
+                    if is_deny(cand)
+                        && self
+                            .patterns
+                            .get(cand.0)
+                            .is_some_and(|d| d.reaches_into(root))
+                    {
+                        first(&mut reached, cand);
+                    }
+                });
+                if let Some(deny) = reached.and_then(|d| self.rules.get(d.0)) {
+                    return Err(cx.error(
+                        rule.location,
+                        LoadErrorKind::SymlinksReachDeny {
+                            allow: rule.pattern.clone(),
+                            deny: deny.pattern.clone(),
+                            deny_at: deny.location,
+                            root: String::from_utf8_lossy(&join(root)).into_owned(),
+                        },
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self, origin: &Path, broker: BrokerSettings, sandbox: SandboxSettings) -> Policy {
+        Policy {
+            origin: origin.to_owned(),
+            broker,
+            sandbox,
+            clients: self.clients,
+            rules: self.rules,
+            roots: self.roots,
+            indexes: self.indexes,
+            by_uid: self.by_uid,
+            by_gid: self.by_gid,
+            granted: self.granted,
+        }
+    }
+}
+
+/// The `access` list of an allow rule; absent means `["read"]`, the least surprising
+/// grant, but an explicitly empty list is a mistake.
+fn access(
+    cx: &Context<'_>,
+    list: Option<Spanned<Vec<Spanned<String>>>>,
+) -> Result<AccessSet, LoadError> {
+    let Some(list) = list else {
+        return Ok(AccessSet::READ);
+    };
+    if list.get_ref().is_empty() {
+        return Err(cx.at_value(&list, LoadErrorKind::EmptyAccess));
+    }
+    list.get_ref()
+        .iter()
+        .try_fold(AccessSet::EMPTY, |set, word| {
+            AccessSet::from_word(word.get_ref())
+                .map(|w| set | w)
+                .ok_or_else(|| {
+                    cx.at_value(word, LoadErrorKind::UnknownAccess(word.get_ref().clone()))
+                })
+        })
+}

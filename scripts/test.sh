@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install what the test suite needs on a bare Debian machine, then run every check:
+# formatting, clippy, and `cargo test --workspace` (end-to-end tests need root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v setpriv >/dev/null || need+=(util-linux)
+command -v systemd-socket-activate >/dev/null || need+=(systemd)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}"
+  else
+    echo "test: missing ${need[*]}; run as root to install them" >&2
+    exit 1
+  fi
+fi
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked

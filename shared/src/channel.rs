@@ -1,0 +1,437 @@
+//! A connected `SOCK_SEQPACKET` Unix socket: one call, one whole message.
+//!
+//! Both sides talk through [`Channel`], so the rules for descriptors live in one place:
+//! the broker receives with *no* control buffer (whatever descriptors a worker sends
+//! are discarded by the kernel and reported as a violation), and the worker receives
+//! with a control buffer sized for the protocol's cap and `MSG_CMSG_CLOEXEC`, taking
+//! ownership of every descriptor that arrived before it looks at anything else, so
+//! that an error path drops — closes — them all.
+
+use crate::error::{ProtocolError, RecvError};
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, sockopt,
+};
+use sendfd::SendWithFd;
+use std::io::{self, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+/// A connected `SOCK_SEQPACKET` Unix socket.
+///
+/// The descriptor is held as a std `UnixStream` only because that is the type
+/// `sendfd` sends through; no stream semantics are used.
+#[derive(Debug)]
+pub struct Channel {
+    sock: UnixStream,
+}
+
+impl Channel {
+    /// Connect to a listening broker socket (blocking, close-on-exec).
+    pub fn connect(path: &Path) -> io::Result<Channel> {
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        let addr = UnixAddr::new(path)?;
+        socket::connect(fd.as_raw_fd(), &addr)?;
+        Ok(Channel::wrap(fd))
+    }
+
+    /// A connected pair, both ends close-on-exec (spawn mode, tests).
+    pub fn pair() -> io::Result<(Channel, Channel)> {
+        let (a, b) = socket::socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        Ok((Channel::wrap(a), Channel::wrap(b)))
+    }
+
+    /// Adopt a descriptor that should be a connected `AF_UNIX` `SOCK_SEQPACKET` socket,
+    /// checking that it is one: an inherited number could name anything.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<Channel> {
+        let ty = socket::getsockopt(&fd, sockopt::SockType).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("descriptor {} is not a socket: {e}", fd.as_raw_fd()),
+            )
+        })?;
+        if ty != SockType::SeqPacket {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "descriptor {} is a {ty:?} socket, not SOCK_SEQPACKET",
+                    fd.as_raw_fd()
+                ),
+            ));
+        }
+        let addr: UnixAddr = socket::getsockname(fd.as_raw_fd()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("descriptor {} is not an AF_UNIX socket", fd.as_raw_fd()),
+            )
+        })?;
+        let _ = addr;
+        Ok(Channel::wrap(fd))
+    }
+
+    /// Wrap an accepted or created socket without checks (the caller made it).
+    pub fn wrap(fd: OwnedFd) -> Channel {
+        Channel {
+            sock: UnixStream::from(fd),
+        }
+    }
+
+    /// Put the socket in non-blocking mode (the broker's event loop) or back.
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        self.sock.set_nonblocking(on)
+    }
+
+    /// Send one message with no descriptors. `MSG_NOSIGNAL`: a vanished peer is an
+    /// `EPIPE` error, never a `SIGPIPE` that would kill a worker.
+    pub fn send(&self, bytes: &[u8]) -> io::Result<()> {
+        let n = socket::send(self.sock.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL)?;
+        sent_whole(n, bytes.len())
+    }
+
+    /// Send one message with descriptors attached as `SCM_RIGHTS`.
+    ///
+    /// `sendfd` sends without `MSG_NOSIGNAL`, so a process using this must ignore
+    /// `SIGPIPE` (the broker does, from its first instruction).
+    pub fn send_with_fds(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        if fds.is_empty() {
+            return self.send(bytes);
+        }
+        let raw: smallvec_raw::RawFds = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let n = self.sock.send_with_fd(bytes, &raw)?;
+        sent_whole(n, bytes.len())
+    }
+
+    /// Receive one message, accepting no descriptors.
+    ///
+    /// There is no control buffer, so descriptors the peer attached never enter this
+    /// process; their presence (`MSG_CTRUNC`) is still reported as a violation.
+    pub fn recv(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        let (bytes, flags) = loop {
+            let mut iov = [IoSliceMut::new(&mut *buf)];
+            match socket::recvmsg::<()>(self.sock.as_raw_fd(), &mut iov, None, MsgFlags::empty())
+            {
+                Ok(msg) => break (msg.bytes, msg.flags),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(io::Error::from(e).into()),
+            }
+        };
+        if flags.contains(MsgFlags::MSG_CTRUNC) {
+            return Err(ProtocolError::UnexpectedDescriptors.into());
+        }
+        if flags.contains(MsgFlags::MSG_TRUNC) {
+            return Err(ProtocolError::Truncated.into());
+        }
+        if bytes == 0 {
+            return Err(ProtocolError::Closed.into());
+        }
+        Ok(bytes)
+    }
+
+    /// Receive one message and at most `max_fds` descriptors, atomically
+    /// close-on-exec (`MSG_CMSG_CLOEXEC`).
+    ///
+    /// Truncated data or control data is an error, and so is more descriptors than
+    /// `max_fds`; in every error case the descriptors that did arrive are closed.
+    pub fn recv_with_fds(
+        &self,
+        buf: &mut [u8],
+        max_fds: usize,
+    ) -> Result<(usize, Vec<OwnedFd>), RecvError> {
+        // Same allocation nix's own `cmsg_space!` makes; the allocator aligns it for cmsghdr.
+        let mut control = vec![0u8; cmsg_space_for_fds(max_fds)];
+        let mut iov = [IoSliceMut::new(buf)];
+        let msg = loop {
+            match socket::recvmsg::<()>(
+                self.sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut control[..]),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Err(Errno::EINTR) => continue,
+                r => break r.map_err(io::Error::from)?,
+            }
+        };
+        let (bytes, flags) = (msg.bytes, msg.flags);
+        // Take ownership first: from here on every early return closes them. nix will
+        // not iterate a truncated control buffer, yet the kernel has installed the
+        // descriptors that fit, so the buffer is walked here in every case.
+        let (fds, foreign_control) = take_scm_rights(&control);
+        if flags.contains(MsgFlags::MSG_CTRUNC) || fds.len() > max_fds || foreign_control {
+            return Err(ProtocolError::ControlTruncated.into());
+        }
+        if flags.contains(MsgFlags::MSG_TRUNC) {
+            return Err(ProtocolError::Truncated.into());
+        }
+        if bytes == 0 {
+            return Err(ProtocolError::Closed.into());
+        }
+        Ok((bytes, fds))
+    }
+
+    /// Bound how long a blocking receive may wait (`SO_RCVTIMEO`); `None` waits forever.
+    pub fn set_read_timeout(&self, t: Option<std::time::Duration>) -> io::Result<()> {
+        self.sock.set_read_timeout(t)
+    }
+
+    /// Shut the socket down for both directions, waking any thread blocked on it.
+    pub fn shutdown(&self) -> io::Result<()> {
+        match self.sock.shutdown(std::net::Shutdown::Both) {
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            r => r,
+        }
+    }
+}
+
+impl AsFd for Channel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+impl AsRawFd for Channel {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+impl From<Channel> for OwnedFd {
+    fn from(c: Channel) -> OwnedFd {
+        OwnedFd::from(c.sock)
+    }
+}
+
+/// Accept one connection from a listening socket, non-blocking and close-on-exec.
+pub fn accept(listener: &impl AsFd) -> io::Result<Channel> {
+    let raw = retry_eintr(|| {
+        socket::accept4(
+            listener.as_fd().as_raw_fd(),
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        )
+    })?;
+    Ok(Channel::wrap(adopt_accepted_fd(raw)))
+}
+
+/// Walk a control buffer the kernel filled (and that started zeroed) and adopt every
+/// `SCM_RIGHTS` descriptor in it. Returns whether any other control message was seen.
+///
+/// The kernel writes only whole `cmsghdr`s, shrinking the descriptor array to what fits
+/// on truncation, so a header whose length is zero or runs past the buffer ends the walk.
+fn take_scm_rights(control: &[u8]) -> (Vec<OwnedFd>, bool) {
+    const HDR: usize = std::mem::size_of::<libc::cmsghdr>();
+    const ALIGN: usize = std::mem::size_of::<usize>();
+    let align = |n: usize| n.div_ceil(ALIGN) * ALIGN;
+    let word = |at: usize| -> Option<usize> {
+        let b = control.get(at..at + ALIGN)?;
+        Some(usize::from_ne_bytes(b.try_into().ok()?))
+    };
+    let int = |at: usize| -> Option<i32> {
+        let b = control.get(at..at + 4)?;
+        Some(i32::from_ne_bytes(b.try_into().ok()?))
+    };
+    let mut fds = Vec::new();
+    let mut foreign = false;
+    let mut at = 0;
+    while let (Some(len), Some(level), Some(ty)) = (word(at), int(at + ALIGN), int(at + ALIGN + 4))
+    {
+        if len < HDR || at + len > control.len() {
+            break;
+        }
+        let data = &control[at + align(HDR)..at + len];
+        if level == libc::SOL_SOCKET && ty == libc::SCM_RIGHTS {
+            fds.extend(
+                data.chunks_exact(4)
+                    .filter_map(|c| c.try_into().ok())
+                    .map(|c| adopt_received_fd(RawFd::from_ne_bytes(c))),
+            );
+        } else {
+            foreign = true;
+        }
+        at += align(len);
+    }
+    (fds, foreign)
+}
+
+fn adopt_received_fd(raw: RawFd) -> OwnedFd {
+    // SAFETY: the kernel installed `raw` in our table for this recvmsg and nothing
+    // else refers to it; this OwnedFd becomes its only owner.
+    unsafe { OwnedFd::from_raw_fd(raw) }
+}
+
+fn adopt_accepted_fd(raw: RawFd) -> OwnedFd {
+    // SAFETY: accept4 just returned `raw` as a new descriptor owned by no one else.
+    unsafe { OwnedFd::from_raw_fd(raw) }
+}
+
+/// `CMSG_SPACE` for `n` descriptors: the control buffer is sized for exactly the
+/// protocol's cap, so one more descriptor shows up as `MSG_CTRUNC`.
+fn cmsg_space_for_fds(n: usize) -> usize {
+    let bytes = (n * std::mem::size_of::<RawFd>()) as u32;
+    // SAFETY: CMSG_SPACE is a pure size computation on its argument.
+    unsafe { libc::CMSG_SPACE(bytes) as usize }
+}
+
+fn sent_whole(n: usize, len: usize) -> io::Result<()> {
+    if n == len {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("sent {n} of {len} bytes of a message"),
+        ))
+    }
+}
+
+fn retry_eintr<T>(mut f: impl FnMut() -> nix::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(Errno::EINTR) => continue,
+            r => return r.map_err(io::Error::from),
+        }
+    }
+}
+
+/// Raw descriptor numbers for one send without heap allocation for the common case.
+mod smallvec_raw {
+    use std::os::fd::RawFd;
+
+    pub struct RawFds {
+        inline: [RawFd; 32],
+        len: usize,
+        spill: Vec<RawFd>,
+    }
+
+    impl FromIterator<RawFd> for RawFds {
+        fn from_iter<I: IntoIterator<Item = RawFd>>(iter: I) -> Self {
+            let mut out = RawFds {
+                inline: [0; 32],
+                len: 0,
+                spill: Vec::new(),
+            };
+            for fd in iter {
+                if out.len < out.inline.len() && out.spill.is_empty() {
+                    out.inline[out.len] = fd;
+                    out.len += 1;
+                } else {
+                    if out.spill.is_empty() {
+                        out.spill.extend_from_slice(&out.inline[..out.len]);
+                    }
+                    out.spill.push(fd);
+                }
+            }
+            out
+        }
+    }
+
+    impl std::ops::Deref for RawFds {
+        type Target = [RawFd];
+        fn deref(&self) -> &[RawFd] {
+            if self.spill.is_empty() {
+                &self.inline[..self.len]
+            } else {
+                &self.spill
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn fd_flags(fd: &impl AsFd) -> nix::fcntl::FdFlag {
+        nix::fcntl::FdFlag::from_bits_truncate(
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).unwrap(),
+        )
+    }
+
+    #[test]
+    fn descriptors_arrive_cloexec() {
+        let (a, b) = Channel::pair().unwrap();
+        let f = std::fs::File::open("/dev/null").unwrap();
+        a.send_with_fds(b"x", &[f.as_fd()]).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, fds) = b.recv_with_fds(&mut buf, 4).unwrap();
+        assert_eq!((n, fds.len()), (1, 1));
+        assert!(fd_flags(&fds[0]).contains(nix::fcntl::FdFlag::FD_CLOEXEC));
+    }
+
+    #[test]
+    fn surplus_descriptors_are_an_error() {
+        let (a, b) = Channel::pair().unwrap();
+        let f = std::fs::File::open("/dev/null").unwrap();
+        a.send_with_fds(b"x", &[f.as_fd(), f.as_fd(), f.as_fd()]).unwrap();
+        let mut buf = [0u8; 16];
+        let err = b.recv_with_fds(&mut buf, 1).unwrap_err();
+        assert!(matches!(err, RecvError::Protocol(ProtocolError::ControlTruncated)), "{err:?}");
+    }
+
+    /// The descriptors that did arrive with a truncated control message must be
+    /// closed: with the sender's copies gone too, the pipe reads EOF only if no
+    /// write end survives anywhere in this process.
+    #[test]
+    fn truncation_closes_what_arrived() {
+        let (a, b) = Channel::pair().unwrap();
+        let (r, w) = nix::unistd::pipe().unwrap();
+        a.send_with_fds(b"x", &[w.as_fd(), w.as_fd(), w.as_fd(), w.as_fd()])
+            .unwrap();
+        drop(w);
+        let mut buf = [0u8; 16];
+        let err = b.recv_with_fds(&mut buf, 2).unwrap_err();
+        assert!(matches!(err, RecvError::Protocol(ProtocolError::ControlTruncated)), "{err:?}");
+        nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
+            .unwrap();
+        let mut one = [0u8; 1];
+        assert_eq!(nix::unistd::read(&r, &mut one), Ok(0), "a write end leaked");
+    }
+
+    #[test]
+    fn receiver_without_control_buffer_refuses_descriptors() {
+        let (a, b) = Channel::pair().unwrap();
+        let f = std::fs::File::open("/dev/null").unwrap();
+        a.send_with_fds(b"x", &[f.as_fd()]).unwrap();
+        let mut buf = [0u8; 16];
+        let err = b.recv(&mut buf).unwrap_err();
+        assert!(matches!(err, RecvError::Protocol(ProtocolError::UnexpectedDescriptors)), "{err:?}");
+    }
+
+    #[test]
+    fn oversized_message_is_truncation() {
+        let (a, b) = Channel::pair().unwrap();
+        a.send(&[7u8; 100]).unwrap();
+        let mut buf = [0u8; 10];
+        let err = b.recv(&mut buf).unwrap_err();
+        assert!(matches!(err, RecvError::Protocol(ProtocolError::Truncated)), "{err:?}");
+    }
+
+    #[test]
+    fn peer_gone_is_an_error_not_sigpipe() {
+        let (a, b) = Channel::pair().unwrap();
+        drop(b);
+        let err = a.send(b"x").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    #[test]
+    fn from_fd_checks_the_socket_type() {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        assert!(Channel::from_fd(OwnedFd::from(f)).is_err());
+        let (s, _peer) = UnixStream::pair().unwrap();
+        let err = Channel::from_fd(OwnedFd::from(s)).unwrap_err();
+        assert!(err.to_string().contains("SOCK_SEQPACKET"), "{err}");
+        let (a, _b) = Channel::pair().unwrap();
+        Channel::from_fd(OwnedFd::from(a)).unwrap();
+    }
+}

@@ -1,0 +1,17 @@
+//! The part of fdbroker both sides speak: message types ([`wire`]), framing
+//! ([`frame`]), the socket and its descriptor passing ([`channel`]), and peer
+//! credentials ([`peer`]).
+//!
+//! The data path of one request: the worker encodes a [`wire::Request`] into a frame
+//! and sends it as one `SOCK_SEQPACKET` message; the broker receives it with no control
+//! buffer, decodes it under the size cap, decides, opens, and answers with a
+//! [`wire::Reply`] frame carrying the granted descriptors as `SCM_RIGHTS`.
+
+pub mod channel;
+pub mod error;
+pub mod frame;
+pub mod peer;
+pub mod wire;
+
+pub use channel::Channel;
+pub use error::{ProtocolError, RecvError};

@@ -1,0 +1,282 @@
+//! Harness for the end-to-end tests: temporary trees, a real `fdbroker serve` process,
+//! and unprivileged children. Nothing here mocks the kernel.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The uid/gid of `nobody`/`nogroup` on Debian.
+pub const NOBODY: u32 = 65534;
+
+/// A directory under /tmp, world-traversable, removed on drop.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "fdbroker-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.path.join(p)
+    }
+
+    /// Write `content` at `rel` (creating parents) with `mode`, owned by root.
+    pub fn file(&self, rel: &str, content: &[u8], mode: u32) -> PathBuf {
+        let p = self.path.join(rel);
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        fs::write(&p, content).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    pub fn dir(&self, rel: &str, mode: u32) -> PathBuf {
+        let p = self.path.join(rel);
+        fs::create_dir_all(&p).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// The fdbroker binary under test: this package's `fdbroker-e2e`, which cargo builds
+/// before it runs the package's tests or benchmarks, beside their own executables.
+pub fn fdbroker_bin() -> PathBuf {
+    sibling_bin("fdbroker-e2e")
+}
+
+/// A binary of this package, found next to the running test executable
+/// (`target/<profile>/deps/test-HASH` -> `target/<profile>/NAME`).
+pub fn sibling_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let mut dir = exe.parent().unwrap();
+    if dir.ends_with("deps") {
+        dir = dir.parent().unwrap();
+    }
+    let p = dir.join(name);
+    assert!(p.exists(), "{} is missing: build with `cargo test --workspace`", p.display());
+    p
+}
+
+/// A running `fdbroker serve`, stopped with SIGTERM on drop.
+pub struct Broker {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    pub policy: PathBuf,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Broker {
+    /// Start a broker on `policy` (the text may use `{dir}` for the test's tree and
+    /// `{sock}` for the socket path). Returns once the socket accepts connections.
+    pub fn start(tree: &TempDir, policy: &str) -> Broker {
+        Broker::start_with(tree, policy, &[])
+    }
+
+    pub fn start_with(tree: &TempDir, policy: &str, extra_args: &[&str]) -> Broker {
+        let dir = TempDir::new("broker");
+        let socket = dir.join("broker.sock");
+        let policy_path = dir.join("policy.toml");
+        let text = policy
+            .replace("{dir}", tree.path().to_str().unwrap())
+            .replace("{sock}", socket.to_str().unwrap());
+        fs::write(&policy_path, text).unwrap();
+        let log = dir.join("broker.log");
+        let child = Command::new(fdbroker_bin())
+            .arg("serve")
+            .arg("--policy")
+            .arg(&policy_path)
+            .arg("--socket")
+            .arg(&socket)
+            .args(extra_args)
+            .env("FDBROKER_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut b = Broker {
+            child: Some(child),
+            socket,
+            policy: policy_path,
+            log,
+            _dir: dir,
+        };
+        b.wait_ready();
+        b
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if fdbroker_shared::Channel::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("broker exited early with {status}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("broker did not start listening:\n{}", self.log());
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// The broker's stderr so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A client connected as this (root) test process.
+    pub fn client(&self) -> fdbroker_worker::Client {
+        fdbroker_worker::Client::connect(&self.socket).unwrap()
+    }
+
+    /// How many descriptors the broker holds.
+    pub fn fd_count(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/fd", self.pid())).unwrap().count()
+    }
+
+    /// Resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// Is the broker process still running?
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    /// Send `sig` to the broker.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    /// Wait up to `limit` for the broker to exit; its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// Rewrite the policy file (same substitutions as `start`).
+    pub fn rewrite_policy(&self, tree: &TempDir, policy: &str) {
+        let text = policy
+            .replace("{dir}", tree.path().to_str().unwrap())
+            .replace("{sock}", self.socket.to_str().unwrap());
+        fs::write(&self.policy, text).unwrap();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Run `cmd` as nobody:nogroup with no supplementary groups, with a time limit.
+pub fn run_as_nobody(cmd: &mut Command) -> Output {
+    // std calls setgroups(0) itself when a root parent sets the child's uid.
+    cmd.uid(NOBODY).gid(NOBODY);
+    run_with_timeout(cmd, Duration::from_secs(30))
+}
+
+/// Run `cmd` to completion, killing it after `limit` (a hang is a test failure, not a
+/// hung suite).
+pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{cmd:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
+}
+
+/// `fdbroker cat --socket S FILES...` as nobody.
+pub fn cat_as_nobody(socket: &Path, files: &[&Path]) -> Output {
+    let mut cmd = Command::new(fdbroker_bin());
+    cmd.arg("cat").arg("--socket").arg(socket).args(files);
+    run_as_nobody(&mut cmd)
+}

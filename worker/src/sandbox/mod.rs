@@ -1,0 +1,298 @@
+//! The sandbox a worker locks itself into before it touches untrusted data.
+//!
+//! The worker parses hostile files, so it must be able to do nothing with the system except
+//! ask its broker for descriptors: no root, no capabilities in any set, `no_new_privs`,
+//! Landlock with every filesystem right handled and none granted (except an optional
+//! read-only allowlist), no TCP, no abstract Unix sockets or signals beyond the sandbox, and a
+//! seccomp filter for what Landlock leaves open (`chmod`, `chown`, xattrs, non-Unix sockets,
+//! `ptrace`, mounts, namespaces, ...). Descriptors the process already holds (the broker
+//! connection, stdio) keep working. Connect to the broker before applying: nothing can be
+//! reached by name afterwards (from Landlock ABI 9 on, not even a Unix socket path).
+//!
+//! ```no_run
+//! use fdbroker_worker::sandbox::Sandbox;
+//!
+//! let broker = fdbroker_worker::Client::from_env()?; // connect first: nothing is reachable after
+//! let report = Sandbox::new().apply()?;
+//! eprintln!("{report}");
+//! let file = broker.open("/var/spool/quarantine/sample.bin")?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Single-threaded only
+//!
+//! Apply the sandbox while the process has exactly one thread: before starting any thread or
+//! runtime, or in a child just forked (spawn mode). Most of what it sets applies to the
+//! calling thread only, so other threads would stay privileged; [`Sandbox::apply`] checks
+//! `/proc/self/task` first and fails with [`SandboxError::Threads`] before changing anything.
+//! For spawn mode, [`Sandbox::prepare`] does everything that reads files, allocates much or
+//! may fail for configuration reasons in the parent, and [`PreparedSandbox::apply`] in the
+//! child is then only system calls.
+//!
+//! # Order, and why
+//!
+//! 1. Check the thread count.
+//! 2. Resolve user and group (needs `/etc/passwd`, which Landlock will hide), open the
+//!    allowlisted paths as `O_PATH` descriptors while privileged, build the Landlock ruleset
+//!    and compile the seccomp filters ([`Sandbox::prepare`]). Strict mode fails here, with
+//!    nothing changed yet, on a kernel lacking a required Landlock feature.
+//! 3. Clear the bounding and ambient capability sets. Dropping from the bounding set needs
+//!    `CAP_SETPCAP`, which the id change takes away, so it cannot come later.
+//! 4. `setgroups([])`, `setresgid`, `setresuid`: real, effective and saved ids all change, so
+//!    there is no saved root id to return to. Groups first, since that needs `CAP_SETGID`.
+//! 5. Clear the effective, permitted and inheritable sets, then verify: ids read back,
+//!    `setuid(0)` and `setgid(0)` fail, every capability set in `/proc/self/status` is 0.
+//!    This comes before Landlock, which hides `/proc`.
+//! 6. `PR_SET_NO_NEW_PRIVS`, required by Landlock and seccomp for an unprivileged process,
+//!    and ending privilege gain through `execve` of setuid or file-capability binaries.
+//! 7. Enforce Landlock.
+//! 8. Install seccomp last, so that none of the steps above trips over it.
+
+mod capabilities;
+mod error;
+mod identity;
+mod landlock;
+mod report;
+mod seccomp;
+mod threads;
+
+use std::fmt;
+use std::path::Path;
+
+pub use self::error::SandboxError;
+pub use self::identity::Identity;
+pub use self::landlock::{Enforcement, LandlockReport};
+pub use self::report::Report;
+
+use self::identity::Ids;
+use self::landlock::Allowed;
+
+/// The sandbox to apply: who to become and what may still be read.
+///
+/// Defaults: user `nobody`, that user's primary group, no readable paths, strict (every part
+/// of Landlock enforced, the bounding set cleared, or an error).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use = "a Sandbox does nothing until apply() is called"]
+pub struct Sandbox {
+    user: Identity,
+    group: Option<Identity>,
+    allowed: Vec<Allowed>,
+    best_effort: bool,
+}
+
+impl Default for Sandbox {
+    fn default() -> Sandbox {
+        Sandbox::new()
+    }
+}
+
+impl Sandbox {
+    /// User `nobody`, its primary group, no paths, strict.
+    pub fn new() -> Sandbox {
+        Sandbox {
+            user: Identity::from("nobody"),
+            group: None,
+            allowed: Vec::new(),
+            best_effort: false,
+        }
+    }
+
+    /// The user to become (a name or a uid). uid 0 is refused.
+    pub fn user(mut self, user: impl Into<Identity>) -> Sandbox {
+        self.user = user.into();
+        self
+    }
+
+    /// The group to become (a name or a gid); default: the user's primary group. gid 0 is
+    /// refused.
+    pub fn group(mut self, group: impl Into<Identity>) -> Sandbox {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Allows reading `path` and, if it is a directory, everything beneath it (listing
+    /// included). Nothing else is granted there: no writing, creating, truncating, executing.
+    /// Ordinary permission checks still apply on top, as the sandbox's user.
+    pub fn allow_read(mut self, path: impl AsRef<Path>) -> Sandbox {
+        self.allowed.push(Allowed {
+            path: path.as_ref().to_owned(),
+            execute: false,
+        });
+        self
+    }
+
+    /// Like [`allow_read`](Sandbox::allow_read), and also executing files beneath `path`:
+    /// what spawn mode needs for `/usr`, `/lib` and the like to `execve` the worker.
+    pub fn allow_read_exec(mut self, path: impl AsRef<Path>) -> Sandbox {
+        self.allowed.push(Allowed {
+            path: path.as_ref().to_owned(),
+            execute: true,
+        });
+        self
+    }
+
+    /// Accepts partial enforcement where it depends on the environment: Landlock parts the
+    /// running kernel lacks, and a bounding set that cannot be cleared because the process
+    /// has no `CAP_SETPCAP`. What was and was not enforced is in the [`Report`] (and its
+    /// `Display` marks it `INCOMPLETE`), never silent. The id change, the other capability
+    /// sets, `no_new_privs` and seccomp stay mandatory: every kernel and process can do them.
+    pub fn best_effort(mut self) -> Sandbox {
+        self.best_effort = true;
+        self
+    }
+
+    /// Applies the sandbox to the calling process; see the [module documentation](self) for
+    /// the steps and their order.
+    ///
+    /// Fails with [`SandboxError::Threads`] unless the process is single-threaded, before
+    /// anything is changed.
+    pub fn apply(self) -> Result<Report, SandboxError> {
+        threads::ensure_single()?;
+        self.prepare()?.apply()
+    }
+
+    /// Does every step that can be done ahead of time, without changing the process: resolves
+    /// the ids, opens the allowlisted paths, builds the Landlock ruleset, compiles the seccomp
+    /// filters.
+    ///
+    /// Meant for spawn mode: prepare in the parent (which may have threads), fork, and call
+    /// [`PreparedSandbox::apply`] in the child before `execve`.
+    pub fn prepare(self) -> Result<PreparedSandbox, SandboxError> {
+        let ids = identity::resolve(&self.user, self.group.as_ref())?;
+        let ruleset = landlock::prepare(&self.allowed, self.best_effort)?;
+        let filters = seccomp::compile()?;
+        Ok(PreparedSandbox {
+            ids,
+            ruleset,
+            filters,
+            best_effort: self.best_effort,
+        })
+    }
+}
+
+/// A sandbox with everything resolved and compiled, ready to apply. Holds the Landlock
+/// ruleset descriptor (close-on-exec).
+#[must_use = "a PreparedSandbox does nothing until apply() is called"]
+pub struct PreparedSandbox {
+    ids: Ids,
+    ruleset: ::landlock::RulesetCreated,
+    filters: seccomp::Filters,
+    best_effort: bool,
+}
+
+impl fmt::Debug for PreparedSandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreparedSandbox")
+            .field("uid", &self.ids.uid)
+            .field("gid", &self.ids.gid)
+            .field("best_effort", &self.best_effort)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PreparedSandbox {
+    /// Applies the sandbox to the calling process (steps 1 and 3 to 8 of the
+    /// [module documentation](self)).
+    ///
+    /// Fails with [`SandboxError::Threads`] unless the process is single-threaded, before
+    /// anything is changed. Any later error may leave the process partly confined: exit.
+    pub fn apply(self) -> Result<Report, SandboxError> {
+        threads::ensure_single()?;
+
+        capabilities::drop_bounding_and_ambient(self.best_effort)?;
+        identity::switch(self.ids)?;
+        capabilities::clear_remaining()?;
+        identity::verify(self.ids)?;
+        let caps = capabilities::verify(self.best_effort)?;
+
+        nix::sys::prctl::set_no_new_privs().map_err(SandboxError::NoNewPrivs)?;
+        let no_new_privs = nix::sys::prctl::get_no_new_privs().map_err(SandboxError::NoNewPrivs)?;
+        if !no_new_privs {
+            return Err(SandboxError::NoNewPrivs(nix::Error::EPERM));
+        }
+
+        let landlock = landlock::enforce(self.ruleset, self.best_effort)?;
+        seccomp::install(&self.filters)?;
+
+        Ok(Report {
+            uid: self.ids.uid.as_raw(),
+            gid: self.ids.gid.as_raw(),
+            capabilities_cleared: caps.sets_cleared,
+            bounding_set_cleared: caps.bounding_cleared,
+            no_new_privs,
+            landlock,
+            seccomp: true,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_defaults_and_settings() {
+        let s = Sandbox::new();
+        assert_eq!(s.user, Identity::Name("nobody".into()));
+        assert_eq!(s.group, None);
+        assert!(s.allowed.is_empty());
+        assert!(!s.best_effort);
+
+        let s = Sandbox::new()
+            .user(4242)
+            .group("nogroup")
+            .allow_read("/etc")
+            .allow_read_exec("/usr")
+            .best_effort();
+        assert_eq!(s.user, Identity::Id(4242));
+        assert_eq!(s.group, Some(Identity::Name("nogroup".into())));
+        assert_eq!(
+            s.allowed,
+            vec![
+                Allowed {
+                    path: "/etc".into(),
+                    execute: false
+                },
+                Allowed {
+                    path: "/usr".into(),
+                    execute: true
+                },
+            ]
+        );
+        assert!(s.best_effort);
+    }
+
+    /// The test harness is multi-threaded, so apply must refuse, and refuse before changing
+    /// anything (this test runs as whatever user runs the tests and must stay that user).
+    #[test]
+    fn apply_refuses_in_a_threaded_process_without_changing_anything() {
+        let uid_before = nix::unistd::getuid();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let extra = std::thread::spawn(move || rx.recv().ok());
+        let result = Sandbox::new().apply();
+        drop(tx);
+        extra.join().ok();
+        assert!(
+            matches!(result, Err(SandboxError::Threads(n)) if n >= 2),
+            "{result:?}"
+        );
+        assert_eq!(nix::unistd::getuid(), uid_before);
+        let status = std::fs::read_to_string("/proc/self/status").expect("status");
+        assert!(status.contains("NoNewPrivs:\t0"), "{status}");
+    }
+
+    #[test]
+    fn prepare_changes_nothing() {
+        let uid_before = nix::unistd::getuid();
+        match Sandbox::new().best_effort().prepare() {
+            Ok(prepared) => {
+                assert_eq!(prepared.ids.uid.as_raw(), 65534);
+                drop(prepared);
+            }
+            // No user nobody in this environment.
+            Err(SandboxError::UnknownUser(_)) => {}
+            Err(e) => panic!("prepare failed: {e:?}"),
+        }
+        assert_eq!(nix::unistd::getuid(), uid_before);
+    }
+}
