@@ -48,3 +48,22 @@ echo "== why? fdbroker policy explain:"
 echo
 echo "== the broker's audit log:"
 grep audit "$tree/broker.log" || true
+
+# ---------------------------------------------------------------------------------
+# Spawn mode: the scanner example runs confined under `fdbroker run`, fetching its
+# signatures and every file to scan through the broker (policy/examples/scanner.toml).
+cargo build --release --example scanner -p fdbroker-worker
+scan=/var/tmp/fdbroker-scan
+rm -rf "$scan"
+mkdir -p "$scan/bin" "$scan/quarantine"
+chmod 755 "$scan" "$scan/bin" "$scan/quarantine"
+install -m 0755 target/release/examples/scanner "$scan/bin/scanner"
+install -m 0600 worker/examples/scanner/signatures.txt "$scan/signatures.txt"
+printf 'hello, nothing to see\n' > "$scan/quarantine/clean.txt"
+printf 'X5O!P%%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*\n' > "$scan/quarantine/eicar.com"
+printf 'known bad sample payload' > "$scan/quarantine/known-bad.bin"
+chmod 600 "$scan"/quarantine/*
+echo
+echo "== fdbroker run: the scanner, confined as nobody, scans root-only files:"
+ls "$scan"/quarantine/* | "$bin" run --policy policy/examples/scanner.toml -- \
+  "$scan/bin/scanner" --signatures "$scan/signatures.txt" 2>/dev/null || true

@@ -33,18 +33,48 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the broker: listen on the policy's socket and serve workers.
-    #[command(after_help = "Example:\n  fdbroker serve --policy /etc/fdbroker/policy.toml --socket /run/fdbroker/fdbroker.sock\n\n\
+    #[command(
+        after_help = "Example:\n  fdbroker serve --policy /etc/fdbroker/policy.toml --socket /run/fdbroker/fdbroker.sock\n\n\
 Signals: SIGHUP reloads the policy (an invalid file is rejected and the old policy stays); \
-SIGTERM or SIGINT stop gracefully.\nLog level: FDBROKER_LOG=debug (or e.g. fdbroker::audit=off).")]
+SIGTERM or SIGINT stop gracefully.\nLog level: FDBROKER_LOG=debug (or e.g. fdbroker::audit=off)."
+    )]
     Serve(ServeArgs),
     /// Fetch files through a broker and write their contents to stdout.
-    #[command(after_help = "Example:\n  fdbroker cat --socket /run/fdbroker/fdbroker.sock /srv/secret/report.txt\n\n\
+    #[command(
+        after_help = "Example:\n  fdbroker cat --socket /run/fdbroker/fdbroker.sock /srv/secret/report.txt\n\n\
 Without --socket: the inherited FDBROKER_FD, else FDBROKER_SOCKET, else /run/fdbroker/fdbroker.sock.\n\
-Exits 1 if any file could not be fetched, printing `fdbroker: PATH: reason` for each.")]
+Exits 1 if any file could not be fetched, printing `fdbroker: PATH: reason` for each."
+    )]
     Cat(CatArgs),
     /// Check or explain a policy file.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Run COMMAND confined, as the policy's client, with this broker its only way to files.
+    #[command(
+        after_help = "Example:\n  fdbroker run --policy scanner.toml -- scanner < files.txt > report.txt\n\n\
+The worker runs as the [sandbox] user (default nobody) with no capabilities, no_new_privs, \
+Landlock (only the [sandbox] read_only paths, read and execute) and seccomp; it finds its \
+broker connection in FDBROKER_FD. Signals sent to fdbroker run (HUP, INT, QUIT, TERM, USR1, USR2) \
+are forwarded to it; if the broker dies the worker is killed. Exit status: the worker's, \
+128+N if killed by signal N, 126 if it cannot be started, 127 if not found."
+    )]
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The policy file.
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// The policy client the worker is served as (default: the policy's only client).
+    #[arg(long, value_name = "NAME")]
+    client: Option<String>,
+    /// Run the worker as this user (name or uid) instead of the policy's [sandbox] user.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// The worker command and its arguments.
+    #[arg(required = true, last = true, value_name = "COMMAND")]
+    command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Args, Debug)]
@@ -85,8 +115,10 @@ enum PolicyCommand {
         file: PathBuf,
     },
     /// Show the decision for one request and the rule that made it.
-    #[command(after_help = "Example:\n  fdbroker policy explain policy.toml --uid 1001 --access read /var/spool/quarantine/a.bin\n\n\
-Exits 0 if the request would be granted, 1 if denied, 2 on errors.")]
+    #[command(
+        after_help = "Example:\n  fdbroker policy explain policy.toml --uid 1001 --access read /var/spool/quarantine/a.bin\n\n\
+Exits 0 if the request would be granted, 1 if denied, 2 on errors."
+    )]
     Explain {
         #[arg(value_name = "FILE")]
         file: PathBuf,
@@ -119,6 +151,24 @@ pub fn main() -> ExitCode {
             access,
             path,
         }) => explain(&file, &uid, gid.as_deref(), access, &path),
+        Command::Run(args) => spawn(args),
+    }
+}
+
+fn spawn(args: RunArgs) -> ExitCode {
+    log::init(LogFormat::Text);
+    let spec = crate::run::Spawn {
+        policy: args.policy,
+        client: args.client,
+        user: args.user,
+        command: args.command,
+    };
+    match crate::run::run(spec) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("fdbroker: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 
@@ -165,7 +215,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     match server.run() {
         Ok(()) => {
             tracing::info!(
-                requests = shared.stats.requests.load(std::sync::atomic::Ordering::Relaxed),
+                requests = shared
+                    .stats
+                    .requests
+                    .load(std::sync::atomic::Ordering::Relaxed),
                 "stopped"
             );
             ExitCode::SUCCESS
@@ -201,7 +254,11 @@ fn cat(args: CatArgs) -> ExitCode {
     if let Err(e) = stdout.flush() {
         return fail(format!("stdout: {e}"));
     }
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn check(file: &Path) -> ExitCode {
@@ -241,10 +298,17 @@ fn explain(file: &Path, uid: &str, gid: Option<&str>, access: Access, path: &Pat
     };
     let explanation = policy.explain(uid, gid, path.as_os_str().as_bytes(), access);
     print!("{explanation}");
-    let granted = policy
-        .client_for(uid, gid)
-        .is_some_and(|c| matches!(policy.decide(c, path.as_os_str().as_bytes(), access), fdbroker_policy::Decision::Allow(_)));
-    if granted { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    let granted = policy.client_for(uid, gid).is_some_and(|c| {
+        matches!(
+            policy.decide(c, path.as_os_str().as_bytes(), access),
+            fdbroker_policy::Decision::Allow(_)
+        )
+    });
+    if granted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// A uid by number or name, with the user's primary gid when known.
@@ -252,7 +316,10 @@ fn resolve_user(s: &str) -> Result<(u32, Option<u32>), String> {
     use nix::unistd::{Uid, User};
     match s.parse::<u32>() {
         Ok(n) => {
-            let primary = User::from_uid(Uid::from_raw(n)).ok().flatten().map(|u| u.gid.as_raw());
+            let primary = User::from_uid(Uid::from_raw(n))
+                .ok()
+                .flatten()
+                .map(|u| u.gid.as_raw());
             Ok((n, primary))
         }
         Err(_) => match User::from_name(s) {

@@ -12,7 +12,7 @@ use crate::state::{Loaded, Shared};
 use fdbroker_policy::ClientId;
 use fdbroker_shared::frame::{self, Kind, MAX_MESSAGE};
 use fdbroker_shared::peer::PeerCredentials;
-use fdbroker_shared::wire::{Accepted, Hello, Reply, ReplyBody, Request, WireError, Welcome};
+use fdbroker_shared::wire::{Accepted, Hello, Reply, ReplyBody, Request, Welcome, WireError};
 use fdbroker_shared::{Channel, ProtocolError, RecvError};
 use nix::errno::Errno;
 use std::io;
@@ -74,7 +74,10 @@ struct State {
 #[derive(Debug, Clone, Copy)]
 enum Phase {
     AwaitHello,
-    Serving { generation: u64, client: ClientId },
+    Serving {
+        generation: u64,
+        client: ClientId,
+    },
     /// A final message (a refusal) is queued; close once it is out.
     Closing,
 }
@@ -142,14 +145,14 @@ impl Conn {
                 }
             };
             s.fds.clear();
-            let id = match self.on_message(&mut st, shared, &s.inbuf[..n], &mut s.outbuf, &mut s.fds)
-            {
-                Ok(id) => id,
-                Err(e) => {
-                    self.violation(&e);
-                    return Next::Close;
-                }
-            };
+            let id =
+                match self.on_message(&mut st, shared, &s.inbuf[..n], &mut s.outbuf, &mut s.fds) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        self.violation(&e);
+                        return Next::Close;
+                    }
+                };
             let out = Outgoing {
                 id,
                 bytes: std::mem::take(&mut s.outbuf),
@@ -186,7 +189,9 @@ impl Conn {
                 let hello: Hello = match frame::decode(Kind::Hello, msg) {
                     Err(ProtocolError::Version { peer }) => {
                         tracing::warn!(
-                            uid = self.peer.uid, pid = self.peer.pid, peer_version = peer,
+                            uid = self.peer.uid,
+                            pid = self.peer.pid,
+                            peer_version = peer,
                             "refusing a client that speaks another protocol version"
                         );
                         st.phase = Phase::Closing;
@@ -194,7 +199,10 @@ impl Conn {
                             "protocol version mismatch: the broker speaks version {}, the client speaks version {peer}",
                             frame::PROTOCOL_VERSION
                         );
-                        encode_welcome(out, Welcome::Refused(WireError::new(Errno::EPROTONOSUPPORT as i32, why)))?;
+                        encode_welcome(
+                            out,
+                            Welcome::Refused(WireError::new(Errno::EPROTONOSUPPORT as i32, why)),
+                        )?;
                         return Ok(None);
                     }
                     r => r?,
@@ -276,9 +284,14 @@ impl Conn {
             Err(e) if !out.fds.is_empty() && !is_disconnect(&e) => {
                 tracing::warn!(uid = self.peer.uid, pid = self.peer.pid, error = %e, "cannot pass descriptors; answering with an error instead");
                 out.fds.clear();
-                let Some(id) = out.id else { return Sent::Failed };
+                let Some(id) = out.id else {
+                    return Sent::Failed;
+                };
                 let errno = e.raw_os_error().unwrap_or(Errno::EIO as i32);
-                let body = ReplyBody::Refused(WireError::new(errno, format!("the broker could not pass the descriptors: {e}")));
+                let body = ReplyBody::Refused(WireError::new(
+                    errno,
+                    format!("the broker could not pass the descriptors: {e}"),
+                ));
                 if encode_reply(&mut out.bytes, id, body, &mut out.fds).is_err() {
                     return Sent::Failed;
                 }
@@ -357,15 +370,15 @@ fn encode_reply(
         Err(ProtocolError::TooLarge { .. }) => {
             fds.clear();
             frame::encode(
-            Kind::Reply,
-            &Reply {
-                id,
-                body: ReplyBody::Refused(WireError::new(
-                    Errno::E2BIG as i32,
-                    "the reply would exceed the message cap; send a smaller batch",
-                )),
-            },
-            out,
+                Kind::Reply,
+                &Reply {
+                    id,
+                    body: ReplyBody::Refused(WireError::new(
+                        Errno::E2BIG as i32,
+                        "the reply would exceed the message cap; send a smaller batch",
+                    )),
+                },
+                out,
             )
         }
         r => r,

@@ -98,7 +98,9 @@ fn open_one(
         .roots
         .get(grant.root)
         .map_err(OpenError::RootUnavailable)
-        .and_then(|root| resolve::open_beneath(root, grant.relative, access, extra, &grant.options));
+        .and_then(|root| {
+            resolve::open_beneath(root, grant.relative, access, extra, &grant.options)
+        });
     match opened {
         Ok((fd, meta)) => {
             audit::decision(
@@ -113,7 +115,14 @@ fn open_one(
             Ok::<FileMeta, WireError>(meta)
         }
         Err(e) => {
-            audit::decision(peer, client_name, path, access, Some(&rule), Verdict::Failed(&e));
+            audit::decision(
+                peer,
+                client_name,
+                path,
+                access,
+                Some(&rule),
+                Verdict::Failed(&e),
+            );
             Err(e.to_wire())
         }
     }
@@ -124,7 +133,12 @@ fn open_one(
 /// file exists.
 fn denial_to_wire(denial: &Denial) -> WireError {
     match denial {
-        Denial::InvalidPath(e) => WireError::new(Errno::EINVAL as i32, format!("invalid path: {e}")),
-        _ => WireError::new(Errno::EACCES as i32, "permission denied by the broker's policy"),
+        Denial::InvalidPath(e) => {
+            WireError::new(Errno::EINVAL as i32, format!("invalid path: {e}"))
+        }
+        _ => WireError::new(
+            Errno::EACCES as i32,
+            "permission denied by the broker's policy",
+        ),
     }
 }

@@ -23,6 +23,7 @@ pub mod listener;
 pub mod log;
 pub mod resolve;
 pub mod roots;
+pub mod run;
 pub mod server;
 pub mod state;
 

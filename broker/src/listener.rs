@@ -79,8 +79,11 @@ impl Listener {
         }
         fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o777))
             .map_err(|e| ctx(e, "cannot set its mode"))?;
-        socket::listen(&listener.fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))
-            .map_err(|e| ctx(e.into(), "cannot listen"))?;
+        socket::listen(
+            &listener.fd,
+            Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN),
+        )
+        .map_err(|e| ctx(e.into(), "cannot listen"))?;
         Ok(listener)
     }
 
@@ -167,7 +170,10 @@ fn remove_if_stale(path: &Path) -> io::Result<()> {
         }
         Err(e) => Err(io::Error::new(
             io::Error::from(e).kind(),
-            format!("{}: cannot tell whether the socket is stale: {e}", path.display()),
+            format!(
+                "{}: cannot tell whether the socket is stale: {e}",
+                path.display()
+            ),
         )),
     }
 }

@@ -40,10 +40,7 @@ impl Loaded {
 
     /// `FILE:LINE:COL` of a rule, for audit lines, without allocating.
     pub fn rule_label(&self, id: RuleId) -> RuleLabel<'_> {
-        RuleLabel {
-            loaded: self,
-            id,
-        }
+        RuleLabel { loaded: self, id }
     }
 }
 
@@ -113,8 +110,10 @@ impl Shared {
             }
             Err(e) => Err(e.to_string()),
         };
-        *self.last_reload_error.write().unwrap_or_else(|p| p.into_inner()) =
-            result.as_ref().err().cloned();
+        *self
+            .last_reload_error
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = result.as_ref().err().cloned();
         result
     }
 

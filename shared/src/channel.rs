@@ -9,9 +9,7 @@
 
 use crate::error::{ProtocolError, RecvError};
 use nix::errno::Errno;
-use nix::sys::socket::{
-    self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, sockopt,
-};
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, sockopt};
 use sendfd::SendWithFd;
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -119,8 +117,7 @@ impl Channel {
     pub fn recv(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
         let (bytes, flags) = loop {
             let mut iov = [IoSliceMut::new(&mut *buf)];
-            match socket::recvmsg::<()>(self.sock.as_raw_fd(), &mut iov, None, MsgFlags::empty())
-            {
+            match socket::recvmsg::<()>(self.sock.as_raw_fd(), &mut iov, None, MsgFlags::empty()) {
                 Ok(msg) => break (msg.bytes, msg.flags),
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(io::Error::from(e).into()),
@@ -372,10 +369,14 @@ mod tests {
     fn surplus_descriptors_are_an_error() {
         let (a, b) = Channel::pair().unwrap();
         let f = std::fs::File::open("/dev/null").unwrap();
-        a.send_with_fds(b"x", &[f.as_fd(), f.as_fd(), f.as_fd()]).unwrap();
+        a.send_with_fds(b"x", &[f.as_fd(), f.as_fd(), f.as_fd()])
+            .unwrap();
         let mut buf = [0u8; 16];
         let err = b.recv_with_fds(&mut buf, 1).unwrap_err();
-        assert!(matches!(err, RecvError::Protocol(ProtocolError::ControlTruncated)), "{err:?}");
+        assert!(
+            matches!(err, RecvError::Protocol(ProtocolError::ControlTruncated)),
+            "{err:?}"
+        );
     }
 
     /// The descriptors that did arrive with a truncated control message must be
@@ -390,9 +391,15 @@ mod tests {
         drop(w);
         let mut buf = [0u8; 16];
         let err = b.recv_with_fds(&mut buf, 2).unwrap_err();
-        assert!(matches!(err, RecvError::Protocol(ProtocolError::ControlTruncated)), "{err:?}");
-        nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
-            .unwrap();
+        assert!(
+            matches!(err, RecvError::Protocol(ProtocolError::ControlTruncated)),
+            "{err:?}"
+        );
+        nix::fcntl::fcntl(
+            &r,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .unwrap();
         let mut one = [0u8; 1];
         assert_eq!(nix::unistd::read(&r, &mut one), Ok(0), "a write end leaked");
     }
@@ -404,7 +411,13 @@ mod tests {
         a.send_with_fds(b"x", &[f.as_fd()]).unwrap();
         let mut buf = [0u8; 16];
         let err = b.recv(&mut buf).unwrap_err();
-        assert!(matches!(err, RecvError::Protocol(ProtocolError::UnexpectedDescriptors)), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                RecvError::Protocol(ProtocolError::UnexpectedDescriptors)
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -413,7 +426,10 @@ mod tests {
         a.send(&[7u8; 100]).unwrap();
         let mut buf = [0u8; 10];
         let err = b.recv(&mut buf).unwrap_err();
-        assert!(matches!(err, RecvError::Protocol(ProtocolError::Truncated)), "{err:?}");
+        assert!(
+            matches!(err, RecvError::Protocol(ProtocolError::Truncated)),
+            "{err:?}"
+        );
     }
 
     #[test]

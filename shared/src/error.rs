@@ -11,7 +11,10 @@ pub enum ProtocolError {
     Short { size: usize },
     #[error("message does not start with the fdbroker magic")]
     BadMagic,
-    #[error("protocol version mismatch: peer speaks version {peer}, this side speaks version {}", crate::frame::PROTOCOL_VERSION)]
+    #[error(
+        "protocol version mismatch: peer speaks version {peer}, this side speaks version {}",
+        crate::frame::PROTOCOL_VERSION
+    )]
     Version { peer: u16 },
     #[error("unknown message kind {0}")]
     UnknownKind(u16),
@@ -19,15 +22,22 @@ pub enum ProtocolError {
     UnexpectedKind { expected: Kind, got: Kind },
     #[error("header declares a {declared}-byte body but {actual} bytes arrived")]
     LengthMismatch { declared: usize, actual: usize },
-    #[error("message of {size} bytes exceeds the {}-byte cap", crate::frame::MAX_MESSAGE)]
+    #[error(
+        "message of {size} bytes exceeds the {}-byte cap",
+        crate::frame::MAX_MESSAGE
+    )]
     TooLarge { size: usize },
     #[error("message was truncated by the kernel (larger than the receive buffer)")]
     Truncated,
-    #[error("ancillary data was truncated (more descriptors than allowed); every descriptor that arrived was closed")]
+    #[error(
+        "ancillary data was truncated (more descriptors than allowed); every descriptor that arrived was closed"
+    )]
     ControlTruncated,
     #[error("descriptors sent where none are accepted; they were discarded")]
     UnexpectedDescriptors,
-    #[error("reply carried {got} descriptors but its body accounts for {expected}; all were closed")]
+    #[error(
+        "reply carried {got} descriptors but its body accounts for {expected}; all were closed"
+    )]
     DescriptorCount { expected: usize, got: usize },
     #[error("undecodable message body: {0}")]
     Decode(String),

@@ -12,7 +12,7 @@
 //! could hold.
 
 use crate::error::ProtocolError;
-use bincode::config::{Configuration, Fixint, LittleEndian, Limit};
+use bincode::config::{Configuration, Fixint, Limit, LittleEndian};
 use serde::{Serialize, de::DeserializeOwned};
 
 /// The protocol version this build speaks.
@@ -264,7 +264,9 @@ mod tests {
 
     #[test]
     fn batch_cost_bounds_the_frame() {
-        let paths: Vec<Vec<u8>> = (0..100).map(|i| format!("/d/{i:04}").into_bytes()).collect();
+        let paths: Vec<Vec<u8>> = (0..100)
+            .map(|i| format!("/d/{i:04}").into_bytes())
+            .collect();
         let predicted = OPEN_MANY_OVERHEAD + paths.iter().map(|p| path_cost(p)).sum::<usize>();
         let mut buf = Vec::new();
         encode(

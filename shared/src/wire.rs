@@ -69,7 +69,9 @@ impl std::str::FromStr for Access {
             .into_iter()
             .find(|a| a.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown access {s:?}: expected read, write, read-write, create or directory")
+                format!(
+                    "unknown access {s:?}: expected read, write, read-write, create or directory"
+                )
             })
     }
 }

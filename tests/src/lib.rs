@@ -81,7 +81,11 @@ pub fn sibling_bin(name: &str) -> PathBuf {
         dir = dir.parent().unwrap();
     }
     let p = dir.join(name);
-    assert!(p.exists(), "{} is missing: build with `cargo test --workspace`", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: build with `cargo test --workspace`",
+        p.display()
+    );
     p
 }
 
@@ -164,7 +168,9 @@ impl Broker {
 
     /// How many descriptors the broker holds.
     pub fn fd_count(&self) -> usize {
-        fs::read_dir(format!("/proc/{}/fd", self.pid())).unwrap().count()
+        fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
     }
 
     /// Resident memory in KiB.

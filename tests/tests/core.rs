@@ -68,7 +68,10 @@ fn read_all(mut f: std::fs::File) -> Vec<u8> {
 }
 
 fn still_serving(t: &TempDir, c: &Client) {
-    assert_eq!(read_all(c.open(t.join("in/secret.txt")).unwrap()), b"root-only contents\n");
+    assert_eq!(
+        read_all(c.open(t.join("in/secret.txt")).unwrap()),
+        b"root-only contents\n"
+    );
 }
 
 #[test]
@@ -77,20 +80,33 @@ fn nobody_reads_a_root_only_file_only_through_the_broker() {
     let secret = t.join("in/secret.txt");
     // Directly: refused by the kernel.
     let direct = run_as_nobody(Command::new("/bin/cat").arg(&secret));
-    assert!(!direct.status.success(), "nobody could read the file directly");
+    assert!(
+        !direct.status.success(),
+        "nobody could read the file directly"
+    );
     assert!(String::from_utf8_lossy(&direct.stderr).contains("Permission denied"));
     // Through the broker: granted.
     let out = cat_as_nobody(&b.socket, &[&secret]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, b"root-only contents\n");
     // Outside the policy: a clear error naming the path, and non-zero exit.
     let out = cat_as_nobody(&b.socket, &[&t.join("outside.txt")]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("outside.txt") && err.contains("denied"), "{err}");
+    assert!(
+        err.contains("outside.txt") && err.contains("denied"),
+        "{err}"
+    );
     // The audit log names the peer uid and the result.
     let log = b.log();
-    assert!(log.contains("uid=65534") && log.contains("result=\"granted\""), "{log}");
+    assert!(
+        log.contains("uid=65534") && log.contains("result=\"granted\""),
+        "{log}"
+    );
 }
 
 #[test]
@@ -99,7 +115,12 @@ fn refusals_are_uniform_and_the_broker_keeps_serving() {
     let c = b.client();
     let denied = |p: &Path| {
         let e = c.open(p).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{}: {e}", p.display());
+        assert_eq!(
+            e.kind(),
+            ErrorKind::PermissionDenied,
+            "{}: {e}",
+            p.display()
+        );
         still_serving(&t, &c);
         e
     };
@@ -145,7 +166,15 @@ fn symlinks_hardlinks_fifos_and_devices_are_refused() {
         nix::sys::stat::makedev(1, 3),
     )
     .unwrap();
-    for p in ["link-out", "link-rel", "link-in", "dirlink/other.txt", "magic", "hard", "null"] {
+    for p in [
+        "link-out",
+        "link-rel",
+        "link-in",
+        "dirlink/other.txt",
+        "magic",
+        "hard",
+        "null",
+    ] {
         let e = c.open(i(p)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{p}: {e}");
         still_serving(&t, &c);
@@ -192,21 +221,34 @@ fn descriptors_are_cloexec_with_exactly_the_granted_access() {
     let rw = c.open_with(t.join("out/w.txt"), Access::ReadWrite).unwrap();
     assert_eq!(flags(&rw), (true, libc::O_RDWR));
     // Write access is not granted under in/.
-    let e = c.open_with(t.join("in/secret.txt"), Access::Write).unwrap_err();
+    let e = c
+        .open_with(t.join("in/secret.txt"), Access::Write)
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied);
     // Truncate is a write: refused with read access.
     let e = c
-        .open_detailed(t.join("in/secret.txt"), Access::Read, fdbroker_shared::wire::OPEN_TRUNC)
+        .open_detailed(
+            t.join("in/secret.txt"),
+            Access::Read,
+            fdbroker_shared::wire::OPEN_TRUNC,
+        )
         .unwrap_err();
     assert_eq!(errno_of(&e), libc::EINVAL);
-    assert_eq!(std::fs::read(t.join("in/secret.txt")).unwrap(), b"root-only contents\n");
+    assert_eq!(
+        std::fs::read(t.join("in/secret.txt")).unwrap(),
+        b"root-only contents\n"
+    );
     // Unknown flag bits are refused.
     let e = c
         .open_detailed(t.join("out/w.txt"), Access::Write, libc::O_PATH as u32)
         .unwrap_err();
     assert_eq!(errno_of(&e), libc::EINVAL);
     let mut trunc = c
-        .open_detailed(t.join("out/w.txt"), Access::Write, fdbroker_shared::wire::OPEN_TRUNC)
+        .open_detailed(
+            t.join("out/w.txt"),
+            Access::Write,
+            fdbroker_shared::wire::OPEN_TRUNC,
+        )
         .unwrap()
         .file;
     trunc.write_all(b"new").unwrap();
@@ -217,11 +259,19 @@ fn descriptors_are_cloexec_with_exactly_the_granted_access() {
     assert_eq!(flags(&created), (true, libc::O_WRONLY));
     let meta = std::fs::metadata(t.join("out/made.txt")).unwrap();
     assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
-    let e = c.open_with(t.join("out/made.txt"), Access::Create).unwrap_err();
+    let e = c
+        .open_with(t.join("out/made.txt"), Access::Create)
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
     std::os::unix::fs::symlink(t.join("outside.txt"), t.join("out/dangling")).unwrap();
-    let e = c.open_with(t.join("out/dangling"), Access::Create).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "create must not follow a symlink: {e}");
+    let e = c
+        .open_with(t.join("out/dangling"), Access::Create)
+        .unwrap_err();
+    assert_eq!(
+        e.kind(),
+        ErrorKind::AlreadyExists,
+        "create must not follow a symlink: {e}"
+    );
 }
 
 #[test]
@@ -271,12 +321,23 @@ fn open_many_answers_each_path() {
     ];
     let r = c.open_many(&paths).unwrap();
     assert_eq!(r.len(), 4);
-    assert_eq!(read_all(r.into_iter().next().unwrap().unwrap()), b"root-only contents\n");
+    assert_eq!(
+        read_all(r.into_iter().next().unwrap().unwrap()),
+        b"root-only contents\n"
+    );
     let r = c.open_many(&paths).unwrap();
-    let kinds: Vec<_> = r.iter().map(|x| x.as_ref().err().map(|e| e.kind())).collect();
+    let kinds: Vec<_> = r
+        .iter()
+        .map(|x| x.as_ref().err().map(|e| e.kind()))
+        .collect();
     assert_eq!(
         kinds,
-        vec![None, Some(ErrorKind::PermissionDenied), Some(ErrorKind::NotFound), None]
+        vec![
+            None,
+            Some(ErrorKind::PermissionDenied),
+            Some(ErrorKind::NotFound),
+            None
+        ]
     );
     // Larger than one reply may carry: the client splits it.
     let many: Vec<_> = (0..300).map(|_| t.join("in/sub/deep.txt")).collect();
@@ -289,7 +350,15 @@ fn open_many_answers_each_path() {
 fn raw_session(b: &Broker) -> Channel {
     let ch = Channel::connect(&b.socket).unwrap();
     let mut buf = Vec::new();
-    frame::encode(Kind::Hello, &Hello { version: frame::PROTOCOL_VERSION, agent: "raw".into() }, &mut buf).unwrap();
+    frame::encode(
+        Kind::Hello,
+        &Hello {
+            version: frame::PROTOCOL_VERSION,
+            agent: "raw".into(),
+        },
+        &mut buf,
+    )
+    .unwrap();
     ch.send(&buf).unwrap();
     let mut rx = vec![0; MAX_MESSAGE];
     let n = ch.recv(&mut rx).unwrap();
@@ -319,7 +388,14 @@ fn protocol_violations_drop_only_that_connection() {
     // A header whose length lies.
     let ch = raw_session(&b);
     let mut buf = Vec::new();
-    let req = Request { id: 1, op: Op::Open(OpenSpec { path: b"/x".to_vec(), access: Access::Read, flags: 0 }) };
+    let req = Request {
+        id: 1,
+        op: Op::Open(OpenSpec {
+            path: b"/x".to_vec(),
+            access: Access::Read,
+            flags: 0,
+        }),
+    };
     frame::encode(Kind::Request, &req, &mut buf).unwrap();
     buf[8] = buf[8].wrapping_add(9);
     ch.send(&buf).unwrap();
@@ -337,7 +413,15 @@ fn protocol_violations_drop_only_that_connection() {
     assert_dropped(&ch);
     // A second hello, or a reply-kind frame, mid-session.
     let ch = raw_session(&b);
-    frame::encode(Kind::Hello, &Hello { version: 1, agent: "again".into() }, &mut buf).unwrap();
+    frame::encode(
+        Kind::Hello,
+        &Hello {
+            version: 1,
+            agent: "again".into(),
+        },
+        &mut buf,
+    )
+    .unwrap();
     ch.send(&buf).unwrap();
     assert_dropped(&ch);
     // The well-behaved client never noticed.
@@ -350,7 +434,15 @@ fn version_mismatch_and_unknown_peers_get_clear_refusals() {
     let (t, b) = fixture();
     let ch = Channel::connect(&b.socket).unwrap();
     let mut buf = Vec::new();
-    frame::encode(Kind::Hello, &Hello { version: 99, agent: "future".into() }, &mut buf).unwrap();
+    frame::encode(
+        Kind::Hello,
+        &Hello {
+            version: 99,
+            agent: "future".into(),
+        },
+        &mut buf,
+    )
+    .unwrap();
     buf[4..6].copy_from_slice(&99u16.to_le_bytes());
     ch.send(&buf).unwrap();
     let mut rx = vec![0; MAX_MESSAGE];
@@ -368,7 +460,10 @@ fn version_mismatch_and_unknown_peers_get_clear_refusals() {
     let out = cat_as_nobody(&b2.socket, &[&t.join("in/secret.txt")]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("uid 65534") && err.contains("refused"), "{err}");
+    assert!(
+        err.contains("uid 65534") && err.contains("refused"),
+        "{err}"
+    );
     assert!(b2.log().contains("refused a connection"));
     still_serving(&t, &b.client());
     let _ = NOBODY;
@@ -389,14 +484,22 @@ fn no_descriptor_or_memory_growth_after_thousands_of_requests() {
             0 => drop(c.open(t.join("in/secret.txt")).unwrap()),
             1 => drop(c.open(t.join("outside.txt")).unwrap_err()),
             2 => drop(c.open(t.join("in/missing")).unwrap_err()),
-            _ => drop(c.open_many(&[t.join("in/secret.txt"), t.join("in/sub/deep.txt")]).unwrap()),
+            _ => drop(
+                c.open_many(&[t.join("in/secret.txt"), t.join("in/sub/deep.txt")])
+                    .unwrap(),
+            ),
         }
     }
     let rss_mid = b.rss_kib();
     for _ in 0..2000 {
         drop(c.open(t.join("in/secret.txt")).unwrap());
     }
-    assert!(b.rss_kib() <= rss_mid + 512, "broker memory grew: {} -> {}", rss_mid, b.rss_kib());
+    assert!(
+        b.rss_kib() <= rss_mid + 512,
+        "broker memory grew: {} -> {}",
+        rss_mid,
+        b.rss_kib()
+    );
     drop(c);
     // Disconnected clients cost nothing: wait for the broker to notice.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -428,7 +531,9 @@ fn socket_file_mode_stale_replacement_and_removal_on_sigterm() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("another broker"));
     // SIGTERM: exit 0 and the socket file is gone.
     b.signal(nix::sys::signal::Signal::SIGTERM);
-    let status = b.wait_exit(Duration::from_secs(10)).expect("broker did not stop");
+    let status = b
+        .wait_exit(Duration::from_secs(10))
+        .expect("broker did not stop");
     assert!(status.success(), "{status}");
     assert!(!b.socket.exists());
     // A stale socket file (nobody listening) is replaced.

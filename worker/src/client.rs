@@ -263,7 +263,11 @@ impl Client {
         if let Err(e) = self.channel.send(&buf) {
             let mut rx = self.lock();
             rx.waiting.remove(&id);
-            let e = context(e, "sending a request");
+            let e = if is_disconnect(&e) {
+                broker_gone()
+            } else {
+                context(e, "sending a request")
+            };
             rx.broken.get_or_insert_with(|| e.to_string());
             return Err(e);
         }
@@ -302,11 +306,9 @@ impl Client {
             .recv_with_fds(buf, MAX_FDS_PER_REPLY)
             .map_err(|e| match e {
                 fdbroker_shared::RecvError::Protocol(fdbroker_shared::ProtocolError::Closed) => {
-                    io::Error::new(
-                        io::ErrorKind::ConnectionAborted,
-                        "the broker closed the connection",
-                    )
+                    broker_gone()
                 }
+                fdbroker_shared::RecvError::Io(e) if is_disconnect(&e) => broker_gone(),
                 fdbroker_shared::RecvError::Io(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     io::Error::new(io::ErrorKind::TimedOut, "timed out waiting for the broker")
                 }
@@ -413,6 +415,23 @@ fn borrow_env_fd(n: RawFd) -> std::os::fd::BorrowedFd<'static> {
     unsafe { std::os::fd::BorrowedFd::borrow_raw(n) }
 }
 
+/// However the loss shows (EOF, `EPIPE` on send, `ECONNRESET` when our request was
+/// unread), a vanished broker is one error kind for callers: `ConnectionAborted`.
+#[cold]
+fn broker_gone() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "the broker closed the connection",
+    )
+}
+
+fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected
+    )
+}
+
 fn context(e: io::Error, what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
@@ -429,7 +448,7 @@ mod tests {
         assert_eq!(batch_len(&short[..5], 128), 5);
         let long: Vec<String> = (0..40).map(|_| format!("/{}", "x".repeat(4000))).collect();
         let n = batch_len(&long, 128);
-        assert!(n < 40 && n >= 1);
+        assert!((1..40).contains(&n));
         assert!(
             frame::OPEN_MANY_OVERHEAD + n * frame::path_cost(long[0].as_bytes()) <= MAX_MESSAGE
         );

@@ -65,8 +65,10 @@ struct Options {
 
 /// Descriptors opened before the sandbox, as a worker would hold its broker connection.
 struct Held {
-    tcp_connect: OwnedFd,
-    tcp_bind: OwnedFd,
+    /// TCP sockets made before applying; under `fdbroker run` (already confined) their
+    /// creation itself is refused, and the checks report that errno.
+    tcp_connect: Result<OwnedFd, Errno>,
+    tcp_bind: Result<OwnedFd, Errno>,
     broker: Option<OwnedFd>,
 }
 
@@ -229,7 +231,6 @@ fn hold_descriptors(o: &Options) -> Result<Held, String> {
             SockFlag::SOCK_CLOEXEC,
             None,
         )
-        .map_err(|e| format!("socket(AF_INET): {e}"))
     };
     let broker = match &o.connect {
         None => None,
@@ -247,8 +248,8 @@ fn hold_descriptors(o: &Options) -> Result<Held, String> {
         }
     };
     Ok(Held {
-        tcp_connect: tcp()?,
-        tcp_bind: tcp()?,
+        tcp_connect: tcp(),
+        tcp_bind: tcp(),
         broker,
     })
 }
@@ -396,13 +397,15 @@ fn check_one(check: &str, held: &Held) -> Result<String, String> {
         "tcp-connect" => {
             let port: u16 = arg.parse().map_err(|e| format!("bad port: {e}"))?;
             let addr = SockaddrIn::new(127, 0, 0, 1, port);
-            socket::connect(held.tcp_connect.as_raw_fd(), &addr)
+            let fd = held.tcp_connect.as_ref().map_err(|e| nix_err(*e))?;
+            socket::connect(fd.as_raw_fd(), &addr)
                 .map(|_| String::new())
                 .map_err(nix_err)
         }
         "tcp-bind" => {
             let addr = SockaddrIn::new(127, 0, 0, 1, 0);
-            socket::bind(held.tcp_bind.as_raw_fd(), &addr)
+            let fd = held.tcp_bind.as_ref().map_err(|e| nix_err(*e))?;
+            socket::bind(fd.as_raw_fd(), &addr)
                 .map(|_| String::new())
                 .map_err(nix_err)
         }

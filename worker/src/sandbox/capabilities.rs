@@ -30,7 +30,8 @@ pub(crate) fn drop_bounding_and_ambient(best_effort: bool) -> Result<(), Sandbox
         Ok(()) => Ok(()),
         Err(_) if best_effort => Ok(()),
         Err(source) => Err(SandboxError::Capabilities {
-            op: "clear the bounding set (needs CAP_SETPCAP)",
+            op: "clear the bounding set (needs CAP_SETPCAP: start the worker as root, or with \
+                 an empty bounding set such as systemd's CapabilityBoundingSet=, or use best_effort)",
             source,
         }),
     }

@@ -1,0 +1,250 @@
+//! Spawn mode: `fdbroker run -- COMMAND` starts a worker already confined, with the
+//! broker as its only way to files.
+//!
+//! The order matters. Everything that reads files or allocates much — the policy, the
+//! sandbox's user lookup, its Landlock ruleset and seccomp filters — happens here in
+//! the parent while it is still single-threaded. The child, between `fork` and `exec`,
+//! only makes system calls: parent-death signal, un-hide its end of the socketpair
+//! from close-on-exec, restore the signal mask, apply the prepared sandbox. Only then
+//! does the parent start its serving threads.
+
+use crate::conn::Binding;
+use crate::server::{ServeOptions, Server};
+use crate::state::Shared;
+use fdbroker_policy::{Policy, UserSpec};
+use fdbroker_shared::Channel;
+use fdbroker_worker::sandbox::{Identity, Sandbox};
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::unistd::Pid;
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, ExitStatus};
+use std::sync::Arc;
+
+/// Signals sent to `fdbroker run` that are passed on to the worker.
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// What to run, and as whom.
+#[derive(Debug)]
+pub struct Spawn {
+    pub policy: PathBuf,
+    pub client: Option<String>,
+    pub user: Option<String>,
+    pub command: Vec<OsString>,
+}
+
+/// Why the worker could not be started; each maps to a conventional exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("{0}")]
+    Policy(String),
+    #[error("cannot prepare the worker's sandbox: {0}")]
+    Sandbox(#[source] fdbroker_worker::sandbox::SandboxError),
+    #[error("cannot start {command}: {source}")]
+    Exec {
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+impl SpawnError {
+    /// 127 for a command that cannot be found, 126 for one that cannot be started
+    /// (as shells do), 1 for everything before that.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SpawnError::Exec { source, .. } if source.kind() == io::ErrorKind::NotFound => 127,
+            SpawnError::Exec { .. } => 126,
+            _ => 1,
+        }
+    }
+}
+
+/// Run the worker under the broker; returns the worker's exit status as ours
+/// (128 + signal number if it was killed).
+pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
+    let policy = Policy::load(&spec.policy).map_err(|e| SpawnError::Policy(e.to_string()))?;
+    let client = pick_client(&policy, spec.client.as_deref())?;
+    let sandbox = sandbox_for(&policy, spec.user.as_deref());
+    // Prepared while single-threaded: it checks that, and the child then allocates nothing.
+    let mut prepared = Some(sandbox.prepare().map_err(SpawnError::Sandbox)?);
+
+    let (ours, theirs) = Channel::pair()?;
+    let theirs = OwnedFd::from(theirs);
+    let child_fd = theirs.as_raw_fd();
+
+    // Block the forwarded signals before forking, so one that arrives early is queued
+    // for the forwarding thread rather than killing the broker; the child unblocks them.
+    let mut forwarded = SigSet::empty();
+    for s in FORWARDED {
+        forwarded.add(s);
+    }
+    forwarded.thread_block().map_err(io::Error::from)?;
+
+    let parent = nix::unistd::getpid();
+    let Some((program, args)) = spec.command.split_first() else {
+        return Err(SpawnError::Policy("no command given".into()));
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env(fdbroker_worker::client::ENV_FD, child_fd.to_string());
+    let in_child = move || -> io::Result<()> { confine_child(parent, &theirs, prepared.take()) };
+    // SAFETY: `pre_exec` runs in the forked child before exec. The parent is
+    // single-threaded here (`prepare` verified it and no thread has been started), so
+    // no lock can be held by a thread that does not exist in the child; the closure
+    // makes system calls on values prepared in the parent.
+    unsafe {
+        cmd.pre_exec(in_child);
+    }
+    let mut child = cmd.spawn().map_err(|source| SpawnError::Exec {
+        command: program.to_string_lossy().into_owned(),
+        source,
+    })?;
+    // Drops the parent's copy of the worker's end, captured by the pre_exec closure.
+    drop(cmd);
+    let pid = Pid::from_raw(child.id() as i32);
+    tracing::info!(pid = pid.as_raw(), client = %policy.client(client).name, "worker started");
+
+    std::thread::Builder::new()
+        .name("fdbroker-signals".into())
+        .spawn(move || forward_signals(&forwarded, pid))?;
+
+    let shared = Arc::new(Shared::new(policy, Some(spec.policy.clone())));
+    let name = shared.current().policy.client(client).name.clone();
+    let server = Server::single(
+        shared,
+        ours,
+        Binding::Named(name),
+        &ServeOptions {
+            threads: 2,
+            handle_signals: false,
+        },
+    )?;
+    let stopper = server.stopper();
+    let waiter = std::thread::Builder::new()
+        .name("fdbroker-wait".into())
+        .spawn(move || {
+            let status = child.wait();
+            // The worker is gone: stop serving whoever else still holds its socket.
+            stopper.stop();
+            status
+        })?;
+    server.run()?;
+    let status = waiter
+        .join()
+        .map_err(|_| io::Error::other("the worker-waiting thread panicked"))??;
+    Ok(ExitCode::from(exit_code_of(status)))
+}
+
+/// The client `--client` names, or the policy's only client.
+fn pick_client(
+    policy: &Policy,
+    name: Option<&str>,
+) -> Result<fdbroker_policy::ClientId, SpawnError> {
+    match name {
+        Some(n) => policy.client_by_name(n).ok_or_else(|| {
+            let known: Vec<_> = policy.clients().iter().map(|c| c.name.as_str()).collect();
+            SpawnError::Policy(format!(
+                "the policy has no client named {n:?} (it has: {})",
+                known.join(", ")
+            ))
+        }),
+        None if policy.clients().len() == 1 => Ok(fdbroker_policy::ClientId(0)),
+        None => Err(SpawnError::Policy(format!(
+            "the policy has {} clients; choose one with --client",
+            policy.clients().len()
+        ))),
+    }
+}
+
+/// The spawned worker may read and execute the system's program and library
+/// directories (the policy's `[sandbox] read_only`), and nothing else by path.
+/// Entries missing on this machine (`/lib64` on some architectures) grant nothing and
+/// are skipped.
+fn sandbox_for(policy: &Policy, user: Option<&str>) -> Sandbox {
+    let settings = policy.sandbox();
+    let user = match user {
+        Some(u) => u
+            .parse::<u32>()
+            .map_or_else(|_| Identity::from(u), Identity::from),
+        None => match &settings.user {
+            UserSpec::Name(n) => Identity::from(n.as_str()),
+            UserSpec::Id(id) => Identity::from(*id),
+        },
+    };
+    let mut sandbox = Sandbox::new().user(user);
+    for path in &settings.read_only {
+        if path.exists() {
+            sandbox = sandbox.allow_read_exec(path);
+        } else {
+            tracing::debug!(path = %path.display(), "sandbox read_only path does not exist here; skipped");
+        }
+    }
+    sandbox
+}
+
+/// Runs in the forked child: only system calls on prepared values.
+fn confine_child(
+    parent: Pid,
+    worker_end: &OwnedFd,
+    prepared: Option<fdbroker_worker::sandbox::PreparedSandbox>,
+) -> io::Result<()> {
+    // The worker inherits exactly this descriptor (its number is in FDBROKER_FD).
+    nix::fcntl::fcntl(
+        worker_end.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )?;
+    SigSet::empty().thread_set_mask()?;
+    let Some(prepared) = prepared else {
+        return Err(io::Error::other("sandbox already used"));
+    };
+    if let Err(e) = prepared.apply() {
+        // Only the errno crosses back to the parent; say why here.
+        eprintln!("fdbroker: cannot confine the worker: {e}");
+        return Err(e.into());
+    }
+    // Never outlive the broker. Set only now: the kernel clears the parent-death
+    // signal whenever the effective uid or gid changes, which the sandbox just did.
+    // If the parent already died before this point the signal was missed: give up.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    if nix::unistd::getppid() != parent {
+        return Err(io::Error::other(
+            "the broker exited before the worker started",
+        ));
+    }
+    Ok(())
+}
+
+fn forward_signals(set: &SigSet, worker: Pid) {
+    loop {
+        match set.wait() {
+            Ok(sig) => {
+                if kill(worker, sig).is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// A shell's view of how the worker ended.
+fn exit_code_of(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code.clamp(0, 255) as u8,
+        (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
+        _ => 1,
+    }
+}

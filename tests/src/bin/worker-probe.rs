@@ -1,0 +1,62 @@
+//! A minimal real worker for the spawn-mode tests: connects with `Client::from_env`,
+//! optionally locks itself down, then answers one command per stdin line, so a test
+//! can act (kill the broker, send a signal) between two requests.
+//!
+//! ```text
+//! worker-probe [--lockdown]
+//!   open PATH     -> `OK <bytes> <first line>` or `ERR <ErrorKind> <errno>`
+//!   direct PATH   -> the same, opening by path without the broker
+//!   uid           -> `UID <real> <effective>`
+//!   exit N        -> exits with N
+//! ```
+//! It prints `READY <pid>` once connected (and confined, with --lockdown).
+
+use std::io::{BufRead, Read, Write};
+
+fn main() -> std::process::ExitCode {
+    let lockdown = std::env::args().any(|a| a == "--lockdown");
+    let client = match fdbroker_worker::Client::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("worker-probe: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if lockdown {
+        if let Err(e) = fdbroker_worker::sandbox::Sandbox::new().apply() {
+            eprintln!("worker-probe: lockdown: {e}");
+            return std::process::ExitCode::from(3);
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "READY {}", std::process::id());
+    let _ = out.flush();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let (cmd, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        let reply = match cmd {
+            "open" => describe(client.open(arg)),
+            "direct" => describe(std::fs::File::open(arg)),
+            "uid" => format!("UID {} {}", nix::unistd::getuid(), nix::unistd::geteuid()),
+            "exit" => return std::process::ExitCode::from(arg.parse::<u8>().unwrap_or(0)),
+            other => format!("?? {other}"),
+        };
+        let _ = writeln!(out, "{reply}");
+        let _ = out.flush();
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+fn describe(r: std::io::Result<std::fs::File>) -> String {
+    let mut text = String::new();
+    match r.and_then(|mut f| f.read_to_string(&mut text)) {
+        Ok(n) => format!("OK {n} {}", text.lines().next().unwrap_or("")),
+        Err(e) => format!(
+            "ERR {:?} {}",
+            e.kind(),
+            e.get_ref()
+                .and_then(|i| i.downcast_ref::<fdbroker_worker::BrokerError>())
+                .map_or_else(|| e.raw_os_error().unwrap_or(0), |b| b.errno)
+        ),
+    }
+}

@@ -1,0 +1,452 @@
+//! Spawn mode (`fdbroker run`) and the library lockdown, end to end: real confined
+//! workers, a real broker, real signals.
+#![allow(clippy::unwrap_used)]
+
+use fdbroker_tests::{Broker, NOBODY, TempDir, fdbroker_bin, run_with_timeout, sibling_bin};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A tree with a root-only secret and a spawn-mode policy whose sandbox may also
+/// execute this build's binaries.
+fn fixture() -> (TempDir, PathBuf) {
+    let t = TempDir::new("spawn");
+    t.file("data/secret.txt", b"root only\n", 0o600);
+    t.file(
+        "data/eicar.bin",
+        b"xxEICAR-STANDARD-ANTIVIRUS-TEST-FILExx",
+        0o600,
+    );
+    t.file("data/plain.bin", b"nothing here", 0o600);
+    t.file("data/known-bad.bin", b"known bad sample payload", 0o600);
+    t.file(
+        "sigs.txt",
+        &std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../worker/examples/scanner/signatures.txt"),
+        )
+        .unwrap(),
+        0o600,
+    );
+    let bin_dir = fdbroker_bin().parent().unwrap().to_owned();
+    let policy = t.file(
+        "policy.toml",
+        format!(
+            r#"
+[sandbox]
+read_only = ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache", "{bins}"]
+
+[[client]]
+name = "worker"
+users = ["nobody"]
+  [[client.allow]]
+  path = "{dir}/data/"
+  [[client.allow]]
+  path = "{dir}/sigs.txt"
+"#,
+            bins = bin_dir.display(),
+            dir = t.path().display()
+        )
+        .as_bytes(),
+        0o644,
+    );
+    (t, policy)
+}
+
+fn run_cmd(policy: &Path, command: &[&str]) -> Command {
+    let mut c = Command::new(fdbroker_bin());
+    c.arg("run")
+        .arg("--policy")
+        .arg(policy)
+        .arg("--")
+        .args(command);
+    c
+}
+
+/// A worker-probe under `fdbroker run` (or connected to a serve broker), driven line by line.
+struct Driven {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Driven {
+    fn start(mut cmd: Command) -> Driven {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout: ChildStdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Driven {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the worker did not answer in time")
+    }
+
+    fn ask(&mut self, cmd: &str) -> String {
+        writeln!(self.stdin, "{cmd}").unwrap();
+        self.stdin.flush().unwrap();
+        self.line()
+    }
+
+    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "process did not exit in time");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Driven {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn status_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()
+}
+
+fn field<'a>(status: &'a str, key: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key).map(str::trim))
+        .unwrap_or_else(|| panic!("{key} missing in:\n{status}"))
+}
+
+#[test]
+fn run_confines_the_worker_and_serves_it_through_the_broker() {
+    let (t, policy) = fixture();
+    let probe = sibling_bin("worker-probe");
+    let mut w = Driven::start(run_cmd(&policy, &[probe.to_str().unwrap()]));
+    let ready = w.line();
+    let pid: u32 = ready.strip_prefix("READY ").unwrap().parse().unwrap();
+    let secret = t.join("data/secret.txt");
+    assert_eq!(
+        w.ask(&format!("open {}", secret.display())),
+        "OK 10 root only"
+    );
+    assert_eq!(
+        w.ask(&format!("direct {}", secret.display())),
+        "ERR PermissionDenied 13"
+    );
+    assert_eq!(w.ask("direct /etc/passwd"), "ERR PermissionDenied 13");
+    assert_eq!(w.ask("open /etc/passwd"), "ERR PermissionDenied 13");
+    assert_eq!(w.ask("uid"), format!("UID {NOBODY} {NOBODY}"));
+    // Seen from outside: no capabilities, no_new_privs, seccomp filter mode.
+    let st = status_of(pid);
+    for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(field(&st, cap), "0000000000000000", "{cap}");
+    }
+    assert_eq!(field(&st, "NoNewPrivs:"), "1");
+    assert_eq!(field(&st, "Seccomp:"), "2");
+    assert!(field(&st, "Uid:").split_whitespace().all(|u| u == "65534"));
+    // The exit status passes through.
+    writeln!(w.stdin, "exit 42").unwrap();
+    assert_eq!(w.wait(Duration::from_secs(10)).code(), Some(42));
+}
+
+#[test]
+fn run_worker_cannot_reach_the_network_other_sockets_or_other_processes() {
+    let (_t, policy) = fixture();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let name = format!("fdbroker-spawn-{}", std::process::id());
+    let abs = {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        std::os::unix::net::UnixListener::bind_addr(&addr).unwrap()
+    };
+    // A process of the same uid outside the sandbox.
+    let mut outsider = Command::new("/bin/sleep");
+    std::os::unix::process::CommandExt::uid(&mut outsider, NOBODY);
+    let mut outsider = outsider.arg("30").spawn().unwrap();
+    let probe = sibling_bin("sandbox-probe");
+    let out = run_with_timeout(
+        &mut run_cmd(
+            &policy,
+            &[
+                probe.to_str().unwrap(),
+                "--no-apply",
+                "setuid0",
+                "socket:inet",
+                &format!("tcp-connect:{port}"),
+                &format!("abstract:{name}"),
+                &format!("kill:{}", outsider.id()),
+                "open:/etc/passwd",
+            ],
+        ),
+        Duration::from_secs(30),
+    );
+    let _ = outsider.kill();
+    let _ = outsider.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for (check, want) in [
+        ("setuid0", "err EPERM"),
+        ("socket:inet", "err EPERM"),
+        ("open:/etc/passwd", "err EACCES"),
+    ] {
+        assert!(
+            text.contains(&format!("CHECK {check} => {want}")),
+            "{check}: {text}"
+        );
+    }
+    // TCP: no AF_INET socket can even be made (seccomp), so no connection either;
+    // Landlock refusing connect/bind on inherited sockets is in tests/tests/sandbox.rs.
+    assert!(
+        text.contains(&format!("CHECK tcp-connect:{port} => err EPERM")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("CHECK abstract:{name} => err EPERM")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("CHECK kill:{} => err EPERM", outsider.id())),
+        "{text}"
+    );
+    drop((tcp, abs));
+}
+
+#[test]
+fn run_reports_exit_status_and_forwards_signals() {
+    let (_t, policy) = fixture();
+    let out = run_with_timeout(
+        &mut run_cmd(&policy, &["/bin/sh", "-c", "exit 7"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(7));
+    let out = run_with_timeout(
+        &mut run_cmd(&policy, &["/bin/sh", "-c", "kill -USR1 $$"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(128 + libc::SIGUSR1));
+    let out = run_with_timeout(
+        &mut run_cmd(&policy, &["/no/such/program"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(127),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_with_timeout(
+        &mut run_cmd(&policy, &["/usr/bin/id", "-u"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "65534");
+
+    // A signal sent to `fdbroker run` reaches the worker.
+    let mut w = Driven::start(run_cmd(
+        &policy,
+        &[
+            "/bin/sh",
+            "-c",
+            "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.05; done",
+        ],
+    ));
+    assert_eq!(w.line(), "ready");
+    kill(Pid::from_raw(w.child.id() as i32), Signal::SIGTERM).unwrap();
+    assert_eq!(w.line(), "got-term");
+    assert_eq!(w.wait(Duration::from_secs(10)).code(), Some(3));
+}
+
+#[test]
+fn killing_the_broker_leaves_no_worker_behind() {
+    let (_t, policy) = fixture();
+    let probe = sibling_bin("worker-probe");
+    let mut w = Driven::start(run_cmd(&policy, &[probe.to_str().unwrap()]));
+    let pid: i32 = w.line().strip_prefix("READY ").unwrap().parse().unwrap();
+    kill(Pid::from_raw(w.child.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = w.wait(Duration::from_secs(10));
+    // PR_SET_PDEATHSIG: the worker dies with its broker (gone, or a zombie of init).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = status_of(pid as u32);
+        if st.is_empty() || field(&st, "State:").starts_with('Z') {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker outlived its broker:\n{st}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn locked_down_worker_fails_promptly_when_its_broker_dies() {
+    let (t, _) = fixture();
+    let b = Broker::start(
+        &t,
+        "[broker]\nsocket_mode = \"0666\"\n[[client]]\nname = \"w\"\nusers = [\"nobody\"]\n[[client.allow]]\npath = \"{dir}/data/\"\n",
+    );
+    let mut cmd = unprivileged(&sibling_bin("worker-probe"));
+    cmd.arg("--lockdown").env("FDBROKER_SOCKET", &b.socket);
+    let mut w = Driven::start(cmd);
+    assert!(w.line().starts_with("READY "));
+    let secret = t.join("data/secret.txt");
+    assert_eq!(
+        w.ask(&format!("open {}", secret.display())),
+        "OK 10 root only"
+    );
+    assert_eq!(
+        w.ask(&format!("direct {}", secret.display())),
+        "ERR PermissionDenied 13"
+    );
+    assert_eq!(w.ask("direct /etc/passwd"), "ERR PermissionDenied 13");
+    b.signal(Signal::SIGKILL);
+    let start = Instant::now();
+    let reply = w.ask(&format!("open {}", secret.display()));
+    assert!(reply.starts_with("ERR ConnectionAborted"), "{reply}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    drop(b);
+}
+
+/// A service the way a systemd unit with `User=nobody` and `CapabilityBoundingSet=`
+/// starts it: unprivileged, with an empty bounding set, so the strict sandbox applies.
+fn unprivileged(program: &Path) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        "--bounding-set=-all",
+        "--",
+    ])
+    .arg(program);
+    cmd
+}
+
+fn scanner_bin() -> PathBuf {
+    let p = fdbroker_bin().parent().unwrap().join("examples/scanner");
+    assert!(
+        p.exists(),
+        "{} is missing: `cargo test --workspace` builds it (or cargo build -p fdbroker-worker --examples)",
+        p.display()
+    );
+    p
+}
+
+fn scan_list(t: &TempDir) -> String {
+    [
+        "data/plain.bin",
+        "data/eicar.bin",
+        "data/known-bad.bin",
+        "data/missing.bin",
+    ]
+    .iter()
+    .map(|p| format!("{}\n", t.join(p).display()))
+    .collect()
+}
+
+fn check_scan(t: &TempDir, stdout: &str) {
+    let line = |p: &str| format!("{}: ", t.join(p).display());
+    assert!(
+        stdout.contains(&format!("{}clean", line("data/plain.bin"))),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{}FOUND Test.EICAR-Marker",
+            line("data/eicar.bin")
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{}FOUND Known.Bad-Sample",
+            line("data/known-bad.bin")
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{}ERROR", line("data/missing.bin"))),
+        "{stdout}"
+    );
+}
+
+fn feed(mut cmd: Command, input: String) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "scanner hung");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn scanner_example_finds_planted_signatures_under_run() {
+    let (t, policy) = fixture();
+    let sigs = t.join("sigs.txt");
+    let out = feed(
+        run_cmd(
+            &policy,
+            &[
+                scanner_bin().to_str().unwrap(),
+                "--signatures",
+                sigs.to_str().unwrap(),
+            ],
+        ),
+        scan_list(&t),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    check_scan(&t, &stdout);
+    assert_eq!(out.status.code(), Some(1), "found something: exit 1");
+}
+
+#[test]
+fn scanner_example_locks_itself_down_against_a_serving_broker() {
+    let (t, _) = fixture();
+    let b = Broker::start(
+        &t,
+        "[broker]\nsocket_mode = \"0666\"\n[[client]]\nname = \"w\"\nusers = [\"nobody\"]\n[[client.allow]]\npath = \"{dir}/data/\"\n[[client.allow]]\npath = \"{dir}/sigs.txt\"\n",
+    );
+    let sigs = t.join("sigs.txt");
+    let mut cmd = unprivileged(&scanner_bin());
+    cmd.args(["--lockdown", "--signatures", sigs.to_str().unwrap()])
+        .env("FDBROKER_SOCKET", &b.socket);
+    let out = feed(cmd, scan_list(&t));
+    check_scan(&t, &String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("landlock"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
