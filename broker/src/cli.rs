@@ -206,6 +206,26 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    // Everything the broker opens by name at start-up is open now, and no thread has
+    // started: the moment to give up what serving does not need.
+    if shared.current().policy.broker().confine {
+        match crate::confine::confine(&shared.current().policy, Some(&args.policy), Some(&socket)) {
+            Ok(c) => {
+                tracing::info!("confined: {c}");
+                shared.set_confinement(c);
+            }
+            Err(e) => {
+                return fail(format!(
+                    "cannot confine the broker: {e} (set [broker] confine = false to run unconfined)"
+                ));
+            }
+        }
+    } else {
+        tracing::warn!(
+            "RUNNING UNCONFINED: [broker] confine = false keeps every capability and no \
+             Landlock or seccomp; use it only for debugging"
+        );
+    }
     tracing::info!(
         socket = %socket.display(),
         policy = %args.policy.display(),

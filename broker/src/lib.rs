@@ -16,6 +16,7 @@
 //! ```
 
 pub mod audit;
+pub mod confine;
 pub mod cli;
 mod conn;
 mod handle;

@@ -9,7 +9,7 @@ use fdbroker_policy::{Policy, RuleId};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 /// A policy with its roots open.
 #[derive(Debug)]
@@ -77,6 +77,8 @@ pub struct Shared {
     pub policy_path: Option<PathBuf>,
     pub stats: Stats,
     last_reload_error: RwLock<Option<String>>,
+    /// What the broker kept when it confined itself; reloads must fit inside it.
+    confinement: OnceLock<crate::confine::Confinement>,
 }
 
 impl Shared {
@@ -86,6 +88,7 @@ impl Shared {
             policy_path,
             stats: Stats::default(),
             last_reload_error: RwLock::new(None),
+            confinement: OnceLock::new(),
         }
     }
 
@@ -102,19 +105,35 @@ impl Shared {
             return Err("this broker was not started from a policy file".into());
         };
         let result = match Policy::load(path) {
-            Ok(policy) => {
-                let generation = self.current().generation + 1;
-                let loaded = Arc::new(Loaded::new(policy, generation));
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&loaded);
-                Ok(loaded)
-            }
             Err(e) => Err(e.to_string()),
+            Ok(policy) => match self.refused_by_confinement(&policy) {
+                Some(why) => Err(format!("{}: {why}", path.display())),
+                None => {
+                    let generation = self.current().generation + 1;
+                    let loaded = Arc::new(Loaded::new(policy, generation));
+                    *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&loaded);
+                    Ok(loaded)
+                }
+            },
         };
         *self
             .last_reload_error
             .write()
             .unwrap_or_else(|p| p.into_inner()) = result.as_ref().err().cloned();
         result
+    }
+
+    /// Record the confinement the broker applied (once).
+    pub fn set_confinement(&self, c: crate::confine::Confinement) {
+        let _ = self.confinement.set(c);
+    }
+
+    pub fn confinement(&self) -> Option<&crate::confine::Confinement> {
+        self.confinement.get()
+    }
+
+    fn refused_by_confinement(&self, policy: &Policy) -> Option<String> {
+        self.confinement.get().and_then(|c| c.refuses(policy))
     }
 
     pub fn last_reload_error(&self) -> Option<String> {

@@ -1,0 +1,374 @@
+//! The broker confines itself once its socket and roots are open.
+//!
+//! A compromised broker should be worth as little as possible. After start-up it keeps
+//! only the capabilities opening files needs (`CAP_DAC_READ_SEARCH`, plus
+//! `CAP_DAC_OVERRIDE` when the policy grants writes), clears the bounding and ambient
+//! sets, sets `no_new_privs`, lets Landlock confine it to the policy's roots with the
+//! rights the policy grants (a read-only root stays read-only even for the broker), and
+//! installs a seccomp allowlist of the system calls it makes (taken from tracing it
+//! through the test suite). Calls outside the list fail with `EPERM` rather than kill,
+//! so an unforeseen path degrades to an error reply, not a dead service.
+//!
+//! `CAP_FOWNER` and `CAP_CHOWN` are not kept: the broker never changes ownership, and
+//! the only mode it sets is on files it just created, which it owns.
+//!
+//! Landlock and capability changes apply to the calling thread, so this runs while the
+//! broker is still single-threaded (checked), before the event loop starts its threads.
+//!
+//! What was kept is remembered: a reload whose policy would need more (a root outside
+//! the confined ones, or writes when none were kept) is refused with a clear log line;
+//! it never silently grants less or more. Restart the broker to widen it.
+
+use caps::{CapSet, Capability, CapsHashSet};
+use fdbroker_policy::{Access, Policy};
+use landlock::{
+    ABI, Access as _, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd,
+    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
+};
+use seccompiler::{
+    SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    TargetArch,
+};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Filesystem rights are those of ABI 6 (all of v1..v5); later ABIs add rights over
+/// Unix socket paths that would also block the broker's own `sd_notify`.
+const FS_ABI: ABI = ABI::V6;
+
+/// Files the broker may still read to reload: its policy's directory (editors replace
+/// the file by rename, so the directory, not the inode) and the user database that
+/// resolves names in it.
+const NAME_DATABASES: [&str; 3] = ["/etc/passwd", "/etc/group", "/etc/nsswitch.conf"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfineError {
+    #[error("the broker must confine itself before starting threads, but has {0}")]
+    Threads(usize),
+    #[error("cannot {op}: {source}")]
+    Capabilities {
+        op: &'static str,
+        #[source]
+        source: caps::errors::CapsError,
+    },
+    #[error("cannot set no_new_privs: {0}")]
+    NoNewPrivs(#[source] nix::Error),
+    #[error("landlock: {0}")]
+    Landlock(#[from] landlock::RulesetError),
+    #[error("landlock: cannot open {path}: {source}")]
+    LandlockPath {
+        path: PathBuf,
+        #[source]
+        source: landlock::PathFdError,
+    },
+    #[error("seccomp: {0}")]
+    Seccomp(String),
+}
+
+/// What the broker kept, for the log and for judging reloads.
+#[derive(Debug, Clone)]
+pub struct Confinement {
+    pub capabilities: Vec<Capability>,
+    /// `None` when the kernel has no Landlock (the broker says so at start-up).
+    pub landlock: Option<LandlockKept>,
+    pub seccomp_syscalls: usize,
+    writes: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct LandlockKept {
+    pub fully_enforced: bool,
+    /// Each root the broker may still open beneath, and whether writes are allowed there.
+    pub roots: Vec<(PathBuf, bool)>,
+}
+
+impl fmt::Display for Confinement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let caps: Vec<String> = self.capabilities.iter().map(|c| c.to_string()).collect();
+        write!(f, "capabilities kept [{}], no_new_privs", caps.join(", "))?;
+        match &self.landlock {
+            Some(l) => write!(
+                f,
+                ", landlock {} over {} roots",
+                if l.fully_enforced {
+                    "fully enforced"
+                } else {
+                    "partially enforced"
+                },
+                l.roots.len()
+            )?,
+            None => write!(f, ", LANDLOCK UNAVAILABLE")?,
+        }
+        write!(f, ", seccomp allowlist of {} calls", self.seccomp_syscalls)
+    }
+}
+
+impl Confinement {
+    /// Would serving `policy` need anything this confinement took away?
+    pub fn refuses(&self, policy: &Policy) -> Option<String> {
+        let writes = needs_writes(policy);
+        if writes && !self.writes {
+            return Some(
+                "the new policy grants write or create, but this broker dropped the capability \
+                 and Landlock rights for writing at start-up; restart it to widen"
+                    .into(),
+            );
+        }
+        let Some(l) = &self.landlock else { return None };
+        for root in policy.roots() {
+            let root_writes = root_needs_writes(policy, root);
+            let covered = l
+                .roots
+                .iter()
+                .any(|(kept, w)| root.starts_with(kept) && (*w || !root_writes));
+            if !covered {
+                return Some(format!(
+                    "the new policy needs {} (with {} access), outside what this confined \
+                     broker can reach; restart it to widen",
+                    root.display(),
+                    if root_writes { "write" } else { "read" }
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// Confine the calling, single-threaded broker for serving `policy` loaded from
+/// `policy_file`; `own_socket` is the socket file it created and must remove on exit.
+pub fn confine(
+    policy: &Policy,
+    policy_file: Option<&Path>,
+    own_socket: Option<&Path>,
+) -> Result<Confinement, ConfineError> {
+    let threads = std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count());
+    if threads != 1 {
+        return Err(ConfineError::Threads(threads));
+    }
+    let writes = needs_writes(policy);
+    let capabilities = narrow_capabilities(writes)?;
+    nix::sys::prctl::set_no_new_privs().map_err(ConfineError::NoNewPrivs)?;
+    let landlock = restrict_filesystem(policy, policy_file, own_socket)?;
+    let seccomp_syscalls = install_seccomp()?;
+    Ok(Confinement {
+        capabilities,
+        landlock,
+        seccomp_syscalls,
+        writes,
+    })
+}
+
+fn needs_writes(policy: &Policy) -> bool {
+    [Access::Write, Access::ReadWrite, Access::Create]
+        .into_iter()
+        .any(|a| policy.grants_any(a))
+}
+
+/// Does any allow rule rooted at `root` grant a write?
+fn root_needs_writes(policy: &Policy, root: &Path) -> bool {
+    policy.rules().iter().any(|r| {
+        r.root.is_some_and(|id| policy.roots()[id.0] == root)
+            && [Access::Write, Access::ReadWrite, Access::Create]
+                .into_iter()
+                .any(|a| r.access.grants(a))
+    })
+}
+
+fn narrow_capabilities(writes: bool) -> Result<Vec<Capability>, ConfineError> {
+    let mut keep = vec![Capability::CAP_DAC_READ_SEARCH];
+    if writes {
+        keep.push(Capability::CAP_DAC_OVERRIDE);
+    }
+    let keep_set: CapsHashSet = keep.iter().copied().collect();
+    let err = |op| move |source| ConfineError::Capabilities { op, source };
+    // Bounding first: dropping from it needs CAP_SETPCAP, which goes with the rest.
+    for cap in caps::all() {
+        if !keep_set.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
+            caps::drop(None, CapSet::Bounding, cap).map_err(err("drop from the bounding set"))?;
+        }
+    }
+    caps::clear(None, CapSet::Ambient).map_err(err("clear the ambient set"))?;
+    caps::clear(None, CapSet::Inheritable).map_err(err("clear the inheritable set"))?;
+    caps::set(None, CapSet::Effective, &keep_set).map_err(err("set the effective set"))?;
+    caps::set(None, CapSet::Permitted, &keep_set).map_err(err("set the permitted set"))?;
+    Ok(keep)
+}
+
+fn restrict_filesystem(
+    policy: &Policy,
+    policy_file: Option<&Path>,
+    own_socket: Option<&Path>,
+) -> Result<Option<LandlockKept>, ConfineError> {
+    let read = AccessFs::ReadFile | AccessFs::ReadDir;
+    let write = AccessFs::WriteFile | AccessFs::Truncate | AccessFs::MakeReg;
+    let mut rules: Vec<(PathBuf, BitFlags<AccessFs>, Option<bool>)> = Vec::new();
+    for root in policy.roots() {
+        let w = root_needs_writes(policy, root);
+        rules.push((root.clone(), if w { read | write } else { read }, Some(w)));
+    }
+    if let Some(dir) = policy_file.and_then(Path::parent) {
+        rules.push((dir.to_owned(), read, None));
+    }
+    if let Some(dir) = own_socket.and_then(Path::parent) {
+        // Removing the socket file on shutdown is the only change outside the roots.
+        rules.push((dir.to_owned(), AccessFs::RemoveFile.into(), None));
+    }
+    for db in NAME_DATABASES {
+        rules.push((PathBuf::from(db), AccessFs::ReadFile.into(), None));
+    }
+    let mut created = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(AccessFs::from_all(FS_ABI))?
+        .handle_access(AccessNet::from_all(FS_ABI))?
+        .create()?;
+    let mut kept = Vec::new();
+    for (path, access, root_writes) in rules {
+        // A root missing now stays unreachable until a restart, like any other.
+        let fd = match PathFd::new(&path) {
+            Ok(fd) => fd,
+            Err(_) if !path.exists() => continue,
+            Err(source) => return Err(ConfineError::LandlockPath { path, source }),
+        };
+        // Rights that only make sense on directories are dropped for a file.
+        let access = if path.is_dir() {
+            access
+        } else {
+            access & AccessFs::from_file(FS_ABI)
+        };
+        created = created.add_rule(PathBeneath::new(fd, access))?;
+        if let Some(w) = root_writes {
+            kept.push((path, w));
+        }
+    }
+    let status = created.restrict_self()?;
+    Ok(match status.ruleset {
+        RulesetStatus::NotEnforced => None,
+        s => Some(LandlockKept {
+            fully_enforced: s == RulesetStatus::FullyEnforced,
+            roots: kept,
+        }),
+    })
+}
+
+/// The system calls the broker makes once serving (from `strace -f` over the test
+/// suite, plus what reload, shutdown, sd_notify, thread start and abort need).
+fn allowed_syscalls() -> Vec<i64> {
+    let mut v = vec![
+        // the request path
+        libc::SYS_recvmsg,
+        libc::SYS_sendmsg,
+        libc::SYS_sendto,
+        libc::SYS_openat2,
+        libc::SYS_newfstatat,
+        libc::SYS_fstat,
+        libc::SYS_statx,
+        libc::SYS_fchmod,
+        libc::SYS_close,
+        libc::SYS_fcntl,
+        libc::SYS_write,
+        libc::SYS_writev,
+        libc::SYS_read,
+        // the event loop
+        libc::SYS_epoll_pwait,
+        libc::SYS_epoll_pwait2,
+        libc::SYS_epoll_ctl,
+        libc::SYS_accept4,
+        libc::SYS_getsockopt,
+        libc::SYS_shutdown,
+        libc::SYS_ppoll,
+        libc::SYS_timerfd_settime,
+        libc::SYS_futex,
+        libc::SYS_sched_yield,
+        libc::SYS_clock_gettime,
+        libc::SYS_clock_nanosleep,
+        libc::SYS_nanosleep,
+        // memory
+        libc::SYS_mmap,
+        libc::SYS_munmap,
+        libc::SYS_mremap,
+        libc::SYS_mprotect,
+        libc::SYS_madvise,
+        libc::SYS_brk,
+        // threads and signals
+        libc::SYS_clone,
+        libc::SYS_clone3,
+        libc::SYS_set_robust_list,
+        libc::SYS_rseq,
+        libc::SYS_gettid,
+        libc::SYS_getpid,
+        libc::SYS_prctl,
+        libc::SYS_sigaltstack,
+        libc::SYS_rt_sigaction,
+        libc::SYS_rt_sigprocmask,
+        libc::SYS_rt_sigreturn,
+        libc::SYS_tgkill,
+        libc::SYS_sched_getaffinity,
+        libc::SYS_getrandom,
+        libc::SYS_exit,
+        libc::SYS_exit_group,
+        // reload: read the policy, resolve names, open roots
+        libc::SYS_openat,
+        libc::SYS_lseek,
+        libc::SYS_pread64,
+        libc::SYS_getdents64,
+        libc::SYS_getuid,
+        libc::SYS_geteuid,
+        libc::SYS_getgid,
+        libc::SYS_getegid,
+        libc::SYS_prlimit64,
+        libc::SYS_connect,
+        // shutdown: remove the socket file it created
+        libc::SYS_unlinkat,
+    ];
+    #[cfg(target_arch = "x86_64")]
+    v.extend([
+        libc::SYS_epoll_wait,
+        libc::SYS_poll,
+        libc::SYS_open,
+        libc::SYS_stat,
+        libc::SYS_lstat,
+        libc::SYS_access,
+        libc::SYS_arch_prctl,
+        libc::SYS_unlink,
+    ]);
+    v
+}
+
+fn install_seccomp() -> Result<usize, ConfineError> {
+    let arch = if cfg!(target_arch = "aarch64") {
+        TargetArch::aarch64
+    } else {
+        TargetArch::x86_64
+    };
+    let sc = |e: &dyn fmt::Display| ConfineError::Seccomp(e.to_string());
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = allowed_syscalls()
+        .into_iter()
+        .map(|nr| (nr, Vec::new()))
+        .collect();
+    // sd_notify makes a Unix datagram socket per message; no other socket, ever.
+    let unix_only = SeccompCondition::new(
+        0,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::Eq,
+        libc::AF_UNIX as u64,
+    )
+    .map_err(|e| sc(&e))?;
+    rules.insert(
+        libc::SYS_socket,
+        vec![SeccompRule::new(vec![unix_only]).map_err(|e| sc(&e))?],
+    );
+    let count = rules.len();
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Allow,
+        arch,
+    )
+    .map_err(|e| sc(&e))?;
+    let program: seccompiler::BpfProgram = filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| sc(&e))?;
+    seccompiler::apply_filter(&program).map_err(|e| sc(&e))?;
+    Ok(count)
+}

@@ -1,0 +1,157 @@
+//! The broker confines itself after start-up: narrowed capabilities, no_new_privs,
+//! Landlock over its roots, a seccomp allowlist; and reloads that would need more are
+//! refused, never silently granted.
+#![allow(clippy::unwrap_used)]
+
+use fdbroker_tests::{Broker, TempDir};
+use fdbroker_worker::Access;
+use nix::sys::signal::Signal;
+use std::io::ErrorKind;
+use std::time::{Duration, Instant};
+
+const DAC_OVERRIDE: u64 = 1 << 1;
+const DAC_READ_SEARCH: u64 = 1 << 2;
+
+fn status(b: &Broker) -> String {
+    std::fs::read_to_string(format!("/proc/{}/status", b.pid())).unwrap()
+}
+
+fn mask(status: &str, key: &str) -> u64 {
+    let v = status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("{key} missing"))
+        .trim();
+    u64::from_str_radix(v, 16).unwrap()
+}
+
+fn field<'a>(status: &'a str, key: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap()
+        .trim()
+}
+
+fn policy(extra: &str) -> String {
+    format!(
+        "[[client]]\nname = \"t\"\nusers = [0]\n[[client.allow]]\npath = \"{{dir}}/ro/\"\n{extra}"
+    )
+}
+
+/// Wait until the broker's log says `what` (reloads are asynchronous to the signal).
+fn wait_log(b: &Broker, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.log().contains(what) {
+        assert!(
+            Instant::now() < deadline,
+            "log never said {what:?}:\n{}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_read_only_broker_keeps_only_dac_read_search() {
+    let t = TempDir::new("confine-ro");
+    t.file("ro/f", b"x", 0o600);
+    let b = Broker::start(&t, &policy(""));
+    let st = status(&b);
+    for key in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        assert_eq!(mask(&st, key), DAC_READ_SEARCH, "{key}\n{st}");
+    }
+    assert_eq!(mask(&st, "CapInh:"), 0);
+    assert_eq!(mask(&st, "CapAmb:"), 0);
+    assert_eq!(field(&st, "NoNewPrivs:"), "1");
+    assert_eq!(field(&st, "Seccomp:"), "2");
+    let log = b.log();
+    assert!(
+        log.contains("capabilities kept [CAP_DAC_READ_SEARCH]"),
+        "{log}"
+    );
+    assert!(log.contains("landlock fully enforced"), "{log}");
+    // And it serves, confined.
+    let c = b.client();
+    assert!(c.open(t.join("ro/f")).is_ok());
+}
+
+#[test]
+fn a_broker_that_grants_writes_also_keeps_dac_override() {
+    let t = TempDir::new("confine-rw");
+    t.file("rw/f", b"x", 0o600);
+    t.dir("ro", 0o755);
+    let b = Broker::start(
+        &t,
+        &policy(
+            "[[client.allow]]\npath = \"{dir}/rw/\"\naccess = [\"read\", \"write\", \"create\"]\n",
+        ),
+    );
+    let st = status(&b);
+    assert_eq!(mask(&st, "CapEff:"), DAC_READ_SEARCH | DAC_OVERRIDE, "{st}");
+    assert_eq!(mask(&st, "CapBnd:"), DAC_READ_SEARCH | DAC_OVERRIDE, "{st}");
+    let c = b.client();
+    let _f = c.open_with(t.join("rw/new"), Access::Create).unwrap();
+    assert!(t.join("rw/new").exists());
+    let _w = c.open_with(t.join("rw/f"), Access::Write).unwrap();
+}
+
+#[test]
+fn reloads_that_need_more_than_was_kept_are_refused() {
+    let t = TempDir::new("confine-reload");
+    t.file("ro/f", b"x", 0o600);
+    t.file("ro/sub/g", b"g", 0o600);
+    t.file("other/h", b"h", 0o600);
+    let b = Broker::start(&t, &policy("[[client.deny]]\npath = \"{dir}/ro/sub/\"\n"));
+    let c = b.client();
+    assert_eq!(
+        c.open(t.join("ro/sub/g")).unwrap_err().kind(),
+        ErrorKind::PermissionDenied
+    );
+
+    // Within what was kept: applied.
+    b.rewrite_policy(&t, &policy(""));
+    b.signal(Signal::SIGHUP);
+    wait_log(&b, "policy reloaded");
+    assert!(c.open(t.join("ro/sub/g")).is_ok());
+
+    // A root outside the confined ones: refused, the old policy stays.
+    b.rewrite_policy(&t, &policy("[[client.allow]]\npath = \"{dir}/other/\"\n"));
+    b.signal(Signal::SIGHUP);
+    wait_log(&b, "outside what this confined broker can reach");
+    assert_eq!(
+        c.open(t.join("other/h")).unwrap_err().kind(),
+        ErrorKind::PermissionDenied
+    );
+    assert!(c.open(t.join("ro/sub/g")).is_ok());
+
+    // Writes where only reads were kept: refused.
+    b.rewrite_policy(
+        &t,
+        &policy("[[client.allow]]\npath = \"{dir}/ro/f\"\naccess = [\"write\"]\n"),
+    );
+    b.signal(Signal::SIGHUP);
+    wait_log(&b, "grants write or create, but this broker dropped");
+    assert_eq!(
+        c.open_with(t.join("ro/f"), Access::Write)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::PermissionDenied
+    );
+    assert_eq!(std::fs::read(t.join("ro/f")).unwrap(), b"x");
+}
+
+#[test]
+fn confine_false_runs_unconfined_and_says_so() {
+    let t = TempDir::new("confine-off");
+    t.dir("ro", 0o755);
+    let b = Broker::start(&t, &format!("[broker]\nconfine = false\n{}", policy("")));
+    let st = status(&b);
+    assert_ne!(
+        mask(&st, "CapEff:") & !(DAC_READ_SEARCH | DAC_OVERRIDE),
+        0,
+        "{st}"
+    );
+    assert_eq!(field(&st, "Seccomp:"), "0");
+    assert!(b.log().contains("RUNNING UNCONFINED"));
+}
