@@ -1,0 +1,132 @@
+//! The command line as operators meet it: help texts, `policy check`, `policy explain`,
+//! and the example policies the repository ships (which must stay valid).
+#![allow(clippy::unwrap_used)]
+
+use fdbroker_tests::{TempDir, fdbroker_bin, run_with_timeout};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn fdbroker(args: &[&str]) -> Output {
+    run_with_timeout(
+        Command::new(fdbroker_bin()).args(args),
+        Duration::from_secs(20),
+    )
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["cat", "--help"],
+        vec!["run", "--help"],
+        vec!["policy", "check", "--help"],
+        vec!["policy", "explain", "--help"],
+    ] {
+        let out = fdbroker(&args);
+        assert!(out.status.success(), "{args:?}");
+        let help = text(&out.stdout);
+        assert!(
+            help.contains("Example"),
+            "{args:?} help has no example:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn shipped_example_policies_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = fdbroker(&["policy", "check", path.to_str().unwrap()]);
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                text(&out.stderr)
+            );
+            assert!(text(&out.stdout).contains(": ok"));
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 2,
+        "expected the demo and scanner examples, found {checked}"
+    );
+}
+
+#[test]
+fn policy_check_reports_file_line_col() {
+    let t = TempDir::new("cli-check");
+    let bad = t.file(
+        "bad.toml",
+        b"[[client]]\nname = \"a\"\nusers = [0]\n  [[client.allow]]\n  path = \"relative/path\"\n",
+        0o644,
+    );
+    let out = fdbroker(&["policy", "check", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(&format!("fdbroker: {}:5:", bad.display())),
+        "{err}"
+    );
+    let typo = t.file(
+        "typo.toml",
+        b"[[client]]\nname = \"a\"\nuser = [0]\n",
+        0o644,
+    );
+    let out = fdbroker(&["policy", "check", typo.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(&format!("{}:3:1", typo.display())),
+        "{}",
+        text(&out.stderr)
+    );
+    // serve --check validates without serving, for ExecStartPre=.
+    let out = fdbroker(&["serve", "--check", "--policy", typo.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains(":3:1"));
+}
+
+#[test]
+fn policy_explain_names_the_rule_and_exits_by_decision() {
+    let t = TempDir::new("cli-explain");
+    let p = t.file(
+        "p.toml",
+        b"[[client]]\nname = \"scanner\"\nusers = [\"nobody\"]\n  [[client.allow]]\n  path = \"/srv/q/\"\n  [[client.deny]]\n  path = \"/srv/q/keys/\"\n",
+        0o644,
+    );
+    let p = p.to_str().unwrap();
+    let out = fdbroker(&["policy", "explain", p, "--uid", "nobody", "/srv/q/a.bin"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("scanner") && s.contains("allow") && s.contains("p.toml:5:"),
+        "{s}"
+    );
+    let out = fdbroker(&["policy", "explain", p, "--uid", "65534", "/srv/q/keys/k"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("p.toml:7:"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = fdbroker(&["policy", "explain", p, "--uid", "0", "/srv/q/a.bin"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = fdbroker(&[
+        "policy",
+        "explain",
+        p,
+        "--uid",
+        "no-such-user-xyz",
+        "/srv/q/a",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
