@@ -91,8 +91,22 @@ struct Outgoing {
 
 enum Sent {
     Done,
-    Later(Outgoing),
+    /// The socket is full: keep the reply and wait for writability.
+    Later,
     Failed,
+}
+
+/// What the service loop does after a send: carry on (`None`), or stop and wait for
+/// writability (parking the reply `park` builds) or close.
+fn settle(st: &mut State, sent: Sent, park: impl FnOnce() -> Outgoing) -> Option<Next> {
+    match sent {
+        Sent::Done => None,
+        Sent::Later => {
+            st.pending = Some(park());
+            Some(Next::Write)
+        }
+        Sent::Failed => Some(Next::Close),
+    }
 }
 
 impl Conn {
@@ -119,14 +133,10 @@ impl Conn {
     /// Read and answer what the worker sent, up to a budget.
     pub fn service(&self, shared: &Shared, s: &mut Scratch) -> Next {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(out) = st.pending.take() {
-            match self.transmit(out) {
-                Sent::Done => {}
-                Sent::Later(out) => {
-                    st.pending = Some(out);
-                    return Next::Write;
-                }
-                Sent::Failed => return Next::Close,
+        if let Some(mut out) = st.pending.take() {
+            let sent = self.transmit(out.id, &mut out.bytes, &mut out.fds);
+            if let Some(next) = settle(&mut st, sent, || out) {
+                return next;
             }
         }
         for _ in 0..BUDGET {
@@ -153,18 +163,15 @@ impl Conn {
                         return Next::Close;
                     }
                 };
-            let out = Outgoing {
+            // Sent from the thread's buffers; copied out only if it has to wait.
+            let sent = self.transmit(id, &mut s.outbuf, &mut s.fds);
+            let park = || Outgoing {
                 id,
-                bytes: std::mem::take(&mut s.outbuf),
+                bytes: s.outbuf.clone(),
                 fds: std::mem::take(&mut s.fds),
             };
-            match self.transmit(out) {
-                Sent::Done => {}
-                Sent::Later(out) => {
-                    st.pending = Some(out);
-                    return Next::Write;
-                }
-                Sent::Failed => return Next::Close,
+            if let Some(next) = settle(&mut st, sent, park) {
+                return next;
             }
         }
         if matches!(st.phase, Phase::Closing) {
@@ -270,32 +277,30 @@ impl Conn {
         refusal_for(&self.peer, &self.binding)
     }
 
-    /// Send a reply, or hand it back if the socket is full. A reply whose descriptors
-    /// cannot be passed (`ETOOMANYREFS`, ...) is replaced by an error reply without
-    /// them, closing what was opened, so the worker is never left waiting.
-    fn transmit(&self, mut out: Outgoing) -> Sent {
-        let result = {
-            let borrowed: Vec<BorrowedFd<'_>> = out.fds.iter().map(|f| f.as_fd()).collect();
-            self.channel.send_with_fds(&out.bytes, &borrowed)
-        };
-        match result {
-            Ok(()) => Sent::Done,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Sent::Later(out),
-            Err(e) if !out.fds.is_empty() && !is_disconnect(&e) => {
+    /// Send a reply (closing the broker's copies of its descriptors once sent), or say
+    /// it must wait for the socket. A reply whose descriptors cannot be passed
+    /// (`ETOOMANYREFS`, ...) is replaced by an error reply without them, closing what
+    /// was opened, so the worker is never left waiting.
+    fn transmit(&self, id: Option<u64>, bytes: &mut Vec<u8>, fds: &mut Vec<OwnedFd>) -> Sent {
+        match self.channel.send_with_fds(bytes, fds) {
+            Ok(()) => {
+                fds.clear();
+                Sent::Done
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Sent::Later,
+            Err(e) if !fds.is_empty() && !is_disconnect(&e) => {
                 tracing::warn!(uid = self.peer.uid, pid = self.peer.pid, error = %e, "cannot pass descriptors; answering with an error instead");
-                out.fds.clear();
-                let Some(id) = out.id else {
-                    return Sent::Failed;
-                };
+                fds.clear();
+                let Some(id) = id else { return Sent::Failed };
                 let errno = e.raw_os_error().unwrap_or(Errno::EIO as i32);
                 let body = ReplyBody::Refused(WireError::new(
                     errno,
                     format!("the broker could not pass the descriptors: {e}"),
                 ));
-                if encode_reply(&mut out.bytes, id, body, &mut out.fds).is_err() {
+                if encode_reply(bytes, id, body, fds).is_err() {
                     return Sent::Failed;
                 }
-                self.transmit(out)
+                self.transmit(Some(id), bytes, fds)
             }
             Err(e) => {
                 if !is_disconnect(&e) {

@@ -101,11 +101,11 @@ impl Channel {
     ///
     /// `sendfd` sends without `MSG_NOSIGNAL`, so a process using this must ignore
     /// `SIGPIPE` (the broker does, from its first instruction).
-    pub fn send_with_fds(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    pub fn send_with_fds<F: AsFd>(&self, bytes: &[u8], fds: &[F]) -> io::Result<()> {
         if fds.is_empty() {
             return self.send(bytes);
         }
-        let raw: smallvec_raw::RawFds = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let raw: smallvec_raw::RawFds = fds.iter().map(|f| f.as_fd().as_raw_fd()).collect();
         let n = self.sock.send_with_fd(bytes, &raw)?;
         sent_whole(n, bytes.len())
     }
