@@ -2,7 +2,9 @@
 //! workers, a real broker, real signals.
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{Broker, NOBODY, TempDir, fdbroker_bin, run_with_timeout, sibling_bin};
+use fdbroker_tests::{
+    Broker, NOBODY, TempDir, fdbroker_bin, run_with_input, run_with_timeout, sibling_bin,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader, Write};
@@ -395,20 +397,7 @@ fn check_scan(t: &TempDir, stdout: &str) {
 }
 
 fn feed(mut cmd: Command, input: String) -> std::process::Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "scanner hung");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
+    run_with_input(&mut cmd, Some(input.into_bytes()), Duration::from_secs(30))
 }
 
 #[test]
