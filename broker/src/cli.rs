@@ -4,6 +4,7 @@ use crate::listener::Listener;
 use crate::log::{self, LogFormat};
 use crate::server::{ServeOptions, Server};
 use crate::state::Shared;
+use crate::{activation, notify};
 use clap::{Args, Parser, Subcommand};
 use fdbroker_policy::{Access, Policy};
 use fdbroker_worker::Client;
@@ -178,6 +179,16 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    // A failure to start is one line, marked as an error for the journal.
+    fn fail(msg: impl std::fmt::Display) -> ExitCode {
+        eprintln!("{}", log::fatal_line(&msg));
+        ExitCode::FAILURE
+    }
+    // First, before anything can go wrong or take time: a SIGHUP or SIGTERM sent during
+    // start-up waits for the event loop instead of killing the broker.
+    if let Err(e) = crate::server::block_control_signals() {
+        return fail(format!("cannot block signals: {e}"));
+    }
     let policy = match Policy::load(&args.policy) {
         Ok(p) => p,
         Err(e) => return fail(e),
@@ -187,29 +198,67 @@ fn serve(args: ServeArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     log::init(args.log_format);
+    match crate::rlimit::raise_nofile() {
+        Ok(n) => tracing::debug!(nofile = n, "descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the descriptor limit"),
+    }
     let settings = policy.broker();
-    let socket = args
-        .socket
-        .clone()
-        .or_else(|| settings.socket.clone())
-        .unwrap_or_else(|| PathBuf::from(fdbroker_worker::DEFAULT_SOCKET));
-    let listener = match Listener::bind(&socket, settings.socket_mode, settings.socket_group) {
-        Ok(l) => l,
+    // Sockets the service manager passed are served instead of creating one; they
+    // belong to the manager, so the broker neither sets their mode nor removes them.
+    let activated = match activation::listeners() {
+        Ok(a) => a,
         Err(e) => return fail(e),
+    };
+    let (listeners, own_socket, socket_names) = if activated.is_empty() {
+        let socket = args
+            .socket
+            .clone()
+            .or_else(|| settings.socket.clone())
+            .unwrap_or_else(|| PathBuf::from(fdbroker_worker::DEFAULT_SOCKET));
+        match Listener::bind(&socket, settings.socket_mode, settings.socket_group) {
+            Ok(l) => (vec![l], Some(socket.clone()), socket.display().to_string()),
+            Err(e) => return fail(e),
+        }
+    } else {
+        if args.socket.is_some() || settings.socket.is_some() {
+            tracing::info!(
+                "socket-activated: --socket and [broker] socket are not used; the .socket unit \
+                 sets the path, mode and group"
+            );
+        }
+        let names: Vec<String> = activated
+            .iter()
+            .map(|a| format!("fd {} ({})", a.fd, a.name))
+            .collect();
+        let listeners = activated.into_iter().map(|a| a.listener).collect();
+        (listeners, None, names.join(", "))
     };
     let shared = Arc::new(Shared::new(policy, Some(args.policy.clone())));
     let opts = ServeOptions {
         threads: args.threads,
         handle_signals: true,
     };
-    let server = match Server::new(Arc::clone(&shared), listener, &opts) {
+    let server = match Server::with_listeners(Arc::clone(&shared), listeners, &opts) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    match notify::Notifier::from_env() {
+        Ok(Some(n)) => {
+            if let Err(e) = server.notify_with(n) {
+                return fail(format!("cannot set up service-manager notifications: {e}"));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("not notifying the service manager: {e}"),
+    }
     // Everything the broker opens by name at start-up is open now, and no thread has
     // started: the moment to give up what serving does not need.
     if shared.current().policy.broker().confine {
-        match crate::confine::confine(&shared.current().policy, Some(&args.policy), Some(&socket)) {
+        match crate::confine::confine(
+            &shared.current().policy,
+            Some(&args.policy),
+            own_socket.as_deref(),
+        ) {
             Ok(c) => {
                 tracing::info!("confined: {c}");
                 shared.set_confinement(c);
@@ -227,7 +276,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         );
     }
     tracing::info!(
-        socket = %socket.display(),
+        socket = %socket_names,
+        activated = own_socket.is_none(),
         policy = %args.policy.display(),
         clients = shared.current().policy.clients().len(),
         "serving"

@@ -264,6 +264,8 @@ fn allowed_syscalls() -> Vec<i64> {
         libc::SYS_fstat,
         libc::SYS_statx,
         libc::SYS_fchmod,
+        // truncate-on-open, done only after the opened file is authorized (resolve.rs)
+        libc::SYS_ftruncate,
         libc::SYS_close,
         libc::SYS_fcntl,
         libc::SYS_write,

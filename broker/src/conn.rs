@@ -16,8 +16,16 @@ use fdbroker_shared::wire::{Accepted, Hello, Reply, ReplyBody, Request, Welcome,
 use fdbroker_shared::{Channel, ProtocolError, RecvError};
 use nix::errno::Errno;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// `SO_SNDBUF` of each connection (the kernel doubles it): room for a handful of
+/// replies, so one worker that never reads pins at most a few batches of descriptors
+/// in flight, not enough to exhaust the broker's `RLIMIT_NOFILE` for everyone (see
+/// `rlimit`).
+pub const REPLY_QUEUE_BYTES: usize = 16 * 1024;
 
 /// Messages handled per wake-up before yielding to other connections.
 const BUDGET: usize = 16;
@@ -63,6 +71,12 @@ pub struct Conn {
     pub peer: PeerCredentials,
     binding: Binding,
     state: Mutex<State>,
+    /// When the connection was accepted; `active_ms` counts from here.
+    opened: Instant,
+    /// Milliseconds from `opened` to the last message received or reply delivered:
+    /// what the idle sweep reads without taking `state`, which a thread serving the
+    /// connection may hold.
+    active_ms: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -111,6 +125,16 @@ fn settle(st: &mut State, sent: Sent, park: impl FnOnce() -> Outgoing) -> Option
 
 impl Conn {
     pub fn new(channel: Channel, peer: PeerCredentials, binding: Binding) -> Conn {
+        // Bound the replies (and so the descriptors) a worker can leave unread: once
+        // they fill this, sends fail with EAGAIN, the reply is parked, the connection
+        // is not read further, and EPOLLOUT wakes it when the worker catches up.
+        if let Err(e) = nix::sys::socket::setsockopt(
+            &channel,
+            nix::sys::socket::sockopt::SndBuf,
+            &REPLY_QUEUE_BYTES,
+        ) {
+            tracing::warn!(error = %e, "cannot bound a connection's reply queue");
+        }
         Conn {
             channel,
             peer,
@@ -119,6 +143,8 @@ impl Conn {
                 phase: Phase::AwaitHello,
                 pending: None,
             }),
+            opened: Instant::now(),
+            active_ms: AtomicU64::new(0),
         }
     }
 
@@ -135,6 +161,9 @@ impl Conn {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(mut out) = st.pending.take() {
             let sent = self.transmit(out.id, &mut out.bytes, &mut out.fds);
+            if matches!(sent, Sent::Done) {
+                self.touch();
+            }
             if let Some(next) = settle(&mut st, sent, || out) {
                 return next;
             }
@@ -144,7 +173,10 @@ impl Conn {
                 return Next::Close;
             }
             let n = match self.channel.recv(&mut s.inbuf) {
-                Ok(n) => n,
+                Ok(n) => {
+                    self.touch();
+                    n
+                }
                 Err(RecvError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     return Next::Read;
                 }
@@ -306,6 +338,9 @@ impl Conn {
                 if !is_disconnect(&e) {
                     tracing::warn!(uid = self.peer.uid, pid = self.peer.pid, error = %e, "send failed; closing the connection");
                 }
+                // The reply is abandoned: close its descriptors now, not whenever this
+                // thread's scratch buffer is next reused.
+                fds.clear();
                 Sent::Failed
             }
         }
@@ -318,20 +353,18 @@ impl Conn {
         );
     }
 
-    /// Serve whatever the worker already sent, within `deadline` (graceful shutdown:
-    /// requests in flight are answered, not dropped).
-    pub fn drain(&self, shared: &Shared, s: &mut Scratch, deadline: std::time::Instant) {
-        loop {
-            match self.service(shared, s) {
-                Next::Close | Next::Read => return,
-                Next::Write => {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() || !wait_writable(self.channel.as_fd(), left) {
-                        return;
-                    }
-                }
-            }
-        }
+    /// Note activity now (a message in, or a parked reply out).
+    fn touch(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.active_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the worker last sent a message or took a parked reply.
+    pub fn idle_for(&self, now: Instant) -> Duration {
+        let since_open = now.saturating_duration_since(self.opened);
+        since_open.saturating_sub(Duration::from_millis(
+            self.active_ms.load(Ordering::Relaxed),
+        ))
     }
 
     pub fn channel(&self) -> &Channel {
@@ -395,13 +428,6 @@ fn is_disconnect(e: &io::Error) -> bool {
         e.raw_os_error().map(Errno::from_raw),
         Some(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN)
     )
-}
-
-fn wait_writable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> bool {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    matches!(poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)), Ok(n) if n > 0)
 }
 
 /// Connections are shared between the slab and the thread servicing them.

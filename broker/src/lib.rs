@@ -15,14 +15,17 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod activation;
 pub mod audit;
-pub mod confine;
 pub mod cli;
+pub mod confine;
 mod conn;
 mod handle;
 pub mod listener;
 pub mod log;
+pub mod notify;
 pub mod resolve;
+pub mod rlimit;
 pub mod roots;
 pub mod run;
 pub mod server;

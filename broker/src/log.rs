@@ -1,6 +1,19 @@
 //! Log output: one line per event on stderr.
+//!
+//! When `JOURNAL_STREAM` names the device and inode of stderr, systemd connected it to
+//! the journal: every line then starts with its syslog priority (`<3>` error, `<4>`
+//! warning, `<6>` info, `<7>` debug; `sd-daemon(3)`), which journald strips and
+//! records as `PRIORITY=`, and timestamps are left to the journal. A line never
+//! contains a newline of its own: one that a message would carry is written as `\n`,
+//! so a hostile file name can neither forge a line nor split one in the journal.
 
+use std::fmt;
+use std::os::fd::AsFd;
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
+use tracing_subscriber::registry::LookupSpan;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -15,14 +28,124 @@ pub enum LogFormat {
 /// `info` or `fdbroker::audit=off`) overrides the default level `info`.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_env("FDBROKER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let journal = stderr_is_journal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(false);
-    let result = match format {
-        LogFormat::Text => builder.with_target(true).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let text = format::format().with_ansi(false).with_target(true);
+    let json = format::format().json().flatten_event(true);
+    let result = match (format, journal) {
+        (LogFormat::Text, false) => builder.event_format(Line::new(text, false)).try_init(),
+        (LogFormat::Text, true) => builder
+            .event_format(Line::new(text.without_time(), true))
+            .try_init(),
+        (LogFormat::Json, journal) => builder
+            .json()
+            .event_format(Line::new(json, journal))
+            .try_init(),
     };
     // Already installed (an embedding program or a test did it): keep theirs.
     let _ = result;
+}
+
+/// Does `JOURNAL_STREAM` (`DEVICE:INODE`) describe our stderr? systemd sets it for
+/// the service's stdout/stderr stream; a redirection in between makes it stale, which
+/// the device and inode check catches.
+pub fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    match nix::sys::stat::fstat(std::io::stderr().as_fd()) {
+        Ok(st) => st.st_dev == dev && st.st_ino == ino,
+        Err(_) => false,
+    }
+}
+
+/// `msg` as the line stderr gets for a fatal error: `fdbroker: msg`, with the `<3>`
+/// prefix when stderr is the journal (for errors before, or outside, the subscriber).
+pub fn fatal_line(msg: &dyn fmt::Display) -> String {
+    let prefix = if stderr_is_journal() { "<3>" } else { "" };
+    let text = msg.to_string().replace('\n', "\\n");
+    format!("{prefix}fdbroker: {text}")
+}
+
+/// The syslog priority of a level (`syslog(3)`: LOG_ERR, LOG_WARNING, LOG_INFO,
+/// LOG_DEBUG).
+pub fn syslog_priority(level: &Level) -> u8 {
+    match *level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        Level::DEBUG | Level::TRACE => 7,
+    }
+}
+
+/// Wraps an event formatter: formats the event, keeps it on one line, and adds the
+/// priority prefix when writing to the journal.
+struct Line<F> {
+    inner: F,
+    journal: bool,
+}
+
+impl<F> Line<F> {
+    fn new(inner: F, journal: bool) -> Line<F> {
+        Line { inner, journal }
+    }
+}
+
+impl<S, N, F> FormatEvent<S, N> for Line<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut line = String::with_capacity(256);
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        let mut body = line.strip_suffix('\n').unwrap_or(&line);
+        if self.journal {
+            write!(writer, "<{}>", syslog_priority(event.metadata().level()))?;
+            // The level is padded for alignment; the journal has no use for the blank.
+            body = body.trim_start();
+        }
+        let mut rest = body;
+        while let Some(at) = rest.find(['\n', '\r']) {
+            writer.write_str(&rest[..at])?;
+            writer.write_str(if rest.as_bytes()[at] == b'\n' {
+                "\\n"
+            } else {
+                "\\r"
+            })?;
+            rest = &rest[at + 1..];
+        }
+        writer.write_str(rest)?;
+        writer.write_char('\n')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::syslog_priority;
+    use tracing::Level;
+
+    #[test]
+    fn priorities_follow_syslog() {
+        assert_eq!(syslog_priority(&Level::ERROR), 3);
+        assert_eq!(syslog_priority(&Level::WARN), 4);
+        assert_eq!(syslog_priority(&Level::INFO), 6);
+        assert_eq!(syslog_priority(&Level::DEBUG), 7);
+    }
 }

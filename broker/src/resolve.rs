@@ -15,6 +15,7 @@ use fdbroker_shared::wire::{
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::{Mode, fchmod, fstat};
+use nix::unistd::ftruncate;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 /// `RESOLVE_BENEATH` fails with `EAGAIN` when a rename or mount raced the lookup;
@@ -107,11 +108,15 @@ pub fn open_beneath(
     extra: OFlag,
     rule: &RuleOptions,
 ) -> Result<(OwnedFd, FileMeta), OpenError> {
+    // `O_TRUNC` acts inside open(2), before the descriptor can be checked: a planted
+    // hard link, or any file the checks below refuse, would already be emptied. Open
+    // without it and truncate only what was authorized.
+    let truncate = extra.contains(OFlag::O_TRUNC);
     let mut flags = OFlag::from_bits_truncate(access.access_mode())
         | OFlag::O_CLOEXEC
         | OFlag::O_NOCTTY
         | OFlag::O_NONBLOCK
-        | extra;
+        | extra.difference(OFlag::O_TRUNC);
     match access {
         Access::Directory => flags |= OFlag::O_DIRECTORY,
         Access::Create => flags |= OFlag::O_CREAT | OFlag::O_EXCL,
@@ -139,8 +144,13 @@ pub fn open_beneath(
 
     let fd = open_retrying(|| openat2(root, path, how()), rule)?;
     let st = fstat(&fd).map_err(OpenError::Kernel)?;
-    let meta = meta_of(&st)?;
+    let mut meta = meta_of(&st)?;
     authorize(&meta, access, rule)?;
+    // The kernel ignores O_TRUNC on FIFOs, terminals and devices; so does this.
+    if truncate && meta.kind == FileKind::Regular {
+        ftruncate(&fd, 0).map_err(OpenError::Kernel)?;
+        meta = meta_of(&fstat(&fd).map_err(OpenError::Kernel)?)?;
+    }
     if access == Access::Create {
         // The umask may have narrowed the mode; created files get exactly the rule's.
         fchmod(&fd, Mode::from_bits_truncate(mode)).map_err(OpenError::Kernel)?;

@@ -7,10 +7,18 @@
 //! threads instead of queueing behind one.
 //!
 //! Control arrives by signals (SIGHUP reload, SIGTERM/SIGINT stop) through a
-//! `signalfd`, read by whichever thread is free: no work happens in a signal handler.
+//! `signalfd`, read by whichever thread is free: no work happens in a signal handler,
+//! and a request being answered when a signal arrives is answered whole.
+//!
+//! Under a service manager the loop also reports: `READY=1` once its threads run,
+//! `RELOADING=1` and `READY=1` around a reload, `STOPPING=1`, a `STATUS=` line, and
+//! `WATCHDOG=1` from a `timerfd` in the same epoll, so the watchdog is fed only while
+//! the event loop really turns.
 
+use crate::activation::MAX_LISTENERS;
 use crate::conn::{self, Binding, Conn, ConnRef, Next, Scratch};
 use crate::listener::Listener;
+use crate::notify::{self, Notifier, NotifyState};
 use crate::state::Shared;
 use fdbroker_shared::{Channel, channel, peer};
 use nix::errno::Errno;
@@ -18,22 +26,34 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-const LISTENER: u64 = 0;
 const WAKE: u64 = 1;
 const SIGNALS: u64 = 2;
+const TICK: u64 = 3;
+/// Listener `i` has token `FIRST_LISTENER + i`.
+const FIRST_LISTENER: u64 = 8;
 const FIRST_CONN: u64 = 16;
+const _: () = assert!(FIRST_LISTENER + MAX_LISTENERS as u64 <= FIRST_CONN);
 
 /// How long a graceful stop may spend answering requests already sent.
 pub const DRAIN_BOUND: Duration = Duration::from_secs(5);
 /// How long accepting pauses when the broker is out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How often the timer fires: idle connections are closed within this of their
+/// timeout.
+const TICK_EVERY: Duration = Duration::from_secs(1);
+/// How often `STATUS=` is refreshed for the service manager (when it changed).
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+/// The signals the daemon takes through its signalfd.
+const CONTROL_SIGNALS: [Signal; 3] = [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT];
 
 /// How `serve` runs.
 #[derive(Debug, Clone, Default)]
@@ -66,9 +86,14 @@ pub struct Server {
 #[derive(Debug)]
 struct Inner {
     epoll: Epoll,
-    listener: Mutex<Option<Listener>>,
+    /// Emptied when stopping: dropping a listener that created its socket file
+    /// removes the file.
+    listeners: RwLock<Vec<Listener>>,
     wake: EventFd,
     signals: Option<SignalFd>,
+    /// Fires every [`TICK_EVERY`] (more often when the watchdog needs it).
+    tick: TimerFd,
+    manager: OnceLock<Manager>,
     conns: Mutex<Slab>,
     shared: Arc<Shared>,
     stopping: AtomicBool,
@@ -78,15 +103,103 @@ struct Inner {
     limit_notices: AtomicU64,
 }
 
+/// The service manager this broker reports to.
+#[derive(Debug)]
+struct Manager {
+    notifier: Notifier,
+    /// `WATCHDOG=1` goes out on every tick, which then comes at least twice per
+    /// watchdog timeout.
+    watchdog: bool,
+    /// The last `STATUS=` text sent, and when.
+    last_status: Mutex<(String, Instant)>,
+}
+
+impl Manager {
+    fn send(&self, states: &[NotifyState<'_>]) {
+        if let Err(e) = self.notifier.send(states) {
+            tracing::warn!(socket = %self.notifier.socket_name(), error = %e, "cannot notify the service manager");
+        }
+    }
+}
+
+/// Block the daemon's control signals in the calling thread (and so in every thread
+/// it starts later), so one arriving before the event loop runs waits for it instead
+/// of killing the process. [`Server::new`] does this too; calling it first thing in
+/// `main` covers start-up.
+pub fn block_control_signals() -> io::Result<()> {
+    let mut set = SigSet::empty();
+    for s in CONTROL_SIGNALS {
+        set.add(s);
+    }
+    set.thread_block()?;
+    Ok(())
+}
+
 impl Server {
     /// Serve connections accepted from `listener`.
     pub fn new(shared: Arc<Shared>, listener: Listener, opts: &ServeOptions) -> io::Result<Server> {
-        let server = Server::build(shared, Some(listener), opts, false)?;
+        Server::with_listeners(shared, vec![listener], opts)
+    }
+
+    /// Serve connections accepted from every one of `listeners` (socket activation can
+    /// pass several), at most [`MAX_LISTENERS`].
+    pub fn with_listeners(
+        shared: Arc<Shared>,
+        listeners: Vec<Listener>,
+        opts: &ServeOptions,
+    ) -> io::Result<Server> {
+        if listeners.is_empty() || listeners.len() > MAX_LISTENERS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a server needs 1 to {MAX_LISTENERS} listeners, not {}",
+                    listeners.len()
+                ),
+            ));
+        }
+        let server = Server::build(shared, listeners, opts, false)?;
         let inner = &server.inner;
-        if let Some(l) = lock(&inner.listener).as_ref() {
-            inner.epoll.add(l, EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, LISTENER))?;
+        for (i, l) in read(&inner.listeners).iter().enumerate() {
+            let ev = EpollEvent::new(
+                EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT,
+                FIRST_LISTENER + i as u64,
+            );
+            inner.epoll.add(l, ev)?;
         }
         Ok(server)
+    }
+
+    /// Report to the service manager behind `notifier`: `READY=1` when [`Server::run`]
+    /// has its threads running, reloads, stopping, a status line, and the watchdog.
+    /// Call before the broker confines itself (this creates a timer).
+    pub fn notify_with(&self, notifier: Notifier) -> io::Result<()> {
+        let watchdog = notifier.watchdog();
+        let period = watchdog.map_or(TICK_EVERY, |w| (w / 2).min(TICK_EVERY));
+        let period = period.max(Duration::from_millis(1));
+        if period < TICK_EVERY {
+            self.inner.tick.set(
+                Expiration::Interval(TimeSpec::from_duration(period)),
+                TimerSetTimeFlags::empty(),
+            )?;
+        }
+        if let Some(w) = watchdog {
+            tracing::info!(
+                timeout_ms = w.as_millis() as u64,
+                every_ms = period.as_millis() as u64,
+                "feeding the service manager's watchdog"
+            );
+        }
+        let manager = Manager {
+            notifier,
+            watchdog: watchdog.is_some(),
+            last_status: Mutex::new((String::new(), Instant::now())),
+        };
+        self.inner.manager.set(manager).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "this server already notifies a service manager",
+            )
+        })
     }
 
     /// Serve exactly one already connected worker as the client named by `binding`,
@@ -97,7 +210,7 @@ impl Server {
         binding: Binding,
         opts: &ServeOptions,
     ) -> io::Result<Server> {
-        let server = Server::build(shared, None, opts, true)?;
+        let server = Server::build(shared, Vec::new(), opts, true)?;
         channel.set_nonblocking(true)?;
         let peer = peer::credentials(&channel)?;
         server.inner.register(Conn::new(channel, peer, binding))?;
@@ -106,37 +219,58 @@ impl Server {
 
     fn build(
         shared: Arc<Shared>,
-        listener: Option<Listener>,
+        listeners: Vec<Listener>,
         opts: &ServeOptions,
         stop_when_idle: bool,
     ) -> io::Result<Server> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        let wake =
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
         epoll.add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKE))?;
         let signals = if opts.handle_signals {
             let mut set = SigSet::empty();
-            for s in [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT] {
+            for s in CONTROL_SIGNALS {
                 set.add(s);
             }
             // Blocked here, before any event-loop thread exists, so every thread
             // inherits the mask and the signals queue on the signalfd.
             set.thread_block()?;
             let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
-            epoll.add(sfd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, SIGNALS))?;
+            epoll.add(
+                sfd.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, SIGNALS),
+            )?;
             Some(sfd)
         } else {
             None
         };
+        // The sweep for idle connections, and the service manager's watchdog.
+        let tick = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_CLOEXEC | TimerFlags::TFD_NONBLOCK,
+        )?;
+        tick.set(
+            Expiration::Interval(TimeSpec::from_duration(TICK_EVERY)),
+            TimerSetTimeFlags::empty(),
+        )?;
+        epoll.add(
+            tick.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, TICK),
+        )?;
         let threads = match opts.threads {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 16),
+            0 => std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .clamp(2, 16),
             n => n,
         };
         Ok(Server {
             inner: Arc::new(Inner {
                 epoll,
-                listener: Mutex::new(listener),
+                listeners: RwLock::new(listeners),
                 wake,
                 signals,
+                tick,
+                manager: OnceLock::new(),
                 conns: Mutex::new(Slab::default()),
                 shared,
                 stopping: AtomicBool::new(false),
@@ -155,29 +289,120 @@ impl Server {
     }
 
     /// Run until stopped; then stop accepting, answer what was already sent (bounded by
-    /// [`DRAIN_BOUND`]), close every connection and remove the socket file.
+    /// [`DRAIN_BOUND`]), close every connection and remove the socket file (only one
+    /// this broker created).
     pub fn run(self) -> io::Result<()> {
         let inner = &self.inner;
-        std::thread::scope(|scope| {
+        let started = std::thread::scope(|scope| {
             for i in 1..self.threads {
-                std::thread::Builder::new()
+                let spawned = std::thread::Builder::new()
                     .name(format!("fdbroker-{i}"))
-                    .spawn_scoped(scope, || inner.event_loop())
-                    .map(|_| ())?;
+                    .spawn_scoped(scope, || inner.event_loop());
+                if let Err(e) = spawned {
+                    // Threads already running must not keep the scope open forever.
+                    inner.begin_stop("cannot start the event-loop threads");
+                    return Err(e);
+                }
             }
+            inner.notify_ready();
             inner.event_loop();
-            Ok::<(), io::Error>(())
-        })?;
+            Ok(())
+        });
         // Stop accepting first (and remove the socket file), then drain.
-        drop(lock(&inner.listener).take());
+        write(&inner.listeners).clear();
         let deadline = Instant::now() + DRAIN_BOUND;
         let conns: Vec<ConnRef> = lock(&inner.conns).drain();
-        let mut scratch = Scratch::default();
-        for c in &conns {
-            c.drain(&inner.shared, &mut scratch, deadline);
-            let _ = c.channel().shutdown();
+        finish(&conns, &inner.shared, &mut Scratch::default(), deadline);
+        drop(conns);
+        started
+    }
+}
+
+/// Answer every request the connections already sent, until `deadline` (graceful
+/// shutdown), then shut each down. All are served together: a worker that does not
+/// read its replies holds up only itself, and only until the deadline.
+fn finish(conns: &[ConnRef], shared: &Shared, scratch: &mut Scratch, deadline: Instant) {
+    let mut waiting: Vec<&ConnRef> = conns.iter().collect();
+    while !waiting.is_empty() {
+        let mut more = false;
+        waiting.retain(|c| match settle(c, shared, scratch, deadline) {
+            Drained::Done => {
+                let _ = c.channel().shutdown();
+                false
+            }
+            Drained::Full => true,
+            Drained::More => {
+                more = true;
+                true
+            }
+        });
+        let left = deadline.saturating_duration_since(Instant::now());
+        if waiting.is_empty() || left.is_zero() {
+            break;
         }
-        Ok(())
+        if !more && !any_writable(&waiting, left) {
+            break;
+        }
+    }
+    for c in waiting {
+        let _ = c.channel().shutdown();
+    }
+}
+
+enum Drained {
+    /// Everything sent was answered, or the connection is closing.
+    Done,
+    /// A reply waits for the worker to read.
+    Full,
+    /// More requests wait; others get a turn first.
+    More,
+}
+
+/// Budgets of messages one connection may have answered per turn while stopping.
+const TURNS: usize = 8;
+
+fn settle(conn: &Conn, shared: &Shared, scratch: &mut Scratch, deadline: Instant) -> Drained {
+    for _ in 0..TURNS {
+        if Instant::now() >= deadline {
+            return Drained::Done;
+        }
+        match conn.service(shared, scratch) {
+            Next::Close => return Drained::Done,
+            // `service` also yields after a budget of messages: go on while any wait.
+            Next::Read if !message_waiting(conn.channel()) => return Drained::Done,
+            Next::Read => {}
+            Next::Write => return Drained::Full,
+        }
+    }
+    Drained::More
+}
+
+/// Has the peer queued a message (not just end-of-file)? `recvmsg(2)` with `MSG_PEEK`,
+/// so nothing is consumed.
+fn message_waiting(ch: &Channel) -> bool {
+    use nix::sys::socket::{MsgFlags, recvmsg};
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC;
+    matches!(recvmsg::<()>(ch.as_fd().as_raw_fd(), &mut iov, None, flags), Ok(m) if m.bytes > 0)
+}
+
+/// Wait up to `limit` for any of `conns` to take more data (or to fail, which the next
+/// `service` reports).
+fn any_writable(conns: &[&ConnRef], limit: Duration) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let ms = u16::try_from(limit.as_millis()).unwrap_or(u16::MAX).max(1);
+    let mut fds: Vec<PollFd<'_>> = conns
+        .iter()
+        .map(|c| PollFd::new(c.channel().as_fd(), PollFlags::POLLOUT))
+        .collect();
+    loop {
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Err(Errno::EINTR) => continue,
+            Ok(n) => return n > 0,
+            Err(_) => return false,
+        }
     }
 }
 
@@ -206,8 +431,11 @@ impl Inner {
             }
             match events[0].data() {
                 WAKE => break,
-                LISTENER => self.accept_ready(),
                 SIGNALS => self.signal_ready(),
+                TICK => self.tick(),
+                token if (FIRST_LISTENER..FIRST_CONN).contains(&token) => {
+                    self.accept_ready((token - FIRST_LISTENER) as usize);
+                }
                 token => self.conn_ready(token, &mut scratch),
             }
         }
@@ -225,7 +453,10 @@ impl Inner {
     }
 
     fn rearm(&self, conn: &Conn, token: u64, interest: EpollFlags) {
-        let mut ev = EpollEvent::new(interest | EpollFlags::EPOLLONESHOT | EpollFlags::EPOLLRDHUP, token);
+        let mut ev = EpollEvent::new(
+            interest | EpollFlags::EPOLLONESHOT | EpollFlags::EPOLLRDHUP,
+            token,
+        );
         if let Err(e) = self.epoll.modify(conn.channel().as_fd(), &mut ev) {
             tracing::warn!(error = %e, "cannot re-arm a connection; closing it");
             self.close(conn, token);
@@ -247,37 +478,60 @@ impl Inner {
     fn register(&self, conn: Conn) -> io::Result<()> {
         let conn = Arc::new(conn);
         let token = lock(&self.conns).insert(Arc::clone(&conn));
-        let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT | EpollFlags::EPOLLRDHUP, token);
+        let ev = EpollEvent::new(
+            EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT | EpollFlags::EPOLLRDHUP,
+            token,
+        );
         if let Err(e) = self.epoll.add(conn.channel().as_fd(), ev) {
             lock(&self.conns).remove(token);
             return Err(e.into());
         }
-        self.shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .connections
+            .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    fn accept_ready(&self) {
-        let guard = lock(&self.listener);
-        let Some(listener) = guard.as_ref() else { return };
+    fn accept_ready(&self, index: usize) {
+        let guard = read(&self.listeners);
+        let Some(listener) = guard.get(index) else {
+            return;
+        };
         for _ in 0..64 {
             match channel::accept(listener) {
                 Ok(ch) => self.admit(ch),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if matches!(e.raw_os_error().map(Errno::from_raw), Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
+                Err(e)
+                    if matches!(
+                        e.raw_os_error().map(Errno::from_raw),
+                        Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)
+                    ) =>
+                {
                     // Out of descriptors: leave the listener disarmed for a moment
                     // rather than spin on a connection we cannot take.
                     self.notice_limit(&format!("cannot accept: {e}; pausing accepts"));
                     *lock(&self.accept_paused_until) = Some(Instant::now() + ACCEPT_BACKOFF);
                     return;
                 }
-                Err(e) if matches!(e.raw_os_error().map(Errno::from_raw), Some(Errno::ECONNABORTED | Errno::EPROTO | Errno::EINTR)) => continue,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error().map(Errno::from_raw),
+                        Some(Errno::ECONNABORTED | Errno::EPROTO | Errno::EINTR)
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "accept failed");
                     break;
                 }
             }
         }
-        let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, LISTENER);
+        let ev = EpollEvent::new(
+            EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT,
+            FIRST_LISTENER + index as u64,
+        );
         if let Err(e) = self.epoll.modify(listener, &mut { ev }) {
             tracing::error!(error = %e, "cannot re-arm the listener");
         }
@@ -288,8 +542,11 @@ impl Inner {
         if paused.is_some_and(|t| Instant::now() >= t) {
             *paused = None;
             drop(paused);
-            if let Some(l) = lock(&self.listener).as_ref() {
-                let mut ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, LISTENER);
+            for (i, l) in read(&self.listeners).iter().enumerate() {
+                let mut ev = EpollEvent::new(
+                    EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT,
+                    FIRST_LISTENER + i as u64,
+                );
                 let _ = self.epoll.modify(l, &mut ev);
             }
         }
@@ -309,14 +566,22 @@ impl Inner {
         let binding = Binding::Credentials;
         let conn = Conn::new(ch, peer, binding.clone());
         if conn.client_in(&loaded).is_none() {
-            tracing::warn!(uid = peer.uid, gid = peer.gid, pid = peer.pid, "refused a connection: no client in the policy matches it");
+            tracing::warn!(
+                uid = peer.uid,
+                gid = peer.gid,
+                pid = peer.pid,
+                "refused a connection: no client in the policy matches it"
+            );
             conn::refuse(conn.channel(), conn::refusal_for(&peer, &binding));
             return;
         }
         let settings = loaded.policy.broker();
         let (total, same_uid) = lock(&self.conns).counts(peer.uid);
         let over = if total >= settings.max_connections {
-            Some(format!("the broker is at its limit of {} connections", settings.max_connections))
+            Some(format!(
+                "the broker is at its limit of {} connections",
+                settings.max_connections
+            ))
         } else if same_uid >= settings.max_connections_per_uid {
             Some(format!(
                 "uid {} is at its limit of {} connections",
@@ -327,7 +592,10 @@ impl Inner {
         };
         if let Some(why) = over {
             self.notice_limit(&why);
-            conn::refuse(conn.channel(), fdbroker_shared::wire::WireError::new(Errno::EAGAIN as i32, why));
+            conn::refuse(
+                conn.channel(),
+                fdbroker_shared::wire::WireError::new(Errno::EAGAIN as i32, why),
+            );
             return;
         }
         if let Err(e) = self.register(conn) {
@@ -375,6 +643,16 @@ impl Inner {
     }
 
     fn reload(&self) {
+        if let Some(m) = self.manager.get() {
+            match NotifyState::monotonic_usec_now() {
+                Ok(now) => m.send(&[
+                    NotifyState::Reloading,
+                    now,
+                    NotifyState::Status("reloading the policy"),
+                ]),
+                Err(e) => tracing::warn!(error = %e, "cannot read the monotonic clock"),
+            }
+        }
         match self.shared.reload() {
             Ok(loaded) => tracing::info!(
                 generation = loaded.generation,
@@ -382,16 +660,112 @@ impl Inner {
                 roots = loaded.roots.len(),
                 "policy reloaded"
             ),
-            Err(e) => tracing::error!("policy reload failed; the previous policy stays in force: {e}"),
+            Err(e) => {
+                tracing::error!("policy reload failed; the previous policy stays in force: {e}")
+            }
+        }
+        // Serving again either way: with the new policy, or the previous one.
+        if let Some(m) = self.manager.get() {
+            let status = self.status_line();
+            m.send(&[NotifyState::Ready, NotifyState::Status(&status)]);
+            *lock(&m.last_status) = (status, Instant::now());
         }
     }
 
     fn begin_stop(&self, why: &str) {
         if !self.stopping.swap(true, Ordering::AcqRel) {
             tracing::info!("stopping: {why}");
+            if let Some(m) = self.manager.get() {
+                let status = format!("stopping: {why}");
+                m.send(&[NotifyState::Stopping, NotifyState::Status(&status)]);
+            }
         }
         // Level-triggered and never drained: every thread sees it.
         let _ = self.wake.write(1);
+    }
+
+    /// `READY=1`: the event loop is about to run on every thread.
+    fn notify_ready(&self) {
+        if let Some(m) = self.manager.get() {
+            let status = self.status_line();
+            m.send(&[NotifyState::Ready, NotifyState::Status(&status)]);
+            *lock(&m.last_status) = (status, Instant::now());
+        }
+    }
+
+    /// The timer: close idle connections, feed the watchdog, refresh the status line
+    /// if it changed.
+    fn tick(&self) {
+        // The expiration count; reading resets the timer's readiness.
+        let _ = nix::unistd::read(&self.tick, &mut [0u8; 8]);
+        self.close_idle();
+        if let Some(m) = self.manager.get() {
+            if m.watchdog && !self.stopping.load(Ordering::Acquire) {
+                m.send(&[NotifyState::Watchdog]);
+            }
+            let status = self.status_line();
+            let mut last = lock(&m.last_status);
+            if last.0 != status && last.1.elapsed() >= STATUS_EVERY {
+                m.send(&[NotifyState::Status(&status)]);
+                *last = (status, Instant::now());
+            }
+        }
+        let mut ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, TICK);
+        if let Err(e) = self.epoll.modify(self.tick.as_fd(), &mut ev) {
+            tracing::error!(error = %e, "cannot re-arm the timer; idle connections stay open");
+        }
+    }
+
+    /// Shut down every connection idle longer than the policy's `idle_timeout`, so
+    /// silent sockets cannot hold `max_connections` for ever. Shutting down (not
+    /// closing) wakes the connection in epoll; whichever thread takes that event finds
+    /// the end of file and closes it the usual way.
+    fn close_idle(&self) {
+        // A spawned worker's one connection lives as long as the worker does.
+        if self.stop_when_idle {
+            return;
+        }
+        let Some(limit) = self.shared.current().policy.broker().idle_timeout else {
+            return;
+        };
+        let now = Instant::now();
+        let idle: Vec<ConnRef> = lock(&self.conns)
+            .iter()
+            .filter(|c| c.idle_for(now) >= limit)
+            .cloned()
+            .collect();
+        for conn in idle {
+            tracing::info!(
+                target: "fdbroker::audit",
+                uid = conn.peer.uid,
+                pid = conn.peer.pid,
+                idle_s = limit.as_secs(),
+                "closing an idle connection"
+            );
+            let _ = conn.channel().shutdown();
+        }
+    }
+
+    /// One short line for `systemctl status`: the policy, connections, requests served
+    /// and the last reload error.
+    fn status_line(&self) -> String {
+        let policy = self
+            .shared
+            .policy_path
+            .as_deref()
+            .map_or_else(|| "the policy".to_owned(), |p| p.display().to_string());
+        let conns = lock(&self.conns).len();
+        let requests = self.shared.stats.requests.load(Ordering::Relaxed);
+        let mut line = format!(
+            "serving {policy}: {conns} connection{}, {requests} request{} served",
+            if conns == 1 { "" } else { "s" },
+            if requests == 1 { "" } else { "s" },
+        );
+        if let Some(e) = self.shared.last_reload_error() {
+            line.push_str("; last reload failed: ");
+            line.push_str(&e);
+        }
+        notify::one_line(&line, notify::STATUS_MAX)
     }
 }
 
@@ -436,7 +810,9 @@ impl Slab {
     }
 
     fn remove(&mut self, token: u64) {
-        let Some(idx) = self.locate(token) else { return };
+        let Some(idx) = self.locate(token) else {
+            return;
+        };
         if let Some(conn) = self.slots[idx].conn.take() {
             if let Some(n) = self.per_uid.get_mut(&conn.peer.uid) {
                 *n -= 1;
@@ -453,6 +829,10 @@ impl Slab {
         self.len
     }
 
+    fn iter(&self) -> impl Iterator<Item = &ConnRef> {
+        self.slots.iter().filter_map(|s| s.conn.as_ref())
+    }
+
     fn counts(&self, uid: u32) -> (usize, usize) {
         (self.len, self.per_uid.get(&uid).copied().unwrap_or(0))
     }
@@ -461,7 +841,10 @@ impl Slab {
         self.free.clear();
         self.len = 0;
         self.per_uid.clear();
-        self.slots.iter_mut().filter_map(|s| s.conn.take()).collect()
+        self.slots
+            .iter_mut()
+            .filter_map(|s| s.conn.take())
+            .collect()
     }
 }
 
@@ -469,4 +852,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every critical section leaves the data consistent; a panic elsewhere must not
     // take the broker down with it.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
 }

@@ -83,6 +83,11 @@ pub const OPEN_APPEND: u32 = libc::O_APPEND as u32;
 /// The only extra flag bits a request may carry; any other bit is refused with `EINVAL`.
 pub const OPEN_FLAGS_ALLOWED: u32 = OPEN_TRUNC | OPEN_APPEND;
 
+/// Most paths one `OpenMany` may carry and most outcomes its reply may: the protocol's
+/// own cap, equal to the descriptors one reply can pass (a policy's `max_batch` is at
+/// most this). Decoding refuses a longer list before reading its elements.
+pub const MAX_BATCH: usize = crate::frame::MAX_FDS_PER_REPLY;
+
 /// First message on a connection, client to broker.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Hello {
@@ -120,7 +125,9 @@ pub enum Op {
     /// Open one file.
     Open(OpenSpec),
     /// Open several files with the same access; one outcome per path, in order.
+    /// At most [`MAX_BATCH`] paths: a longer list is undecodable.
     OpenMany {
+        #[serde(with = "bounded::paths")]
         paths: Vec<Vec<u8>>,
         access: Access,
         flags: u32,
@@ -130,6 +137,7 @@ pub enum Op {
 /// One path to open. Paths are raw bytes: Linux file names need not be UTF-8.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct OpenSpec {
+    #[serde(with = "bounded::bytes")]
     pub path: Vec<u8>,
     pub access: Access,
     /// Extra open flags, a subset of [`OPEN_FLAGS_ALLOWED`].
@@ -147,7 +155,8 @@ pub struct Reply {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum ReplyBody {
     Open(Outcome),
-    OpenMany(Vec<Outcome>),
+    /// At most [`MAX_BATCH`] outcomes, like the request it answers.
+    OpenMany(#[serde(with = "bounded::outcomes")] Vec<Outcome>),
     /// The request as a whole was refused (over a limit, malformed batch, ...).
     Refused(WireError),
 }
@@ -231,6 +240,136 @@ impl WireError {
         WireError {
             errno,
             message: message.into(),
+        }
+    }
+}
+
+/// Deserializers that allocate only what the message can hold.
+///
+/// serde's derived `Vec<T>` trusts the length prefix for up to 1 MiB of
+/// preallocation, so a 40-byte frame claiming a huge vector made the decoder allocate
+/// 1 MiB before failing, and 8,000 empty paths in one 64 KiB frame cost 190 KiB of
+/// vector headers. Here byte strings go through `deserialize_byte_buf` (bincode checks
+/// their length against the frame cap before allocating) and lists are capped at
+/// [`MAX_BATCH`]. The encoding is unchanged: bincode writes bytes and a sequence of
+/// `u8` identically (a `u64` length, then the bytes).
+mod bounded {
+    use super::MAX_BATCH;
+    use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
+    use serde::ser::{Serialize, Serializer};
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    /// One byte string, decoded as a byte buffer rather than a sequence of `u8`.
+    struct Bytes(Vec<u8>);
+
+    struct BytesRef<'a>(&'a [u8]);
+
+    impl Serialize for BytesRef<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Bytes {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_byte_buf(BytesVisitor).map(Bytes)
+        }
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        /// Formats without a native byte string: grow as bytes arrive, never by the hint.
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut v = Vec::new();
+            while let Some(b) = seq.next_element::<u8>()? {
+                v.push(b);
+            }
+            Ok(v)
+        }
+    }
+
+    /// A list of at most [`MAX_BATCH`] elements, refused on its length prefix alone.
+    struct Capped<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Capped<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a list of at most {MAX_BATCH} elements")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let too_long = |n: usize| {
+                de::Error::custom(format_args!(
+                    "list of {n} elements exceeds the protocol's limit of {MAX_BATCH}"
+                ))
+            };
+            let hint = seq.size_hint().unwrap_or(0);
+            if hint > MAX_BATCH {
+                return Err(too_long(hint));
+            }
+            let mut v = Vec::with_capacity(hint);
+            while let Some(item) = seq.next_element()? {
+                if v.len() == MAX_BATCH {
+                    return Err(too_long(MAX_BATCH + 1));
+                }
+                v.push(item);
+            }
+            Ok(v)
+        }
+    }
+
+    pub mod bytes {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(v)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+            d.deserialize_byte_buf(BytesVisitor)
+        }
+    }
+
+    pub mod paths {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(v.iter().map(|p| BytesRef(p)))
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+            let v: Vec<Bytes> = d.deserialize_seq(Capped(PhantomData))?;
+            Ok(v.into_iter().map(|b| b.0).collect())
+        }
+    }
+
+    pub mod outcomes {
+        use super::*;
+        use crate::wire::Outcome;
+
+        pub fn serialize<S: Serializer>(v: &[Outcome], s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(v)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Outcome>, D::Error> {
+            d.deserialize_seq(Capped(PhantomData))
         }
     }
 }

@@ -132,10 +132,11 @@ impl Client {
         let accepted = match welcome {
             Welcome::Accepted(a) => a,
             Welcome::Refused(w) => {
-                return Err(context(
-                    BrokerError::from_wire(w).into(),
-                    "the broker refused this connection",
-                ));
+                // Keep the BrokerError inside (callers read its errno, e.g. EAGAIN for
+                // a connection limit); only the reason gets the context.
+                let mut e = BrokerError::from_wire(w);
+                e.reason = format!("the broker refused this connection: {}", e.reason);
+                return Err(e.into());
             }
         };
         Ok(Client {

@@ -1,0 +1,927 @@
+//! What fdbroker costs on top of the system calls it cannot avoid (issue 6).
+//!
+//! One program, one run, every comparison against a floor measured in the same run:
+//!
+//! - **floor**: a minimal broker on the raw syscalls (see `floor.rs`), a separate
+//!   process doing blocking `recv → open → sendmsg → close`; one descriptor per round
+//!   trip, and 32 per message.
+//! - **fdbroker**: `Client::open` and `Client::open_many` (32 paths) against a real
+//!   `fdbroker serve` process with a 50-rule policy, audit lines on (default `info`
+//!   level, to a file), as deployed. A second broker with the audit target switched off
+//!   is measured as a diagnostic (it shows what the audit line costs).
+//! - **spawn**: fork + exec of `/bin/cat FILE` per file (the `sudo cat` way, minus sudo).
+//! - **policy**: `Policy::decide` in-process at 10 and 10,000 generated rules.
+//! - **memory**: broker `VmRSS` idle and with 1,000 idle connections; 10,000 held.
+//! - **concurrency**: `Client::open` throughput with 1, 4 and 16 threads, one
+//!   connection each.
+//!
+//! Timed quantities are repeated, interleaved (floor, fdbroker, ... in every
+//! repetition, so load from other processes hits both sides alike), and reported as
+//! medians with their min..max. Ratios are medians of the per-repetition ratios.
+//!
+//! `cargo bench -p fdbroker-tests --bench broker` (add `-- --quick` for a CI smoke run
+//! of a few seconds; `FDBROKER_BENCH_QUICK=1` does the same). The last line printed is
+//! the `summary:` line.
+
+mod affinity;
+mod floor;
+mod policy;
+mod server;
+mod stats;
+
+use fdbroker_tests::TempDir;
+use server::Server;
+use stats::Sample;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+/// Descriptors per batched request.
+const BATCH: usize = 32;
+/// Rules in the policy the measured broker serves.
+const BROKER_RULES: usize = 50;
+/// Size of every fixture file.
+const FILE_SIZE: usize = 4096;
+/// The spawn baseline's helper: a small program that opens the file and prints it.
+const HELPER: &str = "/bin/cat";
+
+struct Plan {
+    quick: bool,
+    reps: usize,
+    warmup: usize,
+    single_iters: usize,
+    batch_msgs: usize,
+    spawn_iters: usize,
+    decide_iters: usize,
+    conc_reps: usize,
+    conc_ops: usize,
+    idle_small: usize,
+    idle_big: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                quick,
+                reps: 5,
+                warmup: 100,
+                single_iters: 400,
+                batch_msgs: 25,
+                spawn_iters: 20,
+                decide_iters: 100_000,
+                conc_reps: 3,
+                conc_ops: 2_400,
+                idle_small: 1_000,
+                idle_big: 10_000,
+            }
+        } else {
+            Plan {
+                quick,
+                reps: 9,
+                warmup: 500,
+                single_iters: 2_000,
+                batch_msgs: 120,
+                spawn_iters: 100,
+                decide_iters: 1_000_000,
+                conc_reps: 5,
+                conc_ops: 16_000,
+                idle_small: 1_000,
+                idle_big: 10_000,
+            }
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == floor::SERVER_ARG) {
+        floor::serve_main();
+    }
+    if args.first().is_some_and(|a| a == DRIVE_ARG) {
+        drive(&args[1..]);
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick")
+        || std::env::var_os("FDBROKER_BENCH_QUICK").is_some_and(|v| !v.is_empty() && v != "0");
+    for a in &args {
+        // cargo bench adds `--bench`; anything else (a libtest filter) means nothing here.
+        if !matches!(a.as_str(), "--quick" | "--bench") {
+            eprintln!("note: ignoring argument {a:?}");
+        }
+    }
+    let mut plan = Plan::new(quick);
+    let nofile = raise_nofile(plan.idle_big as u64 + 2_000);
+    if (nofile as usize) < plan.idle_big + 200 {
+        eprintln!("note: RLIMIT_NOFILE is {nofile}; holding fewer idle connections");
+        plan.idle_big = (nofile as usize).saturating_sub(200).max(plan.idle_small);
+    }
+    let started = Instant::now();
+    let load_before = loadavg();
+
+    // The fixture: the files every method opens, and the directories the 50-rule
+    // policy names (so the broker opens all its roots, as in production).
+    let tree = TempDir::new("bench");
+    for t in 0..BROKER_RULES / 10 {
+        for d in policy::tenant_dirs(t) {
+            tree.dir(&d, 0o755);
+        }
+    }
+    let content: Vec<u8> = (0..FILE_SIZE).map(|i| (i % 251) as u8).collect();
+    let files: Vec<PathBuf> = (0..64)
+        .map(|i| tree.file(&format!("t00000/spool/in/f{i:04}.bin"), &content, 0o600))
+        .collect();
+    let base = tree.path().to_str().expect("temp dir path is UTF-8");
+    let broker_table = format!(
+        "max_connections = {n}\nmax_connections_per_uid = {n}\nidle_timeout = 0\n",
+        n = plan.idle_big + 100
+    );
+    let policy_text = policy::policy_text(BROKER_RULES, base, &broker_table);
+
+    let mut rows = Table::default();
+
+    // ---- latency: floor, fdbroker (as deployed, and diagnostic variants), spawn -----
+    let mut fl = floor::Floor::start();
+    let unconfined_text = policy::policy_text(
+        BROKER_RULES,
+        base,
+        &format!("{broker_table}confine = false\n"),
+    );
+    let audit_off = Some("info,fdbroker::audit=off");
+    // The first is what the targets are about; the others attribute its overhead.
+    let variants: Vec<Variant> = [
+        ("as deployed", &policy_text, None),
+        ("diagnostic: audit log off", &policy_text, audit_off),
+        ("diagnostic: confine = false", &unconfined_text, None),
+        (
+            "diagnostic: audit off + confine = false",
+            &unconfined_text,
+            audit_off,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (label, text, log))| {
+        let server = Server::start(&format!("bench-broker{i}"), text, log);
+        let client = server.client();
+        Variant {
+            label,
+            server,
+            client,
+            single: Default::default(),
+            batch: Default::default(),
+        }
+    })
+    .collect();
+    let one = &files[0];
+    let one_bytes = one.as_os_str().as_bytes().to_vec();
+    let batch = &files[..BATCH];
+    let joined: Vec<u8> = batch
+        .iter()
+        .map(|p| p.as_os_str().as_bytes())
+        .collect::<Vec<_>>()
+        .join(&0u8);
+
+    let fdb_open = |c: &fdbroker_worker::Client| {
+        let f = c
+            .open(one)
+            .expect("fdbroker: Client::open of a granted file");
+        drop(f);
+    };
+    let fdb_many = |c: &fdbroker_worker::Client| {
+        let got = c.open_many(batch).expect("fdbroker: open_many");
+        assert_eq!(got.len(), BATCH, "fdbroker: open_many result count");
+        for r in got {
+            drop(r.expect("fdbroker: open_many of a granted file"));
+        }
+    };
+    let spawn_one = || {
+        let out = Command::new(HELPER)
+            .arg(one)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .expect("spawning the helper");
+        assert!(out.status.success(), "{HELPER} failed: {}", out.status);
+        assert_eq!(
+            out.stdout.len(),
+            FILE_SIZE,
+            "{HELPER} printed the wrong size"
+        );
+    };
+
+    // Placements (see affinity.rs): everything on one CPU (the summary's numbers: the
+    // CPU cost of a round trip, free of wake-up interrupts), then the client on one CPU
+    // and every server on another (the latency a cross-CPU wake-up adds, both sides).
+    let cpus = affinity::allowed();
+    let last = *cpus.last().expect("at least one CPU");
+    let mut layouts = vec![Layout {
+        name: "same CPU",
+        servers: vec![last],
+        client: vec![last],
+        floor1: Sample::default(),
+        floor32: Sample::default(),
+        rt_ratio: Sample::default(),
+        batch_ratio: Sample::default(),
+    }];
+    if cpus.len() >= 2 {
+        layouts.push(Layout {
+            name: "client and broker on different CPUs",
+            servers: vec![cpus[0]],
+            client: vec![last],
+            floor1: Sample::default(),
+            floor32: Sample::default(),
+            rt_ratio: Sample::default(),
+            batch_ratio: Sample::default(),
+        });
+    }
+    let place = |layout: &Layout, floor: &floor::Floor, variants: &[Variant]| {
+        affinity::pin_process(floor.pid(), &layout.servers);
+        for v in variants {
+            affinity::pin_process(v.server.pid(), &layout.servers);
+        }
+        affinity::pin_thread(0, &layout.client).expect("pinning the benchmark thread");
+    };
+
+    place(&layouts[0], &fl, &variants);
+    for _ in 0..plan.warmup {
+        assert_eq!(fl.round_trip(&one_bytes), 1);
+        for v in &variants {
+            fdb_open(&v.client);
+        }
+    }
+    for _ in 0..plan.warmup / 20 + 1 {
+        assert_eq!(fl.round_trip(&joined), BATCH);
+        for v in &variants {
+            fdb_many(&v.client);
+        }
+        spawn_one();
+    }
+
+    let mut spawn = Sample::default();
+    let mut spawn_ratio = Sample::default();
+    let mut variants = variants;
+    for _ in 0..plan.reps {
+        for (li, layout) in layouts.iter_mut().enumerate() {
+            place(layout, &fl, &variants);
+            // Diagnostics only where the summary's numbers come from.
+            let measured = if li == 0 { variants.len() } else { 1 };
+            let f1 = per_op_us(plan.single_iters, 1, || {
+                assert_eq!(fl.round_trip(&one_bytes), 1)
+            });
+            for v in &mut variants[..measured] {
+                let t = per_op_us(plan.single_iters, 1, || fdb_open(&v.client));
+                v.single[li].push(t);
+            }
+            let f32_ = per_op_us(plan.batch_msgs, BATCH, || {
+                assert_eq!(fl.round_trip(&joined), BATCH)
+            });
+            for v in &mut variants[..measured] {
+                let t = per_op_us(plan.batch_msgs, BATCH, || fdb_many(&v.client));
+                v.batch[li].push(t);
+            }
+            let (b1, b32) = (variants[0].single[li].last(), variants[0].batch[li].last());
+            layout.floor1.push(f1);
+            layout.floor32.push(f32_);
+            layout.rt_ratio.push(b1 / f1);
+            layout.batch_ratio.push(b32 / f32_);
+            if li == 0 {
+                let sp = per_op_us(plan.spawn_iters, 1, spawn_one);
+                spawn.push(sp);
+                spawn_ratio.push(sp / b1);
+            }
+        }
+    }
+    // The rest runs where the scheduler puts it.
+    affinity::pin_thread(0, &cpus).expect("unpinning the benchmark thread");
+    for v in &variants {
+        affinity::pin_process(v.server.pid(), &cpus);
+    }
+    drop(fl);
+
+    for (li, l) in layouts.iter().enumerate() {
+        rows.sample(
+            "floor",
+            &format!("open + pass round trip, 1 fd, {}", l.name),
+            &l.floor1,
+            "µs",
+        );
+        for (i, v) in variants.iter().enumerate() {
+            let what = match i {
+                0 => format!(
+                    "Client::open round trip, {BROKER_RULES} rules, {}, {}",
+                    v.label, l.name
+                ),
+                _ if li == 0 => format!("  {}", v.label),
+                _ => continue,
+            };
+            rows.sample("fdbroker", &what, &v.single[li], "µs");
+        }
+        rows.sample(
+            "ratio",
+            &format!("fdbroker / floor, round trip, {}", l.name),
+            &l.rt_ratio,
+            "×",
+        );
+    }
+    for (li, l) in layouts.iter().enumerate() {
+        rows.sample(
+            "floor",
+            &format!("per descriptor, 32 per message, {}", l.name),
+            &l.floor32,
+            "µs",
+        );
+        for (i, v) in variants.iter().enumerate() {
+            let what = match i {
+                0 => format!(
+                    "open_many per descriptor, 32 per request, {}, {}",
+                    v.label, l.name
+                ),
+                _ if li == 0 => format!("  {}", v.label),
+                _ => continue,
+            };
+            rows.sample("fdbroker", &what, &v.batch[li], "µs");
+        }
+        rows.sample(
+            "ratio",
+            &format!("fdbroker / floor, per descriptor in batches, {}", l.name),
+            &l.batch_ratio,
+            "×",
+        );
+    }
+    rows.sample(
+        "spawn",
+        &format!("fork + exec `{HELPER} FILE`, per file"),
+        &spawn,
+        "µs",
+    );
+    rows.sample("ratio", "spawn / fdbroker round trip", &spawn_ratio, "×");
+
+    // ---- policy decision time ------------------------------------------------------
+    let p10 = policy::PolicyBench::new(10);
+    let p10k = policy::PolicyBench::new(10_000);
+    let (mut d10, mut d10k, mut d_ratio) =
+        (Sample::default(), Sample::default(), Sample::default());
+    p10.time(plan.decide_iters / 10);
+    p10k.time(plan.decide_iters / 10);
+    for _ in 0..plan.reps {
+        let a = p10.time(plan.decide_iters);
+        let b = p10k.time(plan.decide_iters);
+        d10.push(a);
+        d10k.push(b);
+        d_ratio.push(b / a);
+    }
+    rows.sample(
+        "policy",
+        &format!(
+            "decide, {} rules ({}% of queries allowed)",
+            p10.rules,
+            p10.allowed * 100 / 4096
+        ),
+        &d10,
+        "ns",
+    );
+    rows.sample(
+        "policy",
+        &format!(
+            "decide, {} rules ({}% of queries allowed)",
+            p10k.rules,
+            p10k.allowed * 100 / 4096
+        ),
+        &d10k,
+        "ns",
+    );
+    rows.sample("ratio", "decide at 10,000 rules / at 10", &d_ratio, "×");
+
+    // ---- concurrency ---------------------------------------------------------------
+    // Unpinned, as deployed. One thread's rate depends on where the scheduler puts it
+    // (see affinity.rs), so it is also measured with client and broker pinned to one
+    // CPU, and the ratio is taken against the faster of the two: the strict baseline.
+    let thread_counts = [1usize, 4, 16];
+    let mut tput: Vec<Sample> = vec![Sample::default(); thread_counts.len()];
+    let mut one_pinned = Sample::default();
+    let mut t_ratio = Sample::default();
+    let conc_server = &variants[0].server;
+    for _ in 0..plan.conc_reps {
+        affinity::pin_process(conc_server.pid(), &[last]);
+        let pinned = throughput(conc_server, &files, 1, plan.conc_ops, Some(last));
+        affinity::pin_process(conc_server.pid(), &cpus);
+        one_pinned.push(pinned);
+        let mut this = [0.0; 3];
+        for (i, &n) in thread_counts.iter().enumerate() {
+            this[i] = throughput(conc_server, &files, n, plan.conc_ops, None);
+            tput[i].push(this[i]);
+        }
+        t_ratio.push(this[2] / this[0].max(pinned));
+    }
+    for (i, &n) in thread_counts.iter().enumerate() {
+        let what = format!(
+            "Client::open, {n} thread{}, one connection each",
+            if n == 1 { "" } else { "s" }
+        );
+        rows.sample("concurrency", &what, &tput[i].scaled(1e-3), "k opens/s");
+        if i == 0 {
+            rows.sample(
+                "concurrency",
+                "  1 thread, client and broker pinned to one CPU",
+                &one_pinned.scaled(1e-3),
+                "k opens/s",
+            );
+        }
+    }
+    rows.sample(
+        "ratio",
+        "throughput 16 threads / 1 thread (the faster 1-thread layout)",
+        &t_ratio,
+        "×",
+    );
+    drop(variants);
+
+    // ---- memory --------------------------------------------------------------------
+    let mem = memory(&policy_text, one, &plan);
+    rows.value(
+        "memory",
+        "broker VmRSS, idle (after one request)",
+        mem.idle_kib as f64,
+        "KiB",
+    );
+    rows.value(
+        "memory",
+        &format!("broker VmRSS, {} idle connections", plan.idle_small),
+        mem.small_kib as f64,
+        "KiB",
+    );
+    rows.value(
+        "memory",
+        "extra per idle connection (at 1,000)",
+        mem.per_conn_small,
+        "KiB",
+    );
+    rows.value(
+        "memory",
+        &format!("broker VmRSS, {} idle connections", mem.big),
+        mem.big_kib as f64,
+        "KiB",
+    );
+    rows.value(
+        "memory",
+        &format!("extra per idle connection (at {})", mem.big),
+        mem.per_conn_big,
+        "KiB",
+    );
+    rows.text(
+        "memory",
+        &format!("{} idle connections held", mem.big),
+        if mem.held { "yes" } else { "NO" },
+        &format!("{} broker fds", mem.broker_fds),
+    );
+
+    drop(tree);
+    let load_after = loadavg();
+
+    // ---- report ---------------------------------------------------------------------
+    println!();
+    println!(
+        "fdbroker benchmark (issue 6), {} mode, {} repetitions, {:.1} s",
+        if plan.quick { "quick" } else { "full" },
+        plan.reps,
+        started.elapsed().as_secs_f64()
+    );
+    println!("host: {}", host());
+    println!("load average: {load_before} at start, {load_after} at end");
+    let busy = |l: &str| {
+        l.split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| v > 0.5)
+    };
+    if busy(&load_before) || busy(&load_after) {
+        println!(
+            "note: other processes were using the CPUs; the pinned latency ratios hold up, \
+             spawn and concurrency numbers suffer most"
+        );
+    }
+    println!(
+        "floor: separate process, one thread, blocking recv -> open(O_RDONLY|O_CLOEXEC) -> sendmsg(SCM_RIGHTS) -> close"
+    );
+    println!(
+        "fdbroker: `fdbroker serve` process, default threads, {BROKER_RULES}-rule policy, audit lines (info) to a file"
+    );
+    println!(
+        "latency rows: every side pinned (sched_setaffinity), all on CPU {last}, then the client on CPU {last} and the servers on CPU {}; the summary uses the same-CPU rows",
+        cpus[0]
+    );
+    println!(
+        "files: {FILE_SIZE} B each on {}; policy mix: {}",
+        fs_type(),
+        policy::MIX
+    );
+    println!();
+    rows.print();
+    println!();
+
+    let s = Summary {
+        roundtrip_ratio: layouts[0].rt_ratio.median(),
+        batch_ratio: layouts[0].batch_ratio.median(),
+        spawn_speedup: spawn_ratio.median(),
+        policy_10k_ratio: d_ratio.median(),
+        conn_kib: mem.per_conn_small,
+        threads16_vs_1: t_ratio.median(),
+    };
+    let check = |name: &str, v: f64, ok: bool, target: &str| {
+        println!(
+            "target {name:<17} {target:<7} {v:>8.2}  {}",
+            if ok { "met" } else { "MISSED" }
+        );
+    };
+    check(
+        "roundtrip_ratio",
+        s.roundtrip_ratio,
+        s.roundtrip_ratio <= 1.25,
+        "<= 1.25",
+    );
+    check(
+        "batch_ratio",
+        s.batch_ratio,
+        s.batch_ratio <= 1.25,
+        "<= 1.25",
+    );
+    check(
+        "spawn_speedup",
+        s.spawn_speedup,
+        s.spawn_speedup >= 50.0,
+        ">= 50",
+    );
+    check(
+        "policy_10k_ratio",
+        s.policy_10k_ratio,
+        s.policy_10k_ratio <= 2.0,
+        "<= 2",
+    );
+    check("conn_kib", s.conn_kib, s.conn_kib <= 64.0, "<= 64");
+    check(
+        "threads16_vs_1",
+        s.threads16_vs_1,
+        s.threads16_vs_1 >= 1.5,
+        ">= 1.5",
+    );
+    println!(
+        "target {:<17} {:<7} {:>8}  {}",
+        "idle_10k_held",
+        "10000",
+        mem.big,
+        if mem.held && mem.big >= 10_000 {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+    println!(
+        "summary: roundtrip_ratio={:.2} batch_ratio={:.2} spawn_speedup={:.1} policy_10k_ratio={:.2} conn_kib={:.2} threads16_vs_1={:.2}",
+        s.roundtrip_ratio,
+        s.batch_ratio,
+        s.spawn_speedup,
+        s.policy_10k_ratio,
+        s.conn_kib,
+        s.threads16_vs_1
+    );
+}
+
+/// `--drive SOCKET N BATCH PATH...`: send N requests (`Client::open` of the first path
+/// when BATCH is 1, else `open_many` of the first BATCH paths) and exit. For profiling
+/// a broker under `strace -c` or `valgrind --tool=callgrind` (see the README).
+const DRIVE_ARG: &str = "--drive";
+
+fn drive(args: &[String]) {
+    let usage = "usage: --drive SOCKET N BATCH PATH...";
+    let [socket, n, batch, paths @ ..] = args else {
+        panic!("{usage}");
+    };
+    let n: usize = n.parse().expect(usage);
+    let batch: usize = batch.parse().expect(usage);
+    assert!(batch >= 1 && paths.len() >= batch, "{usage}");
+    let client = fdbroker_worker::Client::connect(socket).expect("connecting to the broker");
+    let start = Instant::now();
+    for _ in 0..n {
+        if batch == 1 {
+            drop(client.open(&paths[0]).expect("open"));
+        } else {
+            for r in client.open_many(&paths[..batch]).expect("open_many") {
+                drop(r.expect("open_many item"));
+            }
+        }
+    }
+    let per = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+    eprintln!("{n} requests of {batch}: {per:.2} µs per request");
+}
+
+/// One `fdbroker serve` configuration and its measurements.
+struct Variant {
+    label: &'static str,
+    server: Server,
+    client: fdbroker_worker::Client,
+    /// Per layout (index into the layouts).
+    single: [Sample; 2],
+    batch: [Sample; 2],
+}
+
+/// Where the two sides of the latency measurements run.
+struct Layout {
+    name: &'static str,
+    servers: Vec<usize>,
+    client: Vec<usize>,
+    floor1: Sample,
+    floor32: Sample,
+    rt_ratio: Sample,
+    batch_ratio: Sample,
+}
+
+struct Summary {
+    roundtrip_ratio: f64,
+    batch_ratio: f64,
+    spawn_speedup: f64,
+    policy_10k_ratio: f64,
+    conn_kib: f64,
+    threads16_vs_1: f64,
+}
+
+/// Run `f` `iters` times; microseconds per item, with `per_call` items per call.
+fn per_op_us(iters: usize, per_call: usize, mut f: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    start.elapsed().as_secs_f64() * 1e6 / (iters * per_call) as f64
+}
+
+/// Opens per second with `threads` threads, each on its own connection, `ops` in all.
+fn throughput(
+    server: &Server,
+    files: &[PathBuf],
+    threads: usize,
+    ops: usize,
+    pin: Option<usize>,
+) -> f64 {
+    let per = ops.div_ceil(threads);
+    let clients: Vec<fdbroker_worker::Client> = (0..threads).map(|_| server.client()).collect();
+    let barrier = Barrier::new(threads + 1);
+    let elapsed = std::thread::scope(|s| {
+        let handles: Vec<_> = clients
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let path = &files[i % files.len()];
+                let barrier = &barrier;
+                s.spawn(move || {
+                    if let Some(cpu) = pin {
+                        affinity::pin_thread(0, &[cpu]).expect("pinning a client thread");
+                    }
+                    barrier.wait();
+                    for _ in 0..per {
+                        drop(c.open(path).expect("fdbroker: concurrent Client::open"));
+                    }
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        for h in handles {
+            h.join().expect("a client thread panicked");
+        }
+        start.elapsed()
+    });
+    (per * threads) as f64 / elapsed.as_secs_f64()
+}
+
+struct Memory {
+    idle_kib: u64,
+    small_kib: u64,
+    big_kib: u64,
+    big: usize,
+    per_conn_small: f64,
+    per_conn_big: f64,
+    held: bool,
+    broker_fds: usize,
+}
+
+/// A fresh broker: RSS after one request, with `idle_small` and then `idle_big` idle
+/// (greeted) connections; then check the first, last and a new connection are served.
+fn memory(policy_text: &str, file: &std::path::Path, plan: &Plan) -> Memory {
+    let settle = Duration::from_millis(if plan.quick { 100 } else { 300 });
+    let mem = Server::start("bench-mem", policy_text, None);
+    {
+        // One request so each event-loop thread's buffers exist before the baseline.
+        let c = mem.client();
+        for _ in 0..8 {
+            drop(c.open(file).expect("memory broker: open"));
+        }
+    }
+    std::thread::sleep(settle);
+    let idle_kib = mem.rss_kib();
+    let mut conns = Vec::with_capacity(plan.idle_big);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while conns.len() < plan.idle_small {
+        conns.push(server::idle_connection(&mem.socket));
+    }
+    std::thread::sleep(settle);
+    let small_kib = mem.rss_kib();
+    while conns.len() < plan.idle_big {
+        assert!(
+            Instant::now() < deadline,
+            "opening {} idle connections took over 120 s",
+            plan.idle_big
+        );
+        conns.push(server::idle_connection(&mem.socket));
+    }
+    std::thread::sleep(settle);
+    let big_kib = mem.rss_kib();
+    let broker_fds = mem.fd_count();
+    let path = file.as_os_str().as_bytes();
+    let first = server::open_on(&conns[0], path);
+    let last = conns.last().is_some_and(|c| server::open_on(c, path));
+    let fresh = mem.client().open(file).is_ok();
+    let big = conns.len();
+    drop(conns);
+    Memory {
+        idle_kib,
+        small_kib,
+        big_kib,
+        big,
+        per_conn_small: (small_kib as f64 - idle_kib as f64) / plan.idle_small as f64,
+        per_conn_big: (big_kib as f64 - idle_kib as f64) / big as f64,
+        held: first && last && fresh && broker_fds >= big,
+        broker_fds,
+    }
+}
+
+/// Raise RLIMIT_NOFILE (inherited by the brokers this process starts) to at least
+/// `want` if possible; returns the soft limit now in force.
+fn raise_nofile(want: u64) -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write/read the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 1024;
+        }
+        if r.rlim_max < want {
+            let up = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: want,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &up) == 0 {
+                return want;
+            }
+        }
+        let soft = libc::rlimit {
+            rlim_cur: r.rlim_max,
+            rlim_max: r.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &soft) == 0 {
+            return r.rlim_max;
+        }
+    }
+    r.rlim_cur
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn host() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |k| k / 1024.0 / 1024.0);
+    format!(
+        "{cpus} CPUs ({model}), {mem_gib:.0} GiB, Linux {}",
+        kernel.trim()
+    )
+}
+
+/// The temp directory and the type of the filesystem holding it (longest matching
+/// mount point in /proc/self/mounts).
+fn fs_type() -> String {
+    let dir = std::env::temp_dir();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let fstype = mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, point, ty) = (f.next()?, f.next()?, f.next()?);
+            dir.starts_with(point).then_some((point.len(), ty))
+        })
+        .max_by_key(|&(len, _)| len)
+        .map_or("?", |(_, ty)| ty);
+    format!("{} ({fstype})", dir.display())
+}
+
+/// The human table, printed as Markdown so it can go into the README as is.
+#[derive(Default)]
+struct Table {
+    rows: Vec<[String; 6]>,
+}
+
+impl Table {
+    fn sample(&mut self, section: &str, what: &str, s: &Sample, unit: &str) {
+        self.rows.push([
+            section.into(),
+            what.into(),
+            num(s.median()),
+            format!("{}..{}", num(s.min()), num(s.max())),
+            unit.into(),
+            format!("±{:.0}%", s.spread_pct() / 2.0),
+        ]);
+    }
+
+    fn value(&mut self, section: &str, what: &str, v: f64, unit: &str) {
+        self.rows.push([
+            section.into(),
+            what.into(),
+            num(v),
+            String::new(),
+            unit.into(),
+            String::new(),
+        ]);
+    }
+
+    fn text(&mut self, section: &str, what: &str, v: &str, note: &str) {
+        self.rows.push([
+            section.into(),
+            what.into(),
+            v.into(),
+            note.into(),
+            String::new(),
+            String::new(),
+        ]);
+    }
+
+    fn print(&self) {
+        let head = [
+            "section",
+            "measurement",
+            "median",
+            "min..max",
+            "unit",
+            "spread",
+        ];
+        let mut w = head.map(|h| h.chars().count());
+        for r in &self.rows {
+            for (i, c) in r.iter().enumerate() {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+        let line = |cells: [&str; 6]| {
+            let mut s = String::from("|");
+            for (i, c) in cells.iter().enumerate() {
+                let pad = w[i] - c.chars().count();
+                if i >= 2 && i != 4 {
+                    s.push_str(&format!(" {}{c} |", " ".repeat(pad)));
+                } else {
+                    s.push_str(&format!(" {c}{} |", " ".repeat(pad)));
+                }
+            }
+            println!("{s}");
+        };
+        line(head);
+        let dashes: Vec<String> = w.iter().map(|&n| "-".repeat(n)).collect();
+        line([
+            &dashes[0], &dashes[1], &dashes[2], &dashes[3], &dashes[4], &dashes[5],
+        ]);
+        for r in &self.rows {
+            line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]);
+        }
+    }
+}
+
+fn num(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1000.0 {
+        format!("{v:.0}")
+    } else if a >= 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}

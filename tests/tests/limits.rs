@@ -1,0 +1,534 @@
+//! Load and faults against a live broker: many connections, idle ones, peers killed
+//! mid-request, peers that never read, a broker out of descriptors, and a long run
+//! that must leave the broker's descriptors and memory where they were.
+#![allow(clippy::unwrap_used)]
+
+mod adversarial_support;
+
+use adversarial_support::{
+    Spawned, errno_of, eventually, hello_frame, many_frame, raw_session, read_all, settled_fd_count,
+};
+use fdbroker_shared::Channel;
+use fdbroker_shared::frame::{self, Kind, MAX_MESSAGE};
+use fdbroker_shared::wire::{ReplyBody, Welcome};
+use fdbroker_tests::{Broker, TempDir, cat_as_nobody, sibling_bin};
+use fdbroker_worker::Client;
+use std::io::{BufRead, BufReader, ErrorKind};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier, mpsc};
+use std::time::{Duration, Instant};
+
+const FILES: usize = 64;
+
+fn tree() -> TempDir {
+    let t = TempDir::new("limits");
+    for i in 0..FILES {
+        t.file(
+            &format!("d/f{i:02}"),
+            format!("file {i}\n").as_bytes(),
+            0o600,
+        );
+    }
+    t.file("outside", b"outside", 0o600);
+    t
+}
+
+fn file(t: &TempDir, i: usize) -> PathBuf {
+    t.join(&format!("d/f{:02}", i % FILES))
+}
+
+fn policy(extra_broker: &str) -> String {
+    format!(
+        "[broker]\nsocket_mode = \"0666\"\n{extra_broker}\n\
+         [[client]]\nname = \"l\"\nusers = [0, 65534]\n\
+         [[client.allow]]\npath = \"{{dir}}/d/\"\n"
+    )
+}
+
+/// This process needs more descriptors than a default soft limit: raise it to the
+/// hard limit (root may).
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max.max(8192);
+        lim.rlim_max = lim.rlim_cur;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+}
+
+fn served(t: &TempDir, c: &Client, i: usize) {
+    assert_eq!(
+        read_all(c.open(file(t, i)).unwrap()),
+        format!("file {}\n", i % FILES).as_bytes()
+    );
+}
+
+/// Run `f` on its own thread and fail (rather than hang) if it takes over `limit`.
+fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}"))
+}
+
+#[test]
+fn a_thousand_concurrent_connections_are_all_served() {
+    raise_nofile();
+    let t = Arc::new(tree());
+    let b = Broker::start(&t, &policy(""));
+    let base = settled_fd_count(b.pid());
+    let socket = Arc::new(b.socket.clone());
+    let threads = 8;
+    let per = 125;
+    let barrier = Arc::new(Barrier::new(threads));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|n| {
+            let (t, socket, barrier) = (Arc::clone(&t), Arc::clone(&socket), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                // Connect all first, so all 1,000 are open at once ...
+                let clients: Vec<Client> = (0..per)
+                    .map(|_| Client::connect(&*socket).unwrap())
+                    .collect();
+                barrier.wait();
+                // ... then each asks once.
+                for (k, c) in clients.iter().enumerate() {
+                    served(&t, c, n * per + k);
+                }
+                barrier.wait();
+                clients
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.join().unwrap());
+    }
+    assert_eq!(all.len(), 1000);
+    let during = b.fd_count();
+    assert!(
+        during >= base + 1000,
+        "the broker holds {during} descriptors, {base} before"
+    );
+    let elapsed = started.elapsed();
+    drop(all);
+    assert!(
+        eventually(Duration::from_secs(10), || b.fd_count() <= base),
+        "{} descriptors after all closed, {base} before",
+        b.fd_count()
+    );
+    assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
+}
+
+#[test]
+fn nine_hundred_idle_connections_do_not_starve_a_real_one() {
+    raise_nofile();
+    let t = tree();
+    let b = Broker::start(&t, &policy(""));
+    let base = settled_fd_count(b.pid());
+    let mut idle = Vec::new();
+    // 300 that never greet, 300 greeted and silent, 300 that asked and never read.
+    for _ in 0..300 {
+        idle.push(Channel::connect(&b.socket).unwrap());
+    }
+    for _ in 0..300 {
+        idle.push(raw_session(&b.socket));
+    }
+    for i in 0..300 {
+        let ch = raw_session(&b.socket);
+        ch.send(&many_frame(
+            1,
+            vec![file(&t, i).as_os_str().as_bytes().to_vec(); 4],
+        ))
+        .unwrap();
+        idle.push(ch);
+    }
+    let c = b.client();
+    let mut worst = Duration::ZERO;
+    let started = Instant::now();
+    for i in 0..300 {
+        let t0 = Instant::now();
+        served(&t, &c, i);
+        worst = worst.max(t0.elapsed());
+    }
+    assert!(
+        worst < Duration::from_secs(1),
+        "slowest request took {worst:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(idle);
+    drop(c);
+    assert!(eventually(Duration::from_secs(10), || b.fd_count() <= base));
+}
+
+/// A real process that floods batch requests without reading, SIGKILLed while the
+/// broker has its requests (and parked reply) in hand.
+#[test]
+fn a_client_killed_mid_request_costs_the_broker_nothing() {
+    let t = tree();
+    let mut b = Broker::start(&t, &policy(""));
+    let c = b.client();
+    served(&t, &c, 0);
+    let base = settled_fd_count(b.pid());
+    for round in 0..3 {
+        let mut child = Command::new(sibling_bin("adv-peer"))
+            .arg("flood")
+            .arg(&b.socket)
+            .arg(file(&t, round))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let line = within(Duration::from_secs(10), "the flooder", move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).unwrap();
+            line
+        });
+        assert_eq!(line.trim(), "flooding");
+        std::thread::sleep(Duration::from_millis(50));
+        // The broker is holding descriptors for the flooder now.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            eventually(Duration::from_secs(5), || b.fd_count() <= base),
+            "round {round}: {} descriptors, {base} before",
+            b.fd_count()
+        );
+        served(&t, &c, round);
+    }
+    assert!(b.alive());
+}
+
+/// A worker that sends as fast as it can and never reads holds at most one parked
+/// reply in the broker; everyone else is still served.
+#[test]
+fn a_worker_that_never_reads_cannot_grow_the_broker() {
+    let t = tree();
+    let b = Broker::start(&t, &policy(""));
+    let c = b.client();
+    served(&t, &c, 0);
+    let base = settled_fd_count(b.pid());
+    let rss_before = b.rss_kib();
+    let ch = raw_session(&b.socket);
+    ch.set_nonblocking(true).unwrap();
+    // Small batches: what sits unread in this worker's queue counts against root's
+    // descriptors in flight, which other tests' brokers share.
+    let batch: Vec<Vec<u8>> = (0..8)
+        .map(|i| file(&t, i).as_os_str().as_bytes().to_vec())
+        .collect();
+    let mut sent = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Keep the socket full for a while: the broker drains some, stalls, drains more.
+    while Instant::now() < deadline && sent < 20_000 {
+        match ch.send(&many_frame(sent, batch.clone())) {
+            Ok(()) => sent += 1,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if Instant::now() + Duration::from_secs(8) < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                } else {
+                    break;
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(sent > 10, "sent {sent}");
+    std::thread::sleep(Duration::from_millis(200));
+    let held = b.fd_count();
+    assert!(
+        held <= base + 1 + 2 * 8,
+        "the broker holds {held} descriptors for one stalled worker ({base} before)"
+    );
+    let t0 = Instant::now();
+    for i in 0..50 {
+        served(&t, &c, i);
+    }
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert!(
+        b.rss_kib() < rss_before + 16 * 1024,
+        "broker memory grew from {rss_before} KiB to {} KiB",
+        b.rss_kib()
+    );
+    drop(ch);
+    assert!(eventually(Duration::from_secs(5), || b.fd_count() <= base));
+}
+
+/// A broker limited to 40 descriptors, flooded with connections and batch opens:
+/// it answers what it can (with EMFILE where it cannot), pauses accepting instead of
+/// spinning, and serves normally once the flood is gone.
+#[test]
+fn a_broker_out_of_descriptors_recovers_after_the_flood() {
+    let t = tree();
+    // Unconfined, so it keeps CAP_SYS_RESOURCE: the kernel's cap on descriptors in
+    // flight is per *user* (every root process on the machine counts) against the
+    // sender's RLIMIT_NOFILE, which at 40 would make this test depend on whatever
+    // else root is passing. That cap has its own test below.
+    let mut b = Spawned::start(&t, &policy("confine = false"), &[], "ulimit -n 40");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", b.pid())).unwrap();
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.contains(" 40 ")),
+        "{limits}"
+    );
+    let c = within(Duration::from_secs(10), "the first client", {
+        let socket = b.socket.clone();
+        move || Client::connect(&socket).unwrap()
+    });
+    served(&t, &c, 0);
+    let base = settled_fd_count(b.pid());
+    let batch: Vec<Vec<u8>> = (0..32)
+        .map(|i| file(&t, i).as_os_str().as_bytes().to_vec())
+        .collect();
+    let mut flood = Vec::new();
+    let mut emfile = 0;
+    for _ in 0..60 {
+        let ch = Channel::connect(&b.socket).unwrap();
+        ch.send(&hello_frame()).unwrap();
+        flood.push(ch);
+    }
+    let mut rx = vec![0; MAX_MESSAGE];
+    for (id, ch) in flood.iter().enumerate() {
+        ch.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let Ok(n) = ch.recv(&mut rx) else { continue };
+        if !matches!(
+            frame::decode::<Welcome>(Kind::Welcome, &rx[..n]),
+            Ok(Welcome::Accepted(_))
+        ) {
+            continue;
+        }
+        if ch.send(&many_frame(id as u64, batch.clone())).is_err() {
+            continue;
+        }
+        if let Ok((n, fds)) = ch.recv_with_fds(&mut rx, frame::MAX_FDS_PER_REPLY) {
+            let reply: fdbroker_shared::wire::Reply = frame::decode(Kind::Reply, &rx[..n]).unwrap();
+            if let ReplyBody::OpenMany(outcomes) = &reply.body {
+                emfile += outcomes
+                    .iter()
+                    .filter(|o| matches!(o, Err(w) if w.errno == libc::EMFILE))
+                    .count();
+            }
+            drop(fds);
+        }
+    }
+    // The established client meets the limit too, with an error, not a hang.
+    let paths: Vec<PathBuf> = (0..32).map(|i| file(&t, i)).collect();
+    let results = c.open_many(&paths).unwrap();
+    emfile += results
+        .iter()
+        .filter(|r| r.as_ref().is_err_and(|e| errno_of(e) == libc::EMFILE))
+        .count();
+    drop(results);
+    assert!(emfile > 0, "the flood never reached the descriptor limit");
+    assert!(b.alive(), "the broker died under the flood:\n{}", b.log());
+    drop(flood);
+    // After the flood: served again, by new connections and the old one alike.
+    for i in 0..10 {
+        let socket = b.socket.clone();
+        let c2 = within(
+            Duration::from_secs(10),
+            "a client after the flood",
+            move || Client::connect(&socket).unwrap(),
+        );
+        let paths: Vec<PathBuf> = (0..8).map(|k| file(&t, i + k)).collect();
+        for (k, r) in c2.open_many(&paths).unwrap().into_iter().enumerate() {
+            assert_eq!(
+                read_all(r.unwrap()),
+                format!("file {}\n", (i + k) % FILES).as_bytes()
+            );
+        }
+    }
+    served(&t, &c, 1);
+    assert!(eventually(Duration::from_secs(10), || b.fd_count() <= base));
+    assert!(b.alive());
+}
+
+/// 10,000 requests of every kind, over connections that come and go, some of them
+/// breaking the protocol: afterwards the broker holds the descriptors it started
+/// with and its memory has stopped growing.
+#[test]
+fn ten_thousand_requests_leave_descriptors_and_memory_flat() {
+    let t = Arc::new(tree());
+    let b = Broker::start(&t, &policy(""));
+    let base = settled_fd_count(b.pid());
+    let socket = Arc::new(b.socket.clone());
+    let run = |requests: usize| {
+        let threads = 4;
+        let hs: Vec<_> = (0..threads)
+            .map(|n| {
+                let (t, socket) = (Arc::clone(&t), Arc::clone(&socket));
+                std::thread::spawn(move || {
+                    let mut c = Client::connect(&*socket).unwrap();
+                    for i in 0..requests / threads {
+                        if i % 250 == 249 {
+                            c = Client::connect(&*socket).unwrap();
+                        }
+                        match (n + i) % 5 {
+                            0 | 1 => served(&t, &c, i),
+                            2 => {
+                                let e = c.open(t.join("outside")).unwrap_err();
+                                assert_eq!(errno_of(&e), libc::EACCES);
+                            }
+                            3 => {
+                                let e = c.open(t.join("d/missing")).unwrap_err();
+                                assert_eq!(errno_of(&e), libc::ENOENT);
+                            }
+                            _ => {
+                                let paths: Vec<PathBuf> = (0..4).map(|k| file(&t, i + k)).collect();
+                                assert!(c.open_many(&paths).unwrap().iter().all(|r| r.is_ok()));
+                            }
+                        }
+                        if i % 500 == 0 {
+                            let ch = raw_session(&socket);
+                            ch.send(b"not a frame").unwrap();
+                            let _ = ch.recv(&mut [0u8; 64]);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    };
+    run(2_000);
+    assert!(eventually(Duration::from_secs(5), || b.fd_count() <= base));
+    let rss_warm = b.rss_kib();
+    run(10_000);
+    assert!(
+        eventually(Duration::from_secs(5), || b.fd_count() <= base),
+        "descriptors: {base} before, {} after 10,000 requests",
+        b.fd_count()
+    );
+    let rss = b.rss_kib();
+    assert!(
+        rss <= rss_warm + 1024,
+        "broker memory grew from {rss_warm} KiB to {rss} KiB over 10,000 requests"
+    );
+}
+
+/// Per-uid and total connection limits refuse with EAGAIN and a reason, leave other
+/// peers alone, and free up as connections close.
+#[test]
+fn connection_limits_refuse_then_recover() {
+    let t = tree();
+    let b = Broker::start(
+        &t,
+        &policy("max_connections_per_uid = 8\nmax_connections = 12"),
+    );
+    let held: Vec<Client> = (0..8).map(|_| b.client()).collect();
+    let e = Client::connect(&b.socket).unwrap_err();
+    assert_eq!(errno_of(&e), libc::EAGAIN, "{e}");
+    assert!(e.to_string().contains("uid 0 is at its limit of 8"), "{e}");
+    // Another uid still gets in.
+    let out = cat_as_nobody(&b.socket, &[&file(&t, 3)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for c in &held {
+        served(&t, c, 5);
+    }
+    drop(held);
+    let c = within(Duration::from_secs(10), "reconnecting", {
+        let socket = b.socket.clone();
+        move || {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match Client::connect(&socket) {
+                    Ok(c) => return c,
+                    Err(_) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+    });
+    served(&t, &c, 6);
+}
+
+/// `idle_timeout` is parsed and documented ("seconds; 0 = never (default 300)") but
+/// the event loop never closes an idle connection, so a peer can pin its share of
+/// `max_connections` for ever with sockets that never even greet.
+#[test]
+
+fn idle_connections_are_closed_after_the_idle_timeout() {
+    let t = tree();
+    let b = Broker::start(&t, &policy("idle_timeout = 1"));
+    let silent = Channel::connect(&b.socket).unwrap();
+    let greeted = raw_session(&b.socket);
+    let c = b.client();
+    std::thread::sleep(Duration::from_millis(2500));
+    for (what, ch) in [("never greeted", &silent), ("greeted", &greeted)] {
+        ch.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let r = ch.recv(&mut [0u8; 256]);
+        assert!(
+            matches!(
+                r,
+                Err(fdbroker_shared::RecvError::Protocol(
+                    fdbroker_shared::ProtocolError::Closed
+                ))
+            ) || r.is_ok(),
+            "{what}: still open after the idle timeout: {r:?}"
+        );
+    }
+    // A client that idled is told so on its next request, and a new one is served.
+    assert!(c.open(file(&t, 0)).is_err());
+    served(&t, &b.client(), 1);
+}
+
+/// Descriptors the broker has sent and a worker has not yet read are "in flight", and
+/// the kernel caps them per *user* (root, for the broker) at the sender's
+/// RLIMIT_NOFILE unless it has CAP_SYS_RESOURCE, which the confined broker drops. A
+/// worker that asks for batches and never reads pins up to eleven 128-descriptor
+/// replies per connection (net.unix.max_dgram_qlen = 10, plus the one parked), so a
+/// few connections exhaust a 1,024 limit (systemd's default soft LimitNOFILE) and every
+/// other worker's replies then fail with ETOOMANYREFS.
+#[test]
+fn a_worker_that_never_reads_cannot_stop_descriptor_passing_for_others() {
+    let t = tree();
+    let b = Spawned::start(&t, &policy(""), &[], "ulimit -S -n 1024");
+    let c = b.client();
+    served(&t, &c, 0);
+    let batch: Vec<Vec<u8>> = (0..128)
+        .map(|i| file(&t, i).as_os_str().as_bytes().to_vec())
+        .collect();
+    let mut hogs = Vec::new();
+    for _ in 0..2 {
+        let ch = raw_session(&b.socket);
+        ch.set_nonblocking(true).unwrap();
+        let mut id = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match ch.send(&many_frame(id, batch.clone())) {
+                Ok(()) => id += 1,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        hogs.push(ch);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..20 {
+        served(&t, &c, i);
+    }
+    drop(hogs);
+}

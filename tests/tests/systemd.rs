@@ -1,0 +1,838 @@
+//! Under systemd, for real: socket activation (`systemd-socket-activate --seqpacket`),
+//! `sd_notify` on a socket the test listens on, journal priority prefixes and JSON
+//! logs, the shipped units checked by `systemd-analyze`, and those units run by a real
+//! systemd user manager in a private mount and PID namespace.
+//!
+//! These tests need root and systemd's tools; where one is missing they fail with a
+//! message saying what to install, never pass silently.
+#![allow(clippy::unwrap_used)]
+
+use fdbroker::server::DRAIN_BOUND;
+use fdbroker_tests::{TempDir, fdbroker_bin, run_with_timeout};
+use fdbroker_worker::Client;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::fs;
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SOCKET_ACTIVATE: &str = "/usr/bin/systemd-socket-activate";
+const ANALYZE: &str = "/usr/bin/systemd-analyze";
+const SYSTEMCTL: &str = "/usr/bin/systemctl";
+const USER_MANAGER: &str = "/lib/systemd/systemd";
+const UNSHARE: &str = "/usr/bin/unshare";
+const NSENTER: &str = "/usr/bin/nsenter";
+
+/// The exposure `systemd-analyze security --offline=true` gives the shipped service,
+/// as stated in README.md. A unit change that weakens the hardening raises it and fails.
+const EXPOSURE_CEILING: f64 = 1.3;
+
+/// Fail, with what to do about it, when a prerequisite is missing.
+fn require(tool: &str, package: &str) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the systemd tests run as root (they start real service managers)"
+    );
+    assert!(
+        Path::new(tool).exists(),
+        "{tool} is missing: install the Debian package `{package}` (scripts/test.sh does)"
+    );
+}
+
+fn units_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../broker/systemd")
+}
+
+fn read_file(mut f: fs::File) -> String {
+    let mut s = String::new();
+    f.read_to_string(&mut s).unwrap();
+    s
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `[[client]]` root, granted `paths` under `dir`.
+fn policy(dir: &Path, broker: &str, paths: &[&str]) -> String {
+    let mut p = format!("[broker]\n{broker}[[client]]\nname = \"t\"\nusers = [0]\n");
+    for path in paths {
+        p.push_str(&format!(
+            "[[client.allow]]\npath = \"{}\"\n",
+            dir.join(path).display()
+        ));
+    }
+    p
+}
+
+fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process killed on drop (SIGTERM, then SIGKILL).
+struct Proc {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command, log: &Path) -> Proc {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        Proc {
+            child: Some(child),
+            log: log.to_owned(),
+        }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: Signal) {
+        kill(self.pid(), sig).unwrap();
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The test's end of `NOTIFY_SOCKET`.
+struct Notifications {
+    socket: UnixDatagram,
+    path: PathBuf,
+}
+
+impl Notifications {
+    fn bind(path: PathBuf) -> Notifications {
+        let socket = UnixDatagram::bind(&path).unwrap();
+        Notifications { socket, path }
+    }
+
+    /// The next notification, within `limit`.
+    fn next(&self, limit: Duration) -> Option<String> {
+        self.socket.set_read_timeout(Some(limit)).unwrap();
+        let mut buf = vec![0; 4096];
+        match self.socket.recv(&mut buf) {
+            Ok(n) => Some(String::from_utf8(buf[..n].to_vec()).unwrap()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+            Err(e) => panic!("notify socket: {e}"),
+        }
+    }
+
+    /// Skip notifications until one has the line `key` (such as `READY=1`); return it.
+    /// `WATCHDOG=1` pings in between are skipped unless asked for.
+    fn expect(&self, key: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(msg) = self.next(left.max(Duration::from_millis(1))) else {
+                panic!("no {key} within {limit:?}; saw {seen:?}");
+            };
+            if msg.lines().any(|l| l == key) {
+                return msg;
+            }
+            seen.push(msg);
+        }
+    }
+}
+
+fn value<'a>(msg: &'a str, key: &str) -> Option<&'a str> {
+    msg.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+}
+
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the one it is given.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) },
+        0
+    );
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+#[test]
+fn socket_activation_serves_the_passed_socket_and_reports_to_the_manager() {
+    require(SOCKET_ACTIVATE, "systemd");
+    let t = TempDir::new("sd-activate");
+    t.file("a.txt", b"A", 0o600);
+    let policy_path = t.join("policy.toml");
+    fs::write(&policy_path, policy(t.path(), "", &["a.txt"])).unwrap();
+    let socket = t.join("activated.sock");
+    let notify = Notifications::bind(t.join("notify.sock"));
+    let mut broker = Proc::spawn(
+        Command::new(SOCKET_ACTIVATE)
+            .arg("--seqpacket")
+            .arg("--listen")
+            .arg(&socket)
+            .arg("--fdname=fdbroker-test")
+            .arg(format!("--setenv=NOTIFY_SOCKET={}", notify.path.display()))
+            .arg("--setenv=WATCHDOG_USEC=400000")
+            .arg("--setenv=FDBROKER_LOG=debug")
+            .arg(fdbroker_bin())
+            .arg("serve")
+            .arg("--policy")
+            .arg(&policy_path),
+        &t.join("broker.log"),
+    );
+    wait_for("the activation socket", Duration::from_secs(10), || {
+        socket.exists()
+    });
+    // The first connection starts the broker, which serves it on the passed socket.
+    let client = Client::connect(&socket).unwrap();
+    assert_eq!(read_file(client.open(t.join("a.txt")).unwrap()), "A");
+    let ready = notify.expect("READY=1", Duration::from_secs(10));
+    let status = value(&ready, "STATUS").unwrap();
+    assert!(
+        status.starts_with(&format!("serving {}", policy_path.display())),
+        "{ready:?}"
+    );
+    let log = broker.log();
+    assert!(
+        log.contains("fd 3 (fdbroker-test)") && log.contains("activated=true"),
+        "{log}"
+    );
+
+    // The watchdog is fed at half of WATCHDOG_USEC.
+    let start = Instant::now();
+    notify.expect("WATCHDOG=1", Duration::from_secs(2));
+    notify.expect("WATCHDOG=1", Duration::from_secs(2));
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // A reload: RELOADING=1 with the time it began, then READY=1.
+    let before = monotonic_usec();
+    broker.signal(Signal::SIGHUP);
+    let reloading = notify.expect("RELOADING=1", Duration::from_secs(10));
+    let at: u64 = value(&reloading, "MONOTONIC_USEC")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(before <= at && at <= monotonic_usec(), "{reloading:?}");
+    let ready = notify.expect("READY=1", Duration::from_secs(10));
+    assert!(!ready.contains("last reload failed"), "{ready:?}");
+
+    // A broken policy is reported in STATUS, and READY=1 follows all the same.
+    fs::write(&policy_path, "[[client]]\nname = 7\n").unwrap();
+    broker.signal(Signal::SIGHUP);
+    notify.expect("RELOADING=1", Duration::from_secs(10));
+    let ready = notify.expect("READY=1", Duration::from_secs(10));
+    let status = value(&ready, "STATUS").unwrap();
+    let at = format!("last reload failed: {}:2:8:", policy_path.display());
+    assert!(status.contains(&at), "{status:?}");
+    assert_eq!(read_file(client.open(t.join("a.txt")).unwrap()), "A");
+
+    // SIGTERM: STOPPING=1, exit 0; the socket belongs to the manager and stays.
+    broker.signal(Signal::SIGTERM);
+    notify.expect("STOPPING=1", Duration::from_secs(10));
+    let exit = broker
+        .wait_exit(DRAIN_BOUND + Duration::from_secs(3))
+        .expect("the broker did not stop");
+    assert!(exit.success(), "{exit}\n{}", broker.log());
+    assert!(
+        socket.exists(),
+        "the broker removed a socket it did not create"
+    );
+}
+
+#[test]
+fn socket_activation_refuses_a_socket_that_is_not_seqpacket() {
+    require(SOCKET_ACTIVATE, "systemd");
+    let t = TempDir::new("sd-stream");
+    fs::write(t.join("policy.toml"), policy(t.path(), "", &["a.txt"])).unwrap();
+    let socket = t.join("stream.sock");
+    let mut broker = Proc::spawn(
+        Command::new(SOCKET_ACTIVATE)
+            .arg("--listen")
+            .arg(&socket)
+            .arg(fdbroker_bin())
+            .arg("serve")
+            .arg("--policy")
+            .arg(t.join("policy.toml")),
+        &t.join("broker.log"),
+    );
+    wait_for("the activation socket", Duration::from_secs(10), || {
+        socket.exists()
+    });
+    let _trigger = UnixStream::connect(&socket).unwrap();
+    let exit = broker
+        .wait_exit(Duration::from_secs(10))
+        .expect("the broker kept running on a stream socket");
+    assert!(!exit.success());
+    let log = broker.log();
+    assert!(
+        log.contains("socket activation: fd 3") && log.contains("SOCK_SEQPACKET"),
+        "{log}"
+    );
+    assert!(!log.contains("serving"), "{log}");
+}
+
+/// Start `fdbroker serve` with stderr to `log`, extra `args` and `env`; return once
+/// the socket accepts connections.
+fn serve(t: &TempDir, policy_text: &str, args: &[&str], env: &[(&str, String)]) -> Proc {
+    let policy_path = t.join("policy.toml");
+    fs::write(&policy_path, policy_text).unwrap();
+    let socket = t.join("broker.sock");
+    let log = t.join("broker.log");
+    fs::write(&log, b"").unwrap();
+    let mut cmd = Command::new(fdbroker_bin());
+    cmd.arg("serve")
+        .arg("--policy")
+        .arg(&policy_path)
+        .arg("--socket")
+        .arg(&socket)
+        .args(args)
+        .env("FDBROKER_LOG", "debug");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // Appending to the file made above keeps its inode (JOURNAL_STREAM names it).
+    let stderr = fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut p = Proc {
+        child: Some(child),
+        log,
+    };
+    wait_for("the broker's socket", Duration::from_secs(20), || {
+        if let Some(s) = p.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!("broker exited early with {s}:\n{}", p.log());
+        }
+        fdbroker_shared::Channel::connect(&socket).is_ok()
+    });
+    p
+}
+
+fn journal_stream_of(path: &Path) -> String {
+    let m = fs::metadata(path).unwrap();
+    format!("{}:{}", m.dev(), m.ino())
+}
+
+#[test]
+fn journal_stream_lines_carry_syslog_priorities() {
+    let t = TempDir::new("sd-journal");
+    t.file("a.txt", b"A", 0o600);
+    let log = t.join("broker.log");
+    fs::write(&log, b"").unwrap();
+    // Unconfined, for a warning line: it says so at start-up.
+    let text = policy(t.path(), "confine = false\n", &["a.txt"]);
+    let b = serve(
+        &t,
+        &text,
+        &[],
+        &[("JOURNAL_STREAM", journal_stream_of(&log))],
+    );
+    let c = Client::connect(t.join("broker.sock")).unwrap();
+    c.open(t.join("a.txt")).unwrap();
+    fs::write(t.join("policy.toml"), "[[client]]\nname = 7\n").unwrap();
+    b.signal(Signal::SIGHUP);
+    wait_for("the reload error", Duration::from_secs(10), || {
+        b.log().contains("policy reload failed")
+    });
+    let out = b.log();
+    let with = |prefix: &str, what: &str| {
+        out.lines()
+            .any(|l| l.starts_with(prefix) && l.contains(what))
+    };
+    assert!(with("<4>", "RUNNING UNCONFINED"), "{out}");
+    assert!(with("<6>", "serving"), "{out}");
+    assert!(with("<7>", "connection accepted"), "{out}");
+    assert!(with("<3>", "policy reload failed"), "{out}");
+    for line in out.lines() {
+        let ok = ["<3>", "<4>", "<6>", "<7>"]
+            .iter()
+            .any(|p| line.starts_with(p));
+        assert!(ok, "a line without its priority: {line:?}");
+        // The journal stamps lines itself: no timestamp of our own after the prefix.
+        let after = line[3..].trim_start();
+        assert!(
+            after.starts_with(|c: char| c.is_ascii_uppercase()),
+            "{line:?}"
+        );
+    }
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_and_no_prefix_without_the_journal() {
+    let t = TempDir::new("sd-json");
+    t.file("a.txt", b"A", 0o600);
+    // JOURNAL_STREAM naming another file: stderr is not the journal, so no prefixes.
+    let other = t.file("other", b"", 0o600);
+    let b = serve(
+        &t,
+        &policy(t.path(), "", &["a.txt"]),
+        &["--log-format", "json"],
+        &[("JOURNAL_STREAM", journal_stream_of(&other))],
+    );
+    let c = Client::connect(t.join("broker.sock")).unwrap();
+    c.open(t.join("a.txt")).unwrap();
+    // A file name with a newline cannot split or forge a line.
+    let forged = t.join("x\n{\"level\":\"INFO\",\"message\":\"forged\"}");
+    assert!(c.open(&forged).is_err());
+    drop(c);
+    b.signal(Signal::SIGTERM);
+    let mut b = b;
+    assert!(b.wait_exit(Duration::from_secs(10)).unwrap().success());
+    let out = b.log();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() >= 4, "{out}");
+    for line in &lines {
+        assert!(
+            line.starts_with("{\"timestamp\":\"") && line.ends_with('}'),
+            "not one JSON object: {line:?}"
+        );
+        assert!(line.contains("\"level\":\""), "{line}");
+    }
+    assert!(out.contains("\"message\":\"serving\""), "{out}");
+    assert!(out.contains("\"message\":\"stopped\""), "{out}");
+}
+
+#[test]
+fn shipped_units_pass_verify_and_keep_their_exposure() {
+    require(ANALYZE, "systemd");
+    let service = fs::read_to_string(units_dir().join("fdbroker.service")).unwrap();
+    let socket = fs::read_to_string(units_dir().join("fdbroker.socket")).unwrap();
+    for needed in [
+        "Type=notify",
+        "ExecStart=/usr/bin/fdbroker serve --policy /etc/fdbroker/policy.toml",
+        "ExecStartPre=/usr/bin/fdbroker serve --check --policy /etc/fdbroker/policy.toml",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "CapabilityBoundingSet=CAP_DAC_READ_SEARCH\n",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=read-only",
+        "PrivateNetwork=yes",
+        "PrivateDevices=yes",
+        "PrivateTmp=yes",
+        "RestrictAddressFamilies=AF_UNIX\n",
+        "SystemCallFilter=",
+    ] {
+        assert!(
+            service.contains(needed),
+            "fdbroker.service lacks {needed:?}"
+        );
+    }
+    for needed in [
+        "ListenSequentialPacket=/run/fdbroker/fdbroker.sock",
+        "SocketMode=0660",
+        "SocketGroup=",
+    ] {
+        assert!(socket.contains(needed), "fdbroker.socket lacks {needed:?}");
+    }
+
+    // verify wants ExecStart= to name a binary that exists: the one under test.
+    let t = TempDir::new("sd-units");
+    let bin = fdbroker_bin();
+    fs::write(
+        t.join("fdbroker.service"),
+        service.replace("/usr/bin/fdbroker", bin.to_str().unwrap()),
+    )
+    .unwrap();
+    fs::write(t.join("fdbroker.socket"), &socket).unwrap();
+    let out = run_with_timeout(
+        Command::new(ANALYZE).current_dir(t.path()).args([
+            "verify",
+            "./fdbroker.socket",
+            "./fdbroker.service",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("fdbroker"),
+        "{}",
+        text(&out)
+    );
+
+    let out = run_with_timeout(
+        Command::new(ANALYZE).current_dir(t.path()).args([
+            "security",
+            "--offline=true",
+            "--no-pager",
+            "./fdbroker.service",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    let exposure: f64 = report
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for fdbroker.service:")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure figure in:\n{report}"));
+    assert!(
+        exposure <= EXPOSURE_CEILING,
+        "exposure {exposure} is above {EXPOSURE_CEILING}: a hardening line was weakened\n{report}"
+    );
+}
+
+/// A systemd user manager in its own mount and PID namespaces (with `/run/systemd`
+/// a fresh tmpfs, so it believes it runs on a systemd system). When the test ends,
+/// however it ends, the namespace dies with everything in it: the manager's parent,
+/// `unshare`, gets SIGKILL when the test's thread exits, and `--kill-child` passes it
+/// on to the namespace's first process.
+struct UserManager {
+    unshare: Option<Child>,
+    /// The namespace's PID 1 (a shell waiting on the manager), as the host sees it.
+    init: Pid,
+    runtime: PathBuf,
+    log: PathBuf,
+}
+
+impl UserManager {
+    fn start(root: &Path) -> UserManager {
+        for (tool, package) in [
+            (USER_MANAGER, "systemd"),
+            (SYSTEMCTL, "systemd"),
+            (UNSHARE, "util-linux"),
+            (NSENTER, "util-linux"),
+        ] {
+            require(tool, package);
+        }
+        let runtime = root.join("runtime");
+        let config = root.join("config");
+        fs::create_dir_all(&runtime).unwrap();
+        fs::set_permissions(&runtime, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::create_dir_all(config.join("systemd/user")).unwrap();
+        fs::create_dir_all("/run/systemd").unwrap();
+        let log = root.join("manager.log");
+        let mut cmd = Command::new(UNSHARE);
+        cmd.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child",
+            "sh",
+            "-c",
+        ])
+        .arg(format!(
+            "mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system && \
+             {USER_MANAGER} --user & wait"
+        ))
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env("XDG_CONFIG_HOME", &config)
+        .env("SYSTEMD_LOG_LEVEL", "info")
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&log).unwrap())
+        .stderr(fs::File::create(&log).unwrap());
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let mut unshare = cmd.spawn().unwrap();
+        let pid = unshare.id();
+        let children = format!("/proc/{pid}/task/{pid}/children");
+        let mut init = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while init.is_none() {
+            if let Some(s) = unshare.try_wait().unwrap() {
+                panic!(
+                    "unshare exited with {s}: {}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "unshare started no namespace");
+            init = fs::read_to_string(&children)
+                .ok()
+                .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+                .and_then(|s| s.parse().ok())
+                .map(Pid::from_raw);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let manager = UserManager {
+            unshare: Some(unshare),
+            init: init.unwrap(),
+            runtime,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = manager.systemctl_quiet(&["is-system-running"]);
+            let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if state == "running" || state == "degraded" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the user manager did not come up (last state {state:?}):\n{}",
+                manager.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        manager
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `systemctl --user ARGS` inside the namespace.
+    fn systemctl_quiet(&self, args: &[&str]) -> Output {
+        run_with_timeout(
+            Command::new(NSENTER)
+                .arg("--target")
+                .arg(self.init.to_string())
+                .args(["--mount", "--pid", SYSTEMCTL, "--user", "--no-pager"])
+                .args(args)
+                .env("XDG_RUNTIME_DIR", &self.runtime),
+            Duration::from_secs(30),
+        )
+    }
+
+    /// Like [`UserManager::systemctl_quiet`], asserting success.
+    fn systemctl(&self, args: &[&str]) -> String {
+        let out = self.systemctl_quiet(args);
+        assert!(
+            out.status.success(),
+            "systemctl --user {}: {}\nmanager log:\n{}",
+            args.join(" "),
+            text(&out),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn property(&self, unit: &str, name: &str) -> String {
+        self.systemctl(&["show", "--value", "-p", name, unit])
+            .trim()
+            .to_owned()
+    }
+
+    /// Run `cmd` inside the namespace (to read its /proc).
+    fn inside(&self, cmd: &[&str]) -> String {
+        let out = run_with_timeout(
+            Command::new(NSENTER)
+                .arg("--target")
+                .arg(self.init.to_string())
+                .args(["--mount", "--pid"])
+                .args(cmd),
+            Duration::from_secs(30),
+        );
+        assert!(out.status.success(), "{cmd:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for UserManager {
+    fn drop(&mut self) {
+        let Some(mut unshare) = self.unshare.take() else {
+            return;
+        };
+        // Gracefully first, so units are stopped and their private /tmp removed...
+        let _ = Command::new(NSENTER)
+            .arg("--target")
+            .arg(self.init.to_string())
+            .args(["--mount", "--pid", SYSTEMCTL, "--user", "exit"])
+            .env("XDG_RUNTIME_DIR", &self.runtime)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .and_then(|mut c| c.wait());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = unshare.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // ...then for certain: the namespace dies with its first process.
+        let _ = unshare.kill();
+        let _ = unshare.wait();
+    }
+}
+
+#[test]
+fn a_user_manager_runs_the_shipped_units() {
+    let t = TempDir::new("sd-manager");
+    let root = t.path();
+    t.file("tree/a.txt", b"A", 0o600);
+    t.file("tree/b.txt", b"B", 0o600);
+    let policy_path = t.join("policy.toml");
+    fs::write(&policy_path, policy(root, "", &["tree/a.txt"])).unwrap();
+    // The binary under test, where the service (PrivateTmp=yes) will see it.
+    let bin = t.join("bin/fdbroker");
+    fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    fs::copy(fdbroker_bin(), &bin).unwrap();
+    let socket = t.join("fdbroker.sock");
+    let log = t.join("broker.log");
+
+    // The shipped units unchanged, and drop-ins for this test's paths, as an operator
+    // would write with `systemctl edit`: the hardening stays exactly as shipped.
+    let user_units = root.join("config/systemd/user");
+    fs::create_dir_all(user_units.join("fdbroker.socket.d")).unwrap();
+    fs::create_dir_all(user_units.join("fdbroker.service.d")).unwrap();
+    for unit in ["fdbroker.socket", "fdbroker.service"] {
+        fs::copy(units_dir().join(unit), user_units.join(unit)).unwrap();
+    }
+    fs::write(
+        user_units.join("fdbroker.socket.d/test.conf"),
+        format!(
+            "[Socket]\nListenSequentialPacket=\nListenSequentialPacket={}\nSocketGroup=root\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let (bin_s, policy_s) = (bin.display(), policy_path.display());
+    fs::write(
+        user_units.join("fdbroker.service.d/test.conf"),
+        format!(
+            "[Service]\n\
+             ExecStartPre=\nExecStartPre={bin_s} serve --check --policy {policy_s}\n\
+             ExecStart=\nExecStart={bin_s} serve --policy {policy_s}\n\
+             # PrivateTmp= hides the host's /tmp, where this test lives.\n\
+             BindReadOnlyPaths={}\n\
+             StandardError=append:{}\n\
+             Environment=FDBROKER_LOG=debug\n",
+            root.display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+
+    let m = UserManager::start(root);
+    m.systemctl(&["start", "fdbroker.socket"]);
+    let meta = fs::metadata(&socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(m.property("fdbroker.service", "ActiveState"), "inactive");
+
+    // The first connection starts the service, which serves it.
+    let c = Client::connect(&socket).unwrap();
+    assert_eq!(read_file(c.open(t.join("tree/a.txt")).unwrap()), "A");
+    assert_eq!(m.property("fdbroker.service", "ActiveState"), "active");
+    let status = m.property("fdbroker.service", "StatusText");
+    assert!(
+        status.starts_with(&format!("serving {policy_s}")),
+        "{status:?}"
+    );
+    // Confined by the unit and by itself.
+    let pid = m.property("fdbroker.service", "MainPID");
+    let proc_status = m.inside(&["cat", &format!("/proc/{pid}/status")]);
+    for line in [
+        "CapBnd:\t0000000000000004",
+        "CapEff:\t0000000000000004",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+    ] {
+        assert!(proc_status.contains(line), "{line:?} not in\n{proc_status}");
+    }
+
+    // Reload: the same connection gets the new rules on its next request.
+    let denied = c.open(t.join("tree/b.txt")).unwrap_err();
+    assert_eq!(denied.kind(), ErrorKind::PermissionDenied);
+    fs::write(&policy_path, policy(root, "", &["tree/"])).unwrap();
+    m.systemctl(&["reload", "fdbroker.service"]);
+    wait_for("the reloaded policy", Duration::from_secs(10), || {
+        c.open(t.join("tree/b.txt")).is_ok()
+    });
+    wait_for(
+        "the service to be active again",
+        Duration::from_secs(10),
+        || m.property("fdbroker.service", "ActiveState") == "active",
+    );
+
+    // Stop: clean exit, connection closed, the socket (the manager's) stays.
+    m.systemctl(&["stop", "fdbroker.service"]);
+    assert_eq!(m.property("fdbroker.service", "Result"), "success");
+    assert_eq!(m.property("fdbroker.service", "ExecMainStatus"), "0");
+    assert_eq!(m.property("fdbroker.service", "ExecMainCode"), "1"); // exited, not killed
+    let gone = c.open(t.join("tree/a.txt")).unwrap_err();
+    assert_eq!(gone.kind(), ErrorKind::ConnectionAborted, "{gone}");
+    assert!(socket.exists());
+    let broker_log = fs::read_to_string(&log).unwrap();
+    assert!(
+        broker_log.contains("stopping: received SIGTERM"),
+        "{broker_log}"
+    );
+    assert!(broker_log.contains("stopped"), "{broker_log}");
+
+    // A broken policy never starts: ExecStartPre= refuses it with FILE:LINE:COL.
+    fs::write(&policy_path, "[[client]]\nname = 7\n").unwrap();
+    let out = m.systemctl_quiet(&["start", "fdbroker.service"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let broker_log = fs::read_to_string(&log).unwrap();
+    assert!(
+        broker_log.contains(&format!("{policy_s}:2:8:")),
+        "{broker_log}"
+    );
+    assert_eq!(
+        broker_log.matches("INFO fdbroker::cli: serving").count(),
+        1,
+        "{broker_log}"
+    );
+    m.systemctl(&["stop", "fdbroker.service", "fdbroker.socket"]);
+    assert!(!socket.exists(), "RemoveOnStop= left the socket");
+}
