@@ -86,7 +86,54 @@ pub fn sibling_bin(name: &str) -> PathBuf {
         "{} is missing: build with `cargo test --workspace`",
         p.display()
     );
-    p
+    if reachable_by_others(&p) {
+        p
+    } else {
+        exposed(&p)
+    }
+}
+
+/// Can a process that is neither owner nor group (`nobody`) reach and run `bin`?
+fn reachable_by_others(bin: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mode = |p: &Path| fs::metadata(p).map(|m| m.mode()).unwrap_or(0);
+    mode(bin) & 0o001 != 0 && bin.ancestors().skip(1).all(|d| mode(d) & 0o001 != 0)
+}
+
+/// `bin`, made reachable for unprivileged children: a checkout under a private
+/// directory (`mktemp -d` gives 0700) keeps `nobody` out of `target/`. Linked (or
+/// copied) into a root-owned directory under /tmp that no one else can write, named by
+/// the build's inode and mtime so a rebuild never reuses a stale copy.
+fn exposed(bin: &Path) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::env::temp_dir().join("fdbroker-tests-bin");
+    match fs::create_dir(&dir) {
+        Ok(()) => fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap(),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => panic!("{}: {e}", dir.display()),
+    }
+    let d = fs::symlink_metadata(&dir).unwrap();
+    assert!(
+        d.is_dir() && d.uid() == 0 && d.mode() & 0o022 == 0,
+        "{} must be a root-owned directory no one else can write",
+        dir.display()
+    );
+    let m = fs::metadata(bin).unwrap();
+    let name = bin.file_name().unwrap().to_string_lossy();
+    let target = dir.join(format!("{name}-{}-{}-{}", m.dev(), m.ino(), m.mtime_nsec()));
+    if target.exists() {
+        return target;
+    }
+    // A link shares the build's mode, so it serves only if that lets others run it.
+    if m.mode() & 0o005 != 0o005 || fs::hard_link(bin, &target).is_err() {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!("{name}.{}.{n}.tmp", std::process::id()));
+        fs::copy(bin, &tmp).unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::rename(&tmp, &target).unwrap();
+    }
+    target
 }
 
 /// A running `fdbroker serve`, stopped with SIGTERM on drop.
