@@ -37,7 +37,11 @@ enum Command {
     #[command(
         after_help = "Example:\n  fdbroker serve --policy /etc/fdbroker/policy.toml --socket /run/fdbroker/fdbroker.sock\n\n\
 Signals: SIGHUP reloads the policy (an invalid file is rejected and the old policy stays); \
-SIGTERM or SIGINT stop gracefully.\nLog level: FDBROKER_LOG=debug (or e.g. fdbroker::audit=off)."
+SIGTERM or SIGINT stop gracefully.\n\
+systemd: sockets passed by socket activation (LISTEN_FDS) are served instead of --socket; \
+READY, RELOADING, STOPPING, STATUS and WATCHDOG go to NOTIFY_SOCKET; log lines carry \
+syslog priorities when JOURNAL_STREAM is stderr.\n\
+Log level: FDBROKER_LOG=debug (or e.g. fdbroker::audit=off)."
     )]
     Serve(ServeArgs),
     /// Fetch files through a broker and write their contents to stdout.

@@ -13,6 +13,7 @@ use crate::server::{ServeOptions, Server};
 use crate::state::Shared;
 use fdbroker_policy::{Policy, UserSpec};
 use fdbroker_shared::Channel;
+use fdbroker_shared::peer::PeerCredentials;
 use fdbroker_worker::sandbox::{Identity, Sandbox};
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::unistd::Pid;
@@ -80,6 +81,7 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
     let sandbox = sandbox_for(&policy, spec.user.as_deref());
     // Prepared while single-threaded: it checks that, and the child then allocates nothing.
     let mut prepared = Some(sandbox.prepare().map_err(SpawnError::Sandbox)?);
+    let (worker_uid, worker_gid) = prepared.as_ref().map_or((0, 0), |p| p.ids());
 
     let (ours, theirs) = Channel::pair()?;
     let theirs = OwnedFd::from(theirs);
@@ -123,9 +125,15 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
 
     let shared = Arc::new(Shared::new(policy, Some(spec.policy.clone())));
     let name = shared.current().policy.client(client).name.clone();
+    let worker = PeerCredentials {
+        pid: pid.as_raw(),
+        uid: worker_uid,
+        gid: worker_gid,
+    };
     let server = Server::single(
         shared,
         ours,
+        worker,
         Binding::Named(name),
         &ServeOptions {
             threads: 2,

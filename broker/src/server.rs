@@ -204,15 +204,18 @@ impl Server {
 
     /// Serve exactly one already connected worker as the client named by `binding`,
     /// and stop when it disconnects (spawn mode).
+    ///
+    /// `peer` is who the worker is (its pid and the ids it runs as), for the audit
+    /// log: `SO_PEERCRED` on a socketpair names the process that made the pair.
     pub fn single(
         shared: Arc<Shared>,
         channel: Channel,
+        peer: peer::PeerCredentials,
         binding: Binding,
         opts: &ServeOptions,
     ) -> io::Result<Server> {
         let server = Server::build(shared, Vec::new(), opts, true)?;
         channel.set_nonblocking(true)?;
-        let peer = peer::credentials(&channel)?;
         server.inner.register(Conn::new(channel, peer, binding))?;
         Ok(server)
     }

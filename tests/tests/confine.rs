@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 const DAC_OVERRIDE: u64 = 1 << 1;
 const DAC_READ_SEARCH: u64 = 1 << 2;
 
+/// The broker's `/proc` status once it is serving: the socket accepts connections
+/// before the broker confines itself, and "serving" is logged after.
 fn status(b: &Broker) -> String {
+    wait_log(b, "serving");
     std::fs::read_to_string(format!("/proc/{}/status", b.pid())).unwrap()
 }
 

@@ -76,11 +76,15 @@ struct Driven {
 }
 
 impl Driven {
-    fn start(mut cmd: Command) -> Driven {
+    fn start(cmd: Command) -> Driven {
+        Driven::start_with_stderr(cmd, Stdio::inherit())
+    }
+
+    fn start_with_stderr(mut cmd: Command, stderr: Stdio) -> Driven {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let stdin = child.stdin.take().unwrap();
@@ -147,7 +151,11 @@ fn field<'a>(status: &'a str, key: &str) -> &'a str {
 fn run_confines_the_worker_and_serves_it_through_the_broker() {
     let (t, policy) = fixture();
     let probe = sibling_bin("worker-probe");
-    let mut w = Driven::start(run_cmd(&policy, &[probe.to_str().unwrap()]));
+    let log = t.join("broker.log");
+    let mut w = Driven::start_with_stderr(
+        run_cmd(&policy, &[probe.to_str().unwrap()]),
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
     let ready = w.line();
     let pid: u32 = ready.strip_prefix("READY ").unwrap().parse().unwrap();
     let secret = t.join("data/secret.txt");
@@ -155,6 +163,19 @@ fn run_confines_the_worker_and_serves_it_through_the_broker() {
         w.ask(&format!("open {}", secret.display())),
         "OK 10 root only"
     );
+    // The audit line names the worker as it runs (not the broker that made the pair).
+    let audit = std::fs::read_to_string(&log).unwrap();
+    let granted = audit
+        .lines()
+        .find(|l| l.contains("fdbroker::audit") && l.contains("secret.txt"))
+        .unwrap_or_else(|| panic!("no audit line in:\n{audit}"));
+    for field in [
+        format!("uid={NOBODY}"),
+        format!("gid={NOBODY}"),
+        format!("pid={pid}"),
+    ] {
+        assert!(granted.contains(&field), "{field} not in {granted}");
+    }
     assert_eq!(
         w.ask(&format!("direct {}", secret.display())),
         "ERR PermissionDenied 13"
@@ -348,14 +369,9 @@ fn unprivileged(program: &Path) -> Command {
     cmd
 }
 
+/// Built by `cargo test --workspace` (or `cargo build -p fdbroker-worker --examples`).
 fn scanner_bin() -> PathBuf {
-    let p = fdbroker_bin().parent().unwrap().join("examples/scanner");
-    assert!(
-        p.exists(),
-        "{} is missing: `cargo test --workspace` builds it (or cargo build -p fdbroker-worker --examples)",
-        p.display()
-    );
-    p
+    sibling_bin("examples/scanner")
 }
 
 fn scan_list(t: &TempDir) -> String {

@@ -191,6 +191,12 @@ impl fmt::Debug for PreparedSandbox {
 }
 
 impl PreparedSandbox {
+    /// The uid and gid the process will run as once applied (for a parent's records:
+    /// a socketpair's `SO_PEERCRED` names the parent, not the confined child).
+    pub fn ids(&self) -> (u32, u32) {
+        (self.ids.uid.as_raw(), self.ids.gid.as_raw())
+    }
+
     /// Applies the sandbox to the calling process (steps 1 and 3 to 8 of the
     /// [module documentation](self)).
     ///
