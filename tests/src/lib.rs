@@ -264,21 +264,47 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            stop_child(&mut child);
         }
     }
+}
+
+/// SIGTERM, up to 10 s to exit, then SIGKILL; reaped either way.
+pub fn stop_child(child: &mut Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Connect without the client library and greet as `agent`, expecting to be served:
+/// for sending what a real client never would. Reads time out after 10 s.
+pub fn raw_session(socket: &Path, agent: &str) -> fdbroker_shared::Channel {
+    use fdbroker_shared::frame::{self, Kind, MAX_MESSAGE};
+    use fdbroker_shared::wire::{Hello, Welcome};
+    let ch = fdbroker_shared::Channel::connect(socket).unwrap();
+    ch.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = Vec::new();
+    let hello = Hello {
+        version: frame::PROTOCOL_VERSION,
+        agent: agent.into(),
+    };
+    frame::encode(Kind::Hello, &hello, &mut buf).unwrap();
+    ch.send(&buf).unwrap();
+    let mut rx = vec![0; MAX_MESSAGE];
+    let n = ch.recv(&mut rx).unwrap();
+    let w: Welcome = frame::decode(Kind::Welcome, &rx[..n]).unwrap();
+    assert!(matches!(w, Welcome::Accepted(_)), "{w:?}");
+    ch
 }
 
 /// Run `cmd` as nobody:nogroup with no supplementary groups, with a time limit.

@@ -348,24 +348,7 @@ fn open_many_answers_each_path() {
 
 /// Connect raw and greet, to send what a real client never would.
 fn raw_session(b: &Broker) -> Channel {
-    let ch = Channel::connect(&b.socket).unwrap();
-    let mut buf = Vec::new();
-    frame::encode(
-        Kind::Hello,
-        &Hello {
-            version: frame::PROTOCOL_VERSION,
-            agent: "raw".into(),
-        },
-        &mut buf,
-    )
-    .unwrap();
-    ch.send(&buf).unwrap();
-    let mut rx = vec![0; MAX_MESSAGE];
-    let n = ch.recv(&mut rx).unwrap();
-    let w: Welcome = frame::decode(Kind::Welcome, &rx[..n]).unwrap();
-    assert!(matches!(w, Welcome::Accepted(_)), "{w:?}");
-    ch.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    ch
+    fdbroker_tests::raw_session(&b.socket, "raw")
 }
 
 fn assert_dropped(ch: &Channel) {

@@ -5,7 +5,7 @@
 
 use fdbroker::server::DRAIN_BOUND;
 use fdbroker_shared::frame::{self, Kind, MAX_FDS_PER_REPLY, MAX_MESSAGE};
-use fdbroker_shared::wire::{Access, Hello, Op, OpenSpec, Reply, ReplyBody, Request, Welcome};
+use fdbroker_shared::wire::{Access, Op, OpenSpec, Reply, ReplyBody, Request};
 use fdbroker_shared::{Channel, ProtocolError, RecvError};
 use fdbroker_tests::{Broker, TempDir};
 use nix::sys::signal::Signal;
@@ -181,18 +181,8 @@ fn requests_in_flight_across_many_reloads_all_succeed() {
 
 /// A raw, greeted session, to pipeline requests without reading replies.
 fn session(socket: &Path) -> Channel {
-    let ch = Channel::connect(socket).unwrap();
-    let mut buf = Vec::new();
-    let hello = Hello {
-        version: frame::PROTOCOL_VERSION,
-        agent: "pipeline".into(),
-    };
-    frame::encode(Kind::Hello, &hello, &mut buf).unwrap();
-    ch.send(&buf).unwrap();
-    let mut rx = vec![0; MAX_MESSAGE];
-    let n = ch.recv(&mut rx).unwrap();
-    let w: Welcome = frame::decode(Kind::Welcome, &rx[..n]).unwrap();
-    assert!(matches!(w, Welcome::Accepted(_)), "{w:?}");
+    let ch = fdbroker_tests::raw_session(socket, "pipeline");
+    ch.set_read_timeout(None).unwrap();
     ch
 }
 

@@ -17,7 +17,7 @@
 
 use fdbroker_shared::Channel;
 use fdbroker_shared::frame::{self, Kind, MAX_MESSAGE};
-use fdbroker_shared::wire::{Access, Hello, Op, Request, Welcome};
+use fdbroker_shared::wire::{Access, Op, Request, Welcome};
 use fdbroker_worker::{BrokerError, Client};
 use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
 use std::io::Write;
@@ -95,18 +95,8 @@ fn uid_switch(socket: &str, low: &str, high: &str) -> ExitCode {
 }
 
 fn greet(socket: &str) -> Channel {
-    let ch = Channel::connect(Path::new(socket)).unwrap();
-    let mut buf = Vec::new();
-    let hello = Hello {
-        version: frame::PROTOCOL_VERSION,
-        agent: "adv-peer".into(),
-    };
-    frame::encode(Kind::Hello, &hello, &mut buf).unwrap();
-    ch.send(&buf).unwrap();
-    let mut rx = vec![0; MAX_MESSAGE];
-    let n = ch.recv(&mut rx).unwrap();
-    let w: Welcome = frame::decode(Kind::Welcome, &rx[..n]).unwrap();
-    assert!(matches!(w, Welcome::Accepted(_)), "{w:?}");
+    let ch = fdbroker_tests::raw_session(Path::new(socket), "adv-peer");
+    ch.set_read_timeout(None).unwrap();
     ch
 }
 

@@ -4,7 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use fdbroker_shared::frame::{self, Kind, MAX_MESSAGE};
-use fdbroker_shared::wire::{Access, Hello, Op, OpenSpec, Reply, Request, Welcome};
+use fdbroker_shared::wire::{Access, Hello, Op, OpenSpec, Reply, Request};
 use fdbroker_shared::{Channel, ProtocolError, RecvError};
 use fdbroker_tests::TempDir;
 use fdbroker_worker::BrokerError;
@@ -114,14 +114,7 @@ pub fn many_frame(id: u64, paths: Vec<Vec<u8>>) -> Vec<u8> {
 
 /// Connect raw, greet, and expect to be served.
 pub fn raw_session(socket: &Path) -> Channel {
-    let ch = Channel::connect(socket).unwrap();
-    ch.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    ch.send(&hello_frame()).unwrap();
-    let mut rx = vec![0; MAX_MESSAGE];
-    let n = ch.recv(&mut rx).unwrap();
-    let w: Welcome = frame::decode(Kind::Welcome, &rx[..n]).unwrap();
-    assert!(matches!(w, Welcome::Accepted(_)), "{w:?}");
-    ch
+    fdbroker_tests::raw_session(socket, "adversary")
 }
 
 /// Receive one reply and its descriptors.
@@ -228,19 +221,8 @@ impl Spawned {
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if let Some(mut child) = self.child.take() {
+            fdbroker_tests::stop_child(&mut child);
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
