@@ -360,6 +360,19 @@ fn install_seccomp() -> Result<usize, ConfineError> {
         libc::SYS_socket,
         vec![SeccompRule::new(vec![unix_only]).map_err(|e| sc(&e))?],
     );
+    // Bounding each accepted connection's reply queue (conn.rs) is the one option the
+    // broker sets once serving.
+    let arg = |n, v: i32| {
+        SeccompCondition::new(n, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, v as u64)
+            .map_err(|e| sc(&e))
+    };
+    rules.insert(
+        libc::SYS_setsockopt,
+        vec![
+            SeccompRule::new(vec![arg(1, libc::SOL_SOCKET)?, arg(2, libc::SO_SNDBUF)?])
+                .map_err(|e| sc(&e))?,
+        ],
+    );
     let count = rules.len();
     let filter = SeccompFilter::new(
         rules,

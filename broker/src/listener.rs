@@ -7,11 +7,12 @@
 use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
 use nix::sys::stat::{Mode, SFlag, umask};
-use nix::unistd::{Gid, chown};
+use nix::fcntl::{AT_FDCWD, AtFlags};
+use nix::unistd::{Gid, fchownat};
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 const BACKLOG: i32 = 1024;
@@ -58,13 +59,20 @@ impl Listener {
             None,
         )?;
         let addr = UnixAddr::new(path)?;
-        // bind creates the file with 0777 & ~umask; open nothing to anyone in the
-        // moment before chmod. Start-up is single-threaded, so the umask swap is safe.
-        let old = umask(Mode::from_bits_truncate(0o177));
+        // bind creates the file with 0777 & ~umask: with this umask, exactly `mode`,
+        // so no chmod by path follows (which a symlink swapped in after bind could
+        // redirect to another file). Start-up is single-threaded: the swap is safe.
+        let old = umask(Mode::from_bits_truncate(0o777 & !mode));
         let bound = socket::bind(fd.as_raw_fd(), &addr);
         umask(old);
         bound.map_err(|e| ctx(e.into(), "cannot bind"))?;
         let meta = fs::symlink_metadata(path).map_err(|e| ctx(e, "cannot stat"))?;
+        if !meta.file_type().is_socket() {
+            return Err(ctx(
+                io::Error::new(io::ErrorKind::AlreadyExists, "replaced while binding"),
+                "not the socket bound",
+            ));
+        }
         let listener = Listener {
             fd,
             created: Some(Created {
@@ -74,11 +82,17 @@ impl Listener {
             }),
         };
         if let Some(gid) = gid {
-            chown(path, None, Some(Gid::from_raw(gid)))
-                .map_err(|e| ctx(e.into(), "cannot set its group"))?;
+            // Not following a symlink: if the file was swapped for one, the link's own
+            // group changes, nothing else.
+            fchownat(
+                AT_FDCWD,
+                path,
+                None,
+                Some(Gid::from_raw(gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| ctx(e.into(), "cannot set its group"))?;
         }
-        fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o777))
-            .map_err(|e| ctx(e, "cannot set its mode"))?;
         socket::listen(
             &listener.fd,
             Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN),

@@ -456,10 +456,16 @@ impl Inner {
     }
 
     fn rearm(&self, conn: &Conn, token: u64, interest: EpollFlags) {
-        let mut ev = EpollEvent::new(
-            interest | EpollFlags::EPOLLONESHOT | EpollFlags::EPOLLRDHUP,
-            token,
-        );
+        // Waiting to read, a peer that half-closes should wake us (there is nothing
+        // more to read). Waiting to write, it must not: RDHUP is level-triggered, so a
+        // worker that shuts down its sending side and never reads would wake the loop
+        // at once, forever. HUP and ERR are reported whatever the interest.
+        let interest = if interest.contains(EpollFlags::EPOLLIN) {
+            interest | EpollFlags::EPOLLRDHUP
+        } else {
+            interest
+        };
+        let mut ev = EpollEvent::new(interest | EpollFlags::EPOLLONESHOT, token);
         if let Err(e) = self.epoll.modify(conn.channel().as_fd(), &mut ev) {
             tracing::warn!(error = %e, "cannot re-arm a connection; closing it");
             self.close(conn, token);

@@ -532,3 +532,57 @@ fn a_worker_that_never_reads_cannot_stop_descriptor_passing_for_others() {
     }
     drop(hogs);
 }
+
+/// CPU time (user + system, in clock ticks) the process has used so far.
+fn cpu_ticks(pid: impl std::fmt::Display) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A worker that fills its reply queue, shuts down its sending side and never reads
+/// again leaves the broker waiting to write. RDHUP is level-triggered: if the broker
+/// asked for it while waiting to write, every re-arm would fire at once, and a couple
+/// of such workers would keep a broker thread spinning until the idle timeout.
+#[test]
+fn a_half_closed_worker_that_never_reads_costs_no_cpu() {
+    let t = tree();
+    let b = Broker::start(&t, &policy(""));
+    let batch: Vec<Vec<u8>> = (0..64)
+        .map(|i| file(&t, i).as_os_str().as_bytes().to_vec())
+        .collect();
+    let mut hogs = Vec::new();
+    for _ in 0..2 {
+        let ch = raw_session(&b.socket);
+        ch.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut id = 0;
+        while Instant::now() < deadline {
+            match ch.send(&many_frame(id, batch.clone())) {
+                Ok(()) => id += 1,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        nix::sys::socket::shutdown(
+            std::os::fd::AsRawFd::as_raw_fd(&ch),
+            nix::sys::socket::Shutdown::Write,
+        )
+        .unwrap();
+        hogs.push(ch);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(b.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(b.pid()) - before;
+    // USER_HZ is 100: 2 s of one spinning thread is 200 ticks; an idle broker uses ~0.
+    assert!(used < 20, "the broker used {used} ticks in 2 s while idle");
+    served(&t, &b.client(), 0);
+    drop(hogs);
+    // The confined broker may still bound each connection's reply queue.
+    let log = b.log();
+    assert!(!log.contains("cannot bound"), "{log}");
+}
