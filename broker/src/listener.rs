@@ -5,9 +5,9 @@
 //! socket is never deleted by a predecessor shutting down late.
 
 use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, AtFlags};
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
 use nix::sys::stat::{Mode, SFlag, umask};
-use nix::fcntl::{AT_FDCWD, AtFlags};
 use nix::unistd::{Gid, fchownat};
 use std::fs;
 use std::io;
