@@ -19,6 +19,7 @@
 //! the confined ones, or writes when none were kept) is refused with a clear log line;
 //! it never silently grants less or more. Restart the broker to widen it.
 
+use crate::state::Loaded;
 use caps::{CapSet, Capability, CapsHashSet};
 use fdbroker_policy::{Access, Policy};
 use landlock::{
@@ -135,13 +136,15 @@ impl Confinement {
     }
 }
 
-/// Confine the calling, single-threaded broker for serving `policy` loaded from
-/// `policy_file`; `own_socket` is the socket file it created and must remove on exit.
+/// Confine the calling, single-threaded broker for serving `loaded` (a policy and its
+/// open roots) read from `policy_file`; `own_socket` is the socket file it created and
+/// must remove on exit.
 pub fn confine(
-    policy: &Policy,
+    loaded: &Loaded,
     policy_file: Option<&Path>,
     own_socket: Option<&Path>,
 ) -> Result<Confinement, ConfineError> {
+    let policy = &loaded.policy;
     let threads = std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count());
     if threads != 1 {
         return Err(ConfineError::Threads(threads));
@@ -149,7 +152,7 @@ pub fn confine(
     let writes = needs_writes(policy);
     let capabilities = narrow_capabilities(writes)?;
     nix::sys::prctl::set_no_new_privs().map_err(ConfineError::NoNewPrivs)?;
-    let landlock = restrict_filesystem(policy, policy_file, own_socket)?;
+    let landlock = restrict_filesystem(loaded, policy_file, own_socket)?;
     let seccomp_syscalls = install_seccomp()?;
     Ok(Confinement {
         capabilities,
@@ -196,35 +199,40 @@ fn narrow_capabilities(writes: bool) -> Result<Vec<Capability>, ConfineError> {
 }
 
 fn restrict_filesystem(
-    policy: &Policy,
+    loaded: &Loaded,
     policy_file: Option<&Path>,
     own_socket: Option<&Path>,
 ) -> Result<Option<LandlockKept>, ConfineError> {
+    let policy = &loaded.policy;
     let read = AccessFs::ReadFile | AccessFs::ReadDir;
     let write = AccessFs::WriteFile | AccessFs::Truncate | AccessFs::MakeReg;
-    let mut rules: Vec<(PathBuf, BitFlags<AccessFs>, Option<bool>)> = Vec::new();
-    for root in policy.roots() {
-        let w = root_needs_writes(policy, root);
-        rules.push((root.clone(), if w { read | write } else { read }, Some(w)));
-    }
-    if let Some(dir) = policy_file.and_then(Path::parent) {
-        rules.push((dir.to_owned(), read, None));
-    }
-    if let Some(dir) = own_socket.and_then(Path::parent) {
-        // Removing the socket file on shutdown is the only change outside the roots.
-        rules.push((dir.to_owned(), AccessFs::RemoveFile.into(), None));
-    }
-    for db in NAME_DATABASES {
-        rules.push((PathBuf::from(db), AccessFs::ReadFile.into(), None));
-    }
     let mut created = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
         .handle_access(AccessFs::from_all(FS_ABI))?
         .handle_access(AccessNet::from_all(FS_ABI))?
         .create()?;
     let mut kept = Vec::new();
-    for (path, access, root_writes) in rules {
-        // A root missing now stays unreachable until a restart, like any other.
+    // The roots by the descriptors the broker serves from (opened by the checked walk
+    // in roots.rs), so the rules cannot name other directories than the ones served.
+    // A root that is not open now stays unreachable until a restart.
+    for (root, fd) in loaded.roots.iter() {
+        let Some(fd) = fd else { continue };
+        let w = root_needs_writes(policy, root);
+        created = created.add_rule(PathBeneath::new(fd, if w { read | write } else { read }))?;
+        kept.push((root.to_owned(), w));
+    }
+    let mut rules: Vec<(PathBuf, BitFlags<AccessFs>)> = Vec::new();
+    if let Some(dir) = policy_file.and_then(Path::parent) {
+        rules.push((dir.to_owned(), read));
+    }
+    if let Some(dir) = own_socket.and_then(Path::parent) {
+        // Removing the socket file on shutdown is the only change outside the roots.
+        rules.push((dir.to_owned(), AccessFs::RemoveFile.into()));
+    }
+    for db in NAME_DATABASES {
+        rules.push((PathBuf::from(db), AccessFs::ReadFile.into()));
+    }
+    for (path, access) in rules {
         let fd = match PathFd::new(&path) {
             Ok(fd) => fd,
             Err(_) if !path.exists() => continue,
@@ -237,9 +245,6 @@ fn restrict_filesystem(
             access & AccessFs::from_file(FS_ABI)
         };
         created = created.add_rule(PathBeneath::new(fd, access))?;
-        if let Some(w) = root_writes {
-            kept.push((path, w));
-        }
     }
     let status = created.restrict_self()?;
     Ok(match status.ruleset {

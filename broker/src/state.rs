@@ -24,10 +24,10 @@ pub struct Loaded {
 impl Loaded {
     pub fn new(policy: Policy, generation: u64) -> Loaded {
         let roots = Roots::open(&policy);
-        for (path, errno) in roots.problems() {
+        for (path, error) in roots.problems() {
             tracing::warn!(
                 root = %path.display(),
-                error = %errno.desc(),
+                error = %error,
                 "policy root cannot be opened; requests under it will fail until a reload"
             );
         }
