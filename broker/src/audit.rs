@@ -3,6 +3,7 @@
 //! Paths come from the worker, so they are escaped before they reach the log: a
 //! newline or terminal escape in a file name must not forge or hide an audit line.
 
+use crate::audit_line::{self, Fields};
 use fdbroker_shared::peer::PeerCredentials;
 use fdbroker_shared::wire::Access;
 use std::fmt;
@@ -38,13 +39,15 @@ impl fmt::Display for Escaped<'_> {
 }
 
 /// The outcome part of an audit line.
+#[derive(Clone, Copy)]
 pub enum Verdict<'a> {
     Granted { ino: u64 },
     Denied(&'a dyn fmt::Display),
     Failed(&'a dyn fmt::Display),
 }
 
-/// Record one decision.
+/// Record one decision: on `audit_line`'s fast path when the broker's own subscriber
+/// is installed, otherwise as a `tracing` event (an embedding program's subscriber).
 pub fn decision(
     peer: &PeerCredentials,
     client: &str,
@@ -53,6 +56,29 @@ pub fn decision(
     rule: Option<&dyn fmt::Display>,
     verdict: Verdict<'_>,
 ) {
+    let fields = Fields {
+        peer,
+        client,
+        path,
+        access,
+        rule,
+        verdict,
+    };
+    if !audit_line::record(&fields) {
+        via_tracing(&fields);
+    }
+}
+
+/// The decision as a `tracing` event; `audit_line` writes the same line by hand.
+pub(crate) fn via_tracing(f: &Fields<'_>) {
+    let Fields {
+        peer,
+        client,
+        path,
+        access,
+        rule,
+        verdict,
+    } = *f;
     let rule = rule.map(|r| r.to_string());
     let rule = rule.as_deref().unwrap_or("-");
     match verdict {

@@ -7,6 +7,7 @@
 //! a worker that floods requests without reading replies holds at most one reply's
 //! worth of broker memory.
 
+use crate::audit_line;
 use crate::handle;
 use crate::state::{Loaded, Shared};
 use fdbroker_policy::ClientId;
@@ -187,14 +188,19 @@ impl Conn {
                 }
             };
             s.fds.clear();
-            let id =
-                match self.on_message(&mut st, shared, &s.inbuf[..n], &mut s.outbuf, &mut s.fds) {
-                    Ok(id) => id,
-                    Err(e) => {
-                        self.violation(&e);
-                        return Next::Close;
-                    }
-                };
+            // The request's audit lines go out in one write when this batch ends, before
+            // the reply: no descriptor is delivered ahead of the line recording it.
+            let audit = audit_line::batch();
+            let answered =
+                self.on_message(&mut st, shared, &s.inbuf[..n], &mut s.outbuf, &mut s.fds);
+            drop(audit);
+            let id = match answered {
+                Ok(id) => id,
+                Err(e) => {
+                    self.violation(&e);
+                    return Next::Close;
+                }
+            };
             // Sent from the thread's buffers; copied out only if it has to wait.
             let sent = self.transmit(id, &mut s.outbuf, &mut s.fds);
             let park = || Outgoing {

@@ -7,13 +7,16 @@
 //! contains a newline of its own: one that a message would carry is written as `\n`,
 //! so a hostile file name can neither forge a line nor split one in the journal.
 
+use crate::audit_line;
 use std::fmt;
 use std::os::fd::AsFd;
-use tracing::{Event, Level, Subscriber};
+use tracing::{Dispatch, Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -29,24 +32,51 @@ pub enum LogFormat {
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_env("FDBROKER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let journal = stderr_is_journal();
+    // Already installed (an embedding program or a test did it): keep theirs, and let
+    // audit lines go through it too.
+    if dispatch(format, journal, filter, std::io::stderr)
+        .try_init()
+        .is_ok()
+    {
+        // Ours is in place: audit lines may take the hand-formatted path, which writes
+        // the same bytes to the same stderr.
+        audit_line::install(audit_line::Style { format, journal });
+    }
+}
+
+/// The subscriber `init` installs, writing to `writer` (tests compare its lines with
+/// `audit_line`'s).
+pub(crate) fn dispatch<W>(
+    format: LogFormat,
+    journal: bool,
+    filter: EnvFilter,
+    writer: W,
+) -> Dispatch
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(false);
     let text = format::format().with_ansi(false).with_target(true);
     let json = format::format().json().flatten_event(true);
-    let result = match (format, journal) {
-        (LogFormat::Text, false) => builder.event_format(Line::new(text, false)).try_init(),
-        (LogFormat::Text, true) => builder
-            .event_format(Line::new(text.without_time(), true))
-            .try_init(),
-        (LogFormat::Json, journal) => builder
-            .json()
-            .event_format(Line::new(json, journal))
-            .try_init(),
-    };
-    // Already installed (an embedding program or a test did it): keep theirs.
-    let _ = result;
+    match (format, journal) {
+        (LogFormat::Text, false) => {
+            Dispatch::new(builder.event_format(Line::new(text, false)).finish())
+        }
+        (LogFormat::Text, true) => Dispatch::new(
+            builder
+                .event_format(Line::new(text.without_time(), true))
+                .finish(),
+        ),
+        (LogFormat::Json, journal) => Dispatch::new(
+            builder
+                .json()
+                .event_format(Line::new(json, journal))
+                .finish(),
+        ),
+    }
 }
 
 /// Does `JOURNAL_STREAM` (`DEVICE:INODE`) describe our stderr? systemd sets it for

@@ -145,8 +145,23 @@ impl Channel {
         buf: &mut [u8],
         max_fds: usize,
     ) -> Result<(usize, Vec<OwnedFd>), RecvError> {
-        // Same allocation nix's own `cmsg_space!` makes; the allocator aligns it for cmsghdr.
-        let mut control = vec![0u8; cmsg_space_for_fds(max_fds)];
+        self.recv_with_fds_reusing(buf, &mut Vec::new(), max_fds)
+    }
+
+    /// [`Channel::recv_with_fds`] with a control buffer the caller keeps between calls,
+    /// so a client receiving reply after reply does not allocate (and free) one each
+    /// time. It is resized and zeroed here before every receive: the walk that adopts
+    /// descriptors must never see a header left over from an earlier message.
+    pub fn recv_with_fds_reusing(
+        &self,
+        buf: &mut [u8],
+        control: &mut Vec<u8>,
+        max_fds: usize,
+    ) -> Result<(usize, Vec<OwnedFd>), RecvError> {
+        // A Vec<u8> of this size is allocated with at least the alignment cmsghdr needs
+        // (the same allocation nix's own `cmsg_space!` makes).
+        control.clear();
+        control.resize(cmsg_space_for_fds(max_fds), 0);
         let mut iov = [IoSliceMut::new(buf)];
         let msg = loop {
             match socket::recvmsg::<()>(
@@ -163,7 +178,7 @@ impl Channel {
         // Take ownership first: from here on every early return closes them. nix will
         // not iterate a truncated control buffer, yet the kernel has installed the
         // descriptors that fit, so the buffer is walked here in every case.
-        let (fds, foreign_control) = take_scm_rights(&control);
+        let (fds, foreign_control) = take_scm_rights(control);
         if flags.contains(MsgFlags::MSG_CTRUNC) || fds.len() > max_fds || foreign_control {
             return Err(ProtocolError::ControlTruncated.into());
         }

@@ -48,6 +48,8 @@ pub struct Client {
 #[derive(Debug)]
 struct Receiver {
     buf: Vec<u8>,
+    /// Control buffer for the descriptors, reused for every reply.
+    control: Vec<u8>,
     /// Replies that arrived for other threads' requests.
     parked: HashMap<u64, Delivery>,
     /// Ids sent and not yet answered; a reply for any other id is a violation.
@@ -63,6 +65,11 @@ struct Delivery {
 }
 
 static ENV_FD_TAKEN: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// Each thread's request buffer (requests are small; batches grow it once).
+    static SEND_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(256));
+}
 
 impl Client {
     /// Connect to the broker listening at `path`.
@@ -145,6 +152,7 @@ impl Client {
             next_id: AtomicU64::new(1),
             receiver: Mutex::new(Receiver {
                 buf,
+                control: Vec::new(),
                 parked: HashMap::new(),
                 waiting: HashMap::new(),
                 broken: None,
@@ -252,16 +260,26 @@ impl Client {
     /// Send one request and wait for its reply.
     fn call(&self, op: Op) -> io::Result<Delivery> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut buf = Vec::with_capacity(128);
-        frame::encode(Kind::Request, &Request { id, op }, &mut buf)?;
-        {
-            let mut rx = self.lock();
-            if let Some(why) = &rx.broken {
-                return Err(broken(why));
+        // Encoded into this thread's buffer, reused from call to call: requests are
+        // sent from the caller's thread, so threads never share one.
+        let sent = SEND_BUF.with(|cell| -> io::Result<io::Result<()>> {
+            let mut fresh = Vec::new();
+            let mut reused = cell.try_borrow_mut();
+            let buf = match reused.as_deref_mut() {
+                Ok(buf) => buf,
+                Err(_) => &mut fresh,
+            };
+            frame::encode(Kind::Request, &Request { id, op }, buf)?;
+            {
+                let mut rx = self.lock();
+                if let Some(why) = &rx.broken {
+                    return Err(broken(why));
+                }
+                rx.waiting.insert(id, ());
             }
-            rx.waiting.insert(id, ());
-        }
-        if let Err(e) = self.channel.send(&buf) {
+            Ok(self.channel.send(buf))
+        })?;
+        if let Err(e) = sent {
             let mut rx = self.lock();
             rx.waiting.remove(&id);
             let e = if is_disconnect(&e) {
@@ -301,10 +319,15 @@ impl Client {
     /// Read one reply and check it against what we are waiting for. Descriptors are
     /// owned from the moment they arrive, so every error path closes them.
     fn receive_one(&self, rx: &mut Receiver) -> io::Result<(u64, Delivery)> {
-        let Receiver { buf, waiting, .. } = rx;
+        let Receiver {
+            buf,
+            control,
+            waiting,
+            ..
+        } = rx;
         let (n, fds) = self
             .channel
-            .recv_with_fds(buf, MAX_FDS_PER_REPLY)
+            .recv_with_fds_reusing(buf, control, MAX_FDS_PER_REPLY)
             .map_err(|e| match e {
                 fdbroker_shared::RecvError::Protocol(fdbroker_shared::ProtocolError::Closed) => {
                     broker_gone()
