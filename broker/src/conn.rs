@@ -9,6 +9,7 @@
 
 use crate::audit_line;
 use crate::handle;
+use crate::inflight::InFlight;
 use crate::state::{Loaded, Shared};
 use fdbroker_policy::ClientId;
 use fdbroker_shared::frame::{self, Kind, MAX_MESSAGE};
@@ -18,7 +19,7 @@ use fdbroker_shared::{Channel, ProtocolError, RecvError};
 use nix::errno::Errno;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,12 +79,29 @@ pub struct Conn {
     /// what the idle sweep reads without taking `state`, which a thread serving the
     /// connection may hold.
     active_ms: AtomicU64,
+    /// The broker's count of descriptors in flight, which this connection adds to.
+    inflight: Arc<InFlight>,
+    /// Descriptors charged to this connection: reserved for the reply being built,
+    /// held in a parked reply, or passed and perhaps not yet received.
+    charged: AtomicUsize,
+    /// Whether a refusal for unread descriptors was logged for this connection.
+    told_over: AtomicBool,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Whatever is still queued is closed with the socket.
+        let n = *self.charged.get_mut();
+        self.inflight.release(self.peer.uid, n);
+    }
 }
 
 #[derive(Debug)]
 struct State {
     phase: Phase,
     pending: Option<Outgoing>,
+    /// Descriptors charged for the request being answered.
+    reserved: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -105,7 +123,9 @@ struct Outgoing {
 }
 
 enum Sent {
-    Done,
+    /// Sent, passing this many descriptors (none if they had to be replaced by an
+    /// error).
+    Done(usize),
     /// The socket is full: keep the reply and wait for writability.
     Later,
     Failed,
@@ -115,7 +135,7 @@ enum Sent {
 /// writability (parking the reply `park` builds) or close.
 fn settle(st: &mut State, sent: Sent, park: impl FnOnce() -> Outgoing) -> Option<Next> {
     match sent {
-        Sent::Done => None,
+        Sent::Done(_) => None,
         Sent::Later => {
             st.pending = Some(park());
             Some(Next::Write)
@@ -125,7 +145,12 @@ fn settle(st: &mut State, sent: Sent, park: impl FnOnce() -> Outgoing) -> Option
 }
 
 impl Conn {
-    pub fn new(channel: Channel, peer: PeerCredentials, binding: Binding) -> Conn {
+    pub fn new(
+        channel: Channel,
+        peer: PeerCredentials,
+        binding: Binding,
+        inflight: Arc<InFlight>,
+    ) -> Conn {
         // Bound the replies (and so the descriptors) a worker can leave unread: once
         // they fill this, sends fail with EAGAIN, the reply is parked, the connection
         // is not read further, and EPOLLOUT wakes it when the worker catches up.
@@ -143,7 +168,11 @@ impl Conn {
             state: Mutex::new(State {
                 phase: Phase::AwaitHello,
                 pending: None,
+                reserved: 0,
             }),
+            inflight,
+            charged: AtomicUsize::new(0),
+            told_over: AtomicBool::new(false),
             opened: Instant::now(),
             active_ms: AtomicU64::new(0),
         }
@@ -161,8 +190,10 @@ impl Conn {
     pub fn service(&self, shared: &Shared, s: &mut Scratch) -> Next {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(mut out) = st.pending.take() {
+            let held = out.fds.len();
             let sent = self.transmit(out.id, &mut out.bytes, &mut out.fds);
-            if matches!(sent, Sent::Done) {
+            self.account(held, &sent);
+            if matches!(sent, Sent::Done(_)) {
                 self.touch();
             }
             if let Some(next) = settle(&mut st, sent, || out) {
@@ -173,6 +204,8 @@ impl Conn {
             if matches!(st.phase, Phase::Closing) {
                 return Next::Close;
             }
+            // Nothing of ours is held now: what is charged has been sent.
+            self.refresh_charge();
             let n = match self.channel.recv(&mut s.inbuf) {
                 Ok(n) => {
                     self.touch();
@@ -194,6 +227,9 @@ impl Conn {
             let answered =
                 self.on_message(&mut st, shared, &s.inbuf[..n], &mut s.outbuf, &mut s.fds);
             drop(audit);
+            // Descriptors reserved for files that were not granted go back now.
+            let held = s.fds.len();
+            self.uncharge(std::mem::take(&mut st.reserved).saturating_sub(held));
             let id = match answered {
                 Ok(id) => id,
                 Err(e) => {
@@ -203,6 +239,7 @@ impl Conn {
             };
             // Sent from the thread's buffers; copied out only if it has to wait.
             let sent = self.transmit(id, &mut s.outbuf, &mut s.fds);
+            self.account(held, &sent);
             let park = || Outgoing {
                 id,
                 bytes: s.outbuf.clone(),
@@ -302,6 +339,21 @@ impl Conn {
                         }
                     }
                 };
+                let want = req.op.max_descriptors();
+                if let Err(over) = self.inflight.charge(self.peer.uid, want) {
+                    if !self.told_over.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            uid = self.peer.uid, pid = self.peer.pid, error = %over,
+                            "refusing requests while the worker's descriptors are unread \
+                             (logged once per connection)"
+                        );
+                    }
+                    let why = WireError::new(Errno::ETOOMANYREFS as i32, over.to_string());
+                    encode_reply(out, req.id, ReplyBody::Refused(why), fds)?;
+                    return Ok(Some(req.id));
+                }
+                self.charged.fetch_add(want, Ordering::Relaxed);
+                st.reserved = want;
                 let max_batch = loaded.policy.broker().max_batch;
                 let body = handle::answer(&loaded, client, &self.peer, req.op, max_batch, fds);
                 encode_reply(out, req.id, body, fds)?;
@@ -322,8 +374,9 @@ impl Conn {
     fn transmit(&self, id: Option<u64>, bytes: &mut Vec<u8>, fds: &mut Vec<OwnedFd>) -> Sent {
         match self.channel.send_with_fds(bytes, fds) {
             Ok(()) => {
+                let passed = fds.len();
                 fds.clear();
-                Sent::Done
+                Sent::Done(passed)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Sent::Later,
             Err(e) if !fds.is_empty() && !is_disconnect(&e) => {
@@ -348,6 +401,44 @@ impl Conn {
                 // thread's scratch buffer is next reused.
                 fds.clear();
                 Sent::Failed
+            }
+        }
+    }
+
+    /// Settle the charge for a reply that held `held` descriptors, after `sent`:
+    /// those passed stay charged until the worker receives them; the rest go back.
+    fn account(&self, held: usize, sent: &Sent) {
+        match sent {
+            Sent::Done(passed) => self.uncharge(held.saturating_sub(*passed)),
+            Sent::Later => {}
+            Sent::Failed => self.uncharge(held),
+        }
+    }
+
+    fn uncharge(&self, n: usize) {
+        if n > 0 {
+            self.charged.fetch_sub(n, Ordering::Relaxed);
+            self.inflight.release(self.peer.uid, n);
+        }
+    }
+
+    /// Release this connection's charge if the worker has received everything sent.
+    /// Only while no reply is held (parked, or being built).
+    fn refresh_charge(&self) {
+        if self.charged.load(Ordering::Relaxed) > 0
+            && matches!(self.channel.unreceived_bytes(), Ok(0))
+        {
+            let n = self.charged.swap(0, Ordering::Relaxed);
+            self.inflight.release(self.peer.uid, n);
+        }
+    }
+
+    /// [`Conn::refresh_charge`] for the event loop's timer, unless a thread is serving
+    /// the connection or a reply is parked.
+    pub fn refresh_charge_if_idle(&self) {
+        if let Ok(st) = self.state.try_lock() {
+            if st.pending.is_none() {
+                self.refresh_charge();
             }
         }
     }

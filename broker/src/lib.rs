@@ -22,6 +22,7 @@ pub mod cli;
 pub mod confine;
 mod conn;
 mod handle;
+pub mod inflight;
 pub mod listener;
 pub mod log;
 pub mod notify;

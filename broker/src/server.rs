@@ -216,7 +216,12 @@ impl Server {
     ) -> io::Result<Server> {
         let server = Server::build(shared, Vec::new(), opts, true)?;
         channel.set_nonblocking(true)?;
-        server.inner.register(Conn::new(channel, peer, binding))?;
+        server.inner.register(Conn::new(
+            channel,
+            peer,
+            binding,
+            Arc::clone(&server.inner.shared.inflight),
+        ))?;
         Ok(server)
     }
 
@@ -573,7 +578,7 @@ impl Inner {
         };
         let loaded = self.shared.current();
         let binding = Binding::Credentials;
-        let conn = Conn::new(ch, peer, binding.clone());
+        let conn = Conn::new(ch, peer, binding.clone(), Arc::clone(&self.shared.inflight));
         if conn.client_in(&loaded).is_none() {
             tracing::warn!(
                 uid = peer.uid,
@@ -708,6 +713,7 @@ impl Inner {
         // The expiration count; reading resets the timer's readiness.
         let _ = nix::unistd::read(&self.tick, &mut [0u8; 8]);
         self.close_idle();
+        self.refresh_charges();
         if let Some(m) = self.manager.get() {
             if m.watchdog && !self.stopping.load(Ordering::Acquire) {
                 m.send(&[NotifyState::Watchdog]);
@@ -722,6 +728,19 @@ impl Inner {
         let mut ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, TICK);
         if let Err(e) = self.epoll.modify(self.tick.as_fd(), &mut ev) {
             tracing::error!(error = %e, "cannot re-arm the timer; idle connections stay open");
+        }
+    }
+
+    /// Give back the descriptor charge of connections whose workers have received
+    /// everything, so a uid's other connections are not refused for replies long read
+    /// (each connection also checks its own before every request).
+    fn refresh_charges(&self) {
+        if self.shared.inflight.total() == 0 {
+            return;
+        }
+        let conns: Vec<ConnRef> = lock(&self.conns).iter().cloned().collect();
+        for conn in conns {
+            conn.refresh_charge_if_idle();
         }
     }
 

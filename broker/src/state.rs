@@ -76,6 +76,8 @@ pub struct Shared {
     /// Where the policy came from, for reloads.
     pub policy_path: Option<PathBuf>,
     pub stats: Stats,
+    /// Descriptors passed and not yet received, charged per peer uid.
+    pub inflight: Arc<crate::inflight::InFlight>,
     last_reload_error: RwLock<Option<String>>,
     /// What the broker kept when it confined itself; reloads must fit inside it.
     confinement: OnceLock<crate::confine::Confinement>,
@@ -87,6 +89,7 @@ impl Shared {
             current: RwLock::new(Arc::new(Loaded::new(policy, 1))),
             policy_path,
             stats: Stats::default(),
+            inflight: Arc::new(crate::inflight::InFlight::for_this_process()),
             last_reload_error: RwLock::new(None),
             confinement: OnceLock::new(),
         }

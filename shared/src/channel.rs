@@ -196,6 +196,20 @@ impl Channel {
         self.sock.set_read_timeout(t)
     }
 
+    /// Bytes this end has sent that the peer has not received yet (`SIOCOUTQ`, see
+    /// `unix(7)`): 0 means every message sent, and every descriptor in it, has been
+    /// taken by the peer.
+    pub fn unreceived_bytes(&self) -> io::Result<usize> {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (TIOCOUTQ) on a socket writes one int through the pointer,
+        // which points at a live, writable c_int for the duration of the call.
+        let r = unsafe { libc::ioctl(self.as_fd().as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(usize::try_from(queued).unwrap_or(0))
+    }
+
     /// Shut the socket down for both directions, waking any thread blocked on it.
     pub fn shutdown(&self) -> io::Result<()> {
         match self.sock.shutdown(std::net::Shutdown::Both) {

@@ -134,6 +134,16 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The most descriptors a reply to this request can carry.
+    pub fn max_descriptors(&self) -> usize {
+        match self {
+            Op::Open(_) => 1,
+            Op::OpenMany { paths, .. } => paths.len(),
+        }
+    }
+}
+
 /// One path to open. Paths are raw bytes: Linux file names need not be UTF-8.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct OpenSpec {

@@ -586,3 +586,64 @@ fn a_half_closed_worker_that_never_reads_costs_no_cpu() {
     let log = b.log();
     assert!(!log.contains("cannot bound"), "{log}");
 }
+
+/// Descriptors in flight are charged by the kernel to the broker's user, across every
+/// uid it serves: many connections of one uid asking for full batches and never
+/// reading used to exhaust it, and every other worker's open then failed with
+/// ETOOMANYREFS. The broker now counts them per peer uid and refuses the hog's
+/// requests over its share, before opening anything.
+#[test]
+fn one_uid_that_never_reads_cannot_starve_another_uid() {
+    let t = tree();
+    // Soft and hard: the broker cannot raise its way out of this one.
+    let b = Spawned::start(&t, &policy(""), &[], "ulimit -n 2048");
+    let batch: Vec<Vec<u8>> = (0..128)
+        .map(|i| file(&t, i).as_os_str().as_bytes().to_vec())
+        .collect();
+    let mut hogs = Vec::new();
+    for _ in 0..24 {
+        let ch = raw_session(&b.socket);
+        ch.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut id = 0;
+        while Instant::now() < deadline {
+            match ch.send(&many_frame(id, batch.clone())) {
+                Ok(()) => id += 1,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        hogs.push(ch);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Another uid (nobody) is served, again and again.
+    for i in 0..5 {
+        let out = cat_as_nobody(&b.socket, &[&file(&t, i)]);
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            b.log()
+        );
+        assert_eq!(out.stdout, format!("file {i}\n").as_bytes());
+    }
+    let log = b.log();
+    assert!(
+        log.contains("refusing requests while the worker's descriptors are unread"),
+        "{log}"
+    );
+    // The last hog came when its uid was over its share: it is told why, and gets
+    // no descriptors.
+    let hog = &hogs[hogs.len() - 1];
+    hog.set_nonblocking(false).unwrap();
+    let (reply, fds) = adversarial_support::recv_reply(hog);
+    assert!(fds.is_empty());
+    match reply.body {
+        ReplyBody::Refused(w) => {
+            assert_eq!(w.errno, libc::ETOOMANYREFS, "{w:?}");
+            assert!(w.message.contains("read replies"), "{w:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(hogs);
+}

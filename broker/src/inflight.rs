@@ -1,0 +1,168 @@
+//! Descriptors the broker has passed that workers have not read yet.
+//!
+//! The kernel charges every descriptor in flight in a Unix socket to the *sending*
+//! user (root, for the broker, across all of root's processes) and refuses to pass
+//! more (`ETOOMANYREFS`) once the count exceeds the sender's `RLIMIT_NOFILE`, unless it
+//! holds `CAP_SYS_RESOURCE`, which the confined broker gives up. Left alone, a few
+//! workers that ask for batches and never read their replies could use up that limit,
+//! and every other worker's opens would then fail. So the broker keeps its own count,
+//! charged per peer uid: a request whose descriptors would take its uid over a share of
+//! the budget, or the broker over the budget, is refused with a reason before anything
+//! is opened, and only that uid's workers are affected.
+//!
+//! A connection's charge is released once its socket's send queue is empty
+//! (`SIOCOUTQ` is 0: the worker has received everything, and the kernel has released
+//! its charge too), checked before each request it sends and by the event loop's
+//! timer, and when the connection closes.
+
+use fdbroker_shared::frame::MAX_FDS_PER_REPLY;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+
+/// The broker's count, and its limits.
+#[derive(Debug)]
+pub struct InFlight {
+    /// At most this many descriptors in flight from the whole broker.
+    total_budget: usize,
+    /// At most this many for the workers of one uid.
+    uid_budget: usize,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    by_uid: HashMap<u32, usize>,
+}
+
+/// Why a request's descriptors cannot be charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Over {
+    /// The uid already has `unread` descriptors in flight, of `budget`.
+    Uid { unread: usize, budget: usize },
+    /// The broker as a whole is at its budget.
+    Total { budget: usize },
+}
+
+impl fmt::Display for Over {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Over::Uid { unread, budget } => write!(
+                f,
+                "this uid's workers have {unread} descriptors passed but not yet received (at most \
+                 {budget}); read replies before asking for more"
+            ),
+            Over::Total { budget } => write!(
+                f,
+                "the broker has {budget} descriptors passed but not yet received by its workers; \
+                 try again later"
+            ),
+        }
+    }
+}
+
+impl InFlight {
+    /// Budgets for a broker whose soft `RLIMIT_NOFILE` is `nofile`: half of it in all
+    /// (the kernel's count includes root's other processes), a quarter of that per uid,
+    /// and never less than a few full replies, so one well-behaved worker is never
+    /// refused.
+    pub fn for_limit(nofile: u64) -> InFlight {
+        let nofile = usize::try_from(nofile).unwrap_or(usize::MAX);
+        let total_budget = (nofile / 2).max(4 * MAX_FDS_PER_REPLY);
+        InFlight {
+            total_budget,
+            uid_budget: (total_budget / 4).max(4 * MAX_FDS_PER_REPLY),
+            counts: Mutex::default(),
+        }
+    }
+
+    /// For the current soft `RLIMIT_NOFILE`.
+    pub fn for_this_process() -> InFlight {
+        let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(1024, |(soft, _)| soft);
+        InFlight::for_limit(soft)
+    }
+
+    pub fn uid_budget(&self) -> usize {
+        self.uid_budget
+    }
+
+    /// Charge `n` descriptors to `uid`, or say why not.
+    pub fn charge(&self, uid: u32, n: usize) -> Result<(), Over> {
+        if n == 0 {
+            return Ok(());
+        }
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let unread = c.by_uid.get(&uid).copied().unwrap_or(0);
+        if unread + n > self.uid_budget {
+            return Err(Over::Uid {
+                unread,
+                budget: self.uid_budget,
+            });
+        }
+        if c.total + n > self.total_budget {
+            return Err(Over::Total {
+                budget: self.total_budget,
+            });
+        }
+        c.total += n;
+        *c.by_uid.entry(uid).or_default() += n;
+        Ok(())
+    }
+
+    /// Give back `n` descriptors charged to `uid`.
+    pub fn release(&self, uid: u32, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.total = c.total.saturating_sub(n);
+        if let Some(u) = c.by_uid.get_mut(&uid) {
+            *u = u.saturating_sub(n);
+            if *u == 0 {
+                c.by_uid.remove(&uid);
+            }
+        }
+    }
+
+    /// Descriptors charged now, in all.
+    pub fn total(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_uid_cannot_take_the_others_share() {
+        let f = InFlight::for_limit(65536);
+        assert_eq!(f.uid_budget(), 8192);
+        assert!(f.charge(1, 8192).is_ok());
+        assert_eq!(
+            f.charge(1, 1),
+            Err(Over::Uid {
+                unread: 8192,
+                budget: 8192
+            })
+        );
+        assert!(f.charge(2, 128).is_ok());
+        f.release(1, 8192);
+        assert!(f.charge(1, 1).is_ok());
+        assert_eq!(f.total(), 129);
+    }
+
+    #[test]
+    fn the_total_is_capped_and_small_limits_still_serve_full_replies() {
+        let f = InFlight::for_limit(1024);
+        assert_eq!(f.uid_budget(), 512);
+        for uid in 0..4 {
+            assert!(f.charge(uid, 128).is_ok());
+        }
+        assert_eq!(f.charge(9, 1), Err(Over::Total { budget: 512 }));
+        f.release(0, 128);
+        assert!(f.charge(9, 128).is_ok());
+    }
+}
