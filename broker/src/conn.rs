@@ -215,6 +215,9 @@ impl Conn {
                     return Next::Read;
                 }
                 Err(RecvError::Protocol(ProtocolError::Closed)) => return Next::Close,
+                // A worker that closes with replies unread resets the connection: a
+                // goodbye, not a violation.
+                Err(RecvError::Io(e)) if is_disconnect(&e) => return Next::Close,
                 Err(e) => {
                     self.violation(&e);
                     return Next::Close;
@@ -444,10 +447,13 @@ impl Conn {
     }
 
     fn violation(&self, e: &dyn std::fmt::Display) {
-        tracing::warn!(
-            uid = self.peer.uid, gid = self.peer.gid, pid = self.peer.pid, error = %e,
-            "protocol violation; dropping this connection"
-        );
+        static VIOLATIONS: crate::throttle::Throttle = crate::throttle::Throttle::new();
+        if let Some(suppressed) = VIOLATIONS.admit() {
+            tracing::warn!(
+                uid = self.peer.uid, gid = self.peer.gid, pid = self.peer.pid, error = %e,
+                suppressed, "protocol violation; dropping this connection"
+            );
+        }
     }
 
     /// Note activity now (a message in, or a parked reply out).

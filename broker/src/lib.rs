@@ -32,6 +32,7 @@ pub mod roots;
 pub mod run;
 pub mod server;
 pub mod state;
+pub mod throttle;
 
 pub use conn::Binding;
 pub use listener::Listener;

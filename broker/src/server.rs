@@ -20,6 +20,7 @@ use crate::conn::{self, Binding, Conn, ConnRef, Next, Scratch};
 use crate::listener::Listener;
 use crate::notify::{self, Notifier, NotifyState};
 use crate::state::Shared;
+use crate::throttle::Throttle;
 use fdbroker_shared::{Channel, channel, peer};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -580,12 +581,16 @@ impl Inner {
         let binding = Binding::Credentials;
         let conn = Conn::new(ch, peer, binding.clone(), Arc::clone(&self.shared.inflight));
         if conn.client_in(&loaded).is_none() {
-            tracing::warn!(
-                uid = peer.uid,
-                gid = peer.gid,
-                pid = peer.pid,
-                "refused a connection: no client in the policy matches it"
-            );
+            static REFUSALS: Throttle = Throttle::new();
+            if let Some(suppressed) = REFUSALS.admit() {
+                tracing::warn!(
+                    uid = peer.uid,
+                    gid = peer.gid,
+                    pid = peer.pid,
+                    suppressed,
+                    "refused a connection: no client in the policy matches it"
+                );
+            }
             conn::refuse(conn.channel(), conn::refusal_for(&peer, &binding));
             return;
         }

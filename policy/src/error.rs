@@ -129,6 +129,17 @@ pub enum LoadErrorKind {
         deny_at: Location,
         root: String,
     },
+    #[error(
+        "allow rule {allow:?} has hardlinks = true but deny rule {deny:?} at {deny_at} lies \
+         inside its root {root:?}: a hard link under the root to a denied file is that file; \
+         drop hardlinks or narrow the rule"
+    )]
+    HardlinksReachDeny {
+        allow: String,
+        deny: String,
+        deny_at: Location,
+        root: String,
+    },
 }
 
 /// A policy that cannot be used, and where the problem is. Boxed so that the

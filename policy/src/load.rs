@@ -535,7 +535,8 @@ impl Builder {
                     },
                 ));
             }
-            if rule.options.symlinks == Symlinks::Beneath {
+            let symlinks = rule.options.symlinks == Symlinks::Beneath;
+            if symlinks || rule.options.hardlinks {
                 let root = pattern.root();
                 let mut reached = index.deny_within(root);
                 index.along(root, |cand| {
@@ -549,15 +550,28 @@ impl Builder {
                     }
                 });
                 if let Some(deny) = reached.and_then(|d| self.rules.get(d.0)) {
-                    return Err(cx.error(
-                        rule.location,
+                    let (allow, deny_at) = (rule.pattern.clone(), deny.location);
+                    let (deny, root) = (
+                        deny.pattern.clone(),
+                        String::from_utf8_lossy(&join(root)).into_owned(),
+                    );
+                    // A hard link made under the root to a denied file is that file.
+                    let kind = if symlinks {
                         LoadErrorKind::SymlinksReachDeny {
-                            allow: rule.pattern.clone(),
-                            deny: deny.pattern.clone(),
-                            deny_at: deny.location,
-                            root: String::from_utf8_lossy(&join(root)).into_owned(),
-                        },
-                    ));
+                            allow,
+                            deny,
+                            deny_at,
+                            root,
+                        }
+                    } else {
+                        LoadErrorKind::HardlinksReachDeny {
+                            allow,
+                            deny,
+                            deny_at,
+                            root,
+                        }
+                    };
+                    return Err(cx.error(rule.location, kind));
                 }
             }
         }

@@ -866,8 +866,9 @@ fn malformed_messages_drop_only_their_connection() {
         "the broker holds {} descriptors, {base} before",
         b.fd_count()
     );
+    // Logged, at most 20 lines per 10 s window (a peer can cause these at will).
     let violations = b.log().matches("protocol violation").count();
-    assert!(violations >= mid_session.len(), "{}", b.log());
+    assert!(violations >= mid_session.len().min(20), "{}", b.log());
 }
 
 /// A thousand requests sent back to back (a writer thread, a reader thread): every

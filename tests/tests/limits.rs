@@ -647,3 +647,28 @@ fn one_uid_that_never_reads_cannot_starve_another_uid() {
     }
     drop(hogs);
 }
+
+/// Refusals a peer can cause at will are logged a few times per window, not once per
+/// connection: a flood of them cannot fill the disk or bury the audit trail.
+#[test]
+fn a_flood_of_refused_connections_is_logged_a_few_times() {
+    let t = tree();
+    let b = Broker::start(
+        &t,
+        "[broker]\nsocket_mode = \"0666\"\n\
+         [[client]]\nname = \"n\"\nusers = [65534]\n[[client.allow]]\npath = \"{dir}/d/\"\n",
+    );
+    for _ in 0..200 {
+        // This process is root, which no client matches.
+        let ch = Channel::connect(&b.socket).unwrap();
+        let mut rx = vec![0; MAX_MESSAGE];
+        let n = ch.recv(&mut rx).unwrap();
+        let w: Welcome = frame::decode(Kind::Welcome, &rx[..n]).unwrap();
+        assert!(matches!(w, Welcome::Refused(_)), "{w:?}");
+    }
+    let out = cat_as_nobody(&b.socket, &[&file(&t, 1)]);
+    assert!(out.status.success());
+    let log = b.log();
+    let lines = log.matches("refused a connection").count();
+    assert!((1..=20).contains(&lines), "{lines} lines:\n{log}");
+}

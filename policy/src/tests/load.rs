@@ -705,3 +705,24 @@ fn symlinks_beneath_with_a_deny_inside_the_root() {
         "[[client.allow]]\npath = \"/data/\"\n[[client.deny]]\npath = \"/data/secret\"\n",
     ));
 }
+
+#[test]
+fn hardlinks_with_a_deny_inside_the_root() {
+    let parse = |allow: &str, deny: &str| {
+        Policy::parse(
+            &with_c(&format!(
+                "[[client.allow]]\npath = \"{allow}\"\nhardlinks = true\n[[client.deny]]\npath = \"{deny}\"\n"
+            )),
+            Path::new("p.toml"),
+        )
+        .map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        parse("/data/", "/data/secret").unwrap_err(),
+        "p.toml:5:8: allow rule \"/data/\" has hardlinks = true but deny rule \"/data/secret\" at 8:8 \
+         lies inside its root \"/data\": a hard link under the root to a denied file is that file; \
+         drop hardlinks or narrow the rule"
+    );
+    // A deny elsewhere is no concern of the rule's.
+    assert!(parse("/data/", "/other/secret").is_ok());
+}
