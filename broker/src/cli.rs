@@ -258,8 +258,12 @@ fn serve(args: ServeArgs) -> ExitCode {
     // Everything the broker opens by name at start-up is open now, and no thread has
     // started: the moment to give up what serving does not need.
     if shared.current().policy.broker().confine {
-        match crate::confine::confine(&shared.current(), Some(&args.policy), own_socket.as_deref())
-        {
+        match crate::confine::confine(
+            &shared.current(),
+            Some(&args.policy),
+            own_socket.as_deref(),
+            None,
+        ) {
             Ok(c) => {
                 tracing::info!("confined: {c}");
                 shared.set_confinement(c);

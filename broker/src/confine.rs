@@ -139,10 +139,14 @@ impl Confinement {
 /// Confine the calling, single-threaded broker for serving `loaded` (a policy and its
 /// open roots) read from `policy_file`; `own_socket` is the socket file it created and
 /// must remove on exit.
+///
+/// Signals may go only to the broker itself and to `worker` (spawn mode), whatever
+/// uid they run as: root without `CAP_KILL` could still signal every root process.
 pub fn confine(
     loaded: &Loaded,
     policy_file: Option<&Path>,
     own_socket: Option<&Path>,
+    worker: Option<i32>,
 ) -> Result<Confinement, ConfineError> {
     let policy = &loaded.policy;
     let threads = std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count());
@@ -153,7 +157,7 @@ pub fn confine(
     let capabilities = narrow_capabilities(writes)?;
     nix::sys::prctl::set_no_new_privs().map_err(ConfineError::NoNewPrivs)?;
     let landlock = restrict_filesystem(loaded, policy_file, own_socket)?;
-    let seccomp_syscalls = install_seccomp()?;
+    let seccomp_syscalls = install_seccomp(worker)?;
     Ok(Confinement {
         capabilities,
         landlock,
@@ -309,7 +313,6 @@ fn allowed_syscalls() -> Vec<i64> {
         libc::SYS_rt_sigaction,
         libc::SYS_rt_sigprocmask,
         libc::SYS_rt_sigreturn,
-        libc::SYS_tgkill,
         libc::SYS_sched_getaffinity,
         libc::SYS_getrandom,
         libc::SYS_exit,
@@ -327,6 +330,11 @@ fn allowed_syscalls() -> Vec<i64> {
         libc::SYS_connect,
         // shutdown: remove the socket file it created
         libc::SYS_unlinkat,
+        // spawn mode (run.rs), the broker of one worker it started:
+        // its forwarding thread waits for HUP/INT/QUIT/TERM/USR1/USR2 (sigwait)
+        libc::SYS_rt_sigtimedwait,
+        // its waiting thread reaps the worker for its exit status (waitpid)
+        libc::SYS_wait4,
     ];
     #[cfg(target_arch = "x86_64")]
     v.extend([
@@ -342,7 +350,7 @@ fn allowed_syscalls() -> Vec<i64> {
     v
 }
 
-fn install_seccomp() -> Result<usize, ConfineError> {
+fn install_seccomp(worker: Option<i32>) -> Result<usize, ConfineError> {
     let arch = if cfg!(target_arch = "aarch64") {
         TargetArch::aarch64
     } else {
@@ -384,6 +392,18 @@ fn install_seccomp() -> Result<usize, ConfineError> {
         libc::SYS_ioctl,
         vec![SeccompRule::new(vec![arg(1, libc::TIOCOUTQ as i32)?]).map_err(|e| sc(&e))?],
     );
+    // Signals: to this process (a thread's abort), and in spawn mode to the worker
+    // (forwarded signals, or killing it when it cannot be served).
+    let me = nix::unistd::getpid().as_raw();
+    let to = |pid: i32| -> Result<SeccompRule, ConfineError> {
+        SeccompRule::new(vec![arg(0, pid)?]).map_err(|e| sc(&e))
+    };
+    let mut kill_rules = vec![to(me)?];
+    if let Some(w) = worker {
+        kill_rules.push(to(w)?);
+    }
+    rules.insert(libc::SYS_kill, kill_rules);
+    rules.insert(libc::SYS_tgkill, vec![to(me)?]);
     let count = rules.len();
     let filter = SeccompFilter::new(
         rules,

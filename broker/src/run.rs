@@ -4,9 +4,23 @@
 //! The order matters. Everything that reads files or allocates much — the policy, the
 //! sandbox's user lookup, its Landlock ruleset and seccomp filters — happens here in
 //! the parent while it is still single-threaded. The child, between `fork` and `exec`,
-//! only makes system calls: parent-death signal, un-hide its end of the socketpair
-//! from close-on-exec, restore the signal mask, apply the prepared sandbox. Only then
-//! does the parent start its serving threads.
+//! only makes system calls: un-hide its end of the socketpair from close-on-exec,
+//! restore the signal mask, leave the terminal's session (`setsid`), apply the prepared
+//! sandbox, set the parent-death signal. Then the parent, still single-threaded,
+//! confines itself as `fdbroker serve` does ([`crate::confine`]), and only then starts
+//! its threads: Landlock and capability changes apply to the calling thread and are
+//! inherited by the threads it starts afterwards.
+//!
+//! The confined parent keeps no `CAP_KILL`, and the kernel lets a process signal
+//! another only with that capability or a matching user id. That check also applies to
+//! the worker's parent-death signal, which is sent with the dying broker's credentials:
+//! without it, a killed broker would leave its worker running. So before confining, the
+//! parent takes the worker's uid as its *real* uid (effective and saved stay root, so
+//! file access and ownership do not change): it can then signal its worker, and nothing
+//! of another user it could not signal before. Processes of the worker's uid can signal
+//! the broker in turn, but they could already signal the worker, which ends the session
+//! just the same; the worker itself cannot, its Landlock domain scopes signals. (For the
+//! same reason the broker's own Landlock domain must not scope signals.)
 
 use crate::conn::Binding;
 use crate::server::{ServeOptions, Server};
@@ -51,6 +65,9 @@ pub enum SpawnError {
     Policy(String),
     #[error("cannot prepare the worker's sandbox: {0}")]
     Sandbox(#[source] fdbroker_worker::sandbox::SandboxError),
+    /// The broker could not confine itself; the worker was killed.
+    #[error("{0} (set [broker] confine = false to run unconfined)")]
+    Confine(String),
     #[error("cannot start {command}: {source}")]
     Exec {
         command: String,
@@ -119,10 +136,6 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
     let pid = Pid::from_raw(child.id() as i32);
     tracing::info!(pid = pid.as_raw(), client = %policy.client(client).name, "worker started");
 
-    std::thread::Builder::new()
-        .name("fdbroker-signals".into())
-        .spawn(move || forward_signals(&forwarded, pid))?;
-
     let shared = Arc::new(Shared::new(policy, Some(spec.policy.clone())));
     let name = shared.current().policy.client(client).name.clone();
     let worker = PeerCredentials {
@@ -131,7 +144,7 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
         gid: worker_gid,
     };
     let server = Server::single(
-        shared,
+        Arc::clone(&shared),
         ours,
         worker,
         Binding::Named(name),
@@ -140,6 +153,17 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
             handle_signals: false,
         },
     )?;
+    // Everything is open and no thread has started: give up what serving does not need.
+    if let Err(e) = confine_parent(&shared, &spec.policy, worker_uid, pid) {
+        // Do not leave the worker running with a broker that refuses to serve it.
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = child.wait();
+        return Err(e);
+    }
+
+    std::thread::Builder::new()
+        .name("fdbroker-signals".into())
+        .spawn(move || forward_signals(&forwarded, pid))?;
     let stopper = server.stopper();
     let waiter = std::thread::Builder::new()
         .name("fdbroker-wait".into())
@@ -154,6 +178,48 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
         .join()
         .map_err(|_| io::Error::other("the worker-waiting thread panicked"))??;
     Ok(ExitCode::from(exit_code_of(status)))
+}
+
+/// Confine the still single-threaded parent as `fdbroker serve` confines itself, unless
+/// the policy says `[broker] confine = false`. No socket file of its own to remove: the
+/// worker's connection is one end of a socketpair.
+fn confine_parent(
+    shared: &Shared,
+    policy_file: &std::path::Path,
+    worker_uid: u32,
+    worker: Pid,
+) -> Result<(), SpawnError> {
+    let loaded = shared.current();
+    if !loaded.policy.broker().confine {
+        tracing::warn!(
+            "RUNNING UNCONFINED: [broker] confine = false keeps every capability and no \
+             Landlock or seccomp; use it only for debugging"
+        );
+        return Ok(());
+    }
+    // The real uid only (see the module documentation): signalling the worker without
+    // CAP_KILL. Needs CAP_SETUID, which confining drops, so it comes first.
+    let ids = nix::unistd::getresuid().map_err(|e| SpawnError::Confine(e.to_string()))?;
+    nix::unistd::setresuid(
+        nix::unistd::Uid::from_raw(worker_uid),
+        ids.effective,
+        ids.saved,
+    )
+    .map_err(|e| {
+        SpawnError::Confine(format!(
+            "cannot take the worker's uid {worker_uid} as the broker's real uid: {e}"
+        ))
+    })?;
+    match crate::confine::confine(&loaded, Some(policy_file), None, Some(worker.as_raw())) {
+        Ok(c) => {
+            tracing::info!("confined: {c}");
+            shared.set_confinement(c);
+            Ok(())
+        }
+        Err(e) => Err(SpawnError::Confine(format!(
+            "cannot confine the broker: {e}"
+        ))),
+    }
 }
 
 /// The client `--client` names, or the policy's only client.
@@ -215,6 +281,14 @@ fn confine_child(
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
     )?;
     SigSet::empty().thread_set_mask()?;
+    // A session of its own, so no controlling terminal: stdin, stdout and stderr may
+    // still be the terminal `fdbroker run` was started from, but pushing input into a
+    // terminal that is not the caller's controlling terminal (TIOCSTI) needs
+    // CAP_SYS_ADMIN, so the worker cannot type commands for the shell that reads there
+    // after it (the sandbox's seccomp filter refuses TIOCSTI too). Keyboard signals
+    // (Ctrl-C, Ctrl-\) now reach only `fdbroker run`, which forwards them. The child of
+    // `fork` is never a process-group leader, so this cannot fail with EPERM.
+    nix::unistd::setsid()?;
     let Some(prepared) = prepared else {
         return Err(io::Error::other("sandbox already used"));
     };

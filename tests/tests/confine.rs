@@ -158,3 +158,50 @@ fn confine_false_runs_unconfined_and_says_so() {
     assert_eq!(field(&st, "Seccomp:"), "0");
     assert!(b.log().contains("RUNNING UNCONFINED"));
 }
+
+/// Root without `CAP_KILL` may still signal every process running as root (same
+/// uid), so the seccomp filter limits signals to the broker itself and, in spawn mode,
+/// its worker. The probe confines itself with the broker's own code.
+#[test]
+fn the_confined_broker_may_signal_only_itself_and_its_worker() {
+    let t = TempDir::new("confine-kill");
+    t.file("ro/f", b"x", 0o600);
+    let policy = t.file(
+        "policy.toml",
+        format!(
+            "[[client]]\nname = \"c\"\nusers = [0]\n[[client.allow]]\npath = \"{}/ro/\"\n",
+            t.path().display()
+        )
+        .as_bytes(),
+        0o644,
+    );
+    let mut other = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let mut worker = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let (o, w) = (other.id().to_string(), worker.id().to_string());
+    let probe = fdbroker_tests::sibling_bin("confine-probe");
+    let serve = fdbroker_tests::run_with_timeout(
+        std::process::Command::new(&probe).arg(&policy).arg(&o),
+        Duration::from_secs(20),
+    );
+    let spawn = fdbroker_tests::run_with_timeout(
+        std::process::Command::new(&probe)
+            .arg(&policy)
+            .arg(&o)
+            .arg(&w),
+        Duration::from_secs(20),
+    );
+    let _ = other.kill();
+    let _ = worker.kill();
+    let _ = (other.wait(), worker.wait());
+    let text = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(serve.status.success(), "{:?}", serve);
+    assert_eq!(text(&serve), "self ok\ntarget EPERM\n");
+    assert!(spawn.status.success(), "{:?}", spawn);
+    assert_eq!(text(&spawn), "self ok\ntarget EPERM\nworker ok\n");
+}

@@ -162,7 +162,19 @@ fn probe(args: &[&str]) -> Command {
 }
 
 fn run_cmd(mut cmd: Command) -> Run {
-    let out = cmd.output().expect("run sandbox-probe");
+    // A copy of the probe just written (`probe_copy_for_nobody`) is still open for writing
+    // in any child another test forked meanwhile, until that child execs: exec fails with
+    // ETXTBSY for that moment. Wait it out.
+    let mut busy = 0;
+    let out = loop {
+        match cmd.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && busy < 100 => {
+                busy += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            result => break result.expect("run sandbox-probe"),
+        }
+    };
     Run::from_output(
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -497,6 +509,107 @@ fn metadata_changes_namespaces_and_clone3_are_refused_and_stdin_still_reads() {
     control.assert_ok("fchmod-stdin");
     control.assert_denied("clone3", "EINVAL");
     assert_eq!(control.check("read-stdin"), "ok \"spare\"");
+}
+
+/// The probe on a fresh pseudo-terminal that is its controlling terminal and its stdin
+/// (stdout and stderr stay pipes, for the report); returns the report and everything the
+/// terminal echoed, which includes whatever was pushed into its input queue.
+fn run_on_pty(args: &[&str]) -> (Run, String) {
+    use std::io::Read;
+    let (master, slave) = open_pty();
+    let mut cmd = probe(args);
+    cmd.stdin(slave.try_clone().expect("dup the pty slave"));
+    // SAFETY: runs in the forked child before exec and only makes two system calls.
+    unsafe {
+        cmd.pre_exec(|| {
+            // A new session, then the terminal on stdin as its controlling terminal: the
+            // one case in which TIOCSTI needs no capability (with legacy_tiocsti = 1).
+            nix::unistd::setsid()?;
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let r = run_cmd(cmd);
+    // Drain what the terminal echoed. The slave stays open until then (our copy), so
+    // the master reports no hang-up; it is non-blocking, so an empty queue ends the loop.
+    nix::fcntl::fcntl(
+        &master,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .expect("O_NONBLOCK on the pty master");
+    let mut master = fs::File::from(master);
+    let mut echoed = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => echoed.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("read the pty master: {e}"),
+        }
+    }
+    drop(slave);
+    (r, String::from_utf8_lossy(&echoed).into_owned())
+}
+
+/// A new pseudo-terminal pair `(master, slave)`, both close-on-exec from the start (glibc's
+/// `openpty` is not, and tests running in parallel would hand them to their children).
+fn open_pty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use nix::fcntl::OFlag;
+    use std::os::fd::AsFd;
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let master = nix::pty::posix_openpt(flags).expect("posix_openpt");
+    nix::pty::grantpt(&master).expect("grantpt");
+    nix::pty::unlockpt(&master).expect("unlockpt");
+    let name = nix::pty::ptsname_r(&master).expect("ptsname");
+    let slave = nix::fcntl::open(name.as_str(), flags, nix::sys::stat::Mode::empty())
+        .expect("open the pty slave");
+    let master = master
+        .as_fd()
+        .try_clone_to_owned()
+        .expect("dup the pty master");
+    (master, slave)
+}
+
+#[test]
+fn typing_into_the_controlling_terminal_is_refused() {
+    require_root();
+    let checks = ["tiocsti:0", "tiocsti-high:0", "tioclinux:0"];
+    let args = |apply: bool| -> Vec<&str> {
+        let mut a = if apply { vec![] } else { vec!["--no-apply"] };
+        a.push("--");
+        a.extend(checks);
+        a
+    };
+
+    // Control: the probe can type into its terminal, the terminal echoes it, and the
+    // high bits of the request make no difference to the kernel.
+    let (control, echoed) = run_on_pty(&args(false));
+    control.assert_ok("tiocsti:0");
+    control.assert_ok("tiocsti-high:0");
+    assert_ne!(control.check("tioclinux:0"), "err EPERM", "{control:#?}");
+    assert_eq!(
+        echoed.matches("injected-by-probe").count(),
+        2,
+        "control: {echoed:?}"
+    );
+
+    // Sandboxed, as nobody with no capabilities but still on its own controlling
+    // terminal, where legacy TIOCSTI needs no privilege: only the seccomp filter refuses
+    // (with EPERM; the kernel's own answers would be success, or EIO where
+    // dev.tty.legacy_tiocsti = 0).
+    let (r, echoed) = run_on_pty(&args(true));
+    r.applied();
+    for check in checks {
+        r.assert_denied(check, "EPERM");
+    }
+    r.assert_done();
+    assert!(
+        !echoed.contains("injected-by-probe"),
+        "typed into the terminal: {echoed:?}"
+    );
 }
 
 #[test]

@@ -303,6 +303,276 @@ fn run_reports_exit_status_and_forwards_signals() {
 }
 
 #[test]
+fn run_broker_confines_itself_while_it_serves_the_worker() {
+    let (t, policy) = fixture();
+    let probe = sibling_bin("worker-probe");
+    let log = t.join("broker.log");
+    let mut w = Driven::start_with_stderr(
+        run_cmd(&policy, &[probe.to_str().unwrap()]),
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    assert!(w.line().starts_with("READY "));
+    // Served after the broker confined itself (read-only policy: CAP_DAC_READ_SEARCH).
+    let secret = t.join("data/secret.txt");
+    assert_eq!(
+        w.ask(&format!("open {}", secret.display())),
+        "OK 10 root only"
+    );
+    let st = status_of(w.child.id());
+    for cap in ["CapPrm:", "CapEff:", "CapBnd:"] {
+        assert_eq!(field(&st, cap), "0000000000000004", "{cap}\n{st}");
+    }
+    for cap in ["CapInh:", "CapAmb:"] {
+        assert_eq!(field(&st, cap), "0000000000000000", "{cap}\n{st}");
+    }
+    assert_eq!(field(&st, "NoNewPrivs:"), "1", "{st}");
+    assert_eq!(field(&st, "Seccomp:"), "2", "{st}");
+    // Every thread, not just the one that confined itself.
+    let pid = w.child.id();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().file_name();
+        let st = std::fs::read_to_string(format!("/proc/{pid}/task/{}/status", task.display()))
+            .unwrap_or_default();
+        if st.is_empty() {
+            continue; // the thread ended meanwhile
+        }
+        assert_eq!(field(&st, "CapEff:"), "0000000000000004", "{st}");
+        assert_eq!(field(&st, "Seccomp:"), "2", "{st}");
+    }
+    let audit = std::fs::read_to_string(&log).unwrap();
+    assert!(audit.contains("confined: "), "{audit}");
+    // Still forwards a signal and reports how the worker ended, confined.
+    kill(Pid::from_raw(pid as i32), Signal::SIGUSR1).unwrap();
+    assert_eq!(
+        w.wait(Duration::from_secs(10)).code(),
+        Some(128 + libc::SIGUSR1)
+    );
+
+    // `[broker] confine = false` keeps everything, and says so.
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let unconfined = t.file(
+        "unconfined.toml",
+        format!("[broker]\nconfine = false\n{text}").as_bytes(),
+        0o644,
+    );
+    let log = t.join("unconfined.log");
+    let w = Driven::start_with_stderr(
+        run_cmd(&unconfined, &[probe.to_str().unwrap()]),
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    assert!(w.line().starts_with("READY "));
+    let st = status_of(w.child.id());
+    assert_eq!(field(&st, "Seccomp:"), "0", "{st}");
+    assert_ne!(field(&st, "CapEff:"), "0000000000000004", "{st}");
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("RUNNING UNCONFINED"), "{said}");
+}
+
+/// A pseudo-terminal whose master side this test holds, reading everything the terminal
+/// shows (echoed input and the output of whatever runs on it) on a thread.
+struct Terminal {
+    master: std::fs::File,
+    slave: std::os::fd::OwnedFd,
+    shown: mpsc::Receiver<Vec<u8>>,
+    transcript: String,
+    /// Where in `transcript` the next [`Terminal::line`] starts looking.
+    seen: usize,
+}
+
+impl Terminal {
+    fn open() -> Terminal {
+        use std::io::Read;
+        let (master, slave) = open_pty();
+        let master = std::fs::File::from(master);
+        let mut reader = master.try_clone().unwrap();
+        let (tx, shown) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // Ends with EIO once every slave descriptor is closed.
+            while let Ok(n @ 1..) = reader.read(&mut buf) {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Terminal {
+            master,
+            slave,
+            shown,
+            transcript: String::new(),
+            seen: 0,
+        }
+    }
+
+    /// `cmd` with this terminal as its stdin, stdout, stderr and controlling terminal,
+    /// in a session of its own, as a login shell would start it.
+    fn attach(&self, cmd: &mut Command) {
+        use std::os::unix::process::CommandExt;
+        cmd.stdin(self.slave.try_clone().unwrap())
+            .stdout(self.slave.try_clone().unwrap())
+            .stderr(self.slave.try_clone().unwrap());
+        // SAFETY: runs in the forked child before exec and only makes two system calls.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()?;
+                if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+
+    fn type_in(&mut self, text: &str) {
+        self.master.write_all(text.as_bytes()).unwrap();
+    }
+
+    fn collect(&mut self, wait: Duration) -> bool {
+        match self.shown.recv_timeout(wait) {
+            Ok(bytes) => {
+                self.transcript.push_str(&String::from_utf8_lossy(&bytes));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The next complete line shown that starts with `prefix`.
+    fn line(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let rest = &self.transcript[self.seen..];
+            let mut offset = 0;
+            for l in rest.split_inclusive('\n') {
+                offset += l.len();
+                if !l.ends_with('\n') {
+                    break;
+                }
+                let l = l.trim_end_matches(['\r', '\n']);
+                if l.starts_with(prefix) {
+                    self.seen += offset;
+                    return l.to_owned();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line {prefix:?} on the terminal:\n{}",
+                self.transcript
+            );
+            self.collect(Duration::from_millis(100));
+        }
+    }
+
+    /// Everything shown so far, after waiting for output to settle.
+    fn settle(&mut self) -> &str {
+        while self.collect(Duration::from_millis(300)) {}
+        &self.transcript
+    }
+}
+
+/// A new pseudo-terminal pair `(master, slave)`, both close-on-exec from the start (glibc's
+/// `openpty` is not, and tests running in parallel would hand them to their children).
+fn open_pty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use nix::fcntl::OFlag;
+    use std::os::fd::AsFd;
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let master = nix::pty::posix_openpt(flags).expect("posix_openpt");
+    nix::pty::grantpt(&master).expect("grantpt");
+    nix::pty::unlockpt(&master).expect("unlockpt");
+    let name = nix::pty::ptsname_r(&master).expect("ptsname");
+    let slave = nix::fcntl::open(name.as_str(), flags, nix::sys::stat::Mode::empty())
+        .expect("open the pty slave");
+    let master = master
+        .as_fd()
+        .try_clone_to_owned()
+        .expect("dup the pty master");
+    (master, slave)
+}
+
+/// A child killed and reaped on drop, so a failed assertion leaves no process behind.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `/proc/PID/stat` fields after the command name: (session, tty_nr).
+fn session_and_tty(pid: u32) -> (i32, i32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // state ppid pgrp session tty_nr
+    (f[3].parse().unwrap(), f[4].parse().unwrap())
+}
+
+#[test]
+fn run_worker_cannot_type_into_the_terminal_and_ctrl_c_still_reaches_it() {
+    let (_t, policy) = fixture();
+    let probe = sibling_bin("worker-probe");
+    let mut term = Terminal::open();
+    let mut cmd = run_cmd(&policy, &[probe.to_str().unwrap()]);
+    term.attach(&mut cmd);
+    let mut broker = Reaped(cmd.spawn().unwrap());
+    let ready = term.line("READY ");
+    let worker: u32 = ready.strip_prefix("READY ").unwrap().parse().unwrap();
+
+    // The broker has the terminal as its controlling terminal; the worker has none, in
+    // a session of its own.
+    let (_, broker_tty) = session_and_tty(broker.0.id());
+    assert_ne!(broker_tty, 0, "the test did not give the broker a terminal");
+    assert_eq!(session_and_tty(worker), (worker as i32, 0));
+
+    // What the reviewer's worker did: TIOCSTI on stdin and on stderr.
+    term.type_in("tiocsti 0\n");
+    assert_eq!(term.line("TIOCSTI 0 "), "TIOCSTI 0 err EPERM");
+    term.type_in("tiocsti 2\n");
+    assert_eq!(term.line("TIOCSTI 2 "), "TIOCSTI 2 err EPERM");
+    // Nothing arrived as input: the worker, reading that same terminal, would answer an
+    // injected line (`?? injected-by-worker`), and the terminal would echo it.
+    term.type_in("uid\n");
+    assert_eq!(term.line("UID "), format!("UID {NOBODY} {NOBODY}"));
+    assert!(
+        !term.settle().contains("injected-by-worker"),
+        "the worker typed into the terminal:\n{}",
+        term.transcript
+    );
+    // (The check above can see an injection: one by root, which may, shows up both ways.)
+    for byte in b"control-line\n" {
+        // SAFETY: TIOCSTI reads one byte through a pointer to a live byte; the slave
+        // descriptor is open.
+        let rc = unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&term.slave),
+                libc::TIOCSTI,
+                std::ptr::from_ref(byte),
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    }
+    assert_eq!(term.line("?? "), "?? control-line");
+
+    // Ctrl-C at the terminal signals its foreground process group: the broker's, no
+    // longer the worker's. The broker forwards it, and exits as the worker did.
+    term.type_in("\x03");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = broker.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Ctrl-C did not end the worker:\n{}",
+            term.settle()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(128 + libc::SIGINT), "{}", term.settle());
+}
+
+#[test]
 fn killing_the_broker_leaves_no_worker_behind() {
     let (_t, policy) = fixture();
     let probe = sibling_bin("worker-probe");

@@ -26,6 +26,10 @@
 //!   abstract:NAME                   (connect to an abstract Unix socket)
 //!   socket:inet|inet6|netlink|unix  socketpair:unix|inet
 //!   fchmod-stdin fchown-stdin read-stdin
+//!   tiocsti:FD                      type `injected-by-probe\n` into the terminal on FD
+//!   tiocsti-high:FD                 the same, with high bits set in the 64-bit request
+//!                                   (the kernel ignores them: a filter must too)
+//!   tioclinux:FD                    TIOCLINUX (TIOCL_GETSHIFTSTATE) on FD
 //!   pause                           print `PAUSE <pid>`, wait for a line on stdin
 //!   broker:MSG                      send MSG on the --connect socket; print the reply and the
 //!                                   contents of a descriptor that came with it
@@ -456,6 +460,41 @@ fn check_one(check: &str, held: &Held) -> Result<String, String> {
                 .map(|_| format!("{:?}", s.trim_end()))
                 .map_err(io)
         }
+        "tiocsti" | "tiocsti-high" => {
+            let fd: RawFd = arg.parse().map_err(|e| format!("bad fd: {e}"))?;
+            // The kernel reads the request as a 32-bit unsigned int.
+            let high = if name == "tiocsti-high" {
+                0xdead_0000_0000_u64
+            } else {
+                0
+            };
+            let request: u64 = libc::TIOCSTI | high;
+            for byte in INJECTED {
+                // SAFETY: TIOCSTI reads one byte through the pointer, which points at a
+                // byte of INJECTED (static); a bad `fd` or request only makes it fail.
+                // The raw system call passes all 64 bits of `request` through.
+                let rc = unsafe {
+                    libc::syscall(libc::SYS_ioctl, fd, request, std::ptr::from_ref::<u8>(byte))
+                };
+                if rc != 0 {
+                    return Err(nix_err(Errno::last()));
+                }
+            }
+            Ok(String::new())
+        }
+        "tioclinux" => {
+            let fd: RawFd = arg.parse().map_err(|e| format!("bad fd: {e}"))?;
+            // TIOCL_GETSHIFTSTATE from <linux/tiocl.h>: only reads, and only on a console.
+            let mut subcode: u8 = 6;
+            // SAFETY: TIOCLINUX reads the subcode byte through the pointer (and may write
+            // a result byte back); it points at a local byte alive for the call.
+            let rc = unsafe { libc::ioctl(fd, libc::TIOCLINUX, &raw mut subcode) };
+            if rc == 0 {
+                Ok(format!("subcode={subcode}"))
+            } else {
+                Err(nix_err(Errno::last()))
+            }
+        }
         "pause" => {
             println!("PAUSE {}", std::process::id());
             let mut line = String::new();
@@ -472,6 +511,9 @@ fn check_one(check: &str, held: &Held) -> Result<String, String> {
         other => Err(format!("unknown check {other}")),
     }
 }
+
+/// What the `tiocsti` checks type: harmless if it got through, and easy to spot.
+const INJECTED: &[u8] = b"injected-by-probe\n";
 
 /// Sends `msg`, receives one reply and up to one descriptor, and reads that descriptor: the
 /// fdbroker data path, after the sandbox.

@@ -7,6 +7,8 @@
 //!   open PATH     -> `OK <bytes> <first line>` or `ERR <ErrorKind> <errno>`
 //!   direct PATH   -> the same, opening by path without the broker
 //!   uid           -> `UID <real> <effective>`
+//!   tiocsti FD    -> pushes `injected-by-worker\n` into the input of the terminal on FD
+//!                    with TIOCSTI, as typed: `TIOCSTI <fd> ok` or `TIOCSTI <fd> err <ERRNO>`
 //!   exit N        -> exits with N
 //! ```
 //! It prints `READY <pid>` once connected (and confined, with --lockdown).
@@ -38,6 +40,10 @@ fn main() -> std::process::ExitCode {
             "open" => describe(client.open(arg)),
             "direct" => describe(std::fs::File::open(arg)),
             "uid" => format!("UID {} {}", nix::unistd::getuid(), nix::unistd::geteuid()),
+            "tiocsti" => match arg.parse::<i32>() {
+                Ok(fd) => format!("TIOCSTI {fd} {}", tiocsti(fd, INJECTED)),
+                Err(e) => format!("?? tiocsti {arg}: {e}"),
+            },
             "exit" => return std::process::ExitCode::from(arg.parse::<u8>().unwrap_or(0)),
             other => format!("?? {other}"),
         };
@@ -45,6 +51,23 @@ fn main() -> std::process::ExitCode {
         let _ = out.flush();
     }
     std::process::ExitCode::SUCCESS
+}
+
+/// What `tiocsti` tries to type: harmless if it ever got through, and easy to spot.
+const INJECTED: &[u8] = b"injected-by-worker\n";
+
+/// Pushes `bytes` into the input queue of the terminal on `fd`, one byte per TIOCSTI;
+/// `ok`, or `err <ERRNO>` for the first refusal.
+fn tiocsti(fd: i32, bytes: &[u8]) -> String {
+    for byte in bytes {
+        // SAFETY: TIOCSTI reads one byte through the pointer, which points at a byte of
+        // `bytes`, alive for the call; an invalid `fd` only makes the call fail.
+        let rc = unsafe { libc::ioctl(fd, libc::TIOCSTI, std::ptr::from_ref(byte)) };
+        if rc != 0 {
+            return format!("err {:?}", nix::errno::Errno::last());
+        }
+    }
+    "ok".to_owned()
 }
 
 fn describe(r: std::io::Result<std::fs::File>) -> String {

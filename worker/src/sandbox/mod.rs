@@ -5,9 +5,10 @@
 //! Landlock with every filesystem right handled and none granted (except an optional
 //! read-only allowlist), no TCP, no abstract Unix sockets or signals beyond the sandbox, and a
 //! seccomp filter for what Landlock leaves open (`chmod`, `chown`, xattrs, non-Unix sockets,
-//! `ptrace`, mounts, namespaces, ...). Descriptors the process already holds (the broker
-//! connection, stdio) keep working. Connect to the broker before applying: nothing can be
-//! reached by name afterwards (from Landlock ABI 9 on, not even a Unix socket path).
+//! `ptrace`, mounts, namespaces, typing into a terminal with `TIOCSTI`, ...). Descriptors the
+//! process already holds (the broker connection, stdio) keep working. Connect to the broker
+//! before applying: nothing can be reached by name afterwards (from Landlock ABI 9 on, not
+//! even a Unix socket path).
 //!
 //! ```no_run
 //! use fdbroker_worker::sandbox::Sandbox;

@@ -2,9 +2,10 @@
 //!
 //! Landlock controls opening paths, not changing the metadata of files the process can
 //! already reach (`fchmod`, `fchown`, xattrs, timestamps, often on descriptors the broker
-//! handed over), nor creating sockets, nor the kernel's large attack surfaces that a parser
-//! never needs (`ptrace`, `bpf`, `io_uring`, mounts, namespaces, keyrings, modules). Those are
-//! refused here.
+//! handed over), nor creating sockets, nor typing into a terminal the process inherited as
+//! stdin, stdout or stderr (`TIOCSTI`, `TIOCLINUX`), nor the kernel's large attack surfaces
+//! that a parser never needs (`ptrace`, `bpf`, `io_uring`, mounts, namespaces, keyrings,
+//! modules). Those are refused here.
 //!
 //! The default is to allow, and a refusal is `EPERM`, never a kill: a parser that probes an
 //! unusual system call gets a clean error it can report, not a `SIGSYS` that looks like a
@@ -130,6 +131,17 @@ const CLONE_NEW_FLAGS: [libc::c_int; 7] = [
     libc::CLONE_NEWNET,
 ];
 
+/// `ioctl` requests that put bytes into a terminal's input queue, as if typed: `TIOCSTI`
+/// (simulate terminal input) and `TIOCLINUX` (whose `TIOCL_PASTESEL` pastes the console
+/// selection). A worker that inherited a terminal as stdin, stdout or stderr could otherwise
+/// type commands into the shell that reads from it once the worker is gone, outside every
+/// other restriction here. The kernel takes the request as a 32-bit `unsigned int` and
+/// ignores the upper half of the register, so the rules compare only the lower 32 bits
+/// ([`SeccompCmpArgLen::Dword`]): setting high bits cannot walk around them.
+// `libc::Ioctl` is `c_ulong` with glibc (a no-op cast here) but `c_int` with musl.
+#[allow(clippy::unnecessary_cast)]
+const TTY_INPUT_IOCTLS: [u64; 2] = [libc::TIOCSTI as u64, libc::TIOCLINUX as u64];
+
 fn target_arch() -> Result<TargetArch, SandboxError> {
     if cfg!(target_arch = "x86_64") {
         Ok(TargetArch::x86_64)
@@ -147,7 +159,8 @@ fn target_arch() -> Result<TargetArch, SandboxError> {
 ///
 /// 1. the `EPERM` rules: the lists above, `socket`/`socketpair` for any domain but
 ///    `AF_UNIX` (TCP, UDP, netlink, packet and every other family: the worker talks to its
-///    broker and nothing else), and `clone` with any `CLONE_NEW*` flag;
+///    broker and nothing else), `clone` with any `CLONE_NEW*` flag, and `ioctl` with a
+///    request that injects terminal input ([`TTY_INPUT_IOCTLS`]);
 /// 2. `clone3` fails with `ENOSYS`. Its flags live in a structure in memory, which a seccomp
 ///    filter cannot read, so it cannot be checked for `CLONE_NEW*` like `clone`. `EPERM` would
 ///    make thread creation fail, but `ENOSYS` ("this kernel has no clone3") makes glibc and
@@ -185,6 +198,18 @@ pub(crate) fn compile() -> Result<Filters, SandboxError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     rules.insert(libc::SYS_clone, clone_new);
+    let tty_input = TTY_INPUT_IOCTLS
+        .iter()
+        .map(|&request| {
+            rule(vec![condition(
+                1,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Eq,
+                request,
+            )?])
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    rules.insert(libc::SYS_ioctl, tty_input);
 
     let refuse = SeccompFilter::new(
         rules,
@@ -284,6 +309,7 @@ mod tests {
             libc::SYS_socketpair,
             libc::SYS_clone,
             libc::SYS_clone3,
+            libc::SYS_ioctl,
         ] {
             assert!(!all.contains(&special));
         }

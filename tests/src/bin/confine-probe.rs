@@ -1,0 +1,36 @@
+//! Confines itself exactly as the broker does, then reports which signals it may
+//! still send (for tests/tests/confine.rs):
+//!
+//! ```text
+//! confine-probe POLICY TARGET_PID [WORKER_PID]
+//! ```
+//! prints `self ok|ERRNO`, `target ok|ERRNO` and, given one, `worker ok|ERRNO`, each
+//! the result of `kill(PID, 0)` after confinement.
+#![allow(clippy::unwrap_used)]
+
+use fdbroker::Loaded;
+use fdbroker_policy::Policy;
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+use std::path::Path;
+
+fn probe(what: &str, pid: i32) {
+    match kill(Pid::from_raw(pid), None) {
+        Ok(()) => println!("{what} ok"),
+        Err(e) => println!("{what} {e:?}"),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let policy = Policy::load(Path::new(&args[1])).unwrap();
+    let target: i32 = args[2].parse().unwrap();
+    let worker: Option<i32> = args.get(3).map(|w| w.parse().unwrap());
+    let loaded = Loaded::new(policy, 1);
+    fdbroker::confine::confine(&loaded, None, None, worker).unwrap();
+    probe("self", nix::unistd::getpid().as_raw());
+    probe("target", target);
+    if let Some(w) = worker {
+        probe("worker", w);
+    }
+}
