@@ -29,6 +29,11 @@ use std::time::{Duration, Instant};
 /// `rlimit`).
 pub const REPLY_QUEUE_BYTES: usize = 16 * 1024;
 
+/// A connection's descriptor charge is checked against its socket (one `ioctl`) only
+/// once it reaches this many, when a charge is refused, or on the event loop's timer:
+/// a worker doing one open at a time costs one check per 32 requests, not one each.
+const RECHECK_AT: usize = 32;
+
 /// Messages handled per wake-up before yielding to other connections.
 const BUDGET: usize = 16;
 
@@ -205,7 +210,7 @@ impl Conn {
                 return Next::Close;
             }
             // Nothing of ours is held now: what is charged has been sent.
-            self.refresh_charge();
+            self.refresh_charge(false);
             let n = match self.channel.recv(&mut s.inbuf) {
                 Ok(n) => {
                     self.touch();
@@ -343,7 +348,13 @@ impl Conn {
                     }
                 };
                 let want = req.op.max_descriptors();
-                if let Err(over) = self.inflight.charge(self.peer.uid, want) {
+                let mut charged = self.inflight.charge(self.peer.uid, want);
+                if charged.is_err() {
+                    // No reply is held here: check what this connection still has out.
+                    self.refresh_charge(true);
+                    charged = self.inflight.charge(self.peer.uid, want);
+                }
+                if let Err(over) = charged {
                     if !self.told_over.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
                             uid = self.peer.uid, pid = self.peer.pid, error = %over,
@@ -425,10 +436,13 @@ impl Conn {
         }
     }
 
-    /// Release this connection's charge if the worker has received everything sent.
-    /// Only while no reply is held (parked, or being built).
-    fn refresh_charge(&self) {
-        if self.charged.load(Ordering::Relaxed) > 0
+    /// Release this connection's charge if the worker has received everything sent
+    /// (checked once the charge reaches [`RECHECK_AT`], or always if `force`). Only
+    /// while no reply is held (parked, or being built).
+    fn refresh_charge(&self, force: bool) {
+        let charged = self.charged.load(Ordering::Relaxed);
+        if charged > 0
+            && (force || charged >= RECHECK_AT)
             && matches!(self.channel.unreceived_bytes(), Ok(0))
         {
             let n = self.charged.swap(0, Ordering::Relaxed);
@@ -441,7 +455,7 @@ impl Conn {
     pub fn refresh_charge_if_idle(&self) {
         if let Ok(st) = self.state.try_lock() {
             if st.pending.is_none() {
-                self.refresh_charge();
+                self.refresh_charge(true);
             }
         }
     }

@@ -12,8 +12,8 @@
 //!
 //! A connection's charge is released once its socket's send queue is empty
 //! (`SIOCOUTQ` is 0: the worker has received everything, and the kernel has released
-//! its charge too), checked before each request it sends and by the event loop's
-//! timer, and when the connection closes.
+//! its charge too), checked before a request once the charge has grown, whenever a
+//! charge is refused, by the event loop's timer, and when the connection closes.
 
 use fdbroker_shared::frame::MAX_FDS_PER_REPLY;
 use std::collections::HashMap;
