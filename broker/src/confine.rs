@@ -322,6 +322,9 @@ fn allowed_syscalls() -> Vec<i64> {
         libc::SYS_lseek,
         libc::SYS_pread64,
         libc::SYS_getdents64,
+        // the checked walk to each root (roots.rs)
+        libc::SYS_readlinkat,
+        libc::SYS_fstatfs,
         libc::SYS_getuid,
         libc::SYS_geteuid,
         libc::SYS_getgid,

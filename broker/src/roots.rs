@@ -17,7 +17,8 @@
 use fdbroker_policy::{Policy, RootId};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open, openat, readlinkat};
-use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
+use nix::sys::stat::{Mode, SFlag, fstat};
+use nix::sys::statfs::{FUSE_SUPER_MAGIC, fstatfs};
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -115,13 +116,13 @@ pub fn open_root(path: &Path) -> Result<OwnedFd, RootError> {
     queue(&mut pending, path)?;
     let mut at = PathBuf::from("/");
     let mut dir = open_dir_at(None, OsStr::new("/"))?;
-    trusted(&fstat(&dir)?, &at)?;
+    trusted(&dir, &at)?;
     let mut links = 0;
     while let Some(name) = pending.pop_front() {
         if name == ".." {
             dir = open_dir_at(Some(&dir), &name)?;
             at.pop();
-            trusted(&fstat(&dir)?, &at)?;
+            trusted(&dir, &at)?;
             continue;
         }
         let next = openat(
@@ -140,11 +141,20 @@ pub fn open_root(path: &Path) -> Result<OwnedFd, RootError> {
                         why: "a symbolic link on the way is not owned by root",
                     });
                 }
+                // Where hard links to others' files are allowed (protected_hardlinks=0),
+                // root's link could have been linked here by anyone.
+                if st.st_nlink > 1 {
+                    return Err(RootError::Untrusted {
+                        path: here,
+                        why: "a symbolic link on the way has other names (hard links)",
+                    });
+                }
                 links += 1;
                 if links > MAX_LINKS {
                     return Err(RootError::Open(Errno::ELOOP));
                 }
-                let target = readlinkat(&dir, name.as_os_str())?;
+                // Read from the link just checked, not by name again.
+                let target = readlinkat(&next, OsStr::new(""))?;
                 let target = Path::new(&target);
                 let mut rest = VecDeque::new();
                 queue(&mut rest, target)?;
@@ -158,7 +168,7 @@ pub fn open_root(path: &Path) -> Result<OwnedFd, RootError> {
             SFlag::S_IFDIR => {
                 // The root itself may be anyone's; every directory above it is root's.
                 if !pending.is_empty() {
-                    trusted(&st, &here)?;
+                    trusted(&next, &here)?;
                 }
                 dir = next;
                 at = here;
@@ -194,14 +204,20 @@ fn open_dir_at(dir: Option<&OwnedFd>, name: &OsStr) -> Result<OwnedFd, Errno> {
     }
 }
 
-/// May only root change what `path` (a directory, described by `st`) contains?
-fn trusted(st: &FileStat, path: &Path) -> Result<(), RootError> {
+/// May only root change what `path` (the directory `dir`) contains?
+fn trusted(dir: &OwnedFd, path: &Path) -> Result<(), RootError> {
     let untrusted = |why| {
         Err(RootError::Untrusted {
             path: path.to_owned(),
             why,
         })
     };
+    // A FUSE filesystem reports whatever owner and mode its server says, and a user
+    // may mount one (user_allow_other) on a directory of theirs.
+    if fstatfs(dir)?.filesystem_type() == FUSE_SUPER_MAGIC {
+        return untrusted("a directory on the way is on a FUSE filesystem");
+    }
+    let st = fstat(dir)?;
     // Root, or the user the broker runs as (an embedded, unprivileged broker).
     if st.st_uid != 0 && st.st_uid != nix::unistd::geteuid().as_raw() {
         return untrusted("a directory on the way is not owned by root");

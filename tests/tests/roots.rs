@@ -5,8 +5,10 @@
 #![allow(clippy::unwrap_used)]
 
 use fdbroker_tests::{Broker, NOBODY, TempDir};
+use nix::sys::signal::Signal;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{chown, lchown, symlink};
+use std::time::{Duration, Instant};
 
 fn policy(root: &str) -> String {
     format!(
@@ -91,4 +93,18 @@ fn roots_reached_through_roots_own_symlinks_and_sticky_directories_are_served() 
         "spooled"
     );
     assert!(!b.log().contains("refusing it"), "{}", b.log());
+    // Reloaded by the confined broker, which walks the roots again under its own
+    // seccomp filter and Landlock domain.
+    b.signal(Signal::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.log().contains("policy reloaded") {
+        assert!(Instant::now() < deadline, "no reload:\n{}", b.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(read(c.open(t.join("alias/mail")).unwrap()), "mail");
+    assert_eq!(
+        read(c.open(t.join("sticky/spool/mail")).unwrap()),
+        "spooled"
+    );
+    assert!(!b.log().contains("cannot be opened"), "{}", b.log());
 }
