@@ -210,7 +210,7 @@ impl Conn {
                 return Next::Close;
             }
             // Nothing of ours is held now: what is charged has been sent.
-            self.refresh_charge(false);
+            let _ = self.refresh_charge(false);
             let n = match self.channel.recv(&mut s.inbuf) {
                 Ok(n) => {
                     self.touch();
@@ -278,12 +278,17 @@ impl Conn {
             Phase::AwaitHello => {
                 let hello: Hello = match frame::decode(Kind::Hello, msg) {
                     Err(ProtocolError::Version { peer }) => {
-                        tracing::warn!(
-                            uid = self.peer.uid,
-                            pid = self.peer.pid,
-                            peer_version = peer,
-                            "refusing a client that speaks another protocol version"
-                        );
+                        static MISMATCHES: crate::throttle::Throttle =
+                            crate::throttle::Throttle::new();
+                        if let Some(suppressed) = MISMATCHES.admit() {
+                            tracing::warn!(
+                                uid = self.peer.uid,
+                                pid = self.peer.pid,
+                                peer_version = peer,
+                                suppressed,
+                                "refusing a client that speaks another protocol version"
+                            );
+                        }
                         st.phase = Phase::Closing;
                         let why = format!(
                             "protocol version mismatch: the broker speaks version {}, the client speaks version {peer}",
@@ -347,20 +352,31 @@ impl Conn {
                         }
                     }
                 };
-                let want = req.op.max_descriptors();
+                let max_batch = loaded.policy.broker().max_batch;
+                // A batch over max_batch is refused whole (E2BIG) and passes nothing.
+                let want = match req.op.max_descriptors() {
+                    n if n > max_batch => 0,
+                    n => n,
+                };
                 let mut charged = self.inflight.charge(self.peer.uid, want);
                 if charged.is_err() {
-                    // No reply is held here: check what this connection still has out.
-                    self.refresh_charge(true);
+                    // No reply is held here: check what this connection, then every
+                    // other, still has out, and try once more.
+                    let _ = self.refresh_charge(true);
+                    self.inflight.sweep();
                     charged = self.inflight.charge(self.peer.uid, want);
                 }
                 if let Err(over) = charged {
+                    static OVER: crate::throttle::Throttle = crate::throttle::Throttle::new();
                     if !self.told_over.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(
-                            uid = self.peer.uid, pid = self.peer.pid, error = %over,
-                            "refusing requests while the worker's descriptors are unread \
-                             (logged once per connection)"
-                        );
+                        if let Some(suppressed) = OVER.admit() {
+                            tracing::warn!(
+                                uid = self.peer.uid, pid = self.peer.pid, error = %over,
+                                suppressed,
+                                "refusing requests while the worker's descriptors are unread \
+                                 (logged once per connection)"
+                            );
+                        }
                     }
                     let why = WireError::new(Errno::ETOOMANYREFS as i32, over.to_string());
                     encode_reply(out, req.id, ReplyBody::Refused(why), fds)?;
@@ -368,7 +384,6 @@ impl Conn {
                 }
                 self.charged.fetch_add(want, Ordering::Relaxed);
                 st.reserved = want;
-                let max_batch = loaded.policy.broker().max_batch;
                 let body = handle::answer(&loaded, client, &self.peer, req.op, max_batch, fds);
                 encode_reply(out, req.id, body, fds)?;
                 Ok(Some(req.id))
@@ -439,7 +454,7 @@ impl Conn {
     /// Release this connection's charge if the worker has received everything sent
     /// (checked once the charge reaches [`RECHECK_AT`], or always if `force`). Only
     /// while no reply is held (parked, or being built).
-    fn refresh_charge(&self, force: bool) {
+    fn refresh_charge(&self, force: bool) -> usize {
         let charged = self.charged.load(Ordering::Relaxed);
         if charged > 0
             && (force || charged >= RECHECK_AT)
@@ -447,16 +462,17 @@ impl Conn {
         {
             let n = self.charged.swap(0, Ordering::Relaxed);
             self.inflight.release(self.peer.uid, n);
+            return n;
         }
+        0
     }
 
     /// [`Conn::refresh_charge`] for the event loop's timer, unless a thread is serving
     /// the connection or a reply is parked.
-    pub fn refresh_charge_if_idle(&self) {
-        if let Ok(st) = self.state.try_lock() {
-            if st.pending.is_none() {
-                self.refresh_charge(true);
-            }
+    pub fn refresh_charge_if_idle(&self) -> usize {
+        match self.state.try_lock() {
+            Ok(st) if st.pending.is_none() => self.refresh_charge(true),
+            _ => 0,
         }
     }
 

@@ -18,16 +18,47 @@
 use fdbroker_shared::frame::MAX_FDS_PER_REPLY;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// After a sweep that released nothing, the next waits this long: a hog sending
+/// request after request must not turn each into a pass over all connections. A sweep
+/// that released something may be followed at once.
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+/// Checks every connection's charge against its socket (set by the server); returns
+/// how many descriptors it released.
+type Sweeper = Box<dyn Fn() -> usize + Send + Sync>;
+
+/// Descriptors every uid may have in flight whatever the others hold (a full reply),
+/// up to [`InFlight`]'s hard cap: hogs filling the shared budget cannot starve a uid.
+pub const FLOOR: usize = MAX_FDS_PER_REPLY;
 
 /// The broker's count, and its limits.
-#[derive(Debug)]
 pub struct InFlight {
-    /// At most this many descriptors in flight from the whole broker.
+    /// Beyond its [`FLOOR`], a uid may charge only while the broker's total stays
+    /// within this (half the descriptor limit).
     total_budget: usize,
+    /// Nothing is charged past this, floors included (seven eighths of the limit; the
+    /// kernel's count includes root's other processes).
+    hard_cap: usize,
     /// At most this many for the workers of one uid.
     uid_budget: usize,
     counts: Mutex<Counts>,
+    sweeper: OnceLock<Sweeper>,
+    /// When the last sweep that released nothing ran.
+    idle_sweep: Mutex<Option<Instant>>,
+}
+
+impl fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InFlight")
+            .field("total_budget", &self.total_budget)
+            .field("hard_cap", &self.hard_cap)
+            .field("uid_budget", &self.uid_budget)
+            .field("counts", &self.counts)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -63,17 +94,18 @@ impl fmt::Display for Over {
 }
 
 impl InFlight {
-    /// Budgets for a broker whose soft `RLIMIT_NOFILE` is `nofile`: half of it in all
-    /// (the kernel's count includes root's other processes), a quarter of that per uid,
-    /// and never less than a few full replies, so one well-behaved worker is never
-    /// refused.
+    /// Budgets for a broker whose soft `RLIMIT_NOFILE` is `nofile`: half of it shared,
+    /// a quarter of that per uid (at least [`FLOOR`]), and floors up to seven eighths.
     pub fn for_limit(nofile: u64) -> InFlight {
         let nofile = usize::try_from(nofile).unwrap_or(usize::MAX);
-        let total_budget = (nofile / 2).max(4 * MAX_FDS_PER_REPLY);
+        let total_budget = (nofile / 2).max(FLOOR);
         InFlight {
             total_budget,
-            uid_budget: (total_budget / 4).max(4 * MAX_FDS_PER_REPLY),
+            hard_cap: (nofile - nofile / 8).max(total_budget),
+            uid_budget: (total_budget / 4).max(FLOOR),
             counts: Mutex::default(),
+            sweeper: OnceLock::new(),
+            idle_sweep: Mutex::new(None),
         }
     }
 
@@ -101,14 +133,38 @@ impl InFlight {
                 budget: self.uid_budget,
             });
         }
-        if c.total + n > self.total_budget {
-            return Err(Over::Total {
-                budget: self.total_budget,
-            });
+        let cap = if unread + n <= FLOOR {
+            self.hard_cap
+        } else {
+            self.total_budget
+        };
+        if c.total + n > cap {
+            return Err(Over::Total { budget: cap });
         }
         c.total += n;
         *c.by_uid.entry(uid).or_default() += n;
         Ok(())
+    }
+
+    /// How the server checks every connection's charge (see [`InFlight::sweep`]).
+    pub fn set_sweeper(&self, sweep: Sweeper) {
+        let _ = self.sweeper.set(sweep);
+    }
+
+    /// After a refusal: connections check their charge only now and then, so some of
+    /// what is counted may already have been received. Check them all before a caller
+    /// retries (unless a sweep found nothing less than [`SWEEP_EVERY`] ago).
+    pub fn sweep(&self) {
+        let Some(sweep) = self.sweeper.get() else {
+            return;
+        };
+        let idle = *self.idle_sweep.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.is_some_and(|t| t.elapsed() < SWEEP_EVERY) {
+            return;
+        }
+        let released = sweep();
+        *self.idle_sweep.lock().unwrap_or_else(|p| p.into_inner()) =
+            (released == 0).then(Instant::now);
     }
 
     /// Give back `n` descriptors charged to `uid`.
@@ -155,14 +211,31 @@ mod tests {
     }
 
     #[test]
-    fn the_total_is_capped_and_small_limits_still_serve_full_replies() {
+    fn hogs_filling_the_shared_budget_leave_every_other_uid_its_floor() {
         let f = InFlight::for_limit(1024);
-        assert_eq!(f.uid_budget(), 512);
+        assert_eq!(f.uid_budget(), FLOOR);
+        // Four hogs take the shared half...
         for uid in 0..4 {
-            assert!(f.charge(uid, 128).is_ok());
+            assert!(f.charge(uid, FLOOR).is_ok());
         }
-        assert_eq!(f.charge(9, 1), Err(Over::Total { budget: 512 }));
-        f.release(0, 128);
-        assert!(f.charge(9, 128).is_ok());
+        assert_eq!(f.total(), 512);
+        // ...and other uids still get a full reply each, up to seven eighths.
+        for uid in 10..13 {
+            assert!(f.charge(uid, FLOOR).is_ok(), "uid {uid}");
+        }
+        assert_eq!(f.charge(13, 1), Err(Over::Total { budget: 896 }));
+        f.release(0, FLOOR);
+        assert!(f.charge(13, FLOOR).is_ok());
+    }
+
+    #[test]
+    fn beyond_its_floor_a_uid_shares_the_half() {
+        let f = InFlight::for_limit(65536);
+        for uid in 0..4 {
+            assert!(f.charge(uid, 8192).is_ok());
+        }
+        // The shared half is used up: beyond its floor, no uid gets more.
+        assert_eq!(f.charge(9, FLOOR + 1), Err(Over::Total { budget: 32768 }));
+        assert!(f.charge(9, FLOOR).is_ok());
     }
 }

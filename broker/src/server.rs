@@ -272,7 +272,7 @@ impl Server {
                 .clamp(2, 16),
             n => n,
         };
-        Ok(Server {
+        let server = Server {
             inner: Arc::new(Inner {
                 epoll,
                 listeners: RwLock::new(listeners),
@@ -288,7 +288,14 @@ impl Server {
                 limit_notices: AtomicU64::new(0),
             }),
             threads,
-        })
+        };
+        // A refused charge asks for a pass over every connection; weak, so the
+        // shared state does not keep a stopped server alive.
+        let weak = Arc::downgrade(&server.inner);
+        server.inner.shared.inflight.set_sweeper(Box::new(move || {
+            weak.upgrade().map_or(0, |inner| inner.refresh_charges())
+        }));
+        Ok(server)
     }
 
     pub fn stopper(&self) -> Stopper {
@@ -718,7 +725,7 @@ impl Inner {
         // The expiration count; reading resets the timer's readiness.
         let _ = nix::unistd::read(&self.tick, &mut [0u8; 8]);
         self.close_idle();
-        self.refresh_charges();
+        let _ = self.refresh_charges();
         if let Some(m) = self.manager.get() {
             if m.watchdog && !self.stopping.load(Ordering::Acquire) {
                 m.send(&[NotifyState::Watchdog]);
@@ -739,14 +746,12 @@ impl Inner {
     /// Give back the descriptor charge of connections whose workers have received
     /// everything, so a uid's other connections are not refused for replies long read
     /// (each connection also checks its own before every request).
-    fn refresh_charges(&self) {
+    fn refresh_charges(&self) -> usize {
         if self.shared.inflight.total() == 0 {
-            return;
+            return 0;
         }
         let conns: Vec<ConnRef> = lock(&self.conns).iter().cloned().collect();
-        for conn in conns {
-            conn.refresh_charge_if_idle();
-        }
+        conns.iter().map(|c| c.refresh_charge_if_idle()).sum()
     }
 
     /// Shut down every connection idle longer than the policy's `idle_timeout`, so
