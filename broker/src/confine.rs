@@ -55,6 +55,8 @@ pub enum ConfineError {
     },
     #[error("cannot set no_new_privs: {0}")]
     NoNewPrivs(#[source] nix::Error),
+    #[error("cannot turn off core dumps (PR_SET_DUMPABLE): {0}")]
+    Dumpable(#[source] nix::Error),
     #[error("landlock: {0}")]
     Landlock(#[from] landlock::RulesetError),
     #[error("landlock: cannot open {path}: {source}")]
@@ -156,6 +158,9 @@ pub fn confine(
     let writes = needs_writes(policy);
     let capabilities = narrow_capabilities(writes)?;
     nix::sys::prctl::set_no_new_privs().map_err(ConfineError::NoNewPrivs)?;
+    // No core dumps and no ptrace by uid: a dump of a broker's memory holds what it
+    // read, and in spawn mode its real uid is the worker's.
+    nix::sys::prctl::set_dumpable(false).map_err(ConfineError::Dumpable)?;
     let landlock = restrict_filesystem(loaded, policy_file, own_socket)?;
     let seccomp_syscalls = install_seccomp(worker)?;
     Ok(Confinement {
@@ -336,7 +341,9 @@ fn allowed_syscalls() -> Vec<i64> {
         // spawn mode (run.rs), the broker of one worker it started:
         // its forwarding thread waits for HUP/INT/QUIT/TERM/USR1/USR2 (sigwait)
         libc::SYS_rt_sigtimedwait,
-        // its waiting thread reaps the worker for its exit status (waitpid)
+        // its waiting thread sees the worker exit (waitid, WNOWAIT), then reaps it
+        // for its exit status (waitpid)
+        libc::SYS_waitid,
         libc::SYS_wait4,
     ];
     #[cfg(target_arch = "x86_64")]

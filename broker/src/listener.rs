@@ -5,10 +5,10 @@
 //! socket is never deleted by a predecessor shutting down late.
 
 use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, AtFlags};
+use nix::fcntl::{AtFlags, OFlag, open};
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
-use nix::sys::stat::{Mode, SFlag, umask};
-use nix::unistd::{Gid, fchownat};
+use nix::sys::stat::{Mode, SFlag, fstat, umask};
+use nix::unistd::{Gid, fchownat, geteuid};
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -66,8 +66,17 @@ impl Listener {
         let bound = socket::bind(fd.as_raw_fd(), &addr);
         umask(old);
         bound.map_err(|e| ctx(e.into(), "cannot bind"))?;
-        let meta = fs::symlink_metadata(path).map_err(|e| ctx(e, "cannot stat"))?;
-        if !meta.file_type().is_socket() {
+        // What bind created, held by descriptor: the checks and the chown below apply
+        // to this one file, whatever is renamed in the directory meanwhile.
+        let file = open(
+            path,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| ctx(e.into(), "cannot open what was bound"))?;
+        let meta = fstat(&file).map_err(|e| ctx(e.into(), "cannot stat"))?;
+        let is_socket = SFlag::from_bits_truncate(meta.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK;
+        if !is_socket || meta.st_uid != geteuid().as_raw() {
             return Err(ctx(
                 io::Error::new(io::ErrorKind::AlreadyExists, "replaced while binding"),
                 "not the socket bound",
@@ -77,19 +86,17 @@ impl Listener {
             fd,
             created: Some(Created {
                 path: path.to_owned(),
-                dev: meta.dev(),
-                ino: meta.ino(),
+                dev: meta.st_dev,
+                ino: meta.st_ino,
             }),
         };
         if let Some(gid) = gid {
-            // Not following a symlink: if the file was swapped for one, the link's own
-            // group changes, nothing else.
             fchownat(
-                AT_FDCWD,
-                path,
+                &file,
+                "",
                 None,
                 Some(Gid::from_raw(gid)),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
+                AtFlags::AT_EMPTY_PATH,
             )
             .map_err(|e| ctx(e.into(), "cannot set its group"))?;
         }

@@ -29,7 +29,9 @@ use fdbroker_policy::{Policy, UserSpec};
 use fdbroker_shared::Channel;
 use fdbroker_shared::peer::PeerCredentials;
 use fdbroker_worker::sandbox::{Identity, Sandbox};
+use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 use std::ffi::OsString;
 use std::io;
@@ -37,7 +39,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, ExitStatus};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Signals sent to `fdbroker run` that are passed on to the worker.
 const FORWARDED: [Signal; 6] = [
@@ -161,13 +163,23 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
         return Err(e);
     }
 
+    // Set, under the lock, once the worker has exited and before it is reaped: a
+    // forwarded signal never reaches a process that reused its pid.
+    let exited = Arc::new(Mutex::new(false));
+    let gate = Arc::clone(&exited);
     std::thread::Builder::new()
         .name("fdbroker-signals".into())
-        .spawn(move || forward_signals(&forwarded, pid))?;
+        .spawn(move || forward_signals(&forwarded, pid, &gate))?;
     let stopper = server.stopper();
     let waiter = std::thread::Builder::new()
         .name("fdbroker-wait".into())
         .spawn(move || {
+            // Wait for the exit without reaping (the pid stays the worker's), close
+            // the gate, then reap.
+            while let Err(Errno::EINTR) =
+                waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+            {}
+            *exited.lock().unwrap_or_else(|p| p.into_inner()) = true;
             let status = child.wait();
             // The worker is gone: stop serving whoever else still holds its socket.
             stopper.stop();
@@ -309,11 +321,12 @@ fn confine_child(
     Ok(())
 }
 
-fn forward_signals(set: &SigSet, worker: Pid) {
+fn forward_signals(set: &SigSet, worker: Pid, exited: &Mutex<bool>) {
     loop {
         match set.wait() {
             Ok(sig) => {
-                if kill(worker, sig).is_err() {
+                let gone = exited.lock().unwrap_or_else(|p| p.into_inner());
+                if *gone || kill(worker, sig).is_err() {
                     return;
                 }
             }

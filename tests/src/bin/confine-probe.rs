@@ -4,7 +4,7 @@
 //! ```text
 //! confine-probe POLICY TARGET_PID [WORKER_PID]
 //! ```
-//! prints `self ok|ERRNO`, `target ok|ERRNO` and, given one, `worker ok|ERRNO`, each
+//! prints `dumpable true|false`, then `self ok|ERRNO`, `target ok|ERRNO` and, given one, `worker ok|ERRNO`, each
 //! the result of `kill(PID, 0)` after confinement.
 #![allow(clippy::unwrap_used)]
 
@@ -28,6 +28,7 @@ fn main() {
     let worker: Option<i32> = args.get(3).map(|w| w.parse().unwrap());
     let loaded = Loaded::new(policy, 1);
     fdbroker::confine::confine(&loaded, None, None, worker).unwrap();
+    println!("dumpable {}", nix::sys::prctl::get_dumpable().unwrap());
     probe("self", nix::unistd::getpid().as_raw());
     probe("target", target);
     if let Some(w) = worker {
