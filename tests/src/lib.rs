@@ -384,3 +384,22 @@ pub fn cat_as_nobody(socket: &Path, files: &[&Path]) -> Output {
     cmd.arg("cat").arg("--socket").arg(socket).args(files);
     run_as_nobody(&mut cmd)
 }
+
+/// A new pseudo-terminal pair `(master, slave)`, both close-on-exec from the start (glibc's
+/// `openpty` is not, and tests running in parallel would hand them to their children).
+pub fn open_pty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use nix::fcntl::OFlag;
+    use std::os::fd::AsFd;
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let master = nix::pty::posix_openpt(flags).expect("posix_openpt");
+    nix::pty::grantpt(&master).expect("grantpt");
+    nix::pty::unlockpt(&master).expect("unlockpt");
+    let name = nix::pty::ptsname_r(&master).expect("ptsname");
+    let slave = nix::fcntl::open(name.as_str(), flags, nix::sys::stat::Mode::empty())
+        .expect("open the pty slave");
+    let master = master
+        .as_fd()
+        .try_clone_to_owned()
+        .expect("dup the pty master");
+    (master, slave)
+}

@@ -513,17 +513,7 @@ fn a_worker_that_never_reads_cannot_stop_descriptor_passing_for_others() {
         .collect();
     let mut hogs = Vec::new();
     for _ in 0..2 {
-        let ch = raw_session(&b.socket);
-        ch.set_nonblocking(true).unwrap();
-        let mut id = 0;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            match ch.send(&many_frame(id, batch.clone())) {
-                Ok(()) => id += 1,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) => panic!("{e}"),
-            }
-        }
+        let ch = flood_unread(&b.socket, &batch);
         hogs.push(ch);
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -556,17 +546,7 @@ fn a_half_closed_worker_that_never_reads_costs_no_cpu() {
         .collect();
     let mut hogs = Vec::new();
     for _ in 0..2 {
-        let ch = raw_session(&b.socket);
-        ch.set_nonblocking(true).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut id = 0;
-        while Instant::now() < deadline {
-            match ch.send(&many_frame(id, batch.clone())) {
-                Ok(()) => id += 1,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) => panic!("{e}"),
-            }
-        }
+        let ch = flood_unread(&b.socket, &batch);
         nix::sys::socket::shutdown(
             std::os::fd::AsRawFd::as_raw_fd(&ch),
             nix::sys::socket::Shutdown::Write,
@@ -609,17 +589,7 @@ fn one_uid_that_never_reads_at(limit: u32) {
         .collect();
     let mut hogs = Vec::new();
     for _ in 0..24 {
-        let ch = raw_session(&b.socket);
-        ch.set_nonblocking(true).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut id = 0;
-        while Instant::now() < deadline {
-            match ch.send(&many_frame(id, batch.clone())) {
-                Ok(()) => id += 1,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) => panic!("{e}"),
-            }
-        }
+        let ch = flood_unread(&b.socket, &batch);
         hogs.push(ch);
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -703,4 +673,21 @@ fn replies_already_read_on_many_connections_do_not_get_a_batch_refused() {
         "{:?}",
         got.iter().find(|r| r.is_err())
     );
+}
+
+/// A raw session that sends `batch` requests until the socket is full (at most 5 s)
+/// and reads nothing.
+fn flood_unread(socket: &std::path::Path, batch: &[Vec<u8>]) -> Channel {
+    let ch = raw_session(socket);
+    ch.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut id = 0;
+    while Instant::now() < deadline {
+        match ch.send(&many_frame(id, batch.to_vec())) {
+            Ok(()) => id += 1,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    ch
 }

@@ -516,7 +516,7 @@ fn metadata_changes_namespaces_and_clone3_are_refused_and_stdin_still_reads() {
 /// terminal echoed, which includes whatever was pushed into its input queue.
 fn run_on_pty(args: &[&str]) -> (Run, String) {
     use std::io::Read;
-    let (master, slave) = open_pty();
+    let (master, slave) = fdbroker_tests::open_pty();
     let mut cmd = probe(args);
     cmd.stdin(slave.try_clone().expect("dup the pty slave"));
     // SAFETY: runs in the forked child before exec and only makes two system calls.
@@ -552,25 +552,6 @@ fn run_on_pty(args: &[&str]) -> (Run, String) {
     }
     drop(slave);
     (r, String::from_utf8_lossy(&echoed).into_owned())
-}
-
-/// A new pseudo-terminal pair `(master, slave)`, both close-on-exec from the start (glibc's
-/// `openpty` is not, and tests running in parallel would hand them to their children).
-fn open_pty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
-    use nix::fcntl::OFlag;
-    use std::os::fd::AsFd;
-    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
-    let master = nix::pty::posix_openpt(flags).expect("posix_openpt");
-    nix::pty::grantpt(&master).expect("grantpt");
-    nix::pty::unlockpt(&master).expect("unlockpt");
-    let name = nix::pty::ptsname_r(&master).expect("ptsname");
-    let slave = nix::fcntl::open(name.as_str(), flags, nix::sys::stat::Mode::empty())
-        .expect("open the pty slave");
-    let master = master
-        .as_fd()
-        .try_clone_to_owned()
-        .expect("dup the pty master");
-    (master, slave)
 }
 
 #[test]

@@ -382,7 +382,7 @@ struct Terminal {
 impl Terminal {
     fn open() -> Terminal {
         use std::io::Read;
-        let (master, slave) = open_pty();
+        let (master, slave) = fdbroker_tests::open_pty();
         let master = std::fs::File::from(master);
         let mut reader = master.try_clone().unwrap();
         let (tx, shown) = mpsc::channel();
@@ -468,25 +468,6 @@ impl Terminal {
         while self.collect(Duration::from_millis(300)) {}
         &self.transcript
     }
-}
-
-/// A new pseudo-terminal pair `(master, slave)`, both close-on-exec from the start (glibc's
-/// `openpty` is not, and tests running in parallel would hand them to their children).
-fn open_pty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
-    use nix::fcntl::OFlag;
-    use std::os::fd::AsFd;
-    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
-    let master = nix::pty::posix_openpt(flags).expect("posix_openpt");
-    nix::pty::grantpt(&master).expect("grantpt");
-    nix::pty::unlockpt(&master).expect("unlockpt");
-    let name = nix::pty::ptsname_r(&master).expect("ptsname");
-    let slave = nix::fcntl::open(name.as_str(), flags, nix::sys::stat::Mode::empty())
-        .expect("open the pty slave");
-    let master = master
-        .as_fd()
-        .try_clone_to_owned()
-        .expect("dup the pty master");
-    (master, slave)
 }
 
 /// A child killed and reaped on drop, so a failed assertion leaves no process behind.
