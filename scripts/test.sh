@@ -22,3 +22,7 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The benchmark's smoke run: it must still build and run end to end. It reports its
+# ratios against the floor and never fails on them (timings on a CI machine are noise);
+# the full run and the README's table are `cargo bench -p fdbroker-tests --bench broker`.
+cargo bench -p fdbroker-tests --bench broker --locked -- --quick
