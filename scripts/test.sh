@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the test suite needs on a bare Debian machine, then run every check:
-# formatting, clippy, and `cargo test --workspace` (end-to-end tests need root).
+# formatting, clippy, `cargo test --workspace` (end-to-end tests need root), and the
+# benchmark in its quick mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
