@@ -53,6 +53,9 @@ pub enum Next {
     Read,
     Write,
     Close,
+    /// Not read from until the event loop's timer says its uid has room again for
+    /// the descriptors of a full reply (see `inflight`).
+    Stall,
 }
 
 /// Per-thread buffers, reused for every message.
@@ -211,6 +214,17 @@ impl Conn {
             }
             // Nothing of ours is held now: what is charged has been sent.
             let _ = self.refresh_charge(false);
+            // Held back only once serving: the greeting passes no descriptors.
+            let serving = matches!(st.phase, Phase::Serving { .. });
+            if let Err(over) = self.inflight.room_for_a_reply(self.peer.uid)
+                && serving
+            {
+                let _ = self.refresh_charge(true);
+                if self.inflight.room_for_a_reply(self.peer.uid).is_err() {
+                    self.note_stall(&over);
+                    return Next::Stall;
+                }
+            }
             let n = match self.channel.recv(&mut s.inbuf) {
                 Ok(n) => {
                     self.touch();
@@ -358,26 +372,10 @@ impl Conn {
                     n if n > max_batch => 0,
                     n => n,
                 };
-                let mut charged = self.inflight.charge(self.peer.uid, want);
-                if charged.is_err() {
-                    // No reply is held here: check what this connection, then every
-                    // other, still has out, and try once more.
-                    let _ = self.refresh_charge(true);
-                    self.inflight.sweep();
-                    charged = self.inflight.charge(self.peer.uid, want);
-                }
-                if let Err(over) = charged {
-                    static OVER: crate::throttle::Throttle = crate::throttle::Throttle::new();
-                    if !self.told_over.swap(true, Ordering::Relaxed) {
-                        if let Some(suppressed) = OVER.admit() {
-                            tracing::warn!(
-                                uid = self.peer.uid, pid = self.peer.pid, error = %over,
-                                suppressed,
-                                "refusing requests while the worker's descriptors are unread \
-                                 (logged once per connection)"
-                            );
-                        }
-                    }
+                // There was room for a full reply before this was read; only another
+                // connection of the same uid, charged meanwhile, can have taken it.
+                if let Err(over) = self.inflight.charge(self.peer.uid, want) {
+                    self.note_stall(&over);
                     let why = WireError::new(Errno::ETOOMANYREFS as i32, over.to_string());
                     encode_reply(out, req.id, ReplyBody::Refused(why), fds)?;
                     return Ok(Some(req.id));
@@ -430,6 +428,20 @@ impl Conn {
                 // thread's scratch buffer is next reused.
                 fds.clear();
                 Sent::Failed
+            }
+        }
+    }
+
+    /// Log, once per connection and throttled, that it is held back.
+    fn note_stall(&self, over: &crate::inflight::Over) {
+        static STALLS: crate::throttle::Throttle = crate::throttle::Throttle::new();
+        if !self.told_over.swap(true, Ordering::Relaxed) {
+            if let Some(suppressed) = STALLS.admit() {
+                tracing::warn!(
+                    uid = self.peer.uid, pid = self.peer.pid, reason = %over, suppressed,
+                    "not reading from a worker until its descriptors are received \
+                     (logged once per connection)"
+                );
             }
         }
     }

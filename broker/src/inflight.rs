@@ -10,31 +10,26 @@
 //! the budget, or the broker over the budget, is refused with a reason before anything
 //! is opened, and only that uid's workers are affected.
 //!
-//! A connection's charge is released once its socket's send queue is empty
-//! (`SIOCOUTQ` is 0: the worker has received everything, and the kernel has released
-//! its charge too), checked before a request once the charge has grown, whenever a
-//! charge is refused, by the event loop's timer, and when the connection closes.
+//! A connection whose uid has no room for a full reply is not read from (its requests
+//! wait in its socket) until there is room again: backpressure, not errors, and no
+//! work for the broker while it waits. A connection's charge is released once its
+//! socket's send queue is empty (`SIOCOUTQ` is 0: the worker has received everything,
+//! and the kernel has released its charge too), checked before a request once the
+//! charge has grown, before a connection is held back, on every connection by the
+//! event loop's timer (which then lets held-back connections try again), and when the
+//! connection closes.
 
 use fdbroker_shared::frame::MAX_FDS_PER_REPLY;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
-
-/// After a sweep that released nothing, the next waits this long: a hog sending
-/// request after request must not turn each into a pass over all connections. A sweep
-/// that released something may be followed at once.
-const SWEEP_EVERY: Duration = Duration::from_millis(100);
-
-/// Checks every connection's charge against its socket (set by the server); returns
-/// how many descriptors it released.
-type Sweeper = Box<dyn Fn() -> usize + Send + Sync>;
+use std::sync::Mutex;
 
 /// Descriptors every uid may have in flight whatever the others hold (a full reply),
 /// up to [`InFlight`]'s hard cap: hogs filling the shared budget cannot starve a uid.
 pub const FLOOR: usize = MAX_FDS_PER_REPLY;
 
 /// The broker's count, and its limits.
+#[derive(Debug)]
 pub struct InFlight {
     /// Beyond its [`FLOOR`], a uid may charge only while the broker's total stays
     /// within this (half the descriptor limit).
@@ -45,20 +40,6 @@ pub struct InFlight {
     /// At most this many for the workers of one uid.
     uid_budget: usize,
     counts: Mutex<Counts>,
-    sweeper: OnceLock<Sweeper>,
-    /// When the last sweep that released nothing ran.
-    idle_sweep: Mutex<Option<Instant>>,
-}
-
-impl fmt::Debug for InFlight {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InFlight")
-            .field("total_budget", &self.total_budget)
-            .field("hard_cap", &self.hard_cap)
-            .field("uid_budget", &self.uid_budget)
-            .field("counts", &self.counts)
-            .finish_non_exhaustive()
-    }
 }
 
 #[derive(Debug, Default)]
@@ -104,8 +85,6 @@ impl InFlight {
             hard_cap: (nofile - nofile / 8).max(total_budget),
             uid_budget: (total_budget / 4).max(FLOOR),
             counts: Mutex::default(),
-            sweeper: OnceLock::new(),
-            idle_sweep: Mutex::new(None),
         }
     }
 
@@ -126,6 +105,20 @@ impl InFlight {
             return Ok(());
         }
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        self.check(&c, uid, n)?;
+        c.total += n;
+        *c.by_uid.entry(uid).or_default() += n;
+        Ok(())
+    }
+
+    /// Is there room for a full reply to `uid` now? A connection is read from only
+    /// then, so a request it sends can be answered whole.
+    pub fn room_for_a_reply(&self, uid: u32) -> Result<(), Over> {
+        let c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        self.check(&c, uid, MAX_FDS_PER_REPLY)
+    }
+
+    fn check(&self, c: &Counts, uid: u32, n: usize) -> Result<(), Over> {
         let unread = c.by_uid.get(&uid).copied().unwrap_or(0);
         if unread + n > self.uid_budget {
             return Err(Over::Uid {
@@ -141,30 +134,7 @@ impl InFlight {
         if c.total + n > cap {
             return Err(Over::Total { budget: cap });
         }
-        c.total += n;
-        *c.by_uid.entry(uid).or_default() += n;
         Ok(())
-    }
-
-    /// How the server checks every connection's charge (see [`InFlight::sweep`]).
-    pub fn set_sweeper(&self, sweep: Sweeper) {
-        let _ = self.sweeper.set(sweep);
-    }
-
-    /// After a refusal: connections check their charge only now and then, so some of
-    /// what is counted may already have been received. Check them all before a caller
-    /// retries (unless a sweep found nothing less than [`SWEEP_EVERY`] ago).
-    pub fn sweep(&self) {
-        let Some(sweep) = self.sweeper.get() else {
-            return;
-        };
-        let idle = *self.idle_sweep.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.is_some_and(|t| t.elapsed() < SWEEP_EVERY) {
-            return;
-        }
-        let released = sweep();
-        *self.idle_sweep.lock().unwrap_or_else(|p| p.into_inner()) =
-            (released == 0).then(Instant::now);
     }
 
     /// Give back `n` descriptors charged to `uid`.

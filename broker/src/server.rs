@@ -49,8 +49,8 @@ pub const DRAIN_BOUND: Duration = Duration::from_secs(5);
 /// How long accepting pauses when the broker is out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often the timer fires: idle connections are closed within this of their
-/// timeout.
-const TICK_EVERY: Duration = Duration::from_secs(1);
+/// timeout, and connections held back for their uid's unread descriptors try again.
+const TICK_EVERY: Duration = Duration::from_millis(100);
 /// How often `STATUS=` is refreshed for the service manager (when it changed).
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 /// The signals the daemon takes through its signalfd.
@@ -102,15 +102,17 @@ struct Inner {
     stop_when_idle: bool,
     accept_paused_until: Mutex<Option<Instant>>,
     limit_notices: AtomicU64,
+    /// Connections held back until their uid has room for a reply's descriptors.
+    stalled: Mutex<Vec<u64>>,
 }
 
 /// The service manager this broker reports to.
 #[derive(Debug)]
 struct Manager {
     notifier: Notifier,
-    /// `WATCHDOG=1` goes out on every tick, which then comes at least twice per
-    /// watchdog timeout.
-    watchdog: bool,
+    /// `WATCHDOG=1` is due this long after the last one (half the timeout, less a
+    /// tick), and when it was last sent.
+    watchdog: Option<(Duration, Mutex<Instant>)>,
     /// The last `STATUS=` text sent, and when.
     last_status: Mutex<(String, Instant)>,
 }
@@ -192,7 +194,12 @@ impl Server {
         }
         let manager = Manager {
             notifier,
-            watchdog: watchdog.is_some(),
+            watchdog: watchdog.map(|w| {
+                (
+                    (w / 2).saturating_sub(TICK_EVERY),
+                    Mutex::new(Instant::now()),
+                )
+            }),
             last_status: Mutex::new((String::new(), Instant::now())),
         };
         self.inner.manager.set(manager).map_err(|_| {
@@ -272,7 +279,7 @@ impl Server {
                 .clamp(2, 16),
             n => n,
         };
-        let server = Server {
+        Ok(Server {
             inner: Arc::new(Inner {
                 epoll,
                 listeners: RwLock::new(listeners),
@@ -286,16 +293,10 @@ impl Server {
                 stop_when_idle,
                 accept_paused_until: Mutex::new(None),
                 limit_notices: AtomicU64::new(0),
+                stalled: Mutex::new(Vec::new()),
             }),
             threads,
-        };
-        // A refused charge asks for a pass over every connection; weak, so the
-        // shared state does not keep a stopped server alive.
-        let weak = Arc::downgrade(&server.inner);
-        server.inner.shared.inflight.set_sweeper(Box::new(move || {
-            weak.upgrade().map_or(0, |inner| inner.refresh_charges())
-        }));
-        Ok(server)
+        })
     }
 
     pub fn stopper(&self) -> Stopper {
@@ -388,6 +389,7 @@ fn settle(conn: &Conn, shared: &Shared, scratch: &mut Scratch, deadline: Instant
             Next::Read if !message_waiting(conn.channel()) => return Drained::Done,
             Next::Read => {}
             Next::Write => return Drained::Full,
+            Next::Stall => return Drained::Done,
         }
     }
     Drained::More
@@ -465,6 +467,8 @@ impl Inner {
             Next::Read => self.rearm(&conn, token, EpollFlags::EPOLLIN),
             Next::Write => self.rearm(&conn, token, EpollFlags::EPOLLOUT),
             Next::Close => self.close(&conn, token),
+            // Left disarmed; the timer re-arms it.
+            Next::Stall => lock(&self.stalled).push(token),
         }
     }
 
@@ -726,9 +730,14 @@ impl Inner {
         let _ = nix::unistd::read(&self.tick, &mut [0u8; 8]);
         self.close_idle();
         let _ = self.refresh_charges();
+        self.resume_stalled();
         if let Some(m) = self.manager.get() {
-            if m.watchdog && !self.stopping.load(Ordering::Acquire) {
-                m.send(&[NotifyState::Watchdog]);
+            if let Some((due, last)) = &m.watchdog {
+                let mut last = lock(last);
+                if last.elapsed() >= *due && !self.stopping.load(Ordering::Acquire) {
+                    m.send(&[NotifyState::Watchdog]);
+                    *last = Instant::now();
+                }
             }
             let status = self.status_line();
             let mut last = lock(&m.last_status);
@@ -740,6 +749,17 @@ impl Inner {
         let mut ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, TICK);
         if let Err(e) = self.epoll.modify(self.tick.as_fd(), &mut ev) {
             tracing::error!(error = %e, "cannot re-arm the timer; idle connections stay open");
+        }
+    }
+
+    /// Let held-back connections try again (each checks its uid's room first).
+    fn resume_stalled(&self) {
+        let tokens = std::mem::take(&mut *lock(&self.stalled));
+        for token in tokens {
+            let conn = lock(&self.conns).get(token);
+            if let Some(conn) = conn {
+                self.rearm(&conn, token, EpollFlags::EPOLLIN);
+            }
         }
     }
 
