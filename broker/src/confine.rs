@@ -313,7 +313,6 @@ fn allowed_syscalls() -> Vec<i64> {
         libc::SYS_rseq,
         libc::SYS_gettid,
         libc::SYS_getpid,
-        libc::SYS_prctl,
         libc::SYS_sigaltstack,
         libc::SYS_rt_sigaction,
         libc::SYS_rt_sigprocmask,
@@ -414,6 +413,16 @@ fn install_seccomp(worker: Option<i32>) -> Result<usize, ConfineError> {
     }
     rules.insert(libc::SYS_kill, kill_rules);
     rules.insert(libc::SYS_tgkill, vec![to(me)?]);
+    // prctl only to name a thread (strace: the only call once confined) or to read
+    // whether it is dumpable. Nothing may make the broker dumpable again or touch its
+    // other process settings.
+    rules.insert(
+        libc::SYS_prctl,
+        vec![
+            SeccompRule::new(vec![arg(0, libc::PR_SET_NAME)?]).map_err(|e| sc(&e))?,
+            SeccompRule::new(vec![arg(0, libc::PR_GET_DUMPABLE)?]).map_err(|e| sc(&e))?,
+        ],
+    );
     let count = rules.len();
     let filter = SeccompFilter::new(
         rules,

@@ -76,7 +76,9 @@ impl Listener {
         .map_err(|e| ctx(e.into(), "cannot open what was bound"))?;
         let meta = fstat(&file).map_err(|e| ctx(e.into(), "cannot stat"))?;
         let is_socket = SFlag::from_bits_truncate(meta.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK;
-        if !is_socket || meta.st_uid != geteuid().as_raw() {
+        // One name only: a root-owned socket hard-linked here in the moment after bind
+        // (where protected_hardlinks is off) is not ours.
+        if !is_socket || meta.st_uid != geteuid().as_raw() || meta.st_nlink != 1 {
             return Err(ctx(
                 io::Error::new(io::ErrorKind::AlreadyExists, "replaced while binding"),
                 "not the socket bound",

@@ -201,10 +201,13 @@ fn the_confined_broker_may_signal_only_itself_and_its_worker() {
     let _ = (other.wait(), worker.wait());
     let text = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(serve.status.success(), "{:?}", serve);
-    assert_eq!(text(&serve), "dumpable false\nself ok\ntarget EPERM\n");
+    assert_eq!(
+        text(&serve),
+        "dumpable false\nmake-dumpable EPERM\nself ok\ntarget EPERM\n"
+    );
     assert!(spawn.status.success(), "{:?}", spawn);
     assert_eq!(
         text(&spawn),
-        "dumpable false\nself ok\ntarget EPERM\nworker ok\n"
+        "dumpable false\nmake-dumpable EPERM\nself ok\ntarget EPERM\nworker ok\n"
     );
 }

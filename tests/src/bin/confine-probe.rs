@@ -4,7 +4,7 @@
 //! ```text
 //! confine-probe POLICY TARGET_PID [WORKER_PID]
 //! ```
-//! prints `dumpable true|false`, then `self ok|ERRNO`, `target ok|ERRNO` and, given one, `worker ok|ERRNO`, each
+//! prints `dumpable true|false`, `make-dumpable ok|ERRNO`, then `self ok|ERRNO`, `target ok|ERRNO` and, given one, `worker ok|ERRNO`, each
 //! the result of `kill(PID, 0)` after confinement.
 #![allow(clippy::unwrap_used)]
 
@@ -29,6 +29,10 @@ fn main() {
     let loaded = Loaded::new(policy, 1);
     fdbroker::confine::confine(&loaded, None, None, worker).unwrap();
     println!("dumpable {}", nix::sys::prctl::get_dumpable().unwrap());
+    match nix::sys::prctl::set_dumpable(true) {
+        Ok(()) => println!("make-dumpable ok"),
+        Err(e) => println!("make-dumpable {e:?}"),
+    }
     probe("self", nix::unistd::getpid().as_raw());
     probe("target", target);
     if let Some(w) = worker {
