@@ -213,13 +213,13 @@ impl Conn {
                 return Next::Close;
             }
             // Nothing of ours is held now: what is charged has been sent.
-            let _ = self.refresh_charge(false);
+            self.refresh_charge(false);
             // Held back only once serving: the greeting passes no descriptors.
             let serving = matches!(st.phase, Phase::Serving { .. });
             if let Err(over) = self.inflight.room_for_a_reply(self.peer.uid)
                 && serving
             {
-                let _ = self.refresh_charge(true);
+                self.refresh_charge(true);
                 if self.inflight.room_for_a_reply(self.peer.uid).is_err() {
                     self.note_stall(&over);
                     return Next::Stall;
@@ -466,7 +466,7 @@ impl Conn {
     /// Release this connection's charge if the worker has received everything sent
     /// (checked once the charge reaches [`RECHECK_AT`], or always if `force`). Only
     /// while no reply is held (parked, or being built).
-    fn refresh_charge(&self, force: bool) -> usize {
+    fn refresh_charge(&self, force: bool) {
         let charged = self.charged.load(Ordering::Relaxed);
         if charged > 0
             && (force || charged >= RECHECK_AT)
@@ -474,17 +474,16 @@ impl Conn {
         {
             let n = self.charged.swap(0, Ordering::Relaxed);
             self.inflight.release(self.peer.uid, n);
-            return n;
         }
-        0
     }
 
     /// [`Conn::refresh_charge`] for the event loop's timer, unless a thread is serving
     /// the connection or a reply is parked.
-    pub fn refresh_charge_if_idle(&self) -> usize {
-        match self.state.try_lock() {
-            Ok(st) if st.pending.is_none() => self.refresh_charge(true),
-            _ => 0,
+    pub fn refresh_charge_if_idle(&self) {
+        if let Ok(st) = self.state.try_lock()
+            && st.pending.is_none()
+        {
+            self.refresh_charge(true);
         }
     }
 

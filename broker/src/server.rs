@@ -729,7 +729,7 @@ impl Inner {
         // The expiration count; reading resets the timer's readiness.
         let _ = nix::unistd::read(&self.tick, &mut [0u8; 8]);
         self.close_idle();
-        let _ = self.refresh_charges();
+        self.refresh_charges();
         self.resume_stalled();
         if let Some(m) = self.manager.get() {
             if let Some((due, last)) = &m.watchdog {
@@ -766,12 +766,14 @@ impl Inner {
     /// Give back the descriptor charge of connections whose workers have received
     /// everything, so a uid's other connections are not refused for replies long read
     /// (each connection also checks its own before every request).
-    fn refresh_charges(&self) -> usize {
+    fn refresh_charges(&self) {
         if self.shared.inflight.total() == 0 {
-            return 0;
+            return;
         }
         let conns: Vec<ConnRef> = lock(&self.conns).iter().cloned().collect();
-        conns.iter().map(|c| c.refresh_charge_if_idle()).sum()
+        for conn in conns {
+            conn.refresh_charge_if_idle();
+        }
     }
 
     /// Shut down every connection idle longer than the policy's `idle_timeout`, so
