@@ -153,6 +153,49 @@ impl Broker {
     }
 
     pub fn start_with(tree: &TempDir, policy: &str, extra_args: &[&str]) -> Broker {
+        Broker::launch(tree, policy, |policy_path, socket| {
+            let mut cmd = Command::new(fdbroker_bin());
+            cmd.arg("serve")
+                .arg("--policy")
+                .arg(policy_path)
+                .arg("--socket")
+                .arg(socket)
+                .args(extra_args);
+            cmd
+        })
+    }
+
+    /// Like [`Broker::start`], with `prelude` run by `sh` first (e.g. `ulimit -n 40`,
+    /// `umask 0`), which then execs the broker, all under `wrapper` (a command and its
+    /// arguments, e.g. `setpriv ...`; empty for none) that execs in turn, so the pid is
+    /// the broker's.
+    pub fn start_wrapped(tree: &TempDir, policy: &str, wrapper: &[&str], prelude: &str) -> Broker {
+        Broker::launch(tree, policy, |policy_path, socket| {
+            let script = format!("{prelude}\nexec \"$0\" serve --policy \"$1\" --socket \"$2\"");
+            let mut cmd = match wrapper.split_first() {
+                Some((program, args)) => {
+                    let mut cmd = Command::new(program);
+                    cmd.args(args).arg("sh");
+                    cmd
+                }
+                None => Command::new("sh"),
+            };
+            cmd.arg("-c")
+                .arg(script)
+                .arg(fdbroker_bin())
+                .arg(policy_path)
+                .arg(socket);
+            cmd
+        })
+    }
+
+    /// Write the policy, start what `command` builds for it and the socket (logging
+    /// to a file), and wait until the socket accepts connections.
+    fn launch(
+        tree: &TempDir,
+        policy: &str,
+        command: impl FnOnce(&Path, &Path) -> Command,
+    ) -> Broker {
         let dir = TempDir::new("broker");
         let socket = dir.join("broker.sock");
         let policy_path = dir.join("policy.toml");
@@ -161,13 +204,7 @@ impl Broker {
             .replace("{sock}", socket.to_str().unwrap());
         fs::write(&policy_path, text).unwrap();
         let log = dir.join("broker.log");
-        let child = Command::new(fdbroker_bin())
-            .arg("serve")
-            .arg("--policy")
-            .arg(&policy_path)
-            .arg("--socket")
-            .arg(&socket)
-            .args(extra_args)
+        let child = command(&policy_path, &socket)
             .env("FDBROKER_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

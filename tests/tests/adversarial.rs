@@ -8,7 +8,7 @@
 mod adversarial_support;
 
 use adversarial_support::{
-    Spawned, assert_dropped, dev_ino, errno_of, eventually, hello_frame, many_frame, open_frame,
+    assert_dropped, dev_ino, errno_of, eventually, hello_frame, many_frame, open_frame,
     path_dev_ino, raw_session, read_all, recv_reply, settled_fd_count,
 };
 use fdbroker_shared::Channel;
@@ -511,7 +511,7 @@ fn mounts_under_a_root_are_crossed_only_without_same_filesystem() {
            mount --bind '{dir}'/outdir '{dir}'/$r/bind\n\
          done"
     );
-    let b = Spawned::start(
+    let b = Broker::start_wrapped(
         &t,
         "[[client]]\nname = \"m\"\nusers = [0]\n\
          [[client.allow]]\npath = \"{dir}/x/\"\n\
@@ -716,7 +716,7 @@ fn created_files_get_the_fixed_mode_whatever_the_umask() {
          [[client.allow]]\npath = \"{dir}/default/\"\naccess = [\"create\"]\n\
          [[client.allow]]\npath = \"{dir}/shared/\"\naccess = [\"create\"]\nmode = \"0644\"\n";
     for (umask, tag) in [("077", "tight"), ("000", "open")] {
-        let b = Spawned::start(&t, policy, &[], &format!("umask {umask}"));
+        let b = Broker::start_wrapped(&t, policy, &[], &format!("umask {umask}"));
         let c = b.client();
         let status = std::fs::read_to_string(format!("/proc/{}/status", b.pid())).unwrap();
         assert!(

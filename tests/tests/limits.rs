@@ -6,7 +6,7 @@
 mod adversarial_support;
 
 use adversarial_support::{
-    Spawned, errno_of, eventually, hello_frame, many_frame, raw_session, read_all, settled_fd_count,
+    errno_of, eventually, hello_frame, many_frame, raw_session, read_all, settled_fd_count,
 };
 use fdbroker_shared::Channel;
 use fdbroker_shared::frame::{self, Kind, MAX_MESSAGE};
@@ -278,7 +278,7 @@ fn a_broker_out_of_descriptors_recovers_after_the_flood() {
     // flight is per *user* (every root process on the machine counts) against the
     // sender's RLIMIT_NOFILE, which at 40 would make this test depend on whatever
     // else root is passing. That cap has its own test below.
-    let mut b = Spawned::start(&t, &policy("confine = false"), &[], "ulimit -n 40");
+    let mut b = Broker::start_wrapped(&t, &policy("confine = false"), &[], "ulimit -n 40");
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", b.pid())).unwrap();
     assert!(
         limits
@@ -505,7 +505,7 @@ fn idle_connections_are_closed_after_the_idle_timeout() {
 #[test]
 fn a_worker_that_never_reads_cannot_stop_descriptor_passing_for_others() {
     let t = tree();
-    let b = Spawned::start(&t, &policy(""), &[], "ulimit -S -n 1024");
+    let b = Broker::start_wrapped(&t, &policy(""), &[], "ulimit -S -n 1024");
     let c = b.client();
     served(&t, &c, 0);
     let batch: Vec<Vec<u8>> = (0..128)
@@ -583,7 +583,7 @@ fn one_uid_that_never_reads_cannot_starve_another_uid() {
 
 fn one_uid_that_never_reads_at(limit: u32) {
     let t = tree();
-    let b = Spawned::start(&t, &policy(""), &[], &format!("ulimit -n {limit}"));
+    let b = Broker::start_wrapped(&t, &policy(""), &[], &format!("ulimit -n {limit}"));
     let batch: Vec<Vec<u8>> = (0..128)
         .map(|i| file(&t, i).as_os_str().as_bytes().to_vec())
         .collect();
@@ -656,7 +656,7 @@ fn a_flood_of_refused_connections_is_logged_a_few_times() {
 #[test]
 fn replies_already_read_on_many_connections_do_not_get_a_batch_refused() {
     let t = tree();
-    let b = Spawned::start(&t, &policy(""), &[], "ulimit -n 2048");
+    let b = Broker::start_wrapped(&t, &policy(""), &[], "ulimit -n 2048");
     let mut conns = Vec::new();
     for _ in 0..17 {
         let c = b.client();

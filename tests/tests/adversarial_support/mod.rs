@@ -1,18 +1,15 @@
-//! Helpers shared by `adversarial.rs` and `limits.rs`: raw protocol sessions, and a
-//! broker started under a shell prelude (umask, `ulimit -n`) or a wrapper (a private
-//! mount namespace), which the harness's `Broker` cannot do.
+//! Helpers shared by `adversarial.rs` and `limits.rs`: raw protocol frames and
+//! sessions, descriptor counts, and waiting for a condition.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use fdbroker_shared::frame::{self, Kind, MAX_MESSAGE};
 use fdbroker_shared::wire::{Access, Hello, Op, OpenSpec, Reply, Request};
 use fdbroker_shared::{Channel, ProtocolError, RecvError};
-use fdbroker_tests::TempDir;
 use fdbroker_worker::BrokerError;
 use std::fs;
 use std::io::{ErrorKind, Read};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The errno inside a broker error.
@@ -132,97 +129,5 @@ pub fn assert_dropped(ch: &Channel, what: &str) {
         Err(RecvError::Protocol(ProtocolError::Closed)) => {}
         Err(RecvError::Io(e)) if e.kind() == ErrorKind::ConnectionReset => {}
         other => panic!("{what}: the connection was not dropped: {other:?}"),
-    }
-}
-
-/// A `fdbroker serve` started through `sh -c PRELUDE; exec broker ...`, optionally
-/// under a wrapper command that execs (so the pid is the broker's).
-pub struct Spawned {
-    child: Option<Child>,
-    pub socket: PathBuf,
-    log: PathBuf,
-    _dir: TempDir,
-}
-
-impl Spawned {
-    pub fn start(tree: &TempDir, policy: &str, wrapper: &[&str], prelude: &str) -> Spawned {
-        let dir = TempDir::new("spawned");
-        let socket = dir.join("broker.sock");
-        let policy_path = dir.join("policy.toml");
-        let text = policy
-            .replace("{dir}", tree.path().to_str().unwrap())
-            .replace("{sock}", socket.to_str().unwrap());
-        fs::write(&policy_path, text).unwrap();
-        let log = dir.join("broker.log");
-        let script = format!("{prelude}\nexec \"$0\" serve --policy \"$1\" --socket \"$2\"");
-        let (program, pre_args) = match wrapper.split_first() {
-            Some((p, rest)) => (p.to_string(), rest.to_vec()),
-            None => ("sh".to_string(), vec![]),
-        };
-        let mut cmd = Command::new(program);
-        cmd.args(pre_args);
-        if !wrapper.is_empty() {
-            cmd.arg("sh");
-        }
-        cmd.arg("-c")
-            .arg(script)
-            .arg(fdbroker_tests::fdbroker_bin())
-            .arg(&policy_path)
-            .arg(&socket)
-            .env("FDBROKER_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap());
-        let child = cmd.spawn().unwrap();
-        let mut s = Spawned {
-            child: Some(child),
-            socket,
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if Channel::connect(&s.socket).is_ok() {
-                break;
-            }
-            if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("broker exited early with {st}:\n{}", s.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "broker did not start:\n{}",
-                s.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().unwrap().id() as i32
-    }
-
-    pub fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn fd_count(&self) -> usize {
-        fd_count_of(self.pid())
-    }
-
-    pub fn alive(&mut self) -> bool {
-        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
-    }
-
-    pub fn client(&self) -> fdbroker_worker::Client {
-        fdbroker_worker::Client::connect(&self.socket).unwrap()
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            fdbroker_tests::stop_child(&mut child);
-        }
     }
 }
