@@ -147,15 +147,21 @@ fn field<'a>(status: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{key} missing in:\n{status}"))
 }
 
+/// A worker-probe under `fdbroker run`, with the broker's log in the tree as `log`.
+fn probe_under_run(t: &TempDir, policy: &Path, log: &str) -> (Driven, PathBuf) {
+    let probe = sibling_bin("worker-probe");
+    let log = t.join(log);
+    let w = Driven::start_with_stderr(
+        run_cmd(policy, &[probe.to_str().unwrap()]),
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    (w, log)
+}
+
 #[test]
 fn run_confines_the_worker_and_serves_it_through_the_broker() {
     let (t, policy) = fixture();
-    let probe = sibling_bin("worker-probe");
-    let log = t.join("broker.log");
-    let mut w = Driven::start_with_stderr(
-        run_cmd(&policy, &[probe.to_str().unwrap()]),
-        Stdio::from(std::fs::File::create(&log).unwrap()),
-    );
+    let (mut w, log) = probe_under_run(&t, &policy, "broker.log");
     let ready = w.line();
     let pid: u32 = ready.strip_prefix("READY ").unwrap().parse().unwrap();
     let secret = t.join("data/secret.txt");
@@ -305,12 +311,7 @@ fn run_reports_exit_status_and_forwards_signals() {
 #[test]
 fn run_broker_confines_itself_while_it_serves_the_worker() {
     let (t, policy) = fixture();
-    let probe = sibling_bin("worker-probe");
-    let log = t.join("broker.log");
-    let mut w = Driven::start_with_stderr(
-        run_cmd(&policy, &[probe.to_str().unwrap()]),
-        Stdio::from(std::fs::File::create(&log).unwrap()),
-    );
+    let (mut w, log) = probe_under_run(&t, &policy, "broker.log");
     assert!(w.line().starts_with("READY "));
     // Served after the broker confined itself (read-only policy: CAP_DAC_READ_SEARCH).
     let secret = t.join("data/secret.txt");
@@ -355,11 +356,7 @@ fn run_broker_confines_itself_while_it_serves_the_worker() {
         format!("[broker]\nconfine = false\n{text}").as_bytes(),
         0o644,
     );
-    let log = t.join("unconfined.log");
-    let w = Driven::start_with_stderr(
-        run_cmd(&unconfined, &[probe.to_str().unwrap()]),
-        Stdio::from(std::fs::File::create(&log).unwrap()),
-    );
+    let (w, log) = probe_under_run(&t, &unconfined, "unconfined.log");
     assert!(w.line().starts_with("READY "));
     let st = status_of(w.child.id());
     assert_eq!(field(&st, "Seccomp:"), "0", "{st}");
