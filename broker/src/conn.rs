@@ -407,14 +407,33 @@ impl Conn {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Sent::Later,
             Err(e) if !fds.is_empty() && !is_disconnect(&e) => {
-                tracing::warn!(uid = self.peer.uid, pid = self.peer.pid, error = %e, "cannot pass descriptors; answering with an error instead");
+                let errno = e.raw_os_error().unwrap_or(Errno::EIO as i32);
+                let why = if errno == Errno::ETOOMANYREFS as i32 {
+                    // Logged once per burst: every reply fails alike until workers read.
+                    static BUDGET: crate::throttle::Throttle =
+                        crate::throttle::Throttle::once_per_window();
+                    if let Some(suppressed) = BUDGET.admit() {
+                        tracing::error!(
+                            uid = self.peer.uid,
+                            pid = self.peer.pid,
+                            suppressed,
+                            "out of descriptor budget: the kernel refuses to pass more \
+                             descriptors (ETOOMANYREFS) because too many passed by this \
+                             broker's user have not been received yet; run the broker as \
+                             a user of its own and raise its RLIMIT_NOFILE"
+                        );
+                    }
+                    "the broker is out of descriptor budget: the kernel refuses to pass more \
+                     descriptors until workers receive those already passed (ETOOMANYREFS); \
+                     try again later"
+                        .to_owned()
+                } else {
+                    tracing::warn!(uid = self.peer.uid, pid = self.peer.pid, error = %e, "cannot pass descriptors; answering with an error instead");
+                    format!("the broker could not pass the descriptors: {e}")
+                };
                 fds.clear();
                 let Some(id) = id else { return Sent::Failed };
-                let errno = e.raw_os_error().unwrap_or(Errno::EIO as i32);
-                let body = ReplyBody::Refused(WireError::new(
-                    errno,
-                    format!("the broker could not pass the descriptors: {e}"),
-                ));
+                let body = ReplyBody::Refused(WireError::new(errno, why));
                 if encode_reply(bytes, id, body, fds).is_err() {
                     return Sent::Failed;
                 }
@@ -474,6 +493,40 @@ impl Conn {
         {
             let n = self.charged.swap(0, Ordering::Relaxed);
             self.inflight.release(self.peer.uid, n);
+        }
+    }
+
+    /// Is anything this connection passed still queued, unreceived, in the worker's
+    /// socket? Called once the connection is over (no thread serves it any more): a
+    /// parked reply is abandoned first (its descriptors were never passed), then the
+    /// socket's send queue says whether the kernel still charges passed descriptors to
+    /// the broker's user. It does until the worker receives them or its socket is
+    /// destroyed, whatever the broker does with its own end, so such a connection must
+    /// stay open and charged (see `server`'s draining list) rather than be dropped.
+    /// A queue that cannot be read counts as not empty.
+    pub fn still_charged_at_close(&self) -> bool {
+        let parked = self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pending
+            .take();
+        if let Some(out) = parked {
+            self.uncharge(out.fds.len());
+        }
+        self.charged.load(Ordering::Relaxed) > 0 && !self.drained()
+    }
+
+    /// For a connection kept after its close: has the worker received (or discarded,
+    /// by closing its socket) everything passed? If so the charge is released now.
+    pub fn drained(&self) -> bool {
+        match self.channel.unreceived_bytes() {
+            Ok(0) => {
+                let n = self.charged.swap(0, Ordering::Relaxed);
+                self.inflight.release(self.peer.uid, n);
+                true
+            }
+            _ => false,
         }
     }
 

@@ -104,6 +104,56 @@ struct Inner {
     limit_notices: AtomicU64,
     /// Connections held back until their uid has room for a reply's descriptors.
     stalled: Mutex<Vec<u64>>,
+    /// Closed connections whose workers have not received everything passed: kept
+    /// open and charged until they have (see [`Inner::close`]).
+    draining: Mutex<Draining>,
+}
+
+/// At most this many closed connections per uid may wait, charged, for their workers
+/// to receive what was passed; past it that uid's new connections are refused.
+pub const MAX_DRAINING_PER_UID: usize = 64;
+
+/// Closed connections still charged for descriptors their workers have not received.
+///
+/// The kernel charges a passed descriptor to the broker's user until the receiver
+/// reads it or its socket is destroyed; closing the broker's end changes nothing. A
+/// worker that asks for batches, shuts its socket down without reading and keeps it
+/// open would otherwise get its uid's share back at every close while the kernel's
+/// count only grows, until no reply of any worker could pass a descriptor. So the
+/// connection stays here, out of epoll, still charged to its uid, and the timer drops
+/// it once its send queue is empty.
+#[derive(Debug, Default)]
+struct Draining {
+    conns: Vec<ConnRef>,
+    per_uid: HashMap<u32, usize>,
+}
+
+impl Draining {
+    fn of(&self, uid: u32) -> usize {
+        self.per_uid.get(&uid).copied().unwrap_or(0)
+    }
+
+    fn push(&mut self, conn: ConnRef) {
+        *self.per_uid.entry(conn.peer.uid).or_default() += 1;
+        self.conns.push(conn);
+    }
+
+    /// Drop every connection whose worker has now received everything.
+    fn settle(&mut self) {
+        let per_uid = &mut self.per_uid;
+        self.conns.retain(|c| {
+            if !c.drained() {
+                return true;
+            }
+            if let Some(n) = per_uid.get_mut(&c.peer.uid) {
+                *n -= 1;
+                if *n == 0 {
+                    per_uid.remove(&c.peer.uid);
+                }
+            }
+            false
+        });
+    }
 }
 
 /// The service manager this broker reports to.
@@ -294,6 +344,7 @@ impl Server {
                 accept_paused_until: Mutex::new(None),
                 limit_notices: AtomicU64::new(0),
                 stalled: Mutex::new(Vec::new()),
+                draining: Mutex::new(Draining::default()),
             }),
             threads,
         })
@@ -493,7 +544,16 @@ impl Inner {
         let _ = self.epoll.delete(conn.channel().as_fd());
         let remaining = {
             let mut slab = lock(&self.conns);
+            let closed = slab.get(token);
             slab.remove(token);
+            if let Some(closed) = closed
+                && closed.still_charged_at_close()
+            {
+                // Nothing more is read or sent; the worker sees end-of-file after what
+                // is queued. Kept, charged, until the timer finds the queue empty.
+                let _ = closed.channel().shutdown();
+                lock(&self.draining).push(closed);
+            }
             slab.len()
         };
         if self.stop_when_idle && remaining == 0 {
@@ -607,7 +667,20 @@ impl Inner {
         }
         let settings = loaded.policy.broker();
         let (total, same_uid) = lock(&self.conns).counts(peer.uid);
-        let over = if total >= settings.max_connections {
+        // Closed connections still charged count against both limits: each holds a
+        // descriptor of the broker's.
+        let (draining, draining_uid) = {
+            let d = lock(&self.draining);
+            (d.conns.len(), d.of(peer.uid))
+        };
+        let (total, same_uid) = (total + draining, same_uid + draining_uid);
+        let over = if draining_uid >= MAX_DRAINING_PER_UID {
+            Some(format!(
+                "uid {} has {draining_uid} closed connections whose replies were never \
+                 received; receive or close them first",
+                peer.uid
+            ))
+        } else if total >= settings.max_connections {
             Some(format!(
                 "the broker is at its limit of {} connections",
                 settings.max_connections
@@ -729,6 +802,7 @@ impl Inner {
         // The expiration count; reading resets the timer's readiness.
         let _ = nix::unistd::read(&self.tick, &mut [0u8; 8]);
         self.close_idle();
+        lock(&self.draining).settle();
         self.refresh_charges();
         self.resume_stalled();
         if let Some(m) = self.manager.get() {

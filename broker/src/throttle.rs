@@ -14,6 +14,7 @@ const LINES: u32 = 20;
 #[derive(Debug)]
 pub struct Throttle {
     state: Mutex<Window>,
+    lines: u32,
 }
 
 #[derive(Debug)]
@@ -25,12 +26,23 @@ struct Window {
 
 impl Throttle {
     pub const fn new() -> Throttle {
+        Throttle::with_lines(LINES)
+    }
+
+    /// One line per window: for a condition that, once it happens, happens to every
+    /// request until it clears (a burst), where one line says all there is to say.
+    pub const fn once_per_window() -> Throttle {
+        Throttle::with_lines(1)
+    }
+
+    const fn with_lines(lines: u32) -> Throttle {
         Throttle {
             state: Mutex::new(Window {
                 started: None,
                 written: 0,
                 suppressed: 0,
             }),
+            lines,
         }
     }
 
@@ -43,7 +55,7 @@ impl Throttle {
             w.started = Some(now);
             w.written = 0;
         }
-        if w.written >= LINES {
+        if w.written >= self.lines {
             w.suppressed += 1;
             return None;
         }

@@ -189,6 +189,35 @@ impl Broker {
         })
     }
 
+    /// Like [`Broker::start_wrapped`], but the broker runs as the dedicated, unprivileged
+    /// `uid` (and gid) holding only `CAP_DAC_READ_SEARCH`, started the way the README
+    /// says to start it by hand (`setpriv` with an ambient capability): nothing else of
+    /// root's shares its descriptor budget. The socket's directory is given to `uid` so
+    /// it can bind there.
+    pub fn start_as(tree: &TempDir, policy: &str, uid: u32, prelude: &str) -> Broker {
+        Broker::launch(tree, policy, |policy_path, socket| {
+            use std::os::unix::fs::chown;
+            chown(socket.parent().unwrap(), Some(uid), Some(uid)).unwrap();
+            let script = format!("{prelude}\nexec \"$0\" serve --policy \"$1\" --socket \"$2\"");
+            let mut cmd = Command::new("setpriv");
+            cmd.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={uid}"))
+                .args([
+                    "--clear-groups",
+                    "--inh-caps=-all,+dac_read_search",
+                    "--ambient-caps=+dac_read_search",
+                    "--bounding-set=-all,+dac_read_search",
+                    "sh",
+                    "-c",
+                ])
+                .arg(script)
+                .arg(fdbroker_bin())
+                .arg(policy_path)
+                .arg(socket);
+            cmd
+        })
+    }
+
     /// Write the policy, start what `command` builds for it and the socket (logging
     /// to a file), and wait until the socket accepts connections.
     fn launch(

@@ -625,6 +625,120 @@ fn one_uid_that_never_reads_at(limit: u32) {
     drop(hogs);
 }
 
+/// The kernel keeps charging a passed descriptor to the broker's user until the worker
+/// receives it or its socket is destroyed: closing the broker's end of the connection
+/// releases nothing. A worker that asks for batches, shuts its socket down without
+/// reading and keeps it open, over and over, used to get its charge back from the
+/// broker at every close while the kernel's count kept growing, until every reply of
+/// every worker failed with ETOOMANYREFS. Such a connection now stays charged (and
+/// held, draining) until the kernel shows its replies gone, so the hog's uid runs out
+/// of its own share and nobody else's.
+#[test]
+fn closing_with_replies_unread_does_not_give_the_charge_back() {
+    let t = tree();
+    // A dedicated broker user, so that only this broker's descriptors count against
+    // its limit. At 4,096 a uid may have 512 in flight.
+    let b = Broker::start_as(&t, &policy(""), 990, "ulimit -n 4096");
+    let batch: Vec<Vec<u8>> = (0..128)
+        .map(|i| file(&t, i).as_os_str().as_bytes().to_vec())
+        .collect();
+    let mut hogs = Vec::new();
+    for _ in 0..40 {
+        // Three batches: within the uid's share, so the broker answers them all and
+        // goes back to reading, where it sees the shutdown.
+        let ch = raw_session(&b.socket);
+        for id in 0..3 {
+            ch.send(&many_frame(id, batch.clone())).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(30));
+        nix::sys::socket::shutdown(
+            std::os::fd::AsRawFd::as_raw_fd(&ch),
+            nix::sys::socket::Shutdown::Both,
+        )
+        .unwrap();
+        hogs.push(ch);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Another uid (nobody) is served, every time, promptly.
+    for i in 0..10 {
+        let started = Instant::now();
+        let out = cat_as_nobody(&b.socket, &[&file(&t, i)]);
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            b.log()
+        );
+        assert_eq!(out.stdout, format!("file {i}\n").as_bytes());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "served after {:?}",
+            started.elapsed()
+        );
+    }
+    let log = b.log();
+    assert!(!log.contains("cannot pass descriptors"), "{log}");
+    // Once the hogs really go, so does their charge: the broker lets go of the
+    // draining connections, and the hog's uid is served again.
+    drop(hogs);
+    let c = b.client();
+    let got = within(Duration::from_secs(10), "a batch after the hogs left", {
+        let batch: Vec<PathBuf> = (0..128).map(|i| file(&t, i)).collect();
+        move || {
+            c.open_many(&batch)
+                .unwrap()
+                .into_iter()
+                .filter(Result::is_ok)
+                .count()
+        }
+    });
+    assert_eq!(got, 128, "{}", b.log());
+}
+
+/// The kernel's count of descriptors in flight is per user: anything else running as
+/// the broker's user shares its budget (which is why the broker should have a user of
+/// its own). When the kernel still refuses (ETOOMANYREFS), the worker gets an error of
+/// its own kind that says what happened, and the broker logs it once per burst.
+#[test]
+fn a_broker_out_of_descriptor_budget_says_so() {
+    let t = tree();
+    let b = Broker::start_as(&t, &policy(""), 991, "ulimit -n 1024");
+    // Another process of the broker's user pins 1,500 descriptors in flight.
+    let pinner = r#"
+import os, socket, sys, time
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+fd = os.open("/dev/null", os.O_RDONLY)
+for _ in range(6):
+    socket.send_fds(a, [b"x"], [fd] * 250)
+print("pinned", flush=True)
+sys.stdin.read()
+"#;
+    let mut pin = Command::new("setpriv")
+        .args(["--reuid=991", "--regid=991", "--clear-groups", "sh", "-c"])
+        .arg("ulimit -n 4096 && exec python3 -c \"$0\"")
+        .arg(pinner)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(pin.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "pinned");
+    let c = b.client();
+    let e = c.open(file(&t, 0)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::QuotaExceeded, "{e}");
+    assert!(e.to_string().contains("out of descriptor budget"), "{e}");
+    let _ = c.open(file(&t, 1)).unwrap_err();
+    let log = b.log();
+    assert_eq!(log.matches("out of descriptor budget").count(), 1, "{log}");
+    // Once the pinned descriptors go, so does the refusal.
+    drop(pin.stdin.take());
+    pin.wait().unwrap();
+    served(&t, &c, 2);
+}
+
 /// Refusals a peer can cause at will are logged a few times per window, not once per
 /// connection: a flood of them cannot fill the disk or bury the audit trail.
 #[test]

@@ -26,12 +26,22 @@ impl std::error::Error for BrokerError {}
 
 impl From<BrokerError> for io::Error {
     fn from(e: BrokerError) -> io::Error {
-        let kind = io::Error::from_raw_os_error(e.errno).kind();
-        io::Error::new(kind, e)
+        io::Error::new(e.kind(), e)
     }
 }
 
 impl BrokerError {
+    /// The `io::ErrorKind` for this errno. `ETOOMANYREFS` (the broker is out of its
+    /// budget of descriptors passed but not yet received, its own per-uid share or the
+    /// kernel's limit) has no kind of its own in std, so it becomes `QuotaExceeded`:
+    /// a caller can tell "receive your replies, then retry" from a real failure.
+    pub fn kind(&self) -> io::ErrorKind {
+        if self.errno == libc::ETOOMANYREFS {
+            return io::ErrorKind::QuotaExceeded;
+        }
+        io::Error::from_raw_os_error(self.errno).kind()
+    }
+
     pub(crate) fn from_wire(w: fdbroker_shared::wire::WireError) -> BrokerError {
         BrokerError {
             errno: w.errno,
