@@ -9,8 +9,17 @@
 //! through the test suite). Calls outside the list fail with `EPERM` rather than kill,
 //! so an unforeseen path degrades to an error reply, not a dead service.
 //!
-//! `CAP_FOWNER` and `CAP_CHOWN` are not kept: the broker never changes ownership, and
-//! the only mode it sets is on files it just created, which it owns.
+//! `CAP_FOWNER` is not kept: the only mode the broker sets is on files it just created,
+//! which it owns. `CAP_CHOWN` is kept only when a rule gives created files an `owner`
+//! or `group`.
+//!
+//! The broker need not be root. Run as a user of its own that holds just these
+//! capabilities (systemd `User=` with `AmbientCapabilities=`, or `setpriv` by hand), it
+//! shares its budget of descriptors in flight with no other process. Such a broker
+//! cannot drop from the bounding set (that needs `CAP_SETPCAP`), so it leaves the set
+//! as it was given, which is harmless under `no_new_privs` and a seccomp filter without
+//! `execve`, and says so; a capability the policy needs but the process was not given
+//! is a start-up error that names it.
 //!
 //! Landlock and capability changes apply to the calling thread, so this runs while the
 //! broker is still single-threaded (checked), before the event loop starts its threads.
@@ -53,6 +62,17 @@ pub enum ConfineError {
         #[source]
         source: caps::errors::CapsError,
     },
+    #[error(
+        "the policy needs {cap} ({why}), which this process does not have; run the broker \
+         as root, or grant it (systemd: AmbientCapabilities={cap} and \
+         CapabilityBoundingSet=... {cap}; by hand: setpriv --inh-caps=+{lower} \
+         --ambient-caps=+{lower})"
+    )]
+    MissingCapability {
+        cap: Capability,
+        lower: String,
+        why: &'static str,
+    },
     #[error("cannot set no_new_privs: {0}")]
     NoNewPrivs(#[source] nix::Error),
     #[error("cannot turn off core dumps (PR_SET_DUMPABLE): {0}")]
@@ -77,6 +97,9 @@ pub struct Confinement {
     pub landlock: Option<LandlockKept>,
     pub seccomp_syscalls: usize,
     writes: bool,
+    chown: bool,
+    /// The bounding set could not be narrowed (no `CAP_SETPCAP`): left as given.
+    pub bounding_kept: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -89,7 +112,14 @@ pub struct LandlockKept {
 impl fmt::Display for Confinement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let caps: Vec<String> = self.capabilities.iter().map(|c| c.to_string()).collect();
-        write!(f, "capabilities kept [{}], no_new_privs", caps.join(", "))?;
+        write!(f, "capabilities kept [{}]", caps.join(", "))?;
+        if self.bounding_kept {
+            write!(
+                f,
+                " (bounding set left as given: no CAP_SETPCAP to narrow it)"
+            )?;
+        }
+        write!(f, ", no_new_privs")?;
         match &self.landlock {
             Some(l) => write!(
                 f,
@@ -111,6 +141,13 @@ impl Confinement {
     /// Would serving `policy` need anything this confinement took away?
     pub fn refuses(&self, policy: &Policy) -> Option<String> {
         let writes = needs_writes(policy);
+        if needs_chown(policy) && !self.chown {
+            return Some(
+                "the new policy gives created files an owner or group, but this broker \
+                 dropped CAP_CHOWN at start-up; restart it to widen"
+                    .into(),
+            );
+        }
         if writes && !self.writes {
             return Some(
                 "the new policy grants write or create, but this broker dropped the capability \
@@ -156,7 +193,8 @@ pub fn confine(
         return Err(ConfineError::Threads(threads));
     }
     let writes = needs_writes(policy);
-    let capabilities = narrow_capabilities(writes)?;
+    let chown = needs_chown(policy);
+    let (capabilities, bounding_kept) = narrow_capabilities(writes, chown)?;
     nix::sys::prctl::set_no_new_privs().map_err(ConfineError::NoNewPrivs)?;
     // No core dumps and no ptrace by uid: a dump of a broker's memory holds what it
     // read, and in spawn mode its real uid is the worker's.
@@ -168,7 +206,17 @@ pub fn confine(
         landlock,
         seccomp_syscalls,
         writes,
+        chown,
+        bounding_kept,
     })
+}
+
+/// Does any rule give created files an owner or group?
+fn needs_chown(policy: &Policy) -> bool {
+    policy
+        .rules()
+        .iter()
+        .any(|r| r.options.owner.is_some() || r.options.group.is_some())
 }
 
 fn needs_writes(policy: &Policy) -> bool {
@@ -187,16 +235,46 @@ fn root_needs_writes(policy: &Policy, root: &Path) -> bool {
     })
 }
 
-fn narrow_capabilities(writes: bool) -> Result<Vec<Capability>, ConfineError> {
-    let mut keep = vec![Capability::CAP_DAC_READ_SEARCH];
+/// Keep exactly what serving the policy needs; also whether the bounding set had to be
+/// left as given.
+fn narrow_capabilities(writes: bool, chown: bool) -> Result<(Vec<Capability>, bool), ConfineError> {
+    let mut keep = vec![(
+        Capability::CAP_DAC_READ_SEARCH,
+        "to open files beneath directories the worker cannot search",
+    )];
     if writes {
-        keep.push(Capability::CAP_DAC_OVERRIDE);
+        keep.push((
+            Capability::CAP_DAC_OVERRIDE,
+            "for the write or create access it grants",
+        ));
     }
-    let keep_set: CapsHashSet = keep.iter().copied().collect();
+    if chown {
+        keep.push((
+            Capability::CAP_CHOWN,
+            "for the owner or group it gives created files",
+        ));
+    }
     let err = |op| move |source| ConfineError::Capabilities { op, source };
-    // Bounding first: dropping from it needs CAP_SETPCAP, which goes with the rest.
+    let permitted = caps::read(None, CapSet::Permitted).map_err(err("read the permitted set"))?;
+    if let Some((cap, why)) = keep.iter().find(|(c, _)| !permitted.contains(c)) {
+        return Err(ConfineError::MissingCapability {
+            cap: *cap,
+            lower: cap.to_string().trim_start_matches("CAP_").to_lowercase(),
+            why,
+        });
+    }
+    let keep: Vec<Capability> = keep.into_iter().map(|(c, _)| c).collect();
+    let keep_set: CapsHashSet = keep.iter().copied().collect();
+    // Bounding first: dropping from it needs CAP_SETPCAP, which goes with the rest. A
+    // broker started unprivileged does not have it and keeps the set it was given.
+    let can_narrow = permitted.contains(&Capability::CAP_SETPCAP);
+    let mut bounding_kept = false;
     for cap in caps::all() {
         if !keep_set.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
+            if !can_narrow {
+                bounding_kept = true;
+                continue;
+            }
             caps::drop(None, CapSet::Bounding, cap).map_err(err("drop from the bounding set"))?;
         }
     }
@@ -204,7 +282,7 @@ fn narrow_capabilities(writes: bool) -> Result<Vec<Capability>, ConfineError> {
     caps::clear(None, CapSet::Inheritable).map_err(err("clear the inheritable set"))?;
     caps::set(None, CapSet::Effective, &keep_set).map_err(err("set the effective set"))?;
     caps::set(None, CapSet::Permitted, &keep_set).map_err(err("set the permitted set"))?;
-    Ok(keep)
+    Ok((keep, bounding_kept))
 }
 
 fn restrict_filesystem(
@@ -278,6 +356,10 @@ fn allowed_syscalls() -> Vec<i64> {
         libc::SYS_fstat,
         libc::SYS_statx,
         libc::SYS_fchmod,
+        // created files' owner and group (rule options), and the reopen check's look
+        // for a POSIX ACL (resolve.rs)
+        libc::SYS_fchown,
+        libc::SYS_fgetxattr,
         // truncate-on-open, done only after the opened file is authorized (resolve.rs)
         libc::SYS_ftruncate,
         libc::SYS_close,

@@ -79,6 +79,8 @@ impl Default for Scratch {
 pub struct Conn {
     channel: Channel,
     pub peer: PeerCredentials,
+    /// The peer's supplementary groups at connect time (`SO_PEERGROUPS`).
+    groups: Box<[u32]>,
     binding: Binding,
     state: Mutex<State>,
     /// When the connection was accepted; `active_ms` counts from here.
@@ -156,6 +158,7 @@ impl Conn {
     pub fn new(
         channel: Channel,
         peer: PeerCredentials,
+        groups: Box<[u32]>,
         binding: Binding,
         inflight: Arc<InFlight>,
     ) -> Conn {
@@ -172,6 +175,7 @@ impl Conn {
         Conn {
             channel,
             peer,
+            groups,
             binding,
             state: Mutex::new(State {
                 phase: Phase::AwaitHello,
@@ -382,7 +386,15 @@ impl Conn {
                 }
                 self.charged.fetch_add(want, Ordering::Relaxed);
                 st.reserved = want;
-                let body = handle::answer(&loaded, client, &self.peer, req.op, max_batch, fds);
+                let body = handle::answer(
+                    &loaded,
+                    client,
+                    &self.peer,
+                    &self.groups,
+                    req.op,
+                    max_batch,
+                    fds,
+                );
                 encode_reply(out, req.id, body, fds)?;
                 Ok(Some(req.id))
             }

@@ -14,11 +14,13 @@ use nix::errno::Errno;
 use std::os::fd::OwnedFd;
 
 /// Answer one operation for `client`. Granted descriptors are pushed to `fds` in
-/// outcome order.
+/// outcome order. `groups` are the peer's supplementary groups, for judging what it
+/// could reopen a file for (`resolve::Holder`).
 pub fn answer(
     loaded: &Loaded,
     client: ClientId,
     peer: &PeerCredentials,
+    groups: &[u32],
     op: Op,
     max_batch: usize,
     fds: &mut Vec<OwnedFd>,
@@ -28,6 +30,7 @@ pub fn answer(
             loaded,
             client,
             peer,
+            groups,
             &spec.path,
             spec.access,
             spec.flags,
@@ -50,17 +53,19 @@ pub fn answer(
             ReplyBody::OpenMany(
                 paths
                     .iter()
-                    .map(|p| open_one(loaded, client, peer, p, access, flags, fds))
+                    .map(|p| open_one(loaded, client, peer, groups, p, access, flags, fds))
                     .collect(),
             )
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn open_one(
     loaded: &Loaded,
     client: ClientId,
     peer: &PeerCredentials,
+    groups: &[u32],
     path: &[u8],
     access: Access,
     flags: u32,
@@ -99,7 +104,12 @@ fn open_one(
         .get(grant.root)
         .map_err(OpenError::RootUnavailable)
         .and_then(|root| {
-            resolve::open_beneath(root, grant.relative, access, extra, &grant.options)
+            let holder = resolve::Holder {
+                uid: peer.uid,
+                gid: peer.gid,
+                groups,
+            };
+            resolve::open_beneath(root, grant.relative, access, extra, &grant.options, &holder)
         });
     match opened {
         Ok((fd, meta)) => {

@@ -15,7 +15,7 @@ use fdbroker_shared::wire::{
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::{Mode, fchmod, fstat};
-use nix::unistd::ftruncate;
+use nix::unistd::{Gid, Uid, fchown, ftruncate};
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 /// `RESOLVE_BENEATH` fails with `EAGAIN` when a rename or mount raced the lookup;
@@ -54,6 +54,18 @@ pub enum OpenError {
     RootUnavailable(Errno),
     #[error("unknown file type {0:#o}")]
     UnknownType(u32),
+    #[error(
+        "the file's mode ({mode:04o}, owner {owner}, group {group}) would let uid {uid} \
+         reopen the descriptor through /proc/self/fd for {wider}, which the grant does not \
+         give; the rule's allow_reopen = true passes it anyway"
+    )]
+    WiderReopen {
+        mode: u32,
+        owner: u32,
+        group: u32,
+        uid: u32,
+        wider: &'static str,
+    },
 }
 
 impl OpenError {
@@ -67,7 +79,8 @@ impl OpenError {
             | OpenError::Unsupported
             | OpenError::Device(_)
             | OpenError::Hardlinked(_)
-            | OpenError::UnknownType(_) => Errno::EACCES,
+            | OpenError::UnknownType(_)
+            | OpenError::WiderReopen { .. } => Errno::EACCES,
             OpenError::Raced => Errno::EAGAIN,
             OpenError::IsDirectory => Errno::EISDIR,
             OpenError::NotDirectory => Errno::ENOTDIR,
@@ -99,14 +112,30 @@ pub fn check_flags(access: Access, flags: u32) -> Result<OFlag, OpenError> {
     Ok(extra)
 }
 
-/// Open `relative` beneath `root` for `access`, then authorize the result.
-/// `relative` is empty for the root itself.
+/// Who will hold a passed descriptor, as far as file permissions go: its uid, primary
+/// gid and supplementary groups when it connected.
+#[derive(Debug, Clone, Copy)]
+pub struct Holder<'a> {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: &'a [u32],
+}
+
+impl Holder<'_> {
+    fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
+}
+
+/// Open `relative` beneath `root` for `access`, then authorize the result for
+/// `holder`. `relative` is empty for the root itself.
 pub fn open_beneath(
     root: BorrowedFd<'_>,
     relative: &[u8],
     access: Access,
     extra: OFlag,
     rule: &RuleOptions,
+    holder: &Holder<'_>,
 ) -> Result<(OwnedFd, FileMeta), OpenError> {
     // `O_TRUNC` acts inside open(2), before the descriptor can be checked: a planted
     // hard link, or any file the checks below refuse, would already be emptied. Open
@@ -146,6 +175,9 @@ pub fn open_beneath(
     let st = fstat(&fd).map_err(OpenError::Kernel)?;
     let mut meta = meta_of(&st)?;
     authorize(&meta, access, rule)?;
+    if !rule.allow_reopen {
+        no_wider_reopen(&fd, &st, access, holder)?;
+    }
     // The kernel ignores O_TRUNC on FIFOs, terminals and devices; so does this.
     if truncate && meta.kind == FileKind::Regular {
         ftruncate(&fd, 0).map_err(OpenError::Kernel)?;
@@ -153,9 +185,95 @@ pub fn open_beneath(
     }
     if access == Access::Create {
         // The umask may have narrowed the mode; created files get exactly the rule's.
+        // Before the owner changes: the broker keeps no CAP_FOWNER, so once the file is
+        // someone else's it may no longer set the mode (create modes have no set-id
+        // bits for the ownership change to clear).
         fchmod(&fd, Mode::from_bits_truncate(mode)).map_err(OpenError::Kernel)?;
+        if rule.owner.is_some() || rule.group.is_some() {
+            fchown(
+                &fd,
+                rule.owner.map(Uid::from_raw),
+                rule.group.map(Gid::from_raw),
+            )
+            .map_err(OpenError::Kernel)?;
+        }
     }
     Ok((fd, meta))
+}
+
+/// A descriptor confines its holder to its access mode only as long as the holder
+/// cannot open the file again: through `/proc/self/fd/N` (a magic link) the kernel
+/// checks the file's own permissions but none of the directories above it, which are
+/// often all that kept the holder out. So a file whose mode would give the holder
+/// more than the grant (write bits for it on a read grant, read bits on a write grant)
+/// is not passed. The owner counts as having every access: it may `fchmod` the
+/// descriptor it was handed. With a POSIX ACL, the group bits are the mask of every
+/// named entry, so they count whatever the holder's groups. Directories are exempt
+/// (they cannot be reopened for writing, and listing is what the grant is for), and
+/// so are files the rule creates (their mode and owner are the rule's own), and a
+/// holder with uid 0 (root can open the file itself).
+fn no_wider_reopen(
+    fd: &OwnedFd,
+    st: &nix::sys::stat::FileStat,
+    access: Access,
+    holder: &Holder<'_>,
+) -> Result<(), OpenError> {
+    let (read, write) = match access {
+        Access::Read => (true, false),
+        Access::Write => (false, true),
+        Access::ReadWrite => return Ok(()),
+        Access::Create | Access::Directory => return Ok(()),
+    };
+    if holder.uid == 0 || FileKind::from_mode(st.st_mode) == Some(FileKind::Directory) {
+        return Ok(());
+    }
+    let mode = st.st_mode & 0o7777;
+    let group_bits = (mode >> 3) & 0o7;
+    let bits = if st.st_uid == holder.uid {
+        0o7
+    } else if holder.in_group(st.st_gid) {
+        group_bits
+    } else {
+        let other = mode & 0o7;
+        // Named ACL entries reach only as far as the mask (the group bits): look for
+        // an ACL only when the mask would add something.
+        if group_bits & !other & 0o6 != 0 && has_access_acl(fd) {
+            other | group_bits
+        } else {
+            other
+        }
+    };
+    let wider = match (bits & 0o4 != 0 && !read, bits & 0o2 != 0 && !write) {
+        (_, true) => "writing",
+        (true, false) => "reading",
+        (false, false) => return Ok(()),
+    };
+    Err(OpenError::WiderReopen {
+        mode,
+        owner: st.st_uid,
+        group: st.st_gid,
+        uid: holder.uid,
+        wider,
+    })
+}
+
+/// Does the file carry a POSIX access ACL? An error other than "no such attribute"
+/// counts as yes: the check must fail closed.
+fn has_access_acl(fd: &OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a size query: a null buffer of length 0, so the kernel writes nothing.
+    let rc = unsafe {
+        libc::fgetxattr(
+            fd.as_raw_fd(),
+            c"system.posix_acl_access".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if rc >= 0 {
+        return rc > 0;
+    }
+    !matches!(Errno::last(), Errno::ENODATA | Errno::EOPNOTSUPP)
 }
 
 fn open_retrying(

@@ -274,9 +274,11 @@ impl Server {
     ) -> io::Result<Server> {
         let server = Server::build(shared, Vec::new(), opts, true)?;
         channel.set_nonblocking(true)?;
+        // The spawned worker has no supplementary groups (the sandbox clears them).
         server.inner.register(Conn::new(
             channel,
             peer,
+            Box::default(),
             binding,
             Arc::clone(&server.inner.shared.inflight),
         ))?;
@@ -648,9 +650,23 @@ impl Inner {
                 return;
             }
         };
+        // Unreadable groups would make the reopen check too lenient: refuse the peer.
+        let groups = match peer::groups(&ch) {
+            Ok(g) => g.into_boxed_slice(),
+            Err(e) => {
+                tracing::warn!(uid = peer.uid, pid = peer.pid, error = %e, "cannot read the peer's groups; dropping connection");
+                return;
+            }
+        };
         let loaded = self.shared.current();
         let binding = Binding::Credentials;
-        let conn = Conn::new(ch, peer, binding.clone(), Arc::clone(&self.shared.inflight));
+        let conn = Conn::new(
+            ch,
+            peer,
+            groups,
+            binding.clone(),
+            Arc::clone(&self.shared.inflight),
+        );
         if conn.client_in(&loaded).is_none() {
             static REFUSALS: Throttle = Throttle::new();
             if let Some(suppressed) = REFUSALS.admit() {

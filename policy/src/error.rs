@@ -85,6 +85,11 @@ pub enum LoadErrorKind {
     UnknownSymlinks(String),
     #[error("empty access list: a rule must grant something")]
     EmptyAccess,
+    #[error(
+        "{0} applies only to files the rule creates, and this rule does not grant create \
+         (an existing file's ownership is never changed)"
+    )]
+    OwnershipWithoutCreate(&'static str),
     #[error("bad path {path:?}: {reason}")]
     BadPath { path: String, reason: PatternError },
     #[error("bad {what} {path:?}: {reason}")]

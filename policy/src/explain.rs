@@ -186,8 +186,17 @@ impl fmt::Display for Explanation {
                     o.hardlinks,
                     o.same_filesystem
                 )?;
+                if o.allow_reopen {
+                    write!(f, ", allow_reopen = true")?;
+                }
                 if self.access == Access::Create {
                     write!(f, ", mode = {:04o}", o.create_mode)?;
+                    if let Some(uid) = o.owner {
+                        write!(f, ", owner = {uid}")?;
+                    }
+                    if let Some(gid) = o.group {
+                        write!(f, ", group = {gid}")?;
+                    }
                 }
                 Ok(())
             }

@@ -63,6 +63,9 @@ pub(crate) struct AllowTable {
     pub hardlinks: Option<bool>,
     pub mode: Option<Spanned<String>>,
     pub same_filesystem: Option<bool>,
+    pub owner: Option<Spanned<NameOrId>>,
+    pub group: Option<Spanned<NameOrId>>,
+    pub allow_reopen: Option<bool>,
 }
 
 /// Deny rules only name paths: what is denied is denied for every access.

@@ -444,6 +444,23 @@ impl Builder {
         if let RawRule::Allow(table) = raw {
             rule.effect = Effect::Allow;
             rule.access = access(cx, table.access)?;
+            // Ownership is given only to files the rule creates: an existing file's
+            // owner is never changed.
+            for (key, value) in [("owner", &table.owner), ("group", &table.group)] {
+                if let Some(v) = value
+                    && !rule.access.grants(Access::Create)
+                {
+                    return Err(cx.at_value(v, LoadErrorKind::OwnershipWithoutCreate(key)));
+                }
+            }
+            let owner = match &table.owner {
+                Some(v) => Some(resolve(cx, IdKind::Uid, v)?),
+                None => None,
+            };
+            let group = match &table.group {
+                Some(v) => Some(resolve(cx, IdKind::Gid, v)?),
+                None => None,
+            };
             rule.options = RuleOptions {
                 symlinks: match table.symlinks {
                     None => Symlinks::None,
@@ -464,6 +481,9 @@ impl Builder {
                     None => RuleOptions::DEFAULT_CREATE_MODE,
                 },
                 same_filesystem: table.same_filesystem.unwrap_or(false),
+                owner,
+                group,
+                allow_reopen: table.allow_reopen.unwrap_or(false),
             };
             rule.root = Some(self.root(pattern.root()));
             for access in Access::ALL {

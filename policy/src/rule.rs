@@ -54,6 +54,14 @@ pub struct RuleOptions {
     pub create_mode: u32,
     /// `RESOLVE_NO_XDEV`: refuse to cross a mount point beneath the root.
     pub same_filesystem: bool,
+    /// Owner and group given to files made by `create`, before the descriptor is
+    /// passed; `None` leaves the broker's own (the kernel's default for a new file).
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+    /// Pass descriptors even for files whose own mode would let the peer reopen them
+    /// (through `/proc/self/fd`) with more access than the rule grants. Off by
+    /// default: a descriptor for reading must not be a way to write.
+    pub allow_reopen: bool,
 }
 
 impl RuleOptions {
@@ -68,6 +76,9 @@ impl Default for RuleOptions {
             hardlinks: false,
             create_mode: RuleOptions::DEFAULT_CREATE_MODE,
             same_filesystem: false,
+            owner: None,
+            group: None,
+            allow_reopen: false,
         }
     }
 }

@@ -738,6 +738,81 @@ fn created_files_get_the_fixed_mode_whatever_the_umask() {
     }
 }
 
+/// Files a rule creates belong to the rule's `owner` and `group` (set before the
+/// descriptor is passed, with the mode applied after), or else to the broker's user.
+#[test]
+fn created_files_get_the_rules_owner_and_group() {
+    let t = TempDir::new("owner");
+    t.dir("owned", 0o755);
+    t.dir("plain", 0o755);
+    let policy = "[[client]]\nname = \"u\"\nusers = [0]\n\
+         [[client.allow]]\npath = \"{dir}/owned/\"\naccess = [\"create\"]\n\
+         owner = \"nobody\"\ngroup = 65534\nmode = \"0640\"\n\
+         [[client.allow]]\npath = \"{dir}/plain/\"\naccess = [\"create\"]\n";
+    let b = Broker::start(&t, policy);
+    let c = b.client();
+    for (dir, owner, mode) in [("owned", NOBODY, 0o640), ("plain", 0, 0o600)] {
+        let p = t.join(&format!("{dir}/new"));
+        let o = c
+            .open_detailed(&p, Access::Create, 0)
+            .unwrap_or_else(|e| panic!("{e}\n{}", b.log()));
+        // Already so when the descriptor arrives.
+        let meta = o.file.metadata().unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.permissions().mode() & 0o7777),
+            (owner, owner, mode),
+            "{dir}"
+        );
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", b.pid())).unwrap();
+    // CAP_CHOWN (bit 0) and CAP_DAC_OVERRIDE (1) for creating, CAP_DAC_READ_SEARCH (2).
+    assert!(status.contains("CapEff:\t0000000000000007"), "{status}");
+}
+
+/// A broker started without a capability its policy needs says which one, and how to
+/// grant it, instead of failing on a bare `capset` error.
+#[test]
+fn a_broker_without_a_needed_capability_names_it() {
+    let t = TempDir::new("nocap");
+    t.dir("w", 0o777);
+    let dir = TempDir::new("nocap-broker");
+    std::os::unix::fs::chown(dir.path(), Some(992), Some(992)).unwrap();
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[[client]]\nname = \"u\"\nusers = [0]\n[[client.allow]]\npath = \"{}/w/\"\n\
+             access = [\"create\"]\n",
+            t.path().display()
+        ),
+    )
+    .unwrap();
+    let out = run_with_timeout(
+        Command::new("setpriv")
+            .args([
+                "--reuid=992",
+                "--regid=992",
+                "--clear-groups",
+                "--inh-caps=-all,+dac_read_search",
+                "--ambient-caps=+dac_read_search",
+                "--bounding-set=-all,+dac_read_search",
+            ])
+            .arg(fdbroker_tests::fdbroker_bin())
+            .args(["serve", "--policy"])
+            .arg(&policy)
+            .arg("--socket")
+            .arg(dir.join("s.sock")),
+        Duration::from_secs(20),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("the policy needs CAP_DAC_OVERRIDE")
+            && err.contains("AmbientCapabilities=CAP_DAC_OVERRIDE"),
+        "{err}"
+    );
+}
+
 // ---------------------------------------------------------------------------------
 // Protocol
 // ---------------------------------------------------------------------------------
@@ -1167,4 +1242,73 @@ fn the_peer_identity_is_fixed_at_connect_time() {
         "{stdout}"
     );
     assert!(b.log().contains("uid=65534"));
+}
+
+/// A descriptor confines its holder to its access mode only while the holder cannot
+/// open the file again. Through `/proc/self/fd/N` the kernel checks the file's own
+/// mode but none of the directories above it, so a read grant of a `0602` file in a
+/// `0700` directory used to be a way for `nobody` to write it. Files whose mode would
+/// give the peer more than the grant are now refused, with the reason, unless the
+/// rule says `allow_reopen = true`.
+#[test]
+fn a_read_grant_never_reopens_for_writing() {
+    let t = TempDir::new("reopen");
+    t.dir("r", 0o700);
+    t.dir("open", 0o700);
+    let other_w = t.file("r/other-w", b"o+w\n", 0o602);
+    let group_w = t.file("r/group-w", b"g+w\n", 0o620);
+    std::os::unix::fs::chown(&group_w, None, Some(NOBODY)).unwrap();
+    let group_w_not_mine = t.file("r/group-w-root", b"g+w, group root\n", 0o620);
+    let mine = t.file("r/mine", b"owned by nobody\n", 0o400);
+    std::os::unix::fs::chown(&mine, Some(NOBODY), Some(NOBODY)).unwrap();
+    let plain = t.file("r/plain", b"plain\n", 0o644);
+    let allowed = t.file("open/other-w", b"o+w, allowed\n", 0o602);
+    let b = Broker::start(
+        &t,
+        "[broker]\nsocket_mode = \"0666\"\n\
+         [[client]]\nname = \"n\"\nusers = [65534]\n\
+         [[client.allow]]\npath = \"{dir}/r/\"\n\
+         [[client.allow]]\npath = \"{dir}/open/\"\nallow_reopen = true\n",
+    );
+    let mut cmd = Command::new(sibling_bin("worker-probe"));
+    cmd.env("FDBROKER_SOCKET", &b.socket);
+    let script: String = [
+        &other_w,
+        &group_w,
+        &group_w_not_mine,
+        &mine,
+        &plain,
+        &allowed,
+    ]
+    .iter()
+    .map(|p| format!("reopen {}\n", p.display()))
+    .collect();
+    std::os::unix::process::CommandExt::uid(&mut cmd, NOBODY);
+    std::os::unix::process::CommandExt::gid(&mut cmd, NOBODY);
+    let out = fdbroker_tests::run_with_input(
+        &mut cmd,
+        Some(script.into_bytes()),
+        Duration::from_secs(30),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().skip(1).collect();
+    let refused = "ERR PermissionDenied 13";
+    assert_eq!(
+        lines,
+        [
+            refused,         // others may write
+            refused,         // nobody's group may write
+            "REOPEN err 13", // the group may write, but nobody is not in it
+            refused,         // nobody owns it, and could chmod it
+            "REOPEN err 13", // nothing more than reading for nobody
+            "REOPEN ok",     // allow_reopen: passed, and reopened for writing
+        ],
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = b.log();
+    assert!(
+        log.contains("would let uid 65534 reopen the descriptor through /proc/self/fd for writing"),
+        "{log}"
+    );
 }

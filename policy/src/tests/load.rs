@@ -167,7 +167,39 @@ fn allow_rule_options_are_parsed() {
             hardlinks: true,
             create_mode: 0o640,
             same_filesystem: true,
+            owner: None,
+            group: None,
+            allow_reopen: false,
         }
+    );
+}
+
+#[test]
+fn created_files_ownership_and_reopen_options() {
+    let p = parse(&with_c(
+        "[[client.allow]]\npath = \"/out/\"\naccess = [\"create\"]\nowner = 0\ngroup = \"root\"\n\
+         [[client.allow]]\npath = \"/in/\"\nallow_reopen = true\n",
+    ));
+    let o = p.rule(RuleId(0)).options;
+    assert_eq!(
+        (o.owner, o.group, o.allow_reopen),
+        (Some(0), Some(0), false)
+    );
+    let o = p.rule(RuleId(1)).options;
+    assert_eq!((o.owner, o.group, o.allow_reopen), (None, None, true));
+    // Ownership is for files the rule creates; an existing file's is never changed.
+    assert_eq!(
+        err(&with_c(
+            "[[client.allow]]\npath = \"/a/\"\naccess = [\"write\"]\nowner = 0\n"
+        )),
+        "p.toml:7:9: owner applies only to files the rule creates, and this rule does not \
+         grant create (an existing file's ownership is never changed)"
+    );
+    assert!(
+        err(&with_c(
+            "[[client.allow]]\npath = \"/a/\"\naccess = [\"create\"]\ngroup = \"no-such-group-x\"\n"
+        ))
+        .contains("unknown group \"no-such-group-x\"")
     );
 }
 

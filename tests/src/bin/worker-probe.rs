@@ -6,6 +6,9 @@
 //! worker-probe [--lockdown]
 //!   open PATH     -> `OK <bytes> <first line>` or `ERR <ErrorKind> <errno>`
 //!   direct PATH   -> the same, opening by path without the broker
+//!   reopen PATH   -> asks the broker for PATH to read, then reopens that descriptor
+//!                    through /proc/self/fd for writing: `REOPEN ok`, `REOPEN err
+//!                    <ERRNO>`, or the broker's refusal as for `open`
 //!   uid           -> `UID <real> <effective>`
 //!   tiocsti FD    -> pushes `injected-by-worker\n` into the input of the terminal on FD
 //!                    with TIOCSTI, as typed: `TIOCSTI <fd> ok` or `TIOCSTI <fd> err <ERRNO>`
@@ -39,6 +42,17 @@ fn main() -> std::process::ExitCode {
         let reply = match cmd {
             "open" => describe(client.open(arg)),
             "direct" => describe(std::fs::File::open(arg)),
+            "reopen" => match client.open(arg) {
+                Ok(f) => {
+                    use std::os::fd::AsRawFd;
+                    let magic = format!("/proc/self/fd/{}", f.as_raw_fd());
+                    match std::fs::OpenOptions::new().append(true).open(magic) {
+                        Ok(_) => "REOPEN ok".to_owned(),
+                        Err(e) => format!("REOPEN err {}", e.raw_os_error().unwrap_or(0)),
+                    }
+                }
+                Err(e) => describe(Err(e)),
+            },
             "uid" => format!("UID {} {}", nix::unistd::getuid(), nix::unistd::geteuid()),
             "tiocsti" => match arg.parse::<i32>() {
                 Ok(fd) => format!("TIOCSTI {fd} {}", tiocsti(fd, INJECTED)),
