@@ -288,7 +288,7 @@ fn resolve(cx: &Context<'_>, kind: IdKind, entry: &Spanned<NameOrId>) -> Result<
 
 /// An allow or deny table, to be numbered in file order.
 enum RawRule {
-    Allow(AllowTable),
+    Allow(Box<AllowTable>),
     Deny(DenyTable),
 }
 
@@ -335,7 +335,7 @@ impl Builder {
             return Err(cx.error(header, LoadErrorKind::MatchesNoOne { client: name }));
         }
 
-        let mut raw: Vec<RawRule> = table.allow.into_iter().map(RawRule::Allow).collect();
+        let mut raw: Vec<RawRule> = table.allow.into_iter().map(|t| RawRule::Allow(Box::new(t))).collect();
         raw.extend(table.deny.into_iter().map(RawRule::Deny));
         raw.sort_by_key(|r| r.path().span().start);
         let mut index = Index::default();
