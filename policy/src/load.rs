@@ -335,7 +335,11 @@ impl Builder {
             return Err(cx.error(header, LoadErrorKind::MatchesNoOne { client: name }));
         }
 
-        let mut raw: Vec<RawRule> = table.allow.into_iter().map(|t| RawRule::Allow(Box::new(t))).collect();
+        let mut raw: Vec<RawRule> = table
+            .allow
+            .into_iter()
+            .map(|t| RawRule::Allow(Box::new(t)))
+            .collect();
         raw.extend(table.deny.into_iter().map(RawRule::Deny));
         raw.sort_by_key(|r| r.path().span().start);
         let mut index = Index::default();
