@@ -6,6 +6,8 @@
 //! worker-probe [--lockdown]
 //!   open PATH     -> `OK <bytes> <first line>` or `ERR <ErrorKind> <errno>`
 //!   direct PATH   -> the same, opening by path without the broker
+//!   via SOCK PATH -> the same, through a new connection to the broker listening at SOCK
+//!                    (another broker, say): `ERR <ErrorKind> <errno>` if it cannot connect
 //!   uid           -> `UID <real> <effective>`
 //!   tiocsti FD    -> pushes `injected-by-worker\n` into the input of the terminal on FD
 //!                    with TIOCSTI, as typed: `TIOCSTI <fd> ok` or `TIOCSTI <fd> err <ERRNO>`
@@ -39,6 +41,12 @@ fn main() -> std::process::ExitCode {
         let reply = match cmd {
             "open" => describe(client.open(arg)),
             "direct" => describe(std::fs::File::open(arg)),
+            "via" => match arg.split_once(' ') {
+                Some((socket, path)) => {
+                    describe(fdbroker_worker::Client::connect(socket).and_then(|c| c.open(path)))
+                }
+                None => format!("?? via {arg}"),
+            },
             "uid" => format!("UID {} {}", nix::unistd::getuid(), nix::unistd::geteuid()),
             "tiocsti" => match arg.parse::<i32>() {
                 Ok(fd) => format!("TIOCSTI {fd} {}", tiocsti(fd, INJECTED)),
