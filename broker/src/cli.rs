@@ -59,7 +59,9 @@ Exits 1 if any file could not be fetched, printing `fdbroker: PATH: reason` for 
         after_help = "Example:\n  fdbroker run --policy scanner.toml -- scanner < files.txt > report.txt\n\n\
 The worker runs as the [sandbox] user (default nobody) with no capabilities, no_new_privs, \
 Landlock (only the [sandbox] read_only paths, read and execute) and seccomp, in a session of \
-its own (no controlling terminal); it finds its broker connection in FDBROKER_FD. The broker \
+its own (no controlling terminal); it finds its broker connection in FDBROKER_FD. It can make \
+no socket but a Unix socketpair, connect or bind none, and execute nothing but files beneath \
+read_only (no memfd, no fexecve): pass it any other connection it needs as stdio. The broker \
 then confines itself as `serve` does. Signals sent to fdbroker run (HUP, INT, QUIT, TERM, USR1, USR2) \
 are forwarded to it; if the broker dies the worker is killed. Exit status: the worker's, \
 128+N if killed by signal N, 126 if it cannot be started, 127 if not found."

@@ -380,7 +380,7 @@ fn root_cannot_be_regained() {
 // Network and scopes
 
 #[test]
-fn tcp_is_denied_and_only_unix_sockets_can_be_created() {
+fn tcp_is_denied_and_no_socket_can_be_created() {
     require_root();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
     listener.set_nonblocking(true).expect("nonblocking");
@@ -408,15 +408,17 @@ fn tcp_is_denied_and_only_unix_sockets_can_be_created() {
 
     let r = run(&[&["--"], &checks[..]].concat());
     r.applied();
-    // Landlock (on sockets created before the sandbox): EACCES.
-    r.assert_denied(&connect, "EACCES");
-    r.assert_denied("tcp-bind", "EACCES");
-    // seccomp: EPERM for every family but AF_UNIX.
+    // On sockets created before the sandbox: seccomp refuses connect and bind on any
+    // socket (EPERM) before Landlock, which handles TCP too, would answer EACCES.
+    r.assert_denied(&connect, "EPERM");
+    r.assert_denied("tcp-bind", "EPERM");
+    // seccomp: EPERM for socket() of every family, and for socketpair() but of AF_UNIX
+    // (see no_new_socket_reaches_a_pathname_socket_and_the_broker_connection_still_works).
     r.assert_denied("socket:inet", "EPERM");
     r.assert_denied("socket:inet6", "EPERM");
     r.assert_denied("socket:netlink", "EPERM");
+    r.assert_denied("socket:unix", "EPERM");
     r.assert_denied("socketpair:inet", "EPERM");
-    r.assert_ok("socket:unix");
     r.assert_ok("socketpair:unix");
     assert_eq!(
         listener.accept().err().map(|e| e.kind()),
@@ -593,16 +595,18 @@ fn typing_into_the_controlling_terminal_is_refused() {
     );
 }
 
-#[test]
-fn broker_connection_made_before_the_sandbox_still_delivers_descriptors() {
+/// A stand-in broker on a `SOCK_SEQPACKET` socket at `dir/broker.sock`: accepts one
+/// connection, answers one request with `echo:REQUEST` and a descriptor for `granted`, and
+/// returns the request.
+fn one_shot_broker(
+    dir: &TempDir,
+    granted: &Path,
+) -> (PathBuf, std::thread::JoinHandle<Result<String, String>>) {
     use nix::sys::socket::{
         self, AddressFamily, Backlog, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr,
     };
     use std::io::IoSlice;
 
-    require_root();
-    let dir = TempDir::new("broker");
-    let secret = dir.file("secret", "granted by the broker", 0o600);
     let path = dir.path().join("broker.sock");
     let listener = socket::socket(
         AddressFamily::Unix,
@@ -618,13 +622,13 @@ fn broker_connection_made_before_the_sandbox_still_delivers_descriptors() {
     .expect("bind");
     socket::listen(&listener, Backlog::new(4).expect("backlog")).expect("listen");
 
-    let secret_for_broker = secret.clone();
+    let granted = granted.to_owned();
     let broker = std::thread::spawn(move || -> Result<String, String> {
         let conn = socket::accept(listener.as_raw_fd()).map_err(|e| e.to_string())?;
         let mut buf = [0u8; 64];
         let n = socket::recv(conn, &mut buf, MsgFlags::empty()).map_err(|e| e.to_string())?;
         let request = String::from_utf8_lossy(&buf[..n]).into_owned();
-        let file = fs::File::open(&secret_for_broker).map_err(|e| e.to_string())?;
+        let file = fs::File::open(&granted).map_err(|e| e.to_string())?;
         let reply = format!("echo:{request}");
         let fds = [file.as_raw_fd()];
         socket::sendmsg::<()>(
@@ -638,6 +642,15 @@ fn broker_connection_made_before_the_sandbox_still_delivers_descriptors() {
         nix::unistd::close(conn).map_err(|e| e.to_string())?;
         Ok(request)
     });
+    (path, broker)
+}
+
+#[test]
+fn broker_connection_made_before_the_sandbox_still_delivers_descriptors() {
+    require_root();
+    let dir = TempDir::new("broker");
+    let secret = dir.file("secret", "granted by the broker", 0o600);
+    let (path, broker) = one_shot_broker(&dir, &secret);
 
     let open_secret = format!("open:{}", s(&secret));
     let r = run(&["--connect", s(&path), "--", &open_secret, "broker:hello"]);
@@ -651,6 +664,226 @@ fn broker_connection_made_before_the_sandbox_still_delivers_descriptors() {
         broker.join().expect("broker thread"),
         Ok("hello".to_owned())
     );
+}
+
+/// Listening pathname Unix sockets of every type, mode 0666 in a world-traversable
+/// directory, so that user nobody may reach all of them: only the sandbox stands in the
+/// way. Non-blocking, so the test can see whether anything arrived.
+struct UnixListeners {
+    stream: std::os::unix::net::UnixListener,
+    seqpacket: std::os::fd::OwnedFd,
+    dgram: std::os::unix::net::UnixDatagram,
+    stream_path: PathBuf,
+    seqpacket_path: PathBuf,
+    dgram_path: PathBuf,
+}
+
+impl UnixListeners {
+    fn new(dir: &TempDir) -> UnixListeners {
+        use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+        let stream_path = dir.path().join("stream.sock");
+        let seqpacket_path = dir.path().join("seqpacket.sock");
+        let dgram_path = dir.path().join("dgram.sock");
+        let stream = std::os::unix::net::UnixListener::bind(&stream_path).expect("bind stream");
+        stream.set_nonblocking(true).expect("nonblocking");
+        let seqpacket = socket::socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .expect("socket");
+        socket::bind(
+            seqpacket.as_raw_fd(),
+            &UnixAddr::new(&seqpacket_path).expect("address"),
+        )
+        .expect("bind seqpacket");
+        socket::listen(&seqpacket, Backlog::new(8).expect("backlog")).expect("listen");
+        let dgram = std::os::unix::net::UnixDatagram::bind(&dgram_path).expect("bind dgram");
+        dgram.set_nonblocking(true).expect("nonblocking");
+        for p in [&stream_path, &seqpacket_path, &dgram_path] {
+            fs::set_permissions(p, fs::Permissions::from_mode(0o666)).expect("chmod socket");
+        }
+        UnixListeners {
+            stream,
+            seqpacket,
+            dgram,
+            stream_path,
+            seqpacket_path,
+            dgram_path,
+        }
+    }
+
+    /// How many connections and datagrams arrived since the last call (and drops them).
+    fn drain(&self) -> (usize, usize, usize) {
+        let mut streams = 0;
+        while self.stream.accept().is_ok() {
+            streams += 1;
+        }
+        let mut seqpackets = 0;
+        while let Ok(conn) = nix::sys::socket::accept(self.seqpacket.as_raw_fd()) {
+            let _ = nix::unistd::close(conn);
+            seqpackets += 1;
+        }
+        let mut datagrams = 0;
+        let mut buf = [0u8; 256];
+        while self.dgram.recv(&mut buf).is_ok() {
+            datagrams += 1;
+        }
+        (streams, seqpackets, datagrams)
+    }
+}
+
+#[test]
+fn no_new_socket_reaches_a_pathname_socket_and_the_broker_connection_still_works() {
+    require_root();
+    let dir = TempDir::new("unix");
+    let listeners = UnixListeners::new(&dir);
+    let secret = dir.file("secret", "granted by the broker", 0o600);
+    let (broker_path, broker) = one_shot_broker(&dir, &secret);
+    let (stream, seqpacket, dgram) = (
+        s(&listeners.stream_path),
+        s(&listeners.seqpacket_path),
+        s(&listeners.dgram_path),
+    );
+    let abstract_name = format!("fdbroker-sandbox-bind-{}", std::process::id());
+    let connect_stream = format!("unix-connect:stream:{stream}");
+    let connect_seqpacket = format!("unix-connect:seqpacket:{seqpacket}");
+    let connect_dgram = format!("unix-connect:dgram:{dgram}");
+    let sendto = format!("unix-sendto:{dgram}");
+    let held_connect = format!("held-connect:{stream}");
+    let held_bind = format!("held-bind:{abstract_name}");
+    let held_sendto = format!("held-sendto:{dgram}");
+    let pair_stream = format!("pair-sendmsg:stream:{dgram}");
+    let pair_seqpacket = format!("pair-sendmsg:seqpacket:{dgram}");
+    let pair_dgram = format!("pair-sendmsg:dgram:{dgram}");
+    // Each of these reaches a listener when nothing stops it.
+    let reaching = [
+        connect_stream.as_str(),
+        &connect_seqpacket,
+        &connect_dgram,
+        &sendto,
+        &held_connect,
+        &held_bind,
+        "held-listen",
+        &held_sendto,
+        &pair_dgram,
+        "socket:unix",
+        "socketpair:unix-dgram",
+    ];
+    // What a worker may still make: a private pair of connected sockets.
+    let harmless = [
+        "socketpair:unix",
+        "socketpair:unix-seqpacket",
+        "socketpair:unix-nonblock",
+    ];
+    let mut checks: Vec<&str> = reaching.to_vec();
+    checks.extend(harmless);
+    checks.extend([pair_stream.as_str(), &pair_seqpacket]);
+
+    let control = run(&[&["--no-apply", "--"], &checks[..]].concat());
+    for check in reaching.iter().chain(&harmless) {
+        control.assert_ok(check);
+    }
+    assert_eq!(control.check(&pair_dgram), "ok not-to-peer", "{control:#?}");
+    // The kernel's own answers: a stream socket refuses a destination, a seqpacket socket
+    // ignores it and delivers to its peer.
+    control.assert_denied(&pair_stream, "EISCONN");
+    assert_eq!(control.check(&pair_seqpacket), "ok to-peer", "{control:#?}");
+    // 2 streams (new socket, held socket), 1 seqpacket, 3 datagrams (sendto from a new
+    // socket, from a held one, sendmsg from a datagram pair); connect on a datagram socket
+    // sends nothing.
+    assert_eq!(listeners.drain(), (2, 1, 3), "control run\n{control:#?}");
+
+    let r = run(&[
+        &["--connect", s(&broker_path), "--"],
+        &checks[..],
+        &["broker:hello"],
+    ]
+    .concat());
+    r.applied();
+    for check in reaching {
+        r.assert_denied(check, "EPERM");
+    }
+    for check in harmless {
+        r.assert_ok(check);
+    }
+    r.assert_denied(&pair_stream, "EISCONN");
+    assert_eq!(r.check(&pair_seqpacket), "ok to-peer", "{r:#?}");
+    assert_eq!(
+        listeners.drain(),
+        (0, 0, 0),
+        "the sandbox reached a listener"
+    );
+    // The connection made before the sandbox still works, descriptors included.
+    assert_eq!(
+        r.check("broker:hello"),
+        "ok reply=\"echo:hello\" fd=\"granted by the broker\""
+    );
+    assert_eq!(
+        broker.join().expect("broker thread"),
+        Ok("hello".to_owned())
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Executing
+
+#[test]
+fn a_program_copied_into_memory_or_an_unnamed_file_cannot_be_executed() {
+    require_root();
+    let dir = TempDir::new("memexec");
+    // World-writable and executable by the sandbox's allowlist: only Landlock's refusal of
+    // writes (O_TMPFILE opens for writing) keeps a new file from appearing there.
+    let scratch = dir.subdir("scratch");
+    fs::set_permissions(&scratch, fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let program = "/usr/bin/true";
+    let memfd_empty_path = format!("memfd-exec:empty-path:{program}");
+    let memfd_proc = format!("memfd-exec:proc:{program}");
+    let sealed_empty_path = format!("memfd-sealed-exec:empty-path:{program}");
+    let sealed_proc = format!("memfd-sealed-exec:proc:{program}");
+    let tmpfile = format!("tmpfile-exec:{}:{program}", s(&scratch));
+    let fexecve = format!("execveat-empty:{program}");
+    let by_path = format!("exec:{program}");
+    let checks = [
+        memfd_empty_path.as_str(),
+        &memfd_proc,
+        &sealed_empty_path,
+        &sealed_proc,
+        &tmpfile,
+        &fexecve,
+        &by_path,
+    ];
+
+    // Control: every route runs the copy (exit=0), except a memfd sealed against
+    // execution, which the kernel itself refuses.
+    let control = run(&[&["--no-apply", "--"], &checks[..]].concat());
+    for check in [&memfd_empty_path, &memfd_proc, &tmpfile, &fexecve] {
+        assert_eq!(control.check(check), "ok exit=0", "{check}\n{control:#?}");
+    }
+    control.assert_denied(&sealed_empty_path, "EACCES");
+    control.assert_denied(&sealed_proc, "EACCES");
+
+    let r = run(&[
+        &["--read-exec", "/usr", "--read-exec", s(&scratch), "--"],
+        &checks[..],
+    ]
+    .concat());
+    r.applied();
+    // memfd_create without MFD_NOEXEC_SEAL: refused.
+    r.assert_denied(&memfd_empty_path, "EPERM");
+    r.assert_denied(&memfd_proc, "EPERM");
+    // With it, the memfd is made (a parser may want one), but it never becomes executable;
+    // execveat(AT_EMPTY_PATH) is refused before the kernel looks.
+    r.assert_denied(&sealed_empty_path, "EPERM");
+    r.assert_denied(&sealed_proc, "EACCES");
+    r.assert_denied(&tmpfile, "EACCES");
+    // fexecve is refused even for a program the sandbox may run by path ...
+    r.assert_denied(&fexecve, "EPERM");
+    // ... which still works.
+    assert_eq!(r.check(&by_path), "ok exit=0", "{r:#?}");
+    r.assert_done();
+    assert_eq!(fs::read_dir(&scratch).expect("list").count(), 0);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -248,7 +248,7 @@ fn run_worker_cannot_reach_the_network_other_sockets_or_other_processes() {
         );
     }
     // TCP: no AF_INET socket can even be made (seccomp), so no connection either;
-    // Landlock refusing connect/bind on inherited sockets is in tests/tests/sandbox.rs.
+    // connect/bind on inherited sockets are in tests/tests/sandbox.rs.
     assert!(
         text.contains(&format!("CHECK tcp-connect:{port} => err EPERM")),
         "{text}"
@@ -262,6 +262,168 @@ fn run_worker_cannot_reach_the_network_other_sockets_or_other_processes() {
         "{text}"
     );
     drop((tcp, abs));
+}
+
+/// A second broker, as `fdbroker serve` with a 0666 socket, granting user nobody a file
+/// the spawn-mode policy does not: what a worker would reach for.
+fn other_broker(t: &TempDir) -> (Broker, PathBuf) {
+    let file = t.file("other/granted.txt", b"other broker\n", 0o600);
+    let b = Broker::start(
+        t,
+        "[broker]\nsocket_mode = \"0666\"\n[[client]]\nname = \"other\"\nusers = [\"nobody\"]\n[[client.allow]]\npath = \"{dir}/other/\"\n",
+    );
+    (b, file)
+}
+
+#[test]
+fn run_worker_cannot_connect_to_another_broker_and_keeps_its_own() {
+    let (t, policy) = fixture();
+    let (other, file) = other_broker(&t);
+    let via = format!("via {} {}", other.socket.display(), file.display());
+
+    // Control: user nobody outside the sandbox reaches the other broker and is served.
+    let mut outside = unprivileged(&sibling_bin("worker-probe"));
+    outside.env("FDBROKER_SOCKET", &other.socket);
+    let mut outside = Driven::start(outside);
+    assert!(outside.line().starts_with("READY "));
+    assert_eq!(outside.ask(&via), "OK 13 other broker");
+    drop(outside);
+    let served = |b: &Broker| b.log().matches("granted.txt").count();
+    let served_before = served(&other);
+    assert_eq!(served_before, 1, "{}", other.log());
+
+    let (mut w, _log) = probe_under_run(&t, &policy, "broker.log");
+    assert!(w.line().starts_with("READY "));
+    // socket(2) itself is refused (EPERM; the library's message keeps only the kind).
+    let refused = w.ask(&via);
+    assert!(refused.starts_with("ERR PermissionDenied "), "{refused}");
+    // Its own broker still serves it.
+    let secret = t.join("data/secret.txt");
+    assert_eq!(
+        w.ask(&format!("open {}", secret.display())),
+        "OK 10 root only"
+    );
+    assert_eq!(
+        served(&other),
+        served_before,
+        "the other broker served the worker:\n{}",
+        other.log()
+    );
+}
+
+#[test]
+fn locked_down_worker_cannot_connect_to_another_broker_and_keeps_its_own() {
+    let (t, _) = fixture();
+    let (other, file) = other_broker(&t);
+    let own = Broker::start(
+        &t,
+        "[broker]\nsocket_mode = \"0666\"\n[[client]]\nname = \"w\"\nusers = [\"nobody\"]\n[[client.allow]]\npath = \"{dir}/data/\"\n",
+    );
+    let mut cmd = unprivileged(&sibling_bin("worker-probe"));
+    cmd.arg("--lockdown").env("FDBROKER_SOCKET", &own.socket);
+    let mut w = Driven::start(cmd);
+    assert!(w.line().starts_with("READY "));
+    let via = format!("via {} {}", other.socket.display(), file.display());
+    let refused = w.ask(&via);
+    assert!(refused.starts_with("ERR PermissionDenied "), "{refused}");
+    // Not even a second connection to its own broker.
+    let secret = t.join("data/secret.txt");
+    let refused = w.ask(&format!(
+        "via {} {}",
+        own.socket.display(),
+        secret.display()
+    ));
+    assert!(refused.starts_with("ERR PermissionDenied "), "{refused}");
+    assert_eq!(
+        w.ask(&format!("open {}", secret.display())),
+        "OK 10 root only"
+    );
+}
+
+#[test]
+fn run_worker_makes_no_socket_that_reaches_a_pathname_socket() {
+    let (t, policy) = fixture();
+    let (other, _) = other_broker(&t);
+    // A datagram socket nobody may send to.
+    let dgram_path = t.join("dgram.sock");
+    let dgram = std::os::unix::net::UnixDatagram::bind(&dgram_path).unwrap();
+    dgram.set_nonblocking(true).unwrap();
+    std::fs::set_permissions(
+        &dgram_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let sock = other.socket.to_str().unwrap();
+    let dgram_str = dgram_path.to_str().unwrap();
+    let reaching = [
+        format!("unix-connect:seqpacket:{sock}"),
+        format!("unix-connect:stream:{sock}"),
+        format!("unix-connect:dgram:{dgram_str}"),
+        format!("unix-sendto:{dgram_str}"),
+        format!("pair-sendmsg:dgram:{dgram_str}"),
+        "socket:unix".to_owned(),
+        "socketpair:unix-dgram".to_owned(),
+    ];
+    let probe = sibling_bin("sandbox-probe");
+    let mut args = vec![probe.to_str().unwrap(), "--no-apply"];
+    args.extend(reaching.iter().map(String::as_str));
+    args.extend(["socketpair:unix", "socketpair:unix-seqpacket"]);
+    let out = run_with_timeout(&mut run_cmd(&policy, &args), Duration::from_secs(30));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\nDONE"), "{text}");
+    for check in &reaching {
+        assert!(
+            text.contains(&format!("CHECK {check} => err EPERM")),
+            "{check}: {text}"
+        );
+    }
+    for check in ["socketpair:unix", "socketpair:unix-seqpacket"] {
+        assert!(text.contains(&format!("CHECK {check} => ok")), "{text}");
+    }
+    let mut buf = [0u8; 64];
+    assert!(dgram.recv(&mut buf).is_err(), "a datagram arrived");
+}
+
+#[test]
+fn run_worker_cannot_execute_a_program_copied_into_memory() {
+    let (_t, policy) = fixture();
+    let probe = sibling_bin("sandbox-probe");
+    let checks = [
+        "memfd-exec:empty-path:/usr/bin/true",
+        "memfd-exec:proc:/usr/bin/true",
+        "memfd-sealed-exec:proc:/usr/bin/true",
+        "execveat-empty:/usr/bin/true",
+        "exec:/usr/bin/true",
+    ];
+    let mut args = vec![probe.to_str().unwrap(), "--no-apply"];
+    args.extend(checks);
+    // Control: the same probe, unconfined, runs both memfd copies.
+    let control = run_with_timeout(
+        Command::new(&probe).args(&args[1..]),
+        Duration::from_secs(30),
+    );
+    let control = String::from_utf8_lossy(&control.stdout);
+    for check in &checks[..2] {
+        assert!(
+            control.contains(&format!("CHECK {check} => ok exit=0")),
+            "{check}: {control}"
+        );
+    }
+
+    let out = run_with_timeout(&mut run_cmd(&policy, &args), Duration::from_secs(30));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for (check, want) in [
+        (checks[0], "err EPERM"),
+        (checks[1], "err EPERM"),
+        (checks[2], "err EACCES"),
+        (checks[3], "err EPERM"),
+        (checks[4], "ok exit=0"),
+    ] {
+        assert!(
+            text.contains(&format!("CHECK {check} => {want}")),
+            "{check}: {text}"
+        );
+    }
 }
 
 #[test]

@@ -25,6 +25,24 @@
 //!   tcp-connect:PORT tcp-bind       (on TCP sockets created before applying)
 //!   abstract:NAME                   (connect to an abstract Unix socket)
 //!   socket:inet|inet6|netlink|unix  socketpair:unix|inet
+//!   socketpair:unix-seqpacket|unix-dgram|unix-nonblock (SOCK_STREAM|SOCK_NONBLOCK)
+//!   unix-connect:TYPE:PATH          a new AF_UNIX socket of TYPE (stream, seqpacket, dgram)
+//!                                   connected to the pathname socket PATH
+//!   unix-sendto:PATH                a new AF_UNIX datagram socket, sendto(PATH)
+//!   held-connect:PATH               connect an AF_UNIX stream socket made before applying
+//!   held-bind:NAME held-listen      bind that other held stream socket to the abstract
+//!                                   NAME, then listen on it
+//!   held-sendto:PATH                sendto(PATH) on an unbound AF_UNIX datagram socket made
+//!                                   before applying
+//!   pair-sendmsg:TYPE:PATH          a new socketpair of TYPE; sendmsg on one end with
+//!                                   msg_name PATH; reports where the message went
+//!   memfd-exec:ROUTE:PROG           copy PROG into a memfd_create(MFD_CLOEXEC) file and
+//!                                   execute it in a forked child, ROUTE `empty-path`
+//!                                   (execveat(fd, "", AT_EMPTY_PATH)) or `proc`
+//!                                   (execve("/proc/self/fd/N")); reports `exit=N`
+//!   memfd-sealed-exec:ROUTE:PROG    the same with MFD_NOEXEC_SEAL
+//!   tmpfile-exec:DIR:PROG           the same with an O_TMPFILE file in DIR, by /proc route
+//!   execveat-empty:PROG             open PROG and execveat(fd, "", AT_EMPTY_PATH)
 //!   fchmod-stdin fchown-stdin read-stdin
 //!   tiocsti:FD                      type `injected-by-probe\n` into the terminal on FD
 //!   tiocsti-high:FD                 the same, with high bits set in the 64-bit request
@@ -73,6 +91,11 @@ struct Held {
     /// creation itself is refused, and the checks report that errno.
     tcp_connect: Result<OwnedFd, Errno>,
     tcp_bind: Result<OwnedFd, Errno>,
+    /// Unconnected AF_UNIX sockets made before applying: what a program that locks itself
+    /// down late may still hold.
+    unix_connect: Result<OwnedFd, Errno>,
+    unix_bind: Result<OwnedFd, Errno>,
+    unix_dgram: Result<OwnedFd, Errno>,
     broker: Option<OwnedFd>,
 }
 
@@ -251,9 +274,13 @@ fn hold_descriptors(o: &Options) -> Result<Held, String> {
             Some(fd)
         }
     };
+    let unix = |ty| socket::socket(AddressFamily::Unix, ty, SockFlag::SOCK_CLOEXEC, None);
     Ok(Held {
         tcp_connect: tcp(),
         tcp_bind: tcp(),
+        unix_connect: unix(SockType::Stream),
+        unix_bind: unix(SockType::Stream),
+        unix_dgram: unix(SockType::Datagram),
         broker,
     })
 }
@@ -432,14 +459,133 @@ fn check_one(check: &str, held: &Held) -> Result<String, String> {
                 .map_err(nix_err)
         }
         "socketpair" => {
-            let family = match arg {
-                "unix" => AddressFamily::Unix,
-                "inet" => AddressFamily::Inet,
+            let (family, ty, flags) = match arg {
+                "unix" => (
+                    AddressFamily::Unix,
+                    SockType::Stream,
+                    SockFlag::SOCK_CLOEXEC,
+                ),
+                "unix-seqpacket" => (
+                    AddressFamily::Unix,
+                    SockType::SeqPacket,
+                    SockFlag::SOCK_CLOEXEC,
+                ),
+                "unix-dgram" => (
+                    AddressFamily::Unix,
+                    SockType::Datagram,
+                    SockFlag::SOCK_CLOEXEC,
+                ),
+                "unix-nonblock" => (
+                    AddressFamily::Unix,
+                    SockType::Stream,
+                    SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+                ),
+                "inet" => (
+                    AddressFamily::Inet,
+                    SockType::Stream,
+                    SockFlag::SOCK_CLOEXEC,
+                ),
                 other => return Err(format!("unknown family {other}")),
             };
-            socket::socketpair(family, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
+            socket::socketpair(family, ty, None, flags)
                 .map(|_| String::new())
                 .map_err(nix_err)
+        }
+        "unix-connect" => {
+            let (ty, path) = arg.split_once(':').ok_or("unix-connect:TYPE:PATH")?;
+            let fd = socket::socket(
+                AddressFamily::Unix,
+                sock_type(ty)?,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .map_err(nix_err)?;
+            socket::connect(fd.as_raw_fd(), &unix_addr(path)?)
+                .map(|_| String::new())
+                .map_err(nix_err)
+        }
+        "unix-sendto" => {
+            let fd = socket::socket(
+                AddressFamily::Unix,
+                SockType::Datagram,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .map_err(nix_err)?;
+            socket::sendto(
+                fd.as_raw_fd(),
+                b"unix-sendto",
+                &unix_addr(arg)?,
+                MsgFlags::empty(),
+            )
+            .map(|_| String::new())
+            .map_err(nix_err)
+        }
+        "held-connect" => {
+            let fd = held.unix_connect.as_ref().map_err(|e| nix_err(*e))?;
+            socket::connect(fd.as_raw_fd(), &unix_addr(arg)?)
+                .map(|_| String::new())
+                .map_err(nix_err)
+        }
+        "held-bind" => {
+            let fd = held.unix_bind.as_ref().map_err(|e| nix_err(*e))?;
+            let addr = UnixAddr::new_abstract(arg.as_bytes()).map_err(nix_err)?;
+            socket::bind(fd.as_raw_fd(), &addr)
+                .map(|_| String::new())
+                .map_err(nix_err)
+        }
+        "held-listen" => {
+            let fd = held.unix_bind.as_ref().map_err(|e| nix_err(*e))?;
+            let backlog = socket::Backlog::new(1).map_err(nix_err)?;
+            socket::listen(fd, backlog)
+                .map(|_| String::new())
+                .map_err(nix_err)
+        }
+        "held-sendto" => {
+            let fd = held.unix_dgram.as_ref().map_err(|e| nix_err(*e))?;
+            socket::sendto(
+                fd.as_raw_fd(),
+                b"held-sendto",
+                &unix_addr(arg)?,
+                MsgFlags::empty(),
+            )
+            .map(|_| String::new())
+            .map_err(nix_err)
+        }
+        "pair-sendmsg" => {
+            let (ty, path) = arg.split_once(':').ok_or("pair-sendmsg:TYPE:PATH")?;
+            pair_sendmsg(sock_type(ty)?, &unix_addr(path)?)
+        }
+        "memfd-exec" | "memfd-sealed-exec" => {
+            let (route, program) = arg.split_once(':').ok_or("memfd-exec:ROUTE:PROG")?;
+            let mut flags = libc::MFD_CLOEXEC;
+            if name == "memfd-sealed-exec" {
+                flags |= libc::MFD_NOEXEC_SEAL;
+            }
+            let fd = memfd(flags)?;
+            copy_program(&fd, program)?;
+            exec_in_child(&fd, route)
+        }
+        "tmpfile-exec" => {
+            let (dir, program) = arg.split_once(':').ok_or("tmpfile-exec:DIR:PROG")?;
+            let fd = nix::fcntl::open(
+                dir,
+                nix::fcntl::OFlag::O_TMPFILE
+                    | nix::fcntl::OFlag::O_RDWR
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o755),
+            )
+            .map_err(nix_err)?;
+            copy_program(&fd, program)?;
+            // A file open for writing cannot be executed (ETXTBSY): reopen it read-only.
+            let reopened =
+                std::fs::File::open(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(io)?;
+            drop(fd);
+            exec_in_child(&reopened.into(), "proc")
+        }
+        "execveat-empty" => {
+            let fd = std::fs::File::open(arg).map_err(io)?;
+            exec_in_child(&fd.into(), "empty-path")
         }
         "fchmod-stdin" => {
             nix::sys::stat::fchmod(std::io::stdin().as_fd(), Mode::from_bits_truncate(0o640))
@@ -546,4 +692,135 @@ fn broker_round_trip(fd: RawFd, msg: &str) -> Result<String, String> {
         contents.push(format!("{:?}", s.trim_end()));
     }
     Ok(format!("reply={text:?} fd={}", contents.join(",")))
+}
+
+fn sock_type(name: &str) -> Result<SockType, String> {
+    match name {
+        "stream" => Ok(SockType::Stream),
+        "seqpacket" => Ok(SockType::SeqPacket),
+        "dgram" => Ok(SockType::Datagram),
+        other => Err(format!("unknown socket type {other}")),
+    }
+}
+
+fn unix_addr(path: &str) -> Result<UnixAddr, String> {
+    UnixAddr::new(path).map_err(|e| format!("{path}: {e}"))
+}
+
+/// A socketpair of `ty`, and one message sent on it with `addr` as its destination: what
+/// a worker would try to reach a pathname datagram socket through sockets it may make.
+/// `ok to-peer` if the message arrived at the other end instead.
+fn pair_sendmsg(ty: SockType, addr: &UnixAddr) -> Result<String, String> {
+    use std::io::IoSlice;
+    let (a, b) = socket::socketpair(
+        AddressFamily::Unix,
+        ty,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )
+    .map_err(nix_err)?;
+    socket::sendmsg(
+        a.as_raw_fd(),
+        &[IoSlice::new(b"pair-sendmsg")],
+        &[],
+        MsgFlags::empty(),
+        Some(addr),
+    )
+    .map_err(nix_err)?;
+    let mut buf = [0u8; 64];
+    match socket::recv(b.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+        Ok(_) => Ok("to-peer".to_owned()),
+        Err(Errno::EAGAIN) => Ok("not-to-peer".to_owned()),
+        Err(e) => Err(nix_err(e)),
+    }
+}
+
+/// `memfd_create("probe", flags)`.
+fn memfd(flags: libc::c_uint) -> Result<OwnedFd, String> {
+    // SAFETY: the name is a NUL-terminated static string; the call takes no other pointer.
+    let fd = unsafe { libc::memfd_create(c"probe".as_ptr(), flags) };
+    if fd < 0 {
+        return Err(nix_err(Errno::last()));
+    }
+    // SAFETY: memfd_create just returned this descriptor, and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Writes the whole of `program` into `fd` (a fresh, empty file).
+fn copy_program(fd: &OwnedFd, program: &str) -> Result<(), String> {
+    let bytes = std::fs::read(program).map_err(|e| format!("read {program}: {}", errno_of(&e)))?;
+    let mut file = std::fs::File::from(fd.try_clone().map_err(|e| errno_of(&e))?);
+    file.write_all(&bytes).map_err(|e| errno_of(&e))
+}
+
+/// Executes the file open on `fd` in a forked child, by `route`: `empty-path` is
+/// `execveat(fd, "", AT_EMPTY_PATH)` (what `fexecve` does), `proc` is
+/// `execve("/proc/self/fd/N")`. `ok exit=N` once it ran, or the errno the exec failed with
+/// (the child sends it back through a close-on-exec pipe, which a successful exec closes
+/// empty).
+fn exec_in_child(fd: &OwnedFd, route: &str) -> Result<String, String> {
+    let proc_path = std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|e| e.to_string())?;
+    let empty_path = route == "empty-path";
+    if !empty_path && route != "proc" {
+        return Err(format!("unknown exec route {route}"));
+    }
+    let (read_end, write_end) = unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(nix_err)?;
+    std::io::stdout().flush().map_err(|e| errno_of(&e))?;
+    // SAFETY: the child only makes system calls (exec, write, _exit) on values prepared
+    // before the fork; the probe is single-threaded when it runs its checks.
+    match unsafe { unistd::fork() }.map_err(nix_err)? {
+        unistd::ForkResult::Child => {
+            let errno = exec_raw(fd.as_raw_fd(), &proc_path, empty_path);
+            let _ = unistd::write(&write_end, &errno.to_ne_bytes());
+            // SAFETY: leaves the forked child at once, without running the parent's
+            // exit handlers or flushing its buffers twice.
+            unsafe { libc::_exit(127) }
+        }
+        unistd::ForkResult::Parent { child } => {
+            drop(write_end);
+            let mut reported = [0u8; 4];
+            let mut got = 0;
+            let mut pipe = std::fs::File::from(read_end);
+            while got < reported.len() {
+                match pipe.read(&mut reported[got..]) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(errno_of(&e)),
+                }
+            }
+            let status = nix::sys::wait::waitpid(child, None).map_err(nix_err)?;
+            if got == reported.len() {
+                return Err(nix_err(Errno::from_raw(i32::from_ne_bytes(reported))));
+            }
+            match status {
+                nix::sys::wait::WaitStatus::Exited(_, code) => Ok(format!("exit={code}")),
+                other => Err(format!("child {other:?}")),
+            }
+        }
+    }
+}
+
+/// The exec itself, in the forked child; returns the errno if it failed.
+fn exec_raw(fd: RawFd, proc_path: &std::ffi::CStr, empty_path: bool) -> i32 {
+    let argv: [*const libc::c_char; 2] = [c"probe-exec".as_ptr(), std::ptr::null()];
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    // SAFETY: every pointer is to a NUL-terminated string or a NULL-terminated array that
+    // lives until the call returns (which it does only on failure).
+    unsafe {
+        if empty_path {
+            libc::syscall(
+                libc::SYS_execveat,
+                fd,
+                c"".as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            );
+        } else {
+            libc::execve(proc_path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        }
+    }
+    Errno::last_raw()
 }

@@ -9,6 +9,8 @@
 //!   reopen PATH   -> asks the broker for PATH to read, then reopens that descriptor
 //!                    through /proc/self/fd for writing: `REOPEN ok`, `REOPEN err
 //!                    <ERRNO>`, or the broker's refusal as for `open`
+//!   via SOCK PATH -> the same, through a new connection to the broker listening at SOCK
+//!                    (another broker, say): `ERR <ErrorKind> <errno>` if it cannot connect
 //!   uid           -> `UID <real> <effective>`
 //!   tiocsti FD    -> pushes `injected-by-worker\n` into the input of the terminal on FD
 //!                    with TIOCSTI, as typed: `TIOCSTI <fd> ok` or `TIOCSTI <fd> err <ERRNO>`
@@ -52,6 +54,12 @@ fn main() -> std::process::ExitCode {
                     }
                 }
                 Err(e) => describe(Err(e)),
+            },
+            "via" => match arg.split_once(' ') {
+                Some((socket, path)) => {
+                    describe(fdbroker_worker::Client::connect(socket).and_then(|c| c.open(path)))
+                }
+                None => format!("?? via {arg}"),
             },
             "uid" => format!("UID {} {}", nix::unistd::getuid(), nix::unistd::geteuid()),
             "tiocsti" => match arg.parse::<i32>() {

@@ -13,6 +13,11 @@
 //! privilege is dropped. Best effort takes what the kernel has and says what it got in
 //! [`LandlockReport`].
 //!
+//! Pathname Unix sockets are a filesystem right from ABI 9 on (`ResolveUnix`): handled, like
+//! every right the kernel knows, and never granted, so no socket path can be connected to
+//! or sent to. On older kernels the seccomp filter refuses making and connecting sockets
+//! instead (see its module documentation), which also covers this.
+//!
 //! Descriptors opened before enforcement keep working: Landlock checks at `open(2)` (and at
 //! `connect(2)`/`bind(2)` for sockets), so the broker connection and stdio are unaffected.
 

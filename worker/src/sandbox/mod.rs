@@ -4,11 +4,24 @@
 //! ask its broker for descriptors: no root, no capabilities in any set, `no_new_privs`,
 //! Landlock with every filesystem right handled and none granted (except an optional
 //! read-only allowlist), no TCP, no abstract Unix sockets or signals beyond the sandbox, and a
-//! seccomp filter for what Landlock leaves open (`chmod`, `chown`, xattrs, non-Unix sockets,
-//! `ptrace`, mounts, namespaces, typing into a terminal with `TIOCSTI`, ...). Descriptors the
-//! process already holds (the broker connection, stdio) keep working. Connect to the broker
-//! before applying: nothing can be reached by name afterwards (from Landlock ABI 9 on, not
-//! even a Unix socket path).
+//! seccomp filter for what Landlock leaves open (`chmod`, `chown`, xattrs, new sockets,
+//! `ptrace`, mounts, namespaces, executing from memory, typing into a terminal with
+//! `TIOCSTI`, ...). Descriptors the process already holds (the broker connection, stdio) keep
+//! working.
+//!
+//! Two properties hold on every kernel (the seccomp module documentation says how, and
+//! what remains):
+//!
+//! - **No new socket reaches anything.** `socket`, `connect`, `bind` and `listen` are
+//!   refused, so are `sendto` with an address and every `socketpair` but an `AF_UNIX`
+//!   stream or seqpacket one (a pair connected to itself). Connect to the broker before
+//!   applying; a program that needs any other connection opens it before applying too, or
+//!   inherits it. Do not hold a datagram socket: its `sendmsg` can name any address, which
+//!   seccomp cannot see (Landlock refuses Unix socket paths from ABI 9).
+//! - **Nothing executes that is not beneath an [`allow_read_exec`](Sandbox::allow_read_exec)
+//!   path.** `memfd_create` is refused without `MFD_NOEXEC_SEAL` and `execveat` with
+//!   `AT_EMPTY_PATH` (`fexecve`) is refused, so a program copied into memory cannot be run;
+//!   everything else Landlock checks by path. Do not hold an executable memfd when applying.
 //!
 //! ```no_run
 //! use fdbroker_worker::sandbox::Sandbox;
@@ -123,7 +136,9 @@ impl Sandbox {
     }
 
     /// Like [`allow_read`](Sandbox::allow_read), and also executing files beneath `path`:
-    /// what spawn mode needs for `/usr`, `/lib` and the like to `execve` the worker.
+    /// what spawn mode needs for `/usr`, `/lib` and the like to `execve` the worker. These
+    /// paths are the only place a program can be executed from (by path: `fexecve` and
+    /// memfds are refused), so never name a tree the broker grants write access to.
     pub fn allow_read_exec(mut self, path: impl AsRef<Path>) -> Sandbox {
         self.allowed.push(Allowed {
             path: path.as_ref().to_owned(),
@@ -144,6 +159,10 @@ impl Sandbox {
 
     /// Applies the sandbox to the calling process; see the [module documentation](self) for
     /// the steps and their order.
+    ///
+    /// Open every connection the process will need first, the broker's included: afterwards
+    /// it can make no socket but an `AF_UNIX` stream or seqpacket pair, and connect, bind or
+    /// listen on none.
     ///
     /// Fails with [`SandboxError::Threads`] unless the process is single-threaded, before
     /// anything is changed.

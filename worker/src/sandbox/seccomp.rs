@@ -2,10 +2,11 @@
 //!
 //! Landlock controls opening paths, not changing the metadata of files the process can
 //! already reach (`fchmod`, `fchown`, xattrs, timestamps, often on descriptors the broker
-//! handed over), nor creating sockets, nor typing into a terminal the process inherited as
-//! stdin, stdout or stderr (`TIOCSTI`, `TIOCLINUX`), nor the kernel's large attack surfaces
-//! that a parser never needs (`ptrace`, `bpf`, `io_uring`, mounts, namespaces, keyrings,
-//! modules). Those are refused here.
+//! handed over), nor creating sockets or connecting them to pathname Unix sockets (before
+//! its ABI 9), nor executing files that have no path it governs (memfds), nor typing into a
+//! terminal the process inherited as stdin, stdout or stderr (`TIOCSTI`, `TIOCLINUX`), nor
+//! the kernel's large attack surfaces that a parser never needs (`ptrace`, `bpf`,
+//! `io_uring`, mounts, namespaces, keyrings, modules). Those are refused here.
 //!
 //! The default is to allow, and a refusal is `EPERM`, never a kill: a parser that probes an
 //! unusual system call gets a clean error it can report, not a `SIGSYS` that looks like a
@@ -15,6 +16,66 @@
 //! `seccompiler` puts an architecture check first that kills the process on a system call
 //! made through another ABI (for example `int 0x80` from x86_64 code): such calls do not come
 //! from a Rust program, and letting them through would bypass every rule.
+//!
+//! # No new socket reaches anything
+//!
+//! A confined process can make no socket that reaches beyond itself, whatever the kernel's
+//! Landlock ABI. Its broker connection and stdio keep working: they were open before.
+//!
+//! - `socket(2)` is refused for every family, `AF_UNIX` included: a new Unix socket could
+//!   `connect` to any pathname socket the user may write (another broker's, which would
+//!   serve it what that broker grants its uid), and Landlock only controls pathname Unix
+//!   sockets from ABI 9 on (`LANDLOCK_ACCESS_FS_RESOLVE_UNIX`, handled and never granted
+//!   whenever the kernel has it; abstract ones are scoped from ABI 6).
+//! - `socketpair(2)` is allowed for `AF_UNIX` `SOCK_STREAM` and `SOCK_SEQPACKET` only
+//!   (with or without `SOCK_NONBLOCK` and `SOCK_CLOEXEC`): a pair connected to itself, for
+//!   talking to its own children. A `SOCK_DGRAM` pair is refused, because a datagram socket
+//!   sends to any address a message names, connected or not.
+//! - `connect`, `bind` and `listen` are refused outright, on any socket, held ones
+//!   included: nothing the process may still make needs them. `accept` stays, on a
+//!   listening socket handed over before confinement.
+//! - `sendto` with a destination address (a non-NULL pointer) is refused. `sendmsg` and
+//!   `sendmmsg` carry the address in memory (`msg_name`), which seccomp cannot read; they
+//!   stay allowed because no socket the process can make uses one: a stream socket
+//!   refuses it (`EISCONN`) and a seqpacket socket ignores it and sends to its peer.
+//! - `pidfd_getfd` is refused: it copies a descriptor, a connected socket say, out of
+//!   another process. (Landlock already restricts it to processes in the same domain.)
+//!
+//! What remains: a *datagram* socket the process held before confinement (`AF_UNIX`
+//! `SOCK_DGRAM`, or UDP) can still `sendmsg` to any address it names. Landlock refuses
+//! pathname Unix destinations from ABI 9, abstract ones from ABI 6 (scope) and UDP from
+//! ABI 10; on older kernels nothing does. Do not hand a worker a datagram socket. A worker
+//! that needs another connection gets it before it is confined: connect first, or inherit
+//! the descriptor.
+//!
+//! # Nothing executes from memory
+//!
+//! A confined process can `execve` only files Landlock lets it execute, i.e. files beneath
+//! a path allowed with `allow_read_exec` (spawn mode: `[sandbox] read_only`). Landlock
+//! checks an exec against the path of the file, but files on the kernel's internal mounts
+//! (a `memfd`) have no path it governs: a worker could copy any binary into a memfd and
+//! run it with `execveat(fd, "", AT_EMPTY_PATH)` or `execve("/proc/self/fd/N")`. So:
+//!
+//! - `memfd_create` is refused unless its flags include `MFD_NOEXEC_SEAL` (Linux 6.3):
+//!   such a memfd has no execute bits and can never get them (`F_SEAL_EXEC`, and `fchmod`
+//!   is refused anyway), so the kernel refuses to exec it by any route. On older kernels
+//!   the flag is unknown and every `memfd_create` fails.
+//! - `execveat` with `AT_EMPTY_PATH` (`fexecve`, executing a descriptor by itself) is
+//!   refused. Programs are run by path.
+//! - `memfd_secret` is refused: another file on an internal mount.
+//!
+//! The other ways to a new executable file are paths Landlock governs: `O_TMPFILE` opens
+//! for writing, and `/dev/shm` is an ordinary tmpfs; Landlock grants no write right
+//! anywhere, so nothing new appears beneath an executable path. A file the broker opened
+//! with write access is executed (through `/proc/self/fd/N`) only if its own path is
+//! beneath `allow_read_exec`: never allow executing in a tree the broker grants writes to.
+//!
+//! What remains: an executable memfd the process held before confinement, or received
+//! over a socket it held, can still be run through `/proc/self/fd/N`. And loading code is
+//! not executing a file: the dynamic loader or an interpreter beneath an executable path
+//! (`ld.so /proc/self/fd/N`, `sh FILE`) maps or reads any file the process may read, just
+//! as the process itself may map memory executable. The property bounds which files can
+//! become a new program, not what code a compromised worker can run in its own process.
 
 use std::collections::BTreeMap;
 
@@ -62,10 +123,19 @@ const REFUSED: &[i64] = &[
     nr::SETXATTRAT,
     nr::REMOVEXATTRAT,
     libc::SYS_utimensat,
-    // Other processes' memory.
+    // Other processes' memory and descriptors.
     libc::SYS_ptrace,
     libc::SYS_process_vm_readv,
     libc::SYS_process_vm_writev,
+    libc::SYS_pidfd_getfd,
+    // New sockets, and giving any socket an address or a peer (see "No new socket reaches
+    // anything" in the module documentation).
+    libc::SYS_socket,
+    libc::SYS_connect,
+    libc::SYS_bind,
+    libc::SYS_listen,
+    // Secret memory: a file on an internal mount, outside Landlock's view.
+    libc::SYS_memfd_secret,
     // Kernel keyrings.
     libc::SYS_keyctl,
     libc::SYS_add_key,
@@ -131,6 +201,18 @@ const CLONE_NEW_FLAGS: [libc::c_int; 7] = [
     libc::CLONE_NEWNET,
 ];
 
+/// The socket types `socketpair` may make: connected pairs that refuse (`SOCK_STREAM`) or
+/// ignore (`SOCK_SEQPACKET`) a destination address in `sendmsg`. The kernel takes the type
+/// as an `int`, its low bits the type and `SOCK_NONBLOCK` and `SOCK_CLOEXEC` the only flags
+/// it accepts beside it; every combination is listed, since a rule compares equal values.
+const PAIR_TYPES: [libc::c_int; 2] = [libc::SOCK_STREAM, libc::SOCK_SEQPACKET];
+const PAIR_FLAGS: [libc::c_int; 4] = [
+    0,
+    libc::SOCK_NONBLOCK,
+    libc::SOCK_CLOEXEC,
+    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+];
+
 /// `ioctl` requests that put bytes into a terminal's input queue, as if typed: `TIOCSTI`
 /// (simulate terminal input) and `TIOCLINUX` (whose `TIOCL_PASTESEL` pastes the console
 /// selection). A worker that inherited a terminal as stdin, stdout or stderr could otherwise
@@ -157,10 +239,11 @@ fn target_arch() -> Result<TargetArch, SandboxError> {
 ///
 /// Three programs, because one `seccompiler` filter has a single action for all its matches:
 ///
-/// 1. the `EPERM` rules: the lists above, `socket`/`socketpair` for any domain but
-///    `AF_UNIX` (TCP, UDP, netlink, packet and every other family: the worker talks to its
-///    broker and nothing else), `clone` with any `CLONE_NEW*` flag, and `ioctl` with a
-///    request that injects terminal input ([`TTY_INPUT_IOCTLS`]);
+/// 1. the `EPERM` rules: the lists above (`socket`, `connect`, `bind` and `listen`
+///    included), `socketpair` but for an `AF_UNIX` pair of [`PAIR_TYPES`], `sendto` with a
+///    destination address, `memfd_create` without `MFD_NOEXEC_SEAL`, `execveat` with
+///    `AT_EMPTY_PATH`, `clone` with any `CLONE_NEW*` flag, and `ioctl` with a request that
+///    injects terminal input ([`TTY_INPUT_IOCTLS`]);
 /// 2. `clone3` fails with `ENOSYS`. Its flags live in a structure in memory, which a seccomp
 ///    filter cannot read, so it cannot be checked for `CLONE_NEW*` like `clone`. `EPERM` would
 ///    make thread creation fail, but `ENOSYS` ("this kernel has no clone3") makes glibc and
@@ -175,16 +258,10 @@ pub(crate) fn compile() -> Result<Filters, SandboxError> {
         .chain(REFUSED_ARCH)
         .map(|&nr| (nr, Vec::new()))
         .collect();
-    let not_unix = || {
-        rule(vec![condition(
-            0,
-            SeccompCmpArgLen::Dword,
-            SeccompCmpOp::Ne,
-            libc::AF_UNIX as u64,
-        )?])
-    };
-    rules.insert(libc::SYS_socket, vec![not_unix()?]);
-    rules.insert(libc::SYS_socketpair, vec![not_unix()?]);
+    rules.insert(libc::SYS_socketpair, socketpair_rules()?);
+    rules.insert(libc::SYS_sendto, vec![sendto_with_address()?]);
+    rules.insert(libc::SYS_memfd_create, vec![memfd_without_noexec_seal()?]);
+    rules.insert(libc::SYS_execveat, vec![execveat_empty_path()?]);
     let clone_new = CLONE_NEW_FLAGS
         .iter()
         .map(|&flag| {
@@ -234,6 +311,56 @@ pub(crate) fn compile() -> Result<Filters, SandboxError> {
         programs.push(x32_guard());
     }
     Ok(Filters { programs })
+}
+
+/// `socketpair(domain, type, ...)` is refused for a domain other than `AF_UNIX`, or a type
+/// other than those in [`PAIR_TYPES`] (with any of [`PAIR_FLAGS`]). Both are `int`s: only
+/// the lower 32 bits are compared, as the kernel reads them.
+fn socketpair_rules() -> Result<Vec<SeccompRule>, SandboxError> {
+    let not_unix = rule(vec![condition(
+        0,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::Ne,
+        libc::AF_UNIX as u64,
+    )?])?;
+    let not_a_pair_type = PAIR_TYPES
+        .iter()
+        .flat_map(|&ty| PAIR_FLAGS.iter().map(move |&flags| ty | flags))
+        .map(|ty| condition(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, ty as u64))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(vec![not_unix, rule(not_a_pair_type)?])
+}
+
+/// `sendto(fd, buf, len, flags, dest_addr, addrlen)` with a non-NULL `dest_addr`: all 64
+/// bits, since the kernel tests the whole pointer.
+fn sendto_with_address() -> Result<SeccompRule, SandboxError> {
+    rule(vec![condition(
+        4,
+        SeccompCmpArgLen::Qword,
+        SeccompCmpOp::Ne,
+        0,
+    )?])
+}
+
+/// `memfd_create(name, flags)` whose (`unsigned int`) flags lack `MFD_NOEXEC_SEAL`.
+fn memfd_without_noexec_seal() -> Result<SeccompRule, SandboxError> {
+    rule(vec![condition(
+        1,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::MaskedEq(u64::from(libc::MFD_NOEXEC_SEAL)),
+        0,
+    )?])
+}
+
+/// `execveat(dirfd, path, argv, envp, flags)` whose (`int`) flags include `AT_EMPTY_PATH`.
+fn execveat_empty_path() -> Result<SeccompRule, SandboxError> {
+    let empty_path = libc::AT_EMPTY_PATH as u64;
+    rule(vec![condition(
+        4,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::MaskedEq(empty_path),
+        empty_path,
+    )?])
 }
 
 fn condition(
@@ -305,8 +432,10 @@ mod tests {
         all.dedup();
         assert_eq!(all.len(), before);
         for special in [
-            libc::SYS_socket,
             libc::SYS_socketpair,
+            libc::SYS_sendto,
+            libc::SYS_memfd_create,
+            libc::SYS_execveat,
             libc::SYS_clone,
             libc::SYS_clone3,
             libc::SYS_ioctl,
