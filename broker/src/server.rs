@@ -306,8 +306,8 @@ impl Server {
     }
 
     /// Run until stopped; then stop accepting, answer what was already sent (bounded by
-    /// [`DRAIN_BOUND`]), close every connection and remove the socket file (only one
-    /// this broker created).
+    /// [`DRAIN_BOUND`]), close every connection, remove the socket file (only one
+    /// this broker created), and write the audit summaries of refusals still counted.
     pub fn run(self) -> io::Result<()> {
         let inner = &self.inner;
         let started = std::thread::scope(|scope| {
@@ -331,6 +331,7 @@ impl Server {
         let conns: Vec<ConnRef> = lock(&inner.conns).drain();
         finish(&conns, &inner.shared, &mut Scratch::default(), deadline);
         drop(conns);
+        crate::audit::flush_suppressed();
         started
     }
 }
@@ -723,14 +724,16 @@ impl Inner {
         }
     }
 
-    /// The timer: close idle connections, feed the watchdog, refresh the status line
-    /// if it changed.
+    /// The timer: close idle connections, write the audit summaries that are due, feed
+    /// the watchdog, refresh the status line if it changed.
     fn tick(&self) {
         // The expiration count; reading resets the timer's readiness.
         let _ = nix::unistd::read(&self.tick, &mut [0u8; 8]);
         self.close_idle();
         self.refresh_charges();
         self.resume_stalled();
+        // Summaries of refusal bursts whose window ended.
+        crate::audit::tick();
         if let Some(m) = self.manager.get() {
             if let Some((due, last)) = &m.watchdog {
                 let mut last = lock(last);
