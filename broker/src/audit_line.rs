@@ -10,6 +10,9 @@
 //! connection does before the reply goes out: a descriptor is never delivered before
 //! the line that records it has been written.
 //!
+//! The summary line of refusals counted instead of written (`audit_limit`) goes the
+//! same way ([`record_summary`]), so it lands in order with the lines around it.
+//!
 //! It is used only when `log::init` installed the broker's own subscriber (so the
 //! destination and format are known), and only for events `tracing` says are enabled,
 //! so `FDBROKER_LOG` (`fdbroker::audit=off`, levels, field directives) filters exactly
@@ -17,6 +20,7 @@
 //! event itself.
 
 use crate::audit::{Escaped, TARGET, Verdict};
+use crate::audit_limit::Summary;
 use crate::log::LogFormat;
 use fdbroker_shared::peer::PeerCredentials;
 use fdbroker_shared::wire::Access;
@@ -117,10 +121,36 @@ fn flush(out: &mut Vec<u8>) {
 /// (another subscriber, or no buffer on this thread) and the caller must go through
 /// `tracing`; true when the line was queued or the filter turned it off.
 pub fn record(fields: &Fields<'_>) -> bool {
+    queue(
+        enabled(&fields.verdict),
+        |style, now, out, scratch, clock| {
+            format_line(style, now, fields, out, scratch, clock);
+        },
+    )
+}
+
+/// Record a summary of suppressed refusals on the fast path; like [`record`].
+pub fn record_summary(summary: &Summary) -> bool {
+    let enabled = tracing::enabled!(
+        target: TARGET,
+        tracing::Level::WARN,
+        message, uid, pid, client, denied, failed, from, to
+    );
+    queue(enabled, |style, now, out, scratch, clock| {
+        format_summary(style, now, summary, out, scratch, clock);
+    })
+}
+
+/// Append a line made by `format` to this thread's pending lines (written now unless
+/// a [`Batch`] is open). `enabled`: whether the subscriber's filter lets it through.
+fn queue(
+    enabled: bool,
+    format: impl FnOnce(Style, std::time::Duration, &mut Vec<u8>, &mut String, &mut Clock),
+) -> bool {
     let Some(style) = STYLE.get().copied() else {
         return false;
     };
-    if !enabled(&fields.verdict) {
+    if !enabled {
         return true;
     }
     let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) else {
@@ -138,7 +168,7 @@ pub fn record(fields: &Fields<'_>) -> bool {
                 clock,
                 depth,
             } = &mut *p;
-            format_line(style, now, fields, out, scratch, clock);
+            format(style, now, out, scratch, clock);
             if *depth == 0 {
                 flush(out);
             }
@@ -276,6 +306,95 @@ fn format_line(
     out.push(b'\n');
 }
 
+/// Append the summary line of suppressed refusals, as `audit::summary_via_tracing`
+/// has the subscriber write it.
+fn format_summary(
+    style: Style,
+    now: std::time::Duration,
+    s: &Summary,
+    out: &mut Vec<u8>,
+    scratch: &mut String,
+    clock: &mut Clock,
+) {
+    if style.journal {
+        // syslog LOG_WARNING.
+        out.extend_from_slice(b"<4>");
+    }
+    // The message, as its format arguments make it: no character needs escaping.
+    let message = |out: &mut Vec<u8>| {
+        push_u64(out, s.total());
+        out.extend_from_slice(b" more denials from uid ");
+        push_u64(out, u64::from(s.uid));
+        out.extend_from_slice(b" suppressed");
+    };
+    match style.format {
+        LogFormat::Text => {
+            if !style.journal {
+                clock.push(out, now);
+                out.extend_from_slice(b"  ");
+            }
+            out.extend_from_slice(b"WARN ");
+            out.extend_from_slice(TARGET.as_bytes());
+            out.extend_from_slice(b": ");
+            message(out);
+            out.extend_from_slice(b" uid=");
+            push_u64(out, u64::from(s.uid));
+            out.extend_from_slice(b" pid=");
+            push_i64(out, i64::from(s.pid));
+            out.extend_from_slice(b" client=");
+            push_debug_str(out, scratch, &s.client);
+            out.extend_from_slice(b" denied=");
+            push_u64(out, s.denied);
+            out.extend_from_slice(b" failed=");
+            push_u64(out, s.failed);
+            out.extend_from_slice(b" from=");
+            push_utc(out, since_epoch(s.from));
+            out.extend_from_slice(b" to=");
+            push_utc(out, since_epoch(s.to));
+        }
+        LogFormat::Json => {
+            out.extend_from_slice(b"{\"timestamp\":\"");
+            clock.push(out, now);
+            out.extend_from_slice(b"\",\"level\":\"WARN\",\"message\":\"");
+            message(out);
+            out.extend_from_slice(b"\",\"uid\":");
+            push_u64(out, u64::from(s.uid));
+            out.extend_from_slice(b",\"pid\":");
+            push_i64(out, i64::from(s.pid));
+            out.extend_from_slice(b",\"client\":");
+            push_json_str(out, &s.client);
+            out.extend_from_slice(b",\"denied\":");
+            push_u64(out, s.denied);
+            out.extend_from_slice(b",\"failed\":");
+            push_u64(out, s.failed);
+            out.extend_from_slice(b",\"from\":\"");
+            push_utc(out, since_epoch(s.from));
+            out.extend_from_slice(b"\",\"to\":\"");
+            push_utc(out, since_epoch(s.to));
+            out.extend_from_slice(b"\",\"target\":\"");
+            out.extend_from_slice(TARGET.as_bytes());
+            out.extend_from_slice(b"\"}");
+        }
+    }
+    out.push(b'\n');
+}
+
+fn since_epoch(t: SystemTime) -> std::time::Duration {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+/// A wall-clock time as the log's own timestamps are written (UTC,
+/// `YYYY-MM-DDTHH:MM:SS.uuuuuuZ`), for the window of a summary line.
+pub struct Utc(pub SystemTime);
+
+impl fmt::Display for Utc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = Vec::with_capacity(32);
+        push_utc(&mut text, since_epoch(self.0));
+        f.write_str(std::str::from_utf8(&text).unwrap_or(""))
+    }
+}
+
 enum Tail<'a> {
     Ino(u64),
     Reason(&'a dyn fmt::Display),
@@ -397,6 +516,15 @@ impl Clock {
     }
 }
 
+/// `YYYY-MM-DDTHH:MM:SS.uuuuuuZ` for `since_epoch` (what [`Clock::push`] writes,
+/// without its cache).
+fn push_utc(out: &mut Vec<u8>, since_epoch: std::time::Duration) {
+    push_date_time(out, since_epoch.as_secs());
+    out.push(b'.');
+    push_padded(out, u64::from(since_epoch.subsec_micros()), 6);
+    out.push(b'Z');
+}
+
 /// `YYYY-MM-DDTHH:MM:SS` for `secs` after the epoch.
 fn push_date_time(out: &mut Vec<u8>, secs: u64) {
     let (year, month, day) = civil_date(secs / 86_400);
@@ -492,6 +620,20 @@ mod tests {
 
     /// The line the installed subscriber writes for `f`, and the one this module writes.
     fn both(style: Style, f: &Fields<'_>) -> (String, String) {
+        both_of(
+            style,
+            || crate::audit::via_tracing(f),
+            |now, out, scratch, clock| format_line(style, now, f, out, scratch, clock),
+        )
+    }
+
+    /// The line the subscriber writes for what `theirs` emits, and the one `ours`
+    /// formats.
+    fn both_of(
+        style: Style,
+        theirs: impl FnOnce(),
+        ours: impl FnOnce(Duration, &mut Vec<u8>, &mut String, &mut Clock),
+    ) -> (String, String) {
         let capture = Capture::default();
         let sink = capture.clone();
         let dispatch = crate::log::dispatch(
@@ -500,19 +642,12 @@ mod tests {
             tracing_subscriber::EnvFilter::new("info"),
             move || sink.clone(),
         );
-        tracing::dispatcher::with_default(&dispatch, || crate::audit::via_tracing(f));
+        tracing::dispatcher::with_default(&dispatch, theirs);
         let theirs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-        let mut ours = Vec::new();
-        format_line(
-            style,
-            now,
-            f,
-            &mut ours,
-            &mut String::new(),
-            &mut Clock::default(),
-        );
-        (theirs, String::from_utf8(ours).unwrap())
+        let mut out = Vec::new();
+        ours(now, &mut out, &mut String::new(), &mut Clock::default());
+        (theirs, String::from_utf8(out).unwrap())
     }
 
     /// Timestamps differ by when each line was made: replace them with a marker.
@@ -536,6 +671,8 @@ mod tests {
         };
         let rule = "/etc/fdbroker/p\u{e9}licy \"x\".toml:12:3";
         let why = "invalid path: a \"name\"\nwith\r\x1b[2J breaks\\ and \u{85}";
+        let mut long = b"/var/spool/q/".to_vec();
+        long.extend((0..60_000u32).map(|i| 0x80 | (i % 0x7f) as u8));
         let cases: Vec<Fields<'_>> = vec![
             Fields {
                 peer: &peer,
@@ -552,6 +689,23 @@ mod tests {
                 access: Access::ReadWrite,
                 rule: None,
                 verdict: Verdict::Denied(&why),
+            },
+            // Cut to a prefix with its length and hash.
+            Fields {
+                peer: &peer,
+                client: "scanner",
+                path: &long,
+                access: Access::Read,
+                rule: None,
+                verdict: Verdict::Denied(&"no rule allows this path"),
+            },
+            Fields {
+                peer: &peer,
+                client: "scanner",
+                path: &long[..4095],
+                access: Access::Read,
+                rule: Some(&rule),
+                verdict: Verdict::Granted { ino: 7 },
             },
             Fields {
                 peer: &peer,
@@ -572,5 +726,55 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn summaries_match_the_subscriber_in_every_format() {
+        let from = UNIX_EPOCH + Duration::new(1_795_430_056, 7_001_999);
+        let summaries = [
+            Summary {
+                uid: 65534,
+                pid: 4242,
+                client: "scanner".into(),
+                from,
+                to: from + crate::audit_limit::WINDOW,
+                denied: 12_345,
+                failed: 6,
+            },
+            Summary {
+                uid: 0,
+                pid: -1,
+                client: "sc\"an\u{7}ner\n\u{e9}".into(),
+                from: UNIX_EPOCH,
+                to: UNIX_EPOCH,
+                denied: 0,
+                failed: 1,
+            },
+        ];
+        for format in [LogFormat::Text, LogFormat::Json] {
+            for journal in [false, true] {
+                let style = Style { format, journal };
+                for s in &summaries {
+                    let (theirs, ours) = both_of(
+                        style,
+                        || crate::audit::summary_via_tracing(s),
+                        |now, out, scratch, clock| {
+                            format_summary(style, now, s, out, scratch, clock);
+                        },
+                    );
+                    assert!(ours.ends_with('\n') && ours.matches('\n').count() == 1);
+                    assert!(
+                        ours.contains(&format!(
+                            "{} more denials from uid {} suppressed",
+                            s.total(),
+                            s.uid
+                        )),
+                        "{ours}"
+                    );
+                    assert_eq!(untimed(style, &theirs), untimed(style, &ours), "{style:?}");
+                }
+            }
+        }
+        assert_eq!(Utc(from).to_string(), "2026-11-23T10:34:16.007001Z");
     }
 }

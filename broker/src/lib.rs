@@ -17,6 +17,7 @@
 
 pub mod activation;
 pub mod audit;
+pub mod audit_limit;
 pub mod audit_line;
 pub mod cli;
 pub mod confine;

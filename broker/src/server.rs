@@ -359,8 +359,8 @@ impl Server {
     }
 
     /// Run until stopped; then stop accepting, answer what was already sent (bounded by
-    /// [`DRAIN_BOUND`]), close every connection and remove the socket file (only one
-    /// this broker created).
+    /// [`DRAIN_BOUND`]), close every connection, remove the socket file (only one
+    /// this broker created), and write the audit summaries of refusals still counted.
     pub fn run(self) -> io::Result<()> {
         let inner = &self.inner;
         let started = std::thread::scope(|scope| {
@@ -384,6 +384,7 @@ impl Server {
         let conns: Vec<ConnRef> = lock(&inner.conns).drain();
         finish(&conns, &inner.shared, &mut Scratch::default(), deadline);
         drop(conns);
+        crate::audit::flush_suppressed();
         started
     }
 }
@@ -812,8 +813,8 @@ impl Inner {
         }
     }
 
-    /// The timer: close idle connections, feed the watchdog, refresh the status line
-    /// if it changed.
+    /// The timer: close idle connections, write the audit summaries that are due, feed
+    /// the watchdog, refresh the status line if it changed.
     fn tick(&self) {
         // The expiration count; reading resets the timer's readiness.
         let _ = nix::unistd::read(&self.tick, &mut [0u8; 8]);
@@ -821,6 +822,8 @@ impl Inner {
         lock(&self.draining).settle();
         self.refresh_charges();
         self.resume_stalled();
+        // Summaries of refusal bursts whose window ended.
+        crate::audit::tick();
         if let Some(m) = self.manager.get() {
             if let Some((due, last)) = &m.watchdog {
                 let mut last = lock(last);

@@ -809,3 +809,127 @@ fn flood_unread(socket: &std::path::Path, batch: &[Vec<u8>]) -> Channel {
     }
     ch
 }
+
+/// The numbers in a summary line's `denied=N failed=M` fields, if it is one for `uid`.
+fn suppressed_in(line: &str, uid: u32) -> Option<u64> {
+    if !line.contains(&format!("more denials from uid {uid} suppressed")) {
+        return None;
+    }
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some(field("denied=")? + field("failed=")?)
+}
+
+/// A worker whose every request is refused, sending batches of long non-UTF-8 paths
+/// (4x longer once escaped) as fast as the broker answers, used to make the log grow
+/// four times faster than it sent. Now each path is cut to a bounded prefix with its
+/// length and hash, and after the first denials of each second the rest are counted
+/// in one summary line: the log grows by a few lines per second whatever the worker
+/// sends, every refusal is accounted for, and grants and other uids' denials are
+/// still written in full.
+#[test]
+fn refused_requests_cannot_grow_the_audit_log_without_bound() {
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = fdbroker_tests::NOBODY;
+    let t = tree();
+    let b = Broker::start(
+        &t,
+        "[broker]\nsocket_mode = \"0666\"\n\
+         [[client]]\nname = \"n\"\nusers = [65534]\n[[client.allow]]\npath = \"{dir}/d/\"\n\
+         [[client]]\nname = \"r\"\nusers = [0]\n[[client.allow]]\npath = \"{dir}/d/\"\n",
+    );
+    let before = b.log().len();
+    let granted = file(&t, 7);
+    let started = Instant::now();
+    let out = fdbroker_tests::run_with_timeout(
+        Command::new(sibling_bin("adv-peer"))
+            .arg("log-flood")
+            .arg(&b.socket)
+            .arg(t.path())
+            .arg("200")
+            .arg(&granted)
+            .uid(NOBODY)
+            .gid(NOBODY),
+        Duration::from_secs(300),
+    );
+    let elapsed = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let number = |name: &str| -> u64 {
+        stdout
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+    };
+    let (sent, refused) = (number("sent="), number("denied=") + number("failed="));
+    assert!(sent > 10_000_000 && refused > 9_000, "{stdout}");
+    // Another uid denied in the same period: its line is written.
+    let root = b.client();
+    let outside = t.join("outside");
+    assert_eq!(errno_of(&root.open(&outside).unwrap_err()), libc::EACCES);
+    // Every refusal is either written or counted in a summary, which the timer writes
+    // once its window ends even though the worker sends nothing more.
+    let mine = format!("uid={NOBODY} ");
+    let accounted = |log: &str| -> u64 {
+        log[before..]
+            .lines()
+            .filter(|l| l.contains(&mine))
+            .map(|l| {
+                if l.contains("result=\"denied\"") || l.contains("result=\"failed\"") {
+                    1
+                } else {
+                    suppressed_in(l, NOBODY).unwrap_or(0)
+                }
+            })
+            .sum()
+    };
+    let settled = eventually(Duration::from_secs(10), || accounted(&b.log()) == refused);
+    let log = b.log();
+    let grown = log.len() - before;
+    // A few dozen bounded lines per second of flooding (generously), not 4x the bytes.
+    let bound = 32 * 1024 * (elapsed.as_secs() as usize + 3);
+    assert!(
+        grown <= bound,
+        "the log grew by {grown} bytes in {elapsed:?} (bound {bound}) for {sent} bytes sent"
+    );
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest <= 1024, "a line of {longest} bytes");
+    assert!(
+        settled,
+        "{} of {refused} refusals accounted for:\n{}",
+        accounted(&log),
+        &log[before..]
+    );
+    assert!(
+        log.lines().any(|l| suppressed_in(l, NOBODY).is_some()
+            && l.contains("client=\"n\"")
+            && l.contains("pid=")),
+        "{}",
+        &log[before..]
+    );
+    // Written in full whatever the denials: the grant, and root's denial.
+    let grant = format!("path=\"{}\"", granted.display());
+    assert!(
+        log.lines().any(|l| l.contains(&mine)
+            && l.contains(&grant)
+            && l.contains("result=\"granted\" ino=")),
+        "{}",
+        &log[before..]
+    );
+    let denial = format!("path=\"{}\"", outside.display());
+    assert!(
+        log.lines().any(|l| l.contains("uid=0 ")
+            && l.contains(&denial)
+            && l.contains("result=\"denied\"")),
+        "{}",
+        &log[before..]
+    );
+}
