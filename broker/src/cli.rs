@@ -4,7 +4,6 @@ use crate::listener::Listener;
 use crate::log::{self, LogFormat};
 use crate::server::{ServeOptions, Server};
 use crate::state::Shared;
-use crate::{activation, notify};
 use clap::{Args, Parser, Subcommand};
 use fdbroker_policy::{Access, Policy};
 use fdbroker_worker::Client;
@@ -67,6 +66,28 @@ are forwarded to it; if the broker dies the worker is killed. Exit status: the w
 128+N if killed by signal N, 126 if it cannot be started, 127 if not found."
     )]
     Run(RunArgs),
+    /// Ask a running broker to reload its policy, and wait for the outcome.
+    #[command(
+        after_help = "Example (systemd's ExecReload=):\n  fdbroker reload --policy /etc/fdbroker/policy.toml $MAINPID\n\n\
+With --policy the file is checked first, and a broken one is reported with FILE:LINE:COL \
+without disturbing the broker. Then PID (the `fdbroker serve` process) starts a new server \
+on the file; the command waits until it serves every connection (exit 0) or was refused \
+(exit 1: the previous policy stays in force, and the broker's log says why)."
+    )]
+    Reload(ReloadArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReloadArgs {
+    /// Check this policy file before asking (the one the broker was started with).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// How long to wait for the outcome, in seconds.
+    #[arg(long, default_value_t = 90, value_name = "SECS")]
+    timeout: u64,
+    /// The process id of `fdbroker serve` (systemd: $MAINPID).
+    #[arg(value_name = "PID")]
+    pid: i32,
 }
 
 #[derive(Args, Debug)]
@@ -160,6 +181,30 @@ pub fn main() -> ExitCode {
             path,
         }) => explain(&file, &uid, gid.as_deref(), access, &path),
         Command::Run(args) => spawn(args),
+        Command::Reload(args) => reload(args),
+    }
+}
+
+fn reload(args: ReloadArgs) -> ExitCode {
+    if let Some(policy) = &args.policy
+        && let Err(e) = Policy::load(policy)
+    {
+        return fail(format!("not reloading: {e}"));
+    }
+    if args.pid <= 0 {
+        return fail(format!("{} is not a process id", args.pid));
+    }
+    let pid = nix::unistd::Pid::from_raw(args.pid);
+    match crate::monitor::request_reload(pid, std::time::Duration::from_secs(args.timeout)) {
+        Ok(true) => {
+            println!("fdbroker: reloaded; the new policy is in force");
+            ExitCode::SUCCESS
+        }
+        Ok(false) => fail(
+            "the broker refused the new policy; the previous policy stays in force \
+             (the broker's log says why: journalctl -u fdbroker)",
+        ),
+        Err(e) => fail(format!("cannot reload process {}: {e}", args.pid)),
     }
 }
 
@@ -196,74 +241,183 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Err(e) = crate::server::block_control_signals() {
         return fail(format!("cannot block signals: {e}"));
     }
-    let policy = match Policy::load(&args.policy) {
-        Ok(p) => p,
-        Err(e) => return fail(e),
-    };
     if args.check {
-        println!("{}: ok", args.policy.display());
-        return ExitCode::SUCCESS;
+        return match Policy::load(&args.policy) {
+            Ok(_) => {
+                println!("{}: ok", args.policy.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
     }
+    // Started by the monitor: this process is a server. Otherwise it is the monitor,
+    // which starts servers (this binary again, with these arguments).
+    match std::env::var(crate::control::ENV_CONTROL_FD) {
+        Ok(fd) => serve_as_server(args, &fd),
+        Err(_) => {
+            log::init(args.log_format);
+            crate::monitor::run(std::env::args_os().collect())
+        }
+    }
+}
+
+/// Adopt a descriptor number the monitor passed in the environment.
+fn inherited(number: &str) -> Result<std::os::fd::OwnedFd, String> {
+    use std::os::fd::FromRawFd;
+    let fd: i32 = number
+        .parse()
+        .ok()
+        .filter(|fd| *fd > 2)
+        .ok_or_else(|| format!("{number:?} is not a descriptor number the monitor passes"))?;
+    // A number naming nothing open must not be adopted (closing it later would close
+    // whatever the number names by then).
+    nix::fcntl::fcntl(unsafe_borrow(fd), nix::fcntl::FcntlArg::F_GETFD)
+        .map_err(|e| format!("descriptor {fd}: {e}"))?;
+    // SAFETY: the monitor passed this descriptor, open (just checked) and for this
+    // process alone; it is adopted once, here.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+fn unsafe_borrow(fd: i32) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: only used for an F_GETFD probe, which fails cleanly on a closed number.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
+/// One server, started by the monitor: load, bind (the first one) or adopt the
+/// listeners, confine, report ready, serve; hand over or stop when told.
+fn serve_as_server(args: ServeArgs, control_fd: &str) -> ExitCode {
+    use crate::control::{self, Up};
+    // Started as /proc/self/exe (the monitor's own binary, even if replaced on disk
+    // since): named as the broker, not "exe", in ps and /proc.
+    let _ = nix::sys::prctl::set_name(c"fdbroker");
+    let control = match inherited(control_fd)
+        .and_then(|fd| fdbroker_shared::Channel::from_fd(fd).map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}", log::fatal_line(&format!("control channel: {e}")));
+            return ExitCode::FAILURE;
+        }
+    };
+    // Failures go to the monitor, which logs them once (at start-up as a failed start,
+    // on reload as a refused reload).
+    let fail = |msg: &dyn std::fmt::Display| {
+        let reason = msg.to_string();
+        if control::send_up(
+            &control,
+            &Up::Failed {
+                reason: reason.clone(),
+            },
+            None,
+        )
+        .is_err()
+        {
+            eprintln!("{}", log::fatal_line(&reason));
+        }
+        ExitCode::FAILURE
+    };
+    // Absolute, so the policy's directory is what Landlock keeps readable, whatever
+    // the working directory.
+    let policy_path = match std::path::absolute(&args.policy) {
+        Ok(p) => p,
+        Err(e) => return fail(&format!("{}: {e}", args.policy.display())),
+    };
+    let policy = match Policy::load(&policy_path) {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
     log::init(args.log_format);
     match crate::rlimit::raise_nofile() {
         Ok(n) => tracing::debug!(nofile = n, "descriptor limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the descriptor limit"),
     }
     let settings = policy.broker();
-    // Sockets the service manager passed are served instead of creating one; they
-    // belong to the manager, so the broker neither sets their mode nor removes them.
-    let activated = match activation::listeners() {
-        Ok(a) => a,
-        Err(e) => return fail(e),
-    };
-    let (listeners, own_socket, socket_names) = if activated.is_empty() {
-        let socket = args
-            .socket
-            .clone()
-            .or_else(|| settings.socket.clone())
-            .unwrap_or_else(|| PathBuf::from(fdbroker_worker::DEFAULT_SOCKET));
-        match Listener::bind(&socket, settings.socket_mode, settings.socket_group) {
-            Ok(l) => (vec![l], Some(socket.clone()), socket.display().to_string()),
-            Err(e) => return fail(e),
+    let (listeners, own_socket, socket_names) = match std::env::var(control::ENV_LISTEN_FDS) {
+        Ok(list) => {
+            let mut listeners = Vec::new();
+            let mut names = Vec::new();
+            for entry in list.split(',') {
+                let (number, name) = entry.split_once(':').unwrap_or((entry, "inherited"));
+                match inherited(number)
+                    .and_then(|fd| Listener::from_fd(fd).map_err(|e| e.to_string()))
+                {
+                    Ok(l) => listeners.push(l),
+                    Err(e) => return fail(&format!("listener from the monitor: {e}")),
+                }
+                names.push(name.to_owned());
+            }
+            // The socket file the first server created: whoever stops last removes it.
+            let mut own = None;
+            if let (Ok(identity), Some(first)) = (
+                std::env::var(control::ENV_SOCKET_FILE),
+                listeners.first_mut(),
+            ) {
+                first.adopt_file(&identity);
+                own = first.path().map(Path::to_path_buf);
+            }
+            (listeners, own, names.join(", "))
         }
-    } else {
-        if args.socket.is_some() || settings.socket.is_some() {
-            tracing::info!(
-                "socket-activated: --socket and [broker] socket are not used; the .socket unit \
-                 sets the path, mode and group"
-            );
+        Err(_) => {
+            let socket = args
+                .socket
+                .clone()
+                .or_else(|| settings.socket.clone())
+                .unwrap_or_else(|| PathBuf::from(fdbroker_worker::DEFAULT_SOCKET));
+            let listener =
+                match Listener::bind(&socket, settings.socket_mode, settings.socket_group) {
+                    Ok(l) => l,
+                    Err(e) => return fail(&e),
+                };
+            // The monitor keeps it for the servers after this one.
+            let shared_fd = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned();
+            let sent = shared_fd.and_then(|fd| {
+                let file = listener.file_identity().unwrap_or_default();
+                control::send_up(&control, &Up::Bound { socket_file: file }, Some(&fd))
+            });
+            if let Err(e) = sent {
+                return fail(&format!("cannot give the listener to the monitor: {e}"));
+            }
+            (
+                vec![listener],
+                Some(socket.clone()),
+                socket.display().to_string(),
+            )
         }
-        let names: Vec<String> = activated
-            .iter()
-            .map(|a| format!("fd {} ({})", a.fd, a.name))
-            .collect();
-        let listeners = activated.into_iter().map(|a| a.listener).collect();
-        (listeners, None, names.join(", "))
     };
-    let shared = Arc::new(Shared::new(policy, Some(args.policy.clone())));
+    let shared = Arc::new(Shared::new(policy, Some(policy_path.clone())));
     let opts = ServeOptions {
         threads: args.threads,
         handle_signals: true,
     };
     let server = match Server::with_listeners(Arc::clone(&shared), listeners, &opts) {
         Ok(s) => s,
-        Err(e) => return fail(e),
+        Err(e) => return fail(&e),
     };
-    match notify::Notifier::from_env() {
-        Ok(Some(n)) => {
-            if let Err(e) = server.notify_with(n) {
-                return fail(format!("cannot set up service-manager notifications: {e}"));
-            }
-        }
-        Ok(None) => {}
-        Err(e) => tracing::warn!("not notifying the service manager: {e}"),
+    let watchdog = std::env::var(control::ENV_WATCHDOG_USEC)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|v| *v > 0)
+        .map(std::time::Duration::from_micros);
+    let reporting = std::os::fd::AsFd::as_fd(&control)
+        .try_clone_to_owned()
+        .and_then(|fd| server.report_to_monitor(fdbroker_shared::Channel::wrap(fd), watchdog));
+    if let Err(e) = reporting {
+        return fail(&format!("cannot report to the monitor: {e}"));
     }
-    // Everything the broker opens by name at start-up is open now, and no thread has
+    if let Ok(number) = std::env::var(control::ENV_HANDOVER_FD) {
+        let from = inherited(&number)
+            .and_then(|fd| fdbroker_shared::Channel::from_fd(fd).map_err(|e| e.to_string()))
+            .and_then(|ch| server.receive_handover(ch).map_err(|e| e.to_string()));
+        if let Err(e) = from {
+            return fail(&format!("handover socket: {e}"));
+        }
+    }
+    // Everything the server opens by name at start-up is open now, and no thread has
     // started: the moment to give up what serving does not need.
     if shared.current().policy.broker().confine {
         match crate::confine::confine(
             &shared.current(),
-            Some(&args.policy),
+            Some(&policy_path),
             own_socket.as_deref(),
             None,
         ) {
@@ -272,7 +426,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 shared.set_confinement(c);
             }
             Err(e) => {
-                return fail(format!(
+                return fail(&format!(
                     "cannot confine the broker: {e} (set [broker] confine = false to run unconfined)"
                 ));
             }
@@ -285,8 +439,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     tracing::info!(
         socket = %socket_names,
-        activated = own_socket.is_none(),
-        policy = %args.policy.display(),
+        policy = %policy_path.display(),
         clients = shared.current().policy.clients().len(),
         "serving"
     );
@@ -301,7 +454,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) => fail(e),
+        Err(e) => fail(&e),
     }
 }
 

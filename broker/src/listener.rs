@@ -140,6 +140,45 @@ impl Listener {
     pub fn path(&self) -> Option<&Path> {
         self.created.as_ref().map(|c| c.path.as_path())
     }
+
+    /// The socket file as `PATH\tDEV\tINO`, for a successor that adopts this listener
+    /// and removes the file when it stops for good ([`Listener::adopt_file`]).
+    pub fn file_identity(&self) -> Option<String> {
+        self.created
+            .as_ref()
+            .map(|c| format!("{}\t{}\t{}", c.path.display(), c.dev, c.ino))
+    }
+
+    /// Make this (adopted) listener the owner of the socket file `identity` names
+    /// ([`Listener::file_identity`]): dropping it removes the file if it is still
+    /// that one. A malformed identity is ignored.
+    pub fn adopt_file(&mut self, identity: &str) {
+        let mut parts = identity.split('\t');
+        if let (Some(path), Some(dev), Some(ino), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+            && let (Ok(dev), Ok(ino)) = (dev.parse(), ino.parse())
+        {
+            self.created = Some(Created {
+                path: PathBuf::from(path),
+                dev,
+                ino,
+            });
+        }
+    }
+
+    /// Keep the socket file when this listener drops: a successor serves it now.
+    pub fn keep_file(&mut self) {
+        self.created = None;
+    }
+
+    /// The listening descriptor, without removing any file.
+    pub fn into_fd(self) -> OwnedFd {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        this.created = None;
+        // SAFETY: `this` is never dropped, and its only other field, `created`, is now
+        // None (nothing to leak), so the descriptor is moved out exactly once.
+        unsafe { std::ptr::read(&this.fd) }
+    }
 }
 
 impl AsFd for Listener {

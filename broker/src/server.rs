@@ -17,6 +17,7 @@
 
 use crate::activation::MAX_LISTENERS;
 use crate::conn::{self, Binding, Conn, ConnRef, Next, Scratch};
+use crate::control::{self, Down, Up};
 use crate::listener::Listener;
 use crate::notify::{self, Notifier, NotifyState};
 use crate::state::Shared;
@@ -39,6 +40,9 @@ use std::time::{Duration, Instant};
 const WAKE: u64 = 1;
 const SIGNALS: u64 = 2;
 const TICK: u64 = 3;
+/// The monitor's control channel, and a predecessor's handover socket.
+const CONTROL: u64 = 4;
+const HANDOVER: u64 = 5;
 /// Listener `i` has token `FIRST_LISTENER + i`.
 const FIRST_LISTENER: u64 = 8;
 const FIRST_CONN: u64 = 16;
@@ -107,6 +111,12 @@ struct Inner {
     /// Closed connections whose workers have not received everything passed: kept
     /// open and charged until they have (see [`Inner::close`]).
     draining: Mutex<Draining>,
+    /// The monitor's control channel, when a monitor started this server.
+    control: OnceLock<Channel>,
+    /// Where the predecessor hands its connections over, until it is done.
+    handover_in: Mutex<Option<Channel>>,
+    /// Set when the monitor says hand over: the successor's socket.
+    hand_over_to: Mutex<Option<Channel>>,
 }
 
 /// At most this many closed connections per uid may wait, charged, for their workers
@@ -156,10 +166,18 @@ impl Draining {
     }
 }
 
+/// Where readiness, status and the watchdog go: the service manager itself, or the
+/// monitor that started this server (which tells the service manager).
+#[derive(Debug)]
+enum Sink {
+    Manager(Notifier),
+    Monitor(Channel),
+}
+
 /// The service manager this broker reports to.
 #[derive(Debug)]
 struct Manager {
-    notifier: Notifier,
+    sink: Sink,
     /// `WATCHDOG=1` is due this long after the last one (half the timeout, less a
     /// tick), and when it was last sent.
     watchdog: Option<(Duration, Mutex<Instant>)>,
@@ -169,8 +187,36 @@ struct Manager {
 
 impl Manager {
     fn send(&self, states: &[NotifyState<'_>]) {
-        if let Err(e) = self.notifier.send(states) {
-            tracing::warn!(socket = %self.notifier.socket_name(), error = %e, "cannot notify the service manager");
+        match &self.sink {
+            Sink::Manager(n) => {
+                if let Err(e) = n.send(states) {
+                    tracing::warn!(socket = %n.socket_name(), error = %e, "cannot notify the service manager");
+                }
+            }
+            Sink::Monitor(ch) => {
+                // The monitor says RELOADING and STOPPING itself; it needs to hear
+                // only that this server is ready, its status, and that it is alive.
+                let status = states.iter().find_map(|s| match s {
+                    NotifyState::Status(t) => Some(*t),
+                    _ => None,
+                });
+                let msg = if states.iter().any(|s| matches!(s, NotifyState::Ready)) {
+                    Up::Ready {
+                        status: status.unwrap_or_default().to_owned(),
+                    }
+                } else if states.iter().any(|s| matches!(s, NotifyState::Watchdog)) {
+                    Up::Alive
+                } else if let Some(text) = status {
+                    Up::Status {
+                        text: text.to_owned(),
+                    }
+                } else {
+                    return;
+                };
+                if let Err(e) = control::send_up(ch, &msg, None) {
+                    tracing::debug!(error = %e, "cannot report to the monitor");
+                }
+            }
         }
     }
 }
@@ -227,6 +273,42 @@ impl Server {
     /// Call before the broker confines itself (this creates a timer).
     pub fn notify_with(&self, notifier: Notifier) -> io::Result<()> {
         let watchdog = notifier.watchdog();
+        self.report(Sink::Manager(notifier), watchdog)
+    }
+
+    /// Report to the monitor that started this server, on its control channel, and
+    /// take its orders there (hand over, stop); `watchdog` is the service manager's
+    /// timeout, which the monitor's watchdog needs fed from this event loop.
+    pub fn report_to_monitor(
+        &self,
+        control: Channel,
+        watchdog: Option<Duration>,
+    ) -> io::Result<()> {
+        control.set_nonblocking(true)?;
+        let sending = Channel::wrap(control.as_fd().try_clone_to_owned()?);
+        self.inner.epoll.add(
+            control.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, CONTROL),
+        )?;
+        self.inner
+            .control
+            .set(control)
+            .map_err(|_| io::Error::new(io::ErrorKind::AlreadyExists, "already reporting"))?;
+        self.report(Sink::Monitor(sending), watchdog)
+    }
+
+    /// Take over the connections a predecessor hands over on `from` (reload).
+    pub fn receive_handover(&self, from: Channel) -> io::Result<()> {
+        from.set_nonblocking(true)?;
+        self.inner.epoll.add(
+            from.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, HANDOVER),
+        )?;
+        *lock(&self.inner.handover_in) = Some(from);
+        Ok(())
+    }
+
+    fn report(&self, sink: Sink, watchdog: Option<Duration>) -> io::Result<()> {
         let period = watchdog.map_or(TICK_EVERY, |w| (w / 2).min(TICK_EVERY));
         let period = period.max(Duration::from_millis(1));
         if period < TICK_EVERY {
@@ -243,7 +325,7 @@ impl Server {
             );
         }
         let manager = Manager {
-            notifier,
+            sink,
             watchdog: watchdog.map(|w| {
                 (
                     (w / 2).saturating_sub(TICK_EVERY),
@@ -347,6 +429,9 @@ impl Server {
                 limit_notices: AtomicU64::new(0),
                 stalled: Mutex::new(Vec::new()),
                 draining: Mutex::new(Draining::default()),
+                control: OnceLock::new(),
+                handover_in: Mutex::new(None),
+                hand_over_to: Mutex::new(None),
             }),
             threads,
         })
@@ -378,15 +463,62 @@ impl Server {
             inner.event_loop();
             Ok(())
         });
-        // Stop accepting first (and remove the socket file), then drain.
-        write(&inner.listeners).clear();
-        let deadline = Instant::now() + DRAIN_BOUND;
+        let successor = lock(&inner.hand_over_to).take();
+        // Stop accepting first (removing the socket file, unless a successor serves
+        // it now).
+        {
+            let mut listeners = write(&inner.listeners);
+            if successor.is_some() {
+                listeners.iter_mut().for_each(Listener::keep_file);
+            }
+            listeners.clear();
+        }
         let conns: Vec<ConnRef> = lock(&inner.conns).drain();
-        finish(&conns, &inner.shared, &mut Scratch::default(), deadline);
+        let draining = std::mem::take(&mut lock(&inner.draining).conns);
+        if let Some(to) = successor {
+            hand_over(&to, &conns, &draining);
+            if let Some(ch) = inner.control.get() {
+                let _ = control::send_up(ch, &Up::HandedOver, None);
+            }
+        } else {
+            let deadline = Instant::now() + DRAIN_BOUND;
+            finish(&conns, &inner.shared, &mut Scratch::default(), deadline);
+        }
         drop(conns);
         crate::audit::flush_suppressed();
         started
     }
+}
+
+/// Pass every connection, with its state, to the successor. Nothing is read or answered
+/// any more here: what a worker sent and this server did not read waits in its socket
+/// for the successor, and a reply it could not take yet goes along. A connection that
+/// cannot be passed is closed (its worker sees the connection end, as at a restart).
+fn hand_over(to: &Channel, conns: &[ConnRef], draining: &[ConnRef]) {
+    // `to` is a fresh socketpair end from the monitor: blocking, so each send waits
+    // for room rather than failing.
+    let mut passed = 0usize;
+    let all = conns
+        .iter()
+        .map(|c| (c, false))
+        .chain(draining.iter().map(|c| (c, true)));
+    for (conn, is_draining) in all {
+        match conn.export() {
+            Ok(Some(e)) => match crate::handover::send(to, e, is_draining) {
+                Ok(()) => passed += 1,
+                Err(e) => tracing::warn!(error = %e, "cannot hand a connection over; closing it"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot hand a connection over; closing it"),
+        }
+    }
+    if let Err(e) = crate::handover::done(to) {
+        tracing::warn!(error = %e, "cannot finish the handover");
+    }
+    tracing::info!(
+        connections = passed,
+        "handed every connection over to the new server"
+    );
 }
 
 /// Answer every request the connections already sent, until `deadline` (graceful
@@ -505,6 +637,8 @@ impl Inner {
                 WAKE => break,
                 SIGNALS => self.signal_ready(),
                 TICK => self.tick(),
+                CONTROL => self.control_ready(),
+                HANDOVER => self.handover_ready(),
                 token if (FIRST_LISTENER..FIRST_CONN).contains(&token) => {
                     self.accept_ready((token - FIRST_LISTENER) as usize);
                 }
@@ -565,12 +699,13 @@ impl Inner {
     }
 
     fn register(&self, conn: Conn) -> io::Result<()> {
+        self.register_with(conn, EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP)
+    }
+
+    fn register_with(&self, conn: Conn, interest: EpollFlags) -> io::Result<()> {
         let conn = Arc::new(conn);
         let token = lock(&self.conns).insert(Arc::clone(&conn));
-        let ev = EpollEvent::new(
-            EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT | EpollFlags::EPOLLRDHUP,
-            token,
-        );
+        let ev = EpollEvent::new(interest | EpollFlags::EPOLLONESHOT, token);
         if let Err(e) = self.epoll.add(conn.channel().as_fd(), ev) {
             lock(&self.conns).remove(token);
             return Err(e.into());
@@ -739,11 +874,99 @@ impl Inner {
         }
     }
 
+    /// An order from the monitor: hand over, or stop.
+    fn control_ready(&self) {
+        let Some(ch) = self.control.get() else { return };
+        match control::recv_down(ch) {
+            Ok(Some((Down::HandOver, Some(fd)))) => match Channel::from_fd(fd) {
+                Ok(to) => {
+                    *lock(&self.hand_over_to) = Some(to);
+                    self.begin_stop("handing over to the new server");
+                }
+                Err(e) => tracing::error!(error = %e, "the monitor's handover socket is unusable"),
+            },
+            Ok(Some((Down::Stop, _))) => self.begin_stop("the monitor asked to stop"),
+            Ok(Some((Down::HandOver, None))) => {}
+            Ok(None) => self.begin_stop("the monitor is gone"),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => tracing::warn!(error = %e, "bad message from the monitor; ignored"),
+        }
+        let mut ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, CONTROL);
+        let _ = self.epoll.modify(ch.as_fd(), &mut ev);
+    }
+
+    /// Connections the predecessor hands over: each joins this server as if accepted
+    /// here (its client chosen again under this policy on its next request).
+    fn handover_ready(&self) {
+        let mut slot = lock(&self.handover_in);
+        let Some(from) = slot.as_ref() else { return };
+        loop {
+            match crate::handover::recv(from) {
+                Ok(crate::handover::Received::Conn { conn, draining }) => {
+                    self.adopt(conn, draining);
+                }
+                Ok(crate::handover::Received::Done | crate::handover::Received::Closed) => {
+                    let _ = self.epoll.delete(from.as_fd());
+                    *slot = None;
+                    tracing::info!("took over the previous server's connections");
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => tracing::warn!(error = %e, "a handed-over connection was unusable"),
+            }
+        }
+        let mut ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, HANDOVER);
+        let _ = self.epoll.modify(from.as_fd(), &mut ev);
+    }
+
+    fn adopt(&self, e: conn::Exported, draining: bool) {
+        let creds = peer::credentials(&e.socket);
+        let groups = peer::groups(&e.socket);
+        let (Ok(creds), Ok(groups)) = (creds, groups) else {
+            tracing::warn!("cannot read a handed-over connection's peer; closing it");
+            return;
+        };
+        let (conn, parked) = Conn::import(
+            e,
+            creds,
+            groups.into_boxed_slice(),
+            Arc::clone(&self.shared.inflight),
+        );
+        // Already non-blocking (the predecessor's open file is this one), but say so:
+        // with fcntl, which the confined server may call (not the ioctl std uses).
+        let nonblocking = nix::fcntl::fcntl(
+            conn.channel(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+        if let Err(e) = nonblocking {
+            tracing::warn!(error = %e, "cannot adopt a handed-over connection");
+            return;
+        }
+        if draining {
+            lock(&self.draining).push(Arc::new(conn));
+            return;
+        }
+        let interest = if parked {
+            EpollFlags::EPOLLOUT
+        } else {
+            EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP
+        };
+        if let Err(e) = self.register_with(conn, interest) {
+            tracing::warn!(error = %e, "cannot register a handed-over connection");
+        }
+    }
+
     fn signal_ready(&self) {
         let Some(sfd) = &self.signals else { return };
         loop {
             match sfd.read_signal() {
                 Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                    // Under a monitor, reloads start a new server instead.
+                    Ok(Signal::SIGHUP) if self.control.get().is_some() => {
+                        tracing::debug!(
+                            "SIGHUP ignored: the monitor reloads by replacing this server"
+                        );
+                    }
                     Ok(Signal::SIGHUP) => self.reload(),
                     Ok(sig @ (Signal::SIGTERM | Signal::SIGINT)) => {
                         self.begin_stop(&format!("received {}", sig.as_str()));

@@ -265,7 +265,33 @@ impl Broker {
         panic!("broker did not start listening:\n{}", self.log());
     }
 
+    /// The serving process: `fdbroker serve` is a monitor whose one child (two for a
+    /// moment during a reload) serves. Waits for a reload in progress to settle.
     pub fn pid(&self) -> i32 {
+        let monitor = self.monitor_pid();
+        let children = format!("/proc/{monitor}/task/{monitor}/children");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let list = fs::read_to_string(&children).unwrap_or_default();
+            let pids: Vec<i32> = list
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect();
+            if pids.len() == 1 || (Instant::now() > deadline && !pids.is_empty()) {
+                return pids[pids.len() - 1];
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the monitor {monitor} has no server:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `fdbroker serve` itself: the monitor, which takes the signals (SIGHUP reloads,
+    /// SIGTERM stops) and is what a service manager sees as the main process.
+    pub fn monitor_pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
     }
 
@@ -301,9 +327,9 @@ impl Broker {
         self.child.as_mut().unwrap().try_wait().unwrap().is_none()
     }
 
-    /// Send `sig` to the broker.
+    /// Send `sig` to the broker (its monitor).
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.monitor_pid()), sig).unwrap();
     }
 
     /// Wait up to `limit` for the broker to exit; its exit status.

@@ -1,0 +1,760 @@
+//! The monitor: `fdbroker serve`'s main process, which starts confined servers and
+//! replaces them on reload.
+//!
+//! A server confines itself to the roots its policy names (Landlock) and to the
+//! capabilities it needs, so it can never widen itself: a reload that adds a root, or a
+//! root that appears after start, needs a process that is not confined yet. The monitor
+//! is that process, and it stays small: it holds the listening sockets (its own, once
+//! the first server bound them, or the service manager's) and the notify socket, starts
+//! servers by `execve` of its own binary, and relays their readiness. It never parses
+//! the policy, a request or any byte from a worker; from a server it takes only the
+//! short messages of `control`.
+//!
+//! ```text
+//!              SIGHUP / fdbroker reload                 systemd (NOTIFY_SOCKET, LISTEN_FDS)
+//!                         │                                        ▲
+//!                         ▼                                        │ READY / RELOADING / STATUS / WATCHDOG
+//!   ┌──────────────────────────────────────────────────────────────┴──┐
+//!   │ monitor (MAINPID): listeners, notify socket, no_new_privs,      │
+//!   │ seccomp, only the capabilities a server may need                │
+//!   └───────┬──────────────────────────────────────────┬──────────────┘
+//!     control│(socketpair)                      control │ (started on reload)
+//!           ▼                                          ▼
+//!   ┌──────────────────┐   connections + their state   ┌──────────────────┐
+//!   │ server (old)     │ ────── (SCM_RIGHTS) ─────────▶ │ server (new)     │
+//!   │ confined, serves │                               │ loads, confines, │
+//!   └──────────────────┘                               │ reports ready    │
+//!                                                      └──────────────────┘
+//! ```
+//!
+//! A reload starts a new server with the policy file as it is now. Only once it reports
+//! ready does the monitor tell the old one to hand over: the old server stops accepting
+//! and reading, finishes what it has read, passes every connection (with a parked reply
+//! and the count of descriptors in flight) to the new one, and exits. Every request is
+//! answered exactly once, by one of them. If the new server fails, it exits, the old one
+//! keeps serving, and the reason (`FILE:LINE:COL` for a broken policy) is logged.
+//!
+//! `fdbroker reload PID` asks with `sigqueue(SIGHUP)` carrying [`RELOAD_REQUEST`]; the
+//! monitor answers that process with `SIGUSR1` carrying [`RELOAD_APPLIED`] or
+//! [`RELOAD_REFUSED`], so `systemctl reload` fails when the policy was refused. A plain
+//! SIGHUP reloads the same way and gets no answer.
+
+use crate::control::{self, Down, Up};
+use crate::listener::Listener;
+use crate::notify::{self, Notifier, NotifyState};
+use fdbroker_shared::Channel;
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+/// The `si_value` of a SIGHUP that asks for an answer (`fdbroker reload`).
+pub const RELOAD_REQUEST: i32 = 0x6664_6272;
+/// The answer's `si_value`: the new policy is in force.
+pub const RELOAD_APPLIED: i32 = 1;
+/// The answer's `si_value`: it was refused; the previous policy stays (the journal says
+/// why).
+pub const RELOAD_REFUSED: i32 = 2;
+
+/// How long a new server may take to report ready before it is given up on.
+const START_BOUND: Duration = Duration::from_secs(60);
+/// How long a stop may take: the server's own drain bound, and some.
+const STOP_BOUND: Duration = Duration::from_secs(10);
+
+/// The signals the monitor takes through its signalfd.
+const SIGNALS: [Signal; 4] = [
+    Signal::SIGHUP,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGCHLD,
+];
+
+/// One server process and its end of the control channel.
+#[derive(Debug)]
+struct ServerProc {
+    pid: Pid,
+    control: Channel,
+    started: Instant,
+    /// Reload requests answered once this (retiring) server has handed over: only
+    /// then does every connection get the new policy.
+    answer_when_gone: Vec<Pid>,
+    /// Whether it retires because of a reload (which is complete once it handed over).
+    replaced: bool,
+}
+
+/// A server started by a reload, not ready yet, with the end of the handover socket
+/// the current server will get once it is.
+#[derive(Debug)]
+struct Candidate {
+    server: ServerProc,
+    handover: OwnedFd,
+    waiters: Vec<Pid>,
+}
+
+#[derive(Debug)]
+struct Monitor {
+    argv: Vec<OsString>,
+    /// Listening sockets, with names for the servers' logs. Empty until the first
+    /// server binds one (unless the service manager passed them).
+    listeners: Vec<(OwnedFd, String)>,
+    socket_file: Option<String>,
+    notifier: Option<Notifier>,
+    current: Option<ServerProc>,
+    /// Whether `current` has reported ready (the service is up).
+    up: bool,
+    candidate: Option<Candidate>,
+    /// Servers that are handing over or exiting.
+    retiring: Vec<ServerProc>,
+    /// A reload asked for while another was in progress, and who waits for it.
+    again: Option<Vec<Pid>>,
+    /// The current server's last status line, and the last reload failure.
+    status: String,
+    reload_error: Option<String>,
+    stopping: Option<Instant>,
+}
+
+/// Run `fdbroker serve` as the monitor of servers started with `argv` (this process's
+/// own arguments). Returns once the last server has stopped.
+pub fn run(argv: Vec<OsString>) -> ExitCode {
+    match Monitor::new(argv).and_then(Monitor::serve) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{}", crate::log::fatal_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl Monitor {
+    fn new(argv: Vec<OsString>) -> io::Result<Monitor> {
+        let activated = crate::activation::listeners().map_err(io::Error::other)?;
+        let listeners = activated
+            .into_iter()
+            .map(|a| {
+                let name = format!("fd {} ({})", a.fd, a.name);
+                (a.listener.into_fd(), name)
+            })
+            .collect();
+        let notifier = match Notifier::from_env() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("not notifying the service manager: {e}");
+                None
+            }
+        };
+        Ok(Monitor {
+            argv,
+            listeners,
+            socket_file: None,
+            notifier,
+            current: None,
+            up: false,
+            candidate: None,
+            retiring: Vec::new(),
+            again: None,
+            status: String::new(),
+            reload_error: None,
+            stopping: None,
+        })
+    }
+
+    fn serve(mut self) -> io::Result<ExitCode> {
+        let mut set = SigSet::empty();
+        for s in SIGNALS {
+            set.add(s);
+        }
+        set.thread_block()?;
+        let signals = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
+        crate::confine::confine_monitor().map_err(io::Error::other)?;
+        self.current = Some(self.start(None)?);
+        loop {
+            if let Some(code) = self.finished() {
+                return Ok(code);
+            }
+            let deadline = self.next_deadline();
+            let timeout = match deadline {
+                Some(t) => {
+                    let ms = t.saturating_duration_since(Instant::now()).as_millis();
+                    PollTimeout::from(u16::try_from(ms).unwrap_or(u16::MAX).max(1))
+                }
+                None => PollTimeout::NONE,
+            };
+            let ready = self.wait(&signals, timeout)?;
+            if ready.signals {
+                self.on_signals(&signals);
+            }
+            if ready.current {
+                self.on_current()?;
+            }
+            if ready.candidate {
+                self.on_candidate();
+            }
+            for i in ready.retiring.into_iter().rev() {
+                self.on_retiring(i);
+            }
+            self.check_deadlines();
+        }
+    }
+
+    /// Block until something happens: which of the watched descriptors are ready.
+    fn wait(&self, signals: &SignalFd, timeout: PollTimeout) -> io::Result<Ready> {
+        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        let mut slots = Slots::default();
+        if let Some(c) = &self.current {
+            slots.current = Some(fds.len());
+            fds.push(PollFd::new(c.control.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(c) = &self.candidate {
+            slots.candidate = Some(fds.len());
+            fds.push(PollFd::new(c.server.control.as_fd(), PollFlags::POLLIN));
+        }
+        for r in &self.retiring {
+            slots.retiring.push(fds.len());
+            fds.push(PollFd::new(r.control.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let is_ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
+        Ok(Ready {
+            signals: is_ready(0),
+            current: slots.current.is_some_and(is_ready),
+            candidate: slots.candidate.is_some_and(is_ready),
+            retiring: slots
+                .retiring
+                .iter()
+                .enumerate()
+                .filter(|(_, slot)| is_ready(**slot))
+                .map(|(i, _)| i)
+                .collect(),
+        })
+    }
+
+    /// Start a server: this binary again, with this process's arguments, given the
+    /// listeners, its end of a new control channel and, for a successor, its end of the
+    /// handover socket.
+    fn start(&self, handover: Option<OwnedFd>) -> io::Result<ServerProc> {
+        let (ours, theirs) = Channel::pair()?;
+        let theirs = OwnedFd::from(theirs);
+        let mut inherit: Vec<RawFd> = vec![theirs.as_raw_fd()];
+        let mut cmd = Command::new("/proc/self/exe");
+        if let Some((arg0, rest)) = self.argv.split_first() {
+            cmd.arg0(arg0).args(rest);
+        }
+        for var in [
+            "NOTIFY_SOCKET",
+            "LISTEN_PID",
+            "LISTEN_PIDFDID",
+            "LISTEN_FDS",
+            "LISTEN_FDNAMES",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env(control::ENV_CONTROL_FD, theirs.as_raw_fd().to_string());
+        if !self.listeners.is_empty() {
+            let list: Vec<String> = self
+                .listeners
+                .iter()
+                .map(|(fd, name)| format!("{}:{name}", fd.as_raw_fd()))
+                .collect();
+            inherit.extend(self.listeners.iter().map(|(fd, _)| fd.as_raw_fd()));
+            cmd.env(control::ENV_LISTEN_FDS, list.join(","));
+        }
+        if let Some(file) = &self.socket_file {
+            cmd.env(control::ENV_SOCKET_FILE, file);
+        }
+        if let Some(w) = self.notifier.as_ref().and_then(Notifier::watchdog) {
+            cmd.env(control::ENV_WATCHDOG_USEC, w.as_micros().to_string());
+        }
+        if let Some(h) = &handover {
+            inherit.push(h.as_raw_fd());
+            cmd.env(control::ENV_HANDOVER_FD, h.as_raw_fd().to_string());
+        }
+        let parent = nix::unistd::getpid();
+        // SAFETY: runs in the forked child before exec. The monitor is single-threaded,
+        // so no lock can be held by a thread that does not exist in the child; the
+        // closure only makes system calls on descriptor numbers copied in.
+        unsafe {
+            cmd.pre_exec(move || in_child(parent, &inherit));
+        }
+        let child = cmd.spawn()?;
+        // The child has its copies; ours close here.
+        drop(theirs);
+        drop(handover);
+        Ok(ServerProc {
+            pid: Pid::from_raw(child.id() as i32),
+            control: ours,
+            started: Instant::now(),
+            answer_when_gone: Vec::new(),
+            replaced: false,
+        })
+    }
+
+    fn on_signals(&mut self, signals: &SignalFd) {
+        loop {
+            let info = match signals.read_signal() {
+                Ok(Some(info)) => info,
+                Ok(None) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read signals");
+                    break;
+                }
+            };
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGHUP) => {
+                    // Only a sender that asked (sigqueue with the request value) is
+                    // answered: a signal to a shell that did not expect one kills it.
+                    let asked = info.ssi_code == libc::SI_QUEUE
+                        && info.ssi_int == RELOAD_REQUEST
+                        && info.ssi_pid > 0;
+                    let waiter = asked.then(|| Pid::from_raw(info.ssi_pid as i32));
+                    self.reload(waiter);
+                }
+                Ok(sig @ (Signal::SIGTERM | Signal::SIGINT)) => {
+                    self.stop(&format!("received {}", sig.as_str()));
+                }
+                Ok(Signal::SIGCHLD) => self.reap(),
+                _ => {}
+            }
+        }
+    }
+
+    /// Reap every child that exited; their control channels say the rest.
+    fn reap(&self) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(WaitStatus::Exited(pid, code)) if code != 0 => {
+                    tracing::debug!(pid = pid.as_raw(), code, "server exited");
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    tracing::warn!(
+                        pid = pid.as_raw(),
+                        signal = sig.as_str(),
+                        "server was killed"
+                    );
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// A reload: start a new server, unless one is starting (then once more after it).
+    fn reload(&mut self, waiter: Option<Pid>) {
+        if self.stopping.is_some() {
+            if let Some(w) = waiter {
+                answer(w, RELOAD_REFUSED);
+            }
+            return;
+        }
+        if let Some(c) = &mut self.candidate {
+            // The file may have changed again since that server read it.
+            let again = self.again.get_or_insert_with(Vec::new);
+            again.extend(waiter);
+            let _ = c;
+            return;
+        }
+        if !self.up {
+            // Still starting: the first server reads the file as it is now anyway.
+            if let Some(w) = waiter {
+                self.again.get_or_insert_with(Vec::new).push(w);
+            } else {
+                self.again.get_or_insert_with(Vec::new);
+            }
+            return;
+        }
+        self.notify(&[
+            NotifyState::Reloading,
+            monotonic_now(),
+            NotifyState::Status("reloading the policy"),
+        ]);
+        tracing::info!("reloading: starting a server with the policy file as it is now");
+        let started = Channel::pair().and_then(|(keep, give)| {
+            let server = self.start(Some(OwnedFd::from(give)))?;
+            Ok(Candidate {
+                server,
+                handover: OwnedFd::from(keep),
+                waiters: waiter.into_iter().collect(),
+            })
+        });
+        match started {
+            Ok(c) => self.candidate = Some(c),
+            Err(e) => self.refused(
+                waiter.into_iter().collect(),
+                &format!("cannot start a new server: {e}"),
+            ),
+        }
+    }
+
+    fn on_current(&mut self) -> io::Result<()> {
+        let Some(current) = &self.current else {
+            return Ok(());
+        };
+        let msg = control::recv_up(&current.control);
+        match msg {
+            Ok(Some((Up::Bound { socket_file }, Some(fd)))) if self.listeners.is_empty() => {
+                match Listener::from_fd(fd) {
+                    Ok(l) => {
+                        // Shown in the servers' logs: the path, before the identity.
+                        let name = socket_file
+                            .split('\t')
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned();
+                        self.listeners.push((l.into_fd(), name));
+                        self.socket_file = Some(socket_file);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "the server's listener is unusable"),
+                }
+            }
+            Ok(Some((Up::Ready { status }, _))) if !self.up => {
+                self.up = true;
+                self.status = status;
+                let status = self.status_line();
+                self.notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+                if let Some(waiters) = self.again.take() {
+                    // Reloads asked for during start-up: the file was read just now.
+                    for w in waiters {
+                        answer(w, RELOAD_APPLIED);
+                    }
+                }
+            }
+            Ok(Some((Up::Status { text }, _))) => {
+                self.status = text;
+                let status = self.status_line();
+                self.notify(&[NotifyState::Status(&status)]);
+            }
+            Ok(Some((Up::Alive, _))) => self.notify(&[NotifyState::Watchdog]),
+            Ok(Some((Up::Failed { reason }, _))) if !self.up => {
+                // Start-up failed: say why, as a failed start does.
+                return Err(io::Error::other(reason));
+            }
+            Ok(Some((other, _))) => {
+                tracing::debug!(message = ?other, "unexpected message from the server; ignored");
+            }
+            Ok(None) | Err(_) => {
+                // The server is gone.
+                self.current = None;
+                if self.stopping.is_none() {
+                    if let Some(c) = self.candidate.take() {
+                        let _ = kill(c.server.pid, Signal::SIGKILL);
+                    }
+                    return Err(io::Error::other(
+                        "the server exited unexpectedly; stopping so the service manager can \
+                         restart the broker",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_candidate(&mut self) {
+        let Some(c) = &self.candidate else { return };
+        match control::recv_up(&c.server.control) {
+            Ok(Some((Up::Ready { status }, _))) => self.promote(status),
+            Ok(Some((Up::Failed { reason }, _))) => {
+                let Some(c) = self.candidate.take() else {
+                    return;
+                };
+                self.retiring.push(c.server);
+                self.refused(c.waiters, &reason);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => {
+                let Some(c) = self.candidate.take() else {
+                    return;
+                };
+                self.refused(
+                    c.waiters,
+                    "the new server exited before it was ready (its log lines say why)",
+                );
+            }
+        }
+    }
+
+    /// The candidate is ready: the current server hands over to it.
+    fn promote(&mut self, status: String) {
+        let Some(c) = self.candidate.take() else {
+            return;
+        };
+        let mut waiters = c.waiters;
+        if let Some(mut old) = self.current.take() {
+            if let Err(e) = control::send_down(&old.control, Down::HandOver, Some(&c.handover)) {
+                // It cannot hand over; it must not keep serving beside the new one.
+                tracing::error!(error = %e, "cannot tell the old server to hand over; stopping it");
+                let _ = kill(old.pid, Signal::SIGTERM);
+            }
+            old.answer_when_gone = std::mem::take(&mut waiters);
+            old.replaced = true;
+            self.retiring.push(old);
+        } else {
+            tracing::info!("policy reloaded");
+        }
+        self.current = Some(c.server);
+        self.status = status;
+        self.reload_error = None;
+        let line = self.status_line();
+        self.notify(&[NotifyState::Ready, NotifyState::Status(&line)]);
+        for w in waiters {
+            answer(w, RELOAD_APPLIED);
+        }
+        if let Some(waiters) = self.again.take() {
+            let mut waiters = waiters.into_iter();
+            let first = waiters.next();
+            self.reload(first);
+            if let Some(c) = &mut self.candidate {
+                c.waiters.extend(waiters);
+            }
+        }
+    }
+
+    fn refused(&mut self, waiters: Vec<Pid>, reason: &str) {
+        tracing::error!("policy reload failed; the previous policy stays in force: {reason}");
+        self.reload_error = Some(reason.to_owned());
+        let line = self.status_line();
+        self.notify(&[NotifyState::Ready, NotifyState::Status(&line)]);
+        for w in waiters {
+            answer(w, RELOAD_REFUSED);
+        }
+        if let Some(waiters) = self.again.take() {
+            let mut waiters = waiters.into_iter();
+            self.reload(waiters.next());
+            if let Some(c) = &mut self.candidate {
+                c.waiters.extend(waiters);
+            }
+        }
+    }
+
+    fn on_retiring(&mut self, i: usize) {
+        let Some(r) = self.retiring.get(i) else {
+            return;
+        };
+        match control::recv_up(&r.control) {
+            Ok(Some((Up::HandedOver, _))) => {
+                if let Some(r) = self.retiring.get_mut(i) {
+                    reloaded(r);
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => {
+                // Gone, having handed over or not (what it held then closed): the new
+                // server serves everything from now on.
+                let mut r = self.retiring.remove(i);
+                reloaded(&mut r);
+            }
+        }
+    }
+
+    fn stop(&mut self, why: &str) {
+        if self.stopping.is_some() {
+            return;
+        }
+        tracing::info!("stopping: {why}");
+        self.stopping = Some(Instant::now());
+        let status = format!("stopping: {why}");
+        self.notify(&[NotifyState::Stopping, NotifyState::Status(&status)]);
+        if let Some(c) = self.candidate.take() {
+            let _ = kill(c.server.pid, Signal::SIGKILL);
+            for w in c.waiters {
+                answer(w, RELOAD_REFUSED);
+            }
+            self.retiring.push(c.server);
+        }
+        if let Some(cur) = &self.current
+            && control::send_down(&cur.control, Down::Stop, None).is_err()
+        {
+            let _ = kill(cur.pid, Signal::SIGTERM);
+        }
+    }
+
+    /// When everything is over: the exit status.
+    fn finished(&self) -> Option<ExitCode> {
+        let all_gone =
+            self.current.is_none() && self.candidate.is_none() && self.retiring.is_empty();
+        (self.stopping.is_some() && all_gone).then_some(ExitCode::SUCCESS)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let start = self
+            .candidate
+            .as_ref()
+            .map(|c| c.server.started + START_BOUND);
+        let first = (!self.up)
+            .then(|| self.current.as_ref().map(|c| c.started + START_BOUND))
+            .flatten();
+        let stop = self.stopping.map(|t| t + STOP_BOUND);
+        [start, first, stop].into_iter().flatten().min()
+    }
+
+    /// Servers that take too long to start, or to stop, are killed.
+    fn check_deadlines(&mut self) {
+        let now = Instant::now();
+        if let Some(c) = &self.candidate
+            && now >= c.server.started + START_BOUND
+        {
+            let _ = kill(c.server.pid, Signal::SIGKILL);
+        }
+        if !self.up
+            && let Some(c) = &self.current
+            && now >= c.started + START_BOUND
+        {
+            let _ = kill(c.pid, Signal::SIGKILL);
+        }
+        if let Some(t) = self.stopping
+            && now >= t + STOP_BOUND
+        {
+            for p in self.current.iter().chain(&self.retiring) {
+                let _ = kill(p.pid, Signal::SIGKILL);
+            }
+        }
+    }
+
+    fn status_line(&self) -> String {
+        let mut line = self.status.clone();
+        if let Some(e) = &self.reload_error {
+            line.push_str("; last reload failed: ");
+            line.push_str(e);
+        }
+        notify::one_line(&line, notify::STATUS_MAX)
+    }
+
+    fn notify(&self, states: &[NotifyState<'_>]) {
+        if let Some(n) = &self.notifier
+            && let Err(e) = n.send(states)
+        {
+            tracing::warn!(socket = %n.socket_name(), error = %e, "cannot notify the service manager");
+        }
+    }
+}
+
+/// A replaced server has handed over (or is gone): the reload is complete.
+fn reloaded(old: &mut ServerProc) {
+    if std::mem::take(&mut old.replaced) {
+        tracing::info!("policy reloaded: the new server serves every connection");
+    }
+    for w in std::mem::take(&mut old.answer_when_gone) {
+        answer(w, RELOAD_APPLIED);
+    }
+}
+
+#[derive(Default)]
+struct Slots {
+    current: Option<usize>,
+    candidate: Option<usize>,
+    retiring: Vec<usize>,
+}
+
+struct Ready {
+    signals: bool,
+    current: bool,
+    candidate: bool,
+    retiring: Vec<usize>,
+}
+
+fn monotonic_now() -> NotifyState<'static> {
+    NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Custom("MONOTONIC_USEC=0"))
+}
+
+/// Tell a process that asked for a reload how it went.
+fn answer(pid: Pid, outcome: i32) {
+    if let Err(e) = sigqueue(pid, Signal::SIGUSR1, outcome) {
+        tracing::debug!(pid = pid.as_raw(), error = %e, "cannot answer a reload request");
+    }
+}
+
+/// `sigqueue(3)`: `sig` with an integer value the receiver reads as `si_int`.
+pub fn sigqueue(pid: Pid, sig: Signal, value: i32) -> io::Result<()> {
+    let val = libc::sigval {
+        sival_ptr: value as usize as *mut libc::c_void,
+    };
+    // SAFETY: sigqueue takes its arguments by value; nothing is borrowed.
+    let rc = unsafe { libc::sigqueue(pid.as_raw(), sig as libc::c_int, val) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// In the forked child, before exec: keep exactly the passed descriptors across exec,
+/// take the default signal mask, and die with the monitor.
+fn in_child(parent: Pid, inherit: &[RawFd]) -> io::Result<()> {
+    for &fd in inherit {
+        // SAFETY: F_SETFD on a descriptor number the monitor holds open; the worst a
+        // wrong number does is fail with EBADF.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    SigSet::empty().thread_set_mask()?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    if nix::unistd::getppid() != parent {
+        return Err(io::Error::other("the monitor exited"));
+    }
+    Ok(())
+}
+
+/// `fdbroker reload PID`: ask the monitor `pid` to reload and wait up to `limit` for
+/// the outcome. `Ok(true)` when the new policy is in force.
+pub fn request_reload(pid: Pid, limit: Duration) -> io::Result<bool> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGUSR1);
+    set.thread_block()?;
+    // The monitor may run as a user of its own and holds no CAP_KILL: it can answer
+    // only a process whose real uid is its own. A root caller takes it as its real uid
+    // (effective stays root) for the wait.
+    if nix::unistd::geteuid().is_root()
+        && let Some(uid) = real_uid_of(pid)
+        && uid != 0
+    {
+        let ids = nix::unistd::getresuid()?;
+        nix::unistd::setresuid(nix::unistd::Uid::from_raw(uid), ids.effective, ids.saved)?;
+    }
+    sigqueue(pid, Signal::SIGHUP, RELOAD_REQUEST)?;
+    let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)?;
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer from the broker within {}s", limit.as_secs()),
+            ));
+        }
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX).max(1);
+        let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Ok(Some(info)) = sfd.read_signal()
+            && info.ssi_pid as i32 == pid.as_raw()
+            && info.ssi_code == libc::SI_QUEUE
+        {
+            return Ok(info.ssi_int == RELOAD_APPLIED);
+        }
+    }
+}
+
+fn real_uid_of(pid: Pid) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
