@@ -138,10 +138,20 @@ struct CatArgs {
 #[derive(Subcommand, Debug)]
 enum PolicyCommand {
     /// Exit 0 if the policy is valid; else print FILE:LINE:COL: message and exit 1.
-    #[command(after_help = "Example:\n  fdbroker policy check /etc/fdbroker/policy.toml")]
+    /// Also checks it against this machine's filesystem, as warnings.
+    #[command(
+        after_help = "Example:\n  fdbroker policy check /etc/fdbroker/policy.toml\n\n\
+Warnings (FILE:LINE:COL: warning: ...; exit 0, or 1 with --strict): roots that do not \
+exist or that the broker would refuse to open (a directory above them that someone \
+other than root could change), deny rules that match nothing on disk or lie outside \
+every allow rule, and rules written twice."
+    )]
     Check {
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// Treat warnings as errors (exit 1).
+        #[arg(long)]
+        strict: bool,
     },
     /// Show the decision for one request and the rule that made it.
     #[command(
@@ -172,7 +182,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Cat(args) => cat(args),
-        Command::Policy(PolicyCommand::Check { file }) => check(&file),
+        Command::Policy(PolicyCommand::Check { file, strict }) => check(&file, strict),
         Command::Policy(PolicyCommand::Explain {
             file,
             uid,
@@ -492,19 +502,36 @@ fn cat(args: CatArgs) -> ExitCode {
     }
 }
 
-fn check(file: &Path) -> ExitCode {
-    match Policy::load(file) {
-        Ok(p) => {
-            println!(
-                "{}: ok ({} clients, {} roots)",
-                file.display(),
-                p.clients().len(),
-                p.roots().len()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
+fn check(file: &Path, strict: bool) -> ExitCode {
+    let p = match Policy::load(file) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let warnings = crate::lint::check(&p);
+    for w in &warnings {
+        eprintln!("{w}");
     }
+    let noun = if warnings.len() == 1 {
+        "warning"
+    } else {
+        "warnings"
+    };
+    if strict && !warnings.is_empty() {
+        eprintln!(
+            "fdbroker: {}: {} {noun} (--strict)",
+            file.display(),
+            warnings.len()
+        );
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "{}: ok ({} clients, {} roots, {} {noun})",
+        file.display(),
+        p.clients().len(),
+        p.roots().len(),
+        warnings.len()
+    );
+    ExitCode::SUCCESS
 }
 
 fn explain(file: &Path, uid: &str, gid: Option<&str>, access: Access, path: &Path) -> ExitCode {
@@ -528,7 +555,7 @@ fn explain(file: &Path, uid: &str, gid: Option<&str>, access: Access, path: &Pat
         }
     };
     let explanation = policy.explain(uid, gid, path.as_os_str().as_bytes(), access);
-    print!("{explanation}");
+    println!("{explanation}");
     let granted = policy.client_for(uid, gid).is_some_and(|c| {
         matches!(
             policy.decide(c, path.as_os_str().as_bytes(), access),

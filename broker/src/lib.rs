@@ -26,6 +26,7 @@ pub mod control;
 mod handle;
 mod handover;
 pub mod inflight;
+pub mod lint;
 pub mod listener;
 pub mod log;
 pub mod monitor;

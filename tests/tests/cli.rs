@@ -27,6 +27,7 @@ fn every_command_has_help_with_an_example() {
         vec!["run", "--help"],
         vec!["policy", "check", "--help"],
         vec!["policy", "explain", "--help"],
+        vec!["reload", "--help"],
     ] {
         let out = fdbroker(&args);
         assert!(out.status.success(), "{args:?}");
@@ -111,6 +112,7 @@ fn policy_explain_names_the_rule_and_exits_by_decision() {
         s.contains("scanner") && s.contains("allow") && s.contains("p.toml:5:"),
         "{s}"
     );
+    assert!(s.ends_with('\n'), "{s:?}");
     let out = fdbroker(&["policy", "explain", p, "--uid", "65534", "/srv/q/keys/k"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -129,4 +131,59 @@ fn policy_explain_names_the_rule_and_exits_by_decision() {
         "/srv/q/a",
     ]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// `policy check` also looks at this machine: roots missing or that the broker would
+/// refuse, deny rules that match nothing or lie outside every allow, rules written
+/// twice. Warnings, each at FILE:LINE:COL; `--strict` makes them errors.
+#[test]
+fn policy_check_warns_about_the_filesystem_and_strict_fails() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TempDir::new("cli-lint");
+    t.dir("ok/keys", 0o700);
+    t.dir("open", 0o755);
+    // A directory others may write, above a root: the broker would refuse the root.
+    t.dir("open/shared", 0o777);
+    t.dir("open/shared/spool", 0o755);
+    std::fs::set_permissions(
+        t.join("open/shared"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    let d = t.path().display();
+    let policy = format!(
+        "[[client]]\nname = \"a\"\nusers = [0]\n\
+         [[client.allow]]\npath = \"{d}/ok/\"\n\
+         [[client.allow]]\npath = \"{d}/missing/\"\n\
+         [[client.allow]]\npath = \"{d}/open/shared/spool/\"\n\
+         [[client.deny]]\npath = \"{d}/ok/keys/\"\n\
+         [[client.deny]]\npath = \"{d}/ok/nothing-here\"\n\
+         [[client.deny]]\npath = \"/elsewhere/\"\n\
+         [[client.allow]]\npath = \"{d}/ok/\"\n"
+    );
+    let p = t.file("p.toml", policy.as_bytes(), 0o644);
+    let p = p.to_str().unwrap();
+    let out = fdbroker(&["policy", "check", p]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    for (at, what) in [
+        (":7:8: warning: root", "does not exist"),
+        (":9:8: warning: the broker would refuse root", "writable"),
+        (":13:8: warning: deny rule", "matches nothing on disk"),
+        (":15:8: warning: deny rule", "outside every allow rule"),
+        (":17:8: warning: duplicates the allow rule at 5:8", ""),
+    ] {
+        assert!(
+            err.lines().any(|l| l.contains(at) && l.contains(what)),
+            "no {at:?} {what:?} in:\n{err}"
+        );
+    }
+    assert_eq!(err.lines().count(), 5, "{err}");
+    assert!(
+        text(&out.stdout).contains("5 warnings"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = fdbroker(&["policy", "check", "--strict", p]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
 }

@@ -162,3 +162,26 @@ fn the_confined_broker_may_signal_only_itself_and_its_worker() {
         "dumpable false\nmake-dumpable EPERM\nself ok\ntarget EPERM\nworker ok\n"
     );
 }
+
+/// The monitor (`fdbroker serve` itself) uses no capability: it holds, permitted but
+/// not effective, only what a server may need, with no_new_privs and its own seccomp
+/// filter; it parses no policy and serves no worker.
+#[test]
+fn the_monitor_holds_only_what_its_servers_may_need_and_uses_none() {
+    const CHOWN: u64 = 1 << 0;
+    const SETPCAP: u64 = 1 << 8;
+    let t = TempDir::new("confine-monitor");
+    t.dir("ro", 0o755);
+    let b = Broker::start(&t, &policy(""));
+    wait_log(&b, "serving");
+    let st = std::fs::read_to_string(format!("/proc/{}/status", b.monitor_pid())).unwrap();
+    let servers = DAC_READ_SEARCH | DAC_OVERRIDE | CHOWN | SETPCAP;
+    assert_eq!(mask(&st, "CapEff:"), 0, "{st}");
+    assert_eq!(mask(&st, "CapPrm:"), servers, "{st}");
+    assert_eq!(mask(&st, "CapBnd:"), servers, "{st}");
+    assert_eq!(mask(&st, "CapAmb:"), 0, "{st}");
+    assert_eq!(field(&st, "NoNewPrivs:"), "1");
+    assert_eq!(field(&st, "Seccomp:"), "2");
+    // Its server then narrows itself to this read-only policy.
+    assert_eq!(mask(&status(&b), "CapEff:"), DAC_READ_SEARCH);
+}
