@@ -417,7 +417,14 @@ fn serve_as_server(args: ServeArgs, control_fd: &str) -> ExitCode {
     if let Ok(number) = std::env::var(control::ENV_HANDOVER_FD) {
         let from = inherited(&number)
             .and_then(|fd| fdbroker_shared::Channel::from_fd(fd).map_err(|e| e.to_string()))
-            .and_then(|ch| server.receive_handover(ch).map_err(|e| e.to_string()));
+            .and_then(|ch| {
+                let predecessor = std::env::var(control::ENV_PREDECESSOR_PID)
+                    .ok()
+                    .and_then(|p| p.parse().ok());
+                server
+                    .receive_handover(ch, predecessor)
+                    .map_err(|e| e.to_string())
+            });
         if let Err(e) = from {
             return fail(&format!("handover socket: {e}"));
         }

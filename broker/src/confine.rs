@@ -496,6 +496,25 @@ fn install_seccomp(worker: Option<i32>) -> Result<usize, ConfineError> {
         kill_rules.push(to(w)?);
     }
     rules.insert(libc::SYS_kill, kill_rules);
+    // Threads only: a confined broker starts no process (a compromised one could
+    // otherwise make a process of its own look like a worker). clone3's flags are in
+    // memory the filter cannot read, so it fails with ENOSYS below and the C library
+    // falls back to clone, checked here.
+    rules.insert(
+        libc::SYS_clone,
+        vec![
+            SeccompRule::new(vec![
+                SeccompCondition::new(
+                    0,
+                    SeccompCmpArgLen::Qword,
+                    SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64),
+                    libc::CLONE_THREAD as u64,
+                )
+                .map_err(|e| sc(&e))?,
+            ])
+            .map_err(|e| sc(&e))?,
+        ],
+    );
     rules.insert(libc::SYS_tgkill, vec![to(me)?]);
     // prctl only to name a thread (strace: the only call once confined) or to read
     // whether it is dumpable. Nothing may make the broker dumpable again or touch its
@@ -518,6 +537,18 @@ fn install_seccomp(worker: Option<i32>) -> Result<usize, ConfineError> {
     let program: seccompiler::BpfProgram = filter
         .try_into()
         .map_err(|e: seccompiler::BackendError| sc(&e))?;
+    let no_clone3 = SeccompFilter::new(
+        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )
+    .map_err(|e| sc(&e))?;
+    let no_clone3: seccompiler::BpfProgram = no_clone3
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| sc(&e))?;
+    // This one first: the allowlist leaves no way to install another filter.
+    seccompiler::apply_filter(&no_clone3).map_err(|e| sc(&e))?;
     seccompiler::apply_filter(&program).map_err(|e| sc(&e))?;
     Ok(count)
 }

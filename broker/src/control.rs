@@ -20,6 +20,9 @@ pub const ENV_CONTROL_FD: &str = "FDBROKER_CONTROL_FD";
 pub const ENV_LISTEN_FDS: &str = "FDBROKER_LISTEN_FDS";
 /// A successor's end of the socket its predecessor hands the connections over on.
 pub const ENV_HANDOVER_FD: &str = "FDBROKER_HANDOVER_FD";
+/// The predecessor's pid: a connection whose peer is the predecessor itself is not a
+/// worker's, and is refused (a compromised server must not become a client).
+pub const ENV_PREDECESSOR_PID: &str = "FDBROKER_PREDECESSOR_PID";
 /// The socket file the first server created (`PATH\tDEV\tINO`), so whichever server
 /// stops last removes it, and only if it is still that file.
 pub const ENV_SOCKET_FILE: &str = "FDBROKER_SOCKET_FILE";

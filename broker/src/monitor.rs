@@ -280,6 +280,9 @@ impl Monitor {
         if let Some(h) = &handover {
             inherit.push(h.as_raw_fd());
             cmd.env(control::ENV_HANDOVER_FD, h.as_raw_fd().to_string());
+            if let Some(cur) = &self.current {
+                cmd.env(control::ENV_PREDECESSOR_PID, cur.pid.as_raw().to_string());
+            }
         }
         let parent = nix::unistd::getpid();
         // SAFETY: runs in the forked child before exec. The monitor is single-threaded,

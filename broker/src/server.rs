@@ -117,6 +117,8 @@ struct Inner {
     handover_in: Mutex<Option<Channel>>,
     /// Set when the monitor says hand over: the successor's socket.
     hand_over_to: Mutex<Option<Channel>>,
+    /// The predecessor's pid: it is never a peer.
+    predecessor: Mutex<Option<i32>>,
 }
 
 /// At most this many closed connections per uid may wait, charged, for their workers
@@ -297,8 +299,10 @@ impl Server {
         self.report(Sink::Monitor(sending), watchdog)
     }
 
-    /// Take over the connections a predecessor hands over on `from` (reload).
-    pub fn receive_handover(&self, from: Channel) -> io::Result<()> {
+    /// Take over the connections a predecessor (process `predecessor`) hands over on
+    /// `from` (reload).
+    pub fn receive_handover(&self, from: Channel, predecessor: Option<i32>) -> io::Result<()> {
+        *lock(&self.inner.predecessor) = predecessor;
         from.set_nonblocking(true)?;
         self.inner.epoll.add(
             from.as_fd(),
@@ -432,6 +436,7 @@ impl Server {
                 control: OnceLock::new(),
                 handover_in: Mutex::new(None),
                 hand_over_to: Mutex::new(None),
+                predecessor: Mutex::new(None),
             }),
             threads,
         })
@@ -926,6 +931,19 @@ impl Inner {
             tracing::warn!("cannot read a handed-over connection's peer; closing it");
             return;
         };
+        // A server is not a worker: a connection it made itself (to its own listener,
+        // or a socketpair) and passed as a worker's would make it a client of the new
+        // policy. (The confined server cannot start processes, see confine.rs.)
+        if *lock(&self.predecessor) == Some(creds.pid) {
+            tracing::warn!(
+                pid = creds.pid,
+                "the previous server handed over a connection to itself; closing it"
+            );
+            return;
+        }
+        // No connection has more in flight than its uid's budget.
+        let mut e = e;
+        e.charged = e.charged.min(self.shared.inflight.uid_budget());
         let (conn, parked) = Conn::import(
             e,
             creds,

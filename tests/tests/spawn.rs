@@ -756,6 +756,8 @@ fn locked_down_worker_fails_promptly_when_its_broker_dies() {
         "ERR PermissionDenied 13"
     );
     assert_eq!(w.ask("direct /etc/passwd"), "ERR PermissionDenied 13");
+    // The whole broker dies: the server that serves the worker, and its monitor.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(b.pid()), Signal::SIGKILL).unwrap();
     b.signal(Signal::SIGKILL);
     let start = Instant::now();
     let reply = w.ask(&format!("open {}", secret.display()));

@@ -5,7 +5,8 @@
 //! confine-probe POLICY TARGET_PID [WORKER_PID]
 //! ```
 //! prints `dumpable true|false`, `make-dumpable ok|ERRNO`, then `self ok|ERRNO`, `target ok|ERRNO` and, given one, `worker ok|ERRNO`, each
-//! the result of `kill(PID, 0)` after confinement.
+//! the result of `kill(PID, 0)` after confinement; then `thread ok|ERROR` (starting a
+//! thread) and `fork ok|ERRNO` (starting a process).
 #![allow(clippy::unwrap_used)]
 
 use fdbroker::Loaded;
@@ -37,5 +38,22 @@ fn main() {
     probe("target", target);
     if let Some(w) = worker {
         probe("worker", w);
+    }
+    match std::thread::spawn(|| 7).join() {
+        Ok(7) => println!("thread ok"),
+        _ => println!("thread failed"),
+    }
+    // SAFETY: the child only exits at once; the process has one other thread, which has
+    // finished (joined above), so nothing can be left locked in the child.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            // SAFETY: _exit is async-signal-safe and ends the child here.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            let _ = nix::sys::wait::waitpid(child, None);
+            println!("fork ok");
+        }
+        Err(e) => println!("fork {e:?}"),
     }
 }
