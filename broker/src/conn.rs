@@ -440,7 +440,10 @@ impl Conn {
                      try again later"
                         .to_owned()
                 } else {
-                    tracing::warn!(uid = self.peer.uid, pid = self.peer.pid, error = %e, "cannot pass descriptors; answering with an error instead");
+                    static FAILED: crate::throttle::Throttle = crate::throttle::Throttle::new();
+                    if let Some(suppressed) = FAILED.admit() {
+                        tracing::warn!(uid = self.peer.uid, pid = self.peer.pid, error = %e, suppressed, "cannot pass descriptors; answering with an error instead");
+                    }
                     format!("the broker could not pass the descriptors: {e}")
                 };
                 fds.clear();
