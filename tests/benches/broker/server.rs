@@ -86,8 +86,24 @@ impl Server {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The serving process: `fdbroker serve` is a monitor whose one child serves (and
+    /// is what is pinned, measured and profiled).
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("broker is running").id()
+        let monitor = self.child.as_ref().expect("broker is running").id();
+        let children = format!("/proc/{monitor}/task/{monitor}/children");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let list = fs::read_to_string(&children).unwrap_or_default();
+            if let Some(pid) = list.split_whitespace().next().and_then(|p| p.parse().ok()) {
+                return pid;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the broker's monitor has no server:\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     pub fn client(&self) -> fdbroker_worker::Client {
