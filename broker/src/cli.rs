@@ -61,7 +61,8 @@ The worker runs as the [sandbox] user (default nobody) with no capabilities, no_
 Landlock (only the [sandbox] read_only paths, read and execute) and seccomp, in a session of \
 its own (no controlling terminal); it finds its broker connection in FDBROKER_FD. The broker \
 then confines itself as `serve` does. Signals sent to fdbroker run (HUP, INT, QUIT, TERM, USR1, USR2) \
-are forwarded to it; if the broker dies the worker is killed. Exit status: the worker's, \
+are forwarded to it. The worker runs in a PID namespace of its own: when it exits, or the broker \
+dies, everything it started is killed. Exit status: the worker's, \
 128+N if killed by signal N, 126 if it cannot be started, 127 if not found."
     )]
     Run(RunArgs),

@@ -12,6 +12,10 @@
 //! `CAP_FOWNER` and `CAP_CHOWN` are not kept: the broker never changes ownership, and
 //! the only mode it sets is on files it just created, which it owns.
 //!
+//! The spawn-mode broker also keeps `CAP_KILL`, to signal the worker it started (which
+//! runs as another user) and so that its parent-death signal reaches the worker; the
+//! seccomp filter lets it name only that worker and itself (see `crate::run`).
+//!
 //! Landlock and capability changes apply to the calling thread, so this runs while the
 //! broker is still single-threaded (checked), before the event loop starts its threads.
 //!
@@ -33,6 +37,10 @@ use seccompiler::{
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+/// `F_SETOWN_EX` from the kernel's `include/uapi/asm-generic/fcntl.h` (the same on
+/// x86_64 and aarch64); the `libc` crate lacks it for glibc.
+const F_SETOWN_EX: i32 = 15;
 
 /// Filesystem rights are those of ABI 6 (all of v1..v5); later ABIs add rights over
 /// Unix socket paths that would also block the broker's own `sd_notify`.
@@ -143,7 +151,8 @@ impl Confinement {
 /// must remove on exit.
 ///
 /// Signals may go only to the broker itself and to `worker` (spawn mode), whatever
-/// uid they run as: root without `CAP_KILL` could still signal every root process.
+/// uid they run as: root without `CAP_KILL` could still signal every root process, and
+/// with a `worker` the broker keeps `CAP_KILL` to reach it.
 pub fn confine(
     loaded: &Loaded,
     policy_file: Option<&Path>,
@@ -156,10 +165,10 @@ pub fn confine(
         return Err(ConfineError::Threads(threads));
     }
     let writes = needs_writes(policy);
-    let capabilities = narrow_capabilities(writes)?;
+    let capabilities = narrow_capabilities(writes, worker.is_some())?;
     nix::sys::prctl::set_no_new_privs().map_err(ConfineError::NoNewPrivs)?;
     // No core dumps and no ptrace by uid: a dump of a broker's memory holds what it
-    // read, and in spawn mode its real uid is the worker's.
+    // read.
     nix::sys::prctl::set_dumpable(false).map_err(ConfineError::Dumpable)?;
     let landlock = restrict_filesystem(loaded, policy_file, own_socket)?;
     let seccomp_syscalls = install_seccomp(worker)?;
@@ -187,10 +196,16 @@ fn root_needs_writes(policy: &Policy, root: &Path) -> bool {
     })
 }
 
-fn narrow_capabilities(writes: bool) -> Result<Vec<Capability>, ConfineError> {
+fn narrow_capabilities(
+    writes: bool,
+    signals_worker: bool,
+) -> Result<Vec<Capability>, ConfineError> {
     let mut keep = vec![Capability::CAP_DAC_READ_SEARCH];
     if writes {
         keep.push(Capability::CAP_DAC_OVERRIDE);
+    }
+    if signals_worker {
+        keep.push(Capability::CAP_KILL);
     }
     let keep_set: CapsHashSet = keep.iter().copied().collect();
     let err = |op| move |source| ConfineError::Capabilities { op, source };
@@ -281,7 +296,6 @@ fn allowed_syscalls() -> Vec<i64> {
         // truncate-on-open, done only after the opened file is authorized (resolve.rs)
         libc::SYS_ftruncate,
         libc::SYS_close,
-        libc::SYS_fcntl,
         libc::SYS_write,
         libc::SYS_writev,
         libc::SYS_read,
@@ -341,7 +355,7 @@ fn allowed_syscalls() -> Vec<i64> {
         // its forwarding thread waits for HUP/INT/QUIT/TERM/USR1/USR2 (sigwait)
         libc::SYS_rt_sigtimedwait,
         // its waiting thread sees the worker exit (waitid, WNOWAIT), then reaps it
-        // for its exit status (waitpid)
+        // for its exit status (waitpid), then the init of the worker's PID namespace
         libc::SYS_waitid,
         libc::SYS_wait4,
     ];
@@ -388,6 +402,10 @@ fn install_seccomp(worker: Option<i32>) -> Result<usize, ConfineError> {
         SeccompCondition::new(n, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, v as u64)
             .map_err(|e| sc(&e))
     };
+    let arg_ne = |n, v: i32| {
+        SeccompCondition::new(n, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, v as u64)
+            .map_err(|e| sc(&e))
+    };
     rules.insert(
         libc::SYS_setsockopt,
         vec![
@@ -401,8 +419,21 @@ fn install_seccomp(worker: Option<i32>) -> Result<usize, ConfineError> {
         libc::SYS_ioctl,
         vec![SeccompRule::new(vec![arg(1, libc::TIOCOUTQ as i32)?]).map_err(|e| sc(&e))?],
     );
+    // Any fcntl but making a process the owner of a descriptor (F_SETOWN,
+    // F_SETOWN_EX): the kernel then signals the owner (SIGIO, or any signal F_SETSIG
+    // names) whenever the descriptor becomes ready, checking only that whoever set the
+    // owner had uid 0 or the owner's uid, never CAP_KILL. The broker never sets one.
+    rules.insert(
+        libc::SYS_fcntl,
+        vec![
+            SeccompRule::new(vec![arg_ne(1, libc::F_SETOWN)?, arg_ne(1, F_SETOWN_EX)?])
+                .map_err(|e| sc(&e))?,
+        ],
+    );
     // Signals: to this process (a thread's abort), and in spawn mode to the worker
-    // (forwarded signals, or killing it when it cannot be served).
+    // (forwarded signals, or killing it when it cannot be served). No other call that
+    // sends one is allowed (tkill, rt_sigqueueinfo, rt_tgsigqueueinfo,
+    // pidfd_send_signal), and tgkill only within this process.
     let me = nix::unistd::getpid().as_raw();
     let to = |pid: i32| -> Result<SeccompRule, ConfineError> {
         SeccompRule::new(vec![arg(0, pid)?]).map_err(|e| sc(&e))

@@ -26,6 +26,7 @@ pub mod inflight;
 pub mod listener;
 pub mod log;
 pub mod notify;
+pub mod pidns;
 pub mod resolve;
 pub mod rlimit;
 pub mod roots;
