@@ -62,7 +62,8 @@ its own (no controlling terminal); it finds its broker connection in FDBROKER_FD
 no socket but a Unix socketpair, connect or bind none, and execute nothing but files beneath \
 read_only (no memfd, no fexecve): pass it any other connection it needs as stdio. The broker \
 then confines itself as `serve` does. Signals sent to fdbroker run (HUP, INT, QUIT, TERM, USR1, USR2) \
-are forwarded to it; if the broker dies the worker is killed. Exit status: the worker's, \
+are forwarded to it. The worker runs in a PID namespace of its own: when it exits, or the broker \
+dies, everything it started is killed. Exit status: the worker's, \
 128+N if killed by signal N, 126 if it cannot be started, 127 if not found."
     )]
     Run(RunArgs),

@@ -21,6 +21,10 @@
 //! `execve`, and says so; a capability the policy needs but the process was not given
 //! is a start-up error that names it.
 //!
+//! The spawn-mode broker also keeps `CAP_KILL`, to signal the worker it started (which
+//! runs as another user) and so that its parent-death signal reaches the worker; the
+//! seccomp filter lets it name only that worker and itself (see `crate::run`).
+//!
 //! Landlock and capability changes apply to the calling thread, so this runs while the
 //! broker is still single-threaded (checked), before the event loop starts its threads.
 //!
@@ -42,6 +46,10 @@ use seccompiler::{
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+/// `F_SETOWN_EX` from the kernel's `include/uapi/asm-generic/fcntl.h` (the same on
+/// x86_64 and aarch64); the `libc` crate lacks it for glibc.
+const F_SETOWN_EX: i32 = 15;
 
 /// Filesystem rights are those of ABI 6 (all of v1..v5); later ABIs add rights over
 /// Unix socket paths that would also block the broker's own `sd_notify`.
@@ -180,7 +188,8 @@ impl Confinement {
 /// must remove on exit.
 ///
 /// Signals may go only to the broker itself and to `worker` (spawn mode), whatever
-/// uid they run as: root without `CAP_KILL` could still signal every root process.
+/// uid they run as: root without `CAP_KILL` could still signal every root process, and
+/// with a `worker` the broker keeps `CAP_KILL` to reach it.
 pub fn confine(
     loaded: &Loaded,
     policy_file: Option<&Path>,
@@ -194,10 +203,10 @@ pub fn confine(
     }
     let writes = needs_writes(policy);
     let chown = needs_chown(policy);
-    let (capabilities, bounding_kept) = narrow_capabilities(writes, chown)?;
+    let (capabilities, bounding_kept) = narrow_capabilities(writes, chown, worker.is_some())?;
     nix::sys::prctl::set_no_new_privs().map_err(ConfineError::NoNewPrivs)?;
     // No core dumps and no ptrace by uid: a dump of a broker's memory holds what it
-    // read, and in spawn mode its real uid is the worker's.
+    // read.
     nix::sys::prctl::set_dumpable(false).map_err(ConfineError::Dumpable)?;
     let landlock = restrict_filesystem(loaded, policy_file, own_socket)?;
     let seccomp_syscalls = install_seccomp(worker)?;
@@ -235,9 +244,13 @@ fn root_needs_writes(policy: &Policy, root: &Path) -> bool {
     })
 }
 
-/// Keep exactly what serving the policy needs; also whether the bounding set had to be
-/// left as given.
-fn narrow_capabilities(writes: bool, chown: bool) -> Result<(Vec<Capability>, bool), ConfineError> {
+/// Keep exactly what serving the policy needs (and, in spawn mode, signalling the
+/// worker); also whether the bounding set had to be left as given.
+fn narrow_capabilities(
+    writes: bool,
+    chown: bool,
+    signals_worker: bool,
+) -> Result<(Vec<Capability>, bool), ConfineError> {
     let mut keep = vec![(
         Capability::CAP_DAC_READ_SEARCH,
         "to open files beneath directories the worker cannot search",
@@ -252,6 +265,12 @@ fn narrow_capabilities(writes: bool, chown: bool) -> Result<(Vec<Capability>, bo
         keep.push((
             Capability::CAP_CHOWN,
             "for the owner or group it gives created files",
+        ));
+    }
+    if signals_worker {
+        keep.push((
+            Capability::CAP_KILL,
+            "to signal the worker it started, and for the worker's parent-death signal",
         ));
     }
     let err = |op| move |source| ConfineError::Capabilities { op, source };
@@ -363,7 +382,6 @@ fn allowed_syscalls() -> Vec<i64> {
         // truncate-on-open, done only after the opened file is authorized (resolve.rs)
         libc::SYS_ftruncate,
         libc::SYS_close,
-        libc::SYS_fcntl,
         libc::SYS_write,
         libc::SYS_writev,
         libc::SYS_read,
@@ -425,7 +443,7 @@ fn allowed_syscalls() -> Vec<i64> {
         // its forwarding thread waits for HUP/INT/QUIT/TERM/USR1/USR2 (sigwait)
         libc::SYS_rt_sigtimedwait,
         // its waiting thread sees the worker exit (waitid, WNOWAIT), then reaps it
-        // for its exit status (waitpid)
+        // for its exit status (waitpid), then the init of the worker's PID namespace
         libc::SYS_waitid,
         libc::SYS_wait4,
     ];
@@ -472,6 +490,10 @@ fn install_seccomp(worker: Option<i32>) -> Result<usize, ConfineError> {
         SeccompCondition::new(n, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, v as u64)
             .map_err(|e| sc(&e))
     };
+    let arg_ne = |n, v: i32| {
+        SeccompCondition::new(n, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, v as u64)
+            .map_err(|e| sc(&e))
+    };
     rules.insert(
         libc::SYS_setsockopt,
         vec![
@@ -485,8 +507,21 @@ fn install_seccomp(worker: Option<i32>) -> Result<usize, ConfineError> {
         libc::SYS_ioctl,
         vec![SeccompRule::new(vec![arg(1, libc::TIOCOUTQ as i32)?]).map_err(|e| sc(&e))?],
     );
+    // Any fcntl but making a process the owner of a descriptor (F_SETOWN,
+    // F_SETOWN_EX): the kernel then signals the owner (SIGIO, or any signal F_SETSIG
+    // names) whenever the descriptor becomes ready, checking only that whoever set the
+    // owner had uid 0 or the owner's uid, never CAP_KILL. The broker never sets one.
+    rules.insert(
+        libc::SYS_fcntl,
+        vec![
+            SeccompRule::new(vec![arg_ne(1, libc::F_SETOWN)?, arg_ne(1, F_SETOWN_EX)?])
+                .map_err(|e| sc(&e))?,
+        ],
+    );
     // Signals: to this process (a thread's abort), and in spawn mode to the worker
-    // (forwarded signals, or killing it when it cannot be served).
+    // (forwarded signals, or killing it when it cannot be served). No other call that
+    // sends one is allowed (tkill, rt_sigqueueinfo, rt_tgsigqueueinfo,
+    // pidfd_send_signal), and tgkill only within this process.
     let me = nix::unistd::getpid().as_raw();
     let to = |pid: i32| -> Result<SeccompRule, ConfineError> {
         SeccompRule::new(vec![arg(0, pid)?]).map_err(|e| sc(&e))
@@ -614,6 +649,7 @@ fn monitor_syscalls() -> Vec<i64> {
     v.extend([
         // the monitor: children, their control channels, signals
         libc::SYS_execve,
+        libc::SYS_fcntl,
         libc::SYS_vfork,
         libc::SYS_pipe2,
         libc::SYS_dup,

@@ -31,6 +31,7 @@ pub mod listener;
 pub mod log;
 pub mod monitor;
 pub mod notify;
+pub mod pidns;
 pub mod resolve;
 pub mod rlimit;
 pub mod roots;

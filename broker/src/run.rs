@@ -2,33 +2,47 @@
 //! broker as its only way to files.
 //!
 //! The order matters. Everything that reads files or allocates much — the policy, the
-//! sandbox's user lookup, its Landlock ruleset and seccomp filters — happens here in
-//! the parent while it is still single-threaded. The child, between `fork` and `exec`,
-//! only makes system calls: un-hide its end of the socketpair from close-on-exec,
-//! restore the signal mask, leave the terminal's session (`setsid`), apply the prepared
-//! sandbox, set the parent-death signal. Then the parent, still single-threaded,
-//! confines itself as `fdbroker serve` does ([`crate::confine`]), and only then starts
-//! its threads: Landlock and capability changes apply to the calling thread and are
-//! inherited by the threads it starts afterwards.
+//! sandboxes' user lookup, their Landlock rulesets and seccomp filters — happens here in
+//! the parent while it is still single-threaded. The worker starts as the second
+//! process of a PID namespace of its own, after that namespace's init, so that nothing
+//! it starts outlives it ([`crate::pidns`]). The worker, between `fork` and `exec`,
+//! only makes system calls: un-hide its end of the socketpair from
+//! close-on-exec, restore the signal mask, leave the terminal's session (`setsid`),
+//! apply the prepared sandbox, set the parent-death signal. Then the parent, still
+//! single-threaded, confines itself as `fdbroker serve` does ([`crate::confine`]), and
+//! only then starts its threads: Landlock and capability changes apply to the calling
+//! thread and are inherited by the threads it starts afterwards.
 //!
-//! The confined parent keeps no `CAP_KILL`, and the kernel lets a process signal
-//! another only with that capability or a matching user id. That check also applies to
-//! the worker's parent-death signal, which is sent with the dying broker's credentials:
-//! without it, a killed broker would leave its worker running. So before confining, the
-//! parent takes the worker's uid as its *real* uid (effective and saved stay root, so
-//! file access and ownership do not change): it can then signal its worker, and nothing
-//! of another user it could not signal before. Processes of the worker's uid can signal
-//! the broker in turn, but they could already signal the worker, which ends the session
-//! just the same; the worker itself cannot, its Landlock domain scopes signals. (For the
-//! same reason the broker's own Landlock domain must not scope signals.)
+//! # Signalling the worker
+//!
+//! The broker stays root: every uid of it stays 0. The kernel lets a process signal
+//! another only with `CAP_KILL` or a matching uid, and that check also applies to the
+//! worker's parent-death signal, which is sent with the dying broker's credentials:
+//! without it, a killed broker would leave its worker running. So the confined spawn
+//! broker keeps `CAP_KILL`, and its seccomp filter lets it name only its worker's pid
+//! and its own in `kill` and refuses every other way of sending a signal (`tkill`,
+//! `rt_sigqueueinfo`, `pidfd_send_signal`, `fcntl(F_SETOWN)`, ...), so the capability
+//! reaches no one else. (For the same reason the broker's own Landlock domain must not
+//! scope signals.)
+//!
+//! It used to take the worker's uid as its *real* uid instead, and signal by uid. But
+//! the kernel charges descriptors in flight in Unix sockets (sent, not yet received) to
+//! the sender's real uid, and refuses more (`ETOOMANYREFS`) once that user's count
+//! exceeds the sender's `RLIMIT_NOFILE`: any process of the worker's uid — any `nobody`
+//! process sending descriptors to itself and never reading them — could exhaust that
+//! budget, and no `fdbroker run` of that user could pass a descriptor any more. Root's
+//! count is shared only with other root processes, and the broker raises its soft
+//! `RLIMIT_NOFILE` to the hard limit as `fdbroker serve` does ([`crate::rlimit`]),
+//! after the worker was started with the limits it was given.
 
 use crate::conn::Binding;
+use crate::pidns::NamespaceError;
 use crate::server::{ServeOptions, Server};
 use crate::state::Shared;
 use fdbroker_policy::{Policy, UserSpec};
 use fdbroker_shared::Channel;
 use fdbroker_shared::peer::PeerCredentials;
-use fdbroker_worker::sandbox::{Identity, Sandbox};
+use fdbroker_worker::sandbox::{Identity, PreparedSandbox, Sandbox};
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
@@ -76,6 +90,9 @@ pub enum SpawnError {
         #[source]
         source: io::Error,
     },
+    /// The worker's PID namespace could not be set up.
+    #[error(transparent)]
+    Namespace(NamespaceError),
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -97,9 +114,18 @@ impl SpawnError {
 pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
     let policy = Policy::load(&spec.policy).map_err(|e| SpawnError::Policy(e.to_string()))?;
     let client = pick_client(&policy, spec.client.as_deref())?;
-    let sandbox = sandbox_for(&policy, spec.user.as_deref());
-    // Prepared while single-threaded: it checks that, and the child then allocates nothing.
-    let mut prepared = Some(sandbox.prepare().map_err(SpawnError::Sandbox)?);
+    let user = sandbox_user(&policy, spec.user.as_deref());
+    // Prepared while single-threaded; the children then allocate nothing.
+    let mut prepared = Some(
+        sandbox_for(&policy, user.clone())
+            .prepare()
+            .map_err(SpawnError::Sandbox)?,
+    );
+    // The namespace's init runs as the same user and needs no path at all.
+    let init_sandbox = Sandbox::new()
+        .user(user)
+        .prepare()
+        .map_err(SpawnError::Sandbox)?;
     let (worker_uid, worker_gid) = prepared.as_ref().map_or((0, 0), |p| p.ids());
 
     let (ours, theirs) = Channel::pair()?;
@@ -107,36 +133,42 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
     let child_fd = theirs.as_raw_fd();
 
     // Block the forwarded signals before forking, so one that arrives early is queued
-    // for the forwarding thread rather than killing the broker; the child unblocks them.
+    // for the forwarding thread rather than killing the broker; the worker unblocks them.
     let mut forwarded = SigSet::empty();
     for s in FORWARDED {
         forwarded.add(s);
     }
     forwarded.thread_block().map_err(io::Error::from)?;
 
-    let parent = nix::unistd::getpid();
     let Some((program, args)) = spec.command.split_first() else {
         return Err(SpawnError::Policy("no command given".into()));
     };
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env(fdbroker_worker::client::ENV_FD, child_fd.to_string());
-    let in_child = move || -> io::Result<()> { confine_child(parent, &theirs, prepared.take()) };
+    let in_child = move || -> io::Result<()> { confine_child(&theirs, prepared.take()) };
     // SAFETY: `pre_exec` runs in the forked child before exec. The parent is
-    // single-threaded here (`prepare` verified it and no thread has been started), so
-    // no lock can be held by a thread that does not exist in the child; the closure
+    // single-threaded here (`pidns::spawn` checks it and no thread has been started),
+    // so no lock can be held by a thread that does not exist in the child; the closure
     // makes system calls on values prepared in the parent.
     unsafe {
         cmd.pre_exec(in_child);
     }
-    let mut child = cmd.spawn().map_err(|source| SpawnError::Exec {
-        command: program.to_string_lossy().into_owned(),
-        source,
+    let (mut child, init) = crate::pidns::spawn(&mut cmd, init_sandbox).map_err(|e| match e {
+        NamespaceError::Spawn(source) => SpawnError::Exec {
+            command: program.to_string_lossy().into_owned(),
+            source,
+        },
+        e => SpawnError::Namespace(e),
     })?;
     // Drops the parent's copy of the worker's end, captured by the pre_exec closure.
     drop(cmd);
     let pid = Pid::from_raw(child.id() as i32);
-    tracing::info!(pid = pid.as_raw(), client = %policy.client(client).name, "worker started");
+    tracing::info!(pid = pid.as_raw(), init = init.pid().as_raw(), client = %policy.client(client).name, "worker started");
+    // The worker keeps the limits it was given; the broker takes what it may.
+    if let Err(e) = crate::rlimit::raise_nofile() {
+        tracing::warn!("cannot raise RLIMIT_NOFILE: {e}");
+    }
 
     let shared = Arc::new(Shared::new(policy, Some(spec.policy.clone())));
     let name = shared.current().policy.client(client).name.clone();
@@ -156,10 +188,11 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
         },
     )?;
     // Everything is open and no thread has started: give up what serving does not need.
-    if let Err(e) = confine_parent(&shared, &spec.policy, worker_uid, pid) {
+    if let Err(e) = confine_parent(&shared, &spec.policy, pid) {
         // Do not leave the worker running with a broker that refuses to serve it.
         let _ = kill(pid, Signal::SIGKILL);
         let _ = child.wait();
+        let _ = init.end();
         return Err(e);
     }
 
@@ -173,7 +206,7 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
     let stopper = server.stopper();
     let waiter = std::thread::Builder::new()
         .name("fdbroker-wait".into())
-        .spawn(move || {
+        .spawn(move || -> io::Result<ExitStatus> {
             // Wait for the exit without reaping (the pid stays the worker's), close
             // the gate, then reap.
             while let Err(Errno::EINTR) =
@@ -181,8 +214,15 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
             {}
             *exited.lock().unwrap_or_else(|p| p.into_inner()) = true;
             let status = child.wait();
-            // The worker is gone: stop serving whoever else still holds its socket.
+            // The worker is gone: stop serving whoever else still holds its socket,
+            // and end its namespace with everything it started still in there.
             stopper.stop();
+            init.end().map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot wait for the worker's PID namespace to end: {e}"),
+                )
+            })?;
             status
         })?;
     server.run()?;
@@ -193,12 +233,12 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
 }
 
 /// Confine the still single-threaded parent as `fdbroker serve` confines itself, unless
-/// the policy says `[broker] confine = false`. No socket file of its own to remove: the
-/// worker's connection is one end of a socketpair.
+/// the policy says `[broker] confine = false`, keeping `CAP_KILL` for `worker` alone
+/// (see the module documentation). No socket file of its own to remove: the worker's
+/// connection is one end of a socketpair.
 fn confine_parent(
     shared: &Shared,
     policy_file: &std::path::Path,
-    worker_uid: u32,
     worker: Pid,
 ) -> Result<(), SpawnError> {
     let loaded = shared.current();
@@ -209,19 +249,6 @@ fn confine_parent(
         );
         return Ok(());
     }
-    // The real uid only (see the module documentation): signalling the worker without
-    // CAP_KILL. Needs CAP_SETUID, which confining drops, so it comes first.
-    let ids = nix::unistd::getresuid().map_err(|e| SpawnError::Confine(e.to_string()))?;
-    nix::unistd::setresuid(
-        nix::unistd::Uid::from_raw(worker_uid),
-        ids.effective,
-        ids.saved,
-    )
-    .map_err(|e| {
-        SpawnError::Confine(format!(
-            "cannot take the worker's uid {worker_uid} as the broker's real uid: {e}"
-        ))
-    })?;
     match crate::confine::confine(&loaded, Some(policy_file), None, Some(worker.as_raw())) {
         Ok(c) => {
             tracing::info!("confined: {c}");
@@ -255,23 +282,26 @@ fn pick_client(
     }
 }
 
+/// The sandbox user: `--user`, else the policy's `[sandbox] user`.
+fn sandbox_user(policy: &Policy, user: Option<&str>) -> Identity {
+    match user {
+        Some(u) => u
+            .parse::<u32>()
+            .map_or_else(|_| Identity::from(u), Identity::from),
+        None => match &policy.sandbox().user {
+            UserSpec::Name(n) => Identity::from(n.as_str()),
+            UserSpec::Id(id) => Identity::from(*id),
+        },
+    }
+}
+
 /// The spawned worker may read and execute the system's program and library
 /// directories (the policy's `[sandbox] read_only`), and nothing else by path.
 /// Entries missing on this machine (`/lib64` on some architectures) grant nothing and
 /// are skipped.
-fn sandbox_for(policy: &Policy, user: Option<&str>) -> Sandbox {
-    let settings = policy.sandbox();
-    let user = match user {
-        Some(u) => u
-            .parse::<u32>()
-            .map_or_else(|_| Identity::from(u), Identity::from),
-        None => match &settings.user {
-            UserSpec::Name(n) => Identity::from(n.as_str()),
-            UserSpec::Id(id) => Identity::from(*id),
-        },
-    };
+fn sandbox_for(policy: &Policy, user: Identity) -> Sandbox {
     let mut sandbox = Sandbox::new().user(user);
-    for path in &settings.read_only {
+    for path in &policy.sandbox().read_only {
         if path.exists() {
             sandbox = sandbox.allow_read_exec(path);
         } else {
@@ -282,11 +312,7 @@ fn sandbox_for(policy: &Policy, user: Option<&str>) -> Sandbox {
 }
 
 /// Runs in the forked child: only system calls on prepared values.
-fn confine_child(
-    parent: Pid,
-    worker_end: &OwnedFd,
-    prepared: Option<fdbroker_worker::sandbox::PreparedSandbox>,
-) -> io::Result<()> {
+fn confine_child(worker_end: &OwnedFd, prepared: Option<PreparedSandbox>) -> io::Result<()> {
     // The worker inherits exactly this descriptor (its number is in FDBROKER_FD).
     nix::fcntl::fcntl(
         worker_end.as_fd(),
@@ -310,14 +336,11 @@ fn confine_child(
         return Err(e.into());
     }
     // Never outlive the broker. Set only now: the kernel clears the parent-death
-    // signal whenever the effective uid or gid changes, which the sandbox just did.
-    // If the parent already died before this point the signal was missed: give up.
+    // signal whenever the effective uid or gid changes, which the sandbox just did. A
+    // broker that died before this point is not missed: its end of the namespace
+    // init's lifeline closes once this process execs (close-on-exec), and the init
+    // then takes the namespace down, this process with it (see `crate::pidns`).
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-    if nix::unistd::getppid() != parent {
-        return Err(io::Error::other(
-            "the broker exited before the worker started",
-        ));
-    }
     Ok(())
 }
 

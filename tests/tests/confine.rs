@@ -111,8 +111,10 @@ fn confine_false_runs_unconfined_and_says_so() {
 }
 
 /// Root without `CAP_KILL` may still signal every process running as root (same
-/// uid), so the seccomp filter limits signals to the broker itself and, in spawn mode,
-/// its worker. The probe confines itself with the broker's own code.
+/// uid), and the spawn-mode broker keeps `CAP_KILL` to signal its worker, which may
+/// signal anyone: so the seccomp filter limits signals to the broker itself and, in
+/// spawn mode, its worker, by every call that sends one (and `F_SETOWN`, which has the
+/// kernel send `SIGIO` later). The probe confines itself with the broker's own code.
 #[test]
 fn the_confined_broker_may_signal_only_itself_and_its_worker() {
     let t = TempDir::new("confine-kill");
@@ -126,43 +128,71 @@ fn the_confined_broker_may_signal_only_itself_and_its_worker() {
         .as_bytes(),
         0o644,
     );
-    let mut other = std::process::Command::new("sleep")
-        .arg("30")
-        .spawn()
-        .unwrap();
-    let mut worker = std::process::Command::new("sleep")
-        .arg("30")
-        .spawn()
-        .unwrap();
-    let (o, w) = (other.id().to_string(), worker.id().to_string());
+    let sleeper = |uid: Option<u32>| {
+        let mut cmd = std::process::Command::new("sleep");
+        if let Some(uid) = uid {
+            std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+        }
+        cmd.arg("30").spawn().unwrap()
+    };
+    let mut worker = sleeper(None);
+    let w = worker.id().to_string();
     let probe = fdbroker_tests::sibling_bin("confine-probe");
-    let serve = fdbroker_tests::run_with_timeout(
-        std::process::Command::new(&probe).arg(&policy).arg(&o),
-        Duration::from_secs(20),
-    );
-    let spawn = fdbroker_tests::run_with_timeout(
-        std::process::Command::new(&probe)
-            .arg(&policy)
-            .arg(&o)
-            .arg(&w),
-        Duration::from_secs(20),
-    );
-    let _ = other.kill();
+    let denied = [
+        "kill",
+        "tkill",
+        "tgkill",
+        "sigqueue",
+        "tgsigqueue",
+        "pidfd",
+        "setown-ex",
+        "setown",
+    ]
+    .map(|way| format!("target {way} EPERM\n"))
+    .concat();
+    // A root process (same uid) and one of nobody (only CAP_KILL could reach it).
+    for uid in [None, Some(fdbroker_tests::NOBODY)] {
+        let mut other = sleeper(uid);
+        let o = other.id().to_string();
+        let serve = fdbroker_tests::run_with_timeout(
+            std::process::Command::new(&probe).arg(&policy).arg(&o),
+            Duration::from_secs(20),
+        );
+        let spawn = fdbroker_tests::run_with_timeout(
+            std::process::Command::new(&probe)
+                .arg(&policy)
+                .arg(&o)
+                .arg(&w),
+            Duration::from_secs(20),
+        );
+        // Give a SIGIO that got through time to arrive.
+        std::thread::sleep(Duration::from_millis(100));
+        let survived = other.try_wait().unwrap().is_none();
+        let _ = other.kill();
+        let _ = other.wait();
+        let text = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(serve.status.success(), "{:?}", serve);
+        assert_eq!(
+            text(&serve),
+            // Threads start (clone3 fails with ENOSYS, and the C library falls back to
+            // a clone with CLONE_THREAD); a process does not.
+            format!(
+                "dumpable false\nmake-dumpable EPERM\nself ok\n{denied}thread ok\nfork EPERM\n"
+            ),
+            "uid {uid:?}"
+        );
+        assert!(spawn.status.success(), "{:?}", spawn);
+        assert_eq!(
+            text(&spawn),
+            format!(
+                "dumpable false\nmake-dumpable EPERM\nself ok\n{denied}worker ok\nthread ok\nfork EPERM\n"
+            ),
+            "uid {uid:?}"
+        );
+        assert!(survived, "the target (uid {uid:?}) was killed");
+    }
     let _ = worker.kill();
-    let _ = (other.wait(), worker.wait());
-    let text = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(serve.status.success(), "{:?}", serve);
-    // Threads start (clone3 fails with ENOSYS, and the C library falls back to a
-    // clone with CLONE_THREAD); a process does not.
-    assert_eq!(
-        text(&serve),
-        "dumpable false\nmake-dumpable EPERM\nself ok\ntarget EPERM\nthread ok\nfork EPERM\n"
-    );
-    assert!(spawn.status.success(), "{:?}", spawn);
-    assert_eq!(
-        text(&spawn),
-        "dumpable false\nmake-dumpable EPERM\nself ok\ntarget EPERM\nworker ok\nthread ok\nfork EPERM\n"
-    );
+    let _ = worker.wait();
 }
 
 /// The monitor (`fdbroker serve` itself) uses no capability: it holds, permitted but

@@ -147,6 +147,80 @@ fn field<'a>(status: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{key} missing in:\n{status}"))
 }
 
+/// The children of `parent`, each with its `/proc` status.
+fn children_of(parent: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap() {
+        let Ok(pid) = e.unwrap().file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let st = status_of(pid);
+        if !st.is_empty() && field(&st, "PPid:") == parent.to_string() {
+            found.push((pid, st));
+        }
+    }
+    found
+}
+
+/// The pid, as this test sees it, of the child of `broker` whose own pid is `reported`
+/// in its PID namespace (the last `NSpid` entry): a worker reports its pid as it sees it.
+fn worker_pid(broker: u32, reported: u32) -> u32 {
+    let children = children_of(broker);
+    children
+        .iter()
+        .find(|(_, st)| {
+            field(st, "NSpid:").split_whitespace().last() == Some(reported.to_string().as_str())
+        })
+        .map(|(pid, _)| *pid)
+        .unwrap_or_else(|| {
+            let seen: Vec<_> = children
+                .iter()
+                .map(|(pid, st)| (pid, field(st, "NSpid:")))
+                .collect();
+            panic!("no child of {broker} is {reported} in its namespace: {seen:?}")
+        })
+}
+
+/// A marker no other test or run uses, to put in the environment of a process tree.
+fn unique_marker() -> (String, String) {
+    let value = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos()
+    );
+    (format!("FDBROKER_TEST_TREE={value}"), value)
+}
+
+/// Every process whose environment holds `marker` (`NAME=VALUE`) and that is still
+/// running (a zombie's environment reads empty).
+fn carrying(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap() {
+        let Ok(pid) = e.unwrap().file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|v| v == marker.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Kills, on drop, every process still carrying a marker: a failed assertion leaves
+/// nothing running.
+struct KillCarrying(String);
+
+impl Drop for KillCarrying {
+    fn drop(&mut self) {
+        for pid in carrying(&self.0) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
 /// A worker-probe under `fdbroker run`, with the broker's log in the tree as `log`.
 fn probe_under_run(t: &TempDir, policy: &Path, log: &str) -> (Driven, PathBuf) {
     let probe = sibling_bin("worker-probe");
@@ -163,13 +237,17 @@ fn run_confines_the_worker_and_serves_it_through_the_broker() {
     let (t, policy) = fixture();
     let (mut w, log) = probe_under_run(&t, &policy, "broker.log");
     let ready = w.line();
-    let pid: u32 = ready.strip_prefix("READY ").unwrap().parse().unwrap();
+    let reported: u32 = ready.strip_prefix("READY ").unwrap().parse().unwrap();
+    // It runs as pid 2 of a PID namespace of its own (pid 1 is the namespace's init).
+    assert_eq!(reported, 2);
+    let pid = worker_pid(w.child.id(), reported);
     let secret = t.join("data/secret.txt");
     assert_eq!(
         w.ask(&format!("open {}", secret.display())),
         "OK 10 root only"
     );
-    // The audit line names the worker as it runs (not the broker that made the pair).
+    // The audit line names the worker as it runs (not the broker that made the pair),
+    // by its pid outside its namespace, as the broker and the administrator see it.
     let audit = std::fs::read_to_string(&log).unwrap();
     let granted = audit
         .lines()
@@ -229,6 +307,7 @@ fn run_worker_cannot_reach_the_network_other_sockets_or_other_processes() {
                 &format!("tcp-connect:{port}"),
                 &format!("abstract:{name}"),
                 &format!("kill:{}", outsider.id()),
+                "kill:1",
                 "open:/etc/passwd",
             ],
         ),
@@ -257,10 +336,14 @@ fn run_worker_cannot_reach_the_network_other_sockets_or_other_processes() {
         text.contains(&format!("CHECK abstract:{name} => err EPERM")),
         "{text}"
     );
+    // A process outside the worker's PID namespace has no pid there at all; inside
+    // it, the namespace's init runs as the same uid, but outside the worker's Landlock
+    // domain, which scopes signals.
     assert!(
-        text.contains(&format!("CHECK kill:{} => err EPERM", outsider.id())),
+        text.contains(&format!("CHECK kill:{} => err ESRCH", outsider.id())),
         "{text}"
     );
+    assert!(text.contains("CHECK kill:1 => err EPERM"), "{text}");
     drop((tcp, abs));
 }
 
@@ -482,9 +565,11 @@ fn run_broker_confines_itself_while_it_serves_the_worker() {
         "OK 10 root only"
     );
     let st = status_of(w.child.id());
+    // CAP_DAC_READ_SEARCH to open, CAP_KILL to signal its worker (only: seccomp).
     for cap in ["CapPrm:", "CapEff:", "CapBnd:"] {
-        assert_eq!(field(&st, cap), "0000000000000004", "{cap}\n{st}");
+        assert_eq!(field(&st, cap), "0000000000000024", "{cap}\n{st}");
     }
+    assert_eq!(field(&st, "Uid:"), "0\t0\t0\t0", "{st}");
     for cap in ["CapInh:", "CapAmb:"] {
         assert_eq!(field(&st, cap), "0000000000000000", "{cap}\n{st}");
     }
@@ -499,7 +584,7 @@ fn run_broker_confines_itself_while_it_serves_the_worker() {
         if st.is_empty() {
             continue; // the thread ended meanwhile
         }
-        assert_eq!(field(&st, "CapEff:"), "0000000000000004", "{st}");
+        assert_eq!(field(&st, "CapEff:"), "0000000000000024", "{st}");
         assert_eq!(field(&st, "Seccomp:"), "2", "{st}");
     }
     let audit = std::fs::read_to_string(&log).unwrap();
@@ -522,9 +607,74 @@ fn run_broker_confines_itself_while_it_serves_the_worker() {
     assert!(w.line().starts_with("READY "));
     let st = status_of(w.child.id());
     assert_eq!(field(&st, "Seccomp:"), "0", "{st}");
-    assert_ne!(field(&st, "CapEff:"), "0000000000000004", "{st}");
+    assert_ne!(field(&st, "CapEff:"), "0000000000000024", "{st}");
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(said.contains("RUNNING UNCONFINED"), "{said}");
+}
+
+/// The kernel charges descriptors in flight in Unix sockets to the sender's *real* uid,
+/// and refuses more once that user's count exceeds the sending process's
+/// `RLIMIT_NOFILE` (`ETOOMANYREFS`). A spawn broker whose real uid was its worker's
+/// could be starved by any process of that uid: `nobody` sending descriptors to itself
+/// and never reading them left every `fdbroker run` of `nobody` unable to pass one. The
+/// broker keeps real uid 0, and signals its worker with `CAP_KILL` instead.
+#[test]
+fn run_broker_is_not_charged_for_descriptors_of_the_worker_uid() {
+    let (t, policy) = fixture();
+    // The broker's limit, set here so the test does not depend on the environment's;
+    // high, since what other root processes have in flight counts against it.
+    // The pinner raises its own limit to the hard one, which must be above the count.
+    const BROKER_LIMIT: usize = 8_192;
+    let mut pinner = Command::new("setpriv");
+    pinner
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(sibling_bin("fd-pinner"))
+        .arg((BROKER_LIMIT + 512).to_string());
+    let pinner = Driven::start(pinner);
+    let pinned = pinner.line();
+    assert!(pinned.starts_with("PINNED "), "{pinned}");
+    assert_eq!(
+        field(&status_of(pinner.child.id()), "Uid:"),
+        format!("{NOBODY}\t{NOBODY}\t{NOBODY}\t{NOBODY}")
+    );
+
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(format!("ulimit -n {BROKER_LIMIT} && exec \"$@\""))
+        .arg("sh")
+        .arg(fdbroker_bin())
+        .arg("run")
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--")
+        .arg(sibling_bin("worker-probe"));
+    let log = t.join("broker.log");
+    let mut w = Driven::start_with_stderr(cmd, Stdio::from(std::fs::File::create(&log).unwrap()));
+    assert!(w.line().starts_with("READY "));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", w.child.id())).unwrap();
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.contains(&format!(" {BROKER_LIMIT} "))),
+        "{limits}"
+    );
+    let secret = t.join("data/secret.txt");
+    assert_eq!(
+        w.ask(&format!("open {}", secret.display())),
+        "OK 10 root only",
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    // Seen from outside: every uid 0, and CAP_KILL kept besides CAP_DAC_READ_SEARCH
+    // (its seccomp filter lets it signal only its worker: tests/tests/confine.rs).
+    let st = status_of(w.child.id());
+    assert_eq!(field(&st, "Uid:"), "0\t0\t0\t0", "{st}");
+    for cap in ["CapPrm:", "CapEff:", "CapBnd:"] {
+        assert_eq!(field(&st, cap), "0000000000000024", "{cap}\n{st}");
+    }
+    writeln!(w.stdin, "exit 0").unwrap();
+    assert_eq!(w.wait(Duration::from_secs(10)).code(), Some(0));
+    drop(pinner);
 }
 
 /// A pseudo-terminal whose master side this test holds, reading everything the terminal
@@ -657,7 +807,8 @@ fn run_worker_cannot_type_into_the_terminal_and_ctrl_c_still_reaches_it() {
     term.attach(&mut cmd);
     let mut broker = Reaped(cmd.spawn().unwrap());
     let ready = term.line("READY ");
-    let worker: u32 = ready.strip_prefix("READY ").unwrap().parse().unwrap();
+    let reported: u32 = ready.strip_prefix("READY ").unwrap().parse().unwrap();
+    let worker = worker_pid(broker.0.id(), reported);
 
     // The broker has the terminal as its controlling terminal; the worker has none, in
     // a session of its own.
@@ -712,18 +863,83 @@ fn run_worker_cannot_type_into_the_terminal_and_ctrl_c_still_reaches_it() {
     assert_eq!(status.code(), Some(128 + libc::SIGINT), "{}", term.settle());
 }
 
+/// A worker's descendant that leaves the worker's session (`setsid`) used to outlive
+/// `fdbroker run` with the terminal still open, and could then ask for a password on it
+/// and read what the user typed next. Nothing of the worker's tree may be left running
+/// once `fdbroker run` has returned.
+#[test]
+fn run_leaves_nothing_of_the_worker_tree_running_on_the_terminal() {
+    let (_t, policy) = fixture();
+    // Every process of this run inherits the marker through its environment.
+    let (marker, value) = unique_marker();
+    let _cleanup = KillCarrying(marker.clone());
+    // The worker starts a descendant in a session of its own, sees it run (`up`, through
+    // a pipe), then exits at a line typed on the terminal. The descendant waits until
+    // the worker is gone, then prompts on the terminal and reads it.
+    // (`setsid -f` forks: an asynchronous list `&` would open /dev/null, out of reach.)
+    let script = "setsid -f sh -c \"echo up; exec >&2; while kill -0 $$; do sleep 0.1; done; \
+                  echo Password:; read l; echo STOLEN:\\$l\" | head -n 1; \
+                  echo WORKER-WAITING; read go; exit 5";
+    let mut term = Terminal::open();
+    let mut cmd = run_cmd(&policy, &["/bin/sh", "-c", script]);
+    cmd.env("FDBROKER_TEST_TREE", &value);
+    term.attach(&mut cmd);
+    let mut broker = Reaped(cmd.spawn().unwrap());
+    assert_eq!(term.line("up"), "up");
+    term.line("WORKER-WAITING");
+    // The check below can see the tree: the worker and its descendant, at least.
+    let tree: Vec<u32> = carrying(&marker)
+        .into_iter()
+        .filter(|p| *p != broker.0.id())
+        .collect();
+    assert!(tree.len() >= 2, "{tree:?}");
+
+    term.type_in("go\n");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = broker.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fdbroker run did not return:\n{}",
+            term.settle()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(5), "{}", term.settle());
+    let left: Vec<String> = carrying(&marker)
+        .into_iter()
+        .map(|p| format!("{p}: {}", field(&status_of(p), "Name:")))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "still running after fdbroker run returned (of {tree:?}): {left:?}"
+    );
+    // What such a descendant was after: the next line the user types. (A survivor polls
+    // for the worker every 0.1 s; two seconds is plenty for it to show up, and nothing
+    // that is gone can.)
+    term.type_in("hunter2\n");
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        term.collect(Duration::from_millis(100));
+    }
+    assert!(!term.transcript.contains("STOLEN"), "{}", term.transcript);
+}
+
 #[test]
 fn killing_the_broker_leaves_no_worker_behind() {
     let (_t, policy) = fixture();
     let probe = sibling_bin("worker-probe");
     let mut w = Driven::start(run_cmd(&policy, &[probe.to_str().unwrap()]));
-    let pid: i32 = w.line().strip_prefix("READY ").unwrap().parse().unwrap();
+    let reported: u32 = w.line().strip_prefix("READY ").unwrap().parse().unwrap();
+    let pid = worker_pid(w.child.id(), reported);
     kill(Pid::from_raw(w.child.id() as i32), Signal::SIGKILL).unwrap();
     let _ = w.wait(Duration::from_secs(10));
     // PR_SET_PDEATHSIG: the worker dies with its broker (gone, or a zombie of init).
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let st = status_of(pid as u32);
+        let st = status_of(pid);
         if st.is_empty() || field(&st, "State:").starts_with('Z') {
             break;
         }
@@ -733,6 +949,89 @@ fn killing_the_broker_leaves_no_worker_behind() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The same for everything the worker started, in a session of its own or not: the
+/// parent-death signal reaches only the worker, the end of its namespace the rest.
+#[test]
+fn killing_the_broker_leaves_nothing_of_the_worker_tree() {
+    let (_t, policy) = fixture();
+    let (marker, value) = unique_marker();
+    let _cleanup = KillCarrying(marker.clone());
+    let mut cmd = run_cmd(
+        &policy,
+        &[
+            "/bin/sh",
+            "-c",
+            "setsid -f sleep 60; echo started; sleep 61",
+        ],
+    );
+    cmd.env("FDBROKER_TEST_TREE", &value);
+    let mut w = Driven::start(cmd);
+    assert_eq!(w.line(), "started");
+    let broker = w.child.id();
+    let tree: Vec<u32> = carrying(&marker)
+        .into_iter()
+        .filter(|p| *p != broker)
+        .collect();
+    // The worker and its descendant in a session of its own, at least.
+    assert!(tree.len() >= 2, "{tree:?}");
+    kill(Pid::from_raw(broker as i32), Signal::SIGKILL).unwrap();
+    let _ = w.wait(Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = carrying(&marker);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "outlived the broker (of {tree:?}): {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Orphans in the worker's namespace are re-parented to the namespace's init, which
+/// reaps them: no zombie piles up while the worker runs.
+#[test]
+fn run_namespace_init_reaps_orphans() {
+    let (_t, policy) = fixture();
+    let mut w = Driven::start(run_cmd(
+        &policy,
+        &[
+            "/bin/sh",
+            "-c",
+            "for i in 1 2 3 4 5; do setsid -f true; done; echo started; read x; exit 9",
+        ],
+    ));
+    assert_eq!(w.line(), "started");
+    let init = worker_pid(w.child.id(), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let children: Vec<String> = children_of(init)
+            .iter()
+            .map(|(pid, st)| format!("{pid} {} {}", field(st, "Name:"), field(st, "State:")))
+            .collect();
+        if children.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "init's children: {children:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Init itself: confined like the worker, in a session of its own.
+    let st = status_of(init);
+    assert!(
+        field(&st, "Uid:").split_whitespace().all(|u| u == "65534"),
+        "{st}"
+    );
+    assert_eq!(field(&st, "CapEff:"), "0000000000000000", "{st}");
+    assert_eq!(field(&st, "CapBnd:"), "0000000000000000", "{st}");
+    assert_eq!(field(&st, "NoNewPrivs:"), "1", "{st}");
+    assert_eq!(field(&st, "Seccomp:"), "2", "{st}");
+    assert_eq!(session_and_tty(init), (init as i32, 0));
+    writeln!(w.stdin).unwrap();
+    assert_eq!(w.wait(Duration::from_secs(10)).code(), Some(9));
 }
 
 #[test]

@@ -1,0 +1,277 @@
+//! The spawn-mode worker's PID namespace: nothing the worker starts outlives it.
+//!
+//! A worker can fork a child that leaves its session (`setsid`) and keeps running after
+//! the worker and `fdbroker run` have exited, still holding the terminal it inherited:
+//! it could print a fake password prompt there and read what the user types next. So the
+//! worker runs in a PID namespace of its own, and when it exits the namespace ends: the
+//! kernel kills every process left in it once the namespace's init exits, and reports
+//! init's exit to its parent only after they are all gone.
+//!
+//! # The shape
+//!
+//! ```text
+//! fdbroker run (broker, outside)
+//!  ├─ init     pid 1 in the namespace: ours, no exec, sandboxed like the worker
+//!  └─ worker   pid 2 in the namespace: the command, the broker's own child
+//!      └─ ...  whatever it starts; orphans are re-parented to init, which reaps them
+//! ```
+//!
+//! The worker is not pid 1: a namespace's init ignores every signal it has no handler
+//! for (from inside, and from outside except `SIGKILL`/`SIGSTOP`), which would break
+//! forwarding `SIGTERM` to a program that expects the default action. It stays the
+//! broker's child, so its exit status (128+N for signal N), the 126/127 of a command that
+//! cannot be started or found, the signals forwarded to it and the pid in audit lines
+//! are all what they were without a namespace.
+//!
+//! # Creating it without losing threads
+//!
+//! `unshare(CLONE_NEWPID)` makes the caller's *later* children members of a new
+//! namespace (the first becomes its init), and while the caller's children would be
+//! born in another namespace than its own, the kernel refuses it new threads (`clone`
+//! with `CLONE_THREAD` fails with `EINVAL`). So the broker, still root and
+//! single-threaded, unshares, forks init, starts the worker, then re-enters its own
+//! namespace with `setns` (always allowed into the caller's own namespace), and only
+//! then starts threads. Both children come from `fork`, so the C library's view of
+//! them stays consistent (a raw `clone` would leave its cached thread id stale).
+//!
+//! # Ending it
+//!
+//! Init holds one end of a socketpair (its *lifeline*); the broker holds the other and
+//! closes it once it has reaped the worker. Init sees the end close, exits, and the
+//! kernel takes the namespace down. The lifeline also closes when the broker dies,
+//! however it dies, so a dead broker leaves nothing of the worker's tree either; and
+//! since the worker's copy of the broker's end is close-on-exec, this also covers a
+//! broker that dies before the worker set its parent-death signal.
+
+use fdbroker_shared::{Channel, RecvError};
+use fdbroker_worker::sandbox::PreparedSandbox;
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::process::{Child, Command};
+
+/// Init's first message on its lifeline: confined and serving.
+const READY: u8 = 1;
+/// Or: it could not get there; the errno follows (4 bytes, little-endian).
+const FAILED: u8 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    /// The namespace or its init could not be set up; nothing was started.
+    #[error("cannot {op} for the worker's PID namespace: {source}")]
+    Setup {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// The worker could not be started; the namespace was ended.
+    #[error(transparent)]
+    Spawn(io::Error),
+}
+
+fn setup(op: &'static str) -> impl FnOnce(io::Error) -> NamespaceError {
+    move |source| NamespaceError::Setup { op, source }
+}
+
+/// The namespace's init, seen from the broker.
+#[derive(Debug)]
+pub struct Init {
+    pid: Pid,
+    /// The broker's end; closing it ends the namespace.
+    lifeline: Channel,
+}
+
+impl Init {
+    /// Init's pid (in the broker's namespace).
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Ends the namespace and waits until every process in it is gone: closes the
+    /// lifeline, so init exits and the kernel kills the rest, then reaps init.
+    ///
+    /// Reap the worker first: the kernel finishes init's exit only once every process
+    /// of the namespace has been reaped, and the worker is reaped by the broker.
+    pub fn end(self) -> io::Result<()> {
+        let Init { pid, lifeline } = self;
+        drop(lifeline);
+        loop {
+            match waitpid(pid, None) {
+                Err(Errno::EINTR) => continue,
+                Ok(_) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Waits for init's first message.
+    fn ready(&self) -> Result<(), NamespaceError> {
+        let mut msg = [0u8; 8];
+        let failure = match self.lifeline.recv(&mut msg) {
+            Ok(1) if msg[0] == READY => return Ok(()),
+            Ok(5) if msg[0] == FAILED => {
+                io::Error::from_raw_os_error(i32::from_le_bytes([msg[1], msg[2], msg[3], msg[4]]))
+            }
+            Ok(_) => io::Error::new(io::ErrorKind::InvalidData, "unexpected message from init"),
+            Err(RecvError::Io(e)) => e,
+            Err(RecvError::Protocol(_)) => io::Error::other("init exited before it was ready"),
+        };
+        Err(setup("confine the init")(failure))
+    }
+}
+
+/// Starts `worker` (its `pre_exec` confines it) as the second process of a new PID
+/// namespace whose init runs confined by `init_sandbox`.
+///
+/// Call while single-threaded (checked) and privileged (`CAP_SYS_ADMIN`).
+pub fn spawn(
+    worker: &mut Command,
+    init_sandbox: PreparedSandbox,
+) -> Result<(Child, Init), NamespaceError> {
+    let threads = std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count());
+    if threads != 1 {
+        return Err(setup("fork")(io::Error::other(format!(
+            "the broker must be single-threaded, but has {threads} threads"
+        ))));
+    }
+    let own = std::fs::File::open("/proc/self/ns/pid").map_err(setup("open /proc/self/ns/pid"))?;
+    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| setup("unshare")(e.into()))?;
+    let started = start(worker, init_sandbox);
+    // Children born here again, whatever happened above: only then may threads start.
+    if let Err(e) = setns(&own, CloneFlags::CLONE_NEWPID) {
+        if let Ok((mut child, init)) = started {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = init.end();
+        }
+        return Err(setup("re-enter the broker's own PID namespace")(e.into()));
+    }
+    started
+}
+
+/// In the new namespace: init first (it becomes pid 1), then the worker.
+fn start(
+    worker: &mut Command,
+    init_sandbox: PreparedSandbox,
+) -> Result<(Child, Init), NamespaceError> {
+    let (lifeline, init_end) = Channel::pair().map_err(setup("make the init's lifeline"))?;
+    // SAFETY: the process is single-threaded (checked by `spawn`), so the child is a
+    // complete copy with no lock held by a thread that does not exist in it; it runs
+    // only `init_main`, which never returns.
+    match unsafe { nix::unistd::fork() }.map_err(|e| setup("fork the init")(e.into()))? {
+        ForkResult::Child => init_main(&init_end, init_sandbox),
+        ForkResult::Parent { child } => {
+            drop(init_end);
+            drop(init_sandbox);
+            let init = Init {
+                pid: child,
+                lifeline,
+            };
+            if let Err(e) = init.ready() {
+                let _ = init.end();
+                return Err(e);
+            }
+            match worker.spawn() {
+                Ok(child) => Ok((child, init)),
+                Err(e) => {
+                    let _ = init.end();
+                    Err(NamespaceError::Spawn(e))
+                }
+            }
+        }
+    }
+}
+
+/// Init's whole life; exits, never returns into the broker's code.
+fn init_main(lifeline: &Channel, sandbox: PreparedSandbox) -> ! {
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        serve_as_init(lifeline, sandbox)
+    }));
+    let code = match run {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            let errno = e.raw_os_error().unwrap_or(libc::EIO).to_le_bytes();
+            let _ = lifeline.send(&[FAILED, errno[0], errno[1], errno[2], errno[3]]);
+            eprintln!("fdbroker: the worker's namespace init: {e}");
+            1
+        }
+        Err(_) => 1,
+    };
+    exit_now(code)
+}
+
+/// Confines init, then reaps every child the namespace gives it until the lifeline
+/// closes.
+fn serve_as_init(lifeline: &Channel, sandbox: PreparedSandbox) -> io::Result<()> {
+    // Out of the terminal's session, as the worker is: keys typed there signal only
+    // `fdbroker run`.
+    nix::unistd::setsid()?;
+    sandbox.apply()?;
+    // The kernel clears the parent-death signal when the ids change, so only now. A
+    // broker that died before this point closed the lifeline: seen below.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    close_all_but(lifeline.as_raw_fd())?;
+    let mut chld = SigSet::empty();
+    chld.add(Signal::SIGCHLD);
+    chld.thread_block()?;
+    let children = SignalFd::with_flags(&chld, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
+    lifeline.send(&[READY])?;
+    loop {
+        let mut fds = [
+            PollFd::new(lifeline.as_fd(), PollFlags::POLLIN),
+            PollFd::new(children.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        // The broker closed its end or died (or, against protocol, wrote): done.
+        if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+            return Ok(());
+        }
+        while let Ok(Some(_)) = children.read_signal() {}
+        // Orphans of the worker's tree; the worker itself is the broker's child.
+        while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            if status == WaitStatus::StillAlive {
+                break;
+            }
+        }
+    }
+}
+
+/// Closes every descriptor from 3 up except `keep`. Init is a copy of the broker and
+/// holds copies of all its descriptors; it must hold none of them (above all the
+/// broker's end of the lifeline, or it would never see that end close).
+fn close_all_but(keep: RawFd) -> io::Result<()> {
+    let keep = u32::try_from(keep).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    if keep > 3 {
+        close_range(3, keep - 1)?;
+    }
+    close_range(keep.max(2) + 1, u32::MAX)
+}
+
+/// `close_range(2)` with no flags.
+fn close_range(first: u32, last: u32) -> io::Result<()> {
+    // SAFETY: close_range takes integers and only closes descriptors of this process.
+    // Only init runs here; the objects that own the closed descriptors are copies of
+    // the broker's, which init never uses (it never returns to their code).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `_exit(2)`: no exit handlers, no flushing of buffers copied from the broker.
+fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` ends the process at once; nothing runs after it.
+    unsafe { libc::_exit(code) }
+}
