@@ -698,6 +698,9 @@ fn monitor_syscalls() -> Vec<i64> {
         libc::SYS_prctl,
         libc::SYS_setsockopt,
     ]);
+    // glibc's mkdir(3) and friends use the old calls where the architecture has them
+    #[cfg(target_arch = "x86_64")]
+    v.extend([libc::SYS_mkdir, libc::SYS_rename, libc::SYS_readlink]);
     v
 }
 

@@ -321,7 +321,8 @@ fn a_relative_policy_path_keeps_working_across_reloads() {
         .unwrap();
     };
     write(&allow("a/", "\"read\""));
-    let socket = dir.join("s.sock");
+    // In a directory that does not exist yet: the first server creates it.
+    let socket = dir.join("run/sub/s.sock");
     let log = dir.join("log");
     let mut child = Command::new(fdbroker_bin())
         .current_dir(dir.path())
