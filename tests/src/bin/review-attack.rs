@@ -123,7 +123,10 @@ fn forged_handover(fdbroker: &str, policy: &str, sock: &str, file: &str) -> Exit
         println!("server says {}: {text}", msg[0] as char);
         match msg[0] {
             b'R' => break,
-            b'F' => return ExitCode::from(3),
+            b'F' => {
+                let _ = server.wait();
+                return ExitCode::from(3);
+            }
             _ => {}
         }
     }
@@ -139,6 +142,7 @@ fn forged_handover(fdbroker: &str, policy: &str, sock: &str, file: &str) -> Exit
         Err(e) => {
             println!("refused at hello: {e}");
             let _ = server.kill();
+            let _ = server.wait();
             return ExitCode::SUCCESS;
         }
     };
