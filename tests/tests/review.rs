@@ -1,0 +1,74 @@
+//! Findings of the independent review of the monitor and its servers, each a test that
+//! fails on the code it was written against (see the commit message).
+#![allow(clippy::unwrap_used)]
+
+use fdbroker_tests::{Broker, TempDir, fdbroker_bin, run_with_timeout, sibling_bin};
+use std::process::Command;
+use std::time::Duration;
+
+/// A compromised server can make its successor serve a connection as whoever created
+/// the listener (the first server, or systemd under socket activation: uid 0): it
+/// connects to its own listener (socket + connect are in its seccomp allowlist, and
+/// Landlock does not cover connecting to a pathname socket), hands the *client* end
+/// over as a worker's connection, keeps the accepted end and speaks on it. The only
+/// check, "the peer is not the predecessor's pid", does not see it: the client end's
+/// `SO_PEERCRED` names the process that called `listen`. The successor must take only
+/// accepted ends of its own listeners (their local address is the listener's).
+#[test]
+fn successor_refuses_a_handed_over_client_end_of_its_own_listener() {
+    let tree = TempDir::new("review-handover");
+    let secret = tree.file("secret/key", b"root only", 0o600);
+    let policy = tree.file(
+        "policy.toml",
+        format!(
+            "[[client]]\nname = \"root-tools\"\nusers = [0]\n  [[client.allow]]\n  path = \"{}\"\n  access = [\"read\"]\n\n[[client]]\nname = \"workers\"\nusers = [65534]\n  [[client.allow]]\n  path = \"{}/pub/\"\n  access = [\"read\"]\n",
+            secret.display(),
+            tree.path().display()
+        )
+        .as_bytes(),
+        0o644,
+    );
+    tree.dir("pub", 0o755);
+    let out = run_with_timeout(
+        Command::new(sibling_bin("review-attack"))
+            .arg("forged-handover")
+            .arg(fdbroker_bin())
+            .arg(&policy)
+            .arg(tree.join("attack.sock"))
+            .arg(&secret),
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("granted"),
+        "the successor served a forged connection as uid 0:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `si_pid` of a queued signal is whatever the sender wrote (`rt_sigqueueinfo`), so a
+/// process that may signal the monitor can have it send `SIGUSR1` (default action:
+/// terminate) to any process the monitor may signal; a stale pid (a `fdbroker reload`
+/// that gave up) is the same. The monitor must answer only a process that is waiting
+/// for the answer (e.g. one that has `SIGUSR1` blocked), or answer another way.
+#[test]
+fn monitor_does_not_kill_the_pid_a_forged_reload_request_names() {
+    let tree = TempDir::new("review-sigusr1");
+    tree.dir("pub", 0o755);
+    let broker = Broker::start(
+        &tree,
+        "[[client]]\nname = \"t\"\nusers = [0]\n  [[client.allow]]\n  path = \"{dir}/pub/\"\n  access = [\"read\"]\n",
+    );
+    let out = run_with_timeout(
+        Command::new(sibling_bin("review-attack"))
+            .arg("forged-reload-answer")
+            .arg(broker.monitor_pid().to_string()),
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("victim alive"),
+        "the monitor signalled the forged pid:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
