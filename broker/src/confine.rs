@@ -436,7 +436,6 @@ fn allowed_syscalls() -> Vec<i64> {
         libc::SYS_getgid,
         libc::SYS_getegid,
         libc::SYS_prlimit64,
-        libc::SYS_connect,
         // shutdown: remove the socket file it created
         libc::SYS_unlinkat,
         // spawn mode (run.rs), the broker of one worker it started:
@@ -472,18 +471,10 @@ fn install_seccomp(worker: Option<i32>) -> Result<usize, ConfineError> {
         .into_iter()
         .map(|nr| (nr, Vec::new()))
         .collect();
-    // sd_notify makes a Unix datagram socket per message; no other socket, ever.
-    let unix_only = SeccompCondition::new(
-        0,
-        SeccompCmpArgLen::Dword,
-        SeccompCmpOp::Eq,
-        libc::AF_UNIX as u64,
-    )
-    .map_err(|e| sc(&e))?;
-    rules.insert(
-        libc::SYS_socket,
-        vec![SeccompRule::new(vec![unix_only]).map_err(|e| sc(&e))?],
-    );
+    // No socket(2) and no connect(2): a confined broker makes no new connection
+    // (its notification socket is made before it confines itself). A compromised one
+    // could otherwise connect to its own listener and pass the connecting end to its
+    // successor as a worker's.
     // Bounding each accepted connection's reply queue (conn.rs) is the one option the
     // broker sets once serving.
     let arg = |n, v: i32| {
@@ -647,8 +638,10 @@ pub fn confine_monitor() -> Result<(), ConfineError> {
 fn monitor_syscalls() -> Vec<i64> {
     let mut v = allowed_syscalls();
     v.extend([
-        // the monitor: children, their control channels, signals
+        // the monitor: children, their control channels, signals; a starting server
+        // checks whether an old socket file is stale (connect)
         libc::SYS_execve,
+        libc::SYS_connect,
         libc::SYS_fcntl,
         libc::SYS_vfork,
         libc::SYS_pipe2,
@@ -657,6 +650,9 @@ fn monitor_syscalls() -> Vec<i64> {
         libc::SYS_close_range,
         libc::SYS_signalfd4,
         libc::SYS_rt_sigqueueinfo,
+        // answering `fdbroker reload` through a pidfd (monitor.rs)
+        libc::SYS_pidfd_open,
+        libc::SYS_pidfd_send_signal,
         libc::SYS_socketpair,
         // std's spawn reads the child's exec error from a socket
         libc::SYS_recvfrom,

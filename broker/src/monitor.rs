@@ -83,9 +83,11 @@ struct ServerProc {
     pid: Pid,
     control: Channel,
     started: Instant,
+    /// When it was told to hand over or to go (then it has a bound to exit in).
+    retired: Option<Instant>,
     /// Reload requests answered once this (retiring) server has handed over: only
     /// then does every connection get the new policy.
-    answer_when_gone: Vec<Pid>,
+    answer_when_gone: Vec<Waiter>,
     /// Whether it retires because of a reload (which is complete once it handed over).
     replaced: bool,
 }
@@ -96,7 +98,7 @@ struct ServerProc {
 struct Candidate {
     server: ServerProc,
     handover: OwnedFd,
-    waiters: Vec<Pid>,
+    waiters: Vec<Waiter>,
 }
 
 #[derive(Debug)]
@@ -114,7 +116,7 @@ struct Monitor {
     /// Servers that are handing over or exiting.
     retiring: Vec<ServerProc>,
     /// A reload asked for while another was in progress, and who waits for it.
-    again: Option<Vec<Pid>>,
+    again: Option<Vec<Waiter>>,
     /// The current server's last status line, and the last reload failure.
     status: String,
     reload_error: Option<String>,
@@ -251,6 +253,12 @@ impl Monitor {
             cmd.arg0(arg0).args(rest);
         }
         for var in [
+            control::ENV_CONTROL_FD,
+            control::ENV_LISTEN_FDS,
+            control::ENV_HANDOVER_FD,
+            control::ENV_PREDECESSOR_PID,
+            control::ENV_SOCKET_FILE,
+            control::ENV_WATCHDOG_USEC,
             "NOTIFY_SOCKET",
             "LISTEN_PID",
             "LISTEN_PIDFDID",
@@ -301,6 +309,7 @@ impl Monitor {
             started: Instant::now(),
             answer_when_gone: Vec::new(),
             replaced: false,
+            retired: None,
         })
     }
 
@@ -322,7 +331,11 @@ impl Monitor {
                     let asked = info.ssi_code == libc::SI_QUEUE
                         && info.ssi_int == RELOAD_REQUEST
                         && info.ssi_pid > 0;
-                    let waiter = asked.then(|| Pid::from_raw(info.ssi_pid as i32));
+                    let waiter = if asked {
+                        Waiter::new(Pid::from_raw(info.ssi_pid as i32))
+                    } else {
+                        None
+                    };
                     self.reload(waiter);
                 }
                 Ok(sig @ (Signal::SIGTERM | Signal::SIGINT)) => {
@@ -355,7 +368,7 @@ impl Monitor {
     }
 
     /// A reload: start a new server, unless one is starting (then once more after it).
-    fn reload(&mut self, waiter: Option<Pid>) {
+    fn reload(&mut self, waiter: Option<Waiter>) {
         if self.stopping.is_some() {
             if let Some(w) = waiter {
                 answer(w, RELOAD_REFUSED);
@@ -384,20 +397,20 @@ impl Monitor {
             NotifyState::Status("reloading the policy"),
         ]);
         tracing::info!("reloading: starting a server with the policy file as it is now");
+        let waiters: Vec<Waiter> = waiter.into_iter().collect();
         let started = Channel::pair().and_then(|(keep, give)| {
             let server = self.start(Some(OwnedFd::from(give)))?;
-            Ok(Candidate {
-                server,
-                handover: OwnedFd::from(keep),
-                waiters: waiter.into_iter().collect(),
-            })
+            Ok((server, OwnedFd::from(keep)))
         });
         match started {
-            Ok(c) => self.candidate = Some(c),
-            Err(e) => self.refused(
-                waiter.into_iter().collect(),
-                &format!("cannot start a new server: {e}"),
-            ),
+            Ok((server, handover)) => {
+                self.candidate = Some(Candidate {
+                    server,
+                    handover,
+                    waiters,
+                });
+            }
+            Err(e) => self.refused(waiters, &format!("cannot start a new server: {e}")),
         }
     }
 
@@ -469,9 +482,10 @@ impl Monitor {
         match control::recv_up(&c.server.control) {
             Ok(Some((Up::Ready { status }, _))) => self.promote(status),
             Ok(Some((Up::Failed { reason }, _))) => {
-                let Some(c) = self.candidate.take() else {
+                let Some(mut c) = self.candidate.take() else {
                     return;
                 };
+                c.server.retired = Some(Instant::now());
                 self.retiring.push(c.server);
                 self.refused(c.waiters, &reason);
             }
@@ -502,6 +516,7 @@ impl Monitor {
             }
             old.answer_when_gone = std::mem::take(&mut waiters);
             old.replaced = true;
+            old.retired = Some(Instant::now());
             self.retiring.push(old);
         } else {
             tracing::info!("policy reloaded");
@@ -524,7 +539,7 @@ impl Monitor {
         }
     }
 
-    fn refused(&mut self, waiters: Vec<Pid>, reason: &str) {
+    fn refused(&mut self, waiters: Vec<Waiter>, reason: &str) {
         tracing::error!("policy reload failed; the previous policy stays in force: {reason}");
         self.reload_error = Some(reason.to_owned());
         let line = self.status_line();
@@ -599,7 +614,12 @@ impl Monitor {
             .then(|| self.current.as_ref().map(|c| c.started + START_BOUND))
             .flatten();
         let stop = self.stopping.map(|t| t + STOP_BOUND);
-        [start, first, stop].into_iter().flatten().min()
+        let retired = self
+            .retiring
+            .iter()
+            .filter_map(|r| r.retired.map(|t| t + STOP_BOUND))
+            .min();
+        [start, first, stop, retired].into_iter().flatten().min()
     }
 
     /// Servers that take too long to start, or to stop, are killed.
@@ -615,6 +635,13 @@ impl Monitor {
             && now >= c.started + START_BOUND
         {
             let _ = kill(c.pid, Signal::SIGKILL);
+        }
+        // A server told to go that does not (a wedged or compromised one) is killed:
+        // it must not keep serving, or keep connections, beside its successor.
+        for r in &self.retiring {
+            if r.retired.is_some_and(|t| now >= t + STOP_BOUND) {
+                let _ = kill(r.pid, Signal::SIGKILL);
+            }
         }
         if let Some(t) = self.stopping
             && now >= t + STOP_BOUND
@@ -671,10 +698,101 @@ fn monotonic_now() -> NotifyState<'static> {
     NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Custom("MONOTONIC_USEC=0"))
 }
 
+/// A process waiting for the outcome of the reload it asked for. The request's
+/// sender pid can be forged (`rt_sigqueueinfo` lets the sender fill it in), so the
+/// monitor answers only a process that is ready for the answer, SIGUSR1 blocked as
+/// `fdbroker reload` has it, and answers through a pidfd taken when the request came:
+/// never a process that reused the pid since.
+#[derive(Debug)]
+pub struct Waiter {
+    pid: Pid,
+    pidfd: OwnedFd,
+}
+
+impl Waiter {
+    fn new(pid: Pid) -> Option<Waiter> {
+        let pidfd = pidfd_open(pid).ok()?;
+        // Checked after the pidfd is taken: the pidfd names the process checked.
+        if !blocks_sigusr1(pid) {
+            tracing::warn!(
+                pid = pid.as_raw(),
+                "a reload request names a process that does not wait for the answer; reloading \
+                 without answering"
+            );
+            return None;
+        }
+        Some(Waiter { pid, pidfd })
+    }
+}
+
 /// Tell a process that asked for a reload how it went.
-fn answer(pid: Pid, outcome: i32) {
-    if let Err(e) = sigqueue(pid, Signal::SIGUSR1, outcome) {
-        tracing::debug!(pid = pid.as_raw(), error = %e, "cannot answer a reload request");
+fn answer(w: Waiter, outcome: i32) {
+    if let Err(e) = pidfd_sigqueue(&w.pidfd, Signal::SIGUSR1, outcome) {
+        tracing::debug!(pid = w.pid.as_raw(), error = %e, "cannot answer a reload request");
+    }
+}
+
+/// Does `pid` block SIGUSR1 (`SigBlk:` in its status)?
+fn blocks_sigusr1(pid: Pid) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (Signal::SIGUSR1 as u32 - 1)) != 0)
+}
+
+/// `pidfd_open(2)`.
+fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags by value and returns a new descriptor,
+    // owned here from now on, or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor the kernel just returned, owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_send_signal(2)` of `sig` carrying `value` (`si_code` `SI_QUEUE`, as
+/// `sigqueue(3)` sends it, so the receiver reads `value` as `si_int`).
+fn pidfd_sigqueue(pidfd: &OwnedFd, sig: Signal, value: i32) -> io::Result<()> {
+    // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    info.si_signo = sig as libc::c_int;
+    info.si_code = libc::SI_QUEUE;
+    // The `_rt` member of the union: pid, uid, then the value, after the three ints of
+    // the header and its padding (the same on every 64-bit Linux architecture).
+    let base = std::ptr::from_mut(&mut info).cast::<u8>();
+    // SAFETY: the offsets are inside siginfo_t (128 bytes), suitably aligned for the
+    // types written (4 for pid_t and uid_t, 8 for the sigval), and the struct is ours.
+    unsafe {
+        base.add(16)
+            .cast::<libc::pid_t>()
+            .write(nix::unistd::getpid().as_raw());
+        base.add(20)
+            .cast::<libc::uid_t>()
+            .write(nix::unistd::getuid().as_raw());
+        base.add(24).cast::<libc::c_int>().write(value);
+    }
+    // SAFETY: the kernel reads the siginfo through the pointer, which is live for the
+    // call; the descriptor is a pidfd we own.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig as libc::c_int,
+            std::ptr::from_ref(&info),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

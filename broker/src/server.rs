@@ -32,7 +32,7 @@ use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -119,6 +119,9 @@ struct Inner {
     hand_over_to: Mutex<Option<Channel>>,
     /// The predecessor's pid: it is never a peer.
     predecessor: Mutex<Option<i32>>,
+    /// The addresses the listeners are bound to: a handed-over connection must be the
+    /// accepted end of one of them.
+    listener_addrs: Vec<nix::sys::socket::UnixAddr>,
 }
 
 /// At most this many closed connections per uid may wait, charged, for their workers
@@ -420,6 +423,15 @@ impl Server {
         Ok(Server {
             inner: Arc::new(Inner {
                 epoll,
+                listener_addrs: listeners
+                    .iter()
+                    .filter_map(|l| {
+                        nix::sys::socket::getsockname::<nix::sys::socket::UnixAddr>(
+                            l.as_fd().as_raw_fd(),
+                        )
+                        .ok()
+                    })
+                    .collect(),
                 listeners: RwLock::new(listeners),
                 wake,
                 signals,
@@ -477,6 +489,11 @@ impl Server {
                 listeners.iter_mut().for_each(Listener::keep_file);
             }
             listeners.clear();
+        }
+        if successor.is_none() {
+            // Stopping during a takeover: what the predecessor still hands over is
+            // answered and closed with the rest, not dropped unread.
+            inner.drain_handover();
         }
         let conns: Vec<ConnRef> = lock(&inner.conns).drain();
         let draining = std::mem::take(&mut lock(&inner.draining).conns);
@@ -924,6 +941,34 @@ impl Inner {
         let _ = self.epoll.modify(from.as_fd(), &mut ev);
     }
 
+    /// Take whatever the predecessor still hands over, waiting at most a moment for it
+    /// to finish (it has stopped reading, so it only sends what it holds).
+    fn drain_handover(&self) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let Some(from) = lock(&self.handover_in).take() else {
+            return;
+        };
+        let _ = self.epoll.delete(from.as_fd());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match crate::handover::recv(&from) {
+                Ok(crate::handover::Received::Conn { conn, draining }) => {
+                    self.adopt(conn, draining)
+                }
+                Ok(crate::handover::Received::Done | crate::handover::Received::Closed) => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+                    let mut fds = [PollFd::new(from.as_fd(), PollFlags::POLLIN)];
+                    if ms == 0 || !matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0) {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "a handed-over connection was unusable"),
+            }
+        }
+    }
+
     fn adopt(&self, e: conn::Exported, draining: bool) {
         let creds = peer::credentials(&e.socket);
         let groups = peer::groups(&e.socket);
@@ -931,13 +976,23 @@ impl Inner {
             tracing::warn!("cannot read a handed-over connection's peer; closing it");
             return;
         };
-        // A server is not a worker: a connection it made itself (to its own listener,
-        // or a socketpair) and passed as a worker's would make it a client of the new
-        // policy. (The confined server cannot start processes, see confine.rs.)
-        if *lock(&self.predecessor) == Some(creds.pid) {
+        // A server is not a worker: a connection it made itself and passed as a worker's
+        // would make it a client of the new policy, with whatever identity the kernel
+        // reports for its peer (the listener's creator, for the connecting end of the
+        // listener). Only the accepted end of one of these listeners is a worker's
+        // connection: its local address is the listener's, where a connecting end or a
+        // socketpair is unnamed. (A confined server can neither connect nor start a
+        // process, see confine.rs; this holds even if one could.)
+        let local = nix::sys::socket::getsockname::<nix::sys::socket::UnixAddr>(
+            e.socket.as_fd().as_raw_fd(),
+        );
+        if !local.is_ok_and(|a| self.listener_addrs.contains(&a))
+            || *lock(&self.predecessor) == Some(creds.pid)
+        {
             tracing::warn!(
                 pid = creds.pid,
-                "the previous server handed over a connection to itself; closing it"
+                "the previous server handed over a socket that is no accepted connection of \
+                 this broker's listeners; closing it"
             );
             return;
         }

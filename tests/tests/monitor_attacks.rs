@@ -1,5 +1,7 @@
-//! Findings of the independent review of the monitor and its servers, each a test that
-//! fails on the code it was written against (see the commit message).
+//! Attacks on the monitor and its servers from the independent review: a compromised
+//! server forging a worker's connection for its successor, and a forged reload request
+//! naming another process for the monitor's answer. Each failed on the code it was
+//! written against.
 #![allow(clippy::unwrap_used)]
 
 use fdbroker_tests::{Broker, TempDir, fdbroker_bin, run_with_timeout, sibling_bin};
@@ -30,7 +32,7 @@ fn successor_refuses_a_handed_over_client_end_of_its_own_listener() {
     );
     tree.dir("pub", 0o755);
     let out = run_with_timeout(
-        Command::new(sibling_bin("review-attack"))
+        Command::new(sibling_bin("monitor-attack"))
             .arg("forged-handover")
             .arg(fdbroker_bin())
             .arg(&policy)
@@ -60,7 +62,7 @@ fn monitor_does_not_kill_the_pid_a_forged_reload_request_names() {
         "[[client]]\nname = \"t\"\nusers = [0]\n  [[client.allow]]\n  path = \"{dir}/pub/\"\n  access = [\"read\"]\n",
     );
     let out = run_with_timeout(
-        Command::new(sibling_bin("review-attack"))
+        Command::new(sibling_bin("monitor-attack"))
             .arg("forged-reload-answer")
             .arg(broker.monitor_pid().to_string()),
         Duration::from_secs(60),
@@ -71,4 +73,26 @@ fn monitor_does_not_kill_the_pid_a_forged_reload_request_names() {
         "the monitor signalled the forged pid:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The root of the forged-connection attack: a confined server makes no new
+/// connection (no socket(2), no connect(2)), even to its own listener.
+#[test]
+fn a_confined_server_cannot_connect_to_anything() {
+    let t = TempDir::new("mon-connect");
+    t.dir("ro", 0o755);
+    let b = Broker::start(
+        &t,
+        "[[client]]\nname = \"t\"\nusers = [0]\n[[client.allow]]\npath = \"{dir}/ro/\"\n",
+    );
+    let out = run_with_timeout(
+        Command::new(sibling_bin("monitor-attack"))
+            .arg("confined-connect")
+            .arg(&b.policy)
+            .arg(&b.socket),
+        Duration::from_secs(20),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.trim(), "socket EPERM", "{text}");
 }

@@ -1,15 +1,15 @@
-//! Attacks found by the independent review of the monitor/server process model.
+//! Attacks on the monitor/server process model (tests/tests/monitor_attacks.rs).
 //!
 //! ```text
-//! review-attack forged-handover FDBROKER POLICY SOCKET FILE
+//! monitor-attack forged-handover FDBROKER POLICY SOCKET FILE
 //!     act as the monitor and as a compromised predecessor server: hand the successor
 //!     the *client* end of a connection made to a listener some other process (uid 0)
 //!     created, keep the accepted end, and speak the protocol on it. Prints
 //!     `granted` when the successor served it as the listener creator's uid.
-//! review-attack forged-reload-answer MONITOR_PID
+//! monitor-attack forged-reload-answer MONITOR_PID
 //!     start a victim process, then queue the monitor a SIGHUP reload request whose
 //!     si_pid names the victim; prints `victim alive` or `victim killed by SIG...`.
-//! review-attack confined-connect POLICY SOCKET
+//! monitor-attack confined-connect POLICY SOCKET
 //!     confine exactly as a server does for POLICY, then socket(AF_UNIX, SEQPACKET) and
 //!     connect to SOCKET: prints `connected` when a confined server can still do it.
 //! ```
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         Some("forged-reload-answer") if args.len() == 3 => forged_reload_answer(&args[2]),
         Some("confined-connect") if args.len() == 4 => confined_connect(&args[2], &args[3]),
         _ => {
-            eprintln!("usage: review-attack forged-handover FDBROKER POLICY SOCKET FILE");
+            eprintln!("usage: monitor-attack forged-handover FDBROKER POLICY SOCKET FILE");
             ExitCode::from(2)
         }
     }
