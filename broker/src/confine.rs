@@ -462,6 +462,11 @@ fn install_seccomp(worker: Option<i32>) -> Result<usize, ConfineError> {
     .map_err(|e| sc(&e))?;
     rules.insert(
         libc::SYS_socket,
+        vec![SeccompRule::new(vec![unix_only.clone()]).map_err(|e| sc(&e))?],
+    );
+    // A connection a worker asks for (Op::Connect, conn.rs) is one end of a Unix pair.
+    rules.insert(
+        libc::SYS_socketpair,
         vec![SeccompRule::new(vec![unix_only]).map_err(|e| sc(&e))?],
     );
     // Bounding each accepted connection's reply queue (conn.rs) is the one option the

@@ -157,6 +157,38 @@ impl Sandbox {
         self
     }
 
+    /// Becomes the sandbox's user now, for good, and sheds every capability (steps 1 and 3
+    /// to 5 of the [module documentation](self)), without confining anything else yet.
+    ///
+    /// For a worker started as root: the broker judges a connection by the uid that
+    /// makes it, so drop privileges, connect (the broker sees this user), then
+    /// [`apply`](Sandbox::apply) the same sandbox, which finds the ids already changed
+    /// and goes on with Landlock and seccomp. Connecting first would show the broker
+    /// uid 0; applying first would leave no way to connect.
+    ///
+    /// ```no_run
+    /// use fdbroker_worker::{Client, sandbox::Sandbox};
+    /// let sandbox = Sandbox::new(); // nobody
+    /// sandbox.drop_privileges()?;
+    /// let broker = Client::connect("/run/fdbroker/fdbroker.sock")?;
+    /// sandbox.apply()?;
+    /// let file = broker.open("/var/spool/quarantine/sample.bin")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// Fails with [`SandboxError::Threads`] unless the process is single-threaded, before
+    /// anything is changed. A later error may leave the ids changed: exit.
+    pub fn drop_privileges(&self) -> Result<(), SandboxError> {
+        threads::ensure_single()?;
+        let ids = identity::resolve(&self.user, self.group.as_ref())?;
+        capabilities::drop_bounding_and_ambient(self.best_effort)?;
+        identity::switch(ids)?;
+        capabilities::clear_remaining()?;
+        identity::verify(ids)?;
+        capabilities::verify(self.best_effort)?;
+        Ok(())
+    }
+
     /// Applies the sandbox to the calling process; see the [module documentation](self) for
     /// the steps and their order.
     ///
@@ -166,9 +198,9 @@ impl Sandbox {
     ///
     /// Fails with [`SandboxError::Threads`] unless the process is single-threaded, before
     /// anything is changed.
-    pub fn apply(self) -> Result<Report, SandboxError> {
+    pub fn apply(&self) -> Result<Report, SandboxError> {
         threads::ensure_single()?;
-        self.prepare()?.apply()
+        self.clone().prepare()?.apply()
     }
 
     /// Does every step that can be done ahead of time, without changing the process: resolves
