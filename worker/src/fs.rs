@@ -395,6 +395,8 @@ pub struct Walk<'c> {
     /// The root, until it is opened by the first `next`.
     start: Option<PathBuf>,
     stack: Vec<ReadDir>,
+    /// Why the directory just reported could not be entered, reported next.
+    pending: Option<io::Error>,
 }
 
 impl<'c> Walk<'c> {
@@ -403,6 +405,7 @@ impl<'c> Walk<'c> {
             client,
             start: Some(root),
             stack: Vec::new(),
+            pending: None,
         }
     }
 
@@ -440,6 +443,9 @@ impl Iterator for Walk<'_> {
         {
             return Some(err);
         }
+        if let Some(e) = self.pending.take() {
+            return Some(Err(e));
+        }
         loop {
             let top = self.stack.last_mut()?;
             match top.next() {
@@ -448,10 +454,10 @@ impl Iterator for Walk<'_> {
                 }
                 Some(Ok(entry)) => {
                     if entry.kind == Ok(FileKind::Directory)
-                        && let Some(err) = self.enter(entry.path())
+                        && let Some(Err(e)) = self.enter(entry.path())
                     {
                         // The directory is reported, then why it could not be entered.
-                        return Some(err);
+                        self.pending = Some(e);
                     }
                     return Some(Ok(entry));
                 }

@@ -11,6 +11,8 @@
 //!   scan ROOT       -> walk + open_iter: `FILE <path> <bytes>` or ERR per file
 //!   cat PATH...     -> `CAT <path> <contents>` or ERR
 //!   uid             -> `UID <real> <effective>`
+//!   repl            -> reads `cat PATH` / `stat PATH` lines from stdin, answers each as
+//!                      above (after `READY` once connected): for acting between requests
 //! ERR lines: `ERR <path> <ErrorKind> <errno or -> <message>`.
 //! ```
 //! `tracing` events go to stderr (the reconnect notice, say).
@@ -121,6 +123,32 @@ fn main() -> ExitCode {
                     Err(e) => err_line(p, &e),
                 };
                 let _ = writeln!(out, "{line}");
+            }
+        }
+        "repl" => {
+            let _ = writeln!(out, "READY");
+            let _ = out.flush();
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { break };
+                let reply = match line.split_once(' ') {
+                    Some(("cat", p)) => {
+                        let mut text = String::new();
+                        match client
+                            .open(Path::new(p))
+                            .and_then(|mut f| f.read_to_string(&mut text))
+                        {
+                            Ok(_) => format!("CAT {p} {}", text.trim_end()),
+                            Err(e) => err_line(p, &e),
+                        }
+                    }
+                    Some(("stat", p)) => match client.metadata(p) {
+                        Ok(m) => format!("STAT {p} {} {}", kind(m.file_type()), m.len()),
+                        Err(e) => err_line(p, &e),
+                    },
+                    _ => format!("?? {line}"),
+                };
+                let _ = writeln!(out, "{reply}");
+                let _ = out.flush();
             }
         }
         "uid" => {
