@@ -14,9 +14,7 @@ use crate::state::{Loaded, Shared};
 use fdbroker_policy::ClientId;
 use fdbroker_shared::frame::{self, Kind, MAX_MESSAGE};
 use fdbroker_shared::peer::PeerCredentials;
-use fdbroker_shared::wire::{
-    Accepted, Hello, Op, Reply, ReplyBody, Request, Welcome, WireError,
-};
+use fdbroker_shared::wire::{Accepted, Hello, Op, Reply, ReplyBody, Request, Welcome, WireError};
 use fdbroker_shared::{Channel, ProtocolError, RecvError};
 use nix::errno::Errno;
 use std::io;

@@ -113,11 +113,25 @@ pub fn stat_one(
     match described {
         Ok(meta) => {
             let ino = meta.file.ino;
-            audit::decision(peer, client_name, path, Action::Stat, verdict_rule, Verdict::Granted { ino });
+            audit::decision(
+                peer,
+                client_name,
+                path,
+                Action::Stat,
+                verdict_rule,
+                Verdict::Granted { ino },
+            );
             Ok(meta)
         }
         Err(e) => {
-            audit::decision(peer, client_name, path, Action::Stat, verdict_rule, Verdict::Failed(&e));
+            audit::decision(
+                peer,
+                client_name,
+                path,
+                Action::Stat,
+                verdict_rule,
+                Verdict::Failed(&e),
+            );
             Err(e.to_wire())
         }
     }

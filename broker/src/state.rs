@@ -6,10 +6,10 @@
 
 use crate::roots::Roots;
 use fdbroker_policy::{Policy, RuleId};
+use fdbroker_shared::wire::WireError;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use fdbroker_shared::wire::WireError;
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 
 /// A policy with its roots open.

@@ -108,7 +108,10 @@ fn metadata_is_the_brokers_view_under_the_policy() {
     let p = |rel: &str| t.join(rel).display().to_string();
     // nobody cannot even look at the tree itself.
     let direct = run_as_nobody(Command::new("/usr/bin/stat").arg(p("q/a.txt")));
-    assert!(!direct.status.success(), "nobody could stat the file itself");
+    assert!(
+        !direct.status.success(),
+        "nobody could stat the file itself"
+    );
 
     let paths = [
         "q/a.txt",
@@ -140,7 +143,10 @@ fn metadata_is_the_brokers_view_under_the_policy() {
     // same for a deny carve-out.
     let denied = |rel: &str| {
         let l = err(rel);
-        let rest = l.strip_prefix(&format!("ERR {} ", p(rel))).unwrap().to_owned();
+        let rest = l
+            .strip_prefix(&format!("ERR {} ", p(rel)))
+            .unwrap()
+            .to_owned();
         assert!(rest.starts_with("PermissionDenied 13 "), "{rel}: {l}");
         rest
     };
@@ -171,7 +177,10 @@ fn walk_lists_a_root_only_tree_as_nobody_and_says_what_it_could_not_enter() {
     let b = Broker::start(&t, POLICY);
     std::os::unix::fs::symlink(t.join("q/sub"), t.join("q/sublink")).unwrap();
     let direct = run_as_nobody(Command::new("/bin/ls").arg(t.join("q")));
-    assert!(!direct.status.success(), "nobody could list the tree itself");
+    assert!(
+        !direct.status.success(),
+        "nobody could list the tree itself"
+    );
 
     let lines = probe_as_nobody(&b.socket, &["walk", t.join("q").to_str().unwrap()]);
     let entry = |rel: &str, kind: &str| format!("ENTRY {} {kind}", t.join(rel).display());
@@ -203,10 +212,7 @@ fn walk_lists_a_root_only_tree_as_nobody_and_says_what_it_could_not_enter() {
         "{keys}"
     );
     // A symlinked directory is reported, never followed.
-    assert!(
-        !lines.iter().any(|l| l.contains("sublink/")),
-        "{lines:#?}"
-    );
+    assert!(!lines.iter().any(|l| l.contains("sublink/")), "{lines:#?}");
     // Depth first: a directory's entries follow it before its next sibling's.
     let at = |s: &str| lines.iter().position(|l| l == s).unwrap();
     assert!(at(&entry("q/sub", "dir")) < at(&entry("q/sub/deeper/c.txt", "file")));
@@ -260,7 +266,10 @@ fn a_scan_walks_and_opens_every_file_each_result_with_its_path() {
         );
     }
     // The refused file is reported under its own name, and only there.
-    let planted = line_for(&lines, &format!("ERR {} ", t.join("q/sub/planted").display()));
+    let planted = line_for(
+        &lines,
+        &format!("ERR {} ", t.join("q/sub/planted").display()),
+    );
     assert!(planted.contains("hard links"), "{planted}");
     assert_eq!(lines.iter().filter(|l| l.starts_with("ERR")).count(), 1);
 }
@@ -269,7 +278,13 @@ fn a_scan_walks_and_opens_every_file_each_result_with_its_path() {
 fn open_iter_has_the_next_batch_opened_while_the_caller_works() {
     let t = TempDir::new("library-iter");
     let names: Vec<PathBuf> = (0..7)
-        .map(|i| t.file(&format!("in/f{i}.txt"), format!("file {i}").as_bytes(), 0o600))
+        .map(|i| {
+            t.file(
+                &format!("in/f{i}.txt"),
+                format!("file {i}").as_bytes(),
+                0o600,
+            )
+        })
         .collect();
     let b = Broker::start(
         &t,
@@ -338,6 +353,11 @@ fn a_wedged_broker_is_a_timeout_not_a_hang() {
     let c = b.client();
     c.set_timeout(Some(Duration::from_secs(1))).unwrap();
     b.signal(nix::sys::signal::Signal::SIGSTOP);
+    // kill(2) returns before every thread has stopped: wait until they all have.
+    assert!(
+        eventually(Duration::from_secs(10), || all_stopped(b.pid())),
+        "the broker did not stop"
+    );
     let start = Instant::now();
     let e = Client::connect_timeout(&b.socket, Duration::from_secs(1)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
@@ -367,6 +387,22 @@ fn a_wedged_broker_is_a_timeout_not_a_hang() {
         .unwrap();
     assert_eq!(s, "alpha");
     Client::connect_timeout(&b.socket, Duration::from_secs(10)).unwrap();
+}
+
+/// Is every thread of `pid` in the stopped state (`T`)?
+fn all_stopped(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().starts_with('T'))
+            })
+            .unwrap_or(false)
+    })
 }
 
 #[test]
@@ -500,7 +536,10 @@ fn a_socket_client_reconnects_once_when_the_broker_restarts() {
     let mut cmd = Command::new(probe());
     cmd.env("FDBROKER_SOCKET", &link).uid(NOBODY).gid(NOBODY);
     let mut repl = Repl::start(cmd);
-    assert_eq!(repl.ask(&format!("cat {}", a.display())), format!("CAT {} alpha", a.display()));
+    assert_eq!(
+        repl.ask(&format!("cat {}", a.display())),
+        format!("CAT {} alpha", a.display())
+    );
 
     drop(b1);
     let b2 = Broker::start(&t, POLICY);
@@ -510,9 +549,14 @@ fn a_socket_client_reconnects_once_when_the_broker_restarts() {
     assert_eq!(s, "alpha");
     assert_eq!(c.as_fd().as_raw_fd(), fd, "the descriptor number changed");
     assert_eq!(c.metadata(&a).unwrap().len(), 5);
-    assert_eq!(repl.ask(&format!("cat {}", a.display())), format!("CAT {} alpha", a.display()));
+    assert_eq!(
+        repl.ask(&format!("cat {}", a.display())),
+        format!("CAT {} alpha", a.display())
+    );
     assert!(
-        eventually(Duration::from_secs(5), || repl.stderr().contains("reconnected")),
+        eventually(Duration::from_secs(5), || repl
+            .stderr()
+            .contains("reconnected")),
         "no tracing event:\n{}",
         repl.stderr()
     );
@@ -569,7 +613,10 @@ fn an_inherited_connection_reports_a_lost_broker_as_aborted() {
     let mut repl = Repl::start(cmd);
     drop(theirs);
     let a = t.join("q/a.txt");
-    assert_eq!(repl.ask(&format!("cat {}", a.display())), format!("CAT {} alpha", a.display()));
+    assert_eq!(
+        repl.ask(&format!("cat {}", a.display())),
+        format!("CAT {} alpha", a.display())
+    );
     stopper.stop();
     serving.join().unwrap().unwrap();
     let answer = repl.ask(&format!("cat {}", a.display()));
@@ -599,6 +646,8 @@ users = ["nobody"]
   [[client.allow]]
   path = "{dir}/q/"
   access = ["read", "directory"]
+  [[client.deny]]
+  path = "{dir}/q/keys/"
 "#,
             bins = bins.join(", "),
             dir = t.path().display()
@@ -664,15 +713,17 @@ fn new_connections_share_the_identity_and_the_limits() {
     // The refused request leaves the connection serving.
     third.open(t.join("q/a.txt")).unwrap();
     // The socket a client stands on is a SOCK_SEQPACKET connection.
-    let ty = nix::sys::socket::getsockopt(&c.as_fd(), nix::sys::socket::sockopt::SockType)
-        .unwrap();
+    let ty = nix::sys::socket::getsockopt(&c.as_fd(), nix::sys::socket::sockopt::SockType).unwrap();
     assert_eq!(ty, nix::sys::socket::SockType::SeqPacket);
 }
 
 #[test]
 fn a_root_worker_drops_privileges_connects_then_confines() {
     let t = tree();
-    let b = Broker::start(&t, &POLICY.replace("users = [0, 65534]", "users = [\"nobody\"]"));
+    let b = Broker::start(
+        &t,
+        &POLICY.replace("users = [0, 65534]", "users = [\"nobody\"]"),
+    );
     let a = t.join("q/a.txt");
     // Connecting as root first: the broker sees uid 0, which no client matches.
     let mut cmd = Command::new(probe());
@@ -686,7 +737,12 @@ fn a_root_worker_drops_privileges_connects_then_confines() {
     );
     // The documented order: drop, connect, confine.
     let mut cmd = Command::new(probe());
-    cmd.args(["--order", b.socket.to_str().unwrap(), "cat", a.to_str().unwrap()]);
+    cmd.args([
+        "--order",
+        b.socket.to_str().unwrap(),
+        "cat",
+        a.to_str().unwrap(),
+    ]);
     let out = run_with_timeout(&mut cmd, Duration::from_secs(30));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -762,5 +818,66 @@ async fn the_async_client_opens_stats_and_lists() {
     // A blocking connection with the same identity, made by the broker.
     let blocking = c.new_connection().await.unwrap();
     assert_eq!(blocking.client_name(), "tester");
-    let _ = blocking.open_with(t.join("q/sub"), Access::Directory).unwrap();
+    let _ = blocking
+        .open_with(t.join("q/sub"), Access::Directory)
+        .unwrap();
+}
+
+#[test]
+fn the_scanner_example_walks_a_tree_under_run() {
+    let t = tree();
+    t.file(
+        "q/sub/marker.bin",
+        b"xxEICAR-STANDARD-ANTIVIRUS-TEST-FILExx",
+        0o600,
+    );
+    t.dir("q/sub", 0o700);
+    t.file(
+        "sigs.txt",
+        &std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../worker/examples/scanner/signatures.txt"),
+        )
+        .unwrap(),
+        0o600,
+    );
+    let policy = spawn_policy(&t);
+    let text = std::fs::read_to_string(&policy).unwrap()
+        + &format!(
+            "  [[client.allow]]\n  path = \"{}\"\n",
+            t.join("sigs.txt").display()
+        );
+    std::fs::write(&policy, text).unwrap();
+    let scanner = sibling_bin("examples/scanner");
+    let mut cmd = Command::new(fdbroker_bin());
+    cmd.arg("run")
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--")
+        .arg(&scanner)
+        .args([
+            "--signatures",
+            t.join("sigs.txt").to_str().unwrap(),
+            "--walk",
+            t.join("q").to_str().unwrap(),
+        ]);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for (rel, verdict) in [
+        ("q/a.txt", "clean"),
+        ("q/sub/deeper/c.txt", "clean"),
+        ("q/sub/marker.bin", "FOUND Test.EICAR-Marker"),
+    ] {
+        assert!(
+            stdout.contains(&format!("{}: {verdict}", t.join(rel).display())),
+            "{rel}: {stdout}\n{stderr}"
+        );
+    }
+    // The deny carve-out is neither scanned nor silently skipped.
+    assert!(!stdout.contains("k.pem"), "{stdout}");
+    assert!(
+        stderr.contains("not scanned") && stderr.contains("keys"),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "found something: exit 1");
 }

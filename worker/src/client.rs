@@ -18,8 +18,8 @@ use crate::iter::OpenIter;
 use fdbroker_shared::Channel;
 use fdbroker_shared::frame::{self, Kind, MAX_FDS_PER_REPLY, MAX_MESSAGE};
 use fdbroker_shared::wire::{
-    Accepted, Access, FileMeta, Hello, Op, OpenSpec, Outcome, Reply, ReplyBody, Request,
-    StatSpec, Welcome,
+    Accepted, Access, FileMeta, Hello, Op, OpenSpec, Outcome, Reply, ReplyBody, Request, StatSpec,
+    Welcome,
 };
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -107,7 +107,6 @@ enum Origin {
     Given,
 }
 
-#[derive(Debug)]
 struct Receiver {
     buf: Vec<u8>,
     /// Control buffer for the descriptors, reused for every reply.
@@ -120,6 +119,18 @@ struct Receiver {
     broken: Option<Broken>,
     /// Which connection this is: bumped by every reconnect.
     generation: u64,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the buffers: 64 KiB of bytes say nothing.
+        f.debug_struct("Receiver")
+            .field("parked", &self.parked.len())
+            .field("waiting", &self.waiting.len())
+            .field("broken", &self.broken)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +166,10 @@ pub(crate) struct Ticket {
 pub(crate) enum CallError {
     /// The broker closed the connection of `generation`; `answered` says whether the
     /// request may have been acted on (it was sent, and no reply came).
-    Gone { generation: u64, maybe_done: bool },
+    Gone {
+        generation: u64,
+        maybe_done: bool,
+    },
     Other(io::Error),
 }
 
@@ -362,7 +376,9 @@ impl Client {
     /// ```
     pub fn new_connection(&self) -> io::Result<Client> {
         let Delivery { body, fds } = self.call(&Op::Connect)?;
-        let channel = connected(body, fds, || self.fail("reply of the wrong type for a connect"))?;
+        let channel = connected(body, fds, || {
+            self.fail("reply of the wrong type for a connect")
+        })?;
         let timeout = *lock(&self.timeout);
         let deadline = timeout.map(|t| Instant::now() + t);
         Client::greet_over(channel, self.origin.clone(), timeout, deadline)

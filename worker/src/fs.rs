@@ -368,9 +368,8 @@ impl DirEntry {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn file_type(&self) -> io::Result<FileKind> {
-        self.kind.map_err(|errno| {
-            with_path(io::Error::from_raw_os_error(errno), &self.path)
-        })
+        self.kind
+            .map_err(|errno| with_path(io::Error::from_raw_os_error(errno), &self.path))
     }
 }
 

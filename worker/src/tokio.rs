@@ -64,10 +64,15 @@ pub struct Client {
     state: Mutex<State>,
 }
 
-#[derive(Debug)]
 struct Buffers {
     buf: Vec<u8>,
     control: Vec<u8>,
+}
+
+impl std::fmt::Debug for Buffers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Buffers").finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -424,7 +429,9 @@ impl Client {
     fn break_with(&self, e: io::Error) -> io::Error {
         let e = if matches!(
             e.kind(),
-            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected
+            io::ErrorKind::BrokenPipe
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::NotConnected
         ) {
             gone()
         } else {
@@ -459,7 +466,9 @@ impl Client {
     /// ```
     pub async fn new_connection(&self) -> io::Result<crate::Client> {
         let Delivery { body, fds } = self.call(&Op::Connect).await?;
-        let channel = connected(body, fds, || self.fail("reply of the wrong type for a connect"))?;
+        let channel = connected(body, fds, || {
+            self.fail("reply of the wrong type for a connect")
+        })?;
         tokio::task::spawn_blocking(move || crate::Client::over(channel))
             .await
             .map_err(io::Error::other)?
