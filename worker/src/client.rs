@@ -198,13 +198,15 @@ impl Client {
     /// `timeout` (a wedged or stopped broker). The same bound then applies to every
     /// reply ([`Client::set_timeout`] changes it).
     ///
-    /// ```no_run
+    /// ```
+    /// # include!("../doctest_broker.rs");
+    /// # fn main() -> std::io::Result<()> {
+    /// # let doc = DocBroker::start();
+    /// # let (socket, spool) = (doc.socket(), doc.spool());
     /// use std::time::Duration;
-    /// let broker = fdbroker_worker::Client::connect_timeout(
-    ///     "/run/fdbroker/fdbroker.sock",
-    ///     Duration::from_secs(5),
-    /// )?;
-    /// # Ok::<(), std::io::Error>(())
+    /// let broker = fdbroker_worker::Client::connect_timeout(&socket, Duration::from_secs(5))?;
+    /// assert_eq!(broker.client_name(), "doc");
+    /// # Ok(()) }
     /// ```
     pub fn connect_timeout(path: impl AsRef<Path>, timeout: Duration) -> io::Result<Client> {
         Client::dial(path.as_ref(), Some(timeout))
@@ -368,11 +370,17 @@ impl Client {
     /// the broker itself: it works from inside the sandbox, where connecting to a
     /// socket does not.
     ///
-    /// ```no_run
-    /// let broker = fdbroker_worker::Client::from_env()?;
+    /// ```
+    /// # include!("../doctest_broker.rs");
+    /// # fn main() -> std::io::Result<()> {
+    /// # let doc = DocBroker::start();
+    /// # let (socket, spool) = (doc.socket(), doc.spool());
+    /// let broker = fdbroker_worker::Client::connect(&socket)?;
     /// let for_the_hasher = broker.new_connection()?;
-    /// std::thread::spawn(move || for_the_hasher.open("/var/spool/quarantine/a.bin"));
-    /// # Ok::<(), std::io::Error>(())
+    /// let a = spool.join("a.bin");
+    /// let hashed = std::thread::spawn(move || for_the_hasher.open(a).map(|f| f.metadata()));
+    /// assert!(hashed.join().unwrap().is_ok());
+    /// # Ok(()) }
     /// ```
     pub fn new_connection(&self) -> io::Result<Client> {
         let Delivery { body, fds } = self.call(&Op::Connect)?;
@@ -386,12 +394,17 @@ impl Client {
 
     /// Open `path` for reading.
     ///
-    /// ```no_run
+    /// ```
+    /// # include!("../doctest_broker.rs");
+    /// # fn main() -> std::io::Result<()> {
+    /// # let doc = DocBroker::start();
+    /// # let (socket, spool) = (doc.socket(), doc.spool());
     /// use std::io::Read;
-    /// let broker = fdbroker_worker::Client::from_env()?;
+    /// let broker = fdbroker_worker::Client::connect(&socket)?;
     /// let mut bytes = Vec::new();
-    /// broker.open("/var/spool/quarantine/sample.bin")?.read_to_end(&mut bytes)?;
-    /// # Ok::<(), std::io::Error>(())
+    /// broker.open(spool.join("sample.bin"))?.read_to_end(&mut bytes)?;
+    /// assert_eq!(bytes, b"MZ sample\n");
+    /// # Ok(()) }
     /// ```
     pub fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
         self.open_with(path, Access::Read)
@@ -448,13 +461,20 @@ impl Client {
     /// an open is. Symbolic links are followed as an open follows them (only where the
     /// rule allows symlinks); no descriptor is passed.
     ///
-    /// ```no_run
-    /// let broker = fdbroker_worker::Client::from_env()?;
-    /// let meta = broker.metadata("/var/spool/quarantine/sample.bin")?;
-    /// if meta.is_file() && meta.len() < 64 << 20 {
-    ///     println!("owner {} mode {:o}", meta.uid(), meta.mode() & 0o7777);
-    /// }
-    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    /// # include!("../doctest_broker.rs");
+    /// # fn main() -> std::io::Result<()> {
+    /// # let doc = DocBroker::start();
+    /// # let (socket, spool) = (doc.socket(), doc.spool());
+    /// let broker = fdbroker_worker::Client::connect(&socket)?;
+    /// let meta = broker.metadata(spool.join("sample.bin"))?;
+    /// assert!(meta.is_file() && meta.len() == 10);
+    /// println!("owner {} mode {:o}", meta.uid(), meta.mode() & 0o7777);
+    /// assert!(broker.metadata(&spool)?.is_dir());
+    /// // Outside the policy: denied, whether or not the file exists.
+    /// let e = broker.metadata("/etc/shadow").unwrap_err();
+    /// assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+    /// # Ok(()) }
     /// ```
     pub fn metadata(&self, path: impl AsRef<Path>) -> io::Result<Metadata> {
         let op = Op::Stat(StatSpec {
@@ -467,13 +487,21 @@ impl Client {
     /// The entries of the directory `path`, read from a descriptor the broker grants
     /// (the policy must grant `directory` access there). `.` and `..` are left out.
     ///
-    /// ```no_run
-    /// let broker = fdbroker_worker::Client::from_env()?;
-    /// for entry in broker.read_dir("/var/spool/quarantine")? {
+    /// ```
+    /// # include!("../doctest_broker.rs");
+    /// # fn main() -> std::io::Result<()> {
+    /// # let doc = DocBroker::start();
+    /// # let (socket, spool) = (doc.socket(), doc.spool());
+    /// use fdbroker_worker::FileKind;
+    /// let broker = fdbroker_worker::Client::connect(&socket)?;
+    /// let mut names = Vec::new();
+    /// for entry in broker.read_dir(&spool)? {
     ///     let entry = entry?;
     ///     println!("{:?} {:?}", entry.file_name(), entry.file_type()?);
+    ///     names.push((entry.file_name().to_owned(), entry.file_type()?));
     /// }
-    /// # Ok::<(), std::io::Error>(())
+    /// assert!(names.contains(&("sub".into(), FileKind::Directory)));
+    /// # Ok(()) }
     /// ```
     pub fn read_dir(&self, path: impl AsRef<Path>) -> io::Result<ReadDir> {
         let path = path.as_ref();
@@ -485,15 +513,21 @@ impl Client {
     /// broker grants (symbolic links are reported, never followed). A directory that
     /// cannot be listed is one `Err` naming it; the walk goes on with the rest.
     ///
-    /// ```no_run
-    /// let broker = fdbroker_worker::Client::from_env()?;
+    /// ```
+    /// # include!("../doctest_broker.rs");
+    /// # fn main() -> std::io::Result<()> {
+    /// # let doc = DocBroker::start();
+    /// # let (socket, spool) = (doc.socket(), doc.spool());
+    /// let broker = fdbroker_worker::Client::connect(&socket)?;
     /// let files: Vec<_> = broker
-    ///     .walk("/var/spool/quarantine")
+    ///     .walk(&spool)
     ///     .filter_map(Result::ok)
     ///     .filter(|e| e.file_type().is_ok_and(|t| t == fdbroker_worker::FileKind::Regular))
     ///     .map(|e| e.path())
     ///     .collect();
-    /// # Ok::<(), std::io::Error>(())
+    /// assert_eq!(files.len(), 3);
+    /// assert!(files.contains(&spool.join("sub/b.bin")));
+    /// # Ok(()) }
     /// ```
     pub fn walk(&self, path: impl AsRef<Path>) -> Walk<'_> {
         Walk::new(self, path.as_ref().to_owned())
@@ -502,16 +536,23 @@ impl Client {
     /// Open every path for reading; one result per path, in order. The outer error
     /// means the connection failed; the inner ones are per-path refusals.
     ///
-    /// ```no_run
-    /// let broker = fdbroker_worker::Client::from_env()?;
-    /// let paths = ["/var/spool/quarantine/a", "/var/spool/quarantine/b"];
-    /// for (path, file) in paths.iter().zip(broker.open_many(&paths)?) {
+    /// ```
+    /// # include!("../doctest_broker.rs");
+    /// # fn main() -> std::io::Result<()> {
+    /// # let doc = DocBroker::start();
+    /// # let (socket, spool) = (doc.socket(), doc.spool());
+    /// let broker = fdbroker_worker::Client::connect(&socket)?;
+    /// let paths = [spool.join("a.bin"), spool.join("missing")];
+    /// let files = broker.open_many(&paths)?;
+    /// for (path, file) in paths.iter().zip(&files) {
     ///     match file {
-    ///         Ok(_file) => println!("{path}: opened"),
-    ///         Err(e) => println!("{path}: {e}"),
+    ///         Ok(_file) => println!("{}: opened", path.display()),
+    ///         Err(e) => println!("{}: {e}", path.display()),
     ///     }
     /// }
-    /// # Ok::<(), std::io::Error>(())
+    /// assert!(files[0].is_ok());
+    /// assert_eq!(files[1].as_ref().unwrap_err().kind(), std::io::ErrorKind::NotFound);
+    /// # Ok(()) }
     /// ```
     pub fn open_many<P: AsRef<Path>>(&self, paths: &[P]) -> io::Result<Vec<io::Result<File>>> {
         Ok(self
@@ -553,21 +594,28 @@ impl Client {
     /// while the caller works on the current one: a scanner's reading and hashing
     /// overlap the broker's opening. `paths` is consumed lazily.
     ///
-    /// ```no_run
+    /// ```
+    /// # include!("../doctest_broker.rs");
+    /// # fn main() -> std::io::Result<()> {
+    /// # let doc = DocBroker::start();
+    /// # let (socket, spool) = (doc.socket(), doc.spool());
     /// use std::io::Read;
-    /// let broker = fdbroker_worker::Client::from_env()?;
-    /// let list = std::fs::read_to_string("/dev/stdin")?;
+    /// let broker = fdbroker_worker::Client::connect(&socket)?;
+    /// let list = format!("{0}/a.bin\n{0}/nope\n{0}/sub/b.bin\n", spool.display());
+    /// let mut seen = 0;
     /// for (path, file) in broker.open_iter(list.lines()) {
     ///     match file {
     ///         Ok(mut f) => {
     ///             let mut bytes = Vec::new();
     ///             f.read_to_end(&mut bytes)?;
     ///             println!("{path}: {} bytes", bytes.len());
+    ///             seen += bytes.len();
     ///         }
     ///         Err(e) => println!("{path}: ERROR {e}"),
     ///     }
     /// }
-    /// # Ok::<(), std::io::Error>(())
+    /// assert_eq!(seen, 5);
+    /// # Ok(()) }
     /// ```
     pub fn open_iter<P, I>(&self, paths: I) -> OpenIter<'_, P, I::IntoIter>
     where
@@ -877,11 +925,16 @@ impl Client {
 /// [`Client::from_env`] then asks for a connection of its own through it. The number
 /// stays the same across a reconnect.
 ///
-/// ```no_run
+/// ```
+/// # include!("../doctest_broker.rs");
+/// # fn main() -> std::io::Result<()> {
+/// # let doc = DocBroker::start();
+/// # let (socket, spool) = (doc.socket(), doc.spool());
 /// use std::os::fd::{AsFd, AsRawFd};
-/// let broker = fdbroker_worker::Client::from_env()?;
+/// let broker = fdbroker_worker::Client::connect(&socket)?;
 /// println!("connected on descriptor {}", broker.as_fd().as_raw_fd());
-/// # Ok::<(), std::io::Error>(())
+/// assert!(broker.as_fd().as_raw_fd() > 2);
+/// # Ok(()) }
 /// ```
 impl AsFd for Client {
     fn as_fd(&self) -> BorrowedFd<'_> {

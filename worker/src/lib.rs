@@ -10,24 +10,30 @@
 //! A tree-walking scanner: list what the broker grants, then open it in pipelined
 //! batches (`worker/examples/scanner.rs` is a complete one):
 //!
-//! ```no_run
+//! ```
+//! # include!("../doctest_broker.rs");
+//! # fn main() -> std::io::Result<()> {
+//! # let doc = DocBroker::start();
+//! # let (socket, spool) = (doc.socket(), doc.spool());
 //! use fdbroker_worker::{Client, FileKind};
 //! use std::io::Read;
 //!
-//! let broker = Client::from_env()?;
+//! let broker = Client::connect(&socket)?; // or Client::from_env()
 //! let files = broker
-//!     .walk("/var/spool/quarantine")
+//!     .walk(&spool)
 //!     .filter_map(Result::ok)
 //!     .filter(|e| matches!(e.file_type(), Ok(FileKind::Regular)))
 //!     .map(|e| e.path());
+//! let mut total = 0;
 //! for (path, file) in broker.open_iter(files) {
 //!     let mut bytes = Vec::new();
 //!     match file.and_then(|mut f| f.read_to_end(&mut bytes)) {
-//!         Ok(n) => println!("{}: {n} bytes", path.display()),
+//!         Ok(n) => total += n,
 //!         Err(e) => println!("{}: {e}", path.display()),
 //!     }
 //! }
-//! # Ok::<(), std::io::Error>(())
+//! assert_eq!(total, 15);
+//! # Ok(()) }
 //! ```
 //!
 //! # Started as root: become the user, connect, confine

@@ -11,13 +11,24 @@
 //!
 //! It does not reconnect: a lost connection is `ErrorKind::ConnectionAborted`.
 //!
-//! ```no_run
+//! ```
+//! # include!("../doctest_broker.rs");
 //! # fn main() -> std::io::Result<()> {
+//! # let doc = DocBroker::start();
+//! # let (socket, spool) = (doc.socket(), doc.spool());
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
 //! use fdbroker_worker::tokio::Client;
-//! let broker = Client::connect("/run/fdbroker/fdbroker.sock").await?;
-//! let file = broker.open("/var/spool/quarantine/sample.bin").await?;
-//! let file = tokio::fs::File::from_std(file);
+//! use tokio::io::AsyncReadExt;
+//!
+//! let broker = Client::connect(&socket).await?;
+//! let file = broker.open(spool.join("sample.bin")).await?;
+//! let mut text = String::new();
+//! tokio::fs::File::from_std(file).read_to_string(&mut text).await?;
+//! assert_eq!(text, "MZ sample\n");
+//! let meta = broker.metadata(spool.join("sub")).await?;
+//! assert!(meta.is_dir());
+//! let names = broker.read_dir(&spool).await?.count();
+//! assert_eq!(names, 3);
 //! # Ok::<(), std::io::Error>(()) })
 //! # }
 //! ```
@@ -42,15 +53,19 @@ use tokio::io::unix::AsyncFd;
 
 /// A connection to the broker for async code. `Send + Sync`: share it behind an `Arc`.
 ///
-/// ```no_run
+/// ```
+/// # include!("../doctest_broker.rs");
 /// # fn main() -> std::io::Result<()> {
+/// # let doc = DocBroker::start();
+/// # let (socket, spool) = (doc.socket(), doc.spool());
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
-/// let broker = std::sync::Arc::new(
-///     fdbroker_worker::tokio::Client::connect("/run/fdbroker/fdbroker.sock").await?,
-/// );
-/// let a = broker.open("/srv/in/a");
-/// let b = broker.open("/srv/in/b");
+/// let broker = fdbroker_worker::tokio::Client::connect(&socket).await?;
+/// let a = broker.open(spool.join("a.bin"));
+/// let b = broker.open(spool.join("sub/b.bin"));
 /// let (a, b) = tokio::join!(a, b); // both in flight at once
+/// assert_eq!(a?.metadata()?.len() + b?.metadata()?.len(), 5);
+/// let many = broker.open_many(&[spool.join("a.bin"), spool.join("none")]).await?;
+/// assert!(many[0].is_ok() && many[1].is_err());
 /// # Ok::<(), std::io::Error>(()) })
 /// # }
 /// ```
