@@ -11,6 +11,15 @@
 //! the broker gone (restarted) and retries the request, then carries on; the socket's
 //! descriptor number stays the same throughout ([`AsFd`]). A client over an inherited
 //! connection cannot reconnect: its broker is the process that started the worker.
+//!
+//! ```no_run
+//! use fdbroker_worker::client::Client;
+//! let broker = Client::from_env()?; // FDBROKER_FD, else $FDBROKER_SOCKET, else the default
+//! let shared = std::sync::Arc::new(broker);
+//! let worker = std::sync::Arc::clone(&shared);
+//! std::thread::spawn(move || worker.open("/var/spool/quarantine/a.bin"));
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 use crate::error::{BrokerError, broken};
 use crate::fs::{Metadata, ReadDir, Walk};
@@ -33,6 +42,10 @@ use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 /// Where `fdbroker serve` listens when neither the policy nor the caller says otherwise.
+///
+/// ```
+/// assert_eq!(fdbroker_worker::DEFAULT_SOCKET, "/run/fdbroker/fdbroker.sock");
+/// ```
 pub const DEFAULT_SOCKET: &str = "/run/fdbroker/fdbroker.sock";
 /// The environment variable holding an inherited connection's descriptor number, as
 /// `fdbroker run` sets it for the worker it starts.

@@ -4,6 +4,18 @@
 //! Listing reads a directory descriptor the broker granted (`directory` access), with
 //! `getdents64(2)` in this process: the worker needs no filesystem access of its own,
 //! and the broker's policy decides which directories may be listed.
+//!
+//! ```no_run
+//! let broker = fdbroker_worker::Client::from_env()?;
+//! let total: u64 = broker
+//!     .walk("/var/spool/quarantine")
+//!     .flatten()
+//!     .filter_map(|e| broker.metadata(e.path()).ok())
+//!     .filter(|m| m.is_file())
+//!     .map(|m| m.len())
+//!     .sum();
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 use crate::client::Client;
 use fdbroker_shared::wire::{FileKind, StatMeta};
@@ -468,6 +480,16 @@ impl Iterator for Walk<'_> {
 
 /// An error that says which path it is about, keeping its kind and, as its source, the
 /// original error (a [`BrokerError`](crate::BrokerError) with the errno, say).
+///
+/// ```no_run
+/// let broker = fdbroker_worker::Client::from_env()?;
+/// for entry in broker.walk("/srv/in") {
+///     if let Err(e) = entry {
+///         eprintln!("{e}"); // "/srv/in/private: permission denied by the broker's policy"
+///     }
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct PathError {
     path: PathBuf,

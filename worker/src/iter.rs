@@ -5,6 +5,15 @@
 //! result of a batch, the request for the following batch has already gone out, so the
 //! broker opens those files while the caller works through the current ones. At most
 //! two batches are outstanding, so at most two batches of descriptors are held.
+//!
+//! ```no_run
+//! let broker = fdbroker_worker::Client::from_env()?;
+//! let paths = ["/srv/in/a", "/srv/in/b", "/srv/in/c"];
+//! for (path, file) in broker.open_iter(paths) {
+//!     println!("{path}: {}", if file.is_ok() { "opened" } else { "refused" });
+//! }
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 use crate::client::{CallError, Client, Ticket, batch_len, open_many_op};
 use fdbroker_shared::wire::Access;
