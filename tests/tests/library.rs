@@ -344,6 +344,14 @@ users = [0]
     for _ in 0..3 {
         c.open(&names[6]).unwrap();
     }
+    // ...and the batch it had in flight is closed when it arrives, not parked.
+    let held = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|l| l == &names[2] || l == &names[3])
+        .count();
+    assert_eq!(held, 0, "the abandoned batch's descriptors are still open");
 }
 
 #[test]
@@ -785,6 +793,7 @@ async fn the_async_client_opens_stats_and_lists() {
         .unwrap();
     assert!(many[0].is_ok() && many[2].is_ok());
     assert_eq!(many[1].as_ref().unwrap_err().kind(), ErrorKind::NotFound);
+    drop(many);
     let m = c.metadata(t.join("q/sub")).await.unwrap();
     assert!(m.is_dir());
     assert_eq!(m.file_type(), FileKind::Directory);
@@ -815,6 +824,24 @@ async fn the_async_client_opens_stats_and_lists() {
     for task in tasks {
         task.await.unwrap();
     }
+    // A task given up while it waits (a timeout) leaves its reply to be dropped on
+    // arrival: the connection goes on serving the others.
+    b.signal(nix::sys::signal::Signal::SIGSTOP);
+    assert!(eventually(Duration::from_secs(10), || all_stopped(b.pid())));
+    let gave_up = tokio::time::timeout(Duration::from_millis(200), c.open(t.join("q/a.txt"))).await;
+    assert!(gave_up.is_err(), "the stopped broker answered");
+    b.signal(nix::sys::signal::Signal::SIGCONT);
+    for _ in 0..3 {
+        assert_eq!(c.metadata(t.join("q/z.txt")).await.unwrap().len(), 3);
+    }
+    // ...and its descriptor is closed, not parked for ever.
+    let a = t.join("q/a.txt");
+    let held = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == a))
+        .count();
+    assert_eq!(held, 0, "the abandoned reply's descriptor is still open");
     // A blocking connection with the same identity, made by the broker.
     let blocking = c.new_connection().await.unwrap();
     assert_eq!(blocking.client_name(), "tester");

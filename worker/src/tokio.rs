@@ -346,12 +346,14 @@ impl Client {
         let mut pending = Pending {
             client: self,
             id: Some(id),
+            sent: false,
         };
         if let Err(e) = send(&self.socket, &buf).await {
             self.lock().waiting.remove(&id);
             pending.id = None;
             return Err(self.break_with(e));
         }
+        pending.sent = true;
         loop {
             if let Some(d) = self.take_parked(id)? {
                 pending.id = None;
@@ -512,14 +514,18 @@ impl AsFd for Client {
 struct Pending<'c> {
     client: &'c Client,
     id: Option<u64>,
+    /// Whether the request went out: if not, no reply will ever come for it.
+    sent: bool,
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.id {
             let mut st = self.client.lock();
-            if st.parked.remove(&id).is_none() && st.waiting.contains_key(&id) {
+            if st.parked.remove(&id).is_none() && st.waiting.contains_key(&id) && self.sent {
                 st.waiting.insert(id, false);
+            } else {
+                st.waiting.remove(&id);
             }
         }
     }
