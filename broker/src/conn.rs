@@ -483,8 +483,10 @@ impl Conn {
         );
         match shared.attach(conn) {
             Ok(()) => {
-                tracing::debug!(
+                tracing::info!(
+                    target: crate::audit::TARGET,
                     uid = self.peer.uid,
+                    gid = self.peer.gid,
                     pid = self.peer.pid,
                     "a worker took a new connection of its own"
                 );

@@ -105,6 +105,13 @@ fn metadata_is_the_brokers_view_under_the_policy() {
     let b = Broker::start(&t, POLICY);
     std::os::unix::fs::symlink(t.join("outside.txt"), t.join("q/link-out")).unwrap();
     std::fs::hard_link(t.join("outside.txt"), t.join("q/hard")).unwrap();
+    t.file("elsewhere/e.txt", b"elsewhere", 0o644);
+    std::os::unix::fs::symlink(t.join("elsewhere"), t.join("q/dirlink")).unwrap();
+    nix::unistd::mkfifo(
+        &t.join("q/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+    )
+    .unwrap();
     let p = |rel: &str| t.join(rel).display().to_string();
     // nobody cannot even look at the tree itself.
     let direct = run_as_nobody(Command::new("/usr/bin/stat").arg(p("q/a.txt")));
@@ -123,6 +130,8 @@ fn metadata_is_the_brokers_view_under_the_policy() {
         "q/missing",
         "q/link-out",
         "q/hard",
+        "q/dirlink/e.txt",
+        "q/fifo",
         "d",
         "d/f.txt",
     ]
@@ -160,6 +169,13 @@ fn metadata_is_the_brokers_view_under_the_policy() {
         "{lines:#?}"
     );
     assert!(err("q/hard").contains("hard links"), "{lines:#?}");
+    // A symlinked directory on the way is not crossed either, and a FIFO is looked at
+    // without being opened (nobody writes to it, so an open would block).
+    assert!(
+        err("q/dirlink/e.txt").contains("PermissionDenied 13 "),
+        "{lines:#?}"
+    );
+    assert!(err("q/fifo").contains("fifo"), "{lines:#?}");
     // A listing-only grant describes directories, not the files in them.
     assert!(stat("d").contains(" dir "), "{lines:#?}");
     assert!(err("d/f.txt").contains("NotADirectory 20 "), "{lines:#?}");

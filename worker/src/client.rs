@@ -167,6 +167,15 @@ pub(crate) struct Delivery {
     pub(crate) fds: Vec<OwnedFd>,
 }
 
+/// A [`Request`] encoded from a borrowed operation, byte for byte the same (bincode
+/// writes struct fields in order, names unwritten), so a request kept for a retry is not
+/// copied to be sent.
+#[derive(serde::Serialize)]
+pub(crate) struct RequestRef<'a> {
+    pub(crate) id: u64,
+    pub(crate) op: &'a Op,
+}
+
 /// A request sent and not yet collected.
 #[derive(Debug)]
 pub(crate) struct Ticket {
@@ -705,7 +714,7 @@ impl Client {
                 Ok(buf) => buf,
                 Err(_) => &mut fresh,
             };
-            frame::encode(Kind::Request, &Request { id, op: op.clone() }, buf)
+            frame::encode(Kind::Request, &RequestRef { id, op }, buf)
                 .map_err(|e| CallError::Other(e.into()))?;
             let _no_swap = read(&self.swap);
             let generation = {
@@ -1343,6 +1352,23 @@ mod tests {
     fn client_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<Client>();
+    }
+
+    #[test]
+    fn a_borrowed_request_encodes_as_an_owned_one() {
+        let op = open_many_op(&["/a", "/bc"], Access::Read);
+        let (mut owned, mut borrowed) = (Vec::new(), Vec::new());
+        frame::encode(
+            Kind::Request,
+            &Request {
+                id: 7,
+                op: op.clone(),
+            },
+            &mut owned,
+        )
+        .unwrap();
+        frame::encode(Kind::Request, &RequestRef { id: 7, op: &op }, &mut borrowed).unwrap();
+        assert_eq!(owned, borrowed);
     }
 
     #[test]

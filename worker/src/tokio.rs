@@ -33,12 +33,12 @@
 //! # }
 //! ```
 
-use crate::client::{Delivery, batch_len, connected, open_many_op, opened, stat_reply};
+use crate::client::{Delivery, RequestRef, batch_len, connected, open_many_op, opened, stat_reply};
 use crate::error::{BrokerError, broken};
 use crate::fs::{Metadata, ReadDir};
 use fdbroker_shared::frame::{self, Kind, MAX_FDS_PER_REPLY, MAX_MESSAGE};
 use fdbroker_shared::wire::{
-    Accepted, Access, Hello, Op, OpenSpec, Reply, ReplyBody, Request, StatSpec, Welcome,
+    Accepted, Access, Hello, Op, OpenSpec, Reply, ReplyBody, StatSpec, Welcome,
 };
 use fdbroker_shared::{Channel, ProtocolError, RecvError};
 use std::collections::HashMap;
@@ -335,7 +335,7 @@ impl Client {
     async fn call(&self, op: &Op) -> io::Result<Delivery> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut buf = Vec::with_capacity(128);
-        frame::encode(Kind::Request, &Request { id, op: op.clone() }, &mut buf)?;
+        frame::encode(Kind::Request, &RequestRef { id, op }, &mut buf)?;
         {
             let mut st = self.lock();
             if let Some(why) = &st.broken {
