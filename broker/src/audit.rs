@@ -108,6 +108,29 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 /// the unit a worker cannot multiply).
 static LIMITER: LazyLock<Limiter> = LazyLock::new(Limiter::new);
 
+/// What a decision was about: an open with an access, or a stat (the metadata of a path,
+/// decided like an open for `read` or `directory`). Logged as the access word, or `stat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Open(Access),
+    Stat,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Open(a) => a.as_str(),
+            Action::Stat => "stat",
+        }
+    }
+}
+
+impl From<Access> for Action {
+    fn from(a: Access) -> Action {
+        Action::Open(a)
+    }
+}
+
 /// The outcome part of an audit line.
 #[derive(Clone, Copy)]
 pub enum Verdict<'a> {
@@ -126,7 +149,7 @@ pub fn decision(
     peer: &PeerCredentials,
     client: &str,
     path: &[u8],
-    access: Access,
+    access: impl Into<Action>,
     rule: Option<&dyn fmt::Display>,
     verdict: Verdict<'_>,
 ) {
@@ -148,7 +171,7 @@ pub fn decision(
         peer,
         client,
         path,
-        access,
+        access: access.into(),
         rule,
         verdict,
     };

@@ -23,7 +23,6 @@ use crate::audit::{Escaped, TARGET, Verdict};
 use crate::audit_limit::Summary;
 use crate::log::LogFormat;
 use fdbroker_shared::peer::PeerCredentials;
-use fdbroker_shared::wire::Access;
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
@@ -51,7 +50,7 @@ pub struct Fields<'a> {
     pub peer: &'a PeerCredentials,
     pub client: &'a str,
     pub path: &'a [u8],
-    pub access: Access,
+    pub access: crate::audit::Action,
     pub rule: Option<&'a dyn fmt::Display>,
     pub verdict: Verdict<'a>,
 }
@@ -578,6 +577,7 @@ fn civil_date(days: u64) -> (u64, u32, u32) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use fdbroker_shared::wire::Access;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
@@ -678,7 +678,7 @@ mod tests {
                 peer: &peer,
                 client: "scanner",
                 path: b"/var/spool/q/a.bin",
-                access: Access::Read,
+                access: Access::Read.into(),
                 rule: Some(&rule),
                 verdict: Verdict::Granted { ino: 10_166_283 },
             },
@@ -686,7 +686,7 @@ mod tests {
                 peer: &peer,
                 client: "sc\"an\u{7}ner\n\u{e9}",
                 path: b"/x\nINFO fake\x1b[2J\"\\\xff",
-                access: Access::ReadWrite,
+                access: Access::ReadWrite.into(),
                 rule: None,
                 verdict: Verdict::Denied(&why),
             },
@@ -695,7 +695,7 @@ mod tests {
                 peer: &peer,
                 client: "scanner",
                 path: &long,
-                access: Access::Read,
+                access: crate::audit::Action::Open(Access::Read),
                 rule: None,
                 verdict: Verdict::Denied(&"no rule allows this path"),
             },
@@ -703,7 +703,7 @@ mod tests {
                 peer: &peer,
                 client: "scanner",
                 path: &long[..4095],
-                access: Access::Read,
+                access: crate::audit::Action::Open(Access::Read),
                 rule: Some(&rule),
                 verdict: Verdict::Granted { ino: 7 },
             },
@@ -711,7 +711,7 @@ mod tests {
                 peer: &peer,
                 client: "c",
                 path: b"",
-                access: Access::Create,
+                access: Access::Create.into(),
                 rule: Some(&rule),
                 verdict: Verdict::Failed(&"No such file or directory"),
             },

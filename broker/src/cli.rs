@@ -46,7 +46,8 @@ Log level: FDBROKER_LOG=debug (or e.g. fdbroker::audit=off)."
     /// Fetch files through a broker and write their contents to stdout.
     #[command(
         after_help = "Example:\n  fdbroker cat --socket /run/fdbroker/fdbroker.sock /srv/secret/report.txt\n\n\
-Without --socket: the inherited FDBROKER_FD, else FDBROKER_SOCKET, else /run/fdbroker/fdbroker.sock.\n\
+Without --socket: the inherited FDBROKER_FD, else FDBROKER_SOCKET, else /run/fdbroker/fdbroker.sock; \
+FDBROKER_TIMEOUT=SECONDS bounds the wait for the broker.\n\
 Exits 1 if any file could not be fetched, printing `fdbroker: PATH: reason` for each."
     )]
     Cat(CatArgs),
@@ -58,7 +59,9 @@ Exits 1 if any file could not be fetched, printing `fdbroker: PATH: reason` for 
         after_help = "Example:\n  fdbroker run --policy scanner.toml -- scanner < files.txt > report.txt\n\n\
 The worker runs as the [sandbox] user (default nobody) with no capabilities, no_new_privs, \
 Landlock (only the [sandbox] read_only paths, read and execute) and seccomp, in a session of \
-its own (no controlling terminal); it finds its broker connection in FDBROKER_FD. It can make \
+its own (no controlling terminal); it finds its broker connection in FDBROKER_FD, which every \
+process of its tree may share (each library client asks the broker for a connection of its \
+own through it, so `sh -c 'fdbroker cat A; fdbroker cat B'` works). It can make \
 no socket but a Unix socketpair, connect or bind none, and execute nothing but files beneath \
 read_only (no memfd, no fexecve): pass it any other connection it needs as stdio. The broker \
 then confines itself as `serve` does. Signals sent to fdbroker run (HUP, INT, QUIT, TERM, USR1, USR2) \

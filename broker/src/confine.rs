@@ -475,6 +475,22 @@ fn install_seccomp(worker: Option<i32>) -> Result<usize, ConfineError> {
     // (its notification socket is made before it confines itself). A compromised one
     // could otherwise connect to its own listener and pass the connecting end to its
     // successor as a worker's.
+    // A connection a worker asks for (Op::Connect, conn.rs) is one end of a Unix pair.
+    rules.insert(
+        libc::SYS_socketpair,
+        vec![
+            SeccompRule::new(vec![
+                SeccompCondition::new(
+                    0,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Eq,
+                    libc::AF_UNIX as u64,
+                )
+                .map_err(|e| sc(&e))?,
+            ])
+            .map_err(|e| sc(&e))?,
+        ],
+    );
     // Bounding each accepted connection's reply queue (conn.rs) is the one option the
     // broker sets once serving.
     let arg = |n, v: i32| {

@@ -14,7 +14,7 @@ use crate::state::{Loaded, Shared};
 use fdbroker_policy::ClientId;
 use fdbroker_shared::frame::{self, Kind, MAX_MESSAGE};
 use fdbroker_shared::peer::PeerCredentials;
-use fdbroker_shared::wire::{Accepted, Hello, Reply, ReplyBody, Request, Welcome, WireError};
+use fdbroker_shared::wire::{Accepted, Hello, Op, Reply, ReplyBody, Request, Welcome, WireError};
 use fdbroker_shared::{Channel, ProtocolError, RecvError};
 use nix::errno::Errno;
 use std::io;
@@ -81,6 +81,10 @@ pub struct Conn {
     pub peer: PeerCredentials,
     /// The peer's supplementary groups at connect time (`SO_PEERGROUPS`).
     groups: Box<[u32]>,
+    /// Made by the broker for a worker that asked (`Op::Connect`): its identity is the
+    /// one of the connection it was asked on, which a successor server cannot check
+    /// (`SO_PEERCRED` of a socketpair names this server), so it is not handed over.
+    derived: bool,
     binding: Binding,
     state: Mutex<State>,
     /// When the connection was accepted; `active_ms` counts from here.
@@ -176,6 +180,7 @@ impl Conn {
             channel,
             peer,
             groups,
+            derived: false,
             binding,
             state: Mutex::new(State {
                 phase: Phase::AwaitHello,
@@ -294,6 +299,9 @@ impl Conn {
     ) -> Result<Option<u64>, ProtocolError> {
         match st.phase {
             Phase::AwaitHello => {
+                if frame::header(msg).is_ok_and(|h| h.kind == Kind::Request) {
+                    return self.connect_before_hello(st, shared, msg, out, fds);
+                }
                 let hello: Hello = match frame::decode(Kind::Hello, msg) {
                     Err(ProtocolError::Version { peer }) => {
                         static MISMATCHES: crate::throttle::Throttle =
@@ -386,19 +394,112 @@ impl Conn {
                 }
                 self.charged.fetch_add(want, Ordering::Relaxed);
                 st.reserved = want;
-                let body = handle::answer(
-                    &loaded,
-                    client,
-                    &self.peer,
-                    &self.groups,
-                    req.op,
-                    max_batch,
-                    fds,
-                );
+                let body = match req.op {
+                    Op::Connect => self.fresh_connection(shared, fds),
+                    op => handle::answer(
+                        &loaded,
+                        client,
+                        &self.peer,
+                        &self.groups,
+                        op,
+                        max_batch,
+                        fds,
+                    ),
+                };
                 encode_reply(out, req.id, body, fds)?;
                 Ok(Some(req.id))
             }
             Phase::Closing => Err(ProtocolError::Closed),
+        }
+    }
+
+    /// A request before the hello: only [`Op::Connect`], which the processes sharing one
+    /// inherited connection send without greeting it (each takes a connection of its
+    /// own; see `fresh_connection`). The connection stays waiting for its hello.
+    /// Anything else is the violation it always was.
+    fn connect_before_hello(
+        &self,
+        st: &mut State,
+        shared: &Shared,
+        msg: &[u8],
+        out: &mut Vec<u8>,
+        fds: &mut Vec<OwnedFd>,
+    ) -> Result<Option<u64>, ProtocolError> {
+        let req: Request = frame::decode(Kind::Request, msg)?;
+        if !matches!(req.op, Op::Connect) {
+            return Err(ProtocolError::UnexpectedKind {
+                expected: Kind::Hello,
+                got: Kind::Request,
+            });
+        }
+        let body = if self.client_in(&shared.current()).is_none() {
+            ReplyBody::Refused(self.no_client())
+        } else if let Err(over) = self.inflight.charge(self.peer.uid, 1) {
+            self.note_stall(&over);
+            ReplyBody::Refused(WireError::new(Errno::ETOOMANYREFS as i32, over.to_string()))
+        } else {
+            self.charged.fetch_add(1, Ordering::Relaxed);
+            st.reserved = 1;
+            self.fresh_connection(shared, fds)
+        };
+        encode_reply(out, req.id, body, fds)?;
+        Ok(Some(req.id))
+    }
+
+    /// [`Op::Connect`]: a connected socketpair whose one end the server registers as a
+    /// new connection with this one's identity (peer credentials, groups, binding), and
+    /// whose other end goes to the worker in the reply. The new connection starts waiting
+    /// for its hello, and counts against the broker's connection limits like an accepted
+    /// one (the server refuses it with `EAGAIN` when over).
+    ///
+    /// The broker's end is non-blocking for the event loop; the worker's is handed over
+    /// blocking, as `connect(2)` would have made it. Both are made here with flags and
+    /// `fcntl`, the calls the confined broker may make.
+    fn fresh_connection(&self, shared: &Shared, fds: &mut Vec<OwnedFd>) -> ReplyBody {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        let made = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        )
+        .and_then(|(ours, theirs)| {
+            let fl = nix::fcntl::fcntl(&theirs, nix::fcntl::FcntlArg::F_GETFL)?;
+            let fl = nix::fcntl::OFlag::from_bits_truncate(fl) - nix::fcntl::OFlag::O_NONBLOCK;
+            nix::fcntl::fcntl(&theirs, nix::fcntl::FcntlArg::F_SETFL(fl))?;
+            Ok((ours, theirs))
+        });
+        let (ours, theirs) = match made {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(uid = self.peer.uid, pid = self.peer.pid, error = %e, "cannot make a connection a worker asked for");
+                return ReplyBody::Refused(WireError::new(
+                    e as i32,
+                    format!("the broker cannot make a new connection: {}", e.desc()),
+                ));
+            }
+        };
+        let mut conn = Conn::new(
+            Channel::wrap(ours),
+            self.peer,
+            self.groups.clone(),
+            self.binding.clone(),
+            Arc::clone(&self.inflight),
+        );
+        conn.derived = true;
+        match shared.attach(conn) {
+            Ok(()) => {
+                tracing::info!(
+                    target: crate::audit::TARGET,
+                    uid = self.peer.uid,
+                    gid = self.peer.gid,
+                    pid = self.peer.pid,
+                    "a worker took a new connection of its own"
+                );
+                fds.push(theirs);
+                ReplyBody::Connected
+            }
+            Err(why) => ReplyBody::Refused(why),
         }
     }
 
@@ -601,6 +702,9 @@ impl Conn {
     /// connection that is closing anyway. Called once no thread serves it; the charge
     /// goes with it (the successor's count takes it over).
     pub fn export(&self) -> io::Result<Option<Exported>> {
+        if self.derived {
+            return Ok(None);
+        }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let greeted = match st.phase {
             Phase::AwaitHello => false,
@@ -719,3 +823,10 @@ fn is_disconnect(e: &io::Error) -> bool {
 
 /// Connections are shared between the slab and the thread servicing them.
 pub type ConnRef = Arc<Conn>;
+
+/// Whoever serves connections and can take one more: the server registers the
+/// connections workers ask for with [`Op::Connect`] through this (see `Shared::attach`).
+pub(crate) trait Attach: Send + Sync + std::fmt::Debug {
+    /// Serve `conn` from now on, or say why not (a connection limit: `EAGAIN`).
+    fn attach(&self, conn: Conn) -> Result<(), WireError>;
+}

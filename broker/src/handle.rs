@@ -4,12 +4,12 @@
 //! `resolve::open_beneath` from the rule's pre-opened root, then the audit line. It
 //! reads the loaded policy and writes nothing shared, so any thread can run it.
 
-use crate::audit::{self, Verdict};
+use crate::audit::{self, Action, Verdict};
 use crate::resolve::{self, OpenError};
 use crate::state::Loaded;
 use fdbroker_policy::{ClientId, Decision, Denial};
 use fdbroker_shared::peer::PeerCredentials;
-use fdbroker_shared::wire::{Access, FileMeta, Op, Outcome, ReplyBody, WireError};
+use fdbroker_shared::wire::{Access, FileMeta, Op, Outcome, ReplyBody, StatMeta, WireError};
 use nix::errno::Errno;
 use std::os::fd::OwnedFd;
 
@@ -56,6 +56,83 @@ pub fn answer(
                     .map(|p| open_one(loaded, client, peer, groups, p, access, flags, fds))
                     .collect(),
             )
+        }
+        Op::Stat(spec) => ReplyBody::Stat(stat_one(loaded, client, peer, &spec.path)),
+        // Answered by the connection itself (conn.rs), which alone can make one.
+        Op::Connect => ReplyBody::Refused(WireError::new(
+            Errno::EOPNOTSUPP as i32,
+            "a new connection cannot be made here",
+        )),
+    }
+}
+
+/// The metadata of one path, under the policy: allowed where an open for `read`, or
+/// failing that for `directory`, would be; resolved beneath that grant's root the way an
+/// open is (`resolve::stat_beneath`); denied outside the policy exactly as an open is, so
+/// a stat tells no more about existence than an open. One audit line, access `stat`.
+///
+/// Kept apart from the open path so that anything answering a `stat(2)` under the policy
+/// (a transparent mode) can call it as it is.
+pub fn stat_one(
+    loaded: &Loaded,
+    client: ClientId,
+    peer: &PeerCredentials,
+    path: &[u8],
+) -> Result<StatMeta, WireError> {
+    let policy = &loaded.policy;
+    let client_name = policy.client(client).name.as_str();
+    let decided = match policy.decide(client, path, Access::Read) {
+        Decision::Allow(grant) => Ok((grant, Access::Read)),
+        Decision::Deny(denial) => match policy.decide(client, path, Access::Directory) {
+            Decision::Allow(grant) => Ok((grant, Access::Directory)),
+            Decision::Deny(_) => Err(denial),
+        },
+    };
+    let (grant, granted) = match decided {
+        Ok(g) => g,
+        Err(denial) => {
+            let rule = denial.rule().map(|r| loaded.rule_label(r));
+            audit::decision(
+                peer,
+                client_name,
+                path,
+                Action::Stat,
+                rule.as_ref().map(|r| r as &dyn std::fmt::Display),
+                Verdict::Denied(&denial),
+            );
+            return Err(denial_to_wire(&denial));
+        }
+    };
+    let rule = loaded.rule_label(grant.rule);
+    let described = loaded
+        .roots
+        .get(grant.root)
+        .map_err(OpenError::RootUnavailable)
+        .and_then(|root| resolve::stat_beneath(root, grant.relative, granted, &grant.options));
+    let verdict_rule = Some(&rule as &dyn std::fmt::Display);
+    match described {
+        Ok(meta) => {
+            let ino = meta.file.ino;
+            audit::decision(
+                peer,
+                client_name,
+                path,
+                Action::Stat,
+                verdict_rule,
+                Verdict::Granted { ino },
+            );
+            Ok(meta)
+        }
+        Err(e) => {
+            audit::decision(
+                peer,
+                client_name,
+                path,
+                Action::Stat,
+                verdict_rule,
+                Verdict::Failed(&e),
+            );
+            Err(e.to_wire())
         }
     }
 }

@@ -10,7 +10,7 @@
 
 use fdbroker_policy::{RuleOptions, Symlinks};
 use fdbroker_shared::wire::{
-    Access, FileKind, FileMeta, OPEN_APPEND, OPEN_FLAGS_ALLOWED, OPEN_TRUNC, WireError,
+    Access, FileKind, FileMeta, OPEN_APPEND, OPEN_FLAGS_ALLOWED, OPEN_TRUNC, StatMeta, WireError,
 };
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
@@ -151,13 +151,7 @@ pub fn open_beneath(
         Access::Create => flags |= OFlag::O_CREAT | OFlag::O_EXCL,
         _ => {}
     }
-    let mut resolve = ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS;
-    if rule.symlinks == Symlinks::None {
-        resolve |= ResolveFlag::RESOLVE_NO_SYMLINKS;
-    }
-    if rule.same_filesystem {
-        resolve |= ResolveFlag::RESOLVE_NO_XDEV;
-    }
+    let resolve = resolve_flags(rule);
     let mode = if access == Access::Create {
         rule.create_mode & 0o777
     } else {
@@ -199,6 +193,64 @@ pub fn open_beneath(
         }
     }
     Ok((fd, meta))
+}
+
+/// The `openat2` resolution every lookup beneath a root uses, opens and stats alike:
+/// strictly beneath, never through a magic link, and through symlinks or across mounts
+/// only where the rule says so.
+fn resolve_flags(rule: &RuleOptions) -> ResolveFlag {
+    let mut resolve = ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS;
+    if rule.symlinks == Symlinks::None {
+        resolve |= ResolveFlag::RESOLVE_NO_SYMLINKS;
+    }
+    if rule.same_filesystem {
+        resolve |= ResolveFlag::RESOLVE_NO_XDEV;
+    }
+    resolve
+}
+
+/// Describe `relative` beneath `root` for a stat the policy allowed by a grant of
+/// `granted` (`Read` or `Directory`).
+///
+/// The path is resolved exactly as an open resolves it ([`resolve_flags`]), into an
+/// `O_PATH` descriptor, which opens nothing (a FIFO cannot block, a device driver is not
+/// called), and the answer is what `fstat` says about that descriptor: never a lookup by
+/// the path string. What an open of the same kind would refuse by type is refused here
+/// too, with the same error: a hard link planted in the tree would otherwise describe a
+/// file outside it (its size, owner and times). A directory is described under either
+/// grant; anything else needs `read`.
+pub fn stat_beneath(
+    root: BorrowedFd<'_>,
+    relative: &[u8],
+    granted: Access,
+    rule: &RuleOptions,
+) -> Result<StatMeta, OpenError> {
+    let how = || {
+        OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(resolve_flags(rule))
+    };
+    let path: &[u8] = if relative.is_empty() { b"." } else { relative };
+    let fd = open_retrying(|| openat2(root, path, how()), rule)?;
+    let st = fstat(&fd).map_err(OpenError::Kernel)?;
+    let file = meta_of(&st)?;
+    match (file.kind, granted) {
+        (FileKind::Directory, _) => {}
+        (_, Access::Read) => authorize(&file, Access::Read, rule)?,
+        _ => return Err(OpenError::NotDirectory),
+    }
+    Ok(StatMeta {
+        file,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev,
+        blksize: st.st_blksize.max(0) as u64,
+        blocks: st.st_blocks.max(0) as u64,
+        atime_sec: st.st_atime,
+        atime_nsec: st.st_atime_nsec.clamp(0, 999_999_999) as u32,
+        ctime_sec: st.st_ctime,
+        ctime_nsec: st.st_ctime_nsec.clamp(0, 999_999_999) as u32,
+    })
 }
 
 /// A descriptor confines its holder to its access mode only as long as the holder

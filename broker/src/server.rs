@@ -420,7 +420,7 @@ impl Server {
                 .clamp(2, 16),
             n => n,
         };
-        Ok(Server {
+        let server = Server {
             inner: Arc::new(Inner {
                 epoll,
                 listener_addrs: listeners
@@ -451,7 +451,10 @@ impl Server {
                 predecessor: Mutex::new(None),
             }),
             threads,
-        })
+        };
+        let attacher: std::sync::Weak<Inner> = Arc::downgrade(&server.inner);
+        server.inner.shared.serve_attached(attacher);
+        Ok(server)
     }
 
     pub fn stopper(&self) -> Stopper {
@@ -839,35 +842,7 @@ impl Inner {
             conn::refuse(conn.channel(), conn::refusal_for(&peer, &binding));
             return;
         }
-        let settings = loaded.policy.broker();
-        let (total, same_uid) = lock(&self.conns).counts(peer.uid);
-        // Closed connections still charged count against both limits: each holds a
-        // descriptor of the broker's.
-        let (draining, draining_uid) = {
-            let d = lock(&self.draining);
-            (d.conns.len(), d.of(peer.uid))
-        };
-        let (total, same_uid) = (total + draining, same_uid + draining_uid);
-        let over = if draining_uid >= MAX_DRAINING_PER_UID {
-            Some(format!(
-                "uid {} has {draining_uid} closed connections whose replies were never \
-                 received; receive or close them first",
-                peer.uid
-            ))
-        } else if total >= settings.max_connections {
-            Some(format!(
-                "the broker is at its limit of {} connections",
-                settings.max_connections
-            ))
-        } else if same_uid >= settings.max_connections_per_uid {
-            Some(format!(
-                "uid {} is at its limit of {} connections",
-                peer.uid, settings.max_connections_per_uid
-            ))
-        } else {
-            None
-        };
-        if let Some(why) = over {
+        if let Some(why) = self.over_limit(&loaded, peer.uid) {
             self.notice_limit(&why);
             conn::refuse(
                 conn.channel(),
@@ -877,6 +852,37 @@ impl Inner {
         }
         if let Err(e) = self.register(conn) {
             tracing::warn!(error = %e, "cannot register a connection");
+        }
+    }
+
+    /// Why one more connection of `uid` would exceed a limit, if it would.
+    fn over_limit(&self, loaded: &crate::state::Loaded, uid: u32) -> Option<String> {
+        let settings = loaded.policy.broker();
+        let (total, same_uid) = lock(&self.conns).counts(uid);
+        // Closed connections still charged count against both limits: each holds a
+        // descriptor of the broker's.
+        let (draining, draining_uid) = {
+            let d = lock(&self.draining);
+            (d.conns.len(), d.of(uid))
+        };
+        let (total, same_uid) = (total + draining, same_uid + draining_uid);
+        if draining_uid >= MAX_DRAINING_PER_UID {
+            Some(format!(
+                "uid {uid} has {draining_uid} closed connections whose replies were never \
+                 received; receive or close them first"
+            ))
+        } else if total >= settings.max_connections {
+            Some(format!(
+                "the broker is at its limit of {} connections",
+                settings.max_connections
+            ))
+        } else if same_uid >= settings.max_connections_per_uid {
+            Some(format!(
+                "uid {uid} is at its limit of {} connections",
+                settings.max_connections_per_uid
+            ))
+        } else {
+            None
         }
     }
 
@@ -1215,6 +1221,32 @@ impl Inner {
             line.push_str(&e);
         }
         notify::one_line(&line, notify::STATUS_MAX)
+    }
+}
+
+/// Connections workers ask for (`Op::Connect`, see `conn::Conn::fresh_connection`):
+/// registered like an accepted connection that was admitted, under the same limits.
+/// `Server::build` makes the server the one its `Shared` hands them to.
+impl conn::Attach for Inner {
+    fn attach(&self, conn: Conn) -> Result<(), fdbroker_shared::wire::WireError> {
+        use fdbroker_shared::wire::WireError;
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(WireError::new(
+                Errno::ESHUTDOWN as i32,
+                "the broker is stopping",
+            ));
+        }
+        if let Some(why) = self.over_limit(&self.shared.current(), conn.peer.uid) {
+            self.notice_limit(&why);
+            return Err(WireError::new(Errno::EAGAIN as i32, why));
+        }
+        self.register(conn).map_err(|e| {
+            tracing::warn!(error = %e, "cannot register a connection a worker asked for");
+            WireError::new(
+                e.raw_os_error().unwrap_or(Errno::EIO as i32),
+                format!("the broker cannot serve a new connection: {e}"),
+            )
+        })
     }
 }
 

@@ -39,6 +39,32 @@ impl Channel {
         Ok(Channel::wrap(fd))
     }
 
+    /// [`Channel::connect`], giving up after `timeout` (`ErrorKind::TimedOut`) when the
+    /// listener's backlog is full, as it is when the broker has stopped accepting.
+    ///
+    /// On a Unix socket a blocking `connect(2)` waits for room in the backlog for as long
+    /// as `SO_SNDTIMEO` allows, so the bound is that option; it stays set, bounding every
+    /// later send too, until [`Channel::set_write_timeout`] changes it.
+    pub fn connect_timeout(path: &Path, timeout: std::time::Duration) -> io::Result<Channel> {
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        let channel = Channel::wrap(fd);
+        channel.set_write_timeout(Some(timeout))?;
+        let addr = UnixAddr::new(path)?;
+        match socket::connect(channel.as_raw_fd(), &addr) {
+            Ok(()) => Ok(channel),
+            Err(Errno::EAGAIN | Errno::EINPROGRESS) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the listener did not take the connection within {timeout:?}"),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// A connected pair, both ends close-on-exec (spawn mode, tests).
     pub fn pair() -> io::Result<(Channel, Channel)> {
         let (a, b) = socket::socketpair(
@@ -196,6 +222,20 @@ impl Channel {
         self.sock.set_read_timeout(t)
     }
 
+    /// Bound how long a blocking send may wait for room (`SO_SNDTIMEO`); `None` waits
+    /// forever. A send that runs out of time fails with `WouldBlock`.
+    pub fn set_write_timeout(&self, t: Option<std::time::Duration>) -> io::Result<()> {
+        self.sock.set_write_timeout(t)
+    }
+
+    /// Make this channel's descriptor refer to `other`'s socket instead, atomically
+    /// (`dup3(2)`), keeping its number and close-on-exec, then close `other`'s own
+    /// descriptor. For a client that reconnects: whoever borrowed the descriptor (through
+    /// [`AsFd`]) keeps a valid one, now the new connection.
+    pub fn replace_with(&self, other: Channel) -> io::Result<()> {
+        dup3_cloexec(other.as_fd(), self.as_fd())
+    }
+
     /// Bytes this end has sent that the peer has not received yet (`SIOCOUTQ`, see
     /// `unix(7)`): 0 means every message sent, and every descriptor in it, has been
     /// taken by the peer.
@@ -286,6 +326,17 @@ fn take_scm_rights(control: &[u8]) -> (Vec<OwnedFd>, bool) {
         at += align(len);
     }
     (fds, foreign)
+}
+
+fn dup3_cloexec(from: BorrowedFd<'_>, onto: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: both numbers are open descriptors borrowed for the call. dup3 closes and
+    // replaces `onto`'s file in one step; the number stays owned by its one owner (the
+    // Channel that lent it), which now owns the new file, and `from` is untouched.
+    let r = unsafe { libc::dup3(from.as_raw_fd(), onto.as_raw_fd(), libc::O_CLOEXEC) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn adopt_received_fd(raw: RawFd) -> OwnedFd {

@@ -132,6 +132,22 @@ pub enum Op {
         access: Access,
         flags: u32,
     },
+    /// The metadata of one path, answered with [`ReplyBody::Stat`] and no descriptor.
+    ///
+    /// Decided like an open: where the policy grants `read` or `directory` on the path,
+    /// the broker resolves it beneath the rule's root exactly as it would for an open
+    /// (an `O_PATH` descriptor, never a lookup by the path string) and `fstat`s what it
+    /// found; anywhere else the answer is the same uniform denial an open gets.
+    Stat(StatSpec),
+    /// A new connection for the same client, answered with [`ReplyBody::Connected`] and
+    /// one descriptor: a connected `SOCK_SEQPACKET` socket that the broker serves as a
+    /// connection of its own, with this connection's identity (its peer credentials and
+    /// how its policy client was chosen), and that starts with a [`Hello`] like any other.
+    ///
+    /// Accepted before the hello too, so the processes sharing one inherited connection
+    /// (the children of a spawned worker) can each take a connection of their own
+    /// without greeting the shared one. Subject to the broker's connection limits.
+    Connect,
 }
 
 impl Op {
@@ -140,8 +156,17 @@ impl Op {
         match self {
             Op::Open(_) => 1,
             Op::OpenMany { paths, .. } => paths.len(),
+            Op::Stat(_) => 0,
+            Op::Connect => 1,
         }
     }
+}
+
+/// One path to describe ([`Op::Stat`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct StatSpec {
+    #[serde(with = "bounded::bytes")]
+    pub path: Vec<u8>,
 }
 
 /// One path to open. Paths are raw bytes: Linux file names need not be UTF-8.
@@ -169,6 +194,10 @@ pub enum ReplyBody {
     OpenMany(#[serde(with = "bounded::outcomes")] Vec<Outcome>),
     /// The request as a whole was refused (over a limit, malformed batch, ...).
     Refused(WireError),
+    /// The answer to an [`Op::Stat`]; never carries a descriptor.
+    Stat(Result<StatMeta, WireError>),
+    /// The answer to an [`Op::Connect`]: exactly one descriptor, the new connection.
+    Connected,
 }
 
 /// The result for one path.
@@ -180,7 +209,8 @@ impl ReplyBody {
         match self {
             ReplyBody::Open(o) => usize::from(o.is_ok()),
             ReplyBody::OpenMany(v) => v.iter().filter(|o| o.is_ok()).count(),
-            ReplyBody::Refused(_) => 0,
+            ReplyBody::Refused(_) | ReplyBody::Stat(_) => 0,
+            ReplyBody::Connected => 1,
         }
     }
 }
@@ -197,6 +227,24 @@ pub struct FileMeta {
     pub nlink: u64,
     pub mtime_sec: i64,
     pub mtime_nsec: u32,
+}
+
+/// What the broker saw when it `fstat`ed a path for [`Op::Stat`]: everything of
+/// [`FileMeta`] and the rest of `struct stat`, so a caller can answer a `stat(2)` with it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatMeta {
+    pub file: FileMeta,
+    pub uid: u32,
+    pub gid: u32,
+    /// The device a character or block device file stands for (`st_rdev`).
+    pub rdev: u64,
+    pub blksize: u64,
+    /// 512-byte blocks allocated (`st_blocks`).
+    pub blocks: u64,
+    pub atime_sec: i64,
+    pub atime_nsec: u32,
+    pub ctime_sec: i64,
+    pub ctime_nsec: u32,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use fdbroker_shared::ProtocolError;
 use fdbroker_shared::frame::{self, HEADER_LEN, Kind, MAX_MESSAGE};
 use fdbroker_shared::wire::{
     Accepted, Access, FileKind, FileMeta, Hello, MAX_BATCH, Op, OpenSpec, Outcome, Reply,
-    ReplyBody, Request, Welcome, WireError,
+    ReplyBody, Request, StatMeta, StatSpec, Welcome, WireError,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -47,6 +47,8 @@ fn op() -> impl Strategy<Value = Op> {
                 access,
                 flags
             }),
+        path().prop_map(|path| Op::Stat(StatSpec { path })),
+        Just(Op::Connect),
     ]
 }
 
@@ -100,6 +102,25 @@ fn reply() -> impl Strategy<Value = Reply> {
         outcome().prop_map(ReplyBody::Open),
         prop::collection::vec(outcome(), 0..=MAX_BATCH).prop_map(ReplyBody::OpenMany),
         wire_error().prop_map(ReplyBody::Refused),
+        prop_oneof![(outcome(), any::<[u32; 2]>(), any::<[u64; 3]>()).prop_map(
+            |(o, [uid, gid], [rdev, blksize, blocks])| match o {
+                Ok(file) => Ok(StatMeta {
+                    file,
+                    uid,
+                    gid,
+                    rdev,
+                    blksize,
+                    blocks,
+                    atime_sec: -1,
+                    atime_nsec: 7,
+                    ctime_sec: i64::MAX,
+                    ctime_nsec: 999_999_999,
+                }),
+                Err(e) => Err(e),
+            }
+        ),]
+        .prop_map(ReplyBody::Stat),
+        Just(ReplyBody::Connected),
     ];
     (any::<u64>(), body).prop_map(|(id, body)| Reply { id, body })
 }
@@ -323,6 +344,32 @@ fn request_encoding_is_pinned() {
     assert_eq!(&body[12..20], &2u64.to_le_bytes(), "two paths");
     assert_eq!(&body[20..30], b"\x02\0\0\0\0\0\0\0/x");
     assert_eq!(&body[30..41], b"\x03\0\0\0\0\0\0\0/yz");
+    // The operations added later come after, so the old ones keep their tags.
+    let enc = |op| {
+        let mut buf = Vec::new();
+        frame::encode(Kind::Request, &Request { id: 1, op }, &mut buf).unwrap();
+        buf[HEADER_LEN..].to_vec()
+    };
+    let stat = enc(Op::Stat(StatSpec {
+        path: b"/s".to_vec(),
+    }));
+    assert_eq!(&stat[8..], b"\x02\0\0\0\x02\0\0\0\0\0\0\0/s", "Op::Stat");
+    assert_eq!(&enc(Op::Connect)[8..], &[3, 0, 0, 0], "Op::Connect");
+    let mut buf = Vec::new();
+    frame::encode(
+        Kind::Reply,
+        &Reply {
+            id: 1,
+            body: ReplyBody::Connected,
+        },
+        &mut buf,
+    )
+    .unwrap();
+    assert_eq!(
+        &buf[HEADER_LEN + 8..],
+        &[4, 0, 0, 0],
+        "ReplyBody::Connected"
+    );
 }
 
 #[test]

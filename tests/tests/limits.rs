@@ -475,7 +475,10 @@ fn idle_connections_are_closed_after_the_idle_timeout() {
     let b = Broker::start(&t, &policy("idle_timeout = 1"));
     let silent = Channel::connect(&b.socket).unwrap();
     let greeted = raw_session(&b.socket);
-    let c = b.client();
+    // A client over a given connection cannot reconnect; one made from the socket path
+    // reconnects once, transparently (the library's rule for a broker that went away).
+    let c = Client::over(Channel::connect(&b.socket).unwrap()).unwrap();
+    let by_path = b.client();
     std::thread::sleep(Duration::from_millis(2500));
     for (what, ch) in [("never greeted", &silent), ("greeted", &greeted)] {
         ch.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -493,6 +496,7 @@ fn idle_connections_are_closed_after_the_idle_timeout() {
     // A client that idled is told so on its next request, and a new one is served.
     assert!(c.open(file(&t, 0)).is_err());
     served(&t, &b.client(), 1);
+    served(&t, &by_path, 1);
 }
 
 /// Descriptors the broker has sent and a worker has not yet read are "in flight", and

@@ -784,14 +784,18 @@ fn a_user_manager_runs_the_shipped_units() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     assert_eq!(m.property("fdbroker.service", "ActiveState"), "inactive");
 
-    // The first connection starts the service, which serves it.
-    let c = Client::connect(&socket).unwrap_or_else(|e| {
-        panic!(
-            "{e}\nbroker:\n{}\nstatus:\n{}",
-            fs::read_to_string(&log).unwrap_or_default(),
-            text(&m.systemctl_quiet(&["show", "fdbroker.service", "-p", "ExecStartPre"]))
-        )
-    });
+    // The first connection starts the service, which serves it. Made over a given
+    // channel, so it does not reconnect (a client made from the socket path would, and
+    // start the service again) and the stop below shows as the connection's end.
+    let c = fdbroker_worker::Channel::connect(&socket)
+        .and_then(Client::over)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\nbroker:\n{}\nstatus:\n{}",
+                fs::read_to_string(&log).unwrap_or_default(),
+                text(&m.systemctl_quiet(&["show", "fdbroker.service", "-p", "ExecStartPre"]))
+            )
+        });
     assert_eq!(read_file(c.open(t.join("tree/a.txt")).unwrap()), "A");
     assert_eq!(
         m.property("fdbroker.service", "ActiveState"),

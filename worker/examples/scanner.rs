@@ -1,14 +1,20 @@
 //! A small scanning service of the kind fdbroker is for.
 //!
 //! It loads its signatures (byte patterns matched with one Aho-Corasick automaton, and
-//! SHA-256 hashes of known-bad files) through the broker, locks itself down, then reads
-//! file paths from stdin, fetches them from the broker in batches with `open_many`, and
-//! prints one line per file: `path: clean`, `path: FOUND name`, or `path: ERROR reason`.
+//! SHA-256 hashes of known-bad files) through the broker, locks itself down, then scans
+//! either the file paths on stdin or, with `--walk DIR`, every regular file beneath a
+//! directory the broker lets it list (`Client::walk`). Files are fetched with
+//! `Client::open_iter`, which keeps the broker opening the next batch while this one is
+//! read and hashed. One line per file: `path: clean`, `path: FOUND name`, or
+//! `path: ERROR reason`.
 //!
 //! ```text
 //! fdbroker run --policy policy/examples/scanner.toml -- \
 //!     target/release/examples/scanner --signatures /var/tmp/fdbroker-scan/signatures.txt \
 //!     < list.txt
+//! fdbroker run --policy policy/examples/scanner.toml -- \
+//!     target/release/examples/scanner --signatures /var/tmp/fdbroker-scan/signatures.txt \
+//!     --walk /var/tmp/fdbroker-scan/samples
 //! ```
 //!
 //! Under `fdbroker run` the worker is already confined before it starts; with
@@ -19,14 +25,13 @@
 //! `NAME text TEXT`, `NAME hex 4D5A90`, or `NAME sha256 <64 hex digits>`.
 
 use aho_corasick::AhoCorasick;
-use fdbroker_worker::Client;
+use fdbroker_worker::{Client, FileKind};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::{self, BufRead, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Files fetched per broker round trip.
-const BATCH: usize = 32;
 /// Bytes per read while scanning; a match may straddle reads, so the scanner keeps
 /// the longest pattern's length minus one of overlap.
 const CHUNK: usize = 64 * 1024;
@@ -52,12 +57,14 @@ fn run() -> Result<ExitCode, String> {
     let mut args = std::env::args().skip(1);
     let mut signatures = None;
     let mut lockdown = false;
+    let mut walk_root: Option<PathBuf> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--signatures" => signatures = args.next(),
+            "--walk" => walk_root = args.next().map(PathBuf::from),
             "--lockdown" => lockdown = true,
             "-h" | "--help" => {
-                println!("usage: scanner --signatures FILE [--lockdown] < paths");
+                println!("usage: scanner --signatures FILE [--lockdown] [--walk DIR | < paths]");
                 return Ok(ExitCode::SUCCESS);
             }
             other => return Err(format!("unknown argument {other:?}")),
@@ -78,24 +85,52 @@ fn run() -> Result<ExitCode, String> {
         sigs.hashes.len()
     );
 
-    let stdin = io::stdin().lock();
     let mut out = io::stdout().lock();
-    let mut batch: Vec<String> = Vec::with_capacity(BATCH);
     let mut found = false;
-    for line in stdin.lines() {
-        let line = line.map_err(|e| format!("reading stdin: {e}"))?;
-        let path = line.trim();
-        if path.is_empty() {
-            continue;
+    let mut verdict = |path: &Path, file: io::Result<std::fs::File>| -> Result<(), String> {
+        let line = match file.and_then(|f| scan(&sigs, f)) {
+            Ok(None) => "clean".to_owned(),
+            Ok(Some(name)) => {
+                found = true;
+                format!("FOUND {name}")
+            }
+            Err(e) => format!("ERROR {e}"),
+        };
+        writeln!(out, "{}: {line}", path.display()).map_err(|e| format!("stdout: {e}"))
+    };
+    // Either way the files come from `open_iter`: batches of the broker's size, the next
+    // one opened by the broker while this one is read and hashed.
+    match walk_root {
+        Some(root) => {
+            // Directories the broker will not list are reported, and the walk goes on.
+            let mut unlisted = Vec::new();
+            let files = broker.walk(&root).filter_map(|entry| match entry {
+                Ok(e) if matches!(e.file_type(), Ok(FileKind::Regular)) => Some(e.path()),
+                Ok(_) => None,
+                Err(e) => {
+                    unlisted.push(e);
+                    None
+                }
+            });
+            for (path, file) in broker.open_iter(files) {
+                verdict(&path, file)?;
+            }
+            for e in unlisted {
+                eprintln!("scanner: not scanned: {e}");
+            }
         }
-        batch.push(path.to_owned());
-        if batch.len() == BATCH {
-            found |= scan_batch(&broker, &sigs, &batch, &mut out)?;
-            batch.clear();
+        None => {
+            let paths = io::stdin()
+                .lock()
+                .lines()
+                .map_while(Result::ok)
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .map(PathBuf::from);
+            for (path, file) in broker.open_iter(paths) {
+                verdict(&path, file)?;
+            }
         }
-    }
-    if !batch.is_empty() {
-        found |= scan_batch(&broker, &sigs, &batch, &mut out)?;
     }
     out.flush().map_err(|e| format!("stdout: {e}"))?;
     // Like other scanners: 1 when something was found.
@@ -104,30 +139,6 @@ fn run() -> Result<ExitCode, String> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-fn scan_batch(
-    broker: &Client,
-    sigs: &Signatures,
-    paths: &[String],
-    out: &mut impl Write,
-) -> Result<bool, String> {
-    let files = broker
-        .open_many(paths)
-        .map_err(|e| format!("broker connection failed: {e}"))?;
-    let mut found = false;
-    for (path, file) in paths.iter().zip(files) {
-        let verdict = match file.and_then(|f| scan(sigs, f)) {
-            Ok(None) => "clean".to_owned(),
-            Ok(Some(name)) => {
-                found = true;
-                format!("FOUND {name}")
-            }
-            Err(e) => format!("ERROR {e}"),
-        };
-        writeln!(out, "{path}: {verdict}").map_err(|e| format!("stdout: {e}"))?;
-    }
-    Ok(found)
 }
 
 /// Stream the file once: patterns across chunk boundaries, and the whole-file hash.

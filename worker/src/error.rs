@@ -1,4 +1,14 @@
 //! The broker's refusals, as `std::io::Error`s a caller can match on.
+//!
+//! ```no_run
+//! let broker = fdbroker_worker::Client::from_env()?;
+//! match broker.open("/var/spool/quarantine/a.bin") {
+//!     Ok(_file) => {}
+//!     Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => eprintln!("not granted: {e}"),
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 use std::fmt;
 use std::io;
@@ -8,6 +18,16 @@ use std::io;
 /// It travels inside an `io::Error` whose `kind()` comes from the broker's errno
 /// (`PermissionDenied` for `EACCES`, `NotFound` for `ENOENT`, ...); recover it with
 /// `err.get_ref().and_then(|e| e.downcast_ref::<BrokerError>())` for the raw errno.
+///
+/// ```no_run
+/// use fdbroker_worker::{BrokerError, Client};
+/// let broker = Client::from_env()?;
+/// if let Err(e) = broker.open("/var/spool/quarantine/gone.bin") {
+///     let errno = e.get_ref().and_then(|e| e.downcast_ref::<BrokerError>()).map(|b| b.errno);
+///     eprintln!("{e} (errno {errno:?})");
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerError {
     /// The errno the broker chose (the kernel's own inside the policy, `EACCES` outside).
@@ -35,6 +55,13 @@ impl BrokerError {
     /// budget of descriptors passed but not yet received, its own per-uid share or the
     /// kernel's limit) has no kind of its own in std, so it becomes `QuotaExceeded`:
     /// a caller can tell "receive your replies, then retry" from a real failure.
+    ///
+    /// ```
+    /// let e = fdbroker_worker::BrokerError { errno: libc::ENOENT, reason: "no such file".into() };
+    /// assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    /// let e = fdbroker_worker::BrokerError { errno: libc::ETOOMANYREFS, reason: "busy".into() };
+    /// assert_eq!(e.kind(), std::io::ErrorKind::QuotaExceeded);
+    /// ```
     pub fn kind(&self) -> io::ErrorKind {
         if self.errno == libc::ETOOMANYREFS {
             return io::ErrorKind::QuotaExceeded;

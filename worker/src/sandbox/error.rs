@@ -18,6 +18,15 @@ use super::landlock::LandlockReport;
 /// An error from [`PreparedSandbox::apply`](super::PreparedSandbox::apply) may leave the
 /// process partly confined (for example with its ids changed but no seccomp filter); treat it
 /// as fatal and exit rather than go on parsing untrusted data.
+///
+/// ```no_run
+/// use fdbroker_worker::sandbox::{Sandbox, SandboxError};
+/// match Sandbox::new().apply() {
+///     Ok(report) => eprintln!("{report}"),
+///     Err(SandboxError::Threads(n)) => panic!("apply before starting threads ({n} running)"),
+///     Err(e) => panic!("cannot confine: {e}"),
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SandboxError {
@@ -156,6 +165,11 @@ pub enum SandboxError {
 impl SandboxError {
     /// The [`io::ErrorKind`] that best describes this error to a caller that only sees an
     /// `io::Error`.
+    ///
+    /// ```
+    /// use fdbroker_worker::sandbox::SandboxError;
+    /// assert_eq!(SandboxError::UnknownUser("x".into()).kind(), std::io::ErrorKind::NotFound);
+    /// ```
     pub fn kind(&self) -> io::ErrorKind {
         use io::ErrorKind as K;
         match self {

@@ -11,6 +11,12 @@ use nix::unistd::{self, Gid, Group, Uid, User};
 use super::error::SandboxError;
 
 /// A user or group, by name (looked up in the system databases) or by number.
+///
+/// ```
+/// use fdbroker_worker::sandbox::Identity;
+/// assert_eq!(Identity::from("nobody"), Identity::Name("nobody".into()));
+/// assert_eq!(Identity::from(65534).to_string(), "65534");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Identity {
     /// A name to look up, such as `"nobody"`.

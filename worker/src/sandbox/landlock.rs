@@ -42,6 +42,15 @@ const NEWEST_KNOWN_ABI: ABI = ABI::V10;
 const REQUIRED_ABI: ABI = ABI::V6;
 
 /// How much of the Landlock sandbox the kernel enforced.
+///
+/// ```no_run
+/// use fdbroker_worker::sandbox::{Enforcement, Sandbox};
+/// let report = Sandbox::new().best_effort().apply()?;
+/// if report.landlock.status != Enforcement::Full {
+///     eprintln!("Landlock only partly enforced: {report}");
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Enforcement {
@@ -55,6 +64,12 @@ pub enum Enforcement {
 }
 
 /// What Landlock enforced, as reported by the running kernel.
+///
+/// ```no_run
+/// let report = fdbroker_worker::sandbox::Sandbox::new().apply()?;
+/// println!("Landlock ABI {}, network restricted: {}", report.landlock.abi, report.landlock.network);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LandlockReport {

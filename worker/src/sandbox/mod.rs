@@ -85,6 +85,12 @@ use self::landlock::Allowed;
 ///
 /// Defaults: user `nobody`, that user's primary group, no readable paths, strict (every part
 /// of Landlock enforced, the bounding set cleared, or an error).
+///
+/// ```no_run
+/// use fdbroker_worker::sandbox::Sandbox;
+/// let report = Sandbox::new().user("scanner").allow_read_exec("/usr").apply()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[must_use = "a Sandbox does nothing until apply() is called"]
 pub struct Sandbox {
@@ -102,6 +108,11 @@ impl Default for Sandbox {
 
 impl Sandbox {
     /// User `nobody`, its primary group, no paths, strict.
+    ///
+    /// ```
+    /// let sandbox = fdbroker_worker::sandbox::Sandbox::new();
+    /// assert_eq!(sandbox, fdbroker_worker::sandbox::Sandbox::default());
+    /// ```
     pub fn new() -> Sandbox {
         Sandbox {
             user: Identity::from("nobody"),
@@ -112,6 +123,13 @@ impl Sandbox {
     }
 
     /// The user to become (a name or a uid). uid 0 is refused.
+    ///
+    /// ```
+    /// use fdbroker_worker::sandbox::Sandbox;
+    /// let by_name = Sandbox::new().user("scanner");
+    /// let by_id = Sandbox::new().user(4242);
+    /// assert_ne!(by_name, by_id);
+    /// ```
     pub fn user(mut self, user: impl Into<Identity>) -> Sandbox {
         self.user = user.into();
         self
@@ -119,6 +137,10 @@ impl Sandbox {
 
     /// The group to become (a name or a gid); default: the user's primary group. gid 0 is
     /// refused.
+    ///
+    /// ```
+    /// let sandbox = fdbroker_worker::sandbox::Sandbox::new().user("nobody").group("nogroup");
+    /// ```
     pub fn group(mut self, group: impl Into<Identity>) -> Sandbox {
         self.group = Some(group.into());
         self
@@ -127,6 +149,10 @@ impl Sandbox {
     /// Allows reading `path` and, if it is a directory, everything beneath it (listing
     /// included). Nothing else is granted there: no writing, creating, truncating, executing.
     /// Ordinary permission checks still apply on top, as the sandbox's user.
+    ///
+    /// ```
+    /// let sandbox = fdbroker_worker::sandbox::Sandbox::new().allow_read("/usr/share/zoneinfo");
+    /// ```
     pub fn allow_read(mut self, path: impl AsRef<Path>) -> Sandbox {
         self.allowed.push(Allowed {
             path: path.as_ref().to_owned(),
@@ -139,6 +165,12 @@ impl Sandbox {
     /// what spawn mode needs for `/usr`, `/lib` and the like to `execve` the worker. These
     /// paths are the only place a program can be executed from (by path: `fexecve` and
     /// memfds are refused), so never name a tree the broker grants write access to.
+    ///
+    /// ```
+    /// let sandbox = fdbroker_worker::sandbox::Sandbox::new()
+    ///     .allow_read_exec("/usr")
+    ///     .allow_read_exec("/lib");
+    /// ```
     pub fn allow_read_exec(mut self, path: impl AsRef<Path>) -> Sandbox {
         self.allowed.push(Allowed {
             path: path.as_ref().to_owned(),
@@ -152,9 +184,49 @@ impl Sandbox {
     /// has no `CAP_SETPCAP`. What was and was not enforced is in the [`Report`] (and its
     /// `Display` marks it `INCOMPLETE`), never silent. The id change, the other capability
     /// sets, `no_new_privs` and seccomp stay mandatory: every kernel and process can do them.
+    ///
+    /// ```no_run
+    /// let report = fdbroker_worker::sandbox::Sandbox::new().best_effort().apply()?;
+    /// if !report.is_complete() {
+    ///     eprintln!("{report}"); // says what is missing
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn best_effort(mut self) -> Sandbox {
         self.best_effort = true;
         self
+    }
+
+    /// Becomes the sandbox's user now, for good, and sheds every capability (steps 1 and 3
+    /// to 5 of the [module documentation](self)), without confining anything else yet.
+    ///
+    /// For a worker started as root: the broker judges a connection by the uid that
+    /// makes it, so drop privileges, connect (the broker sees this user), then
+    /// [`apply`](Sandbox::apply) the same sandbox, which finds the ids already changed
+    /// and goes on with Landlock and seccomp. Connecting first would show the broker
+    /// uid 0; applying first would leave no way to connect.
+    ///
+    /// ```no_run
+    /// use fdbroker_worker::{Client, sandbox::Sandbox};
+    /// let sandbox = Sandbox::new(); // nobody
+    /// sandbox.drop_privileges()?;
+    /// let broker = Client::connect("/run/fdbroker/fdbroker.sock")?;
+    /// sandbox.apply()?;
+    /// let file = broker.open("/var/spool/quarantine/sample.bin")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// Fails with [`SandboxError::Threads`] unless the process is single-threaded, before
+    /// anything is changed. A later error may leave the ids changed: exit.
+    pub fn drop_privileges(&self) -> Result<(), SandboxError> {
+        threads::ensure_single()?;
+        let ids = identity::resolve(&self.user, self.group.as_ref())?;
+        capabilities::drop_bounding_and_ambient(self.best_effort)?;
+        identity::switch(ids)?;
+        capabilities::clear_remaining()?;
+        identity::verify(ids)?;
+        capabilities::verify(self.best_effort)?;
+        Ok(())
     }
 
     /// Applies the sandbox to the calling process; see the [module documentation](self) for
@@ -166,9 +238,16 @@ impl Sandbox {
     ///
     /// Fails with [`SandboxError::Threads`] unless the process is single-threaded, before
     /// anything is changed.
-    pub fn apply(self) -> Result<Report, SandboxError> {
+    ///
+    /// ```no_run
+    /// let broker = fdbroker_worker::Client::from_env()?; // connections first
+    /// let report = fdbroker_worker::sandbox::Sandbox::new().apply()?;
+    /// eprintln!("{report}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn apply(&self) -> Result<Report, SandboxError> {
         threads::ensure_single()?;
-        self.prepare()?.apply()
+        self.clone().prepare()?.apply()
     }
 
     /// Does every step that can be done ahead of time, without changing the process: resolves
@@ -177,6 +256,21 @@ impl Sandbox {
     ///
     /// Meant for spawn mode: prepare in the parent (which may have threads), fork, and call
     /// [`PreparedSandbox::apply`] in the child before `execve`.
+    ///
+    /// ```no_run
+    /// use std::os::unix::process::CommandExt;
+    /// let prepared = fdbroker_worker::sandbox::Sandbox::new().prepare()?;
+    /// let mut slot = Some(prepared);
+    /// let mut cmd = std::process::Command::new("/usr/bin/worker");
+    /// // SAFETY (of the example): the child only makes system calls before exec.
+    /// unsafe {
+    ///     cmd.pre_exec(move || match slot.take() {
+    ///         Some(p) => p.apply().map(|_| ()).map_err(Into::into),
+    ///         None => Err(std::io::Error::other("already applied")),
+    ///     });
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn prepare(self) -> Result<PreparedSandbox, SandboxError> {
         let ids = identity::resolve(&self.user, self.group.as_ref())?;
         let ruleset = landlock::prepare(&self.allowed, self.best_effort)?;
@@ -192,6 +286,12 @@ impl Sandbox {
 
 /// A sandbox with everything resolved and compiled, ready to apply. Holds the Landlock
 /// ruleset descriptor (close-on-exec).
+///
+/// ```no_run
+/// let prepared = fdbroker_worker::sandbox::Sandbox::new().prepare()?;
+/// let (uid, gid) = prepared.ids();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "a PreparedSandbox does nothing until apply() is called"]
 pub struct PreparedSandbox {
     ids: Ids,
@@ -213,6 +313,12 @@ impl fmt::Debug for PreparedSandbox {
 impl PreparedSandbox {
     /// The uid and gid the process will run as once applied (for a parent's records:
     /// a socketpair's `SO_PEERCRED` names the parent, not the confined child).
+    ///
+    /// ```no_run
+    /// let prepared = fdbroker_worker::sandbox::Sandbox::new().prepare()?;
+    /// assert_ne!(prepared.ids().0, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn ids(&self) -> (u32, u32) {
         (self.ids.uid.as_raw(), self.ids.gid.as_raw())
     }
@@ -222,6 +328,13 @@ impl PreparedSandbox {
     ///
     /// Fails with [`SandboxError::Threads`] unless the process is single-threaded, before
     /// anything is changed. Any later error may leave the process partly confined: exit.
+    ///
+    /// ```no_run
+    /// // In a child just forked, single-threaded:
+    /// let prepared = fdbroker_worker::sandbox::Sandbox::new().prepare()?;
+    /// let report = prepared.apply()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn apply(self) -> Result<Report, SandboxError> {
         threads::ensure_single()?;
 

@@ -6,6 +6,13 @@ use super::landlock::{Enforcement, LandlockReport};
 
 /// The state of the process after [`Sandbox::apply`](super::Sandbox::apply), as read back
 /// from the kernel (not as requested).
+///
+/// ```no_run
+/// let report = fdbroker_worker::sandbox::Sandbox::new().apply()?;
+/// assert_eq!(report.uid, 65534);
+/// eprintln!("{report}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Report {
@@ -28,6 +35,14 @@ pub struct Report {
 
 impl Report {
     /// Every part of the sandbox is in force; what strict mode guarantees.
+    ///
+    /// ```no_run
+    /// let report = fdbroker_worker::sandbox::Sandbox::new().best_effort().apply()?;
+    /// if !report.is_complete() {
+    ///     eprintln!("running partly confined: {report}");
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_complete(&self) -> bool {
         self.capabilities_cleared
             && self.bounding_set_cleared
