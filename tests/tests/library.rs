@@ -376,7 +376,7 @@ fn a_wedged_broker_is_a_timeout_not_a_hang() {
     let b = Broker::start(&t, POLICY);
     let c = b.client();
     c.set_timeout(Some(Duration::from_secs(1))).unwrap();
-    b.signal(nix::sys::signal::Signal::SIGSTOP);
+    stop_server(&b, nix::sys::signal::Signal::SIGSTOP);
     // kill(2) returns before every thread has stopped: wait until they all have.
     assert!(
         eventually(Duration::from_secs(10), || all_stopped(b.pid())),
@@ -401,7 +401,7 @@ fn a_wedged_broker_is_a_timeout_not_a_hang() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(start.elapsed() < Duration::from_secs(20));
-    b.signal(nix::sys::signal::Signal::SIGCONT);
+    stop_server(&b, nix::sys::signal::Signal::SIGCONT);
     // The timed-out request's late reply is dropped; the connection still serves.
     let mut s = String::new();
     c.set_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -414,6 +414,11 @@ fn a_wedged_broker_is_a_timeout_not_a_hang() {
 }
 
 /// Is every thread of `pid` in the stopped state (`T`)?
+/// Stop (or continue) the process that serves: the monitor is not what answers.
+fn stop_server(b: &Broker, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(b.pid()), sig).unwrap();
+}
+
 fn all_stopped(pid: i32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
@@ -842,11 +847,11 @@ async fn the_async_client_opens_stats_and_lists() {
     }
     // A task given up while it waits (a timeout) leaves its reply to be dropped on
     // arrival: the connection goes on serving the others.
-    b.signal(nix::sys::signal::Signal::SIGSTOP);
+    stop_server(&b, nix::sys::signal::Signal::SIGSTOP);
     assert!(eventually(Duration::from_secs(10), || all_stopped(b.pid())));
     let gave_up = tokio::time::timeout(Duration::from_millis(200), c.open(t.join("q/a.txt"))).await;
     assert!(gave_up.is_err(), "the stopped broker answered");
-    b.signal(nix::sys::signal::Signal::SIGCONT);
+    stop_server(&b, nix::sys::signal::Signal::SIGCONT);
     for _ in 0..3 {
         assert_eq!(c.metadata(t.join("q/z.txt")).await.unwrap().len(), 3);
     }
