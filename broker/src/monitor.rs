@@ -35,7 +35,7 @@
 //! keeps serving, and the reason (`FILE:LINE:COL` for a broken policy) is logged.
 //!
 //! `fdbroker reload PID` asks with `sigqueue(SIGHUP)` carrying [`RELOAD_REQUEST`]; the
-//! monitor answers that process with `SIGUSR1` carrying [`RELOAD_APPLIED`] or
+//! monitor answers that process with [`ANSWER`] carrying [`RELOAD_APPLIED`] or
 //! [`RELOAD_REFUSED`], so `systemctl reload` fails when the policy was refused. A plain
 //! SIGHUP reloads the same way and gets no answer.
 
@@ -698,11 +698,13 @@ fn monotonic_now() -> NotifyState<'static> {
     NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Custom("MONOTONIC_USEC=0"))
 }
 
-/// A process waiting for the outcome of the reload it asked for. The request's
-/// sender pid can be forged (`rt_sigqueueinfo` lets the sender fill it in), so the
-/// monitor answers only a process that is ready for the answer, SIGUSR1 blocked as
-/// `fdbroker reload` has it, and answers through a pidfd taken when the request came:
-/// never a process that reused the pid since.
+/// A process waiting for the outcome of the reload it asked for, answered through a
+/// pidfd taken when the request came, so never a process that reused the pid since.
+///
+/// The request's sender pid can be forged (`rt_sigqueueinfo` lets the sender fill it
+/// in), so the answer is [`ANSWER`], whose default action is to be ignored: a forged
+/// request cannot make the monitor kill anything. (Only a process that may signal the
+/// monitor can ask, and it may signal the processes the monitor may signal anyway.)
 #[derive(Debug)]
 pub struct Waiter {
     pid: Pid,
@@ -711,37 +713,25 @@ pub struct Waiter {
 
 impl Waiter {
     fn new(pid: Pid) -> Option<Waiter> {
-        let pidfd = pidfd_open(pid).ok()?;
-        // Checked after the pidfd is taken: the pidfd names the process checked.
-        if !blocks_sigusr1(pid) {
-            tracing::warn!(
-                pid = pid.as_raw(),
-                "a reload request names a process that does not wait for the answer; reloading \
-                 without answering"
-            );
-            return None;
+        match pidfd_open(pid) {
+            Ok(pidfd) => Some(Waiter { pid, pidfd }),
+            Err(e) => {
+                tracing::debug!(pid = pid.as_raw(), error = %e, "cannot answer a reload request");
+                None
+            }
         }
-        Some(Waiter { pid, pidfd })
     }
 }
+
+/// The signal that answers a reload request: ignored by default (unlike SIGUSR1, whose
+/// default kills).
+pub const ANSWER: Signal = Signal::SIGURG;
 
 /// Tell a process that asked for a reload how it went.
 fn answer(w: Waiter, outcome: i32) {
-    if let Err(e) = pidfd_sigqueue(&w.pidfd, Signal::SIGUSR1, outcome) {
+    if let Err(e) = pidfd_sigqueue(&w.pidfd, ANSWER, outcome) {
         tracing::debug!(pid = w.pid.as_raw(), error = %e, "cannot answer a reload request");
     }
-}
-
-/// Does `pid` block SIGUSR1 (`SigBlk:` in its status)?
-fn blocks_sigusr1(pid: Pid) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigBlk:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1 << (Signal::SIGUSR1 as u32 - 1)) != 0)
 }
 
 /// `pidfd_open(2)`.
@@ -832,7 +822,7 @@ fn in_child(parent: Pid, inherit: &[RawFd]) -> io::Result<()> {
 /// the outcome. `Ok(true)` when the new policy is in force.
 pub fn request_reload(pid: Pid, limit: Duration) -> io::Result<bool> {
     let mut set = SigSet::empty();
-    set.add(Signal::SIGUSR1);
+    set.add(ANSWER);
     set.thread_block()?;
     // The monitor may run as a user of its own and holds no CAP_KILL: it can answer
     // only a process whose real uid is its own. A root caller takes it as its real uid

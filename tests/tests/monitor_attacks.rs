@@ -49,13 +49,13 @@ fn successor_refuses_a_handed_over_client_end_of_its_own_listener() {
 }
 
 /// `si_pid` of a queued signal is whatever the sender wrote (`rt_sigqueueinfo`), so a
-/// process that may signal the monitor can have it send `SIGUSR1` (default action:
-/// terminate) to any process the monitor may signal; a stale pid (a `fdbroker reload`
-/// that gave up) is the same. The monitor must answer only a process that is waiting
-/// for the answer (e.g. one that has `SIGUSR1` blocked), or answer another way.
+/// process that may signal the monitor could have it answer any process the monitor may
+/// signal; a stale pid (a `fdbroker reload` that gave up) is the same. The answer used
+/// to be `SIGUSR1` (default action: terminate); it is now `SIGURG` (default: ignore),
+/// sent through a pidfd taken when the request came.
 #[test]
 fn monitor_does_not_kill_the_pid_a_forged_reload_request_names() {
-    let tree = TempDir::new("review-sigusr1");
+    let tree = TempDir::new("mon-forged-reload");
     tree.dir("pub", 0o755);
     let broker = Broker::start(
         &tree,

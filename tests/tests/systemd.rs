@@ -663,7 +663,7 @@ impl UserManager {
                 .args(["--mount", "--pid", SYSTEMCTL, "--user", "--no-pager"])
                 .args(args)
                 .env("XDG_RUNTIME_DIR", &self.runtime),
-            Duration::from_secs(30),
+            Duration::from_secs(120),
         )
     }
 
@@ -851,7 +851,13 @@ fn a_user_manager_runs_the_shipped_units() {
     assert_eq!(denied.kind(), ErrorKind::PermissionDenied);
     t.file("later/c.txt", b"C", 0o600);
     fs::write(&policy_path, policy(root, "", &["tree/", "later/"])).unwrap();
-    m.systemctl(&["reload", "fdbroker.service"]);
+    let out = m.systemctl_quiet(&["reload", "fdbroker.service"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        fs::read_to_string(&log).unwrap_or_default()
+    );
     assert_eq!(read_file(c.open(t.join("tree/b.txt")).unwrap()), "B");
     assert_eq!(read_file(c.open(t.join("later/c.txt")).unwrap()), "C");
     assert_eq!(m.property("fdbroker.service", "ActiveState"), "active");
