@@ -1166,3 +1166,43 @@ fn scanner_example_locks_itself_down_against_a_serving_broker() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Review 2 of issue 9: a worker can start a process whose parent is the broker, not
+/// itself (`clone(CLONE_PARENT)`). The kernel kills it with the namespace, but then it
+/// is a zombie only the broker can reap, and the namespace's init waits for it in
+/// `zap_pid_ns_processes` while the broker waits for init: `fdbroker run` never
+/// returns, and ignores Ctrl-C and SIGTERM (both only forwarded).
+#[test]
+fn review2_run_returns_after_a_worker_child_made_with_clone_parent() {
+    let (_t, policy) = fixture();
+    let (marker, value) = unique_marker();
+    let _cleanup = KillCarrying(marker.clone());
+    let attack = sibling_bin("review2-attack");
+    let mut cmd = run_cmd(&policy, &[attack.to_str().unwrap(), "clone-parent"]);
+    cmd.env("FDBROKER_TEST_TREE", &value)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut broker = Reaped(cmd.spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = broker.0.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let Some(status) = status else {
+        // Free the namespace: the zombie goes to the broker's parent, init finishes.
+        let _ = broker.0.kill();
+        panic!("fdbroker run did not return after its worker exited");
+    };
+    assert_eq!(status.code(), Some(7));
+    let left: Vec<u32> = carrying(&marker)
+        .into_iter()
+        .filter(|p| *p != broker.0.id())
+        .collect();
+    assert!(left.is_empty(), "still running: {left:?}");
+}
