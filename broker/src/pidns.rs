@@ -96,15 +96,19 @@ impl Init {
     /// Ends the namespace and waits until every process in it is gone: closes the
     /// lifeline, so init exits and the kernel kills the rest, then reaps init.
     ///
-    /// Reap the worker first: the kernel finishes init's exit only once every process
-    /// of the namespace has been reaped, and the worker is reaped by the broker.
+    /// The kernel finishes init's exit only once every process of the namespace has
+    /// been reaped, and some are the broker's to reap: the worker, and anything the
+    /// worker made a child of the broker (`clone(CLONE_PARENT)`; the sandbox refuses it,
+    /// but a worker run without one may not). So every child is reaped here, whatever
+    /// it is, until init is: waiting for init alone could wait for ever.
     pub fn end(self) -> io::Result<()> {
         let Init { pid, lifeline } = self;
         drop(lifeline);
         loop {
-            match waitpid(pid, None) {
+            match waitpid(None, Some(WaitPidFlag::__WALL)) {
                 Err(Errno::EINTR) => continue,
-                Ok(_) => return Ok(()),
+                Ok(status) if status.pid() == Some(pid) => return Ok(()),
+                Ok(_) => continue,
                 Err(e) => return Err(e.into()),
             }
         }

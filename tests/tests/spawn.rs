@@ -1167,21 +1167,24 @@ fn scanner_example_locks_itself_down_against_a_serving_broker() {
     );
 }
 
-/// Review 2 of issue 9: a worker can start a process whose parent is the broker, not
-/// itself (`clone(CLONE_PARENT)`). The kernel kills it with the namespace, but then it
-/// is a zombie only the broker can reap, and the namespace's init waits for it in
-/// `zap_pid_ns_processes` while the broker waits for init: `fdbroker run` never
-/// returns, and ignores Ctrl-C and SIGTERM (both only forwarded).
+/// From the second independent review: a worker could start a process whose parent is
+/// the broker, not itself (`clone(CLONE_PARENT)`). The kernel killed it with the
+/// namespace, but then it was a zombie only the broker could reap, and the namespace's
+/// init waited for it in `zap_pid_ns_processes` while the broker waited for init:
+/// `fdbroker run` never returned, and ignored Ctrl-C and SIGTERM (both only forwarded).
+/// Now the sandbox refuses `CLONE_PARENT`, and the broker reaps every child until init
+/// is gone.
 #[test]
-fn review2_run_returns_after_a_worker_child_made_with_clone_parent() {
-    let (_t, policy) = fixture();
+fn run_returns_after_a_worker_child_made_with_clone_parent() {
+    let (t, policy) = fixture();
     let (marker, value) = unique_marker();
     let _cleanup = KillCarrying(marker.clone());
-    let attack = sibling_bin("review2-attack");
+    let attack = sibling_bin("spawn-attack");
     let mut cmd = run_cmd(&policy, &[attack.to_str().unwrap(), "clone-parent"]);
+    let out = t.join("clone-parent.out");
     cmd.env("FDBROKER_TEST_TREE", &value)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
         .stderr(Stdio::null());
     let mut broker = Reaped(cmd.spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -1200,6 +1203,8 @@ fn review2_run_returns_after_a_worker_child_made_with_clone_parent() {
         panic!("fdbroker run did not return after its worker exited");
     };
     assert_eq!(status.code(), Some(7));
+    let said = std::fs::read_to_string(&out).unwrap();
+    assert!(said.starts_with("clone refused"), "{said}");
     let left: Vec<u32> = carrying(&marker)
         .into_iter()
         .filter(|p| *p != broker.0.id())

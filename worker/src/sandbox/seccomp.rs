@@ -191,7 +191,10 @@ const REFUSED_ARCH: &[i64] = &[];
 /// Every `CLONE_NEW*` flag `clone(2)` accepts. `CLONE_NEWTIME` (0x80) is missing on purpose:
 /// in `clone(2)` that bit belongs to the exit signal, and time namespaces can only be made
 /// with `unshare` or `clone3`, both refused.
-const CLONE_NEW_FLAGS: [libc::c_int; 7] = [
+const CLONE_NEW_FLAGS: [libc::c_int; 8] = [
+    // Not a namespace: a child of the sandboxed process's *parent*, which would be out
+    // of the worker's own tree (spawn mode's broker would have to reap it).
+    libc::CLONE_PARENT,
     libc::CLONE_NEWNS,
     libc::CLONE_NEWCGROUP,
     libc::CLONE_NEWUTS,

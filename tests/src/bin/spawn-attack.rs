@@ -1,10 +1,10 @@
 //! Attacks from the second review of issue 9 (see each mode).
 //!
 //! ```text
-//! review2-attack grant-flood SOCKET PATH SECS
+//! spawn-attack grant-flood SOCKET PATH SECS
 //!     open PATH (granted) in full batches for SECS seconds, reading every reply;
 //!     print `granted=N`
-//! review2-attack clone-parent
+//! spawn-attack clone-parent
 //!     (as a worker under `fdbroker run`) start a child with `clone(CLONE_PARENT)`, so
 //!     that it is the broker's child rather than the worker's; the child sleeps; the
 //!     worker prints `sibling PID` and exits 7
@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         }
         Some("clone-parent") => clone_parent(),
         _ => {
-            eprintln!("usage: review2-attack grant-flood SOCKET PATH SECS | clone-parent");
+            eprintln!("usage: spawn-attack grant-flood SOCKET PATH SECS | clone-parent");
             ExitCode::from(2)
         }
     }
