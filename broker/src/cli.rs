@@ -35,8 +35,10 @@ enum Command {
     /// Run the broker: listen on the policy's socket and serve workers.
     #[command(
         after_help = "Example:\n  fdbroker serve --policy /etc/fdbroker/policy.toml --socket /run/fdbroker/fdbroker.sock\n\n\
-Signals: SIGHUP reloads the policy (an invalid file is rejected and the old policy stays); \
-SIGTERM or SIGINT stop gracefully.\n\
+Processes: this process is a small monitor that starts a confined server (this binary \
+again) and, on reload, a new one that takes over every connection.\n\
+Signals: SIGHUP reloads the policy (`fdbroker reload PID` does and waits for the outcome; \
+an invalid file is rejected and the old policy stays); SIGTERM or SIGINT stop gracefully.\n\
 systemd: sockets passed by socket activation (LISTEN_FDS) are served instead of --socket; \
 READY, RELOADING, STOPPING, STATUS and WATCHDOG go to NOTIFY_SOCKET; log lines carry \
 syslog priorities when JOURNAL_STREAM is stderr.\n\
