@@ -8,6 +8,16 @@
 //! `SCM_RIGHTS`, `close` its copies. The client side sends the path(s), receives with
 //! `MSG_CMSG_CLOEXEC` and closes what arrived, as a caller of `Client::open` does when
 //! it drops the `File`.
+//!
+//! The **secure floor** ([`Floor::start_secure`]) is the same loop doing exactly the
+//! work the security model makes mandatory, and nothing else of the broker's: each path
+//! is opened with `openat2` beneath the pre-opened root it falls under, with the
+//! broker's `RESOLVE_*` and open flags; `fstat` checks it is a regular file with one
+//! link; one `write(2)` per request appends an audit line per path, of the broker's
+//! length, to a file; and the process confines itself with the broker's own code
+//! (`fdbroker::confine`: the same Landlock domain over the same roots and the same
+//! seccomp filter). The difference between it and the broker is what the broker's own
+//! code costs; the difference between it and the bare floor is the confinement tax.
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
@@ -24,6 +34,8 @@ use std::time::{Duration, Instant};
 
 /// The argument that turns this binary into the floor server.
 pub const SERVER_ARG: &str = "--floor-server";
+/// After [`SERVER_ARG`]: `--secure POLICY AUDIT_FILE` makes it the secure floor.
+pub const SECURE_ARG: &str = "--secure";
 /// Where the server finds its end of the socketpair.
 const SERVER_FD: RawFd = 3;
 /// Most descriptors one reply carries (the batch size is 32).
@@ -37,7 +49,17 @@ pub struct Floor {
 }
 
 impl Floor {
+    /// The bare floor.
     pub fn start() -> Floor {
+        Floor::spawn(&[])
+    }
+
+    /// The secure floor, serving the roots of `policy`, its audit lines to `audit`.
+    pub fn start_secure(policy: &std::path::Path, audit: &std::path::Path) -> Floor {
+        Floor::spawn(&[SECURE_ARG.as_ref(), policy.as_os_str(), audit.as_os_str()])
+    }
+
+    fn spawn(extra: &[&std::ffi::OsStr]) -> Floor {
         let (mine, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -49,6 +71,7 @@ impl Floor {
         let exe = std::env::current_exe().expect("the benchmark's own path");
         let mut cmd = Command::new(exe);
         cmd.arg(SERVER_ARG)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl) between fork and exec.
@@ -149,8 +172,14 @@ impl Drop for Floor {
     }
 }
 
-/// The floor server's main loop (in the re-executed process).
-pub fn serve_main() -> ! {
+/// The floor server's main loop (in the re-executed process); `args` are the ones
+/// after [`SERVER_ARG`].
+pub fn serve_main(args: &[String]) -> ! {
+    if let [flag, policy, audit] = args
+        && flag == SECURE_ARG
+    {
+        secure_main(policy, audit);
+    }
     // SAFETY: the parent placed our end of the socketpair at SERVER_FD for us alone.
     let sock = unsafe { OwnedFd::from_raw_fd(SERVER_FD) };
     let fd = sock.as_raw_fd();
@@ -197,6 +226,128 @@ pub fn serve_main() -> ! {
         if let Err(e) = sent {
             if e != Errno::EPIPE {
                 eprintln!("floor server: sendmsg: {e}");
+            }
+            std::process::exit(0);
+        }
+    }
+}
+
+/// The secure floor's loop (see the module documentation).
+fn secure_main(policy_path: &str, audit_path: &str) -> ! {
+    use nix::fcntl::{OpenHow, ResolveFlag, openat2};
+    use std::io::Write;
+    let policy = fdbroker_policy::Policy::load(std::path::Path::new(policy_path))
+        .unwrap_or_else(|e| panic!("secure floor: {e}"));
+    let loaded = fdbroker::Loaded::new(policy, 1);
+    // Every open root, longest first, as `PATH/`.
+    let mut roots: Vec<(Vec<u8>, RawFd)> = loaded
+        .roots
+        .iter()
+        .filter_map(|(p, fd)| {
+            let mut prefix = p.as_os_str().as_encoded_bytes().to_vec();
+            prefix.push(b'/');
+            fd.map(|fd| (prefix, fd.as_raw_fd()))
+        })
+        .collect();
+    roots.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    let mut audit = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(audit_path)
+        .unwrap_or_else(|e| panic!("secure floor: {audit_path}: {e}"));
+    fdbroker::confine::confine(&loaded, Some(std::path::Path::new(policy_path)), None, None)
+        .unwrap_or_else(|e| panic!("secure floor: confine: {e}"));
+    // SAFETY: the parent placed our end of the socketpair at SERVER_FD for us alone.
+    let sock = unsafe { OwnedFd::from_raw_fd(SERVER_FD) };
+    let fd = sock.as_raw_fd();
+    let pid = std::process::id();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut lines: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut opened: Vec<OwnedFd> = Vec::with_capacity(MAX_FDS);
+    let mut raw: Vec<RawFd> = Vec::with_capacity(MAX_FDS);
+    let how = || {
+        OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
+            .resolve(
+                ResolveFlag::RESOLVE_BENEATH
+                    | ResolveFlag::RESOLVE_NO_SYMLINKS
+                    | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+            )
+    };
+    loop {
+        let n = {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            match recvmsg::<()>(fd, &mut iov, None, MsgFlags::empty()) {
+                Ok(m) if m.bytes == 0 => std::process::exit(0),
+                Ok(m) => m.bytes,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    eprintln!("secure floor: recvmsg: {e}");
+                    std::process::exit(1);
+                }
+            }
+        };
+        lines.clear();
+        for path in buf[..n].split(|&b| b == 0) {
+            let Some((prefix, root)) = roots.iter().find(|(p, _)| path.starts_with(p)) else {
+                eprintln!(
+                    "secure floor: no root for {:?}",
+                    String::from_utf8_lossy(path)
+                );
+                std::process::exit(1);
+            };
+            let rel = &path[prefix.len()..];
+            // SAFETY: the root descriptors live as long as `loaded`, for the whole loop.
+            let root = unsafe { std::os::fd::BorrowedFd::borrow_raw(*root) };
+            let f = match openat2(root, rel, how()) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("secure floor: openat2: {e}");
+                    std::process::exit(1);
+                }
+            };
+            let st = nix::sys::stat::fstat(&f).expect("secure floor: fstat");
+            assert!(
+                st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_nlink == 1,
+                "secure floor: not a single-link regular file"
+            );
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            // The broker's audit line, field for field, at its length.
+            let _ = writeln!(
+                lines,
+                "{}.{:06}Z  INFO fdbroker::audit: uid=0 gid=0 pid={pid} client=\"bench\" \
+                 path=\"{}\" access=\"read\" rule=\"{policy_path}:7:8\" result=\"granted\" ino={}",
+                now.as_secs(),
+                now.subsec_micros(),
+                path.escape_ascii(),
+                st.st_ino
+            );
+            if opened.len() == MAX_FDS {
+                eprintln!("secure floor: more than {MAX_FDS} paths in one request");
+                std::process::exit(1);
+            }
+            opened.push(f);
+        }
+        if let Err(e) = audit.write_all(&lines) {
+            eprintln!("secure floor: audit: {e}");
+            std::process::exit(1);
+        }
+        raw.clear();
+        raw.extend(opened.iter().map(AsRawFd::as_raw_fd));
+        let count = (raw.len() as u32).to_ne_bytes();
+        let sent = sendmsg::<()>(
+            fd,
+            &[IoSlice::new(&count)],
+            &[ControlMessage::ScmRights(&raw)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        );
+        opened.clear();
+        if let Err(e) = sent {
+            if e != Errno::EPIPE {
+                eprintln!("secure floor: sendmsg: {e}");
             }
             std::process::exit(0);
         }

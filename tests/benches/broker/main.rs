@@ -97,8 +97,8 @@ impl Plan {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == floor::SERVER_ARG) {
-        floor::serve_main();
+    if let Some(i) = args.iter().position(|a| a == floor::SERVER_ARG) {
+        floor::serve_main(&args[i + 1..]);
     }
     if args.first().is_some_and(|a| a == DRIVE_ARG) {
         drive(&args[1..]);
@@ -142,8 +142,11 @@ fn main() {
 
     let mut rows = Table::default();
 
-    // ---- latency: floor, fdbroker (as deployed, and diagnostic variants), spawn -----
+    // ---- latency: floors, fdbroker (as deployed, and diagnostic variants), spawn ----
     let mut fl = floor::Floor::start();
+    // The secure floor serves the same policy's roots, with the broker's confinement.
+    let secure_policy = tree.file("secure-floor.toml", policy_text.as_bytes(), 0o644);
+    let mut sfl = floor::Floor::start_secure(&secure_policy, &tree.join("secure-floor.log"));
     let unconfined_text = policy::policy_text(
         BROKER_RULES,
         base,
@@ -225,6 +228,7 @@ fn main() {
         floor32: Sample::default(),
         rt_ratio: Sample::default(),
         batch_ratio: Sample::default(),
+        secure: SecureRows::default(),
     }];
     if cpus.len() >= 2 {
         layouts.push(Layout {
@@ -235,25 +239,30 @@ fn main() {
             floor32: Sample::default(),
             rt_ratio: Sample::default(),
             batch_ratio: Sample::default(),
+            secure: SecureRows::default(),
         });
     }
-    let place = |layout: &Layout, floor: &floor::Floor, variants: &[Variant]| {
-        affinity::pin_process(floor.pid(), &layout.servers);
-        for v in variants {
-            affinity::pin_process(v.server.pid(), &layout.servers);
-        }
-        affinity::pin_thread(0, &layout.client).expect("pinning the benchmark thread");
-    };
+    let place =
+        |layout: &Layout, floor: &floor::Floor, secure: &floor::Floor, variants: &[Variant]| {
+            affinity::pin_process(floor.pid(), &layout.servers);
+            affinity::pin_process(secure.pid(), &layout.servers);
+            for v in variants {
+                affinity::pin_process(v.server.pid(), &layout.servers);
+            }
+            affinity::pin_thread(0, &layout.client).expect("pinning the benchmark thread");
+        };
 
-    place(&layouts[0], &fl, &variants);
+    place(&layouts[0], &fl, &sfl, &variants);
     for _ in 0..plan.warmup {
         assert_eq!(fl.round_trip(&one_bytes), 1);
+        assert_eq!(sfl.round_trip(&one_bytes), 1);
         for v in &variants {
             fdb_open(&v.client);
         }
     }
     for _ in 0..plan.warmup / 20 + 1 {
         assert_eq!(fl.round_trip(&joined), BATCH);
+        assert_eq!(sfl.round_trip(&joined), BATCH);
         for v in &variants {
             fdb_many(&v.client);
         }
@@ -265,11 +274,14 @@ fn main() {
     let mut variants = variants;
     for _ in 0..plan.reps {
         for (li, layout) in layouts.iter_mut().enumerate() {
-            place(layout, &fl, &variants);
+            place(layout, &fl, &sfl, &variants);
             // Diagnostics only where the summary's numbers come from.
             let measured = if li == 0 { variants.len() } else { 1 };
             let f1 = per_op_us(plan.single_iters, 1, || {
                 assert_eq!(fl.round_trip(&one_bytes), 1)
+            });
+            let s1 = per_op_us(plan.single_iters, 1, || {
+                assert_eq!(sfl.round_trip(&one_bytes), 1)
             });
             for v in &mut variants[..measured] {
                 let t = per_op_us(plan.single_iters, 1, || fdb_open(&v.client));
@@ -277,6 +289,9 @@ fn main() {
             }
             let f32_ = per_op_us(plan.batch_msgs, BATCH, || {
                 assert_eq!(fl.round_trip(&joined), BATCH)
+            });
+            let s32 = per_op_us(plan.batch_msgs, BATCH, || {
+                assert_eq!(sfl.round_trip(&joined), BATCH)
             });
             for v in &mut variants[..measured] {
                 let t = per_op_us(plan.batch_msgs, BATCH, || fdb_many(&v.client));
@@ -287,6 +302,13 @@ fn main() {
             layout.floor32.push(f32_);
             layout.rt_ratio.push(b1 / f1);
             layout.batch_ratio.push(b32 / f32_);
+            let sec = &mut layout.secure;
+            sec.floor1.push(s1);
+            sec.floor32.push(s32);
+            sec.rt_ratio.push(b1 / s1);
+            sec.batch_ratio.push(b32 / s32);
+            sec.tax1.push(s1 / f1);
+            sec.tax32.push(s32 / f32_);
             if li == 0 {
                 let sp = per_op_us(plan.spawn_iters, 1, spawn_one);
                 spawn.push(sp);
@@ -300,6 +322,7 @@ fn main() {
         affinity::pin_process(v.server.pid(), &cpus);
     }
     drop(fl);
+    drop(sfl);
 
     for (li, l) in layouts.iter().enumerate() {
         rows.sample(
@@ -348,6 +371,51 @@ fn main() {
             "ratio",
             &format!("fdbroker / floor, per descriptor in batches, {}", l.name),
             &l.batch_ratio,
+            "×",
+        );
+    }
+    for l in &layouts {
+        let sec = &l.secure;
+        rows.sample(
+            "secure",
+            &format!("secure floor: open + pass round trip, 1 fd, {}", l.name),
+            &sec.floor1,
+            "µs",
+        );
+        rows.sample(
+            "ratio",
+            &format!("fdbroker / secure floor, round trip, {}", l.name),
+            &sec.rt_ratio,
+            "×",
+        );
+        rows.sample(
+            "ratio",
+            &format!(
+                "confinement tax: secure / bare floor, round trip, {}",
+                l.name
+            ),
+            &sec.tax1,
+            "×",
+        );
+        rows.sample(
+            "secure",
+            &format!("secure floor: per descriptor, 32 per message, {}", l.name),
+            &sec.floor32,
+            "µs",
+        );
+        rows.sample(
+            "ratio",
+            &format!(
+                "fdbroker / secure floor, per descriptor in batches, {}",
+                l.name
+            ),
+            &sec.batch_ratio,
+            "×",
+        );
+        rows.sample(
+            "ratio",
+            &format!("confinement tax: secure / bare floor, batches, {}", l.name),
+            &sec.tax32,
             "×",
         );
     }
@@ -525,6 +593,8 @@ fn main() {
     let s = Summary {
         roundtrip_ratio: layouts[0].rt_ratio.median(),
         batch_ratio: layouts[0].batch_ratio.median(),
+        secure_roundtrip_ratio: layouts[0].secure.rt_ratio.median(),
+        secure_batch_ratio: layouts[0].secure.batch_ratio.median(),
         spawn_speedup: spawn_ratio.median(),
         policy_10k_ratio: d_ratio.median(),
         conn_kib: mem.per_conn_small,
@@ -547,6 +617,18 @@ fn main() {
         s.batch_ratio,
         s.batch_ratio <= 1.25,
         "<= 1.25",
+    );
+    check(
+        "secure_roundtrip_ratio",
+        s.secure_roundtrip_ratio,
+        s.secure_roundtrip_ratio <= 1.15,
+        "<= 1.15",
+    );
+    check(
+        "secure_batch_ratio",
+        s.secure_batch_ratio,
+        s.secure_batch_ratio <= 1.15,
+        "<= 1.15",
     );
     check(
         "spawn_speedup",
@@ -579,9 +661,11 @@ fn main() {
         }
     );
     println!(
-        "summary: roundtrip_ratio={:.2} batch_ratio={:.2} spawn_speedup={:.1} policy_10k_ratio={:.2} conn_kib={:.2} threads16_vs_1={:.2}",
+        "summary: roundtrip_ratio={:.2} batch_ratio={:.2} secure_roundtrip_ratio={:.2} secure_batch_ratio={:.2} scan_slowdown=n/a transparent_slowdown=n/a spawn_speedup={:.1} policy_10k_ratio={:.2} conn_kib={:.2} threads16_vs_1={:.2}",
         s.roundtrip_ratio,
         s.batch_ratio,
+        s.secure_roundtrip_ratio,
+        s.secure_batch_ratio,
         s.spawn_speedup,
         s.policy_10k_ratio,
         s.conn_kib,
@@ -636,11 +720,27 @@ struct Layout {
     floor32: Sample,
     rt_ratio: Sample,
     batch_ratio: Sample,
+    secure: SecureRows,
+}
+
+/// The secure floor's rows for one placement.
+#[derive(Default)]
+struct SecureRows {
+    floor1: Sample,
+    floor32: Sample,
+    /// fdbroker / secure floor.
+    rt_ratio: Sample,
+    batch_ratio: Sample,
+    /// secure floor / bare floor: what confinement and the mandatory checks cost.
+    tax1: Sample,
+    tax32: Sample,
 }
 
 struct Summary {
     roundtrip_ratio: f64,
     batch_ratio: f64,
+    secure_roundtrip_ratio: f64,
+    secure_batch_ratio: f64,
     spawn_speedup: f64,
     policy_10k_ratio: f64,
     conn_kib: f64,
