@@ -227,6 +227,18 @@ impl Client {
         paths: &[P],
         access: Access,
     ) -> io::Result<Vec<io::Result<Opened>>> {
+        self.open_many_detailed(paths, access, 0)
+    }
+
+    /// [`Client::open_many_with`] with extra open flags for every path
+    /// (`wire::OPEN_TRUNC`, `wire::OPEN_APPEND`), as the C library's `fdb_open_many`
+    /// takes them.
+    pub fn open_many_detailed<P: AsRef<Path>>(
+        &self,
+        paths: &[P],
+        access: Access,
+        flags: u32,
+    ) -> io::Result<Vec<io::Result<Opened>>> {
         let mut out = Vec::with_capacity(paths.len());
         let mut rest = paths;
         while !rest.is_empty() {
@@ -239,7 +251,7 @@ impl Client {
                     .map(|p| p.as_ref().as_os_str().as_bytes().to_vec())
                     .collect(),
                 access,
-                flags: 0,
+                flags,
             };
             let Delivery { body, fds } = self.call(op)?;
             let mut fds = fds.into_iter();
