@@ -184,13 +184,12 @@ fn install_lays_out_header_libraries_and_pkg_config() {
         Command::new("readelf").arg("-d").arg(&i.scan_shared),
         Duration::from_secs(30),
     );
-    if out.status.success() {
-        assert!(
-            text(&out.stdout).contains("[libfdbroker_client.so.0]"),
-            "{}",
-            text(&out.stdout)
-        );
-    }
+    assert!(out.status.success(), "readelf: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("[libfdbroker_client.so.0]"),
+        "{}",
+        text(&out.stdout)
+    );
     let pc = std::fs::read_to_string(lib.join("pkgconfig/fdbroker-client.pc")).unwrap();
     assert!(
         pc.contains(&format!("prefix={}", i.prefix.path().display())),
