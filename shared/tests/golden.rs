@@ -23,7 +23,7 @@ use fdbroker_shared::ProtocolError;
 use fdbroker_shared::frame::{self, HEADER_LEN, Kind, MAX_MESSAGE, PROTOCOL_VERSION};
 use fdbroker_shared::wire::{
     Accepted, Access, FileKind, FileMeta, Hello, MAX_BATCH, OPEN_APPEND, OPEN_TRUNC, Op, OpenSpec,
-    Reply, ReplyBody, Request, Welcome, WireError,
+    Reply, ReplyBody, Request, StatMeta, StatSpec, Welcome, WireError,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -108,6 +108,27 @@ fn open(id: u64, path: &[u8], access: Access, flags: u32) -> Msg {
             flags,
         }),
     })
+}
+
+/// What a stat of a character device answers: every field of `StatMeta` non-zero and
+/// distinct, so a swapped or misplaced field shows.
+fn stat_meta() -> StatMeta {
+    StatMeta {
+        file: FileMeta {
+            size: 0,
+            nlink: 2,
+            ..meta(FileKind::CharDevice, 0o020_640)
+        },
+        uid: 1000,
+        gid: 0x0102_0304,
+        rdev: 0x0000_0001_0000_0005,
+        blksize: 4096,
+        blocks: 0x0a0b,
+        atime_sec: 1_700_000_100,
+        atime_nsec: 987_654_321,
+        ctime_sec: -2,
+        ctime_nsec: 1,
+    }
 }
 
 fn reply(id: u64, body: ReplyBody) -> Msg {
@@ -312,6 +333,51 @@ fn valid() -> Vec<(&'static str, &'static str, Msg)> {
                 )),
             ),
         ),
+        (
+            "request-stat",
+            "The metadata of one path, without opening it (answered by a Stat reply, no descriptor).",
+            Msg::Request(Request {
+                id: 12,
+                op: Op::Stat(StatSpec {
+                    path: b"/dev/null".to_vec(),
+                }),
+            }),
+        ),
+        (
+            "request-connect",
+            "Ask for a new connection with this one's identity: the id and the tag, nothing else. \
+             Id 0 as the Rust client sends it before the hello on an inherited connection.",
+            Msg::Request(Request {
+                id: 0,
+                op: Op::Connect,
+            }),
+        ),
+        (
+            "reply-stat-ok",
+            "A granted stat: FileMeta and the rest of struct stat; no descriptor.",
+            reply(12, ReplyBody::Stat(Ok(stat_meta()))),
+        ),
+        (
+            "reply-stat-denied",
+            "A refused stat: the same EACCES and reason an open outside the policy gets.",
+            reply(13, ReplyBody::Stat(Err(denied()))),
+        ),
+        (
+            "reply-connected",
+            "The new connection: the tag alone; exactly one descriptor travels with it.",
+            reply(0, ReplyBody::Connected),
+        ),
+        (
+            "reply-connect-refused",
+            "A connect over a connection limit: refused as a whole with EAGAIN, no descriptor.",
+            reply(
+                14,
+                ReplyBody::Refused(WireError::new(
+                    libc::EAGAIN,
+                    "uid 65534 is at its limit of 1024 connections",
+                )),
+            ),
+        ),
     ]
 }
 
@@ -358,6 +424,12 @@ fn invalid() -> Vec<(&'static str, &'static str, Kind, Vec<u8>)> {
         let at = hello.len() - 1;
         with(&hello, at, &[0xff])
     };
+    // Reply layout: id u64 at body, body tag u32 at body+8.
+    let connected = base(reply(1, ReplyBody::Connected));
+    let connect = base(Msg::Request(Request {
+        id: 1,
+        op: Op::Connect,
+    }));
     let past_end = {
         // Path length 0x100 with 2 bytes present.
         with(&req, body + 12, &0x100u64.to_le_bytes())
@@ -446,6 +518,18 @@ fn invalid() -> Vec<(&'static str, &'static str, Kind, Vec<u8>)> {
             with(&empty_many, many_len_at, &u64::MAX.to_le_bytes()),
         ),
         ("agent-not-utf8", "Decode", Kind::Hello, bad_utf8),
+        (
+            "unknown-reply-body",
+            "Decode",
+            Kind::Reply,
+            with(&connected, body + 8, &5u32.to_le_bytes()),
+        ),
+        (
+            "connect-with-content",
+            "TrailingBytes",
+            Kind::Request,
+            set_len([connect.as_slice(), &[0, 0, 0, 0]].concat()),
+        ),
     ]
 }
 
@@ -584,24 +668,55 @@ fn committed_frames_decode_and_invalid_ones_are_refused() {
 }
 
 /// Every message kind, every `Op`, `ReplyBody`, `Welcome`, `Access` and `FileKind`
-/// variant, and both outcomes appear in at least one vector: an enum that grows a
-/// variant without a vector fails here.
+/// variant, and both outcomes appear in at least one vector of the message that holds
+/// them: an enum that grows a variant without a vector fails here.
 #[test]
 fn vectors_cover_every_variant() {
-    let all = serde_json::to_string(&generate()["valid"]).unwrap();
-    for needle in [
-        "\"Accepted\"",
-        "\"Refused\"",
-        "\"Open\"",
-        "\"OpenMany\"",
-        "\"Ok\"",
-        "\"Err\"",
+    let generated = generate();
+    let of_kind = |kind: &str| -> String {
+        let list: Vec<&Value> = generated["valid"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["kind"] == kind)
+            .collect();
+        serde_json::to_string(&list).unwrap()
+    };
+    let (welcomes, requests, replies) = (of_kind("Welcome"), of_kind("Request"), of_kind("Reply"));
+    assert!(!of_kind("Hello").is_empty());
+    // Each needle is a variant as serde's JSON names it: `{"Name":` for one with
+    // content, `"Name"` for a unit variant.
+    for (list, needles) in [
+        (&welcomes, &["{\"Accepted\":", "{\"Refused\":"][..]),
+        (
+            &requests,
+            &[
+                "{\"Open\":",
+                "{\"OpenMany\":",
+                "{\"Stat\":",
+                "\"op\":\"Connect\"",
+            ][..],
+        ),
+        (
+            &replies,
+            &[
+                "{\"Open\":{\"Ok\":",
+                "{\"Open\":{\"Err\":",
+                "{\"OpenMany\":",
+                "{\"Refused\":",
+                "{\"Stat\":{\"Ok\":",
+                "{\"Stat\":{\"Err\":",
+                "\"body\":\"Connected\"",
+            ][..],
+        ),
     ] {
-        assert!(all.contains(needle), "no vector has {needle}");
+        for needle in needles {
+            assert!(list.contains(needle), "no vector has {needle}");
+        }
     }
     for a in Access::ALL {
         let tag = serde_json::to_string(&a).unwrap();
-        assert!(all.contains(&tag), "no vector has access {tag}");
+        assert!(requests.contains(&tag), "no vector has access {tag}");
     }
     for k in [
         FileKind::Regular,
@@ -613,15 +728,19 @@ fn vectors_cover_every_variant() {
         FileKind::Symlink,
     ] {
         let tag = serde_json::to_string(&k).unwrap();
-        assert!(all.contains(&tag), "no vector has file kind {tag}");
+        assert!(replies.contains(&tag), "no vector has file kind {tag}");
     }
     // Exhaustive matches: a new variant stops this compiling until it is listed above
     // and given a vector.
     let _ = |op: &Op| match op {
-        Op::Open(_) | Op::OpenMany { .. } => (),
+        Op::Open(_) | Op::OpenMany { .. } | Op::Stat(_) | Op::Connect => (),
     };
     let _ = |b: &ReplyBody| match b {
-        ReplyBody::Open(_) | ReplyBody::OpenMany(_) | ReplyBody::Refused(_) => (),
+        ReplyBody::Open(_)
+        | ReplyBody::OpenMany(_)
+        | ReplyBody::Refused(_)
+        | ReplyBody::Stat(_)
+        | ReplyBody::Connected => (),
     };
     let _ = |w: &Welcome| match w {
         Welcome::Accepted(_) | Welcome::Refused(_) => (),
