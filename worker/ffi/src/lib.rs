@@ -42,9 +42,14 @@ pub struct fdb_client {
 /// Connect to the broker.
 ///
 /// `socket_path` is the broker's socket; NULL chooses the way a worker is usually set
-/// up: the inherited connection in `FDBROKER_FD` (set by `fdbroker run`; adopted at
-/// most once per process), else the socket named by `FDBROKER_SOCKET`, else
-/// `/run/fdbroker/fdbroker.sock`.
+/// up: the inherited connection in `FDBROKER_FD` (set by `fdbroker run`), else the
+/// socket named by `FDBROKER_SOCKET`, else `/run/fdbroker/fdbroker.sock`.
+///
+/// An inherited connection is shared by every process of the worker's tree, so it is
+/// never used for requests: each `fdb_connect(NULL)` asks the broker over it for a
+/// connection of its own with the same identity. Any number of clients, in any number
+/// of processes of one `fdbroker run`, may be made this way; the inherited descriptor
+/// is left open (and inheritable, if it was) for the process's own children.
 ///
 /// Returns a client, or NULL with `errno` set (`ENOENT`, `ECONNREFUSED`, `EACCES` when
 /// the broker's policy has no client for this user, `EAGAIN` when the broker is at a

@@ -265,33 +265,89 @@ def test_socket_from_the_environment(socket_path, tree, monkeypatch):
     assert "cannot connect to the broker" in str(e.value)
 
 
-def test_an_inherited_connection_is_adopted_once(socket_path, tree):
-    """FDBROKER_FD, as ``fdbroker run`` sets it: adopted once per process and made
-    close-on-exec so it does not leak into the worker's own children."""
+def test_an_inherited_connection_serves_every_client_and_process(socket_path, tree):
+    """FDBROKER_FD, as ``fdbroker run`` sets it, is shared by the worker's whole tree:
+    each client, in each process, asks the broker over it for a connection of its own,
+    and the inherited descriptor is left for the process's children."""
     import socket
 
     s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     s.connect(socket_path)
     s.set_inheritable(True)
+    path = str(tree / "in" / "a.txt")
+    child = (
+        "import fdbroker; c = fdbroker.Client(timeout=30); "
+        f"print(c.open({path!r}).read().decode().strip(), c.stat({path!r}).st_size)"
+    )
     code = f"""
-import os, fdbroker
+import os, subprocess, sys, fdbroker
 fd = int(os.environ["FDBROKER_FD"])
-c = fdbroker.Client()
-assert not os.get_inheritable(fd)
-with c.open({str(tree / "in" / "a.txt")!r}) as f:
+a = fdbroker.Client(timeout=30)
+b = fdbroker.Client(timeout=30)
+assert fd not in (a.fileno(), b.fileno()) and a.fileno() != b.fileno()
+assert os.get_inheritable(fd)
+for c in (a, b):
+    with c.open({path!r}) as f:
+        assert f.read() == b"alpha\\n"
+out = subprocess.run([sys.executable, "-c", {child!r}], pass_fds=[fd],
+                     capture_output=True, text=True, timeout=60)
+assert out.returncode == 0, out.stderr
+print("child:", out.stdout.strip())
+with a.open({path!r}) as f:
     assert f.read() == b"alpha\\n"
-try:
-    fdbroker.Client()
-except OSError as e:
-    print("second:", e.errno)
 print("ok")
 """
     env = dict(os.environ, FDBROKER_FD=str(s.fileno()))
     env.pop(fdbroker.ENV_SOCKET, None)
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, pass_fds=[s.fileno()], capture_output=True,
-        text=True, timeout=60,
+        text=True, timeout=120,
     )
-    s.close()
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["second:", str(errno.EBUSY), "ok"]
+    assert out.stdout.split() == ["child:", "alpha", "6", "ok"]
+    # Nobody greeted the shared connection: it still takes a hello.
+    from fdbroker import _wire
+
+    s.settimeout(30)
+    s.send(_wire.encode(_wire.Kind.HELLO, _wire.Hello(_wire.PROTOCOL_VERSION, "test")))
+    welcome = _wire.decode(_wire.Kind.WELCOME, s.recv(_wire.MAX_MESSAGE))
+    assert isinstance(welcome, _wire.Accepted), welcome
+    s.close()
+
+
+def test_stat_answers_like_os_stat_under_the_policy(client, tree):
+    import stat
+
+    path = tree / "in" / "a.txt"
+    st = client.stat(path)
+    assert isinstance(st, os.stat_result)
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    assert (st.st_size, st.st_uid, st.st_gid, st.st_nlink) == (6, 0, 0, 1)
+    fd = client.open_fd(path)
+    try:
+        own = os.fstat(fd)
+    finally:
+        os.close(fd)
+    for field in ("st_ino", "st_dev", "st_mode", "st_size", "st_mtime_ns", "st_ctime_ns",
+                  "st_blksize", "st_blocks", "st_rdev"):
+        assert getattr(st, field) == getattr(own, field), field
+    assert st.st_mtime == pytest.approx(own.st_mtime)
+    assert stat.S_ISDIR(client.stat(tree / "in" / "sub").st_mode)
+    assert stat.S_ISREG(client.stat(os.fsencode(tree / "in") + b"/\xff.bin").st_mode)
+
+    denied = tree / "in" / "keys" / "private.pem"
+    with pytest.raises(PermissionError) as e:
+        client.stat(denied)
+    assert e.value.strerror == "permission denied by the broker's policy"
+    assert e.value.filename == str(denied)
+    with pytest.raises(FileNotFoundError):
+        client.stat(tree / "in" / "missing")
+    # Outside the policy a missing path looks like a present one.
+    for outside in ("/etc/hostname", "/nonexistent/anywhere"):
+        with pytest.raises(PermissionError):
+            client.stat(outside)
+    with pytest.raises(OSError) as e:
+        client.stat("relative")
+    assert e.value.errno == errno.EINVAL
+    with client.open(path) as f:
+        assert f.read() == b"alpha\n"

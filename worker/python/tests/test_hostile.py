@@ -20,6 +20,8 @@ import fdbroker
 from fdbroker import _wire
 from fdbroker._wire import (
     Accepted,
+    Connect,
+    Connected,
     FileKind,
     FileMeta,
     Kind,
@@ -27,6 +29,7 @@ from fdbroker._wire import (
     OpenReply,
     Refused,
     Reply,
+    StatReply,
     WireError,
 )
 
@@ -278,3 +281,130 @@ def test_only_seqpacket_unix_sockets_are_taken():
     assert e.value.errno == errno.EPROTOTYPE
     a.close()
     b.close()
+
+
+# ---- the inherited connection (FDBROKER_FD) ----
+
+
+class SharedConnection:
+    """A fake of the connection ``fdbroker run`` hands down: the library must send a
+    ``Connect`` on it first, with no hello, and greet whatever connection comes back.
+    ``answer(sock, request)`` replies."""
+
+    def __init__(self, monkeypatch, answer) -> None:
+        ours, self.server = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # The library adopts the number once per process and owns it from then on.
+        monkeypatch.setattr(fdbroker._client, "_inherited_conn", None)
+        monkeypatch.setenv(fdbroker.ENV_FD, str(ours.detach()))
+        self.first = None
+        self.answer = answer
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        try:
+            data = self.server.recv(_wire.MAX_MESSAGE)
+        except OSError:
+            return
+        self.first = data
+        if data:
+            self.answer(self.server, _wire.decode(Kind.REQUEST, data))
+
+    def close(self) -> None:
+        self.thread.join(10)
+        self.server.close()
+
+
+def test_an_inherited_connection_is_asked_for_one_and_never_greeted(monkeypatch):
+    fakes = []
+
+    def answer(s, req):
+        assert isinstance(req.op, Connect)
+
+        def serve(sock, rid):
+            send(sock, _wire.encode(Kind.REPLY, Reply(rid, StatReply(WireError(2, "gone")))))
+
+        fake = FakeBroker(serve)
+        fakes.append(fake)
+        send(s, _wire.encode(Kind.REPLY, Reply(req.id, Connected())), [fake.client_end.fileno()])
+        fake.client_end.close()
+
+    shared = SharedConnection(monkeypatch, answer)
+    with fdbroker.Client(timeout=10) as c:
+        assert c.client_name == "fake"
+        with pytest.raises(FileNotFoundError):
+            c.stat("/x")
+    shared.close()
+    for f in fakes:
+        f.close()
+    first = _wire.decode(Kind.REQUEST, shared.first)
+    assert isinstance(first.op, Connect), "the shared connection was greeted or used"
+
+
+def test_a_connect_answered_with_extra_descriptors_closes_them_all(monkeypatch):
+    r, writers = pipe_with_writers(3)
+
+    def answer(s, req):
+        send(s, _wire.encode(Kind.REPLY, Reply(req.id, Connected())), writers)
+        for w in writers:
+            os.close(w)
+
+    shared = SharedConnection(monkeypatch, answer)
+    with pytest.raises(fdbroker.ProtocolError, match="accounts for 1"):
+        fdbroker.Client(timeout=10)
+    shared.close()
+    assert_no_writer_left(r)
+
+
+def test_a_connect_answered_with_another_reply_closes_its_descriptor(monkeypatch):
+    r, writers = pipe_with_writers(1)
+
+    def answer(s, req):
+        send(s, _wire.encode(Kind.REPLY, Reply(req.id, OpenReply(META))), writers)
+        os.close(writers[0])
+
+    shared = SharedConnection(monkeypatch, answer)
+    with pytest.raises(fdbroker.ProtocolError, match="another reply"):
+        fdbroker.Client(timeout=10)
+    shared.close()
+    assert_no_writer_left(r)
+
+
+def test_a_refused_connect_is_the_errno_and_reason(monkeypatch):
+    def answer(s, req):
+        send(s, _wire.encode(Kind.REPLY, Reply(req.id, Refused(WireError(
+            errno.EAGAIN, "uid 65534 is at its limit of 1024 connections")))))
+
+    shared = SharedConnection(monkeypatch, answer)
+    with pytest.raises(BlockingIOError) as e:
+        fdbroker.Client(timeout=10)
+    assert e.value.errno == errno.EAGAIN
+    assert "at its limit" in e.value.strerror
+    shared.close()
+
+
+def test_a_silent_inherited_connection_times_out(monkeypatch):
+    shared = SharedConnection(monkeypatch, lambda s, req: None)
+    with pytest.raises(TimeoutError):
+        fdbroker.Client(timeout=0.5)
+    shared.close()
+
+
+def test_a_closed_inherited_connection_names_it(monkeypatch):
+    shared = SharedConnection(monkeypatch, lambda s, req: s.shutdown(socket.SHUT_RDWR))
+    with pytest.raises(ConnectionAbortedError) as e:
+        fdbroker.Client(timeout=10)
+    assert fdbroker.ENV_FD in e.value.strerror
+    shared.close()
+
+
+def test_an_inherited_descriptor_that_is_no_socket_is_refused(monkeypatch):
+    r, w = os.pipe()
+    os.close(w)
+    monkeypatch.setattr(fdbroker._client, "_inherited_conn", None)
+    monkeypatch.setenv(fdbroker.ENV_FD, str(r))
+    with pytest.raises(OSError) as e:
+        fdbroker.Client(timeout=10)
+    assert e.value.errno == errno.ENOTSOCK
+    assert fdbroker.ENV_FD in e.value.strerror
+    os.close(r)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import errno
 import io
 import os
+import select
 import socket as _socket
 import threading
+import time
 from array import array
 from typing import IO, Any, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -17,6 +19,8 @@ from ._wire import (
     MAX_PATH,
     Access,
     Accepted,
+    Connect,
+    Connected,
     FileMeta,
     Kind,
     Open,
@@ -27,6 +31,9 @@ from ._wire import (
     Refused,
     Reply,
     Request,
+    Stat,
+    StatMeta,
+    StatReply,
     WireError,
 )
 
@@ -41,8 +48,6 @@ ENV_SOCKET = "FDBROKER_SOCKET"
 
 PathArg = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
-_env_fd_lock = threading.Lock()
-_env_fd_taken = False
 
 # The control buffer for the most descriptors a reply may carry: one more shows up as
 # MSG_CTRUNC.
@@ -154,8 +159,16 @@ class Client:
 
     ``socket`` is the broker's socket path, a connected ``AF_UNIX``
     ``SOCK_SEQPACKET`` ``socket.socket`` (the client takes it over), or ``None`` for
-    the usual set-up: the inherited connection in ``FDBROKER_FD`` (adopted at most
-    once per process), else ``FDBROKER_SOCKET``, else ``/run/fdbroker/fdbroker.sock``.
+    the usual set-up: the inherited connection in ``FDBROKER_FD``, else
+    ``FDBROKER_SOCKET``, else ``/run/fdbroker/fdbroker.sock``.
+
+    An inherited connection (``fdbroker run`` passes one to its worker) may be shared
+    by every process of the worker's tree, so it is never used for requests directly:
+    each client asks the broker over it for a connection of its own, with the same
+    identity, and greets that. Any number of clients in any number of processes of one
+    ``fdbroker run`` may do so. The inherited descriptor is left as it was (open, and
+    inheritable if it was) for the process's own children.
+
     ``timeout`` bounds each wait for the broker, in seconds; a connection that timed
     out is unusable afterwards.
 
@@ -173,7 +186,7 @@ class Client:
         self._next_id = 1
         self._broken: Optional[OSError] = None
         self._accepted = Accepted("", 1)
-        sock = _connect(socket)
+        sock = _connect(socket, timeout)
         try:
             sock.settimeout(timeout)
             self._sock = sock
@@ -337,6 +350,29 @@ class Client:
             raise
         return out
 
+    def stat(self, path: PathArg) -> os.stat_result:
+        """The metadata of ``path``, like ``os.stat``, answered by the broker under its
+        policy without opening anything for you.
+
+        Allowed where the policy grants ``read`` on the path (or ``directory``, for a
+        directory); resolved the way an open of the path would be, so it follows
+        symlinks only where the rule does. Outside the policy it fails with the same
+        ``PermissionError`` an open gets, whether the path exists or not. Holding a
+        descriptor already, ``os.fstat`` it instead.
+        """
+        raw = _path_bytes(path)
+        if len(raw) > MAX_PATH:
+            raise _broker_error(errno.ENAMETOOLONG, f"path is longer than {MAX_PATH} bytes", path)
+        body, fds = self._call(Stat(raw))
+        if isinstance(body, StatReply):
+            if isinstance(body.result, WireError):
+                raise _broker_error(body.result.errno, body.result.message, path)
+            return _stat_result(body.result)
+        if isinstance(body, Refused):
+            raise _broker_error(body.error.errno, body.error.message, path)
+        _close_all(fds)
+        raise self._fail(ProtocolError("reply of the wrong type for a stat"))
+
     def scandir(self, path: PathArg) -> "ScandirIterator":
         """List a directory the broker opens for you, like ``os.scandir``. Entries'
         ``path`` joins ``path`` and the name, so ``client.open(entry.path)`` works; use
@@ -372,51 +408,10 @@ class Client:
         return e
 
     def _send(self, sock: _socket.socket, frame: bytes) -> None:
-        n = sock.send(frame, _socket.MSG_NOSIGNAL)
-        if n != len(frame):
-            raise ProtocolError(f"sent {n} of {len(frame)} bytes of a message")
+        _send_message(sock, frame)
 
     def _recv(self, sock: _socket.socket) -> Tuple[bytes, List[int]]:
-        """Receive one message and its descriptors, close-on-exec from the start.
-
-        Every descriptor that arrived is owned (and closed on any failure) before
-        anything about the message is trusted. ``socket.recv_fds`` would ignore the
-        flags, so this calls ``recvmsg`` itself.
-        """
-        while True:
-            try:
-                data, ancdata, flags, _ = sock.recvmsg(
-                    MAX_MESSAGE, _CONTROL_LEN, _socket.MSG_CMSG_CLOEXEC
-                )
-                break
-            except InterruptedError:
-                continue
-        fds: List[int] = []
-        foreign = False
-        for level, kind, cdata in ancdata:
-            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-                whole = len(cdata) - len(cdata) % array("i").itemsize
-                fds.extend(array("i", cdata[:whole]))
-            else:
-                foreign = True
-        try:
-            if flags & _socket.MSG_CTRUNC or foreign or len(fds) > MAX_FDS_PER_REPLY:
-                raise ProtocolError(
-                    "ancillary data was truncated (more descriptors than allowed); "
-                    "every descriptor that arrived was closed"
-                )
-            if flags & _socket.MSG_TRUNC:
-                raise ProtocolError(
-                    "message was truncated by the kernel (larger than the receive buffer)"
-                )
-            if not data:
-                raise ConnectionAbortedError(
-                    errno.ECONNABORTED, "the broker closed the connection"
-                )
-        except BaseException:
-            _close_all(fds)
-            raise
-        return data, fds
+        return _recv_message(sock)
 
     def _greet(self) -> Accepted:
         sock = self._live()
@@ -454,7 +449,7 @@ class Client:
         assert isinstance(welcome, Accepted)
         return welcome
 
-    def _call(self, op: Union[Open, OpenMany]) -> Tuple[Any, List[int]]:
+    def _call(self, op: Union[Open, OpenMany, Stat]) -> Tuple[Any, List[int]]:
         """Send one request and receive its reply. One exchange at a time per
         connection: the lock makes a shared client safe for threads."""
         with self._lock:
@@ -493,6 +488,73 @@ class Client:
             return reply.body, fds
 
 
+def _send_message(sock: _socket.socket, frame: bytes) -> None:
+    n = sock.send(frame, _socket.MSG_NOSIGNAL)
+    if n != len(frame):
+        raise ProtocolError(f"sent {n} of {len(frame)} bytes of a message")
+
+
+def _recv_message(sock: _socket.socket, flags: int = 0) -> Tuple[bytes, List[int]]:
+    """Receive one message and its descriptors, close-on-exec from the start.
+
+    Every descriptor that arrived is owned (and closed on any failure) before
+    anything about the message is trusted. ``socket.recv_fds`` would ignore the
+    flags, so this calls ``recvmsg`` itself.
+    """
+    while True:
+        try:
+            data, ancdata, msg_flags, _ = sock.recvmsg(
+                MAX_MESSAGE, _CONTROL_LEN, _socket.MSG_CMSG_CLOEXEC | flags
+            )
+            break
+        except InterruptedError:
+            continue
+    fds: List[int] = []
+    foreign = False
+    for level, kind, cdata in ancdata:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            whole = len(cdata) - len(cdata) % array("i").itemsize
+            fds.extend(array("i", cdata[:whole]))
+        else:
+            foreign = True
+    try:
+        if msg_flags & _socket.MSG_CTRUNC or foreign or len(fds) > MAX_FDS_PER_REPLY:
+            raise ProtocolError(
+                "ancillary data was truncated (more descriptors than allowed); "
+                "every descriptor that arrived was closed"
+            )
+        if msg_flags & _socket.MSG_TRUNC:
+            raise ProtocolError(
+                "message was truncated by the kernel (larger than the receive buffer)"
+            )
+        if not data:
+            raise ConnectionAbortedError(
+                errno.ECONNABORTED, "the broker closed the connection"
+            )
+    except BaseException:
+        _close_all(fds)
+        raise
+    return data, fds
+
+
+def _stat_result(m: StatMeta) -> os.stat_result:
+    """A broker's stat answer as the ``os.stat_result`` ``os.stat`` would give."""
+    f = m.file
+    ns = {
+        "st_atime_ns": m.atime_sec * 10**9 + m.atime_nsec,
+        "st_mtime_ns": f.mtime_sec * 10**9 + f.mtime_nsec,
+        "st_ctime_ns": m.ctime_sec * 10**9 + m.ctime_nsec,
+    }
+    extra: dict = {name[:-3]: v / 1e9 for name, v in ns.items()}
+    extra.update(ns)
+    extra.update(st_blksize=m.blksize, st_blocks=m.blocks, st_rdev=m.rdev)
+    return os.stat_result(
+        (f.mode, f.ino, f.dev, f.nlink, m.uid, m.gid, f.size,
+         m.atime_sec, f.mtime_sec, m.ctime_sec),
+        extra,
+    )
+
+
 def _again(e: OSError) -> OSError:
     """The error a connection failed with, again, for a later call."""
     why = f"broker connection is unusable: {e.strerror}"
@@ -516,13 +578,14 @@ def _path_bytes(path: PathArg) -> bytes:
     return os.fsencode(path)
 
 
-def _connect(where: Union[PathArg, _socket.socket, None]) -> _socket.socket:
+def _connect(where: Union[PathArg, _socket.socket, None],
+             timeout: Optional[float]) -> _socket.socket:
     if isinstance(where, _socket.socket):
         return _checked(where)
     if where is None:
         raw = os.environ.get(ENV_FD)
         if raw is not None:
-            return _adopt_env_fd(raw)
+            return _connection_through(_inherited(raw), timeout)
         where = os.environ.get(ENV_SOCKET) or DEFAULT_SOCKET
     path = os.fspath(where)
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
@@ -543,28 +606,142 @@ def _checked(sock: _socket.socket) -> _socket.socket:
     return sock
 
 
+class _Inherited:
+    """The inherited connection, adopted once per process and kept for its lifetime:
+    every client asks for a connection of its own through it."""
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self.sock = sock
+        # One request at a time from this process; other processes may be asking too.
+        self.lock = threading.Lock()
+
+
+_inherited_lock = threading.Lock()
+_inherited_conn: Union[_Inherited, OSError, None] = None
+
+
+def _reset_after_fork() -> None:
+    # A lock another thread held at the fork stays held in the child forever.
+    global _inherited_lock
+    _inherited_lock = threading.Lock()
+    if isinstance(_inherited_conn, _Inherited):
+        _inherited_conn.lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _inherited(raw: str) -> _Inherited:
+    global _inherited_conn
+    with _inherited_lock:
+        if _inherited_conn is None:
+            try:
+                _inherited_conn = _Inherited(_adopt_env_fd(raw))
+            except OSError as e:
+                _inherited_conn = e
+        found = _inherited_conn
+    if isinstance(found, OSError):
+        raise type(found)(found.errno, found.strerror)
+    return found
+
+
 def _adopt_env_fd(raw: str) -> _socket.socket:
-    global _env_fd_taken
+    """Wrap the inherited descriptor without changing it: its flags and options are
+    shared with every other process that holds it."""
     try:
         n = int(raw.strip())
     except ValueError:
         raise OSError(errno.EBADF, f"{ENV_FD}={raw!r} is not a descriptor number") from None
     if n < 0:
         raise OSError(errno.EBADF, f"{ENV_FD}={n} is negative")
-    with _env_fd_lock:
-        if _env_fd_taken:
-            raise OSError(
-                errno.EBUSY, f"{ENV_FD}={n} was already adopted by another Client in this process"
-            )
-        _env_fd_taken = True
     try:
+        # socket() may make the descriptor non-blocking (with a default timeout set);
+        # that flag belongs to the shared file, so put it back.
+        blocking = os.get_blocking(n)
         sock = _socket.socket(fileno=n)
+        if os.get_blocking(n) != blocking:
+            os.set_blocking(n, blocking)
     except OSError as e:
         raise OSError(e.errno, f"{ENV_FD}={n} is not a usable socket: {e.strerror}") from None
-    try:
-        return _checked(sock)
-    except OSError:
+    if sock.family != _socket.AF_UNIX or sock.type != _socket.SOCK_SEQPACKET:
         sock.detach()
+        raise OSError(errno.EPROTOTYPE, f"{ENV_FD}={n} is not an AF_UNIX SOCK_SEQPACKET socket")
+    return sock
+
+
+def _inherited_gone() -> OSError:
+    return ConnectionAbortedError(
+        errno.ECONNABORTED,
+        f"the inherited broker connection ({ENV_FD}) is closed: the broker that started "
+        "this worker has gone",
+    )
+
+
+def _wait_readable(sock: _socket.socket, deadline: Optional[float]) -> None:
+    """Wait with poll, not a receive timeout: the socket's options are shared."""
+    p = select.poll()
+    p.register(sock.fileno(), select.POLLIN)
+    while True:
+        if deadline is None:
+            ms = None
+        else:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(errno.ETIMEDOUT, "timed out waiting for the broker")
+            ms = max(1, int(left * 1000))
+        if p.poll(ms):
+            return
+
+
+def _connection_through(shared: _Inherited, timeout: Optional[float]) -> _socket.socket:
+    """Ask over the shared, inherited connection for a connection of our own.
+
+    One message each way, without a hello (the broker takes ``Connect`` before it), and
+    every reply to it is alike (a new connection with the worker's identity), so
+    processes sharing the socket may each take any of them.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    frame = _wire.encode(Kind.REQUEST, Request(0, Connect()))
+    with shared.lock:
+        sock = shared.sock
+        try:
+            _send_message(sock, frame)
+        except (BrokenPipeError, ConnectionResetError):
+            raise _inherited_gone() from None
+        while True:
+            _wait_readable(sock, deadline)
+            try:
+                data, fds = _recv_message(sock, _socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                # Another process took the reply that was there; ours is still coming.
+                continue
+            except (ConnectionAbortedError, ConnectionResetError):
+                raise _inherited_gone() from None
+            break
+    try:
+        reply = _wire.decode(Kind.REPLY, data)
+        assert isinstance(reply, Reply)
+        if reply.descriptor_count() != len(fds):
+            raise ProtocolError(
+                f"reply carried {len(fds)} descriptors but its body accounts for "
+                f"{reply.descriptor_count()}; all were closed"
+            )
+        body = reply.body
+        if isinstance(body, Refused):
+            raise _broker_error(
+                body.error.errno,
+                f"the broker refused a new connection: {body.error.message}",
+            )
+        if not isinstance(body, Connected):
+            raise ProtocolError("the inherited connection answered a connect with another reply")
+        new = _socket.socket(fileno=fds[0])
+    except BaseException:
+        _close_all(fds)
+        raise
+    try:
+        return _checked(new)
+    except BaseException:
+        new.close()
         raise
 
 

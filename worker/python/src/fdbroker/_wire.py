@@ -120,9 +120,26 @@ class OpenMany:
 
 
 @dataclass(frozen=True)
+class Stat:
+    """``Op::Stat``: the metadata of one path, under the policy; no descriptor."""
+
+    path: bytes
+
+
+@dataclass(frozen=True)
+class Connect:
+    """``Op::Connect``: a new connection with this one's identity (one descriptor).
+    Accepted before the hello, on an inherited connection shared by several
+    processes."""
+
+
+Operation = Union[Open, OpenMany, Stat, Connect]
+
+
+@dataclass(frozen=True)
 class Request:
     id: int
-    op: Union[Open, OpenMany]
+    op: Operation
 
 
 @dataclass(frozen=True)
@@ -144,6 +161,23 @@ Outcome = Union[FileMeta, WireError]
 
 
 @dataclass(frozen=True)
+class StatMeta:
+    """What the broker saw when it ``fstat``-ed a path for :class:`Stat`: a whole
+    :class:`FileMeta` and the rest of ``struct stat``."""
+
+    file: FileMeta
+    uid: int
+    gid: int
+    rdev: int
+    blksize: int
+    blocks: int
+    atime_sec: int
+    atime_nsec: int
+    ctime_sec: int
+    ctime_nsec: int
+
+
+@dataclass(frozen=True)
 class OpenReply:
     """``ReplyBody::Open``."""
 
@@ -158,9 +192,24 @@ class OpenManyReply:
 
 
 @dataclass(frozen=True)
+class StatReply:
+    """``ReplyBody::Stat``: the metadata, or why not; never with a descriptor."""
+
+    result: Union[StatMeta, WireError]
+
+
+@dataclass(frozen=True)
+class Connected:
+    """``ReplyBody::Connected``: exactly one descriptor, the new connection."""
+
+
+ReplyBody = Union[OpenReply, OpenManyReply, Refused, StatReply, Connected]
+
+
+@dataclass(frozen=True)
 class Reply:
     id: int
-    body: Union[OpenReply, OpenManyReply, Refused]
+    body: ReplyBody
 
     def descriptor_count(self) -> int:
         """How many descriptors must travel with this reply."""
@@ -169,6 +218,8 @@ class Reply:
             return int(isinstance(body.outcome, FileMeta))
         if isinstance(body, OpenManyReply):
             return sum(isinstance(o, FileMeta) for o in body.outcomes)
+        if isinstance(body, Connected):
+            return 1
         return 0
 
 
@@ -232,6 +283,19 @@ def _write_meta(w: _Writer, m: FileMeta) -> None:
     w.u32(m.mtime_nsec)
 
 
+def _write_stat_meta(w: _Writer, m: StatMeta) -> None:
+    _write_meta(w, m.file)
+    w.u32(m.uid)
+    w.u32(m.gid)
+    w.u64(m.rdev)
+    w.u64(m.blksize)
+    w.u64(m.blocks)
+    w.i64(m.atime_sec)
+    w.u32(m.atime_nsec)
+    w.i64(m.ctime_sec)
+    w.u32(m.ctime_nsec)
+
+
 def _write_outcome(w: _Writer, o: Outcome) -> None:
     if isinstance(o, FileMeta):
         w.u32(0)
@@ -272,6 +336,11 @@ def _body(kind: Kind, msg: Message) -> bytes:
                 w.raw(bytes(p))
             w.u32(Access(op.access))
             w.u32(op.flags)
+        elif isinstance(op, Stat):
+            w.u32(2)
+            w.raw(bytes(op.path))
+        elif isinstance(op, Connect):
+            w.u32(3)
         else:
             raise TypeError(f"not an operation: {op!r}")
     elif kind == Kind.REPLY and isinstance(msg, Reply):
@@ -290,6 +359,18 @@ def _body(kind: Kind, msg: Message) -> bytes:
         elif isinstance(body, Refused):
             w.u32(2)
             _write_error(w, body.error)
+        elif isinstance(body, StatReply):
+            w.u32(3)
+            if isinstance(body.result, StatMeta):
+                w.u32(0)
+                _write_stat_meta(w, body.result)
+            elif isinstance(body.result, WireError):
+                w.u32(1)
+                _write_error(w, body.result)
+            else:
+                raise TypeError(f"not a stat result: {body.result!r}")
+        elif isinstance(body, Connected):
+            w.u32(4)
         else:
             raise TypeError(f"not a reply body: {body!r}")
     else:
@@ -376,9 +457,7 @@ def _read_error(r: _Reader) -> WireError:
     return WireError(code, r.string())
 
 
-def _read_outcome(r: _Reader) -> Outcome:
-    if r.tag("Result", 2) == 1:
-        return _read_error(r)
+def _read_meta(r: _Reader) -> FileMeta:
     return FileMeta(
         kind=FileKind(r.tag("FileKind", len(FileKind))),
         size=r.u64(),
@@ -388,6 +467,29 @@ def _read_outcome(r: _Reader) -> Outcome:
         nlink=r.u64(),
         mtime_sec=r.i64(),
         mtime_nsec=r.u32(),
+    )
+
+
+def _read_outcome(r: _Reader) -> Outcome:
+    if r.tag("Result", 2) == 1:
+        return _read_error(r)
+    return _read_meta(r)
+
+
+def _read_stat(r: _Reader) -> Union[StatMeta, WireError]:
+    if r.tag("Result", 2) == 1:
+        return _read_error(r)
+    return StatMeta(
+        file=_read_meta(r),
+        uid=r.u32(),
+        gid=r.u32(),
+        rdev=r.u64(),
+        blksize=r.u64(),
+        blocks=r.u64(),
+        atime_sec=r.i64(),
+        atime_nsec=r.u32(),
+        ctime_sec=r.i64(),
+        ctime_nsec=r.u32(),
     )
 
 
@@ -402,20 +504,29 @@ def _read_body(kind: Kind, r: _Reader) -> Message:
         return Refused(_read_error(r))
     if kind == Kind.REQUEST:
         rid = r.u64()
-        if r.tag("Op", 2) == 0:
+        op = r.tag("Op", 4)
+        if op == 0:
             path = r.raw()
             access = Access(r.tag("Access", len(Access)))
             return Request(rid, Open(path, access, r.u32()))
-        paths = tuple(r.raw() for _ in range(r.list_len()))
-        access = Access(r.tag("Access", len(Access)))
-        return Request(rid, OpenMany(paths, access, r.u32()))
+        if op == 1:
+            paths = tuple(r.raw() for _ in range(r.list_len()))
+            access = Access(r.tag("Access", len(Access)))
+            return Request(rid, OpenMany(paths, access, r.u32()))
+        if op == 2:
+            return Request(rid, Stat(r.raw()))
+        return Request(rid, Connect())
     rid = r.u64()
-    t = r.tag("ReplyBody", 3)
+    t = r.tag("ReplyBody", 5)
     if t == 0:
         return Reply(rid, OpenReply(_read_outcome(r)))
     if t == 1:
         return Reply(rid, OpenManyReply(tuple(_read_outcome(r) for _ in range(r.list_len()))))
-    return Reply(rid, Refused(_read_error(r)))
+    if t == 2:
+        return Reply(rid, Refused(_read_error(r)))
+    if t == 3:
+        return Reply(rid, StatReply(_read_stat(r)))
+    return Reply(rid, Connected())
 
 
 def header(data: bytes) -> Tuple[int, Kind, int]:
