@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use fdbroker_client::{fdb_close, fdb_connect, fdb_last_error, fdb_open, fdb_open_many};
-use fdbroker_tests::{Broker, TempDir, run_as_nobody, run_with_timeout};
+use fdbroker_tests::{Broker, TempDir, fdbroker_bin, run_as_nobody, run_with_timeout};
 use std::ffi::{CStr, CString, c_char, c_int};
 use std::fs::File;
 use std::io::Read;
@@ -36,9 +36,16 @@ users = [0, 65534]
   access = ["read", "write", "create"]
 "#;
 
+/// A root-only tree and a broker serving it: see [`tree`].
+fn fixture() -> (TempDir, Broker) {
+    let t = tree();
+    let b = Broker::start(&t, POLICY);
+    (t, b)
+}
+
 /// A root-only tree: `in/` (0700) with files at three depths and a denied `keys/`,
 /// and a writable `out/`.
-fn fixture() -> (TempDir, Broker) {
+fn tree() -> TempDir {
     let t = TempDir::new("ffi");
     t.dir("in", 0o700);
     t.file("in/a.txt", b"alpha\n", 0o600);
@@ -49,8 +56,7 @@ fn fixture() -> (TempDir, Broker) {
     t.dir("in/sub", 0o700);
     t.dir("in/sub/deeper", 0o700);
     t.file("out/existing.log", b"0123456789", 0o600);
-    let b = Broker::start(&t, POLICY);
-    (t, b)
+    t
 }
 
 fn repo() -> PathBuf {
@@ -251,6 +257,78 @@ fn scan_example_hashes_a_root_only_tree_as_nobody() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(sorted_lines(&text(&out.stdout)).len(), 2);
+}
+
+/// Under `fdbroker run` the library finds the broker through the inherited connection
+/// (`FDBROKER_FD`), which every process of the worker's tree shares: a shell runs the
+/// example twice, statically and dynamically linked, and each gets its own connection.
+#[test]
+fn scan_example_runs_twice_in_one_fdbroker_run() {
+    let t = tree();
+    let i = install();
+    let policy = t.file(
+        "run.toml",
+        format!(
+            r#"
+[sandbox]
+read_only = ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache", "{prefix}"]
+
+[[client]]
+name = "c-run"
+users = ["nobody"]
+
+  [[client.allow]]
+  path = "{dir}/in/"
+  access = ["read", "directory"]
+"#,
+            prefix = i.prefix.path().display(),
+            dir = t.path().display()
+        )
+        .as_bytes(),
+        0o644,
+    );
+    let script = format!(
+        "{} {} && LD_LIBRARY_PATH={} {} {}",
+        i.scan_static.display(),
+        t.join("in/sub/deeper").display(),
+        i.prefix.join("lib").display(),
+        i.scan_shared.display(),
+        t.join("in/sub").display()
+    );
+    let out = run_with_timeout(
+        Command::new(fdbroker_bin())
+            .arg("run")
+            .arg("--policy")
+            .arg(&policy)
+            .args(["--", "/bin/sh", "-c", &script])
+            .env_remove("FDBROKER_SOCKET"),
+        Duration::from_secs(120),
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let c = format!(
+        "{}  {}",
+        fnv1a(&vec![b'c'; 200_000]),
+        t.join("in/sub/deeper/c.txt").display()
+    );
+    let b = format!(
+        "{}  {}",
+        fnv1a(&[0u8, 1, 2, 255]),
+        t.join("in/sub/b.bin").display()
+    );
+    let mut second = vec![b, c.clone()];
+    second.sort();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some(c.as_str()),
+        "{stdout}\n{stderr}"
+    );
+    assert_eq!(
+        sorted_lines(&lines[1..].join("\n")),
+        second,
+        "{stdout}\n{stderr}"
+    );
 }
 
 #[test]

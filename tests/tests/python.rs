@@ -7,7 +7,7 @@
 //! `clamav-daemon`, which `scripts/test.sh` installs.
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{Broker, NOBODY, TempDir, run_with_timeout, stop_child};
+use fdbroker_tests::{Broker, NOBODY, TempDir, fdbroker_bin, run_with_timeout, stop_child};
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -219,6 +219,69 @@ fn python_package_passes_its_tests_as_nobody() {
     for file in ["test_wire.py", "test_hostile.py", "test_client.py"] {
         assert!(stdout.contains(file), "{file} did not run");
     }
+}
+
+/// Under `fdbroker run` the package finds the broker through the inherited connection
+/// (`FDBROKER_FD`), shared by the worker's whole tree: a shell starts Python twice, and
+/// each process makes two clients, every one a connection of its own.
+#[test]
+fn python_workers_share_the_connection_of_fdbroker_run() {
+    let venv = Venv::new();
+    let t = TempDir::new("pyrun");
+    let secret = t.file("in/secret.txt", b"root only\n", 0o600);
+    t.dir("in", 0o700);
+    let policy = t.file(
+        "run.toml",
+        format!(
+            r#"
+[sandbox]
+read_only = ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache", "{venv}"]
+
+[[client]]
+name = "py-run"
+users = ["nobody"]
+
+  [[client.allow]]
+  path = "{dir}/in/"
+  access = ["read", "directory"]
+"#,
+            venv = venv.dir.path().display(),
+            dir = t.path().display()
+        )
+        .as_bytes(),
+        0o644,
+    );
+    let code = format!(
+        "import fdbroker\n\
+         a, b = fdbroker.Client(timeout=60), fdbroker.Client(timeout=60)\n\
+         assert a.fileno() != b.fileno()\n\
+         print(a.open({p:?}).read().decode().strip(), b.stat({p:?}).st_size, a.client_name)\n",
+        p = secret.to_str().unwrap()
+    );
+    let python = venv.python.to_str().unwrap();
+    let out = run_with_timeout(
+        Command::new(fdbroker_bin())
+            .arg("run")
+            .arg("--policy")
+            .arg(&policy)
+            .args([
+                "--",
+                "/bin/sh",
+                "-c",
+                "\"$0\" -c \"$1\" && \"$0\" -c \"$1\"",
+            ])
+            .args([python, &code])
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env_remove("FDBROKER_SOCKET"),
+        Duration::from_secs(180),
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(
+        text(&out.stdout),
+        "root only 10 py-run\nroot only 10 py-run\n",
+        "{}",
+        show(&out)
+    );
 }
 
 // ---- ClamAV ----
