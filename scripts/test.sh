@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the test suite needs on a bare Debian machine, then run every check:
-# formatting, clippy, `cargo test --workspace` (end-to-end tests need root), and the
+# formatting, clippy, `cargo test --workspace` (end-to-end tests need root; they also
+# build and run the C example and the Python package's pytest suite), and the
 # benchmark in its quick mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,16 @@ need=()
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v systemd-socket-activate >/dev/null || need+=(systemd)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+# The C library's tests compile its example with cc and pkg-config (tests/tests/ffi.rs);
+# the Python package's tests run Debian's python3 (one that `nobody` can run) in a
+# venv with Debian's pytest and wheel, and the ClamAV example a real clamd
+# (tests/tests/python.rs).
+command -v cc >/dev/null || need+=(gcc)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v readelf >/dev/null || need+=(binutils)
+for pkg in python3 python3-venv python3-pytest python3-wheel clamav-daemon; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

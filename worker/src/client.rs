@@ -599,13 +599,25 @@ impl Client {
         paths: &[P],
         access: Access,
     ) -> io::Result<Vec<io::Result<Opened>>> {
+        self.open_many_detailed(paths, access, 0)
+    }
+
+    /// [`Client::open_many_with`] with extra open flags for every path
+    /// (`wire::OPEN_TRUNC`, `wire::OPEN_APPEND`), as the C library's `fdb_open_many`
+    /// takes them.
+    pub fn open_many_detailed<P: AsRef<Path>>(
+        &self,
+        paths: &[P],
+        access: Access,
+        flags: u32,
+    ) -> io::Result<Vec<io::Result<Opened>>> {
         let mut out = Vec::with_capacity(paths.len());
         let mut rest = paths;
         while !rest.is_empty() {
             let take = batch_len(rest, self.max_batch());
             let (chunk, tail) = rest.split_at(take);
             rest = tail;
-            let delivery = self.call(&open_many_op(chunk, access))?;
+            let delivery = self.call(&open_many_op(chunk, access, flags))?;
             out.extend(self.batch_outcomes(delivery, chunk.len())?);
         }
         Ok(out)
@@ -983,14 +995,14 @@ fn idempotent(op: &Op) -> bool {
     }
 }
 
-pub(crate) fn open_many_op<P: AsRef<Path>>(chunk: &[P], access: Access) -> Op {
+pub(crate) fn open_many_op<P: AsRef<Path>>(chunk: &[P], access: Access, flags: u32) -> Op {
     Op::OpenMany {
         paths: chunk
             .iter()
             .map(|p| p.as_ref().as_os_str().as_bytes().to_vec())
             .collect(),
         access,
-        flags: 0,
+        flags,
     }
 }
 
@@ -1356,7 +1368,7 @@ mod tests {
 
     #[test]
     fn a_borrowed_request_encodes_as_an_owned_one() {
-        let op = open_many_op(&["/a", "/bc"], Access::Read);
+        let op = open_many_op(&["/a", "/bc"], Access::Read, 0);
         let (mut owned, mut borrowed) = (Vec::new(), Vec::new());
         frame::encode(
             Kind::Request,
@@ -1394,7 +1406,7 @@ mod tests {
         assert!(idempotent(&open(Access::Read)));
         assert!(idempotent(&open(Access::Write)));
         assert!(!idempotent(&open(Access::Create)));
-        assert!(!idempotent(&open_many_op(&["/a"], Access::Create)));
+        assert!(!idempotent(&open_many_op(&["/a"], Access::Create, 0)));
         assert!(idempotent(&Op::Connect));
     }
 }

@@ -84,7 +84,7 @@ impl<'c, P: AsRef<Path>, I: Iterator<Item = P>> OpenIter<'c, P, I> {
         if batch.is_empty() {
             return;
         }
-        let op = open_many_op(&batch, self.access);
+        let op = open_many_op(&batch, self.access, 0);
         let sent = match self.client.submit(&op) {
             Err(e @ CallError::Gone { .. }) => self
                 .client
@@ -107,7 +107,7 @@ impl<'c, P: AsRef<Path>, I: Iterator<Item = P>> OpenIter<'c, P, I> {
         let results = match self.client.collect(ticket) {
             Ok(d) => self.client.batch_outcomes(d, batch.len()),
             Err(e) => {
-                let op = open_many_op(&batch, self.access);
+                let op = open_many_op(&batch, self.access, 0);
                 match self.client.recover(e, &op) {
                     // Reconnected: this batch again, without pipelining.
                     Ok(()) => self

@@ -276,7 +276,7 @@ impl Client {
             let take = batch_len(rest, self.max_batch());
             let (chunk, tail) = rest.split_at(take);
             rest = tail;
-            let Delivery { body, fds } = self.call(&open_many_op(chunk, Access::Read)).await?;
+            let Delivery { body, fds } = self.call(&open_many_op(chunk, Access::Read, 0)).await?;
             let mut fds = fds.into_iter();
             match body {
                 ReplyBody::OpenMany(outcomes) if outcomes.len() == chunk.len() => out.extend(
