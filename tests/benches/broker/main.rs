@@ -26,6 +26,7 @@
 mod affinity;
 mod floor;
 mod policy;
+mod scan;
 mod server;
 mod stats;
 
@@ -59,6 +60,8 @@ struct Plan {
     conc_ops: usize,
     idle_small: usize,
     idle_big: usize,
+    scan_files: usize,
+    scan_reps: usize,
 }
 
 impl Plan {
@@ -76,6 +79,8 @@ impl Plan {
                 conc_ops: 2_400,
                 idle_small: 1_000,
                 idle_big: 10_000,
+                scan_files: 300,
+                scan_reps: 2,
             }
         } else {
             Plan {
@@ -90,6 +95,8 @@ impl Plan {
                 conc_ops: 16_000,
                 idle_small: 1_000,
                 idle_big: 10_000,
+                scan_files: 10_000,
+                scan_reps: 5,
             }
         }
     }
@@ -507,6 +514,42 @@ fn main() {
     );
     drop(variants);
 
+    // ---- the scan: what a scanning user feels ------------------------------------------
+    let sc = scan::run(plan.scan_files, plan.scan_reps);
+    let mib = sc.bytes as f64 / (1 << 20) as f64;
+    let tree_desc = format!("{} root-only files, {mib:.0} MiB", sc.files);
+    rows.sample(
+        "scan",
+        &format!("(a) baseline: root, plain opens, {tree_desc}"),
+        &sc.baseline,
+        "ms",
+    );
+    rows.sample(
+        "scan",
+        "(b) nobody through the broker, Client::open_iter",
+        &sc.broker,
+        "ms",
+    );
+    if let Some(t) = &sc.transparent {
+        rows.sample(
+            "scan",
+            "(c) nobody under fdbroker run --transparent, plain opens",
+            t,
+            "ms",
+        );
+    }
+    rows.sample(
+        "scan",
+        "(d) a privileged helper started per file (fork + exec)",
+        &sc.spawn,
+        "ms",
+    );
+    rows.sample("ratio", "scan_slowdown: (b) / (a)", &sc.scan_slowdown, "×");
+    if let Some(t) = &sc.transparent_slowdown {
+        rows.sample("ratio", "transparent_slowdown: (c) / (a)", t, "×");
+    }
+    rows.sample("ratio", "(d) / (b)", &sc.spawn_vs_broker, "×");
+
     // ---- memory --------------------------------------------------------------------
     let mem = memory(&policy_text, one, &plan);
     rows.value(
@@ -595,6 +638,8 @@ fn main() {
         batch_ratio: layouts[0].batch_ratio.median(),
         secure_roundtrip_ratio: layouts[0].secure.rt_ratio.median(),
         secure_batch_ratio: layouts[0].secure.batch_ratio.median(),
+        scan_slowdown: sc.scan_slowdown.median(),
+        transparent_slowdown: sc.transparent_slowdown.as_ref().map(Sample::median),
         spawn_speedup: spawn_ratio.median(),
         policy_10k_ratio: d_ratio.median(),
         conn_kib: mem.per_conn_small,
@@ -631,6 +676,18 @@ fn main() {
         "<= 1.15",
     );
     check(
+        "scan_slowdown",
+        s.scan_slowdown,
+        s.scan_slowdown <= 1.10,
+        "<= 1.10",
+    );
+    match s.transparent_slowdown {
+        Some(t) => check("transparent_slowdown", t, t <= 2.0, "<= 2.0"),
+        None => println!(
+            "target transparent_slowdown <= 2.0    n/a  (no transparent mode in this build)"
+        ),
+    }
+    check(
         "spawn_speedup",
         s.spawn_speedup,
         s.spawn_speedup >= 50.0,
@@ -661,11 +718,14 @@ fn main() {
         }
     );
     println!(
-        "summary: roundtrip_ratio={:.2} batch_ratio={:.2} secure_roundtrip_ratio={:.2} secure_batch_ratio={:.2} scan_slowdown=n/a transparent_slowdown=n/a spawn_speedup={:.1} policy_10k_ratio={:.2} conn_kib={:.2} threads16_vs_1={:.2}",
+        "summary: roundtrip_ratio={:.2} batch_ratio={:.2} secure_roundtrip_ratio={:.2} secure_batch_ratio={:.2} scan_slowdown={:.2} transparent_slowdown={} spawn_speedup={:.1} policy_10k_ratio={:.2} conn_kib={:.2} threads16_vs_1={:.2}",
         s.roundtrip_ratio,
         s.batch_ratio,
         s.secure_roundtrip_ratio,
         s.secure_batch_ratio,
+        s.scan_slowdown,
+        s.transparent_slowdown
+            .map_or_else(|| "n/a".to_owned(), |t| format!("{t:.2}")),
         s.spawn_speedup,
         s.policy_10k_ratio,
         s.conn_kib,
@@ -741,6 +801,9 @@ struct Summary {
     batch_ratio: f64,
     secure_roundtrip_ratio: f64,
     secure_batch_ratio: f64,
+    scan_slowdown: f64,
+    /// `None` when this build has no transparent mode.
+    transparent_slowdown: Option<f64>,
     spawn_speedup: f64,
     policy_10k_ratio: f64,
     conn_kib: f64,
