@@ -33,7 +33,10 @@ fi
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+# The C library's shared and static builds (cdylib, staticlib) exist only once its
+# own crate is built: tests/tests/ffi.rs links the C example against them.
+cargo build -p fdbroker-ffi --locked
+cargo test --workspace --locked --no-fail-fast
 # The benchmark's smoke run: it must still build and run end to end. It reports its
 # ratios against the floor and never fails on them (timings on a CI machine are noise);
 # the full run and the README's table are `cargo bench -p fdbroker-tests --bench broker`.
