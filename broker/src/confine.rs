@@ -460,17 +460,24 @@ fn allowed_syscalls() -> Vec<i64> {
     v
 }
 
-fn install_seccomp(worker: Option<i32>) -> Result<usize, ConfineError> {
-    let arch = if cfg!(target_arch = "aarch64") {
+/// The architecture the filters are compiled for: this build's.
+fn native_arch() -> TargetArch {
+    if cfg!(target_arch = "aarch64") {
         TargetArch::aarch64
     } else {
         TargetArch::x86_64
-    };
+    }
+}
+
+/// Each call allowed whatever its arguments.
+fn unconditional(calls: Vec<i64>) -> BTreeMap<i64, Vec<SeccompRule>> {
+    calls.into_iter().map(|nr| (nr, Vec::new())).collect()
+}
+
+fn install_seccomp(worker: Option<i32>) -> Result<usize, ConfineError> {
+    let arch = native_arch();
     let sc = |e: &dyn fmt::Display| ConfineError::Seccomp(e.to_string());
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = allowed_syscalls()
-        .into_iter()
-        .map(|nr| (nr, Vec::new()))
-        .collect();
+    let mut rules = unconditional(allowed_syscalls());
     // No socket(2) and no connect(2): a confined broker makes no new connection
     // (its notification socket is made before it confines itself). A compromised one
     // could otherwise connect to its own listener and pass the connecting end to its
@@ -717,16 +724,9 @@ fn monitor_syscalls() -> Vec<i64> {
 }
 
 fn install_monitor_seccomp() -> Result<(), ConfineError> {
-    let arch = if cfg!(target_arch = "aarch64") {
-        TargetArch::aarch64
-    } else {
-        TargetArch::x86_64
-    };
+    let arch = native_arch();
     let sc = |e: &dyn fmt::Display| ConfineError::Seccomp(e.to_string());
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = monitor_syscalls()
-        .into_iter()
-        .map(|nr| (nr, Vec::new()))
-        .collect();
+    let mut rules = unconditional(monitor_syscalls());
     let arg = |n, v: u64| {
         SeccompCondition::new(n, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, v).map_err(|e| sc(&e))
     };

@@ -212,23 +212,7 @@ pub fn serve_main(args: &[String]) -> ! {
                 }
             }
         }
-        raw.clear();
-        raw.extend(opened.iter().map(AsRawFd::as_raw_fd));
-        let count = (raw.len() as u32).to_ne_bytes();
-        let sent = sendmsg::<()>(
-            fd,
-            &[IoSlice::new(&count)],
-            &[ControlMessage::ScmRights(&raw)],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        );
-        opened.clear();
-        if let Err(e) = sent {
-            if e != Errno::EPIPE {
-                eprintln!("floor server: sendmsg: {e}");
-            }
-            std::process::exit(0);
-        }
+        reply(fd, &mut opened, &mut raw, "floor server");
     }
 }
 
@@ -334,22 +318,28 @@ fn secure_main(policy_path: &str, audit_path: &str) -> ! {
             eprintln!("secure floor: audit: {e}");
             std::process::exit(1);
         }
-        raw.clear();
-        raw.extend(opened.iter().map(AsRawFd::as_raw_fd));
-        let count = (raw.len() as u32).to_ne_bytes();
-        let sent = sendmsg::<()>(
-            fd,
-            &[IoSlice::new(&count)],
-            &[ControlMessage::ScmRights(&raw)],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        );
-        opened.clear();
-        if let Err(e) = sent {
-            if e != Errno::EPIPE {
-                eprintln!("secure floor: sendmsg: {e}");
-            }
-            std::process::exit(0);
+        reply(fd, &mut opened, &mut raw, "secure floor");
+    }
+}
+
+/// Send one reply: the count, and every opened descriptor as `SCM_RIGHTS`; then close
+/// them. A client gone is the end of the server.
+fn reply(fd: RawFd, opened: &mut Vec<OwnedFd>, raw: &mut Vec<RawFd>, who: &str) {
+    raw.clear();
+    raw.extend(opened.iter().map(AsRawFd::as_raw_fd));
+    let count = (raw.len() as u32).to_ne_bytes();
+    let sent = sendmsg::<()>(
+        fd,
+        &[IoSlice::new(&count)],
+        &[ControlMessage::ScmRights(raw)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    );
+    opened.clear();
+    if let Err(e) = sent {
+        if e != Errno::EPIPE {
+            eprintln!("{who}: sendmsg: {e}");
         }
+        std::process::exit(0);
     }
 }
