@@ -495,3 +495,29 @@ pub fn open_pty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
         .expect("dup the pty master");
     (master, slave)
 }
+
+/// A spawn-mode policy, written at `TREE/run.toml`: client `name` is `nobody`, may read
+/// and list `TREE/in/`, and the sandbox may also run programs from `programs`.
+pub fn run_policy(tree: &TempDir, name: &str, programs: &Path) -> PathBuf {
+    tree.file(
+        "run.toml",
+        format!(
+            r#"
+[sandbox]
+read_only = ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache", "{programs}"]
+
+[[client]]
+name = "{name}"
+users = ["nobody"]
+
+  [[client.allow]]
+  path = "{dir}/in/"
+  access = ["read", "directory"]
+"#,
+            programs = programs.display(),
+            dir = tree.path().display()
+        )
+        .as_bytes(),
+        0o644,
+    )
+}

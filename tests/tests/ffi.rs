@@ -266,27 +266,7 @@ fn scan_example_hashes_a_root_only_tree_as_nobody() {
 fn scan_example_runs_twice_in_one_fdbroker_run() {
     let t = tree();
     let i = install();
-    let policy = t.file(
-        "run.toml",
-        format!(
-            r#"
-[sandbox]
-read_only = ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache", "{prefix}"]
-
-[[client]]
-name = "c-run"
-users = ["nobody"]
-
-  [[client.allow]]
-  path = "{dir}/in/"
-  access = ["read", "directory"]
-"#,
-            prefix = i.prefix.path().display(),
-            dir = t.path().display()
-        )
-        .as_bytes(),
-        0o644,
-    );
+    let policy = fdbroker_tests::run_policy(&t, "c-run", i.prefix.path());
     let script = format!(
         "{} {} && LD_LIBRARY_PATH={} {} {}",
         i.scan_static.display(),

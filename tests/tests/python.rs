@@ -230,27 +230,7 @@ fn python_workers_share_the_connection_of_fdbroker_run() {
     let t = TempDir::new("pyrun");
     let secret = t.file("in/secret.txt", b"root only\n", 0o600);
     t.dir("in", 0o700);
-    let policy = t.file(
-        "run.toml",
-        format!(
-            r#"
-[sandbox]
-read_only = ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache", "{venv}"]
-
-[[client]]
-name = "py-run"
-users = ["nobody"]
-
-  [[client.allow]]
-  path = "{dir}/in/"
-  access = ["read", "directory"]
-"#,
-            venv = venv.dir.path().display(),
-            dir = t.path().display()
-        )
-        .as_bytes(),
-        0o644,
-    );
+    let policy = fdbroker_tests::run_policy(&t, "py-run", venv.dir.path());
     let code = format!(
         "import fdbroker\n\
          a, b = fdbroker.Client(timeout=60), fdbroker.Client(timeout=60)\n\
