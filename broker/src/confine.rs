@@ -666,7 +666,6 @@ fn monitor_syscalls() -> Vec<i64> {
         libc::SYS_execve,
         libc::SYS_connect,
         libc::SYS_fcntl,
-        libc::SYS_vfork,
         libc::SYS_pipe2,
         libc::SYS_dup,
         libc::SYS_dup3,
@@ -719,7 +718,12 @@ fn monitor_syscalls() -> Vec<i64> {
     ]);
     // glibc's mkdir(3) and friends use the old calls where the architecture has them
     #[cfg(target_arch = "x86_64")]
-    v.extend([libc::SYS_mkdir, libc::SYS_rename, libc::SYS_readlink]);
+    v.extend([
+        libc::SYS_mkdir,
+        libc::SYS_rename,
+        libc::SYS_readlink,
+        libc::SYS_vfork,
+    ]);
     v
 }
 
