@@ -9,6 +9,10 @@ need=()
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v systemd-socket-activate >/dev/null || need+=(systemd)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+# Real programs for `fdbroker run --transparent` (tests/tests/transparent.rs).
+[ -x /usr/bin/python3 ] || need+=(python3)
+[ -x /usr/bin/clamscan ] || need+=(clamav)
+[ -x /usr/bin/yara ] || need+=(yara)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

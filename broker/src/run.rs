@@ -117,18 +117,29 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
     let policy = Policy::load(&spec.policy).map_err(|e| SpawnError::Policy(e.to_string()))?;
     let client = pick_client(&policy, spec.client.as_deref())?;
     let user = sandbox_user(&policy, spec.user.as_deref());
+    // The namespace's init runs as the same user and needs no path at all.
+    let init_sandbox = Sandbox::new()
+        .user(user.clone())
+        .prepare()
+        .map_err(SpawnError::Sandbox)?;
+    let (worker_uid, worker_gid) = init_sandbox.ids();
+    // Transparent mode's TMPDIR, writable in the sandbox.
+    let scratch = if spec.transparent {
+        crate::transparent::check_kernel().map_err(SpawnError::Policy)?;
+        Some(crate::transparent::Scratch::create(worker_uid, worker_gid)?)
+    } else {
+        None
+    };
+    let with_scratch = |sandbox: Sandbox| match &scratch {
+        Some(s) => sandbox.allow_read_write(&s.path),
+        None => sandbox,
+    };
     // Prepared while single-threaded; the children then allocate nothing.
     let mut prepared = Some(
-        sandbox_for(&policy, user.clone())
+        with_scratch(sandbox_for(&policy, user))
             .prepare()
             .map_err(SpawnError::Sandbox)?,
     );
-    // The namespace's init runs as the same user and needs no path at all.
-    let init_sandbox = Sandbox::new()
-        .user(user)
-        .prepare()
-        .map_err(SpawnError::Sandbox)?;
-    let (worker_uid, worker_gid) = prepared.as_ref().map_or((0, 0), |p| p.ids());
 
     let (ours, theirs) = Channel::pair()?;
     let theirs = OwnedFd::from(theirs);
@@ -138,9 +149,8 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
     // policy (only to tell paths no rule covers from the rest; the broker decides).
     let mut supervisor_conn = None;
     let mut transparent = if spec.transparent {
-        crate::transparent::check_kernel().map_err(SpawnError::Policy)?;
         let user = sandbox_user(&policy, spec.user.as_deref());
-        let supervisor = sandbox_for(&policy, user)
+        let supervisor = with_scratch(sandbox_for(&policy, user))
             .allow_read("/proc")
             .allow_process_memory()
             .prepare()
@@ -175,6 +185,9 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env(fdbroker_worker::client::ENV_FD, child_fd.to_string());
+    if let Some(s) = &scratch {
+        cmd.env("TMPDIR", &s.path);
+    }
     let in_child =
         move || -> io::Result<()> { confine_child(&theirs, prepared.take(), transparent.take()) };
     // SAFETY: `pre_exec` runs in the forked child before exec. The parent is
@@ -219,7 +232,7 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
     )?;
     if let Some(conn) = supervisor_conn {
         // The supervisor acts for the worker, with its identity.
-        server.also_serve(conn, worker, Binding::Named(name))?;
+        server.also_serve(conn, worker, Binding::Transparent(name))?;
     }
     // Everything is open and no thread has started: give up what serving does not need.
     if let Err(e) = confine_parent(&shared, &spec.policy, pid) {

@@ -187,6 +187,20 @@ fn transparent_grants_nothing_more_than_the_policy() {
         text(&out.stderr)
     );
     assert_eq!(std::fs::read(&a).unwrap(), b"alpha\n");
+    // Every answer writes the usual audit line, marked as transparent.
+    let out = run(transparent(
+        &policy,
+        &["cat", a.to_str().unwrap(), carved.to_str().unwrap()],
+    ));
+    let log = text(&out.stderr);
+    let line = |result: &str| {
+        log.lines().any(|l| {
+            l.contains("fdbroker::audit")
+                && l.contains(&format!("result=\"{result}\""))
+                && l.ends_with("via=\"transparent\"")
+        })
+    };
+    assert!(line("granted") && line("denied"), "{log}");
 }
 
 #[test]
@@ -247,4 +261,178 @@ fn transparent_exit_status_and_signals_are_the_programs() {
     assert_eq!(out.status.code(), Some(128 + 15));
     let out = run(transparent(&policy, &["/nonexistent/program"]));
     assert_eq!(out.status.code(), Some(127));
+}
+
+#[test]
+fn transparent_program_gets_a_private_scratch_tmpdir_removed_afterwards() {
+    let (_t, policy) = fixture();
+    let script = "echo $TMPDIR; echo kept > $TMPDIR/f && cat $TMPDIR/f && mkdir $TMPDIR/d && \
+                  stat -c %u $TMPDIR; echo no > /tmp/fdbroker-transparent-probe || echo refused";
+    let out = run(transparent(&policy, &["sh", "-c", script]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[1..], ["kept", "65534", "refused"], "{stdout}");
+    let dir = Path::new(lines[0]);
+    assert!(dir.is_absolute() && dir.starts_with(std::env::temp_dir()));
+    // Removed once fdbroker run has exited (by a process that waits for that).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while dir.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!dir.exists(), "{} was left behind", dir.display());
+    assert!(!Path::new("/tmp/fdbroker-transparent-probe").exists());
+}
+
+/// A scanner with a signature database it reads through the broker, and temporary
+/// files in its scratch directory: `clamscan` (Debian's `clamav`) with a local `.ndb`.
+#[test]
+fn transparent_clamscan_finds_the_infected_file_as_root_does() {
+    if !Path::new("/usr/bin/clamscan").exists() {
+        eprintln!("clamscan is not installed (scripts/test.sh installs clamav); skipped");
+        return;
+    }
+    let (t, policy) = fixture();
+    t.file("tree/scan/clean.txt", b"nothing to see\n", 0o600);
+    t.file("tree/scan/bad.bin", b"xx FDBROKER-TEST-MARKER xx\n", 0o600);
+    t.dir("tree/scan", 0o700);
+    let sig: String = b"FDBROKER-TEST-MARKER"
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let db = t.file(
+        "tree/test.ndb",
+        format!("FdbrokerTest:0:*:{sig}\n").as_bytes(),
+        0o600,
+    );
+    let scan = t.join("tree/scan");
+    let command = [
+        "/usr/bin/clamscan",
+        "--no-summary",
+        "-d",
+        db.to_str().unwrap(),
+        "-r",
+        scan.to_str().unwrap(),
+    ];
+    let root = run(as_root(&command));
+    assert_eq!(root.status.code(), Some(1), "{}", text(&root.stderr));
+    let confined = run(transparent(&policy, &command));
+    assert_eq!(
+        confined.status.code(),
+        Some(1),
+        "{}",
+        text(&confined.stderr)
+    );
+    let sorted = |b: &[u8]| {
+        let mut l: Vec<String> = text(b).lines().map(str::to_owned).collect();
+        l.sort();
+        l
+    };
+    assert_eq!(sorted(&confined.stdout), sorted(&root.stdout));
+    let out = text(&confined.stdout);
+    assert!(
+        out.contains("bad.bin: FdbrokerTest.UNOFFICIAL FOUND"),
+        "{out}"
+    );
+    assert!(out.contains("clean.txt: OK"), "{out}");
+}
+
+/// `yara -r` with a local rule, scanning with several threads.
+#[test]
+fn transparent_yara_matches_as_root_does() {
+    if !Path::new("/usr/bin/yara").exists() {
+        eprintln!("yara is not installed (scripts/test.sh installs it); skipped");
+        return;
+    }
+    let (t, policy) = fixture();
+    t.file("tree/scan/clean.txt", b"nothing to see\n", 0o600);
+    t.file(
+        "tree/scan/deep/bad.bin",
+        b"xx FDBROKER-TEST-MARKER xx\n",
+        0o600,
+    );
+    t.dir("tree/scan/deep", 0o700);
+    t.dir("tree/scan", 0o700);
+    let rule = t.file(
+        "tree/rule.yar",
+        b"rule FdbrokerTest { strings: $a = \"FDBROKER-TEST-MARKER\" condition: $a }\n",
+        0o600,
+    );
+    let scan = t.join("tree/scan");
+    let command = [
+        "/usr/bin/yara",
+        "-r",
+        "-p",
+        "4",
+        rule.to_str().unwrap(),
+        scan.to_str().unwrap(),
+    ];
+    let root = run(as_root(&command));
+    assert!(root.status.success(), "{}", text(&root.stderr));
+    let confined = run(transparent(&policy, &command));
+    assert!(confined.status.success(), "{}", text(&confined.stderr));
+    assert_eq!(text(&confined.stdout), text(&root.stdout));
+    assert!(text(&root.stdout).contains("FdbrokerTest"));
+}
+
+/// The supervisor killed: the program's calls cannot be answered any more, so it is
+/// killed too, and `fdbroker run` ends with the supervisor's status.
+#[test]
+fn transparent_program_dies_with_its_supervisor() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let (t, policy) = fixture();
+    let marker = format!("fdbroker-supervisor-death-{}", std::process::id());
+    let script = format!(
+        "import sys\nprint('started', flush=True)\nwhile True:\n    open({a:?}).read()\n# {marker}\n",
+        a = t.join("tree/a.txt").to_str().unwrap()
+    );
+    let mut child = transparent(&policy, &[PYTHON, "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut supervisor = None;
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        if let Some(rest) = line.split("worker started pid=").nth(1) {
+            supervisor = rest
+                .split_whitespace()
+                .next()
+                .map(|p| p.parse::<i32>().unwrap());
+            break;
+        }
+        line.clear();
+    }
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert_eq!(first, "started\n");
+    let supervisor = supervisor.expect("no 'worker started' line");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fdbroker run did not end"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(128 + 9));
+    // Nothing of the program is left.
+    let left = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| String::from_utf8_lossy(c).contains(&marker))
+        .count();
+    assert_eq!(left, 0);
 }

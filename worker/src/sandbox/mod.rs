@@ -159,6 +159,7 @@ impl Sandbox {
         self.allowed.push(Allowed {
             path: path.as_ref().to_owned(),
             execute: false,
+            write: false,
         });
         self
     }
@@ -177,6 +178,7 @@ impl Sandbox {
         self.allowed.push(Allowed {
             path: path.as_ref().to_owned(),
             execute: true,
+            write: false,
         });
         self
     }
@@ -196,6 +198,19 @@ impl Sandbox {
     /// ```
     pub fn best_effort(mut self) -> Sandbox {
         self.best_effort = true;
+        self
+    }
+
+    /// Allows reading and writing beneath the directory `path`: creating, removing and
+    /// renaming files and directories, writing and truncating files; never executing.
+    /// For a private scratch directory (`fdbroker run --transparent`'s `TMPDIR`), never
+    /// for a tree the broker serves: anything written here is the worker's.
+    pub fn allow_read_write(mut self, path: impl AsRef<Path>) -> Sandbox {
+        self.allowed.push(Allowed {
+            path: path.as_ref().to_owned(),
+            execute: false,
+            write: true,
+        });
         self
     }
 
@@ -432,11 +447,13 @@ mod tests {
             vec![
                 Allowed {
                     path: "/etc".into(),
-                    execute: false
+                    execute: false,
+                    write: false,
                 },
                 Allowed {
                     path: "/usr".into(),
-                    execute: true
+                    execute: true,
+                    write: false,
                 },
             ]
         );
