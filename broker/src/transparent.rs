@@ -258,6 +258,9 @@ pub fn split(prepared: Prepared) -> io::Result<()> {
     nix::sys::prctl::set_dumpable(false)?;
     let (ours, theirs) = Channel::pair()?;
     let supervisor_pid = nix::unistd::getpid();
+    // Blocked before the fork, so that a program that ends at once (an exec that
+    // fails) leaves its SIGCHLD pending for the supervisor's signalfd, not lost.
+    supervisor_signals().thread_block()?;
     // SAFETY: this process is the single-threaded child of a single-threaded broker
     // (spawn mode checks it), so the new child is a complete copy with no lock held by a
     // thread that does not exist in it.
@@ -265,6 +268,7 @@ pub fn split(prepared: Prepared) -> io::Result<()> {
         ForkResult::Child => {
             drop(ours);
             drop(connection);
+            SigSet::empty().thread_set_mask()?;
             // Dies with its supervisor; checked after setting, in case it already died.
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
             if nix::unistd::getppid() != supervisor_pid {
@@ -336,13 +340,10 @@ fn supervise(
     // pipe through which `fdbroker run` waits for the program's exec.
     let keep = [handoff.as_raw_fd(), connection.as_raw_fd()];
     close_all_but(&keep)?;
-    let mut signals = SigSet::empty();
-    for s in crate::run::FORWARDED {
-        signals.add(s);
-    }
-    signals.add(Signal::SIGCHLD);
-    signals.thread_block()?;
-    let sfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
+    let sfd = SignalFd::with_flags(
+        &supervisor_signals(),
+        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+    )?;
     let mut buf = [0u8; 8];
     let listener = match handoff.recv_with_fds(&mut buf, 1) {
         Ok((_, mut fds)) if fds.len() == 1 => fds.remove(0),
@@ -397,6 +398,17 @@ fn supervise(
             }
         }
     }
+}
+
+/// What the supervisor reads from its signalfd: the signals `fdbroker run` forwards
+/// (passed on to the program) and `SIGCHLD`.
+fn supervisor_signals() -> SigSet {
+    let mut signals = SigSet::empty();
+    for s in crate::run::FORWARDED {
+        signals.add(s);
+    }
+    signals.add(Signal::SIGCHLD);
+    signals
 }
 
 /// Waits for the program and reports its end.

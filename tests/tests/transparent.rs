@@ -436,3 +436,76 @@ fn transparent_program_dies_with_its_supervisor() {
         .count();
     assert_eq!(left, 0);
 }
+
+/// Signals arriving all the time during intercepted calls: every open still returns the
+/// right file exactly once (a call answered is never re-run; no descriptor leaks), and a
+/// program that exits with calls still pending ends cleanly.
+#[test]
+fn transparent_survives_signals_during_calls_and_exit_with_calls_pending() {
+    let (t, policy) = fixture();
+    let a = t.join("tree/sub/b.txt");
+    let script = format!(
+        r#"
+import os, signal, threading
+hits = [0]
+def tick(signum, frame):
+    hits[0] += 1
+signal.signal(signal.SIGALRM, tick)
+signal.siginterrupt(signal.SIGALRM, False)   # SA_RESTART
+signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
+highest = 0
+for _ in range(1500):
+    fd = os.open({a:?}, os.O_RDONLY)
+    highest = max(highest, fd)
+    assert os.read(fd, 100) == b"bravo bravo\n"
+    os.close(fd)
+signal.setitimer(signal.ITIMER_REAL, 0, 0)
+print("ok", highest < 16, hits[0] > 0, flush=True)
+def spin():
+    while True:
+        os.close(os.open({a:?}, os.O_RDONLY))
+for _ in range(4):
+    threading.Thread(target=spin, daemon=True).start()
+os._exit(3)
+"#,
+        a = a.to_str().unwrap()
+    );
+    let out = run(transparent(&policy, &[PYTHON, "-c", &script]));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ok True True\n", "{}", text(&out.stderr));
+}
+
+/// An i386 system call (`int 0x80`) from x86_64 code kills the program: a 32-bit `open`
+/// cannot slip past the filter.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn transparent_i386_system_call_kills_the_program() {
+    let (t, policy) = fixture();
+    // mov eax, 5 (i386 open); mov ebx, path; xor ecx, ecx; int 0x80; ret
+    let script = format!(
+        r#"
+import ctypes, mmap, struct
+path = ctypes.create_string_buffer({a:?}.encode())
+addr = ctypes.addressof(path)
+assert addr < 2**32 or True
+code = b"\xb8\x05\x00\x00\x00" + b"\xbb" + struct.pack("<I", addr & 0xffffffff) + b"\x31\xc9\xcd\x80\xc3"
+buf = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+buf.write(code)
+fn = ctypes.CFUNCTYPE(ctypes.c_long)(ctypes.addressof(ctypes.c_char.from_buffer(buf)))
+print("returned", fn(), flush=True)
+"#,
+        a = t.join("tree/a.txt").to_str().unwrap()
+    );
+    let out = run(transparent(&policy, &[PYTHON, "-c", &script]));
+    assert!(
+        !text(&out.stdout).contains("returned"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(128 + libc::SIGSYS),
+        "{}",
+        text(&out.stderr)
+    );
+}
