@@ -745,7 +745,7 @@ fn open(broker: &Client, path: &Path, flags: i32) -> Answer {
             } else {
                 match broker.open_with(path, Access::Read) {
                     // A directory opened without O_DIRECTORY (fdopendir after open).
-                    Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
+                    Err(e) if errno_of(&e) == libc::EISDIR => {
                         broker.open_with(path, Access::Directory)
                     }
                     r => r,
@@ -763,13 +763,9 @@ fn open(broker: &Client, path: &Path, flags: i32) -> Answer {
                     .map(|o| o.file)
             } else {
                 match broker.open_detailed(path, access, extra) {
-                    Err(e)
-                        if flags & libc::O_CREAT != 0 && e.raw_os_error() == Some(libc::ENOENT) =>
-                    {
-                        broker
-                            .open_detailed(path, Access::Create, 0)
-                            .map(|o| o.file)
-                    }
+                    Err(e) if flags & libc::O_CREAT != 0 && errno_of(&e) == libc::ENOENT => broker
+                        .open_detailed(path, Access::Create, 0)
+                        .map(|o| o.file),
                     r => r.map(|o| o.file),
                 }
             }
@@ -854,8 +850,17 @@ impl Supervisor<'_> {
     }
 }
 
+/// The errno for the program: the broker's own (a denial is `EACCES`, a missing file
+/// `ENOENT`, ...), or `EIO` when the broker could not be asked at all.
 fn errno_of(e: &io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(libc::EACCES)
+    e.raw_os_error()
+        .or_else(|| {
+            e.get_ref()
+                .and_then(|inner| inner.downcast_ref::<fdbroker_worker::BrokerError>())
+                .map(|b| b.errno)
+        })
+        .filter(|&errno| errno > 0)
+        .unwrap_or(libc::EIO)
 }
 
 /// `ioctl(2)` on the listener with a pointer to a structure of the request's size.

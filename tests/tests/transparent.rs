@@ -175,6 +175,17 @@ fn transparent_grants_nothing_more_than_the_policy() {
     let out = run(transparent(&policy, &["cat", outside.to_str().unwrap()]));
     assert!(!out.status.success());
     assert!(!text(&out.stdout).contains("not in the policy"));
+    // A missing file in the tree is ENOENT, as for root; a directory opened without
+    // O_DIRECTORY (`grep -r`, `fdopendir`) works.
+    let missing = t.join("tree/sub/missing.txt");
+    let out = run(transparent(&policy, &["cat", missing.to_str().unwrap()]));
+    assert!(
+        text(&out.stderr).contains("No such file or directory"),
+        "{}",
+        text(&out.stderr)
+    );
+    let sub = t.join("tree/sub");
+    same_as_root(&policy, &["grep", "-r", "bravo", sub.to_str().unwrap()]);
     // A write through a read grant fails, and the file is unchanged.
     let script = format!(
         "echo x >> {a}; echo y > {a}; {PYTHON} -c 'open(\"{a}\", \"r+\")' 2>/dev/null || echo refused",
@@ -508,4 +519,40 @@ print("returned", fn(), flush=True)
         "{}",
         text(&out.stderr)
     );
+}
+
+/// Where the policy grants `write` and `create`, a shell's redirections work through the
+/// broker: `>` creates (then truncates), `>>` appends.
+#[test]
+fn transparent_writes_where_the_policy_grants_them() {
+    let t = TempDir::new("transparent-write");
+    t.dir("out", 0o700);
+    let policy = t.file(
+        "policy.toml",
+        format!(
+            r#"
+[sandbox]
+read_only = ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache"]
+
+[[client]]
+name = "worker"
+users = ["nobody"]
+  [[client.allow]]
+  path = "{dir}/out/"
+  access = ["read", "write", "create", "directory"]
+"#,
+            dir = t.path().display()
+        )
+        .as_bytes(),
+        0o644,
+    );
+    let f = t.join("out/report.txt");
+    let script = format!(
+        "echo one > {f}; echo two >> {f}; cat {f}; echo three > {f}",
+        f = f.display()
+    );
+    let out = run(transparent(&policy, &["sh", "-c", &script]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "one\ntwo\n");
+    assert_eq!(std::fs::read(&f).unwrap(), b"three\n");
 }
