@@ -1183,6 +1183,10 @@ impl Scratch {
         match unsafe { nix::unistd::fork() }? {
             ForkResult::Child => {
                 drop(write);
+                // Out of the terminal's session and deaf to every signal but SIGKILL: a
+                // Ctrl-C meant for `fdbroker run` must not leave the directory behind.
+                let _ = nix::unistd::setsid();
+                let _ = SigSet::all().thread_block();
                 let keep = read.as_raw_fd();
                 let _ = close_range(0, u32::try_from(keep).unwrap_or(0).saturating_sub(1));
                 let _ = close_all_but(&[keep]);

@@ -422,6 +422,31 @@ fn transparent_program_dies_with_its_supervisor() {
     stdout.read_line(&mut first).unwrap();
     assert_eq!(first, "started\n");
     let supervisor = supervisor.expect("no 'worker started' line");
+    // The supervisor is an ordinary client: the sandbox user, no capability, not
+    // dumpable; the program is its child and runs as nobody too.
+    let status = std::fs::read_to_string(format!("/proc/{supervisor}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(field("Uid:"), ["65534"; 4], "{status}");
+    assert_eq!(field("Gid:"), ["65534"; 4], "{status}");
+    for caps in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(field(caps), ["0000000000000000"], "{caps} {status}");
+    }
+    assert_eq!(field("NoNewPrivs:"), ["1"]);
+    let children =
+        std::fs::read_to_string(format!("/proc/{supervisor}/task/{supervisor}/children")).unwrap();
+    let program: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    let program_status = std::fs::read_to_string(format!("/proc/{program}/status")).unwrap();
+    assert!(
+        program_status.contains("Uid:\t65534\t65534\t65534\t65534"),
+        "{program_status}"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(supervisor),
         nix::sys::signal::Signal::SIGKILL,
