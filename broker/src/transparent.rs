@@ -26,7 +26,8 @@
 //! # What it answers, and how
 //!
 //! The filter sends `open`, `openat`, `openat2`, `creat`, `stat`, `lstat`, `newfstatat`,
-//! `statx`, `access`, `faccessat` and `faccessat2` to the supervisor; i386 and x32 calls
+//! `statx`, `access`, `faccessat`, `faccessat2`, `readlink` and `readlinkat` to the
+//! supervisor; i386 and x32 calls
 //! kill the program. For each notification the supervisor reads the path from the
 //! program's memory once, makes it absolute (against the working directory or the
 //! directory descriptor, as the kernel shows them in `/proc`), and removes `.` and `..`
@@ -162,6 +163,7 @@ fn intercepted() -> Vec<i64> {
         libc::SYS_statx,
         libc::SYS_faccessat,
         SYS_FACCESSAT2,
+        libc::SYS_readlinkat,
     ];
     #[cfg(target_arch = "x86_64")]
     v.extend([
@@ -170,6 +172,7 @@ fn intercepted() -> Vec<i64> {
         libc::SYS_stat,
         libc::SYS_lstat,
         libc::SYS_access,
+        libc::SYS_readlink,
     ]);
     v
 }
@@ -505,6 +508,11 @@ enum Call {
         path: u64,
         mode: i32,
     },
+    /// `readlink`: a path the broker serves is never a symbolic link it would show.
+    Readlink {
+        dirfd: i32,
+        path: u64,
+    },
 }
 
 impl Supervisor<'_> {
@@ -547,7 +555,8 @@ impl Supervisor<'_> {
         let (dirfd, path_addr) = match &call {
             Call::Open { dirfd, path, .. }
             | Call::Stat { dirfd, path, .. }
-            | Call::Access { dirfd, path, .. } => (*dirfd, *path),
+            | Call::Access { dirfd, path, .. }
+            | Call::Readlink { dirfd, path } => (*dirfd, *path),
         };
         let raw = match read_path(tid, path_addr) {
             Ok(p) => p,
@@ -593,6 +602,13 @@ impl Supervisor<'_> {
                     Err(e) => Answer::Error(errno_of(&e)),
                 }
             }
+            // The broker resolves without following symbolic links (unless a rule says
+            // `symlinks = "beneath"`, and then it describes the target): what it can
+            // describe is, as far as the program can tell, not a link.
+            Call::Readlink { .. } => match broker.metadata(path) {
+                Ok(_) => Answer::Error(libc::EINVAL),
+                Err(e) => Answer::Error(errno_of(&e)),
+            },
             Call::Access { mode, .. } => match broker.metadata(path) {
                 Err(e) => Answer::Error(errno_of(&e)),
                 Ok(meta) => {
@@ -647,6 +663,12 @@ impl Supervisor<'_> {
                         flags,
                         buf: a[1],
                         statx: false,
+                    });
+                }
+                libc::SYS_readlink => {
+                    return Some(Call::Readlink {
+                        dirfd: cwd,
+                        path: a[0],
                     });
                 }
                 libc::SYS_access => {
@@ -709,6 +731,10 @@ impl Supervisor<'_> {
                     statx: true,
                 })
             }
+            libc::SYS_readlinkat => Some(Call::Readlink {
+                dirfd: int(a[0]),
+                path: a[1],
+            }),
             libc::SYS_faccessat | SYS_FACCESSAT2 => {
                 if nr == SYS_FACCESSAT2 && int(a[3]) & libc::AT_EMPTY_PATH != 0 {
                     return None;

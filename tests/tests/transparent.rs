@@ -117,6 +117,9 @@ fn transparent_programs_print_what_root_prints() {
     );
     // Numeric ids: /etc/passwd is not readable in the sandbox.
     same_as_root(&policy, &["ls", "-lan", "--time-style=+%s", sub]);
+    // readlink on each component: none is a link.
+    same_as_root(&policy, &["readlink", "-f", a, c]);
+    same_as_root(&policy, &["realpath", b]);
     let pipeline = format!("cat {a} {b} | sha256sum; wc -c < {c}");
     same_as_root(&policy, &["sh", "-c", &pipeline]);
     let walk = format!(
