@@ -20,6 +20,9 @@ command -v readelf >/dev/null || need+=(binutils)
 for pkg in python3 python3-venv python3-pytest python3-wheel clamav-daemon; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+# Real programs for `fdbroker run --transparent` (tests/tests/transparent.rs).
+[ -x /usr/bin/clamscan ] || need+=(clamav)
+[ -x /usr/bin/yara ] || need+=(yara)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

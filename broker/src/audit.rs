@@ -139,6 +139,20 @@ pub enum Verdict<'a> {
     Failed(&'a dyn fmt::Display),
 }
 
+thread_local! {
+    /// How the request being answered on this thread came (see [`via`]).
+    static VIA: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with every audit line it writes on this thread marked `via` (`fdbroker run
+/// --transparent` marks the answers to a program's own calls `via="transparent"`).
+pub fn via<R>(via: Option<&'static str>, f: impl FnOnce() -> R) -> R {
+    let before = VIA.with(|v| v.replace(via));
+    let result = f();
+    VIA.with(|v| v.set(before));
+    result
+}
+
 /// Record one decision: on `audit_line`'s fast path when the broker's own subscriber
 /// is installed, otherwise as a `tracing` event (an embedding program's subscriber).
 ///
@@ -174,6 +188,7 @@ pub fn decision(
         access: access.into(),
         rule,
         verdict,
+        via: VIA.with(std::cell::Cell::get),
     };
     if !audit_line::record(&fields) {
         via_tracing(&fields);
@@ -223,6 +238,7 @@ pub(crate) fn via_tracing(f: &Fields<'_>) {
         access,
         rule,
         verdict,
+        via,
     } = *f;
     let rule = rule.map(|r| r.to_string());
     let rule = rule.as_deref().unwrap_or("-");
@@ -231,19 +247,19 @@ pub(crate) fn via_tracing(f: &Fields<'_>) {
             target: TARGET,
             uid = peer.uid, gid = peer.gid, pid = peer.pid, client,
             path = %Escaped(path), access = access.as_str(), rule,
-            result = "granted", ino,
+            result = "granted", ino, via,
         ),
         Verdict::Denied(why) => tracing::info!(
             target: TARGET,
             uid = peer.uid, gid = peer.gid, pid = peer.pid, client,
             path = %Escaped(path), access = access.as_str(), rule,
-            result = "denied", reason = %why,
+            result = "denied", reason = %why, via,
         ),
         Verdict::Failed(why) => tracing::info!(
             target: TARGET,
             uid = peer.uid, gid = peer.gid, pid = peer.pid, client,
             path = %Escaped(path), access = access.as_str(), rule,
-            result = "failed", reason = %why,
+            result = "failed", reason = %why, via,
         ),
     }
 }

@@ -53,6 +53,9 @@ pub struct Fields<'a> {
     pub access: crate::audit::Action,
     pub rule: Option<&'a dyn fmt::Display>,
     pub verdict: Verdict<'a>,
+    /// How the request came: `Some("transparent")` for a program's own call answered
+    /// by `fdbroker run --transparent`; `None` (no field) for a client's request.
+    pub via: Option<&'static str>,
 }
 
 /// The thread's pending lines and the scratch space for formatting them.
@@ -255,6 +258,10 @@ fn format_line(
                     push_display(out, scratch, why);
                 }
             }
+            if let Some(via) = f.via {
+                out.extend_from_slice(b" via=");
+                push_debug_str(out, scratch, via);
+            }
         }
         LogFormat::Json => {
             out.extend_from_slice(b"{\"timestamp\":\"");
@@ -296,6 +303,10 @@ fn format_line(
                     let _ = write!(scratch, "{why}");
                     push_json_str(out, scratch);
                 }
+            }
+            if let Some(via) = f.via {
+                out.extend_from_slice(b",\"via\":");
+                push_json_str(out, via);
             }
             out.extend_from_slice(b",\"target\":\"");
             out.extend_from_slice(TARGET.as_bytes());
@@ -681,6 +692,7 @@ mod tests {
                 access: Access::Read.into(),
                 rule: Some(&rule),
                 verdict: Verdict::Granted { ino: 10_166_283 },
+                via: None,
             },
             Fields {
                 peer: &peer,
@@ -689,6 +701,7 @@ mod tests {
                 access: Access::ReadWrite.into(),
                 rule: None,
                 verdict: Verdict::Denied(&why),
+                via: None,
             },
             // Cut to a prefix with its length and hash.
             Fields {
@@ -698,6 +711,7 @@ mod tests {
                 access: crate::audit::Action::Open(Access::Read),
                 rule: None,
                 verdict: Verdict::Denied(&"no rule allows this path"),
+                via: None,
             },
             Fields {
                 peer: &peer,
@@ -706,6 +720,7 @@ mod tests {
                 access: crate::audit::Action::Open(Access::Read),
                 rule: Some(&rule),
                 verdict: Verdict::Granted { ino: 7 },
+                via: None,
             },
             Fields {
                 peer: &peer,
@@ -714,6 +729,25 @@ mod tests {
                 access: Access::Create.into(),
                 rule: Some(&rule),
                 verdict: Verdict::Failed(&"No such file or directory"),
+                via: None,
+            },
+            Fields {
+                peer: &peer,
+                client: "scanner",
+                path: b"/srv/a",
+                access: crate::audit::Action::Stat,
+                rule: Some(&rule),
+                verdict: Verdict::Granted { ino: 9 },
+                via: Some("transparent"),
+            },
+            Fields {
+                peer: &peer,
+                client: "scanner",
+                path: b"/srv/b",
+                access: Access::Read.into(),
+                rule: None,
+                verdict: Verdict::Denied(&"denied"),
+                via: Some("transparent"),
             },
         ];
         for format in [LogFormat::Text, LogFormat::Json] {

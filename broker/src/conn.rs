@@ -45,6 +45,10 @@ pub enum Binding {
     /// A named client (spawn mode serves one worker as the client given on the
     /// command line).
     Named(String),
+    /// A named client served on behalf of a program that does not know the broker
+    /// (`fdbroker run --transparent`'s supervisor): decided as `Named`, and its audit
+    /// lines say `via="transparent"`.
+    Transparent(String),
 }
 
 /// What the event loop should wait for next.
@@ -199,7 +203,7 @@ impl Conn {
     pub fn client_in(&self, loaded: &Loaded) -> Option<ClientId> {
         match &self.binding {
             Binding::Credentials => loaded.policy.client_for(self.peer.uid, self.peer.gid),
-            Binding::Named(name) => loaded.policy.client_by_name(name),
+            Binding::Named(name) | Binding::Transparent(name) => loaded.policy.client_by_name(name),
         }
     }
 
@@ -396,15 +400,23 @@ impl Conn {
                 st.reserved = want;
                 let body = match req.op {
                     Op::Connect => self.fresh_connection(shared, fds),
-                    op => handle::answer(
-                        &loaded,
-                        client,
-                        &self.peer,
-                        &self.groups,
-                        op,
-                        max_batch,
-                        fds,
-                    ),
+                    op => {
+                        let via = match self.binding {
+                            Binding::Transparent(_) => Some("transparent"),
+                            _ => None,
+                        };
+                        crate::audit::via(via, || {
+                            handle::answer(
+                                &loaded,
+                                client,
+                                &self.peer,
+                                &self.groups,
+                                op,
+                                max_batch,
+                                fds,
+                            )
+                        })
+                    }
                 };
                 encode_reply(out, req.id, body, fds)?;
                 Ok(Some(req.id))
@@ -770,7 +782,9 @@ pub fn refusal_for(peer: &PeerCredentials, binding: &Binding) -> WireError {
             "no client in the broker's policy matches uid {} gid {}",
             peer.uid, peer.gid
         ),
-        Binding::Named(n) => format!("the policy has no client named {n:?}"),
+        Binding::Named(n) | Binding::Transparent(n) => {
+            format!("the policy has no client named {n:?}")
+        }
     };
     WireError::new(Errno::EACCES as i32, why)
 }

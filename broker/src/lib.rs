@@ -39,6 +39,7 @@ pub mod run;
 pub mod server;
 pub mod state;
 pub mod throttle;
+pub mod transparent;
 
 pub use conn::Binding;
 pub use listener::Listener;

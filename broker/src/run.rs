@@ -56,7 +56,7 @@ use std::process::{Command, ExitCode, ExitStatus};
 use std::sync::{Arc, Mutex};
 
 /// Signals sent to `fdbroker run` that are passed on to the worker.
-const FORWARDED: [Signal; 6] = [
+pub(crate) const FORWARDED: [Signal; 6] = [
     Signal::SIGHUP,
     Signal::SIGINT,
     Signal::SIGQUIT,
@@ -71,6 +71,8 @@ pub struct Spawn {
     pub policy: PathBuf,
     pub client: Option<String>,
     pub user: Option<String>,
+    /// Serve the program's own file calls through the broker ([`crate::transparent`]).
+    pub transparent: bool,
     pub command: Vec<OsString>,
 }
 
@@ -115,22 +117,59 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
     let policy = Policy::load(&spec.policy).map_err(|e| SpawnError::Policy(e.to_string()))?;
     let client = pick_client(&policy, spec.client.as_deref())?;
     let user = sandbox_user(&policy, spec.user.as_deref());
+    // The namespace's init runs as the same user and needs no path at all.
+    let init_sandbox = Sandbox::new()
+        .user(user.clone())
+        .prepare()
+        .map_err(SpawnError::Sandbox)?;
+    let (worker_uid, worker_gid) = init_sandbox.ids();
+    // Transparent mode's TMPDIR, writable in the sandbox.
+    let scratch = if spec.transparent {
+        crate::transparent::check_kernel().map_err(SpawnError::Policy)?;
+        Some(crate::transparent::Scratch::create(worker_uid, worker_gid)?)
+    } else {
+        None
+    };
+    let with_scratch = |sandbox: Sandbox| match &scratch {
+        Some(s) => sandbox.allow_read_write(&s.path),
+        None => sandbox,
+    };
     // Prepared while single-threaded; the children then allocate nothing.
     let mut prepared = Some(
-        sandbox_for(&policy, user.clone())
+        with_scratch(sandbox_for(&policy, user))
             .prepare()
             .map_err(SpawnError::Sandbox)?,
     );
-    // The namespace's init runs as the same user and needs no path at all.
-    let init_sandbox = Sandbox::new()
-        .user(user)
-        .prepare()
-        .map_err(SpawnError::Sandbox)?;
-    let (worker_uid, worker_gid) = prepared.as_ref().map_or((0, 0), |p| p.ids());
 
     let (ours, theirs) = Channel::pair()?;
     let theirs = OwnedFd::from(theirs);
     let child_fd = theirs.as_raw_fd();
+
+    // Transparent mode: the supervisor's sandbox, its own connection, its copy of the
+    // policy (only to tell paths no rule covers from the rest; the broker decides).
+    let mut supervisor_conn = None;
+    let mut transparent = if spec.transparent {
+        let user = sandbox_user(&policy, spec.user.as_deref());
+        let supervisor = with_scratch(sandbox_for(&policy, user))
+            .allow_read("/proc")
+            .allow_process_memory()
+            .prepare()
+            .map_err(SpawnError::Sandbox)?;
+        let program = prepared
+            .take()
+            .ok_or_else(|| io::Error::other("sandbox already used"))?;
+        let (broker_end, supervisor_end) = Channel::pair()?;
+        supervisor_conn = Some(broker_end);
+        Some(crate::transparent::Prepared {
+            supervisor,
+            program,
+            connection: OwnedFd::from(supervisor_end),
+            policy: Policy::load(&spec.policy).map_err(|e| SpawnError::Policy(e.to_string()))?,
+            client,
+        })
+    } else {
+        None
+    };
 
     // Block the forwarded signals before forking, so one that arrives early is queued
     // for the forwarding thread rather than killing the broker; the worker unblocks them.
@@ -146,7 +185,11 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env(fdbroker_worker::client::ENV_FD, child_fd.to_string());
-    let in_child = move || -> io::Result<()> { confine_child(&theirs, prepared.take()) };
+    if let Some(s) = &scratch {
+        cmd.env("TMPDIR", &s.path);
+    }
+    let in_child =
+        move || -> io::Result<()> { confine_child(&theirs, prepared.take(), transparent.take()) };
     // SAFETY: `pre_exec` runs in the forked child before exec. The parent is
     // single-threaded here (`pidns::spawn` checks it and no thread has been started),
     // so no lock can be held by a thread that does not exist in the child; the closure
@@ -181,12 +224,16 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
         Arc::clone(&shared),
         ours,
         worker,
-        Binding::Named(name),
+        Binding::Named(name.clone()),
         &ServeOptions {
             threads: 2,
             handle_signals: false,
         },
     )?;
+    if let Some(conn) = supervisor_conn {
+        // The supervisor acts for the worker, with its identity.
+        server.also_serve(conn, worker, Binding::Transparent(name))?;
+    }
     // Everything is open and no thread has started: give up what serving does not need.
     if let Err(e) = confine_parent(&shared, &spec.policy, pid) {
         // Do not leave the worker running with a broker that refuses to serve it.
@@ -312,7 +359,11 @@ fn sandbox_for(policy: &Policy, user: Identity) -> Sandbox {
 }
 
 /// Runs in the forked child: only system calls on prepared values.
-fn confine_child(worker_end: &OwnedFd, prepared: Option<PreparedSandbox>) -> io::Result<()> {
+fn confine_child(
+    worker_end: &OwnedFd,
+    prepared: Option<PreparedSandbox>,
+    transparent: Option<crate::transparent::Prepared>,
+) -> io::Result<()> {
     // The worker inherits exactly this descriptor (its number is in FDBROKER_FD).
     nix::fcntl::fcntl(
         worker_end.as_fd(),
@@ -327,6 +378,10 @@ fn confine_child(worker_end: &OwnedFd, prepared: Option<PreparedSandbox>) -> io:
     // (Ctrl-C, Ctrl-\) now reach only `fdbroker run`, which forwards them. The child of
     // `fork` is never a process-group leader, so this cannot fail with EPERM.
     nix::unistd::setsid()?;
+    if let Some(transparent) = transparent {
+        // Returns only in the program, confined; the supervisor never returns.
+        return crate::transparent::split(transparent);
+    }
     let Some(prepared) = prepared else {
         return Err(io::Error::other("sandbox already used"));
     };

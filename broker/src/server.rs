@@ -374,6 +374,25 @@ impl Server {
         Ok(server)
     }
 
+    /// Serve one more already connected peer of a [`single`](Server::single) server
+    /// (spawn mode's transparent supervisor, which acts for the worker with its
+    /// identity).
+    pub fn also_serve(
+        &self,
+        channel: Channel,
+        peer: peer::PeerCredentials,
+        binding: Binding,
+    ) -> io::Result<()> {
+        channel.set_nonblocking(true)?;
+        self.inner.register(Conn::new(
+            channel,
+            peer,
+            Box::default(),
+            binding,
+            Arc::clone(&self.inner.shared.inflight),
+        ))
+    }
+
     fn build(
         shared: Arc<Shared>,
         listeners: Vec<Listener>,

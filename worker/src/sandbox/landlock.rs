@@ -160,6 +160,8 @@ impl fmt::Display for LandlockReport {
 pub(crate) struct Allowed {
     pub(crate) path: PathBuf,
     pub(crate) execute: bool,
+    /// Also write, create, remove and rename beneath it (never execute).
+    pub(crate) write: bool,
 }
 
 /// Builds the ruleset and adds one rule per allowlisted path.
@@ -206,7 +208,10 @@ pub(crate) fn prepare(
                 source: e.into(),
             })?;
         created = created
-            .add_rule(PathBeneath::new(fd, grant(is_dir, entry.execute)))
+            .add_rule(PathBeneath::new(
+                fd,
+                grant(is_dir, entry.execute, entry.write),
+            ))
             .map_err(SandboxError::Landlock)?;
     }
     Ok(created)
@@ -214,10 +219,20 @@ pub(crate) fn prepare(
 
 /// Read (and list, for a directory), plus execute for `allow_read_exec`. Listing is not
 /// granted on a plain file because Landlock rejects directory rights on one.
-fn grant(is_dir: bool, execute: bool) -> BitFlags<AccessFs> {
+fn grant(is_dir: bool, execute: bool, write: bool) -> BitFlags<AccessFs> {
     let mut access = BitFlags::from(AccessFs::ReadFile);
     if is_dir {
         access |= AccessFs::ReadDir;
+    }
+    if write {
+        access |= AccessFs::WriteFile | AccessFs::Truncate;
+        if is_dir {
+            access |= AccessFs::MakeReg
+                | AccessFs::MakeDir
+                | AccessFs::RemoveFile
+                | AccessFs::RemoveDir
+                | AccessFs::Refer;
+        }
     }
     if execute {
         access |= AccessFs::Execute;
@@ -333,10 +348,13 @@ mod tests {
 
     #[test]
     fn grants() {
-        assert_eq!(grant(false, false), AccessFs::ReadFile);
-        assert_eq!(grant(true, false), AccessFs::ReadFile | AccessFs::ReadDir);
+        assert_eq!(grant(false, false, false), AccessFs::ReadFile);
         assert_eq!(
-            grant(true, true),
+            grant(true, false, false),
+            AccessFs::ReadFile | AccessFs::ReadDir
+        );
+        assert_eq!(
+            grant(true, true, false),
             AccessFs::ReadFile | AccessFs::ReadDir | AccessFs::Execute
         );
     }
@@ -347,6 +365,7 @@ mod tests {
             &[Allowed {
                 path: "/nonexistent/fdbroker-sandbox".into(),
                 execute: false,
+                write: false,
             }],
             true,
         )

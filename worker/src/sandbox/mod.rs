@@ -98,6 +98,7 @@ pub struct Sandbox {
     group: Option<Identity>,
     allowed: Vec<Allowed>,
     best_effort: bool,
+    process_memory: bool,
 }
 
 impl Default for Sandbox {
@@ -119,6 +120,7 @@ impl Sandbox {
             group: None,
             allowed: Vec::new(),
             best_effort: false,
+            process_memory: false,
         }
     }
 
@@ -157,6 +159,7 @@ impl Sandbox {
         self.allowed.push(Allowed {
             path: path.as_ref().to_owned(),
             execute: false,
+            write: false,
         });
         self
     }
@@ -175,6 +178,7 @@ impl Sandbox {
         self.allowed.push(Allowed {
             path: path.as_ref().to_owned(),
             execute: true,
+            write: false,
         });
         self
     }
@@ -194,6 +198,30 @@ impl Sandbox {
     /// ```
     pub fn best_effort(mut self) -> Sandbox {
         self.best_effort = true;
+        self
+    }
+
+    /// Allows reading and writing beneath the directory `path`: creating, removing and
+    /// renaming files and directories, writing and truncating files; never executing.
+    /// For a private scratch directory (`fdbroker run --transparent`'s `TMPDIR`), never
+    /// for a tree the broker serves: anything written here is the worker's.
+    pub fn allow_read_write(mut self, path: impl AsRef<Path>) -> Sandbox {
+        self.allowed.push(Allowed {
+            path: path.as_ref().to_owned(),
+            execute: false,
+            write: true,
+        });
+        self
+    }
+
+    /// Leaves `process_vm_readv` and `process_vm_writev` allowed, for `fdbroker run
+    /// --transparent`'s supervisor alone: it reads the paths of the calls it answers from
+    /// its target's memory and writes `stat` results back. The kernel still requires
+    /// what `ptrace` requires (same uid, a dumpable target, an ancestor under Yama, the
+    /// same or a nested Landlock domain), and the target's own filter refuses both
+    /// calls again, so only the supervisor, the ancestor, holds this.
+    pub fn allow_process_memory(mut self) -> Sandbox {
+        self.process_memory = true;
         self
     }
 
@@ -274,7 +302,7 @@ impl Sandbox {
     pub fn prepare(self) -> Result<PreparedSandbox, SandboxError> {
         let ids = identity::resolve(&self.user, self.group.as_ref())?;
         let ruleset = landlock::prepare(&self.allowed, self.best_effort)?;
-        let filters = seccomp::compile()?;
+        let filters = seccomp::compile(self.process_memory)?;
         Ok(PreparedSandbox {
             ids,
             ruleset,
@@ -365,6 +393,35 @@ impl PreparedSandbox {
     }
 }
 
+impl PreparedSandbox {
+    /// Applies this sandbox's Landlock layer and seccomp filters to a process that
+    /// already runs as this sandbox's user with no capability (checked, not assumed): a
+    /// further, nested confinement on top of whatever confines it already.
+    ///
+    /// For `fdbroker run --transparent`, whose supervisor is confined first and forks
+    /// the program, which then takes the ordinary worker sandbox on top: the program
+    /// ends up exactly as confined as a plain `fdbroker run` worker, inside a Landlock
+    /// domain nested in its supervisor's (which the kernel requires for the supervisor
+    /// to read its memory).
+    pub fn apply_nested(self) -> Result<Report, SandboxError> {
+        threads::ensure_single()?;
+        identity::verify(self.ids)?;
+        let caps = capabilities::verify(self.best_effort)?;
+        nix::sys::prctl::set_no_new_privs().map_err(SandboxError::NoNewPrivs)?;
+        let landlock = landlock::enforce(self.ruleset, self.best_effort)?;
+        seccomp::install(&self.filters)?;
+        Ok(Report {
+            uid: self.ids.uid.as_raw(),
+            gid: self.ids.gid.as_raw(),
+            capabilities_cleared: caps.sets_cleared,
+            bounding_set_cleared: caps.bounding_cleared,
+            no_new_privs: true,
+            landlock,
+            seccomp: true,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,11 +447,13 @@ mod tests {
             vec![
                 Allowed {
                     path: "/etc".into(),
-                    execute: false
+                    execute: false,
+                    write: false,
                 },
                 Allowed {
                     path: "/usr".into(),
-                    execute: true
+                    execute: true,
+                    write: false,
                 },
             ]
         );

@@ -254,11 +254,16 @@ fn target_arch() -> Result<TargetArch, SandboxError> {
 /// 3. on x86_64, any system call number with the x32 bit (`0x4000_0000`) fails with
 ///    `ENOSYS`. x32 calls pass the x86_64 architecture check with different numbers, so on a
 ///    kernel built with `CONFIG_X86_X32_ABI` they would walk around every rule above.
-pub(crate) fn compile() -> Result<Filters, SandboxError> {
+///
+/// `process_memory` leaves `process_vm_readv` and `process_vm_writev` out of the refusals
+/// (see [`Sandbox::allow_process_memory`](super::Sandbox::allow_process_memory)).
+pub(crate) fn compile(process_memory: bool) -> Result<Filters, SandboxError> {
     let arch = target_arch()?;
+    let memory = [libc::SYS_process_vm_readv, libc::SYS_process_vm_writev];
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = REFUSED
         .iter()
         .chain(REFUSED_ARCH)
+        .filter(|nr| !(process_memory && memory.contains(nr)))
         .map(|&nr| (nr, Vec::new()))
         .collect();
     rules.insert(libc::SYS_socketpair, socketpair_rules()?);
@@ -421,7 +426,7 @@ mod tests {
 
     #[test]
     fn compiles_for_this_architecture() {
-        let filters = compile().expect("compile");
+        let filters = compile(false).expect("compile");
         let expected = if cfg!(target_arch = "x86_64") { 3 } else { 2 };
         assert_eq!(filters.programs.len(), expected);
         assert!(filters.programs.iter().all(|p| !p.is_empty()));

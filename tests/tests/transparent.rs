@@ -1,0 +1,585 @@
+//! `fdbroker run --transparent`: unmodified programs (coreutils, a shell, Python) read a
+//! root-only tree through the broker, print exactly what they print as root, and get
+//! nothing more than the policy grants.
+#![allow(clippy::unwrap_used)]
+
+use fdbroker_tests::{TempDir, fdbroker_bin, run_with_timeout};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const PYTHON: &str = "/usr/bin/python3";
+
+/// A root-only tree (0700 directories, 0600 files) with a deny carve-out, a root-only
+/// file outside the policy, and a policy granting read and directory on the tree.
+fn fixture() -> (TempDir, PathBuf) {
+    let t = TempDir::new("transparent");
+    t.file("tree/a.txt", b"alpha\n", 0o600);
+    t.file("tree/sub/b.txt", b"bravo bravo\n", 0o600);
+    t.file("tree/sub/deeper/c.bin", &[0u8, 1, 2, 3, 255], 0o600);
+    t.file("tree/carve/secret.txt", b"carved out\n", 0o600);
+    t.file("outside.txt", b"not in the policy\n", 0o600);
+    for d in ["tree", "tree/sub", "tree/sub/deeper", "tree/carve"] {
+        t.dir(d, 0o700);
+    }
+    let policy = t.file(
+        "policy.toml",
+        format!(
+            r#"
+[sandbox]
+read_only = ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache"]
+
+[[client]]
+name = "worker"
+users = ["nobody"]
+  [[client.allow]]
+  path = "{dir}/tree/"
+  access = ["read", "directory"]
+  [[client.deny]]
+  path = "{dir}/tree/carve/"
+"#,
+            dir = t.path().display()
+        )
+        .as_bytes(),
+        0o644,
+    );
+    (t, policy)
+}
+
+fn transparent(policy: &Path, command: &[&str]) -> Command {
+    let mut c = Command::new(fdbroker_bin());
+    c.arg("run")
+        .arg("--transparent")
+        .arg("--policy")
+        .arg(policy)
+        .arg("--")
+        .args(command);
+    c
+}
+
+fn as_root(command: &[&str]) -> Command {
+    let mut c = Command::new(command[0]);
+    c.args(&command[1..]);
+    c
+}
+
+fn run(mut cmd: Command) -> Output {
+    run_with_timeout(&mut cmd, Duration::from_secs(60))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `command` as root and under `fdbroker run --transparent`; both must succeed and
+/// print the same.
+fn same_as_root(policy: &Path, command: &[&str]) {
+    let root = run(as_root(command));
+    assert!(
+        root.status.success(),
+        "{command:?} as root: {}",
+        text(&root.stderr)
+    );
+    let confined = run(transparent(policy, command));
+    assert!(
+        confined.status.success(),
+        "{command:?} transparent: {:?}\n{}",
+        confined.status,
+        text(&confined.stderr)
+    );
+    assert_eq!(
+        text(&confined.stdout),
+        text(&root.stdout),
+        "{command:?}: output differs from root's\nstderr: {}",
+        text(&confined.stderr)
+    );
+    assert!(!root.stdout.is_empty());
+}
+
+#[test]
+fn transparent_programs_print_what_root_prints() {
+    let (t, policy) = fixture();
+    let a = t.join("tree/a.txt");
+    let b = t.join("tree/sub/b.txt");
+    let c = t.join("tree/sub/deeper/c.bin");
+    let sub = t.join("tree/sub");
+    let (a, b, c, sub) = (
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        c.to_str().unwrap(),
+        sub.to_str().unwrap(),
+    );
+    same_as_root(&policy, &["cat", a, b]);
+    same_as_root(&policy, &["sha256sum", a, b, c]);
+    same_as_root(
+        &policy,
+        &["stat", "-c", "%n %s %a %u %g %i %h %Y %F", a, sub, c],
+    );
+    // Numeric ids: /etc/passwd is not readable in the sandbox.
+    same_as_root(&policy, &["ls", "-lan", "--time-style=+%s", sub]);
+    // readlink on each component: none is a link.
+    same_as_root(&policy, &["readlink", "-f", a, c]);
+    same_as_root(&policy, &["realpath", b]);
+    let pipeline = format!("cat {a} {b} | sha256sum; wc -c < {c}");
+    same_as_root(&policy, &["sh", "-c", &pipeline]);
+    let walk = format!(
+        r#"
+import os
+for d, dirs, files in os.walk({sub:?}):
+    dirs.sort()
+    for f in sorted(files):
+        p = os.path.join(d, f)
+        st = os.stat(p)
+        with open(p, "rb") as fh:
+            print(p, st.st_size, oct(st.st_mode), st.st_ino, fh.read())
+    print(d, sorted(os.listdir(d)), os.access(d, os.R_OK))
+"#
+    );
+    same_as_root(&policy, &[PYTHON, "-c", &walk]);
+}
+
+#[test]
+fn transparent_relative_paths_resolve_against_the_working_directory() {
+    let (t, policy) = fixture();
+    let command = ["sh", "-c", "cat b.txt ../a.txt deeper/../b.txt; ls deeper"];
+    let mut root = as_root(&command);
+    root.current_dir(t.join("tree/sub"));
+    let root = run(root);
+    let mut confined = transparent(&policy, &command);
+    confined.current_dir(t.join("tree/sub"));
+    let confined = run(confined);
+    assert!(confined.status.success(), "{}", text(&confined.stderr));
+    assert_eq!(text(&confined.stdout), text(&root.stdout));
+    assert_eq!(
+        text(&confined.stdout),
+        "bravo bravo\nalpha\nbravo bravo\nc.bin\n"
+    );
+}
+
+#[test]
+fn transparent_grants_nothing_more_than_the_policy() {
+    let (t, policy) = fixture();
+    let a = t.join("tree/a.txt");
+    let carved = t.join("tree/carve/secret.txt");
+    let outside = t.join("outside.txt");
+    // Runs as nobody.
+    let out = run(transparent(&policy, &["id", "-u"]));
+    assert_eq!(text(&out.stdout), "65534\n");
+    // The carve-out: the policy's denial is EACCES.
+    let out = run(transparent(&policy, &["cat", carved.to_str().unwrap()]));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stdout).contains("carved"));
+    // Outside the policy: the sandbox decides, and refuses.
+    let out = run(transparent(&policy, &["cat", outside.to_str().unwrap()]));
+    assert!(!out.status.success());
+    assert!(!text(&out.stdout).contains("not in the policy"));
+    // A missing file in the tree is ENOENT, as for root; a directory opened without
+    // O_DIRECTORY (`grep -r`, `fdopendir`) works.
+    let missing = t.join("tree/sub/missing.txt");
+    let out = run(transparent(&policy, &["cat", missing.to_str().unwrap()]));
+    assert!(
+        text(&out.stderr).contains("No such file or directory"),
+        "{}",
+        text(&out.stderr)
+    );
+    let sub = t.join("tree/sub");
+    same_as_root(&policy, &["grep", "-r", "bravo", sub.to_str().unwrap()]);
+    // A write through a read grant fails, and the file is unchanged.
+    let script = format!(
+        "echo x >> {a}; echo y > {a}; {PYTHON} -c 'open(\"{a}\", \"r+\")' 2>/dev/null || echo refused",
+        a = a.display()
+    );
+    let out = run(transparent(&policy, &["sh", "-c", &script]));
+    assert!(
+        text(&out.stdout).contains("refused"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&a).unwrap(), b"alpha\n");
+    // Every answer writes the usual audit line, marked as transparent.
+    let out = run(transparent(
+        &policy,
+        &["cat", a.to_str().unwrap(), carved.to_str().unwrap()],
+    ));
+    let log = text(&out.stderr);
+    let line = |result: &str| {
+        log.lines().any(|l| {
+            l.contains("fdbroker::audit")
+                && l.contains(&format!("result=\"{result}\""))
+                && l.ends_with("via=\"transparent\"")
+        })
+    };
+    assert!(line("granted") && line("denied"), "{log}");
+}
+
+#[test]
+fn transparent_serves_a_multithreaded_program() {
+    let (t, policy) = fixture();
+    let script = format!(
+        r#"
+import threading, hashlib
+out = {{}}
+def work(i):
+    for _ in range(40):
+        with open({a:?}, "rb") as f:
+            out[i] = hashlib.sha256(f.read()).hexdigest()
+threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+for th in threads: th.start()
+for th in threads: th.join()
+print(len(set(out.values())), len(out))
+"#,
+        a = t.join("tree/sub/b.txt").to_str().unwrap()
+    );
+    let out = run(transparent(&policy, &[PYTHON, "-c", &script]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "1 8\n");
+}
+
+#[test]
+fn transparent_program_cannot_install_its_own_listener() {
+    let (_t, policy) = fixture();
+    // seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, allow-all):
+    // the kernel allows one listener per filter tree, and the program's already has one.
+    let script = r#"
+import ctypes, ctypes.util, os
+libc = ctypes.CDLL(None, use_errno=True)
+class Insn(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+class Prog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Insn))]
+insns = (Insn * 1)(Insn(0x06, 0, 0, 0x7fff0000))
+prog = Prog(1, insns)
+rc = libc.syscall(317, 1, 8, ctypes.byref(prog))
+print(rc, os.strerror(ctypes.get_errno()) if rc < 0 else "")
+"#;
+    let out = run(transparent(&policy, &[PYTHON, "-c", script]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("-1 "),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn transparent_exit_status_and_signals_are_the_programs() {
+    let (_t, policy) = fixture();
+    let out = run(transparent(&policy, &["sh", "-c", "exit 7"]));
+    assert_eq!(out.status.code(), Some(7));
+    let out = run(transparent(&policy, &["sh", "-c", "kill -TERM $$"]));
+    assert_eq!(out.status.code(), Some(128 + 15));
+    let out = run(transparent(&policy, &["/nonexistent/program"]));
+    assert_eq!(out.status.code(), Some(127));
+}
+
+#[test]
+fn transparent_program_gets_a_private_scratch_tmpdir_removed_afterwards() {
+    let (_t, policy) = fixture();
+    let script = "echo $TMPDIR; echo kept > $TMPDIR/f && cat $TMPDIR/f && mkdir $TMPDIR/d && \
+                  stat -c %u $TMPDIR; echo no > /tmp/fdbroker-transparent-probe || echo refused";
+    let out = run(transparent(&policy, &["sh", "-c", script]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[1..], ["kept", "65534", "refused"], "{stdout}");
+    let dir = Path::new(lines[0]);
+    assert!(dir.is_absolute() && dir.starts_with(std::env::temp_dir()));
+    // Removed once fdbroker run has exited (by a process that waits for that).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while dir.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!dir.exists(), "{} was left behind", dir.display());
+    assert!(!Path::new("/tmp/fdbroker-transparent-probe").exists());
+}
+
+/// A scanner with a signature database it reads through the broker, and temporary
+/// files in its scratch directory: `clamscan` (Debian's `clamav`) with a local `.ndb`.
+#[test]
+fn transparent_clamscan_finds_the_infected_file_as_root_does() {
+    if !Path::new("/usr/bin/clamscan").exists() {
+        eprintln!("clamscan is not installed (scripts/test.sh installs clamav); skipped");
+        return;
+    }
+    let (t, policy) = fixture();
+    t.file("tree/scan/clean.txt", b"nothing to see\n", 0o600);
+    t.file("tree/scan/bad.bin", b"xx FDBROKER-TEST-MARKER xx\n", 0o600);
+    t.dir("tree/scan", 0o700);
+    let sig: String = b"FDBROKER-TEST-MARKER"
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let db = t.file(
+        "tree/test.ndb",
+        format!("FdbrokerTest:0:*:{sig}\n").as_bytes(),
+        0o600,
+    );
+    let scan = t.join("tree/scan");
+    let command = [
+        "/usr/bin/clamscan",
+        "--no-summary",
+        "-d",
+        db.to_str().unwrap(),
+        "-r",
+        scan.to_str().unwrap(),
+    ];
+    let root = run(as_root(&command));
+    assert_eq!(root.status.code(), Some(1), "{}", text(&root.stderr));
+    let confined = run(transparent(&policy, &command));
+    assert_eq!(
+        confined.status.code(),
+        Some(1),
+        "{}",
+        text(&confined.stderr)
+    );
+    let sorted = |b: &[u8]| {
+        let mut l: Vec<String> = text(b).lines().map(str::to_owned).collect();
+        l.sort();
+        l
+    };
+    assert_eq!(sorted(&confined.stdout), sorted(&root.stdout));
+    let out = text(&confined.stdout);
+    assert!(
+        out.contains("bad.bin: FdbrokerTest.UNOFFICIAL FOUND"),
+        "{out}"
+    );
+    assert!(out.contains("clean.txt: OK"), "{out}");
+}
+
+/// `yara -r` with a local rule, scanning with several threads.
+#[test]
+fn transparent_yara_matches_as_root_does() {
+    if !Path::new("/usr/bin/yara").exists() {
+        eprintln!("yara is not installed (scripts/test.sh installs it); skipped");
+        return;
+    }
+    let (t, policy) = fixture();
+    t.file("tree/scan/clean.txt", b"nothing to see\n", 0o600);
+    t.file(
+        "tree/scan/deep/bad.bin",
+        b"xx FDBROKER-TEST-MARKER xx\n",
+        0o600,
+    );
+    t.dir("tree/scan/deep", 0o700);
+    t.dir("tree/scan", 0o700);
+    let rule = t.file(
+        "tree/rule.yar",
+        b"rule FdbrokerTest { strings: $a = \"FDBROKER-TEST-MARKER\" condition: $a }\n",
+        0o600,
+    );
+    let scan = t.join("tree/scan");
+    let command = [
+        "/usr/bin/yara",
+        "-r",
+        "-p",
+        "4",
+        rule.to_str().unwrap(),
+        scan.to_str().unwrap(),
+    ];
+    let root = run(as_root(&command));
+    assert!(root.status.success(), "{}", text(&root.stderr));
+    let confined = run(transparent(&policy, &command));
+    assert!(confined.status.success(), "{}", text(&confined.stderr));
+    assert_eq!(text(&confined.stdout), text(&root.stdout));
+    assert!(text(&root.stdout).contains("FdbrokerTest"));
+}
+
+/// The supervisor killed: the program's calls cannot be answered any more, so it is
+/// killed too, and `fdbroker run` ends with the supervisor's status.
+#[test]
+fn transparent_program_dies_with_its_supervisor() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let (t, policy) = fixture();
+    let marker = format!("fdbroker-supervisor-death-{}", std::process::id());
+    let script = format!(
+        "import sys\nprint('started', flush=True)\nwhile True:\n    open({a:?}).read()\n# {marker}\n",
+        a = t.join("tree/a.txt").to_str().unwrap()
+    );
+    let mut child = transparent(&policy, &[PYTHON, "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut supervisor = None;
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        if let Some(rest) = line.split("worker started pid=").nth(1) {
+            supervisor = rest
+                .split_whitespace()
+                .next()
+                .map(|p| p.parse::<i32>().unwrap());
+            break;
+        }
+        line.clear();
+    }
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert_eq!(first, "started\n");
+    let supervisor = supervisor.expect("no 'worker started' line");
+    // The supervisor is an ordinary client: the sandbox user, no capability, not
+    // dumpable; the program is its child and runs as nobody too.
+    let status = std::fs::read_to_string(format!("/proc/{supervisor}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(field("Uid:"), ["65534"; 4], "{status}");
+    assert_eq!(field("Gid:"), ["65534"; 4], "{status}");
+    for caps in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(field(caps), ["0000000000000000"], "{caps} {status}");
+    }
+    assert_eq!(field("NoNewPrivs:"), ["1"]);
+    let children =
+        std::fs::read_to_string(format!("/proc/{supervisor}/task/{supervisor}/children")).unwrap();
+    let program: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    let program_status = std::fs::read_to_string(format!("/proc/{program}/status")).unwrap();
+    assert!(
+        program_status.contains("Uid:\t65534\t65534\t65534\t65534"),
+        "{program_status}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fdbroker run did not end"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(128 + 9));
+    // Nothing of the program is left.
+    let left = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| String::from_utf8_lossy(c).contains(&marker))
+        .count();
+    assert_eq!(left, 0);
+}
+
+/// Signals arriving all the time during intercepted calls: every open still returns the
+/// right file exactly once (a call answered is never re-run; no descriptor leaks), and a
+/// program that exits with calls still pending ends cleanly.
+#[test]
+fn transparent_survives_signals_during_calls_and_exit_with_calls_pending() {
+    let (t, policy) = fixture();
+    let a = t.join("tree/sub/b.txt");
+    let script = format!(
+        r#"
+import os, signal, threading
+hits = [0]
+def tick(signum, frame):
+    hits[0] += 1
+signal.signal(signal.SIGALRM, tick)
+signal.siginterrupt(signal.SIGALRM, False)   # SA_RESTART
+signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
+highest = 0
+for _ in range(1500):
+    fd = os.open({a:?}, os.O_RDONLY)
+    highest = max(highest, fd)
+    assert os.read(fd, 100) == b"bravo bravo\n"
+    os.close(fd)
+signal.setitimer(signal.ITIMER_REAL, 0, 0)
+print("ok", highest < 16, hits[0] > 0, flush=True)
+def spin():
+    while True:
+        os.close(os.open({a:?}, os.O_RDONLY))
+for _ in range(4):
+    threading.Thread(target=spin, daemon=True).start()
+os._exit(3)
+"#,
+        a = a.to_str().unwrap()
+    );
+    let out = run(transparent(&policy, &[PYTHON, "-c", &script]));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ok True True\n", "{}", text(&out.stderr));
+}
+
+/// An i386 system call (`int 0x80`) from x86_64 code kills the program: a 32-bit `open`
+/// cannot slip past the filter.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn transparent_i386_system_call_kills_the_program() {
+    let (t, policy) = fixture();
+    // mov eax, 5 (i386 open); mov ebx, path; xor ecx, ecx; int 0x80; ret
+    let script = format!(
+        r#"
+import ctypes, mmap, struct
+path = ctypes.create_string_buffer({a:?}.encode())
+addr = ctypes.addressof(path)   # truncated to 32 bits: never used, the call is killed first
+code = b"\xb8\x05\x00\x00\x00" + b"\xbb" + struct.pack("<I", addr & 0xffffffff) + b"\x31\xc9\xcd\x80\xc3"
+buf = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+buf.write(code)
+fn = ctypes.CFUNCTYPE(ctypes.c_long)(ctypes.addressof(ctypes.c_char.from_buffer(buf)))
+print("returned", fn(), flush=True)
+"#,
+        a = t.join("tree/a.txt").to_str().unwrap()
+    );
+    let out = run(transparent(&policy, &[PYTHON, "-c", &script]));
+    assert!(
+        !text(&out.stdout).contains("returned"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(128 + libc::SIGSYS),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Where the policy grants `write` and `create`, a shell's redirections work through the
+/// broker: `>` creates (then truncates), `>>` appends.
+#[test]
+fn transparent_writes_where_the_policy_grants_them() {
+    let t = TempDir::new("transparent-write");
+    t.dir("out", 0o700);
+    let policy = t.file(
+        "policy.toml",
+        format!(
+            r#"
+[sandbox]
+read_only = ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache"]
+
+[[client]]
+name = "worker"
+users = ["nobody"]
+  [[client.allow]]
+  path = "{dir}/out/"
+  access = ["read", "write", "create", "directory"]
+"#,
+            dir = t.path().display()
+        )
+        .as_bytes(),
+        0o644,
+    );
+    let f = t.join("out/report.txt");
+    let script = format!(
+        "echo one > {f}; echo two >> {f}; cat {f}; echo three > {f}",
+        f = f.display()
+    );
+    let out = run(transparent(&policy, &["sh", "-c", &script]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "one\ntwo\n");
+    assert_eq!(std::fs::read(&f).unwrap(), b"three\n");
+}
