@@ -3,6 +3,8 @@
 //! that took (process start-up excluded) and what it read.
 //!
 //! ```text
+//! LIST is a file of paths, one a line, or `-` for standard input.
+//!
 //! scan-probe plain LIST     open each path itself (as root: the baseline; under
 //!                           `fdbroker run --transparent`: through the broker unseen)
 //! scan-probe broker LIST    through the broker with Client::open_iter (FDBROKER_SOCKET
@@ -26,11 +28,12 @@ fn main() -> ExitCode {
     let paths: Vec<String> = if mode == "one" {
         vec![arg.clone()]
     } else {
-        std::fs::read_to_string(arg)
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        let text = if arg == "-" {
+            std::io::read_to_string(std::io::stdin()).unwrap()
+        } else {
+            std::fs::read_to_string(arg).unwrap()
+        };
+        text.lines().map(str::to_owned).collect()
     };
     let mut buf = vec![0u8; 256 * 1024];
     let mut all = Sha256::new();
