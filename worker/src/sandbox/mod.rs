@@ -155,13 +155,8 @@ impl Sandbox {
     /// ```
     /// let sandbox = fdbroker_worker::sandbox::Sandbox::new().allow_read("/usr/share/zoneinfo");
     /// ```
-    pub fn allow_read(mut self, path: impl AsRef<Path>) -> Sandbox {
-        self.allowed.push(Allowed {
-            path: path.as_ref().to_owned(),
-            execute: false,
-            write: false,
-        });
-        self
+    pub fn allow_read(self, path: impl AsRef<Path>) -> Sandbox {
+        self.allow(path.as_ref(), false, false)
     }
 
     /// Like [`allow_read`](Sandbox::allow_read), and also executing files beneath `path`:
@@ -174,13 +169,8 @@ impl Sandbox {
     ///     .allow_read_exec("/usr")
     ///     .allow_read_exec("/lib");
     /// ```
-    pub fn allow_read_exec(mut self, path: impl AsRef<Path>) -> Sandbox {
-        self.allowed.push(Allowed {
-            path: path.as_ref().to_owned(),
-            execute: true,
-            write: false,
-        });
-        self
+    pub fn allow_read_exec(self, path: impl AsRef<Path>) -> Sandbox {
+        self.allow(path.as_ref(), true, false)
     }
 
     /// Accepts partial enforcement where it depends on the environment: Landlock parts the
@@ -205,11 +195,16 @@ impl Sandbox {
     /// renaming files and directories, writing and truncating files; never executing.
     /// For a private scratch directory (`fdbroker run --transparent`'s `TMPDIR`), never
     /// for a tree the broker serves: anything written here is the worker's.
-    pub fn allow_read_write(mut self, path: impl AsRef<Path>) -> Sandbox {
+    pub fn allow_read_write(self, path: impl AsRef<Path>) -> Sandbox {
+        self.allow(path.as_ref(), false, true)
+    }
+
+    /// One entry of the Landlock allowlist (read always; execute and write as given).
+    fn allow(mut self, path: &Path, execute: bool, write: bool) -> Sandbox {
         self.allowed.push(Allowed {
-            path: path.as_ref().to_owned(),
-            execute: false,
-            write: true,
+            path: path.to_owned(),
+            execute,
+            write,
         });
         self
     }
