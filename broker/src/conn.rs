@@ -692,6 +692,13 @@ impl Conn {
         ))
     }
 
+    /// Serves transparent mode's supervisor: a synchronous relay whose program waits
+    /// for every answer, so the thread that served it looks for the next request
+    /// before going back to sleep (see [`Channel::spin_until_readable`]).
+    pub fn is_relay(&self) -> bool {
+        matches!(self.binding, Binding::Transparent(_))
+    }
+
     pub fn channel(&self) -> &Channel {
         &self.channel
     }

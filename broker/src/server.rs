@@ -52,6 +52,12 @@ const _: () = assert!(FIRST_LISTENER + MAX_LISTENERS as u64 <= FIRST_CONN);
 pub const DRAIN_BOUND: Duration = Duration::from_secs(5);
 /// How long accepting pauses when the broker is out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a thread that served a relay (transparent mode's supervisor) looks for its
+/// next request before sleeping, and how many requests it takes that way before it
+/// goes back to the event loop (other connections are served by other threads
+/// meanwhile). Between two opens a scanner reads and hashes a file: tens of µs.
+const RELAY_SPIN: Duration = Duration::from_micros(100);
+const RELAY_ROUNDS: usize = 64;
 /// How often the timer fires: idle connections are closed within this of their
 /// timeout, and connections held back for their uid's unread descriptors try again.
 const TICK_EVERY: Duration = Duration::from_millis(100);
@@ -695,7 +701,20 @@ impl Inner {
         let Some(conn) = lock(&self.conns).get(token) else {
             return;
         };
-        match conn.service(&self.shared, scratch) {
+        let mut next = conn.service(&self.shared, scratch);
+        // A relay's next request usually comes within microseconds: take it on this
+        // thread while it is still awake, a bounded number of times.
+        for _ in 0..RELAY_ROUNDS {
+            if next != Next::Read
+                || !conn.is_relay()
+                || self.stopping.load(Ordering::Acquire)
+                || !conn.channel().spin_until_readable(RELAY_SPIN)
+            {
+                break;
+            }
+            next = conn.service(&self.shared, scratch);
+        }
+        match next {
             Next::Read => self.rearm(&conn, token, EpollFlags::EPOLLIN),
             Next::Write => self.rearm(&conn, token, EpollFlags::EPOLLOUT),
             Next::Close => self.close(&conn, token),

@@ -413,6 +413,41 @@ fn a_wedged_broker_is_a_timeout_not_a_hang() {
     Client::connect_timeout(&b.socket, Duration::from_secs(10)).unwrap();
 }
 
+#[test]
+fn a_spinning_client_gets_the_same_answers_and_still_times_out() {
+    let t = tree();
+    let b = Broker::start(&t, POLICY);
+    let c = b.client();
+    c.set_spin(Duration::from_millis(2));
+    for _ in 0..50 {
+        let mut s = String::new();
+        c.open(t.join("q/a.txt"))
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "alpha");
+        let e = c.open(t.join("q/keys/k.pem")).unwrap_err();
+        assert_eq!(errno_of(&e), libc::EACCES, "{e}");
+    }
+    let files: Vec<_> = ["q/a.txt", "q/z.txt", "q/sub/b.txt"]
+        .iter()
+        .map(|p| t.join(p))
+        .collect();
+    assert!(c.open_many(&files).unwrap().iter().all(Result::is_ok));
+    // The spin comes before the timeout, not instead of it.
+    c.set_timeout(Some(Duration::from_secs(1))).unwrap();
+    stop_server(&b, nix::sys::signal::Signal::SIGSTOP);
+    assert!(
+        eventually(Duration::from_secs(10), || all_stopped(b.pid())),
+        "the broker did not stop"
+    );
+    let start = Instant::now();
+    let e = c.open(t.join("q/a.txt")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+    assert!(start.elapsed() < Duration::from_secs(20));
+    stop_server(&b, nix::sys::signal::Signal::SIGCONT);
+}
+
 /// Is every thread of `pid` in the stopped state (`T`)?
 /// Stop (or continue) the process that serves: the monitor is not what answers.
 fn stop_server(b: &Broker, sig: nix::sys::signal::Signal) {
