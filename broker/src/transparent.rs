@@ -46,10 +46,20 @@
 //! `FDBROKER_FD`: its connection has the same identity, so a wrong classification here
 //! changes which of two sandboxes answers, never what is granted.
 //!
-//! Before every answer, `SECCOMP_IOCTL_NOTIF_ID_VALID` checks the notification is still
-//! pending (the thread still blocked in that call, so its pid still names it). Granted
-//! descriptors are installed with `SECCOMP_IOCTL_NOTIF_ADDFD` and
-//! `SECCOMP_ADDFD_FLAG_SEND`, which installs and answers in one step.
+//! Wherever the thread id is used to reach the thread (its working directory or
+//! descriptors in `/proc` after the path is read, its memory before a stat result is
+//! written), `SECCOMP_IOCTL_NOTIF_ID_VALID` first checks the notification is still
+//! pending (the thread still blocked in that call, so its id still names it). Answers
+//! need no such check: `SECCOMP_IOCTL_NOTIF_SEND` and `SECCOMP_IOCTL_NOTIF_ADDFD` name
+//! the notification by its id and fail for one that is gone. Granted descriptors are
+//! installed with `ADDFD` and `SECCOMP_ADDFD_FLAG_SEND`, which installs and answers in
+//! one step.
+//!
+//! Speed: the program waits for every answer, and on a small VM waking a sleeping
+//! process on an idle CPU costs more than the broker's open. The listener asks for
+//! synchronous wake-ups (program and supervisor hand the CPU to each other), and both
+//! ends of the supervisor's broker connection look for the next message for a bounded
+//! time before sleeping (`Client::set_spin`, the server's relay connections).
 //!
 //! The filter uses `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (Linux 5.19): once the
 //! supervisor has received a call, only a fatal signal interrupts it, so a signal
