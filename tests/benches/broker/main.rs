@@ -111,6 +111,10 @@ fn main() {
         drive(&args[1..]);
         return;
     }
+    if args.first().is_some_and(|a| a == DRIVE_FLOOR_ARG) {
+        drive_floor(&args[1..]);
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick")
         || std::env::var_os("FDBROKER_BENCH_QUICK").is_some_and(|v| !v.is_empty() && v != "0");
     for a in &args {
@@ -735,7 +739,9 @@ fn main() {
 
 /// `--drive SOCKET N BATCH PATH...`: send N requests (`Client::open` of the first path
 /// when BATCH is 1, else `open_many` of the first BATCH paths) and exit. For profiling
-/// a broker under `strace -c` or `valgrind --tool=callgrind` (see the README).
+/// a broker under `strace -c`, `perf stat -e 'syscalls:*'` or `perf record` (see the
+/// README). Prints the time per request and the CPU time the serving process (the
+/// connection's peer) spent per request, from `/proc/PID/task/*/schedstat`.
 const DRIVE_ARG: &str = "--drive";
 
 fn drive(args: &[String]) {
@@ -747,6 +753,10 @@ fn drive(args: &[String]) {
     let batch: usize = batch.parse().expect(usage);
     assert!(batch >= 1 && paths.len() >= batch, "{usage}");
     let client = fdbroker_worker::Client::connect(socket).expect("connecting to the broker");
+    let server = nix::sys::socket::getsockopt(&client, nix::sys::socket::sockopt::PeerCredentials)
+        .expect("SO_PEERCRED of the broker connection")
+        .pid();
+    let cpu = cpu_ns(server as u32);
     let start = Instant::now();
     for _ in 0..n {
         if batch == 1 {
@@ -757,8 +767,64 @@ fn drive(args: &[String]) {
             }
         }
     }
+    report_drive(n, batch, start, server as u32, cpu);
+}
+
+/// `--drive-floor [--secure POLICY AUDIT] N BATCH PATH...`: start a floor server (bare,
+/// or the secure floor serving POLICY's roots with its audit lines to AUDIT) and drive
+/// it as `--drive` drives a broker. The server's pid goes to standard error and the
+/// drive starts a second later, for `perf record -p`.
+const DRIVE_FLOOR_ARG: &str = "--drive-floor";
+
+fn drive_floor(args: &[String]) {
+    let usage = "usage: --drive-floor [--secure POLICY AUDIT] N BATCH PATH...";
+    let (mut fl, rest) = match args {
+        [flag, policy, audit, rest @ ..] if flag == floor::SECURE_ARG => (
+            floor::Floor::start_secure(policy.as_ref(), audit.as_ref()),
+            rest,
+        ),
+        rest => (floor::Floor::start(), rest),
+    };
+    let [n, batch, paths @ ..] = rest else {
+        panic!("{usage}");
+    };
+    let n: usize = n.parse().expect(usage);
+    let batch: usize = batch.parse().expect(usage);
+    assert!(batch >= 1 && paths.len() >= batch, "{usage}");
+    let request = paths[..batch].join("\0").into_bytes();
+    // Started, confined and answering before the clock starts.
+    assert_eq!(fl.round_trip(&request), batch);
+    eprintln!("floor server pid {}", fl.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let cpu = cpu_ns(fl.pid());
+    let start = Instant::now();
+    for _ in 0..n {
+        assert_eq!(fl.round_trip(&request), batch);
+    }
+    report_drive(n, batch, start, fl.pid(), cpu);
+}
+
+fn report_drive(n: usize, batch: usize, start: Instant, server: u32, cpu_before: u64) {
     let per = start.elapsed().as_secs_f64() * 1e6 / n as f64;
-    eprintln!("{n} requests of {batch}: {per:.2} µs per request");
+    let cpu = cpu_ns(server).saturating_sub(cpu_before) as f64 / 1e3 / n as f64;
+    eprintln!(
+        "{n} requests of {batch}: {per:.2} µs per request, server CPU {cpu:.2} µs per request ({:.3} per descriptor)",
+        cpu / batch as f64
+    );
+}
+
+/// CPU time of every thread of `pid` so far, in nanoseconds (`schedstat`).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| {
+            let t = t.ok()?;
+            let s = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            s.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 /// One `fdbroker serve` configuration and its measurements.
