@@ -54,6 +54,24 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
+impl Escaped<'_> {
+    /// Append the same text as [`fmt::Display`] to `out`, without going through the
+    /// formatter for the common case of a short path of plain ASCII (the audit line's
+    /// fast path writes every request's path this way).
+    pub fn push_to(&self, out: &mut Vec<u8>) {
+        let bytes = self.0;
+        if bytes.len() <= WHOLE && bytes.iter().all(|&b| escaped_width(b) == 1) {
+            out.push(b'"');
+            out.extend_from_slice(bytes);
+            out.push(b'"');
+        } else {
+            use std::io::Write as _;
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{self}");
+        }
+    }
+}
+
 /// How many characters `b` takes escaped.
 fn escaped_width(b: u8) -> usize {
     match b {
@@ -271,6 +289,18 @@ mod tests {
     #[test]
     fn escapes_what_could_forge_a_line() {
         assert_eq!(Escaped(b"/a b").to_string(), "\"/a b\"");
+        for bytes in [
+            &b"/a b"[..],
+            b"",
+            b"/x\nINFO fake\x1b[2J\"\\\xff",
+            &[b'a'; WHOLE],
+            &[b'a'; WHOLE + 1],
+            &[0xff; WHOLE],
+        ] {
+            let mut pushed = Vec::new();
+            Escaped(bytes).push_to(&mut pushed);
+            assert_eq!(pushed, Escaped(bytes).to_string().into_bytes());
+        }
         assert_eq!(
             Escaped(b"/x\nINFO fake\x1b[2J\"\\\xff").to_string(),
             "\"/x\\x0aINFO fake\\x1b[2J\\\"\\\\\\xff\""

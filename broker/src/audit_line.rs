@@ -231,7 +231,8 @@ fn format_line(
             out.extend_from_slice(b" client=");
             push_debug_str(out, scratch, f.client);
             out.extend_from_slice(b" path=");
-            push_display(out, scratch, &Escaped(f.path));
+            // Escaped text has no newline or carriage return of its own.
+            Escaped(f.path).push_to(out);
             out.extend_from_slice(b" access=\"");
             out.extend_from_slice(f.access.as_str().as_bytes());
             out.extend_from_slice(b"\" rule=");
@@ -239,9 +240,11 @@ fn format_line(
                 Some(rule) => {
                     scratch.clear();
                     let _ = write!(scratch, "{rule}");
-                    let label = std::mem::take(scratch);
-                    push_debug_str(out, scratch, &label);
-                    *scratch = label;
+                    if !push_plain_debug_str(out, scratch) {
+                        let label = std::mem::take(scratch);
+                        push_debug_str(out, scratch, &label);
+                        *scratch = label;
+                    }
                 }
                 None => out.extend_from_slice(b"\"-\""),
             }
@@ -420,9 +423,27 @@ fn push_display(out: &mut Vec<u8>, scratch: &mut String, value: &dyn fmt::Displa
 
 /// A string as `tracing`'s text format writes a `&str` field: its `Debug` form.
 fn push_debug_str(out: &mut Vec<u8>, scratch: &mut String, value: &str) {
+    if push_plain_debug_str(out, value) {
+        return;
+    }
     scratch.clear();
     let _ = write!(scratch, "{value:?}");
     push_one_line(out, scratch);
+}
+
+/// The `Debug` form of a string of printable ASCII other than `"` and `\\` is the
+/// string in quotes: append that and say so, or append nothing and say no (the caller
+/// formats it the long way).
+fn push_plain_debug_str(out: &mut Vec<u8>, value: &str) -> bool {
+    let plain = value
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+    }
+    plain
 }
 
 fn push_one_line(out: &mut Vec<u8>, text: &str) {
@@ -591,6 +612,31 @@ mod tests {
     use fdbroker_shared::wire::Access;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
+
+    #[test]
+    fn strings_are_written_as_their_debug_form() {
+        let mut scratch = String::new();
+        for text in [
+            "scanner",
+            "",
+            "/etc/fdbroker/policy.toml:7:8",
+            "with \"quotes\" and \\",
+            "tab\there",
+            "new\nline\r",
+            "caf\u{e9}",
+            "\u{7f}del",
+            "combining \u{301}",
+            "'single'",
+        ] {
+            let mut out = Vec::new();
+            push_debug_str(&mut out, &mut scratch, text);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("{text:?}"),
+                "{text:?}"
+            );
+        }
+    }
 
     #[test]
     fn dates_match_the_calendar() {

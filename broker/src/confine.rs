@@ -196,6 +196,35 @@ pub fn confine(
     own_socket: Option<&Path>,
     worker: Option<i32>,
 ) -> Result<Confinement, ConfineError> {
+    confine_parts(loaded, policy_file, own_socket, worker, Parts::ALL)
+}
+
+/// Which of the kernel-enforced parts of [`confine`] to apply. The broker always
+/// applies both; the benchmark's secure floor applies each alone to measure what it
+/// costs (capabilities, `no_new_privs` and `PR_SET_DUMPABLE` are always set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parts {
+    pub landlock: bool,
+    pub seccomp: bool,
+}
+
+impl Parts {
+    pub const ALL: Parts = Parts {
+        landlock: true,
+        seccomp: true,
+    };
+}
+
+/// [`confine`] with only the `parts` asked for; `Confinement::landlock` is `None` and
+/// `seccomp_syscalls` 0 for a part left out. Not for serving: a broker without both is
+/// not the broker the README describes.
+pub fn confine_parts(
+    loaded: &Loaded,
+    policy_file: Option<&Path>,
+    own_socket: Option<&Path>,
+    worker: Option<i32>,
+    parts: Parts,
+) -> Result<Confinement, ConfineError> {
     let policy = &loaded.policy;
     let threads = std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count());
     if threads != 1 {
@@ -208,8 +237,16 @@ pub fn confine(
     // No core dumps and no ptrace by uid: a dump of a broker's memory holds what it
     // read.
     nix::sys::prctl::set_dumpable(false).map_err(ConfineError::Dumpable)?;
-    let landlock = restrict_filesystem(loaded, policy_file, own_socket)?;
-    let seccomp_syscalls = install_seccomp(worker)?;
+    let landlock = if parts.landlock {
+        restrict_filesystem(loaded, policy_file, own_socket)?
+    } else {
+        None
+    };
+    let seccomp_syscalls = if parts.seccomp {
+        install_seccomp(worker)?
+    } else {
+        0
+    };
     Ok(Confinement {
         capabilities,
         landlock,

@@ -20,6 +20,9 @@ pub struct Loaded {
     /// Increments on every successful (re)load; connections cache their client per
     /// generation.
     pub generation: u64,
+    /// The policy file's name as audit lines print it (`Path::display`), made once:
+    /// every decision's rule label starts with it.
+    origin: String,
 }
 
 impl Loaded {
@@ -32,10 +35,12 @@ impl Loaded {
                 "policy root cannot be opened; requests under it will fail until a reload"
             );
         }
+        let origin = policy.origin().display().to_string();
         Loaded {
             policy,
             roots,
             generation,
+            origin,
         }
     }
 
@@ -53,13 +58,8 @@ pub struct RuleLabel<'a> {
 impl fmt::Display for RuleLabel<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let rule = self.loaded.policy.rule(self.id);
-        write!(
-            f,
-            "{}:{}:{}",
-            self.loaded.policy.origin().display(),
-            rule.location.line,
-            rule.location.col
-        )
+        f.write_str(&self.loaded.origin)?;
+        write!(f, ":{}:{}", rule.location.line, rule.location.col)
     }
 }
 

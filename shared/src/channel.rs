@@ -125,11 +125,23 @@ impl Channel {
 
     /// Send one message with descriptors attached as `SCM_RIGHTS`.
     ///
-    /// `sendfd` sends without `MSG_NOSIGNAL`, so a process using this must ignore
-    /// `SIGPIPE` (the broker does, from its first instruction).
+    /// Up to [`MAX_FDS_PER_REPLY`](crate::frame::MAX_FDS_PER_REPLY) descriptors go
+    /// with `MSG_NOSIGNAL` from a control buffer on the stack: the broker sends one
+    /// of these per reply, so it neither allocates nor frees for it. More (never sent
+    /// by this protocol) go through `sendfd`, which sends without `MSG_NOSIGNAL`, so a
+    /// process using this must still ignore `SIGPIPE` (the broker does, from its first
+    /// instruction).
     pub fn send_with_fds<F: AsFd>(&self, bytes: &[u8], fds: &[F]) -> io::Result<()> {
         if fds.is_empty() {
             return self.send(bytes);
+        }
+        if fds.len() <= crate::frame::MAX_FDS_PER_REPLY {
+            let mut raw = [0 as RawFd; crate::frame::MAX_FDS_PER_REPLY];
+            for (slot, f) in raw.iter_mut().zip(fds) {
+                *slot = f.as_fd().as_raw_fd();
+            }
+            let n = retry_eintr(|| send_rights(self.as_fd(), bytes, &raw[..fds.len()]))?;
+            return sent_whole(n, bytes.len());
         }
         let raw: smallvec_raw::RawFds = fds.iter().map(|f| f.as_fd().as_raw_fd()).collect();
         let n = self.sock.send_with_fd(bytes, &raw)?;
@@ -381,6 +393,53 @@ fn adopt_accepted_fd(raw: RawFd) -> OwnedFd {
 
 /// `CMSG_SPACE` for `n` descriptors: the control buffer is sized for exactly the
 /// protocol's cap, so one more descriptor shows up as `MSG_CTRUNC`.
+/// A control buffer for one `SCM_RIGHTS` message of up to
+/// [`MAX_FDS_PER_REPLY`](crate::frame::MAX_FDS_PER_REPLY) descriptors, aligned for
+/// `cmsghdr` (the header, at most 24 bytes with its padding, then the numbers).
+#[repr(C, align(8))]
+struct RightsBuffer([u8; 32 + crate::frame::MAX_FDS_PER_REPLY * size_of::<RawFd>()]);
+
+/// `sendmsg(2)` of `bytes` with `fds` as one `SCM_RIGHTS` message and `MSG_NOSIGNAL`,
+/// from a stack buffer. `fds` must be non-empty and fit [`RightsBuffer`]
+/// (`EINVAL` otherwise).
+fn send_rights(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[RawFd]) -> nix::Result<usize> {
+    let mut control = RightsBuffer([0; 32 + crate::frame::MAX_FDS_PER_REPLY * size_of::<RawFd>()]);
+    let data_len = std::mem::size_of_val(fds);
+    let (Ok(data_len_c), false) = (u32::try_from(data_len), fds.is_empty()) else {
+        return Err(Errno::EINVAL);
+    };
+    // SAFETY: CMSG_SPACE and CMSG_LEN are pure size computations.
+    let (space, len) = unsafe { (libc::CMSG_SPACE(data_len_c), libc::CMSG_LEN(data_len_c)) };
+    if space as usize > control.0.len() {
+        return Err(Errno::EINVAL);
+    }
+    let mut iov = libc::iovec {
+        // The kernel only reads through this pointer for sendmsg.
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: `msg` points at `control`, aligned for cmsghdr and at least `space` bytes
+    // long (checked above), so CMSG_FIRSTHDR is non-null and the header and `len`
+    // bytes of data after it (len <= space) lie inside `control`; `fds` is
+    // `data_len` bytes. sendmsg only reads `msg`, `iov`, `bytes` and `control`, all
+    // live for the call.
+    let sent = unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = len as _;
+        std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), data_len);
+        libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
+    };
+    Errno::result(sent).map(|n| n as usize)
+}
+
 fn cmsg_space_for_fds(n: usize) -> usize {
     let bytes = (n * std::mem::size_of::<RawFd>()) as u32;
     // SAFETY: CMSG_SPACE is a pure size computation on its argument.
@@ -499,6 +558,48 @@ mod tests {
         let (n, fds) = b.recv_with_fds(&mut buf, 4).unwrap();
         assert_eq!((n, fds.len()), (1, 1));
         assert!(fd_flags(&fds[0]).contains(nix::fcntl::FdFlag::FD_CLOEXEC));
+    }
+
+    /// A full reply's worth (from the stack buffer) and one more (the fallback) arrive
+    /// whole and in order.
+    #[test]
+    fn every_descriptor_arrives_in_order() {
+        use nix::sys::stat::{SFlag, fstat};
+        let (a, b) = Channel::pair().unwrap();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        for n in [
+            1,
+            2,
+            crate::frame::MAX_FDS_PER_REPLY,
+            crate::frame::MAX_FDS_PER_REPLY + 1,
+        ] {
+            let fds: Vec<BorrowedFd<'_>> = (0..n)
+                .map(|i| if i % 3 == 0 { r.as_fd() } else { null.as_fd() })
+                .collect();
+            a.send_with_fds(b"hello", &fds).unwrap();
+            let mut buf = [0u8; 16];
+            let (len, got) = b.recv_with_fds(&mut buf, n).unwrap();
+            assert_eq!((&buf[..len], got.len()), (&b"hello"[..], n));
+            for (i, fd) in got.iter().enumerate() {
+                let kind = SFlag::from_bits_truncate(fstat(fd).unwrap().st_mode) & SFlag::S_IFMT;
+                let want = if i % 3 == 0 {
+                    SFlag::S_IFIFO
+                } else {
+                    SFlag::S_IFCHR
+                };
+                assert_eq!(kind, want, "descriptor {i} of {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn descriptors_to_a_peer_gone_are_an_error() {
+        let (a, b) = Channel::pair().unwrap();
+        drop(b);
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let err = a.send_with_fds(b"x", &[f.as_fd()]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //! (`fdbroker::confine`: the same Landlock domain over the same roots and the same
 //! seccomp filter). The difference between it and the broker is what the broker's own
 //! code costs; the difference between it and the bare floor is the confinement tax.
+//! [`Floor::start_confined`] runs it under Landlock alone, seccomp alone or neither, so
+//! the benchmark can split that tax into the mandatory work and each confinement.
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
@@ -34,8 +36,60 @@ use std::time::{Duration, Instant};
 
 /// The argument that turns this binary into the floor server.
 pub const SERVER_ARG: &str = "--floor-server";
-/// After [`SERVER_ARG`]: `--secure POLICY AUDIT_FILE` makes it the secure floor.
+/// After [`SERVER_ARG`]: `--secure POLICY AUDIT_FILE [CONFINEMENT]` makes it the secure
+/// floor; CONFINEMENT is one of [`Confinement::arg`] (default: both).
 pub const SECURE_ARG: &str = "--secure";
+
+/// Which of the broker's kernel-enforced confinements the secure floor runs under:
+/// the secure floor proper has both; the others split the confinement tax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confinement {
+    Both,
+    LandlockOnly,
+    SeccompOnly,
+    Neither,
+}
+
+impl Confinement {
+    pub const ALL: [Confinement; 4] = [
+        Confinement::Both,
+        Confinement::LandlockOnly,
+        Confinement::SeccompOnly,
+        Confinement::Neither,
+    ];
+
+    pub fn arg(self) -> &'static str {
+        match self {
+            Confinement::Both => "both",
+            Confinement::LandlockOnly => "landlock",
+            Confinement::SeccompOnly => "seccomp",
+            Confinement::Neither => "none",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Confinement::Both => "Landlock + seccomp",
+            Confinement::LandlockOnly => "Landlock only",
+            Confinement::SeccompOnly => "seccomp only",
+            Confinement::Neither => "no confinement",
+        }
+    }
+
+    fn parts(self) -> fdbroker::confine::Parts {
+        let (landlock, seccomp) = match self {
+            Confinement::Both => (true, true),
+            Confinement::LandlockOnly => (true, false),
+            Confinement::SeccompOnly => (false, true),
+            Confinement::Neither => (false, false),
+        };
+        fdbroker::confine::Parts { landlock, seccomp }
+    }
+
+    fn from_arg(arg: &str) -> Option<Confinement> {
+        Confinement::ALL.into_iter().find(|c| c.arg() == arg)
+    }
+}
 /// Where the server finds its end of the socketpair.
 const SERVER_FD: RawFd = 3;
 /// Most descriptors one reply carries (the batch size is 32).
@@ -56,7 +110,21 @@ impl Floor {
 
     /// The secure floor, serving the roots of `policy`, its audit lines to `audit`.
     pub fn start_secure(policy: &std::path::Path, audit: &std::path::Path) -> Floor {
-        Floor::spawn(&[SECURE_ARG.as_ref(), policy.as_os_str(), audit.as_os_str()])
+        Floor::start_confined(policy, audit, Confinement::Both)
+    }
+
+    /// The secure floor under only part of the broker's confinement (or none).
+    pub fn start_confined(
+        policy: &std::path::Path,
+        audit: &std::path::Path,
+        confinement: Confinement,
+    ) -> Floor {
+        Floor::spawn(&[
+            SECURE_ARG.as_ref(),
+            policy.as_os_str(),
+            audit.as_os_str(),
+            confinement.arg().as_ref(),
+        ])
     }
 
     fn spawn(extra: &[&std::ffi::OsStr]) -> Floor {
@@ -175,10 +243,16 @@ impl Drop for Floor {
 /// The floor server's main loop (in the re-executed process); `args` are the ones
 /// after [`SERVER_ARG`].
 pub fn serve_main(args: &[String]) -> ! {
-    if let [flag, policy, audit] = args
-        && flag == SECURE_ARG
-    {
-        secure_main(policy, audit);
+    match args {
+        [flag, policy, audit] if flag == SECURE_ARG => {
+            secure_main(policy, audit, Confinement::Both)
+        }
+        [flag, policy, audit, how] if flag == SECURE_ARG => {
+            let how = Confinement::from_arg(how)
+                .unwrap_or_else(|| panic!("secure floor: unknown confinement {how:?}"));
+            secure_main(policy, audit, how)
+        }
+        _ => {}
     }
     // SAFETY: the parent placed our end of the socketpair at SERVER_FD for us alone.
     let sock = unsafe { OwnedFd::from_raw_fd(SERVER_FD) };
@@ -217,7 +291,7 @@ pub fn serve_main(args: &[String]) -> ! {
 }
 
 /// The secure floor's loop (see the module documentation).
-fn secure_main(policy_path: &str, audit_path: &str) -> ! {
+fn secure_main(policy_path: &str, audit_path: &str, confinement: Confinement) -> ! {
     use nix::fcntl::{OpenHow, ResolveFlag, openat2};
     use std::io::Write;
     let policy = fdbroker_policy::Policy::load(std::path::Path::new(policy_path))
@@ -239,8 +313,14 @@ fn secure_main(policy_path: &str, audit_path: &str) -> ! {
         .create(true)
         .open(audit_path)
         .unwrap_or_else(|e| panic!("secure floor: {audit_path}: {e}"));
-    fdbroker::confine::confine(&loaded, Some(std::path::Path::new(policy_path)), None, None)
-        .unwrap_or_else(|e| panic!("secure floor: confine: {e}"));
+    fdbroker::confine::confine_parts(
+        &loaded,
+        Some(std::path::Path::new(policy_path)),
+        None,
+        None,
+        confinement.parts(),
+    )
+    .unwrap_or_else(|e| panic!("secure floor: confine: {e}"));
     // SAFETY: the parent placed our end of the socketpair at SERVER_FD for us alone.
     let sock = unsafe { OwnedFd::from_raw_fd(SERVER_FD) };
     let fd = sock.as_raw_fd();

@@ -9,6 +9,10 @@
 //!   `fdbroker serve` process with a 50-rule policy, audit lines on (default `info`
 //!   level, to a file), as deployed. A second broker with the audit target switched off
 //!   is measured as a diagnostic (it shows what the audit line costs).
+//! - **secure floor**: the floor doing the broker's mandatory work inside its
+//!   confinement (see `floor.rs`), and the same under Landlock alone, seccomp alone
+//!   and neither, to split the confinement tax; and Landlock's cost per open against
+//!   the depth of the file below `/`.
 //! - **spawn**: fork + exec of `/bin/cat FILE` per file (the `sudo cat` way, minus sudo).
 //! - **policy**: `Policy::decide` in-process at 10 and 10,000 generated rules.
 //! - **memory**: broker `VmRSS` idle and with 1,000 idle connections; 10,000 held.
@@ -111,6 +115,10 @@ fn main() {
         drive(&args[1..]);
         return;
     }
+    if args.first().is_some_and(|a| a == DRIVE_FLOOR_ARG) {
+        drive_floor(&args[1..]);
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick")
         || std::env::var_os("FDBROKER_BENCH_QUICK").is_some_and(|v| !v.is_empty() && v != "0");
     for a in &args {
@@ -154,6 +162,22 @@ fn main() {
     // The secure floor serves the same policy's roots, with the broker's confinement.
     let secure_policy = tree.file("secure-floor.toml", policy_text.as_bytes(), 0o644);
     let mut sfl = floor::Floor::start_secure(&secure_policy, &tree.join("secure-floor.log"));
+    // The same secure floor under part of the confinement, to split the tax.
+    let mut split: Vec<SplitFloor> = floor::Confinement::ALL[1..]
+        .iter()
+        .map(|&how| SplitFloor {
+            how,
+            single: Sample::default(),
+            batch: Sample::default(),
+        })
+        .collect();
+    let mut split_floors: Vec<floor::Floor> = split
+        .iter()
+        .map(|sp| {
+            let log = tree.join(&format!("secure-floor-{}.log", sp.how.arg()));
+            floor::Floor::start_confined(&secure_policy, &log, sp.how)
+        })
+        .collect();
     let unconfined_text = policy::policy_text(
         BROKER_RULES,
         base,
@@ -249,20 +273,29 @@ fn main() {
             secure: SecureRows::default(),
         });
     }
-    let place =
-        |layout: &Layout, floor: &floor::Floor, secure: &floor::Floor, variants: &[Variant]| {
-            affinity::pin_process(floor.pid(), &layout.servers);
-            affinity::pin_process(secure.pid(), &layout.servers);
-            for v in variants {
-                affinity::pin_process(v.server.pid(), &layout.servers);
-            }
-            affinity::pin_thread(0, &layout.client).expect("pinning the benchmark thread");
-        };
+    let place = |layout: &Layout,
+                 floor: &floor::Floor,
+                 secure: &floor::Floor,
+                 split: &[floor::Floor],
+                 variants: &[Variant]| {
+        affinity::pin_process(floor.pid(), &layout.servers);
+        affinity::pin_process(secure.pid(), &layout.servers);
+        for f in split {
+            affinity::pin_process(f.pid(), &layout.servers);
+        }
+        for v in variants {
+            affinity::pin_process(v.server.pid(), &layout.servers);
+        }
+        affinity::pin_thread(0, &layout.client).expect("pinning the benchmark thread");
+    };
 
-    place(&layouts[0], &fl, &sfl, &variants);
+    place(&layouts[0], &fl, &sfl, &split_floors, &variants);
     for _ in 0..plan.warmup {
         assert_eq!(fl.round_trip(&one_bytes), 1);
         assert_eq!(sfl.round_trip(&one_bytes), 1);
+        for f in &mut split_floors {
+            assert_eq!(f.round_trip(&one_bytes), 1);
+        }
         for v in &variants {
             fdb_open(&v.client);
         }
@@ -270,6 +303,9 @@ fn main() {
     for _ in 0..plan.warmup / 20 + 1 {
         assert_eq!(fl.round_trip(&joined), BATCH);
         assert_eq!(sfl.round_trip(&joined), BATCH);
+        for f in &mut split_floors {
+            assert_eq!(f.round_trip(&joined), BATCH);
+        }
         for v in &variants {
             fdb_many(&v.client);
         }
@@ -281,7 +317,7 @@ fn main() {
     let mut variants = variants;
     for _ in 0..plan.reps {
         for (li, layout) in layouts.iter_mut().enumerate() {
-            place(layout, &fl, &sfl, &variants);
+            place(layout, &fl, &sfl, &split_floors, &variants);
             // Diagnostics only where the summary's numbers come from.
             let measured = if li == 0 { variants.len() } else { 1 };
             let f1 = per_op_us(plan.single_iters, 1, || {
@@ -290,6 +326,14 @@ fn main() {
             let s1 = per_op_us(plan.single_iters, 1, || {
                 assert_eq!(sfl.round_trip(&one_bytes), 1)
             });
+            if li == 0 {
+                for (sp, f) in split.iter_mut().zip(&mut split_floors) {
+                    let t = per_op_us(plan.single_iters, 1, || {
+                        assert_eq!(f.round_trip(&one_bytes), 1)
+                    });
+                    sp.single.push(t);
+                }
+            }
             for v in &mut variants[..measured] {
                 let t = per_op_us(plan.single_iters, 1, || fdb_open(&v.client));
                 v.single[li].push(t);
@@ -300,6 +344,14 @@ fn main() {
             let s32 = per_op_us(plan.batch_msgs, BATCH, || {
                 assert_eq!(sfl.round_trip(&joined), BATCH)
             });
+            if li == 0 {
+                for (sp, f) in split.iter_mut().zip(&mut split_floors) {
+                    let t = per_op_us(plan.batch_msgs, BATCH, || {
+                        assert_eq!(f.round_trip(&joined), BATCH)
+                    });
+                    sp.batch.push(t);
+                }
+            }
             for v in &mut variants[..measured] {
                 let t = per_op_us(plan.batch_msgs, BATCH, || fdb_many(&v.client));
                 v.batch[li].push(t);
@@ -330,6 +382,10 @@ fn main() {
     }
     drop(fl);
     drop(sfl);
+    drop(split_floors);
+
+    // ---- Landlock against depth ---------------------------------------------------
+    let depth_rows = landlock_depth(&tree, &content, &plan, last);
 
     for (li, l) in layouts.iter().enumerate() {
         rows.sample(
@@ -381,7 +437,7 @@ fn main() {
             "×",
         );
     }
-    for l in &layouts {
+    for (li, l) in layouts.iter().enumerate() {
         let sec = &l.secure;
         rows.sample(
             "secure",
@@ -404,6 +460,9 @@ fn main() {
             &sec.tax1,
             "×",
         );
+        if li == 0 {
+            split_rows(&mut rows, &split, &l.floor1, |sp| &sp.single);
+        }
         rows.sample(
             "secure",
             &format!("secure floor: per descriptor, 32 per message, {}", l.name),
@@ -425,6 +484,12 @@ fn main() {
             &sec.tax32,
             "×",
         );
+        if li == 0 {
+            split_rows(&mut rows, &split, &l.floor32, |sp| &sp.batch);
+        }
+    }
+    for (what, sample) in &depth_rows {
+        rows.sample("landlock", what, sample, "µs");
     }
     rows.sample(
         "spawn",
@@ -735,7 +800,9 @@ fn main() {
 
 /// `--drive SOCKET N BATCH PATH...`: send N requests (`Client::open` of the first path
 /// when BATCH is 1, else `open_many` of the first BATCH paths) and exit. For profiling
-/// a broker under `strace -c` or `valgrind --tool=callgrind` (see the README).
+/// a broker under `strace -c`, `perf stat -e 'syscalls:*'` or `perf record` (see the
+/// README). Prints the time per request and the CPU time the serving process (the
+/// connection's peer) spent per request, from `/proc/PID/task/*/schedstat`.
 const DRIVE_ARG: &str = "--drive";
 
 fn drive(args: &[String]) {
@@ -747,6 +814,10 @@ fn drive(args: &[String]) {
     let batch: usize = batch.parse().expect(usage);
     assert!(batch >= 1 && paths.len() >= batch, "{usage}");
     let client = fdbroker_worker::Client::connect(socket).expect("connecting to the broker");
+    let server = nix::sys::socket::getsockopt(&client, nix::sys::socket::sockopt::PeerCredentials)
+        .expect("SO_PEERCRED of the broker connection")
+        .pid();
+    let cpu = cpu_ns(server as u32);
     let start = Instant::now();
     for _ in 0..n {
         if batch == 1 {
@@ -757,8 +828,218 @@ fn drive(args: &[String]) {
             }
         }
     }
+    report_drive(n, batch, start, server as u32, cpu);
+}
+
+/// `--drive-floor [--secure POLICY AUDIT] N BATCH PATH...`: start a floor server (bare,
+/// or the secure floor serving POLICY's roots with its audit lines to AUDIT) and drive
+/// it as `--drive` drives a broker. The server's pid goes to standard error and the
+/// drive starts a second later, for `perf record -p`.
+const DRIVE_FLOOR_ARG: &str = "--drive-floor";
+
+fn drive_floor(args: &[String]) {
+    let usage = "usage: --drive-floor [--secure POLICY AUDIT] N BATCH PATH...";
+    let (mut fl, rest) = match args {
+        [flag, policy, audit, rest @ ..] if flag == floor::SECURE_ARG => (
+            floor::Floor::start_secure(policy.as_ref(), audit.as_ref()),
+            rest,
+        ),
+        rest => (floor::Floor::start(), rest),
+    };
+    let [n, batch, paths @ ..] = rest else {
+        panic!("{usage}");
+    };
+    let n: usize = n.parse().expect(usage);
+    let batch: usize = batch.parse().expect(usage);
+    assert!(batch >= 1 && paths.len() >= batch, "{usage}");
+    let request = paths[..batch].join("\0").into_bytes();
+    // Started, confined and answering before the clock starts.
+    assert_eq!(fl.round_trip(&request), batch);
+    eprintln!("floor server pid {}", fl.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let cpu = cpu_ns(fl.pid());
+    let start = Instant::now();
+    for _ in 0..n {
+        assert_eq!(fl.round_trip(&request), batch);
+    }
+    report_drive(n, batch, start, fl.pid(), cpu);
+}
+
+fn report_drive(n: usize, batch: usize, start: Instant, server: u32, cpu_before: u64) {
     let per = start.elapsed().as_secs_f64() * 1e6 / n as f64;
-    eprintln!("{n} requests of {batch}: {per:.2} µs per request");
+    let cpu = cpu_ns(server).saturating_sub(cpu_before) as f64 / 1e3 / n as f64;
+    eprintln!(
+        "{n} requests of {batch}: {per:.2} µs per request, server CPU {cpu:.2} µs per request ({:.3} per descriptor)",
+        cpu / batch as f64
+    );
+}
+
+/// CPU time of every thread of `pid` so far, in nanoseconds (`schedstat`).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| {
+            let t = t.ok()?;
+            let s = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            s.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// Depths (directories) of the Landlock series.
+const DEPTHS: [usize; 4] = [1, 4, 8, 16];
+
+/// What Landlock adds to one open as the file lies deeper: two secure floors serving
+/// the same roots, one under the broker's Landlock domain alone and one unconfined,
+/// both pinned with the client to `cpu`, each opening one file 32 times per message;
+/// the row is the per-repetition difference per open. Two series: the root (a rule of
+/// the domain) deeper and deeper below `/` with the file in it, and the file deeper and
+/// deeper below one shallow root. Landlock checks an open by walking from the file up
+/// the dentry chain until a rule grants the access, so the second series is the one
+/// that should grow.
+fn landlock_depth(
+    tree: &TempDir,
+    content: &[u8],
+    plan: &Plan,
+    cpu: usize,
+) -> Vec<(String, Sample)> {
+    let chain = |n: usize| "/d".repeat(n);
+    // (label, root relative to the tree, file relative to the tree)
+    let mut cases: Vec<(String, String, String)> = Vec::new();
+    let depth_of = |p: &std::path::Path| p.components().count() - 1;
+    for d in DEPTHS {
+        let root = format!("ld{d:02}{}", chain(d - 1));
+        let abs = depth_of(&tree.join(&root));
+        cases.push((
+            format!("Landlock per open, root {abs} directories below / (file in it)"),
+            root.clone(),
+            format!("{root}/f.bin"),
+        ));
+    }
+    let shallow = "lf".to_owned();
+    for d in DEPTHS {
+        cases.push((
+            format!(
+                "Landlock per open, file {d} directories below its root ({} below /)",
+                depth_of(&tree.join(&shallow))
+            ),
+            shallow.clone(),
+            format!("{shallow}{}/f.bin", chain(d)),
+        ));
+    }
+    let mut policy = String::from("[broker]\n\n[[client]]\nname = \"scanner\"\nusers = [0]\n");
+    let mut roots: Vec<&str> = cases.iter().map(|(_, r, _)| r.as_str()).collect();
+    roots.dedup();
+    for root in roots {
+        tree.dir(root, 0o755);
+        policy.push_str(&format!(
+            "  [[client.allow]]\n  path = \"{}/\"\n  access = [\"read\"]\n",
+            tree.join(root).display()
+        ));
+    }
+    let requests: Vec<Vec<u8>> = cases
+        .iter()
+        .map(|(_, _, file)| {
+            let path = tree.file(file, content, 0o600);
+            vec![path.as_os_str().as_bytes(); BATCH].join(&0u8)
+        })
+        .collect();
+    let policy_path = tree.file("landlock-depth.toml", policy.as_bytes(), 0o644);
+    let mut landlock = floor::Floor::start_confined(
+        &policy_path,
+        &tree.join("landlock-depth-landlock.log"),
+        floor::Confinement::LandlockOnly,
+    );
+    let mut open = floor::Floor::start_confined(
+        &policy_path,
+        &tree.join("landlock-depth-none.log"),
+        floor::Confinement::Neither,
+    );
+    affinity::pin_process(landlock.pid(), &[cpu]);
+    affinity::pin_process(open.pid(), &[cpu]);
+    affinity::pin_thread(0, &[cpu]).expect("pinning the benchmark thread");
+    for req in &requests {
+        for _ in 0..plan.warmup / 20 + 1 {
+            assert_eq!(landlock.round_trip(req), BATCH);
+            assert_eq!(open.round_trip(req), BATCH);
+        }
+    }
+    let mut samples = vec![Sample::default(); cases.len()];
+    for rep in 0..plan.reps {
+        for (req, sample) in requests.iter().zip(&mut samples) {
+            let time = |f: &mut floor::Floor| {
+                per_op_us(plan.batch_msgs, BATCH, || {
+                    assert_eq!(f.round_trip(req), BATCH)
+                })
+            };
+            // Alternate which goes first, so drift hits both alike.
+            let (with, without) = if rep % 2 == 0 {
+                let w = time(&mut landlock);
+                (w, time(&mut open))
+            } else {
+                let o = time(&mut open);
+                (time(&mut landlock), o)
+            };
+            sample.push(with - without);
+        }
+    }
+    cases
+        .into_iter()
+        .map(|(label, _, _)| label)
+        .zip(samples)
+        .collect()
+}
+
+/// The secure floor under part of the broker's confinement, measured where the
+/// summary's numbers come from (same CPU).
+struct SplitFloor {
+    how: floor::Confinement,
+    single: Sample,
+    batch: Sample,
+}
+
+/// The rows that split the confinement tax: each partly confined secure floor, then
+/// the mandatory work alone (unconfined secure / bare floor) and what Landlock and
+/// seccomp each add to it (partly confined / unconfined secure floor).
+fn split_rows(
+    rows: &mut Table,
+    split: &[SplitFloor],
+    bare: &Sample,
+    which: impl Fn(&SplitFloor) -> &Sample,
+) {
+    let Some(none) = split
+        .iter()
+        .find(|sp| sp.how == floor::Confinement::Neither)
+    else {
+        return;
+    };
+    for sp in split {
+        rows.sample(
+            "secure",
+            &format!("  secure floor, {}", sp.how.label()),
+            which(sp),
+            "µs",
+        );
+    }
+    rows.sample(
+        "ratio",
+        "  mandatory work: unconfined secure / bare floor",
+        &Sample::ratio(which(none), bare),
+        "×",
+    );
+    for sp in split
+        .iter()
+        .filter(|sp| sp.how != floor::Confinement::Neither)
+    {
+        rows.sample(
+            "ratio",
+            &format!("  {} / unconfined secure floor", sp.how.label()),
+            &Sample::ratio(which(sp), which(none)),
+            "×",
+        );
+    }
 }
 
 /// One `fdbroker serve` configuration and its measurements.

@@ -19,6 +19,16 @@ impl Sample {
         v
     }
 
+    /// `num / den` repetition by repetition (both measured in the same repetitions).
+    pub fn ratio(num: &Sample, den: &Sample) -> Sample {
+        assert_eq!(num.values.len(), den.values.len(), "unpaired repetitions");
+        let mut r = Sample::default();
+        for (n, d) in num.values.iter().zip(&den.values) {
+            r.push(n / d);
+        }
+        r
+    }
+
     /// The most recent repetition.
     pub fn last(&self) -> f64 {
         *self.values.last().expect("no repetition was measured")
