@@ -45,11 +45,54 @@ pub(crate) struct Candidate {
     pub relative: Option<usize>,
 }
 
+/// A node's children by component bytes.
+///
+/// Most nodes of a policy's trie have one child or a few (`/srv/mail/...`), and a
+/// decision looks up one component per level: comparing a handful of byte strings is
+/// cheaper than hashing one with SipHash. Past [`Children::FEW`] the lookup is a hash
+/// map. SipHash with a random key stays there: the keys come from the policy, but
+/// lookups are with bytes a hostile worker chose.
+#[derive(Debug)]
+enum Children {
+    Few(Vec<(Box<[u8]>, u32)>),
+    Many(HashMap<Box<[u8]>, u32>),
+}
+
+impl Default for Children {
+    fn default() -> Self {
+        Children::Few(Vec::new())
+    }
+}
+
+impl Children {
+    const FEW: usize = 8;
+
+    fn get(&self, comp: &[u8]) -> Option<u32> {
+        match self {
+            Children::Few(v) => v.iter().find(|(k, _)| **k == *comp).map(|&(_, i)| i),
+            Children::Many(m) => m.get(comp).copied(),
+        }
+    }
+
+    /// Adds a child the caller checked is not there yet.
+    fn insert(&mut self, comp: Box<[u8]>, index: u32) {
+        match self {
+            Children::Few(v) if v.len() < Children::FEW => v.push((comp, index)),
+            Children::Few(v) => {
+                let mut m: HashMap<Box<[u8]>, u32> = std::mem::take(v).into_iter().collect();
+                m.insert(comp, index);
+                *self = Children::Many(m);
+            }
+            Children::Many(m) => {
+                m.insert(comp, index);
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Node {
-    /// Child node index by component bytes. SipHash with a random key: the keys come
-    /// from the policy, but lookups are with bytes a hostile worker chose.
-    children: HashMap<Box<[u8]>, u32>,
+    children: Children,
     exact: Vec<RuleId>,
     subtree: Vec<RuleId>,
     globs: Vec<(RuleId, Box<[Segment]>)>,
@@ -79,10 +122,7 @@ impl Index {
     pub(crate) fn insert(&mut self, rule: RuleId, effect: Effect, pattern: &Pattern) {
         let mut at = 0usize;
         for comp in pattern.prefix() {
-            let existing = self
-                .nodes
-                .get(at)
-                .and_then(|n| n.children.get(comp).copied());
+            let existing = self.nodes.get(at).and_then(|n| n.children.get(comp));
             at = match existing {
                 Some(child) => child as usize,
                 None => {
@@ -168,7 +208,7 @@ impl Index {
             let Some(child) = node
                 .children
                 .get(comp)
-                .and_then(|&c| self.nodes.get(c as usize))
+                .and_then(|c| self.nodes.get(c as usize))
             else {
                 return;
             };
@@ -196,7 +236,7 @@ impl Index {
                 return;
             };
             match node.children.get(comp) {
-                Some(&child) => at = child as usize,
+                Some(child) => at = child as usize,
                 None => return,
             }
         }
@@ -206,7 +246,7 @@ impl Index {
     pub(crate) fn deny_within(&self, dir: &[Box<[u8]>]) -> Option<RuleId> {
         let mut at = 0usize;
         for comp in dir {
-            at = *self.nodes.get(at)?.children.get(comp)? as usize;
+            at = self.nodes.get(at)?.children.get(comp)? as usize;
         }
         self.nodes.get(at)?.deny_below
     }
@@ -249,6 +289,26 @@ mod tests {
         assert_eq!(matches(&idx, b"/a"), [(0, None), (3, None)]);
         assert_eq!(matches(&idx, b"/"), []);
         assert_eq!(matches(&idx, b"/ab"), []);
+    }
+
+    #[test]
+    fn siblings_are_found_before_and_after_their_node_becomes_a_hash_map() {
+        for n in [1, Children::FEW, Children::FEW + 1, 40] {
+            let texts: Vec<String> = (0..n).map(|i| format!("/d/s{i}/")).collect();
+            let rules: Vec<(&str, Effect)> =
+                texts.iter().map(|t| (t.as_str(), Effect::Allow)).collect();
+            let idx = index(&rules);
+            for i in 0..n {
+                let path = format!("/d/s{i}/f");
+                assert_eq!(matches(&idx, path.as_bytes()), [(i, Some(5 + digits(i)))]);
+            }
+            assert_eq!(matches(&idx, b"/d/s/f"), []);
+            assert_eq!(matches(&idx, format!("/d/s{n}/f").as_bytes()), []);
+        }
+    }
+
+    fn digits(i: usize) -> usize {
+        i.to_string().len()
     }
 
     #[test]
