@@ -65,7 +65,7 @@ impl Default for Children {
 }
 
 impl Children {
-    const FEW: usize = 8;
+    const FEW: usize = 16;
 
     fn get(&self, comp: &[u8]) -> Option<u32> {
         match self {

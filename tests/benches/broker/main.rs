@@ -386,6 +386,12 @@ fn main() {
 
     // ---- Landlock against depth ---------------------------------------------------
     let depth_rows = landlock_depth(&tree, &content, &plan, last);
+    // Everything from here on runs unpinned (and its children inherit the mask).
+    assert_eq!(
+        affinity::allowed(),
+        cpus,
+        "the benchmark thread is still pinned"
+    );
 
     for (li, l) in layouts.iter().enumerate() {
         rows.sample(
@@ -959,6 +965,9 @@ fn landlock_depth(
     );
     affinity::pin_process(landlock.pid(), &[cpu]);
     affinity::pin_process(open.pid(), &[cpu]);
+    // Given back at the end: what follows (concurrency, the scan) runs unpinned, and
+    // the processes it starts inherit this thread's mask.
+    let allowed = affinity::allowed();
     affinity::pin_thread(0, &[cpu]).expect("pinning the benchmark thread");
     for req in &requests {
         for _ in 0..plan.warmup / 20 + 1 {
@@ -985,6 +994,7 @@ fn landlock_depth(
             sample.push(with - without);
         }
     }
+    affinity::pin_thread(0, &allowed).expect("unpinning the benchmark thread");
     cases
         .into_iter()
         .map(|(label, _, _)| label)
