@@ -283,6 +283,12 @@ impl Conn {
             if let Some(next) = settle(&mut st, sent, park) {
                 return next;
             }
+            // A relay sends its next request only after this answer reached the
+            // program: the server looks for it (spinning), so no read that would only
+            // find nothing.
+            if self.is_relay() {
+                break;
+            }
         }
         if matches!(st.phase, Phase::Closing) {
             Next::Close

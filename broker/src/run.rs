@@ -289,6 +289,9 @@ fn confine_parent(
     worker: Pid,
 ) -> Result<(), SpawnError> {
     let loaded = shared.current();
+    // Asked now, while /sys and /proc are readable: the relay connection of
+    // transparent mode consults it on every request.
+    let _ = fdbroker_shared::Channel::spinning_pays();
     if !loaded.policy.broker().confine {
         tracing::warn!(
             "RUNNING UNCONFINED: [broker] confine = false keeps every capability and no \

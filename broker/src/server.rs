@@ -707,6 +707,7 @@ impl Inner {
         for _ in 0..RELAY_ROUNDS {
             if next != Next::Read
                 || !conn.is_relay()
+                || !Channel::spinning_pays()
                 || self.stopping.load(Ordering::Acquire)
                 || !conn.channel().spin_until_readable(RELAY_SPIN)
             {

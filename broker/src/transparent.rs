@@ -562,7 +562,9 @@ impl Supervisor<'_> {
                 .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
             let client = Client::over(Channel::wrap(fd))?;
             // The program waits for every answer: see `Client::set_spin`.
-            client.set_spin(REPLY_SPIN);
+            if Channel::spinning_pays() {
+                client.set_spin(REPLY_SPIN);
+            }
             self.broker = Some(client);
         }
         self.broker
@@ -986,10 +988,12 @@ fn read_path(tid: i32, addr: u64) -> Result<Vec<u8>, i32> {
     let max = libc::PATH_MAX as usize;
     let mut out = Vec::new();
     let mut at = addr;
+    // Most paths end within the first read; a read never crosses a page boundary.
+    let mut buf = [0u8; 512];
     while out.len() < max {
         let chunk = (PAGE - at % PAGE) as usize;
-        let mut buf = vec![0u8; chunk.min(max - out.len() + 1)];
-        let n = read_memory(tid, at, &mut buf).map_err(|_| libc::EFAULT)?;
+        let want = chunk.min(max - out.len() + 1).min(buf.len());
+        let n = read_memory(tid, at, &mut buf[..want]).map_err(|_| libc::EFAULT)?;
         if n == 0 {
             return Err(libc::EFAULT);
         }

@@ -397,8 +397,10 @@ impl Client {
     /// Worth it only for a caller that sends one request at a time and can do nothing
     /// until the answer, on a machine where waking a sleeping thread costs more than the
     /// broker's work (a small VM: ~20 µs to wake an idle virtual CPU, against ~10 µs for
-    /// an open). Transparent mode's supervisor uses 50 µs. It costs CPU time: up to
-    /// `limit` per request on this thread's CPU.
+    /// an open). Transparent mode's supervisor uses 50 µs, and only where
+    /// [`Channel::spinning_pays`] (more than one CPU). It costs CPU time: up to `limit`
+    /// per request on this thread's CPU; it stops early when yielding showed the CPU
+    /// is shared.
     ///
     /// ```no_run
     /// use std::time::Duration;
