@@ -411,8 +411,6 @@ fn adopt_accepted_fd(raw: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(raw) }
 }
 
-/// `CMSG_SPACE` for `n` descriptors: the control buffer is sized for exactly the
-/// protocol's cap, so one more descriptor shows up as `MSG_CTRUNC`.
 /// A control buffer for one `SCM_RIGHTS` message of up to
 /// [`MAX_FDS_PER_REPLY`](crate::frame::MAX_FDS_PER_REPLY) descriptors, aligned for
 /// `cmsghdr` (the header, at most 24 bytes with its padding, then the numbers).
@@ -460,6 +458,8 @@ fn send_rights(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[RawFd]) -> nix::Result
     Errno::result(sent).map(|n| n as usize)
 }
 
+/// `CMSG_SPACE` for `n` descriptors: the control buffer is sized for exactly the
+/// protocol's cap, so one more descriptor shows up as `MSG_CTRUNC`.
 fn cmsg_space_for_fds(n: usize) -> usize {
     let bytes = (n * std::mem::size_of::<RawFd>()) as u32;
     // SAFETY: CMSG_SPACE is a pure size computation on its argument.
