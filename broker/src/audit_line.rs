@@ -808,6 +808,60 @@ mod tests {
         }
     }
 
+    /// Every byte in a path, and every character below U+0100 in a client name and a
+    /// rule label, written by the fast path or the long way, gives the subscriber's
+    /// line, in both formats: the fast path's "plain" test leaves out nothing that
+    /// needs escaping.
+    #[test]
+    fn every_byte_and_character_matches_the_subscriber() {
+        let peer = PeerCredentials {
+            pid: 1,
+            uid: 65534,
+            gid: 65534,
+        };
+        let mut cases: Vec<(Vec<u8>, String, String)> = Vec::new();
+        for b in 0..=255u8 {
+            let ch = char::from(b);
+            cases.push((
+                vec![b'/', b'a', b, b'z'],
+                format!("c{ch}d"),
+                format!("/p{ch}.toml:1:2"),
+            ));
+        }
+        let forged = b"/a\" result=\"granted\" ino=1\r\nINFO x".to_vec();
+        cases.push((forged, "scanner".into(), "/p.toml:1:2".into()));
+        let longest_plain = vec![b'a'; crate::audit::WHOLE];
+        cases.push((longest_plain.clone(), "scanner".into(), "r:1:1".into()));
+        let mut one_more = longest_plain;
+        one_more.push(b'a');
+        cases.push((one_more, "scanner".into(), "r:1:1".into()));
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let style = Style {
+                format,
+                journal: false,
+            };
+            for (path, client, rule) in &cases {
+                let f = Fields {
+                    peer: &peer,
+                    client,
+                    path,
+                    access: Access::Read.into(),
+                    rule: Some(rule),
+                    verdict: Verdict::Denied(&"denied"),
+                    via: None,
+                };
+                let (theirs, ours) = both(style, &f);
+                assert_eq!(
+                    untimed(style, &theirs),
+                    untimed(style, &ours),
+                    "{style:?} {path:?} {client:?}"
+                );
+                assert!(ours.ends_with('\n') && ours.matches('\n').count() == 1);
+                assert!(!ours.contains('\r'), "{ours:?}");
+            }
+        }
+    }
+
     #[test]
     fn summaries_match_the_subscriber_in_every_format() {
         let from = UNIX_EPOCH + Duration::new(1_795_430_056, 7_001_999);

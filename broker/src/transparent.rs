@@ -981,18 +981,21 @@ fn write_memory(tid: i32, addr: u64, bytes: &[u8]) -> io::Result<()> {
     }
 }
 
-/// The NUL-terminated path at `addr`, read once, a page at a time (a path may end just
-/// before an unmapped page). Errors are errnos for the program.
+/// The NUL-terminated path at `addr`, read once, in pieces that never cross a page
+/// boundary (a path may end just before an unmapped page). Errors are errnos for the
+/// program, as the kernel's own reading gives them: the terminator must be within the
+/// first `PATH_MAX` bytes (a path of at most 4095), else `ENAMETOOLONG`, and no byte
+/// past those `PATH_MAX` is read.
 fn read_path(tid: i32, addr: u64) -> Result<Vec<u8>, i32> {
     const PAGE: u64 = 4096;
     let max = libc::PATH_MAX as usize;
     let mut out = Vec::new();
     let mut at = addr;
-    // Most paths end within the first read; a read never crosses a page boundary.
+    // Most paths end within the first read.
     let mut buf = [0u8; 512];
     while out.len() < max {
         let chunk = (PAGE - at % PAGE) as usize;
-        let want = chunk.min(max - out.len() + 1).min(buf.len());
+        let want = chunk.min(max - out.len()).min(buf.len());
         let n = read_memory(tid, at, &mut buf[..want]).map_err(|_| libc::EFAULT)?;
         if n == 0 {
             return Err(libc::EFAULT);

@@ -411,8 +411,6 @@ fn adopt_accepted_fd(raw: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(raw) }
 }
 
-/// `CMSG_SPACE` for `n` descriptors: the control buffer is sized for exactly the
-/// protocol's cap, so one more descriptor shows up as `MSG_CTRUNC`.
 /// A control buffer for one `SCM_RIGHTS` message of up to
 /// [`MAX_FDS_PER_REPLY`](crate::frame::MAX_FDS_PER_REPLY) descriptors, aligned for
 /// `cmsghdr` (the header, at most 24 bytes with its padding, then the numbers).
@@ -460,6 +458,8 @@ fn send_rights(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[RawFd]) -> nix::Result
     Errno::result(sent).map(|n| n as usize)
 }
 
+/// `CMSG_SPACE` for `n` descriptors: the control buffer is sized for exactly the
+/// protocol's cap, so one more descriptor shows up as `MSG_CTRUNC`.
 fn cmsg_space_for_fds(n: usize) -> usize {
     let bytes = (n * std::mem::size_of::<RawFd>()) as u32;
     // SAFETY: CMSG_SPACE is a pure size computation on its argument.
@@ -629,6 +629,59 @@ mod tests {
         let f = std::fs::File::open("/dev/null").unwrap();
         let err = a.send_with_fds(b"x", &[f.as_fd()]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    /// Every count of descriptors, on the stack path (up to the protocol's cap) and
+    /// past it, arrives whole or fails whole, and leaves no copy of any descriptor
+    /// behind in the sender or the receiver: with the original closed, the pipe reads
+    /// end-of-file only if no write end survives anywhere in this process.
+    #[test]
+    fn no_count_of_descriptors_leaks_one() {
+        use crate::frame::MAX_FDS_PER_REPLY as CAP;
+        // SCM_MAX_FD: the kernel refuses more in one message.
+        const KERNEL_MAX: usize = 253;
+        for n in [
+            1,
+            2,
+            CAP - 1,
+            CAP,
+            CAP + 1,
+            KERNEL_MAX,
+            KERNEL_MAX + 1,
+            4096,
+        ] {
+            let (a, b) = Channel::pair().unwrap();
+            let (r, w) = nix::unistd::pipe().unwrap();
+            let fds = vec![w.as_fd(); n];
+            let sent = a.send_with_fds(b"x", &fds);
+            drop(fds);
+            drop(w);
+            let mut buf = [0u8; 16];
+            if n <= KERNEL_MAX {
+                sent.unwrap();
+                let got = b.recv_with_fds(&mut buf, CAP);
+                if n <= CAP {
+                    assert_eq!(got.unwrap().1.len(), n);
+                } else {
+                    assert!(
+                        matches!(
+                            got,
+                            Err(RecvError::Protocol(ProtocolError::ControlTruncated))
+                        ),
+                        "{n}: {got:?}"
+                    );
+                }
+            } else {
+                let e = sent.unwrap_err();
+                assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{n}: {e}");
+            }
+            let mut one = [0u8; 1];
+            assert_eq!(
+                nix::unistd::read(&r, &mut one),
+                Ok(0),
+                "{n}: a write end leaked"
+            );
+        }
     }
 
     #[test]

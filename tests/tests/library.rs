@@ -964,3 +964,26 @@ fn the_scanner_example_walks_a_tree_under_run() {
     );
     assert_eq!(out.status.code(), Some(1), "found something: exit 1");
 }
+
+/// A spin longer than the timeout does not outlast it: the timeout bounds how long a
+/// reply may take, spinning or not.
+#[test]
+fn a_spin_longer_than_the_timeout_still_times_out() {
+    let t = tree();
+    let b = Broker::start(&t, POLICY);
+    let c = b.client();
+    c.set_spin(Duration::from_secs(60));
+    c.set_timeout(Some(Duration::from_secs(1))).unwrap();
+    c.open(t.join("q/a.txt")).unwrap();
+    stop_server(&b, nix::sys::signal::Signal::SIGSTOP);
+    assert!(
+        eventually(Duration::from_secs(10), || all_stopped(b.pid())),
+        "the broker did not stop"
+    );
+    let start = Instant::now();
+    let e = c.open(t.join("q/a.txt")).unwrap_err();
+    let took = start.elapsed();
+    stop_server(&b, nix::sys::signal::Signal::SIGCONT);
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}

@@ -583,3 +583,70 @@ users = ["nobody"]
     assert_eq!(text(&out.stdout), "one\ntwo\n");
     assert_eq!(std::fs::read(&f).unwrap(), b"three\n");
 }
+
+/// Paths read from the program's memory end where the kernel's own reading would: a
+/// name ending on the last byte of a mapping, one with no terminator before unmapped
+/// memory (`EFAULT`), ones straddling a page boundary, and lengths around `PATH_MAX`
+/// (4095 bytes and its terminator fit; 4096 is `ENAMETOOLONG` wherever the terminator
+/// is). A stat result that runs into unmapped memory is `EFAULT`. Each call's result
+/// is the one root gets.
+#[test]
+fn transparent_paths_end_where_the_kernel_ends_them() {
+    let (t, policy) = fixture();
+    let tree = t.join("tree");
+    same_as_root(&policy, &[PYTHON, "-c", PATH_PROBE, tree.to_str().unwrap()]);
+}
+
+const PATH_PROBE: &str = r#"
+import ctypes, mmap, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+SYS_openat, SYS_newfstatat, AT_FDCWD = 257, 262, -100
+tree = sys.argv[1]
+PAGE = mmap.PAGESIZE
+# Two pages, the second inaccessible: whatever ends at the first's end is followed by
+# unmapped memory.
+m = mmap.mmap(-1, 2 * PAGE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+base = ctypes.addressof(ctypes.c_char.from_buffer(m))
+assert libc.mprotect(base + PAGE, PAGE, 0) == 0
+def at_end(data):
+    m[PAGE - len(data):PAGE] = data
+    return base + PAGE - len(data)
+def openat(addr):
+    fd = libc.syscall(SYS_openat, AT_FDCWD, ctypes.c_void_p(addr), os.O_RDONLY, 0)
+    if fd < 0:
+        return "E%d" % ctypes.get_errno()
+    data = os.read(fd, 100)
+    os.close(fd)
+    return data.decode().strip()
+def long_path(n):
+    """An absolute path of exactly n bytes naming tree/a.txt."""
+    head, tail = tree + "/", "a.txt"
+    pad = n - len(head) - len(tail)
+    p = head + "./" * (pad // 2) + ("/" if pad % 2 else "") + tail
+    assert len(p) == n, (len(p), n)
+    return p.encode()
+a = (tree + "/a.txt").encode()
+print("nul on the last byte", openat(at_end(a + b"\0")))
+print("no nul before unmapped", openat(at_end(a)))
+for n in [511, 512, 513, 1024, 4094, 4095, 4096, 4097, 5000]:
+    p = long_path(n)
+    keep = ctypes.create_string_buffer(p)
+    print(n,
+          "ending the page:", openat(at_end(p + b"\0")) if n < PAGE else "-",
+          "unterminated:", openat(at_end(p)) if n <= PAGE else "-",
+          "anywhere:", openat(ctypes.addressof(keep)))
+    # NUL-terminated, straddling a page boundary at many offsets.
+    buf = mmap.mmap(-1, 3 * PAGE)
+    b0 = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    seen = set()
+    for back in range(1, min(n, 1100), 37):
+        buf[PAGE - back:PAGE - back + n + 1] = p + b"\0"
+        seen.add(openat(b0 + PAGE - back))
+    print(n, "straddling:", sorted(seen))
+for room in [200, 144, 143, 1]:
+    r = libc.syscall(SYS_newfstatat, AT_FDCWD, ctypes.c_char_p(a),
+                     ctypes.c_void_p(base + PAGE - room), 0)
+    print("stat with room", room, r if r >= 0 else "E%d" % ctypes.get_errno())
+"#;

@@ -400,7 +400,8 @@ impl Client {
     /// an open). Transparent mode's supervisor uses 50 µs, and only where
     /// [`Channel::spinning_pays`] (more than one CPU). It costs CPU time: up to `limit`
     /// per request on this thread's CPU; it stops early when yielding showed the CPU
-    /// is shared.
+    /// is shared. It never lasts longer than the [`Client::set_timeout`] bound, so a
+    /// reply that does not come fails within twice that bound at most.
     ///
     /// ```no_run
     /// use std::time::Duration;
@@ -937,7 +938,13 @@ impl Client {
             } = &mut *rx;
             let spin = self.spin_nanos.load(Ordering::Relaxed);
             if spin != 0 {
-                self.channel.spin_until_readable(Duration::from_nanos(spin));
+                // Never longer than the timeout: the receive after it waits that long
+                // again, and a spin must not stretch the bound the caller set.
+                let mut limit = Duration::from_nanos(spin);
+                if let Some(t) = *lock(&self.timeout) {
+                    limit = limit.min(t);
+                }
+                self.channel.spin_until_readable(limit);
             }
             let (n, fds) = self
                 .channel

@@ -224,3 +224,49 @@ proptest! {
         }
     }
 }
+
+/// Rules whose first two components come from 40 names, so trie nodes grow past the
+/// few children compared directly and into a hash map, with globs and denies among
+/// them.
+fn wide_rule() -> impl Strategy<Value = String> {
+    let name = (0..40usize).prop_map(|i| format!("n{i}"));
+    let last = prop::sample::select(vec!["", "x", "*", "**", "n1*"]);
+    (prop::bool::weighted(0.25), name.clone(), name, last).prop_map(|(deny, a, b, last)| {
+        let path = format!("/{a}/{b}/{last}");
+        if deny {
+            format!("[[client.deny]]\npath = \"{path}\"\n")
+        } else {
+            format!("[[client.allow]]\npath = \"{path}\"\naccess = [\"read\"]\n")
+        }
+    })
+}
+
+fn wide_path() -> impl Strategy<Value = Vec<u8>> {
+    let comp = prop::sample::select(vec![
+        "n0", "n1", "n15", "n16", "n17", "n39", "n40", "n", "x",
+    ]);
+    prop::collection::vec(comp, 1..4).prop_map(|c| format!("/{}", c.join("/")).into_bytes())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 300,
+        max_global_rejects: 20_000,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn wide_trie_nodes_agree_with_a_scan_over_all_rules(
+        rules in prop::collection::vec(wide_rule(), 10..80),
+        paths in prop::collection::vec(wide_path(), 1..30),
+        access in any_access(),
+    ) {
+        let text = format!("[[client]]\nname = \"c\"\nusers = [1]\n{}", rules.concat());
+        let parsed = Policy::parse(&text, Path::new("wide.toml"));
+        prop_assume!(parsed.is_ok());
+        let Ok(p) = parsed else { return Ok(()) };
+        for path in &paths {
+            check_against_reference(&p, ClientId(0), path, access)?;
+        }
+    }
+}
