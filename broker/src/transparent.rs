@@ -916,14 +916,14 @@ fn errno_of(e: &io::Error) -> i32 {
 /// another, often idle, CPU each way. Only speed depends on it.
 fn sync_wake_up(listener: &OwnedFd) {
     // SAFETY: this request takes its argument by value (a flag word), not a pointer.
-    let rc = unsafe {
+    // Its result is not needed: without the flag the wake-ups are only slower.
+    let _ = unsafe {
         libc::ioctl(
             listener.as_raw_fd(),
             uapi::IOCTL_SET_FLAGS as libc::Ioctl,
             uapi::FD_SYNC_WAKE_UP,
         )
     };
-    let _ = rc;
 }
 
 /// `ioctl(2)` on the listener with a pointer to a structure of the request's size.

@@ -415,13 +415,15 @@ fn adopt_accepted_fd(raw: RawFd) -> OwnedFd {
 /// [`MAX_FDS_PER_REPLY`](crate::frame::MAX_FDS_PER_REPLY) descriptors, aligned for
 /// `cmsghdr` (the header, at most 24 bytes with its padding, then the numbers).
 #[repr(C, align(8))]
-struct RightsBuffer([u8; 32 + crate::frame::MAX_FDS_PER_REPLY * size_of::<RawFd>()]);
+struct RightsBuffer([u8; RIGHTS_LEN]);
+
+const RIGHTS_LEN: usize = 32 + crate::frame::MAX_FDS_PER_REPLY * size_of::<RawFd>();
 
 /// `sendmsg(2)` of `bytes` with `fds` as one `SCM_RIGHTS` message and `MSG_NOSIGNAL`,
 /// from a stack buffer. `fds` must be non-empty and fit [`RightsBuffer`]
 /// (`EINVAL` otherwise).
 fn send_rights(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[RawFd]) -> nix::Result<usize> {
-    let mut control = RightsBuffer([0; 32 + crate::frame::MAX_FDS_PER_REPLY * size_of::<RawFd>()]);
+    let mut control = RightsBuffer([0; RIGHTS_LEN]);
     let data_len = std::mem::size_of_val(fds);
     let (Ok(data_len_c), false) = (u32::try_from(data_len), fds.is_empty()) else {
         return Err(Errno::EINVAL);

@@ -243,16 +243,16 @@ impl Drop for Floor {
 /// The floor server's main loop (in the re-executed process); `args` are the ones
 /// after [`SERVER_ARG`].
 pub fn serve_main(args: &[String]) -> ! {
-    match args {
-        [flag, policy, audit] if flag == SECURE_ARG => {
-            secure_main(policy, audit, Confinement::Both)
-        }
-        [flag, policy, audit, how] if flag == SECURE_ARG => {
-            let how = Confinement::from_arg(how)
-                .unwrap_or_else(|| panic!("secure floor: unknown confinement {how:?}"));
-            secure_main(policy, audit, how)
-        }
-        _ => {}
+    if let [flag, policy, audit, how @ ..] = args
+        && flag == SECURE_ARG
+        && how.len() <= 1
+    {
+        let how = match how.first() {
+            None => Confinement::Both,
+            Some(how) => Confinement::from_arg(how)
+                .unwrap_or_else(|| panic!("secure floor: unknown confinement {how:?}")),
+        };
+        secure_main(policy, audit, how);
     }
     // SAFETY: the parent placed our end of the socketpair at SERVER_FD for us alone.
     let sock = unsafe { OwnedFd::from_raw_fd(SERVER_FD) };
