@@ -1,9 +1,9 @@
 //! The `fdbroker` command line.
 
-use crate::listener::Listener;
 use crate::log::{self, LogFormat};
+use crate::server::listener::Listener;
+use crate::server::state::Shared;
 use crate::server::{ServeOptions, Server};
-use crate::state::Shared;
 use clap::{Args, Parser, Subcommand};
 use fdbroker_policy::{Access, Policy};
 use fdbroker_worker::Client;
@@ -214,7 +214,8 @@ fn reload(args: ReloadArgs) -> ExitCode {
         return fail(format!("{} is not a process id", args.pid));
     }
     let pid = nix::unistd::Pid::from_raw(args.pid);
-    match crate::monitor::request_reload(pid, std::time::Duration::from_secs(args.timeout)) {
+    match crate::daemon::monitor::request_reload(pid, std::time::Duration::from_secs(args.timeout))
+    {
         Ok(true) => {
             println!("fdbroker: reloaded; the new policy is in force");
             ExitCode::SUCCESS
@@ -229,14 +230,14 @@ fn reload(args: ReloadArgs) -> ExitCode {
 
 fn spawn(args: RunArgs) -> ExitCode {
     log::init(LogFormat::Text);
-    let spec = crate::run::Spawn {
+    let spec = crate::spawn::broker::Spawn {
         policy: args.policy,
         client: args.client,
         user: args.user,
         transparent: args.transparent,
         command: args.command,
     };
-    match crate::run::run(spec) {
+    match crate::spawn::broker::run(spec) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("fdbroker: {e}");
@@ -272,11 +273,11 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     // Started by the monitor: this process is a server. Otherwise it is the monitor,
     // which starts servers (this binary again, with these arguments).
-    match std::env::var(crate::control::ENV_CONTROL_FD) {
+    match std::env::var(crate::server::control::ENV_CONTROL_FD) {
         Ok(fd) => serve_as_server(args, &fd),
         Err(_) => {
             log::init(args.log_format);
-            crate::monitor::run(std::env::args_os().collect())
+            crate::daemon::monitor::run(std::env::args_os().collect())
         }
     }
 }
@@ -306,7 +307,7 @@ fn unsafe_borrow(fd: i32) -> std::os::fd::BorrowedFd<'static> {
 /// One server, started by the monitor: load, bind (the first one) or adopt the
 /// listeners, confine, report ready, serve; hand over or stop when told.
 fn serve_as_server(args: ServeArgs, control_fd: &str) -> ExitCode {
-    use crate::control::{self, Up};
+    use crate::server::control::{self, Up};
     // Started as /proc/self/exe (the monitor's own binary, even if replaced on disk
     // since): named as the broker, not "exe", in ps and /proc.
     let _ = nix::sys::prctl::set_name(c"fdbroker");
@@ -347,7 +348,7 @@ fn serve_as_server(args: ServeArgs, control_fd: &str) -> ExitCode {
         Err(e) => return fail(&e),
     };
     log::init(args.log_format);
-    match crate::rlimit::raise_nofile() {
+    match crate::confine::rlimit::raise_nofile() {
         Ok(n) => tracing::debug!(nofile = n, "descriptor limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the descriptor limit"),
     }

@@ -15,33 +15,19 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod activation;
 pub mod audit;
-pub mod audit_limit;
-pub mod audit_line;
 pub mod cli;
 pub mod confine;
-mod conn;
-pub mod control;
-mod handle;
-mod handover;
-pub mod inflight;
+pub mod daemon;
 pub mod lint;
-pub mod listener;
 pub mod log;
-pub mod monitor;
-pub mod notify;
-pub mod pidns;
-pub mod resolve;
-pub mod rlimit;
-pub mod roots;
-pub mod run;
+pub mod request;
 pub mod server;
-pub mod state;
-pub mod throttle;
+pub mod spawn;
+pub mod systemd;
 pub mod transparent;
 
-pub use conn::Binding;
-pub use listener::Listener;
+pub use server::conn::Binding;
+pub use server::listener::Listener;
+pub use server::state::{Loaded, Shared};
 pub use server::{ServeOptions, Server, Stopper};
-pub use state::{Loaded, Shared};

@@ -4,7 +4,7 @@
 //! broker would refuse to open (see `roots`), deny rules that match nothing on disk or
 //! lie outside every allow (they take nothing away), and rules written twice.
 
-use crate::roots::{RootError, open_root};
+use crate::request::roots::{RootError, open_root};
 use fdbroker_policy::{Effect, PatternKind, Policy, Rule};
 use nix::errno::Errno;
 use std::collections::HashMap;

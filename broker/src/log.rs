@@ -7,7 +7,7 @@
 //! contains a newline of its own: one that a message would carry is written as `\n`,
 //! so a hostile file name can neither forge a line nor split one in the journal.
 
-use crate::audit_line;
+use crate::audit::line as audit_line;
 use std::fmt;
 use std::os::fd::AsFd;
 use tracing::{Dispatch, Event, Level, Subscriber};

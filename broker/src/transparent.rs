@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! fdbroker run (broker, root)
-//!  ├─ init        pid 1 of the namespace (crate::pidns)
+//!  ├─ init        pid 1 of the namespace (crate::spawn::pidns)
 //!  └─ supervisor  the broker's child: the sandbox user, no capabilities, a broker client
 //!      └─ program the command, confined as a plain `fdbroker run` worker, plus a
 //!                 seccomp filter that sends its file calls to the supervisor
@@ -422,7 +422,7 @@ fn supervise(
 /// (passed on to the program) and `SIGCHLD`.
 fn supervisor_signals() -> SigSet {
     let mut signals = SigSet::empty();
-    for s in crate::run::FORWARDED {
+    for s in crate::spawn::broker::FORWARDED {
         signals.add(s);
     }
     signals.add(Signal::SIGCHLD);

@@ -4,7 +4,7 @@
 //! reload never shows a request half the old rules and half the new; connections pick
 //! up the new rules on their next request.
 
-use crate::roots::Roots;
+use crate::request::roots::Roots;
 use fdbroker_policy::{Policy, RuleId};
 use fdbroker_shared::wire::WireError;
 use std::fmt;
@@ -78,12 +78,12 @@ pub struct Shared {
     pub policy_path: Option<PathBuf>,
     pub stats: Stats,
     /// Descriptors passed and not yet received, charged per peer uid.
-    pub inflight: Arc<crate::inflight::InFlight>,
+    pub inflight: Arc<crate::server::inflight::InFlight>,
     last_reload_error: RwLock<Option<String>>,
     /// What the broker kept when it confined itself; reloads must fit inside it.
     confinement: OnceLock<crate::confine::Confinement>,
     /// The server that takes the connections workers ask for (`Op::Connect`).
-    attacher: RwLock<Option<Weak<dyn crate::conn::Attach>>>,
+    attacher: RwLock<Option<Weak<dyn crate::server::conn::Attach>>>,
 }
 
 impl Shared {
@@ -92,7 +92,7 @@ impl Shared {
             current: RwLock::new(Arc::new(Loaded::new(policy, 1))),
             policy_path,
             stats: Stats::default(),
-            inflight: Arc::new(crate::inflight::InFlight::for_this_process()),
+            inflight: Arc::new(crate::server::inflight::InFlight::for_this_process()),
             last_reload_error: RwLock::new(None),
             confinement: OnceLock::new(),
             attacher: RwLock::new(None),
@@ -131,13 +131,13 @@ impl Shared {
     }
 
     /// Have `server` take the connections workers ask for from now on.
-    pub(crate) fn serve_attached(&self, server: Weak<dyn crate::conn::Attach>) {
+    pub(crate) fn serve_attached(&self, server: Weak<dyn crate::server::conn::Attach>) {
         *self.attacher.write().unwrap_or_else(|p| p.into_inner()) = Some(server);
     }
 
     /// Hand a connection a worker asked for to the server; refused (`ESHUTDOWN`) when
     /// no server is running.
-    pub(crate) fn attach(&self, conn: crate::conn::Conn) -> Result<(), WireError> {
+    pub(crate) fn attach(&self, conn: crate::server::conn::Conn) -> Result<(), WireError> {
         let server = self
             .attacher
             .read()

@@ -10,7 +10,7 @@
 //!
 //! <https://www.freedesktop.org/software/systemd/man/sd_listen_fds.html>
 
-use crate::listener::Listener;
+use crate::server::listener::Listener;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 

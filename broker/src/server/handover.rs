@@ -12,7 +12,7 @@
 //! trusts nothing it cannot check: every descriptor must be a connected `SOCK_SEQPACKET`
 //! socket, counts are bounded, and anything malformed closes what arrived with it.
 
-use crate::conn::Exported;
+use crate::server::conn::Exported;
 use fdbroker_shared::frame::{MAX_FDS_PER_REPLY, MAX_MESSAGE};
 use fdbroker_shared::{Channel, ProtocolError, RecvError};
 use std::io;

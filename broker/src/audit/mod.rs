@@ -3,13 +3,16 @@
 //! Paths come from the worker, so they are escaped before they reach the log: a
 //! newline or terminal escape in a file name must not forge or hide an audit line.
 //! They are also cut to a bounded length ([`Escaped`]), and refusals are capped per
-//! uid ([`crate::audit_limit`]): what a worker sends must not decide how fast the log
+//! uid ([`crate::audit::limit`]): what a worker sends must not decide how fast the log
 //! grows.
 
-use crate::audit_limit::{Limiter, Summary};
-use crate::audit_line::{self, Fields};
+pub mod limit;
+pub mod line;
+
+use crate::audit::limit::{Limiter, Summary};
 use fdbroker_shared::peer::PeerCredentials;
 use fdbroker_shared::wire::Access;
+use line::Fields;
 use std::fmt;
 use std::sync::LazyLock;
 use std::time::Instant;
@@ -175,7 +178,7 @@ pub fn via<R>(via: Option<&'static str>, f: impl FnOnce() -> R) -> R {
 /// is installed, otherwise as a `tracing` event (an embedding program's subscriber).
 ///
 /// Every grant is written. A refusal (denied or failed) is written if it is among the
-/// first [`crate::audit_limit::LINES`] of its uid's window, and counted otherwise; the
+/// first [`crate::audit::limit::LINES`] of its uid's window, and counted otherwise; the
 /// count is written as one summary line when the window ends.
 pub fn decision(
     peer: &PeerCredentials,
@@ -208,7 +211,7 @@ pub fn decision(
         verdict,
         via: VIA.with(std::cell::Cell::get),
     };
-    if !audit_line::record(&fields) {
+    if !line::record(&fields) {
         via_tracing(&fields);
     }
 }
@@ -231,7 +234,7 @@ pub fn flush_suppressed() {
 /// One window's refusals counted but not written, as one line (`WARN`: the audit trail of that
 /// second is incomplete, and some worker is hammering the broker).
 fn summary(s: &Summary) {
-    if !audit_line::record_summary(s) {
+    if !line::record_summary(s) {
         summary_via_tracing(s);
     }
 }
@@ -242,7 +245,7 @@ pub(crate) fn summary_via_tracing(s: &Summary) {
         target: TARGET,
         uid = s.uid, pid = s.pid, client = s.client.as_str(),
         denied = s.denied, failed = s.failed,
-        from = %audit_line::Utc(s.from), to = %audit_line::Utc(s.to),
+        from = %line::Utc(s.from), to = %line::Utc(s.to),
         "{} more denials from uid {} suppressed", s.total(), s.uid,
     );
 }

@@ -19,8 +19,8 @@
 //! as before. Otherwise [`record`] declines and `audit::decision` emits the `tracing`
 //! event itself.
 
+use crate::audit::limit::Summary;
 use crate::audit::{Escaped, TARGET, Verdict};
-use crate::audit_limit::Summary;
 use crate::log::LogFormat;
 use fdbroker_shared::peer::PeerCredentials;
 use std::cell::RefCell;
@@ -871,7 +871,7 @@ mod tests {
                 pid: 4242,
                 client: "scanner".into(),
                 from,
-                to: from + crate::audit_limit::WINDOW,
+                to: from + crate::audit::limit::WINDOW,
                 denied: 12_345,
                 failed: 6,
             },

@@ -39,9 +39,9 @@
 //! [`RELOAD_REFUSED`], so `systemctl reload` fails when the policy was refused. A plain
 //! SIGHUP reloads the same way and gets no answer.
 
-use crate::control::{self, Down, Up};
-use crate::listener::Listener;
-use crate::notify::{self, Notifier, NotifyState};
+use crate::server::control::{self, Down, Up};
+use crate::server::listener::Listener;
+use crate::systemd::notify::{self, Notifier, NotifyState};
 use fdbroker_shared::Channel;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -137,7 +137,7 @@ pub fn run(argv: Vec<OsString>) -> ExitCode {
 
 impl Monitor {
     fn new(argv: Vec<OsString>) -> io::Result<Monitor> {
-        let activated = crate::activation::listeners().map_err(io::Error::other)?;
+        let activated = crate::systemd::activation::listeners().map_err(io::Error::other)?;
         let listeners = activated
             .into_iter()
             .map(|a| {

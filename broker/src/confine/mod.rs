@@ -23,7 +23,7 @@
 //!
 //! The spawn-mode broker also keeps `CAP_KILL`, to signal the worker it started (which
 //! runs as another user) and so that its parent-death signal reaches the worker; the
-//! seccomp filter lets it name only that worker and itself (see `crate::run`).
+//! seccomp filter lets it name only that worker and itself (see `crate::spawn::broker`).
 //!
 //! Landlock and capability changes apply to the calling thread, so this runs while the
 //! broker is still single-threaded (checked), before the event loop starts its threads.
@@ -32,7 +32,9 @@
 //! the confined ones, or writes when none were kept) is refused with a clear log line;
 //! it never silently grants less or more. Restart the broker to widen it.
 
-use crate::state::Loaded;
+pub mod rlimit;
+
+use crate::server::state::Loaded;
 use caps::{CapSet, Capability, CapsHashSet};
 use fdbroker_policy::{Access, Policy};
 use landlock::{

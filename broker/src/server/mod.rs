@@ -15,14 +15,20 @@
 //! `WATCHDOG=1` from a `timerfd` in the same epoll, so the watchdog is fed only while
 //! the event loop really turns.
 
-use crate::activation::MAX_LISTENERS;
-use crate::conn::{self, Binding, Conn, ConnRef, Next, Scratch};
-use crate::control::{self, Down, Up};
-use crate::listener::Listener;
-use crate::notify::{self, Notifier, NotifyState};
-use crate::state::Shared;
-use crate::throttle::Throttle;
+pub(crate) mod conn;
+pub mod control;
+mod handover;
+pub mod inflight;
+pub mod listener;
+pub mod state;
+pub mod throttle;
+
+use crate::systemd::activation::MAX_LISTENERS;
+use crate::systemd::notify::{self, Notifier, NotifyState};
+use conn::{Binding, Conn, ConnRef, Next, Scratch};
+use control::{Down, Up};
 use fdbroker_shared::{Channel, channel, peer};
+use listener::Listener;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -30,12 +36,14 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use state::Shared;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
+use throttle::Throttle;
 
 const WAKE: u64 = 1;
 const SIGNALS: u64 = 2;
@@ -554,7 +562,7 @@ fn hand_over(to: &Channel, conns: &[ConnRef], draining: &[ConnRef]) {
         .chain(draining.iter().map(|c| (c, true)));
     for (conn, is_draining) in all {
         match conn.export() {
-            Ok(Some(e)) => match crate::handover::send(to, e, is_draining) {
+            Ok(Some(e)) => match crate::server::handover::send(to, e, is_draining) {
                 Ok(()) => passed += 1,
                 Err(e) => tracing::warn!(error = %e, "cannot hand a connection over; closing it"),
             },
@@ -562,7 +570,7 @@ fn hand_over(to: &Channel, conns: &[ConnRef], draining: &[ConnRef]) {
             Err(e) => tracing::warn!(error = %e, "cannot hand a connection over; closing it"),
         }
     }
-    if let Err(e) = crate::handover::done(to) {
+    if let Err(e) = crate::server::handover::done(to) {
         tracing::warn!(error = %e, "cannot finish the handover");
     }
     tracing::info!(
@@ -895,7 +903,7 @@ impl Inner {
     }
 
     /// Why one more connection of `uid` would exceed a limit, if it would.
-    fn over_limit(&self, loaded: &crate::state::Loaded, uid: u32) -> Option<String> {
+    fn over_limit(&self, loaded: &crate::server::state::Loaded, uid: u32) -> Option<String> {
         let settings = loaded.policy.broker();
         let (total, same_uid) = lock(&self.conns).counts(uid);
         // Closed connections still charged count against both limits: each holds a
@@ -968,11 +976,14 @@ impl Inner {
         let mut slot = lock(&self.handover_in);
         let Some(from) = slot.as_ref() else { return };
         loop {
-            match crate::handover::recv(from) {
-                Ok(crate::handover::Received::Conn { conn, draining }) => {
+            match crate::server::handover::recv(from) {
+                Ok(crate::server::handover::Received::Conn { conn, draining }) => {
                     self.adopt(conn, draining);
                 }
-                Ok(crate::handover::Received::Done | crate::handover::Received::Closed) => {
+                Ok(
+                    crate::server::handover::Received::Done
+                    | crate::server::handover::Received::Closed,
+                ) => {
                     let _ = self.epoll.delete(from.as_fd());
                     *slot = None;
                     tracing::info!("took over the previous server's connections");
@@ -996,11 +1007,14 @@ impl Inner {
         let _ = self.epoll.delete(from.as_fd());
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
-            match crate::handover::recv(&from) {
-                Ok(crate::handover::Received::Conn { conn, draining }) => {
+            match crate::server::handover::recv(&from) {
+                Ok(crate::server::handover::Received::Conn { conn, draining }) => {
                     self.adopt(conn, draining)
                 }
-                Ok(crate::handover::Received::Done | crate::handover::Received::Closed) => return,
+                Ok(
+                    crate::server::handover::Received::Done
+                    | crate::server::handover::Received::Closed,
+                ) => return,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);

@@ -7,10 +7,10 @@
 //! a worker that floods requests without reading replies holds at most one reply's
 //! worth of broker memory.
 
-use crate::audit_line;
-use crate::handle;
-use crate::inflight::InFlight;
-use crate::state::{Loaded, Shared};
+use crate::audit::line as audit_line;
+use crate::request::answer;
+use crate::server::inflight::InFlight;
+use crate::server::state::{Loaded, Shared};
 use fdbroker_policy::ClientId;
 use fdbroker_shared::frame::{self, Kind, MAX_MESSAGE};
 use fdbroker_shared::peer::PeerCredentials;
@@ -314,8 +314,8 @@ impl Conn {
                 }
                 let hello: Hello = match frame::decode(Kind::Hello, msg) {
                     Err(ProtocolError::Version { peer }) => {
-                        static MISMATCHES: crate::throttle::Throttle =
-                            crate::throttle::Throttle::new();
+                        static MISMATCHES: crate::server::throttle::Throttle =
+                            crate::server::throttle::Throttle::new();
                         if let Some(suppressed) = MISMATCHES.admit() {
                             tracing::warn!(
                                 uid = self.peer.uid,
@@ -412,7 +412,7 @@ impl Conn {
                             _ => None,
                         };
                         crate::audit::via(via, || {
-                            handle::answer(
+                            answer::answer(
                                 &loaded,
                                 client,
                                 &self.peer,
@@ -541,8 +541,8 @@ impl Conn {
                 let errno = e.raw_os_error().unwrap_or(Errno::EIO as i32);
                 let why = if errno == Errno::ETOOMANYREFS as i32 {
                     // Logged once per burst: every reply fails alike until workers read.
-                    static BUDGET: crate::throttle::Throttle =
-                        crate::throttle::Throttle::once_per_window();
+                    static BUDGET: crate::server::throttle::Throttle =
+                        crate::server::throttle::Throttle::once_per_window();
                     if let Some(suppressed) = BUDGET.admit() {
                         tracing::error!(
                             uid = self.peer.uid,
@@ -559,7 +559,8 @@ impl Conn {
                      try again later"
                         .to_owned()
                 } else {
-                    static FAILED: crate::throttle::Throttle = crate::throttle::Throttle::new();
+                    static FAILED: crate::server::throttle::Throttle =
+                        crate::server::throttle::Throttle::new();
                     if let Some(suppressed) = FAILED.admit() {
                         tracing::warn!(uid = self.peer.uid, pid = self.peer.pid, error = %e, suppressed, "cannot pass descriptors; answering with an error instead");
                     }
@@ -586,8 +587,8 @@ impl Conn {
     }
 
     /// Log, once per connection and throttled, that it is held back.
-    fn note_stall(&self, over: &crate::inflight::Over) {
-        static STALLS: crate::throttle::Throttle = crate::throttle::Throttle::new();
+    fn note_stall(&self, over: &crate::server::inflight::Over) {
+        static STALLS: crate::server::throttle::Throttle = crate::server::throttle::Throttle::new();
         if !self.told_over.swap(true, Ordering::Relaxed) {
             if let Some(suppressed) = STALLS.admit() {
                 tracing::warn!(
@@ -675,7 +676,8 @@ impl Conn {
     }
 
     fn violation(&self, e: &dyn std::fmt::Display) {
-        static VIOLATIONS: crate::throttle::Throttle = crate::throttle::Throttle::new();
+        static VIOLATIONS: crate::server::throttle::Throttle =
+            crate::server::throttle::Throttle::new();
         if let Some(suppressed) = VIOLATIONS.admit() {
             tracing::warn!(
                 uid = self.peer.uid, gid = self.peer.gid, pid = self.peer.pid, error = %e,

@@ -5,7 +5,7 @@
 //! sandboxes' user lookup, their Landlock rulesets and seccomp filters — happens here in
 //! the parent while it is still single-threaded. The worker starts as the second
 //! process of a PID namespace of its own, after that namespace's init, so that nothing
-//! it starts outlives it ([`crate::pidns`]). The worker, between `fork` and `exec`,
+//! it starts outlives it ([`crate::spawn::pidns`]). The worker, between `fork` and `exec`,
 //! only makes system calls: un-hide its end of the socketpair from
 //! close-on-exec, restore the signal mask, leave the terminal's session (`setsid`),
 //! apply the prepared sandbox, set the parent-death signal. Then the parent, still
@@ -32,13 +32,13 @@
 //! process sending descriptors to itself and never reading them — could exhaust that
 //! budget, and no `fdbroker run` of that user could pass a descriptor any more. Root's
 //! count is shared only with other root processes, and the broker raises its soft
-//! `RLIMIT_NOFILE` to the hard limit as `fdbroker serve` does ([`crate::rlimit`]),
+//! `RLIMIT_NOFILE` to the hard limit as `fdbroker serve` does ([`crate::confine::rlimit`]),
 //! after the worker was started with the limits it was given.
 
-use crate::conn::Binding;
-use crate::pidns::NamespaceError;
+use crate::server::conn::Binding;
+use crate::server::state::Shared;
 use crate::server::{ServeOptions, Server};
-use crate::state::Shared;
+use crate::spawn::pidns::NamespaceError;
 use fdbroker_policy::{Policy, UserSpec};
 use fdbroker_shared::Channel;
 use fdbroker_shared::peer::PeerCredentials;
@@ -197,19 +197,20 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
     unsafe {
         cmd.pre_exec(in_child);
     }
-    let (mut child, init) = crate::pidns::spawn(&mut cmd, init_sandbox).map_err(|e| match e {
-        NamespaceError::Spawn(source) => SpawnError::Exec {
-            command: program.to_string_lossy().into_owned(),
-            source,
-        },
-        e => SpawnError::Namespace(e),
-    })?;
+    let (mut child, init) =
+        crate::spawn::pidns::spawn(&mut cmd, init_sandbox).map_err(|e| match e {
+            NamespaceError::Spawn(source) => SpawnError::Exec {
+                command: program.to_string_lossy().into_owned(),
+                source,
+            },
+            e => SpawnError::Namespace(e),
+        })?;
     // Drops the parent's copy of the worker's end, captured by the pre_exec closure.
     drop(cmd);
     let pid = Pid::from_raw(child.id() as i32);
     tracing::info!(pid = pid.as_raw(), init = init.pid().as_raw(), client = %policy.client(client).name, "worker started");
     // The worker keeps the limits it was given; the broker takes what it may.
-    if let Err(e) = crate::rlimit::raise_nofile() {
+    if let Err(e) = crate::confine::rlimit::raise_nofile() {
         tracing::warn!("cannot raise RLIMIT_NOFILE: {e}");
     }
 
@@ -397,7 +398,7 @@ fn confine_child(
     // signal whenever the effective uid or gid changes, which the sandbox just did. A
     // broker that died before this point is not missed: its end of the namespace
     // init's lifeline closes once this process execs (close-on-exec), and the init
-    // then takes the namespace down, this process with it (see `crate::pidns`).
+    // then takes the namespace down, this process with it (see `crate::spawn::pidns`).
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
     Ok(())
 }

@@ -1,0 +1,4 @@
+//! `fdbroker serve`: the monitor, the confined servers it starts, and the `reload`
+//! requester that talks to a running monitor.
+
+pub mod monitor;
