@@ -25,7 +25,9 @@ fdbroker cat --socket /run/fdbroker/fdbroker.sock /var/spool/quarantine/sample.b
 fdbroker policy check /etc/fdbroker/policy.toml\n  \
 fdbroker policy explain /etc/fdbroker/policy.toml --uid scanner /var/spool/quarantine/a.bin"
 )]
-struct Cli {
+/// The `fdbroker` command line: `fdbroker(8)` is rendered from this definition
+/// (`clap_mangen`), so `--help` and the manual page come from one source.
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
