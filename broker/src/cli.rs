@@ -286,28 +286,14 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 /// Adopt a descriptor number the monitor passed in the environment.
 fn inherited(number: &str) -> Result<std::os::fd::OwnedFd, String> {
-    use std::os::fd::FromRawFd;
     let fd: i32 = number
         .parse()
         .ok()
         .filter(|fd| *fd > 2)
         .ok_or_else(|| format!("{number:?} is not a descriptor number the monitor passes"))?;
-    // A number naming nothing open must not be adopted (closing it later would close
-    // whatever the number names by then).
-    nix::fcntl::fcntl(unsafe_borrow(fd), nix::fcntl::FcntlArg::F_GETFD)
-        .map_err(|e| format!("descriptor {fd}: {e}"))?;
-    // SAFETY: the monitor passed this descriptor, open (just checked) and for this
-    // process alone; it is adopted once, here.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    crate::sys::adopt_inherited(fd).map_err(|e| format!("descriptor {fd}: {e}"))
 }
 
-fn unsafe_borrow(fd: i32) -> std::os::fd::BorrowedFd<'static> {
-    // SAFETY: only used for an F_GETFD probe, which fails cleanly on a closed number.
-    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
-}
-
-/// One server, started by the monitor: load, bind (the first one) or adopt the
-/// listeners, confine, report ready, serve; hand over or stop when told.
 fn serve_as_server(args: ServeArgs, control_fd: &str) -> ExitCode {
     use crate::server::control::{self, Up};
     // Started as /proc/self/exe (the monitor's own binary, even if replaced on disk

@@ -15,6 +15,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![deny(unsafe_code)]
+
 pub mod audit;
 pub mod cli;
 pub mod confine;
@@ -24,6 +26,7 @@ pub mod log;
 pub mod request;
 pub mod server;
 pub mod spawn;
+pub mod sys;
 pub mod systemd;
 pub mod transparent;
 

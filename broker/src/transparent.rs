@@ -65,6 +65,7 @@
 //! supervisor has received a call, only a fatal signal interrupts it, so a signal
 //! handler cannot re-run a call already answered. If the supervisor dies, the
 //! program's intercepted calls fail with `ENOSYS` and its parent-death signal kills it.
+#![allow(unsafe_code)] // moving to the fdbroker-transparent crate
 
 use fdbroker_policy::{ClientId, Decision, Denial, Policy};
 use fdbroker_shared::Channel;

@@ -41,6 +41,7 @@
 
 use crate::server::control::{self, Down, Up};
 use crate::server::listener::Listener;
+use crate::sys;
 use crate::systemd::notify::{self, Notifier, NotifyState};
 use fdbroker_shared::Channel;
 use nix::errno::Errno;
@@ -244,6 +245,7 @@ impl Monitor {
     /// Start a server: this binary again, with this process's arguments, given the
     /// listeners, its end of a new control channel and, for a successor, its end of the
     /// handover socket.
+    #[allow(unsafe_code)] // the server's pre-exec hook
     fn start(&self, handover: Option<OwnedFd>) -> io::Result<ServerProc> {
         let (ours, theirs) = Channel::pair()?;
         let theirs = OwnedFd::from(theirs);
@@ -713,7 +715,7 @@ pub struct Waiter {
 
 impl Waiter {
     fn new(pid: Pid) -> Option<Waiter> {
-        match pidfd_open(pid) {
+        match sys::pidfd_open(pid) {
             Ok(pidfd) => Some(Waiter { pid, pidfd }),
             Err(e) => {
                 tracing::debug!(pid = pid.as_raw(), error = %e, "cannot answer a reload request");
@@ -729,74 +731,8 @@ pub const ANSWER: Signal = Signal::SIGURG;
 
 /// Tell a process that asked for a reload how it went.
 fn answer(w: Waiter, outcome: i32) {
-    if let Err(e) = pidfd_sigqueue(&w.pidfd, ANSWER, outcome) {
+    if let Err(e) = sys::pidfd_sigqueue(&w.pidfd, ANSWER, outcome) {
         tracing::debug!(pid = w.pid.as_raw(), error = %e, "cannot answer a reload request");
-    }
-}
-
-/// `pidfd_open(2)`.
-fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open takes a pid and flags by value and returns a new descriptor,
-    // owned here from now on, or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor the kernel just returned, owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// `pidfd_send_signal(2)` of `sig` carrying `value` (`si_code` `SI_QUEUE`, as
-/// `sigqueue(3)` sends it, so the receiver reads `value` as `si_int`).
-fn pidfd_sigqueue(pidfd: &OwnedFd, sig: Signal, value: i32) -> io::Result<()> {
-    // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    info.si_signo = sig as libc::c_int;
-    info.si_code = libc::SI_QUEUE;
-    // The `_rt` member of the union: pid, uid, then the value, after the three ints of
-    // the header and its padding (the same on every 64-bit Linux architecture).
-    let base = std::ptr::from_mut(&mut info).cast::<u8>();
-    // SAFETY: the offsets are inside siginfo_t (128 bytes), suitably aligned for the
-    // types written (4 for pid_t and uid_t, 8 for the sigval), and the struct is ours.
-    unsafe {
-        base.add(16)
-            .cast::<libc::pid_t>()
-            .write(nix::unistd::getpid().as_raw());
-        base.add(20)
-            .cast::<libc::uid_t>()
-            .write(nix::unistd::getuid().as_raw());
-        base.add(24).cast::<libc::c_int>().write(value);
-    }
-    // SAFETY: the kernel reads the siginfo through the pointer, which is live for the
-    // call; the descriptor is a pidfd we own.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig as libc::c_int,
-            std::ptr::from_ref(&info),
-            0,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// `sigqueue(3)`: `sig` with an integer value the receiver reads as `si_int`.
-pub fn sigqueue(pid: Pid, sig: Signal, value: i32) -> io::Result<()> {
-    let val = libc::sigval {
-        sival_ptr: value as usize as *mut libc::c_void,
-    };
-    // SAFETY: sigqueue takes its arguments by value; nothing is borrowed.
-    let rc = unsafe { libc::sigqueue(pid.as_raw(), sig as libc::c_int, val) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 
@@ -804,11 +740,7 @@ pub fn sigqueue(pid: Pid, sig: Signal, value: i32) -> io::Result<()> {
 /// take the default signal mask, and die with the monitor.
 fn in_child(parent: Pid, inherit: &[RawFd]) -> io::Result<()> {
     for &fd in inherit {
-        // SAFETY: F_SETFD on a descriptor number the monitor holds open; the worst a
-        // wrong number does is fail with EBADF.
-        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        sys::clear_cloexec(fd)?;
     }
     SigSet::empty().thread_set_mask()?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
@@ -834,7 +766,7 @@ pub fn request_reload(pid: Pid, limit: Duration) -> io::Result<bool> {
         let ids = nix::unistd::getresuid()?;
         nix::unistd::setresuid(nix::unistd::Uid::from_raw(uid), ids.effective, ids.saved)?;
     }
-    sigqueue(pid, Signal::SIGHUP, RELOAD_REQUEST)?;
+    sys::sigqueue(pid, Signal::SIGHUP, RELOAD_REQUEST)?;
     let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)?;
     let deadline = Instant::now() + limit;
     loop {

@@ -312,20 +312,11 @@ fn no_wider_reopen(
 /// Does the file carry a POSIX access ACL? An error other than "no such attribute"
 /// counts as yes: the check must fail closed.
 fn has_access_acl(fd: &OwnedFd) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a size query: a null buffer of length 0, so the kernel writes nothing.
-    let rc = unsafe {
-        libc::fgetxattr(
-            fd.as_raw_fd(),
-            c"system.posix_acl_access".as_ptr(),
-            std::ptr::null_mut(),
-            0,
-        )
-    };
-    if rc >= 0 {
-        return rc > 0;
-    }
-    !matches!(Errno::last(), Errno::ENODATA | Errno::EOPNOTSUPP)
+    use std::os::fd::AsFd;
+    !matches!(
+        crate::sys::xattr_len(fd.as_fd(), c"system.posix_acl_access"),
+        Ok(None | Some(0))
+    )
 }
 
 fn open_retrying(

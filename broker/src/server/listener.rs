@@ -25,11 +25,45 @@ pub struct Listener {
     created: Option<Created>,
 }
 
+/// A socket file this process answers for: dropping it removes the file if the path
+/// still names that very file (a successor may have replaced it).
 #[derive(Debug)]
 struct Created {
     path: PathBuf,
     dev: u64,
     ino: u64,
+    /// Cleared by [`Created::keep`]: the file outlives this value.
+    remove: bool,
+}
+
+impl Created {
+    fn new(path: PathBuf, dev: u64, ino: u64) -> Created {
+        Created {
+            path,
+            dev,
+            ino,
+            remove: true,
+        }
+    }
+
+    /// Let go of the file without removing it.
+    fn keep(mut self) {
+        self.remove = false;
+    }
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        if !self.remove {
+            return;
+        }
+        let ours = fs::symlink_metadata(&self.path)
+            .map(|m| m.dev() == self.dev && m.ino() == self.ino)
+            .unwrap_or(false);
+        if ours {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl Listener {
@@ -86,11 +120,7 @@ impl Listener {
         }
         let listener = Listener {
             fd,
-            created: Some(Created {
-                path: path.to_owned(),
-                dev: meta.st_dev,
-                ino: meta.st_ino,
-            }),
+            created: Some(Created::new(path.to_owned(), meta.st_dev, meta.st_ino)),
         };
         if let Some(gid) = gid {
             fchownat(
@@ -158,45 +188,35 @@ impl Listener {
             (parts.next(), parts.next(), parts.next(), parts.next())
             && let (Ok(dev), Ok(ino)) = (dev.parse(), ino.parse())
         {
-            self.created = Some(Created {
-                path: PathBuf::from(path),
-                dev,
-                ino,
-            });
+            if let Some(old) = self
+                .created
+                .replace(Created::new(PathBuf::from(path), dev, ino))
+            {
+                old.keep();
+            }
         }
     }
 
     /// Keep the socket file when this listener drops: a successor serves it now.
     pub fn keep_file(&mut self) {
-        self.created = None;
+        if let Some(c) = self.created.take() {
+            c.keep();
+        }
     }
 
     /// The listening descriptor, without removing any file.
     pub fn into_fd(self) -> OwnedFd {
-        let mut this = std::mem::ManuallyDrop::new(self);
-        this.created = None;
-        // SAFETY: `this` is never dropped, and its only other field, `created`, is now
-        // None (nothing to leak), so the descriptor is moved out exactly once.
-        unsafe { std::ptr::read(&this.fd) }
+        let Listener { fd, created } = self;
+        if let Some(c) = created {
+            c.keep();
+        }
+        fd
     }
 }
 
 impl AsFd for Listener {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Some(c) = &self.created {
-            let ours = fs::symlink_metadata(&c.path)
-                .map(|m| m.dev() == c.dev && m.ino() == c.ino)
-                .unwrap_or(false);
-            if ours {
-                let _ = fs::remove_file(&c.path);
-            }
-        }
     }
 }
 

@@ -113,6 +113,7 @@ impl SpawnError {
 
 /// Run the worker under the broker; returns the worker's exit status as ours
 /// (128 + signal number if it was killed).
+#[allow(unsafe_code)] // the worker's pre-exec hook
 pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
     let policy = Policy::load(&spec.policy).map_err(|e| SpawnError::Policy(e.to_string()))?;
     let client = pick_client(&policy, spec.client.as_deref())?;

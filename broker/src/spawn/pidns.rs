@@ -53,7 +53,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::process::{Child, Command};
 
 /// Init's first message on its lifeline: confined and serving.
@@ -160,6 +160,7 @@ pub fn spawn(
 }
 
 /// In the new namespace: init first (it becomes pid 1), then the worker.
+#[allow(unsafe_code)] // the fork of init
 fn start(
     worker: &mut Command,
     init_sandbox: PreparedSandbox,
@@ -207,7 +208,7 @@ fn init_main(lifeline: &Channel, sandbox: PreparedSandbox) -> ! {
         }
         Err(_) => 1,
     };
-    exit_now(code)
+    crate::sys::exit_now(code)
 }
 
 /// Confines init, then reaps every child the namespace gives it until the lifeline
@@ -220,7 +221,10 @@ fn serve_as_init(lifeline: &Channel, sandbox: PreparedSandbox) -> io::Result<()>
     // The kernel clears the parent-death signal when the ids change, so only now. A
     // broker that died before this point closed the lifeline: seen below.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-    close_all_but(lifeline.as_raw_fd())?;
+    // Init is a copy of the broker and holds copies of all its descriptors; it must hold
+    // none of them (above all the broker's end of the lifeline, or it would never see
+    // that end close).
+    crate::sys::close_all_but(&[lifeline.as_raw_fd()])?;
     let mut chld = SigSet::empty();
     chld.add(Signal::SIGCHLD);
     chld.thread_block()?;
@@ -248,34 +252,4 @@ fn serve_as_init(lifeline: &Channel, sandbox: PreparedSandbox) -> io::Result<()>
             }
         }
     }
-}
-
-/// Closes every descriptor from 3 up except `keep`. Init is a copy of the broker and
-/// holds copies of all its descriptors; it must hold none of them (above all the
-/// broker's end of the lifeline, or it would never see that end close).
-fn close_all_but(keep: RawFd) -> io::Result<()> {
-    let keep = u32::try_from(keep).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    if keep > 3 {
-        close_range(3, keep - 1)?;
-    }
-    close_range(keep.max(2) + 1, u32::MAX)
-}
-
-/// `close_range(2)` with no flags.
-fn close_range(first: u32, last: u32) -> io::Result<()> {
-    // SAFETY: close_range takes integers and only closes descriptors of this process.
-    // Only init runs here; the objects that own the closed descriptors are copies of
-    // the broker's, which init never uses (it never returns to their code).
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// `_exit(2)`: no exit handlers, no flushing of buffers copied from the broker.
-fn exit_now(code: i32) -> ! {
-    // SAFETY: `_exit` ends the process at once; nothing runs after it.
-    unsafe { libc::_exit(code) }
 }

@@ -12,7 +12,7 @@
 
 use crate::server::listener::Listener;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 
 /// Most listening sockets one broker serves.
 pub const MAX_LISTENERS: usize = 8;
@@ -57,11 +57,16 @@ pub fn listeners() -> Result<Vec<Activated>, ActivationError> {
     }
     let mut owned = Vec::with_capacity(passed.len());
     for (fd, name) in passed {
-        // SAFETY: the service-manager protocol hands descriptors 3..3+LISTEN_FDS to the
-        // process LISTEN_PID names, which is this one (checked above), and
-        // `listen_fds_with_names` has just set FD_CLOEXEC on each, so each is open. No
-        // other code in the broker takes ownership of them, and this runs once.
-        owned.push((fd, name, unsafe { OwnedFd::from_raw_fd(fd) }));
+        // The service-manager protocol hands descriptors 3..3+LISTEN_FDS to the process
+        // LISTEN_PID names, which is this one (checked above), and
+        // `listen_fds_with_names` has just set FD_CLOEXEC on each. No other code in the
+        // broker takes ownership of them, and this runs once.
+        let sock = crate::sys::adopt_inherited(fd).map_err(|source| ActivationError::Socket {
+            fd,
+            name: name.clone(),
+            source,
+        })?;
+        owned.push((fd, name, sock));
     }
     // Owning every descriptor before validating any: on error, all of them close.
     let mut activated = Vec::with_capacity(owned.len());

@@ -1,0 +1,235 @@
+//! The broker's raw system calls: the one place outside fork and pre-exec sites where
+//! the broker uses `unsafe`.
+//!
+//! Each wrapper names the call it makes and links its manual page; callers see only
+//! safe functions and `io::Result`. Where nix has a safe wrapper that keeps the
+//! behaviour, the broker uses nix instead and nothing is added here.
+#![allow(unsafe_code)]
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use std::collections::BTreeSet;
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
+
+/// [`pidfd_open(2)`](https://man7.org/linux/man-pages/man2/pidfd_open.2.html): a
+/// descriptor that names `pid` for as long as it is held, so a later signal cannot reach
+/// another process that reused the number.
+pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags by value and returns a new descriptor,
+    // owned here from now on, or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor the kernel just returned, owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// [`pidfd_send_signal(2)`](https://man7.org/linux/man-pages/man2/pidfd_send_signal.2.html)
+/// of `sig` carrying `value` (`si_code` `SI_QUEUE`, as `sigqueue(3)` sends it, so the
+/// receiver reads `value` as `si_int`).
+pub fn pidfd_sigqueue(pidfd: &OwnedFd, sig: Signal, value: i32) -> io::Result<()> {
+    // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    info.si_signo = sig as libc::c_int;
+    info.si_code = libc::SI_QUEUE;
+    // The `_rt` member of the union: pid, uid, then the value, after the three ints of
+    // the header and its padding (the same on every 64-bit Linux architecture).
+    let base = std::ptr::from_mut(&mut info).cast::<u8>();
+    // SAFETY: the offsets are inside siginfo_t (128 bytes), suitably aligned for the
+    // types written (4 for pid_t and uid_t, 8 for the sigval), and the struct is ours.
+    unsafe {
+        base.add(16)
+            .cast::<libc::pid_t>()
+            .write(nix::unistd::getpid().as_raw());
+        base.add(20)
+            .cast::<libc::uid_t>()
+            .write(nix::unistd::getuid().as_raw());
+        base.add(24).cast::<libc::c_int>().write(value);
+    }
+    // SAFETY: the kernel reads the siginfo through the pointer, which is live for the
+    // call; the descriptor is a pidfd we own.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig as libc::c_int,
+            std::ptr::from_ref(&info),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// [`sigqueue(3)`](https://man7.org/linux/man-pages/man3/sigqueue.3.html): `sig` with
+/// an integer value the receiver reads as `si_int`.
+pub fn sigqueue(pid: Pid, sig: Signal, value: i32) -> io::Result<()> {
+    let val = libc::sigval {
+        sival_ptr: value as usize as *mut libc::c_void,
+    };
+    // SAFETY: sigqueue takes its arguments by value; nothing is borrowed.
+    let rc = unsafe { libc::sigqueue(pid.as_raw(), sig as libc::c_int, val) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// [`fcntl(2)`](https://man7.org/linux/man-pages/man2/fcntl.2.html) `F_SETFD 0`: the
+/// descriptor numbered `fd` stays open across `exec`.
+///
+/// Takes a number, not a borrowed descriptor, because it runs in a forked child before
+/// `exec`, on numbers copied from the parent's owned descriptors.
+pub fn clear_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_SETFD on a descriptor number; the worst a wrong number does is fail
+    // with EBADF. No memory is passed.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// [`close_range(2)`](https://man7.org/linux/man-pages/man2/close_range.2.html) with no
+/// flags.
+///
+/// Only for a process that is about to `exec` or `_exit` and never returns to code
+/// that owns the closed descriptors (a forked child): the objects that own them are
+/// copies, and nothing uses them again.
+pub fn close_range(first: u32, last: u32) -> io::Result<()> {
+    // SAFETY: close_range takes integers and only closes descriptors of this process;
+    // the callers are forked children that never use the closed descriptors' owners.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Close every descriptor from 3 up except those in `keep` ([`close_range`]'s rules
+/// apply: forked children only).
+pub fn close_all_but(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .map(|&fd| u32::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput)))
+        .collect::<io::Result<_>>()?;
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first = 3u32;
+    for fd in keep {
+        if fd < first {
+            continue;
+        }
+        if fd > first {
+            close_range(first, fd - 1)?;
+        }
+        first = fd + 1;
+    }
+    close_range(first, u32::MAX)
+}
+
+/// [`_exit(2)`](https://man7.org/linux/man-pages/man2/_exit.2.html): no exit handlers,
+/// no flushing of buffers copied from a parent.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` ends the process at once; nothing runs after it.
+    unsafe { libc::_exit(code) }
+}
+
+/// Descriptor numbers already adopted by [`adopt_inherited`]: taking one twice would
+/// make two owners that both close it.
+static ADOPTED: Mutex<BTreeSet<RawFd>> = Mutex::new(BTreeSet::new());
+
+/// Own a descriptor this process inherited at `exec` by number (from the service
+/// manager's `LISTEN_FDS`, or the monitor's environment).
+///
+/// The number must be above 2, open (probed with `fcntl(F_GETFD)`: a number naming
+/// nothing must not be adopted, or closing it later would close whatever it names by
+/// then) and not adopted before in this process (checked: each number is taken once).
+/// The caller's part is to pass only numbers handed over at exec, which nothing else in
+/// the process owns.
+pub fn adopt_inherited(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd <= 2 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is a standard stream, not an inherited socket"),
+        ));
+    }
+    let mut adopted = ADOPTED.lock().unwrap_or_else(|p| p.into_inner());
+    if adopted.contains(&fd) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("descriptor {fd} is already owned"),
+        ));
+    }
+    // SAFETY: borrowed only for the F_GETFD probe below, which fails cleanly (EBADF) on
+    // a closed number and does not outlive this call.
+    let probe = unsafe { BorrowedFd::borrow_raw(fd) };
+    nix::fcntl::fcntl(probe, nix::fcntl::FcntlArg::F_GETFD)?;
+    adopted.insert(fd);
+    // SAFETY: open (just checked), handed to this process at exec, and adopted once
+    // (the set above); from here the returned value is its only owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The size of the extended attribute `name` of `fd`
+/// ([`fgetxattr(2)`](https://man7.org/linux/man-pages/man2/fgetxattr.2.html) with an
+/// empty buffer): `Ok(None)` when the file has no such attribute or its filesystem has
+/// none at all (`ENODATA`, `EOPNOTSUPP`).
+pub fn xattr_len(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<usize>> {
+    // SAFETY: a size query: a null buffer of length 0, so the kernel writes nothing;
+    // `name` is a live NUL-terminated string for the call.
+    let rc = unsafe { libc::fgetxattr(fd.as_raw_fd(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    if rc >= 0 {
+        return Ok(Some(rc as usize));
+    }
+    match Errno::last() {
+        Errno::ENODATA | Errno::EOPNOTSUPP => Ok(None),
+        e => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_descriptor_is_adopted_once_and_only_when_open() {
+        let (a, b) = nix::unistd::pipe().expect("pipe");
+        let n = a.as_raw_fd();
+        // Hand the number over as exec would: nothing else owns it afterwards.
+        std::mem::forget(a);
+        let owned = adopt_inherited(n).expect("an open descriptor is adopted");
+        let again = adopt_inherited(n).expect_err("a second owner is refused");
+        assert_eq!(again.kind(), io::ErrorKind::AlreadyExists);
+        drop(owned);
+        drop(b);
+        assert_eq!(
+            adopt_inherited(1).expect_err("stdout").kind(),
+            io::ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn an_unopened_number_is_not_adopted() {
+        // Far above anything the test harness opens.
+        let err = adopt_inherited(900_000).expect_err("nothing is open there");
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+    }
+
+    #[test]
+    fn a_missing_attribute_has_no_length() {
+        let f = std::fs::File::open("/proc/self/exe").expect("open");
+        use std::os::fd::AsFd;
+        let got = xattr_len(f.as_fd(), c"user.fdbroker-test-absent").expect("size query");
+        assert_eq!(got, None);
+    }
+}
