@@ -1,16 +1,11 @@
-//! The `fdbroker` command line.
+//! The `fdbroker` command line: the clap definitions (the one source of `--help` and of
+//! `fdbroker(8)`) and the dispatch to each command's `*_main`. Nothing else lives here.
 
 use crate::log::{self, LogFormat};
-use crate::server::listener::Listener;
-use crate::server::state::Shared;
-use crate::server::{ServeOptions, Server};
 use clap::{Args, Parser, Subcommand};
 use fdbroker_policy::{Access, Policy};
-use fdbroker_worker::Client;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -192,41 +187,23 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Cat(args) => cat(args),
-        Command::Policy(PolicyCommand::Check { file, strict }) => check(&file, strict),
+        Command::Cat(args) => crate::cat::cat_main(args.socket.as_deref(), &args.files),
+        Command::Policy(PolicyCommand::Check { file, strict }) => {
+            crate::inspect::check_main(&file, strict)
+        }
         Command::Policy(PolicyCommand::Explain {
             file,
             uid,
             gid,
             access,
             path,
-        }) => explain(&file, &uid, gid.as_deref(), access, &path),
+        }) => crate::inspect::explain_main(&file, &uid, gid.as_deref(), access, &path),
         Command::Run(args) => spawn(args),
-        Command::Reload(args) => reload(args),
-    }
-}
-
-fn reload(args: ReloadArgs) -> ExitCode {
-    if let Some(policy) = &args.policy
-        && let Err(e) = Policy::load(policy)
-    {
-        return fail(format!("not reloading: {e}"));
-    }
-    if args.pid <= 0 {
-        return fail(format!("{} is not a process id", args.pid));
-    }
-    let pid = nix::unistd::Pid::from_raw(args.pid);
-    match crate::daemon::monitor::request_reload(pid, std::time::Duration::from_secs(args.timeout))
-    {
-        Ok(true) => {
-            println!("fdbroker: reloaded; the new policy is in force");
-            ExitCode::SUCCESS
-        }
-        Ok(false) => fail(
-            "the broker refused the new policy; the previous policy stays in force \
-             (the broker's log says why: journalctl -u fdbroker)",
+        Command::Reload(args) => crate::daemon::reload::reload_main(
+            args.policy.as_deref(),
+            args.pid,
+            std::time::Duration::from_secs(args.timeout),
         ),
-        Err(e) => fail(format!("cannot reload process {}: {e}", args.pid)),
     }
 }
 
@@ -246,11 +223,6 @@ fn spawn(args: RunArgs) -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
-}
-
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("fdbroker: {msg}");
-    ExitCode::FAILURE
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
@@ -276,330 +248,18 @@ fn serve(args: ServeArgs) -> ExitCode {
     // Started by the monitor: this process is a server. Otherwise it is the monitor,
     // which starts servers (this binary again, with these arguments).
     match std::env::var(crate::server::control::ENV_CONTROL_FD) {
-        Ok(fd) => serve_as_server(args, &fd),
+        Ok(fd) => crate::daemon::server::server_main(
+            crate::daemon::server::Serve {
+                policy: args.policy,
+                socket: args.socket,
+                threads: args.threads,
+                log_format: args.log_format,
+            },
+            &fd,
+        ),
         Err(_) => {
             log::init(args.log_format);
-            crate::daemon::monitor::run(std::env::args_os().collect())
+            crate::daemon::monitor::monitor_main(std::env::args_os().collect())
         }
-    }
-}
-
-/// Adopt a descriptor number the monitor passed in the environment.
-fn inherited(number: &str) -> Result<std::os::fd::OwnedFd, String> {
-    let fd: i32 = number
-        .parse()
-        .ok()
-        .filter(|fd| *fd > 2)
-        .ok_or_else(|| format!("{number:?} is not a descriptor number the monitor passes"))?;
-    crate::sys::adopt_inherited(fd).map_err(|e| format!("descriptor {fd}: {e}"))
-}
-
-fn serve_as_server(args: ServeArgs, control_fd: &str) -> ExitCode {
-    use crate::server::control::{self, Up};
-    // Started as /proc/self/exe (the monitor's own binary, even if replaced on disk
-    // since): named as the broker, not "exe", in ps and /proc.
-    let _ = nix::sys::prctl::set_name(c"fdbroker");
-    let control = match inherited(control_fd)
-        .and_then(|fd| fdbroker_shared::Channel::from_fd(fd).map_err(|e| e.to_string()))
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{}", log::fatal_line(&format!("control channel: {e}")));
-            return ExitCode::FAILURE;
-        }
-    };
-    // Failures go to the monitor, which logs them once (at start-up as a failed start,
-    // on reload as a refused reload).
-    let fail = |msg: &dyn std::fmt::Display| {
-        let reason = msg.to_string();
-        if control::send_up(
-            &control,
-            &Up::Failed {
-                reason: reason.clone(),
-            },
-            None,
-        )
-        .is_err()
-        {
-            eprintln!("{}", log::fatal_line(&reason));
-        }
-        ExitCode::FAILURE
-    };
-    // Absolute, so the policy's directory is what Landlock keeps readable, whatever
-    // the working directory.
-    let policy_path = match std::path::absolute(&args.policy) {
-        Ok(p) => p,
-        Err(e) => return fail(&format!("{}: {e}", args.policy.display())),
-    };
-    let policy = match Policy::load(&policy_path) {
-        Ok(p) => p,
-        Err(e) => return fail(&e),
-    };
-    log::init(args.log_format);
-    match crate::confine::rlimit::raise_nofile() {
-        Ok(n) => tracing::debug!(nofile = n, "descriptor limit"),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the descriptor limit"),
-    }
-    let settings = policy.broker();
-    let (listeners, own_socket, socket_names) = match std::env::var(control::ENV_LISTEN_FDS) {
-        Ok(list) => {
-            let mut listeners = Vec::new();
-            let mut names = Vec::new();
-            for entry in list.split(',') {
-                let (number, name) = entry.split_once(':').unwrap_or((entry, "inherited"));
-                match inherited(number)
-                    .and_then(|fd| Listener::from_fd(fd).map_err(|e| e.to_string()))
-                {
-                    Ok(l) => listeners.push(l),
-                    Err(e) => return fail(&format!("listener from the monitor: {e}")),
-                }
-                names.push(name.to_owned());
-            }
-            // The socket file the first server created: whoever stops last removes it.
-            let mut own = None;
-            if let (Ok(identity), Some(first)) = (
-                std::env::var(control::ENV_SOCKET_FILE),
-                listeners.first_mut(),
-            ) {
-                first.adopt_file(&identity);
-                own = first.path().map(Path::to_path_buf);
-            }
-            (listeners, own, names.join(", "))
-        }
-        Err(_) => {
-            let socket = args
-                .socket
-                .clone()
-                .or_else(|| settings.socket.clone())
-                .unwrap_or_else(|| PathBuf::from(fdbroker_worker::DEFAULT_SOCKET));
-            let listener =
-                match Listener::bind(&socket, settings.socket_mode, settings.socket_group) {
-                    Ok(l) => l,
-                    Err(e) => return fail(&e),
-                };
-            // The monitor keeps it for the servers after this one.
-            let shared_fd = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned();
-            let sent = shared_fd.and_then(|fd| {
-                let file = listener.file_identity().unwrap_or_default();
-                control::send_up(&control, &Up::Bound { socket_file: file }, Some(&fd))
-            });
-            if let Err(e) = sent {
-                return fail(&format!("cannot give the listener to the monitor: {e}"));
-            }
-            (
-                vec![listener],
-                Some(socket.clone()),
-                socket.display().to_string(),
-            )
-        }
-    };
-    let shared = Arc::new(Shared::new(policy, Some(policy_path.clone())));
-    let opts = ServeOptions {
-        threads: args.threads,
-        handle_signals: true,
-    };
-    let server = match Server::with_listeners(Arc::clone(&shared), listeners, &opts) {
-        Ok(s) => s,
-        Err(e) => return fail(&e),
-    };
-    let watchdog = std::env::var(control::ENV_WATCHDOG_USEC)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|v| *v > 0)
-        .map(std::time::Duration::from_micros);
-    let reporting = std::os::fd::AsFd::as_fd(&control)
-        .try_clone_to_owned()
-        .and_then(|fd| server.report_to_monitor(fdbroker_shared::Channel::wrap(fd), watchdog));
-    if let Err(e) = reporting {
-        return fail(&format!("cannot report to the monitor: {e}"));
-    }
-    if let Ok(number) = std::env::var(control::ENV_HANDOVER_FD) {
-        let from = inherited(&number)
-            .and_then(|fd| fdbroker_shared::Channel::from_fd(fd).map_err(|e| e.to_string()))
-            .and_then(|ch| {
-                let predecessor = std::env::var(control::ENV_PREDECESSOR_PID)
-                    .ok()
-                    .and_then(|p| p.parse().ok());
-                server
-                    .receive_handover(ch, predecessor)
-                    .map_err(|e| e.to_string())
-            });
-        if let Err(e) = from {
-            return fail(&format!("handover socket: {e}"));
-        }
-    }
-    // Everything the server opens by name at start-up is open now, and no thread has
-    // started: the moment to give up what serving does not need.
-    if shared.current().policy.broker().confine {
-        match crate::confine::confine(
-            &shared.current(),
-            Some(&policy_path),
-            own_socket.as_deref(),
-            None,
-        ) {
-            Ok(c) => {
-                tracing::info!("confined: {c}");
-                shared.set_confinement(c);
-            }
-            Err(e) => {
-                return fail(&format!(
-                    "cannot confine the broker: {e} (set [broker] confine = false to run unconfined)"
-                ));
-            }
-        }
-    } else {
-        tracing::warn!(
-            "RUNNING UNCONFINED: [broker] confine = false keeps every capability and no \
-             Landlock or seccomp; use it only for debugging"
-        );
-    }
-    tracing::info!(
-        socket = %socket_names,
-        policy = %policy_path.display(),
-        clients = shared.current().policy.clients().len(),
-        "serving"
-    );
-    match server.run() {
-        Ok(()) => {
-            tracing::info!(
-                requests = shared
-                    .stats
-                    .requests
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                "stopped"
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&e),
-    }
-}
-
-fn cat(args: CatArgs) -> ExitCode {
-    let client = match &args.socket {
-        Some(s) => Client::connect(s),
-        None => Client::from_env(),
-    };
-    let client = match client {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    let mut stdout = std::io::stdout().lock();
-    let mut ok = true;
-    for path in &args.files {
-        let result = client
-            .open(path)
-            .and_then(|mut f| std::io::copy(&mut f, &mut stdout).map(|_| ()));
-        if let Err(e) = result {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return ExitCode::FAILURE;
-            }
-            let _ = stdout.flush();
-            eprintln!("fdbroker: {}: {e}", path.display());
-            ok = false;
-        }
-    }
-    if let Err(e) = stdout.flush() {
-        return fail(format!("stdout: {e}"));
-    }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-fn check(file: &Path, strict: bool) -> ExitCode {
-    let p = match Policy::load(file) {
-        Ok(p) => p,
-        Err(e) => return fail(e),
-    };
-    let warnings = crate::lint::check(&p);
-    for w in &warnings {
-        eprintln!("{w}");
-    }
-    let noun = if warnings.len() == 1 {
-        "warning"
-    } else {
-        "warnings"
-    };
-    if strict && !warnings.is_empty() {
-        eprintln!(
-            "fdbroker: {}: {} {noun} (--strict)",
-            file.display(),
-            warnings.len()
-        );
-        return ExitCode::FAILURE;
-    }
-    println!(
-        "{}: ok ({} clients, {} roots, {} {noun})",
-        file.display(),
-        p.clients().len(),
-        p.roots().len(),
-        warnings.len()
-    );
-    ExitCode::SUCCESS
-}
-
-fn explain(file: &Path, uid: &str, gid: Option<&str>, access: Access, path: &Path) -> ExitCode {
-    use std::os::unix::ffi::OsStrExt;
-    let policy = match Policy::load(file) {
-        Ok(p) => p,
-        Err(e) => return fail(e),
-    };
-    let (uid, primary) = match resolve_user(uid) {
-        Ok(u) => u,
-        Err(e) => {
-            eprintln!("fdbroker: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let gid = match gid.map(resolve_group).transpose() {
-        Ok(g) => g.or(primary).unwrap_or(uid),
-        Err(e) => {
-            eprintln!("fdbroker: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let explanation = policy.explain(uid, gid, path.as_os_str().as_bytes(), access);
-    println!("{explanation}");
-    let granted = policy.client_for(uid, gid).is_some_and(|c| {
-        matches!(
-            policy.decide(c, path.as_os_str().as_bytes(), access),
-            fdbroker_policy::Decision::Allow(_)
-        )
-    });
-    if granted {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-/// A uid by number or name, with the user's primary gid when known.
-fn resolve_user(s: &str) -> Result<(u32, Option<u32>), String> {
-    use nix::unistd::{Uid, User};
-    match s.parse::<u32>() {
-        Ok(n) => {
-            let primary = User::from_uid(Uid::from_raw(n))
-                .ok()
-                .flatten()
-                .map(|u| u.gid.as_raw());
-            Ok((n, primary))
-        }
-        Err(_) => match User::from_name(s) {
-            Ok(Some(u)) => Ok((u.uid.as_raw(), Some(u.gid.as_raw()))),
-            _ => Err(format!("no such user: {s}")),
-        },
-    }
-}
-
-fn resolve_group(s: &str) -> Result<u32, String> {
-    use nix::unistd::Group;
-    match s.parse::<u32>() {
-        Ok(n) => Ok(n),
-        Err(_) => match Group::from_name(s) {
-            Ok(Some(g)) => Ok(g.gid.as_raw()),
-            _ => Err(format!("no such group: {s}")),
-        },
     }
 }

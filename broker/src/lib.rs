@@ -18,9 +18,11 @@
 #![deny(unsafe_code)]
 
 pub mod audit;
+pub mod cat;
 pub mod cli;
 pub mod confine;
 pub mod daemon;
+pub mod inspect;
 pub mod lint;
 pub mod log;
 pub mod request;

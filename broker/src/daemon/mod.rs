@@ -2,3 +2,5 @@
 //! requester that talks to a running monitor.
 
 pub mod monitor;
+pub mod reload;
+pub mod server;

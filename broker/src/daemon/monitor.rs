@@ -39,6 +39,7 @@
 //! [`RELOAD_REFUSED`], so `systemctl reload` fails when the policy was refused. A plain
 //! SIGHUP reloads the same way and gets no answer.
 
+use crate::daemon::reload::{ANSWER, RELOAD_APPLIED, RELOAD_REFUSED, RELOAD_REQUEST};
 use crate::server::control::{self, Down, Up};
 use crate::server::listener::Listener;
 use crate::sys;
@@ -56,14 +57,6 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
-
-/// The `si_value` of a SIGHUP that asks for an answer (`fdbroker reload`).
-pub const RELOAD_REQUEST: i32 = 0x6664_6272;
-/// The answer's `si_value`: the new policy is in force.
-pub const RELOAD_APPLIED: i32 = 1;
-/// The answer's `si_value`: it was refused; the previous policy stays (the journal says
-/// why).
-pub const RELOAD_REFUSED: i32 = 2;
 
 /// How long a new server may take to report ready before it is given up on.
 const START_BOUND: Duration = Duration::from_secs(60);
@@ -126,7 +119,7 @@ struct Monitor {
 
 /// Run `fdbroker serve` as the monitor of servers started with `argv` (this process's
 /// own arguments). Returns once the last server has stopped.
-pub fn run(argv: Vec<OsString>) -> ExitCode {
+pub fn monitor_main(argv: Vec<OsString>) -> ExitCode {
     match Monitor::new(argv).and_then(Monitor::serve) {
         Ok(code) => code,
         Err(e) => {
@@ -725,10 +718,6 @@ impl Waiter {
     }
 }
 
-/// The signal that answers a reload request: ignored by default (unlike SIGUSR1, whose
-/// default kills).
-pub const ANSWER: Signal = Signal::SIGURG;
-
 /// Tell a process that asked for a reload how it went.
 fn answer(w: Waiter, outcome: i32) {
     if let Err(e) = sys::pidfd_sigqueue(&w.pidfd, ANSWER, outcome) {
@@ -748,56 +737,4 @@ fn in_child(parent: Pid, inherit: &[RawFd]) -> io::Result<()> {
         return Err(io::Error::other("the monitor exited"));
     }
     Ok(())
-}
-
-/// `fdbroker reload PID`: ask the monitor `pid` to reload and wait up to `limit` for
-/// the outcome. `Ok(true)` when the new policy is in force.
-pub fn request_reload(pid: Pid, limit: Duration) -> io::Result<bool> {
-    let mut set = SigSet::empty();
-    set.add(ANSWER);
-    set.thread_block()?;
-    // The monitor may run as a user of its own and holds no CAP_KILL: it can answer
-    // only a process whose real uid is its own. A root caller takes it as its real uid
-    // (effective stays root) for the wait.
-    if nix::unistd::geteuid().is_root()
-        && let Some(uid) = real_uid_of(pid)
-        && uid != 0
-    {
-        let ids = nix::unistd::getresuid()?;
-        nix::unistd::setresuid(nix::unistd::Uid::from_raw(uid), ids.effective, ids.saved)?;
-    }
-    sys::sigqueue(pid, Signal::SIGHUP, RELOAD_REQUEST)?;
-    let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)?;
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no answer from the broker within {}s", limit.as_secs()),
-            ));
-        }
-        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX).max(1);
-        let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(0) | Err(Errno::EINTR) => continue,
-            Ok(_) => {}
-            Err(e) => return Err(e.into()),
-        }
-        if let Ok(Some(info)) = sfd.read_signal()
-            && info.ssi_pid as i32 == pid.as_raw()
-            && info.ssi_code == libc::SI_QUEUE
-        {
-            return Ok(info.ssi_int == RELOAD_APPLIED);
-        }
-    }
-}
-
-fn real_uid_of(pid: Pid) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
 }

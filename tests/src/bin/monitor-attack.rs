@@ -204,7 +204,7 @@ fn forged_reload_answer(monitor: &str) -> ExitCode {
     info[2] = libc::SI_QUEUE;
     info[4] = victim.id() as i32;
     info[5] = 0;
-    info[6] = fdbroker::daemon::monitor::RELOAD_REQUEST;
+    info[6] = fdbroker::daemon::reload::RELOAD_REQUEST;
     // SAFETY: a pointer to a live 128-byte buffer, the size of siginfo_t.
     let rc = unsafe {
         libc::syscall(

@@ -1,0 +1,49 @@
+//! `fdbroker cat`: a one-shot broker client, run by whoever invokes it, as that user and
+//! unconfined; the broker decides by its uid like any worker's. For operators checking
+//! a policy against a running broker, and for scripts.
+
+use fdbroker_worker::Client;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// The `fdbroker cat` process: connect (to `socket`, or as `FDBROKER_FD`/`FDBROKER_SOCKET`
+/// say), fetch each file, copy it to standard output. Exit 0 only if every file came.
+pub fn cat_main(socket: Option<&Path>, files: &[PathBuf]) -> ExitCode {
+    let client = match socket {
+        Some(s) => Client::connect(s),
+        None => Client::from_env(),
+    };
+    let client = match client {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let mut stdout = std::io::stdout().lock();
+    let mut ok = true;
+    for path in files {
+        let result = client
+            .open(path)
+            .and_then(|mut f| std::io::copy(&mut f, &mut stdout).map(|_| ()));
+        if let Err(e) = result {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return ExitCode::FAILURE;
+            }
+            let _ = stdout.flush();
+            eprintln!("fdbroker: {}: {e}", path.display());
+            ok = false;
+        }
+    }
+    if let Err(e) = stdout.flush() {
+        return fail(format!("stdout: {e}"));
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("fdbroker: {msg}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,117 @@
+//! `fdbroker policy check` and `fdbroker policy explain`: answers about a policy file
+//! without a broker, run by the operator as any user, unconfined.
+
+use fdbroker_policy::{Access, Policy};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// `fdbroker policy check FILE`: exit 0 if the policy is valid (and, with `strict`,
+/// draws no warning from [`crate::lint`]); else print `FILE:LINE:COL: message`.
+pub fn check_main(file: &Path, strict: bool) -> ExitCode {
+    let p = match Policy::load(file) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let warnings = crate::lint::check(&p);
+    for w in &warnings {
+        eprintln!("{w}");
+    }
+    let noun = if warnings.len() == 1 {
+        "warning"
+    } else {
+        "warnings"
+    };
+    if strict && !warnings.is_empty() {
+        eprintln!(
+            "fdbroker: {}: {} {noun} (--strict)",
+            file.display(),
+            warnings.len()
+        );
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "{}: ok ({} clients, {} roots, {} {noun})",
+        file.display(),
+        p.clients().len(),
+        p.roots().len(),
+        warnings.len()
+    );
+    ExitCode::SUCCESS
+}
+
+/// `fdbroker policy explain`: the decision for one request and the rule that made it;
+/// exit 0 granted, 1 denied, 2 on errors.
+pub fn explain_main(
+    file: &Path,
+    uid: &str,
+    gid: Option<&str>,
+    access: Access,
+    path: &Path,
+) -> ExitCode {
+    use std::os::unix::ffi::OsStrExt;
+    let policy = match Policy::load(file) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let (uid, primary) = match resolve_user(uid) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("fdbroker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let gid = match gid.map(resolve_group).transpose() {
+        Ok(g) => g.or(primary).unwrap_or(uid),
+        Err(e) => {
+            eprintln!("fdbroker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let explanation = policy.explain(uid, gid, path.as_os_str().as_bytes(), access);
+    println!("{explanation}");
+    let granted = policy.client_for(uid, gid).is_some_and(|c| {
+        matches!(
+            policy.decide(c, path.as_os_str().as_bytes(), access),
+            fdbroker_policy::Decision::Allow(_)
+        )
+    });
+    if granted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// A uid by number or name, with the user's primary gid when known.
+fn resolve_user(s: &str) -> Result<(u32, Option<u32>), String> {
+    use nix::unistd::{Uid, User};
+    match s.parse::<u32>() {
+        Ok(n) => {
+            let primary = User::from_uid(Uid::from_raw(n))
+                .ok()
+                .flatten()
+                .map(|u| u.gid.as_raw());
+            Ok((n, primary))
+        }
+        Err(_) => match User::from_name(s) {
+            Ok(Some(u)) => Ok((u.uid.as_raw(), Some(u.gid.as_raw()))),
+            _ => Err(format!("no such user: {s}")),
+        },
+    }
+}
+
+fn resolve_group(s: &str) -> Result<u32, String> {
+    use nix::unistd::Group;
+    match s.parse::<u32>() {
+        Ok(n) => Ok(n),
+        Err(_) => match Group::from_name(s) {
+            Ok(Some(g)) => Ok(g.gid.as_raw()),
+            _ => Err(format!("no such group: {s}")),
+        },
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("fdbroker: {msg}");
+    ExitCode::FAILURE
+}
