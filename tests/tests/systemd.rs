@@ -902,7 +902,10 @@ fn a_user_manager_runs_the_shipped_units() {
     assert!(broker_log.contains("stopped"), "{broker_log}");
 
     // A broken policy never starts: ExecStartPre= refuses it with FILE:LINE:COL.
-    let servers = |log: &str| log.matches("INFO fdbroker::daemon::server: serving").count();
+    let servers = |log: &str| {
+        log.matches("INFO fdbroker::daemon::server: serving")
+            .count()
+    };
     let started = servers(&fs::read_to_string(&log).unwrap());
     fs::write(&policy_path, "[[client]]\nname = 7\n").unwrap();
     let out = m.systemctl_quiet(&["start", "fdbroker.service"]);

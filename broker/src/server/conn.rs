@@ -51,8 +51,8 @@ pub enum Binding {
     Transparent(String),
 }
 
-/// What the event loop should wait for next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the event loop should do next with the connection.
+#[derive(Debug)]
 pub enum Next {
     Read,
     Write,
@@ -60,6 +60,34 @@ pub enum Next {
     /// Not read from until the event loop's timer says its uid has room again for
     /// the descriptors of a full reply (see `inflight`).
     Stall,
+    /// The worker asked for a connection of its own ([`Op::Connect`]): the event loop
+    /// takes the new one or refuses it, then answers through [`Conn::answer_connect`].
+    /// Nothing is read from this connection until then.
+    Connect(Box<Born>),
+}
+
+/// A connection made for [`Op::Connect`], on its way up to the event loop, and the
+/// worker's end of it, waiting in the reply the answer will carry.
+#[derive(Debug)]
+pub struct Born {
+    /// The broker's end, with the asking connection's identity.
+    pub conn: Conn,
+    /// What the asking connection's answer needs.
+    pub reply: ConnectReply,
+}
+
+/// The request an [`Op::Connect`] answer goes to, and the worker's end it would pass.
+#[derive(Debug)]
+pub struct ConnectReply {
+    id: u64,
+    theirs: OwnedFd,
+}
+
+/// What a message came to: a reply built into the thread's buffers (with the request
+/// id, `None` for the greeting), or a new connection for the event loop.
+enum Answered {
+    Reply(Option<u64>),
+    Connect(Box<Born>),
 }
 
 /// Per-thread buffers, reused for every message.
@@ -262,25 +290,18 @@ impl Conn {
             let answered =
                 self.on_message(&mut st, shared, &s.inbuf[..n], &mut s.outbuf, &mut s.fds);
             drop(audit);
-            // Descriptors reserved for files that were not granted go back now.
-            let held = s.fds.len();
-            self.uncharge(std::mem::take(&mut st.reserved).saturating_sub(held));
             let id = match answered {
-                Ok(id) => id,
+                Ok(Answered::Reply(id)) => id,
+                // The descriptor reserved for the worker's end stays reserved until
+                // the answer.
+                Ok(Answered::Connect(born)) => return Next::Connect(born),
                 Err(e) => {
+                    self.uncharge(std::mem::take(&mut st.reserved));
                     self.violation(&e);
                     return Next::Close;
                 }
             };
-            // Sent from the thread's buffers; copied out only if it has to wait.
-            let sent = self.transmit(id, &mut s.outbuf, &mut s.fds);
-            self.account(held, &sent);
-            let park = || Outgoing {
-                id,
-                bytes: s.outbuf.clone(),
-                fds: std::mem::take(&mut s.fds),
-            };
-            if let Some(next) = settle(&mut st, sent, park) {
+            if let Some(next) = self.send_reply(&mut st, id, s) {
                 return next;
             }
             // A relay sends its next request only after this answer reached the
@@ -297,8 +318,64 @@ impl Conn {
         }
     }
 
-    /// Decode one message and build the answer into `out`; returns the request id
-    /// being answered (None for the greeting).
+    /// Send the reply built in the thread's buffers, returning the descriptors reserved
+    /// for files that were not granted; `Some` when the loop must stop (the reply is
+    /// parked, or the connection is done).
+    fn send_reply(&self, st: &mut State, id: Option<u64>, s: &mut Scratch) -> Option<Next> {
+        // Descriptors reserved for files that were not granted go back now.
+        let held = s.fds.len();
+        self.uncharge(std::mem::take(&mut st.reserved).saturating_sub(held));
+        // Sent from the thread's buffers; copied out only if it has to wait.
+        let sent = self.transmit(id, &mut s.outbuf, &mut s.fds);
+        self.account(held, &sent);
+        let park = || Outgoing {
+            id,
+            bytes: s.outbuf.clone(),
+            fds: std::mem::take(&mut s.fds),
+        };
+        settle(st, sent, park)
+    }
+
+    /// Answer the [`Op::Connect`] that made `born`'s connection: `verdict` is the event
+    /// loop's (`Ok` once it serves the new connection, else why not: `EAGAIN` over a
+    /// connection limit, `ESHUTDOWN` while stopping). The worker's end goes out only
+    /// with `Ok`; otherwise it closes here.
+    pub fn answer_connect(
+        &self,
+        reply: ConnectReply,
+        verdict: Result<(), WireError>,
+        s: &mut Scratch,
+    ) -> Next {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.fds.clear();
+        let body = match verdict {
+            Ok(()) => {
+                tracing::info!(
+                    target: crate::audit::TARGET,
+                    uid = self.peer.uid,
+                    gid = self.peer.gid,
+                    pid = self.peer.pid,
+                    "a worker took a new connection of its own"
+                );
+                s.fds.push(reply.theirs);
+                ReplyBody::Connected
+            }
+            Err(why) => ReplyBody::Refused(why),
+        };
+        if let Err(e) = encode_reply(&mut s.outbuf, reply.id, body, &mut s.fds) {
+            self.uncharge(std::mem::take(&mut st.reserved));
+            self.violation(&e);
+            return Next::Close;
+        }
+        match self.send_reply(&mut st, Some(reply.id), s) {
+            Some(next) => next,
+            None if matches!(st.phase, Phase::Closing) => Next::Close,
+            None => Next::Read,
+        }
+    }
+
+    /// Decode one message and build the answer into `out`, or make the connection an
+    /// [`Op::Connect`] asks for.
     fn on_message(
         &self,
         st: &mut State,
@@ -306,7 +383,7 @@ impl Conn {
         msg: &[u8],
         out: &mut Vec<u8>,
         fds: &mut Vec<OwnedFd>,
-    ) -> Result<Option<u64>, ProtocolError> {
+    ) -> Result<Answered, ProtocolError> {
         match st.phase {
             Phase::AwaitHello => {
                 if frame::header(msg).is_ok_and(|h| h.kind == Kind::Request) {
@@ -334,7 +411,7 @@ impl Conn {
                             out,
                             Welcome::Refused(WireError::new(Errno::EPROTONOSUPPORT as i32, why)),
                         )?;
-                        return Ok(None);
+                        return Ok(Answered::Reply(None));
                     }
                     r => r?,
                 };
@@ -364,7 +441,7 @@ impl Conn {
                         encode_welcome(out, Welcome::Refused(self.no_client()))?;
                     }
                 }
-                Ok(None)
+                Ok(Answered::Reply(None))
             }
             Phase::Serving { generation, client } => {
                 let req: Request = frame::decode(Kind::Request, msg)?;
@@ -384,7 +461,7 @@ impl Conn {
                         None => {
                             st.phase = Phase::Closing;
                             encode_reply(out, req.id, ReplyBody::Refused(self.no_client()), fds)?;
-                            return Ok(Some(req.id));
+                            return Ok(Answered::Reply(Some(req.id)));
                         }
                     }
                 };
@@ -400,12 +477,15 @@ impl Conn {
                     self.note_stall(&over);
                     let why = WireError::new(Errno::ETOOMANYREFS as i32, over.to_string());
                     encode_reply(out, req.id, ReplyBody::Refused(why), fds)?;
-                    return Ok(Some(req.id));
+                    return Ok(Answered::Reply(Some(req.id)));
                 }
                 self.charged.fetch_add(want, Ordering::Relaxed);
                 st.reserved = want;
                 let body = match req.op {
-                    Op::Connect => self.fresh_connection(shared, fds),
+                    Op::Connect => match self.fresh_connection(req.id) {
+                        Ok(born) => return Ok(Answered::Connect(born)),
+                        Err(refused) => refused,
+                    },
                     op => {
                         let via = match self.binding {
                             Binding::Transparent(_) => Some("transparent"),
@@ -425,7 +505,7 @@ impl Conn {
                     }
                 };
                 encode_reply(out, req.id, body, fds)?;
-                Ok(Some(req.id))
+                Ok(Answered::Reply(Some(req.id)))
             }
             Phase::Closing => Err(ProtocolError::Closed),
         }
@@ -442,7 +522,7 @@ impl Conn {
         msg: &[u8],
         out: &mut Vec<u8>,
         fds: &mut Vec<OwnedFd>,
-    ) -> Result<Option<u64>, ProtocolError> {
+    ) -> Result<Answered, ProtocolError> {
         let req: Request = frame::decode(Kind::Request, msg)?;
         if !matches!(req.op, Op::Connect) {
             return Err(ProtocolError::UnexpectedKind {
@@ -458,10 +538,13 @@ impl Conn {
         } else {
             self.charged.fetch_add(1, Ordering::Relaxed);
             st.reserved = 1;
-            self.fresh_connection(shared, fds)
+            match self.fresh_connection(req.id) {
+                Ok(born) => return Ok(Answered::Connect(born)),
+                Err(refused) => refused,
+            }
         };
         encode_reply(out, req.id, body, fds)?;
-        Ok(Some(req.id))
+        Ok(Answered::Reply(Some(req.id)))
     }
 
     /// [`Op::Connect`]: a connected socketpair whose one end the server registers as a
@@ -472,8 +555,9 @@ impl Conn {
     ///
     /// The broker's end is non-blocking for the event loop; the worker's is handed over
     /// blocking, as `connect(2)` would have made it. Both are made here with flags and
-    /// `fcntl`, the calls the confined broker may make.
-    fn fresh_connection(&self, shared: &Shared, fds: &mut Vec<OwnedFd>) -> ReplyBody {
+    /// `fcntl`, the calls the confined broker may make. The pair goes up to the event
+    /// loop ([`Next::Connect`]); a pair that cannot be made is refused at once.
+    fn fresh_connection(&self, id: u64) -> Result<Box<Born>, ReplyBody> {
         use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
         let made = socketpair(
             AddressFamily::Unix,
@@ -491,10 +575,10 @@ impl Conn {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::warn!(uid = self.peer.uid, pid = self.peer.pid, error = %e, "cannot make a connection a worker asked for");
-                return ReplyBody::Refused(WireError::new(
+                return Err(ReplyBody::Refused(WireError::new(
                     e as i32,
                     format!("the broker cannot make a new connection: {}", e.desc()),
-                ));
+                )));
             }
         };
         let mut conn = Conn::new(
@@ -505,20 +589,10 @@ impl Conn {
             Arc::clone(&self.inflight),
         );
         conn.derived = true;
-        match shared.attach(conn) {
-            Ok(()) => {
-                tracing::info!(
-                    target: crate::audit::TARGET,
-                    uid = self.peer.uid,
-                    gid = self.peer.gid,
-                    pid = self.peer.pid,
-                    "a worker took a new connection of its own"
-                );
-                fds.push(theirs);
-                ReplyBody::Connected
-            }
-            Err(why) => ReplyBody::Refused(why),
-        }
+        Ok(Box::new(Born {
+            conn,
+            reply: ConnectReply { id, theirs },
+        }))
     }
 
     fn no_client(&self) -> WireError {
@@ -852,10 +926,3 @@ fn is_disconnect(e: &io::Error) -> bool {
 
 /// Connections are shared between the slab and the thread servicing them.
 pub type ConnRef = Arc<Conn>;
-
-/// Whoever serves connections and can take one more: the server registers the
-/// connections workers ask for with [`Op::Connect`] through this (see `Shared::attach`).
-pub(crate) trait Attach: Send + Sync + std::fmt::Debug {
-    /// Serve `conn` from now on, or say why not (a connection limit: `EAGAIN`).
-    fn attach(&self, conn: Conn) -> Result<(), WireError>;
-}

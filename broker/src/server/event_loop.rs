@@ -105,11 +105,11 @@ impl Inner {
         let Some(conn) = lock(&self.conns).get(token) else {
             return;
         };
-        let mut next = conn.service(&self.shared, scratch);
+        let mut next = self.serviced(&conn, scratch);
         // A relay's next request usually comes within microseconds: take it on this
         // thread while it is still awake, a bounded number of times.
         for _ in 0..RELAY_ROUNDS {
-            if next != Next::Read
+            if !matches!(next, Next::Read)
                 || !conn.is_relay()
                 || !Channel::spinning_pays()
                 || self.stopping.load(Ordering::Acquire)
@@ -117,7 +117,7 @@ impl Inner {
             {
                 break;
             }
-            next = conn.service(&self.shared, scratch);
+            next = self.serviced(&conn, scratch);
         }
         match next {
             Next::Read => self.rearm(&conn, token, EpollFlags::EPOLLIN),
@@ -125,7 +125,21 @@ impl Inner {
             Next::Close => self.close(&conn, token),
             // Left disarmed; the timer re-arms it.
             Next::Stall => lock(&self.stalled).push(token),
+            // Never: `serviced` answers every one. Were it to come, closing is the
+            // answer that leaves nothing half-made.
+            Next::Connect(_) => self.close(&conn, token),
         }
+    }
+
+    /// [`Conn::service`], with the connections it makes for `Op::Connect` admitted (or
+    /// refused) here and the answer sent before anything else is read.
+    fn serviced(&self, conn: &Conn, scratch: &mut Scratch) -> Next {
+        let mut next = conn.service(&self.shared, scratch);
+        while let Next::Connect(born) = next {
+            let verdict = self.take_connection(born.conn);
+            next = conn.answer_connect(born.reply, verdict, scratch);
+        }
+        next
     }
 
     pub(super) fn rearm(&self, conn: &Conn, token: u64, interest: EpollFlags) {
@@ -677,11 +691,14 @@ impl Inner {
     }
 }
 
-/// Connections workers ask for (`Op::Connect`, see `conn::Conn::fresh_connection`):
-/// registered like an accepted connection that was admitted, under the same limits.
-/// `Server::build` makes the server the one its `Shared` hands them to.
-impl conn::Attach for Inner {
-    fn attach(&self, conn: Conn) -> Result<(), fdbroker_shared::wire::WireError> {
+impl Inner {
+    /// A connection a worker asked for (`Op::Connect`, see `conn::Conn::fresh_connection`):
+    /// registered like an accepted connection that was admitted, under the same limits,
+    /// by the server that serves the connection it was asked on.
+    pub(super) fn take_connection(
+        &self,
+        conn: Conn,
+    ) -> Result<(), fdbroker_shared::wire::WireError> {
         use fdbroker_shared::wire::WireError;
         if self.stopping.load(Ordering::Acquire) {
             return Err(WireError::new(

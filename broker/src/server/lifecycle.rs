@@ -4,6 +4,7 @@
 use super::conn::{Conn, ConnRef, Next, Scratch};
 use super::state::Shared;
 use fdbroker_shared::Channel;
+use fdbroker_shared::wire::WireError;
 use nix::errno::Errno;
 use std::io;
 use std::os::fd::AsFd;
@@ -93,7 +94,15 @@ pub(super) fn settle(
         if Instant::now() >= deadline {
             return Drained::Done;
         }
-        match conn.service(shared, scratch) {
+        let mut next = conn.service(shared, scratch);
+        while let Next::Connect(born) = next {
+            // Stopping: no new connection is taken, as `Inner::take_connection` says.
+            drop(born.conn);
+            let stopping = WireError::new(libc::ESHUTDOWN, "the broker is stopping");
+            next = conn.answer_connect(born.reply, Err(stopping), scratch);
+        }
+        match next {
+            Next::Connect(_) => return Drained::Done,
             Next::Close => return Drained::Done,
             // `service` also yields after a budget of messages: go on while any wait.
             Next::Read if !message_waiting(conn.channel()) => return Drained::Done,

@@ -354,8 +354,6 @@ impl Server {
             }),
             threads,
         };
-        let attacher: std::sync::Weak<Inner> = Arc::downgrade(&server.inner);
-        server.inner.shared.serve_attached(attacher);
         Ok(server)
     }
 

@@ -6,11 +6,10 @@
 
 use crate::request::roots::Roots;
 use fdbroker_policy::{Policy, RuleId};
-use fdbroker_shared::wire::WireError;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock, Weak};
+use std::sync::{Arc, OnceLock, RwLock};
 
 /// A policy with its roots open.
 #[derive(Debug)]
@@ -82,8 +81,6 @@ pub struct Shared {
     last_reload_error: RwLock<Option<String>>,
     /// What the broker kept when it confined itself; reloads must fit inside it.
     confinement: OnceLock<crate::confine::Confinement>,
-    /// The server that takes the connections workers ask for (`Op::Connect`).
-    attacher: RwLock<Option<Weak<dyn crate::server::conn::Attach>>>,
 }
 
 impl Shared {
@@ -95,7 +92,6 @@ impl Shared {
             inflight: Arc::new(crate::server::inflight::InFlight::for_this_process()),
             last_reload_error: RwLock::new(None),
             confinement: OnceLock::new(),
-            attacher: RwLock::new(None),
         }
     }
 
@@ -128,29 +124,6 @@ impl Shared {
             .write()
             .unwrap_or_else(|p| p.into_inner()) = result.as_ref().err().cloned();
         result
-    }
-
-    /// Have `server` take the connections workers ask for from now on.
-    pub(crate) fn serve_attached(&self, server: Weak<dyn crate::server::conn::Attach>) {
-        *self.attacher.write().unwrap_or_else(|p| p.into_inner()) = Some(server);
-    }
-
-    /// Hand a connection a worker asked for to the server; refused (`ESHUTDOWN`) when
-    /// no server is running.
-    pub(crate) fn attach(&self, conn: crate::server::conn::Conn) -> Result<(), WireError> {
-        let server = self
-            .attacher
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .and_then(Weak::upgrade);
-        match server {
-            Some(s) => s.attach(conn),
-            None => Err(WireError::new(
-                libc::ESHUTDOWN,
-                "the broker is not serving new connections",
-            )),
-        }
     }
 
     /// Record the confinement the broker applied (once).
