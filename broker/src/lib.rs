@@ -32,7 +32,8 @@ pub mod sys;
 pub mod systemd;
 pub mod transparent;
 
+pub use request::loaded::Loaded;
 pub use server::conn::Binding;
 pub use server::listener::Listener;
-pub use server::state::{Loaded, Shared};
+pub use server::state::Shared;
 pub use server::{ServeOptions, Server, Stopper};

@@ -168,8 +168,10 @@ pub fn server_main(args: Serve, control_fd: &str) -> ExitCode {
     // Everything the server opens by name at start-up is open now, and no thread has
     // started: the moment to give up what serving does not need.
     if shared.current().policy.broker().confine {
+        let loaded = shared.current();
         match crate::confine::confine(
-            &shared.current(),
+            &loaded.policy,
+            &loaded.roots,
             Some(&policy_path),
             own_socket.as_deref(),
             None,

@@ -5,8 +5,8 @@
 //! reads the loaded policy and writes nothing shared, so any thread can run it.
 
 use crate::audit::{self, Action, Verdict};
+use crate::request::loaded::Loaded;
 use crate::request::resolve::{self, OpenError};
-use crate::server::state::Loaded;
 use fdbroker_policy::{ClientId, Decision, Denial};
 use fdbroker_shared::peer::PeerCredentials;
 use fdbroker_shared::wire::{Access, FileMeta, Op, Outcome, ReplyBody, StatMeta, WireError};

@@ -5,5 +5,6 @@
 //! decoded value and leaves as a reply, its descriptors and its audit lines.
 
 pub mod answer;
+pub mod loaded;
 pub mod resolve;
 pub mod roots;

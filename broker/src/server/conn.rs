@@ -9,8 +9,9 @@
 
 use crate::audit::line as audit_line;
 use crate::request::answer;
+use crate::request::loaded::Loaded;
 use crate::server::inflight::InFlight;
-use crate::server::state::{Loaded, Shared};
+use crate::server::state::Shared;
 use fdbroker_policy::ClientId;
 use fdbroker_shared::frame::{self, Kind, MAX_MESSAGE};
 use fdbroker_shared::peer::PeerCredentials;

@@ -315,7 +315,7 @@ impl Inner {
     /// Why one more connection of `uid` would exceed a limit, if it would.
     pub(super) fn over_limit(
         &self,
-        loaded: &crate::server::state::Loaded,
+        loaded: &crate::request::loaded::Loaded,
         uid: u32,
     ) -> Option<String> {
         let settings = loaded.policy.broker();

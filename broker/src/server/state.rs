@@ -4,63 +4,11 @@
 //! reload never shows a request half the old rules and half the new; connections pick
 //! up the new rules on their next request.
 
-use crate::request::roots::Roots;
-use fdbroker_policy::{Policy, RuleId};
-use std::fmt;
+use crate::request::loaded::Loaded;
+use fdbroker_policy::Policy;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-
-/// A policy with its roots open.
-#[derive(Debug)]
-pub struct Loaded {
-    pub policy: Policy,
-    pub roots: Roots,
-    /// Increments on every successful (re)load; connections cache their client per
-    /// generation.
-    pub generation: u64,
-    /// The policy file's name as audit lines print it (`Path::display`), made once:
-    /// every decision's rule label starts with it.
-    origin: String,
-}
-
-impl Loaded {
-    pub fn new(policy: Policy, generation: u64) -> Loaded {
-        let roots = Roots::open(&policy);
-        for (path, error) in roots.problems() {
-            tracing::warn!(
-                root = %path.display(),
-                error = %error,
-                "policy root cannot be opened; requests under it will fail until a reload"
-            );
-        }
-        let origin = policy.origin().display().to_string();
-        Loaded {
-            policy,
-            roots,
-            generation,
-            origin,
-        }
-    }
-
-    /// `FILE:LINE:COL` of a rule, for audit lines, without allocating.
-    pub fn rule_label(&self, id: RuleId) -> RuleLabel<'_> {
-        RuleLabel { loaded: self, id }
-    }
-}
-
-pub struct RuleLabel<'a> {
-    loaded: &'a Loaded,
-    id: RuleId,
-}
-
-impl fmt::Display for RuleLabel<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let rule = self.loaded.policy.rule(self.id);
-        f.write_str(&self.loaded.origin)?;
-        write!(f, ":{}:{}", rule.location.line, rule.location.col)
-    }
-}
 
 /// Counters for status lines and tests.
 #[derive(Debug, Default)]

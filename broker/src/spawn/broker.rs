@@ -301,7 +301,13 @@ fn confine_parent(
         );
         return Ok(());
     }
-    match crate::confine::confine(&loaded, Some(policy_file), None, Some(worker.as_raw())) {
+    match crate::confine::confine(
+        &loaded.policy,
+        &loaded.roots,
+        Some(policy_file),
+        None,
+        Some(worker.as_raw()),
+    ) {
         Ok(c) => {
             tracing::info!("confined: {c}");
             shared.set_confinement(c);

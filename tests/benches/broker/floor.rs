@@ -314,7 +314,8 @@ fn secure_main(policy_path: &str, audit_path: &str, confinement: Confinement) ->
         .open(audit_path)
         .unwrap_or_else(|e| panic!("secure floor: {audit_path}: {e}"));
     fdbroker::confine::confine_parts(
-        &loaded,
+        &loaded.policy,
+        &loaded.roots,
         Some(std::path::Path::new(policy_path)),
         None,
         None,

@@ -64,7 +64,7 @@ fn main() {
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, target, 0) };
     assert!(pidfd >= 0, "{}", std::io::Error::last_os_error());
     let (ready, writer) = nix::unistd::pipe().unwrap();
-    fdbroker::confine::confine(&loaded, None, None, worker).unwrap();
+    fdbroker::confine::confine(&loaded.policy, &loaded.roots, None, None, worker).unwrap();
     println!("dumpable {}", nix::sys::prctl::get_dumpable().unwrap());
     match nix::sys::prctl::set_dumpable(true) {
         Ok(()) => println!("make-dumpable ok"),

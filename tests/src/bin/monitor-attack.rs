@@ -168,7 +168,7 @@ fn forged_handover(fdbroker: &str, policy: &str, sock: &str, file: &str) -> Exit
 fn confined_connect(policy: &str, sock: &str) -> ExitCode {
     let policy = fdbroker_policy::Policy::load(std::path::Path::new(policy)).unwrap();
     let loaded = fdbroker::Loaded::new(policy, 1);
-    fdbroker::confine::confine(&loaded, None, None, None).unwrap();
+    fdbroker::confine::confine(&loaded.policy, &loaded.roots, None, None, None).unwrap();
     let s = match socket(
         AddressFamily::Unix,
         SockType::SeqPacket,
