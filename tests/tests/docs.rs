@@ -47,13 +47,19 @@ fn cli_pages() -> BTreeMap<String, Vec<u8>> {
         for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned() {
             render(sub, pages);
         }
+        let see_also = see_also(&cmd);
         let man = clap_mangen::Man::new(cmd)
             .section("8")
+            // An empty date is written as no argument at all, which would shift the
+            // source and the manual into the wrong fields of `.TH`; a blank one is
+            // quoted. The pages carry the version instead of a date.
+            .date(" ")
             .source(source())
             .manual(MANUAL);
         let mut out = Vec::new();
         man.render(&mut out)
             .expect("rendering into memory cannot fail");
+        out.extend_from_slice(see_also.as_bytes());
         pages.insert(man.get_filename(), out);
     }
     let mut cmd = fdbroker::cli::Cli::command().disable_help_subcommand(true);
@@ -62,6 +68,30 @@ fn cli_pages() -> BTreeMap<String, Vec<u8>> {
     let mut pages = BTreeMap::new();
     render(cmd, &mut pages);
     pages
+}
+
+/// A SEE ALSO section: the parent command's page, the subcommands' and the policy file's.
+fn see_also(cmd: &clap::Command) -> String {
+    let name = cmd.get_display_name().unwrap_or_else(|| cmd.get_name());
+    let mut pages = Vec::new();
+    if let Some((parent, _)) = name.rsplit_once('-') {
+        pages.push(format!("{parent}(8)"));
+    }
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        pages.push(format!(
+            "{}(8)",
+            sub.get_display_name().unwrap_or_else(|| sub.get_name())
+        ));
+    }
+    pages.push("fdbroker-policy(5)".to_owned());
+    let pages: Vec<String> = pages
+        .iter()
+        .map(|p| format!(r"\fB{}\fR", escape(p)))
+        .collect();
+    format!(
+        ".SH \"SEE ALSO\"\n{}\n.PP\nThe documentation in the source tree: \\fBdocs/README.md\\fR.\n",
+        pages.join(", ")
+    )
 }
 
 /// `fdbroker-policy.5`, from the policy reference.
