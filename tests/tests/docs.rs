@@ -417,6 +417,16 @@ fn converter_handles_its_subset() {
 // Links
 // ---------------------------------------------------------------------------------------
 
+/// Folders whose Markdown is not the repository's own.
+const SKIPPED_DIRS: [&str; 6] = [
+    "target",
+    "node_modules",
+    "venv",
+    "build",
+    "dist",
+    "__pycache__",
+];
+
 /// Every Markdown file of the repository, outside build output and hidden folders.
 fn markdown_files() -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -427,7 +437,8 @@ fn markdown_files() -> Vec<PathBuf> {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             let path = entry.path();
-            if name.starts_with('.') || name == "target" || name == "node_modules" {
+            // Build output and environments hold other projects' Markdown.
+            if name.starts_with('.') || SKIPPED_DIRS.contains(&name.as_ref()) {
                 continue;
             }
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
