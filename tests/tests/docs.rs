@@ -197,7 +197,7 @@ fn markdown_to_roff(markdown: &str, title: &str, section: &str, name: &str) -> S
     out.push_str("'\\\" t\n");
     let _ = writeln!(
         out,
-        ".TH {title} {section} \"\" \"{}\" \"{MANUAL}\"",
+        ".TH {title} {section} \" \" \"{}\" \"{MANUAL}\"",
         source()
     );
     out.push_str(".SH NAME\n");
@@ -217,9 +217,8 @@ fn markdown_to_roff(markdown: &str, title: &str, section: &str, name: &str) -> S
     };
     while i < lines.len() {
         let line = lines[i];
-        if let Some(fence) = line.strip_prefix("```") {
+        if line.starts_with("```") {
             flush(&mut paragraph, &mut out);
-            let _ = fence;
             out.push_str(".PP\n.RS 4\n.nf\n");
             i += 1;
             while i < lines.len() && !lines[i].starts_with("```") {
@@ -231,6 +230,18 @@ fn markdown_to_roff(markdown: &str, title: &str, section: &str, name: &str) -> S
             i += 1;
             continue;
         }
+        // Outside the subset: refuse rather than render it as a plain paragraph.
+        let unsupported = line.starts_with("####")
+            || line.starts_with('>')
+            || line.starts_with("* ")
+            || line.starts_with('<')
+            || line
+                .split_once(". ")
+                .is_some_and(|(n, _)| n.parse::<u32>().is_ok());
+        assert!(
+            !unsupported,
+            "docs/policy.md uses Markdown the manual page converter does not handle: {line:?}"
+        );
         if let Some(h) = line.strip_prefix("### ") {
             flush(&mut paragraph, &mut out);
             let _ = writeln!(out, ".SS \"{}\"", plain(h));
