@@ -208,7 +208,7 @@ pub fn main() -> ExitCode {
 }
 
 fn spawn(args: RunArgs) -> ExitCode {
-    log::init(LogFormat::Text);
+    crate::audit::init_logging(LogFormat::Text);
     let spec = crate::spawn::broker::Spawn {
         policy: args.policy,
         client: args.client,
@@ -258,7 +258,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             &fd,
         ),
         Err(_) => {
-            log::init(args.log_format);
+            crate::audit::init_logging(args.log_format);
             crate::daemon::monitor::monitor_main(std::env::args_os().collect())
         }
     }

@@ -7,7 +7,6 @@
 //! contains a newline of its own: one that a message would carry is written as `\n`,
 //! so a hostile file name can neither forge a line nor split one in the journal.
 
-use crate::audit::line as audit_line;
 use std::fmt;
 use std::os::fd::AsFd;
 use tracing::{Dispatch, Event, Level, Subscriber};
@@ -27,21 +26,29 @@ pub enum LogFormat {
     Json,
 }
 
+/// How the subscriber [`init`] installs writes lines: what a hand-made line must match to
+/// land in the same stream (the audit line, `crate::audit::line`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Style {
+    pub format: LogFormat,
+    /// stderr is the journal: `<6>` prefix, no timestamp in text lines.
+    pub journal: bool,
+}
+
 /// Install the process-wide subscriber. `FDBROKER_LOG` (an `EnvFilter` directive such as
 /// `info` or `fdbroker::audit=off`) overrides the default level `info`.
-pub fn init(format: LogFormat) {
+///
+/// Returns the style of its lines when ours is now the global subscriber; `None` when
+/// one was already installed (an embedding program or a test did it), whose format this
+/// module does not know.
+pub fn init(format: LogFormat) -> Option<Style> {
     let filter = EnvFilter::try_from_env("FDBROKER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let journal = stderr_is_journal();
-    // Already installed (an embedding program or a test did it): keep theirs, and let
-    // audit lines go through it too.
-    if dispatch(format, journal, filter, std::io::stderr)
+    // Already installed: keep theirs.
+    dispatch(format, journal, filter, std::io::stderr)
         .try_init()
-        .is_ok()
-    {
-        // Ours is in place: audit lines may take the hand-formatted path, which writes
-        // the same bytes to the same stderr.
-        audit_line::install(audit_line::Style { format, journal });
-    }
+        .ok()
+        .map(|()| Style { format, journal })
 }
 
 /// The subscriber `init` installs, writing to `writer` (tests compare its lines with

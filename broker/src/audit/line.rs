@@ -1,203 +1,17 @@
-//! The audit line, formatted by hand into a per-thread buffer and written once per
-//! request.
-//!
-//! Going through `tracing-subscriber` cost 2.2-2.4 µs per decision, more than the
-//! broker's own `openat2`: field visitors, a `String` for the rule label and another for
-//! the line, and one `write(2)` per line. This module produces the same bytes that the
-//! subscriber `log::init` installs would (the unit tests below compare the two for every
-//! format), appends them to a buffer the thread reuses, and writes everything one
-//! request decided with a single `write(2)` when its [`Batch`] ends, which the
-//! connection does before the reply goes out: a descriptor is never delivered before
-//! the line that records it has been written.
-//!
-//! The summary line of refusals counted instead of written (`audit_limit`) goes the
-//! same way ([`record_summary`]), so it lands in order with the lines around it.
-//!
-//! It is used only when `log::init` installed the broker's own subscriber (so the
-//! destination and format are known), and only for events `tracing` says are enabled,
-//! so `FDBROKER_LOG` (`fdbroker::audit=off`, levels, field directives) filters exactly
-//! as before. Otherwise [`record`] declines and `audit::decision` emits the `tracing`
-//! event itself.
+//! The audit line's bytes, formatted by hand: exactly what the subscriber `log::init`
+//! installs would write for the same event, in every format (the unit tests below
+//! compare the two), without its field visitors and allocations. [`crate::audit::batch`]
+//! collects them and says when they are written.
 
+use crate::audit::batch::Fields;
 use crate::audit::limit::Summary;
 use crate::audit::{Escaped, TARGET, Verdict};
-use crate::log::LogFormat;
-use fdbroker_shared::peer::PeerCredentials;
-use std::cell::RefCell;
+use crate::log::{LogFormat, Style};
 use std::fmt::{self, Write as _};
-use std::io::Write as _;
-use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// How the installed subscriber writes lines.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Style {
-    pub format: LogFormat,
-    /// stderr is the journal: `<6>` prefix, no timestamp in text lines.
-    pub journal: bool,
-}
-
-static STYLE: OnceLock<Style> = OnceLock::new();
-
-/// Called by `log::init` once its subscriber is the global one.
-pub(crate) fn install(style: Style) {
-    let _ = STYLE.set(style);
-}
-
-/// One decision, as the audit line records it.
-#[derive(Clone, Copy)]
-pub struct Fields<'a> {
-    pub peer: &'a PeerCredentials,
-    pub client: &'a str,
-    pub path: &'a [u8],
-    pub access: crate::audit::Action,
-    pub rule: Option<&'a dyn fmt::Display>,
-    pub verdict: Verdict<'a>,
-    /// How the request came: `Some("transparent")` for a program's own call answered
-    /// by `fdbroker run --transparent`; `None` (no field) for a client's request.
-    pub via: Option<&'static str>,
-}
-
-/// The thread's pending lines and the scratch space for formatting them.
-struct Pending {
-    out: Vec<u8>,
-    scratch: String,
-    clock: Clock,
-    /// Open [`Batch`]es on this thread; lines are written when the last one ends.
-    depth: usize,
-}
-
-thread_local! {
-    static PENDING: RefCell<Pending> = RefCell::new(Pending {
-        out: Vec::with_capacity(4096),
-        scratch: String::with_capacity(256),
-        clock: Clock::default(),
-        depth: 0,
-    });
-}
-
-/// While a `Batch` lives, this thread's audit lines are collected; dropping it writes
-/// them all with one `write(2)`.
-#[must_use = "the lines are written when the batch is dropped"]
-pub struct Batch {
-    // Thread-bound: the lines live in this thread's buffer.
-    _not_send: std::marker::PhantomData<*const ()>,
-}
-
-/// Start collecting this thread's audit lines (batches nest; the outermost writes).
-pub fn batch() -> Batch {
-    let _ = PENDING.try_with(|p| {
-        if let Ok(mut p) = p.try_borrow_mut() {
-            p.depth += 1;
-        }
-    });
-    Batch {
-        _not_send: std::marker::PhantomData,
-    }
-}
-
-impl Drop for Batch {
-    fn drop(&mut self) {
-        let _ = PENDING.try_with(|p| {
-            if let Ok(mut p) = p.try_borrow_mut() {
-                p.depth = p.depth.saturating_sub(1);
-                if p.depth == 0 {
-                    flush(&mut p.out);
-                }
-            }
-        });
-    }
-}
-
-/// Write the collected lines to stderr, where the subscriber writes too (its lock keeps
-/// other threads' lines from landing inside ours). A failed write is dropped, as the
-/// subscriber drops it.
-fn flush(out: &mut Vec<u8>) {
-    if !out.is_empty() {
-        let _ = std::io::stderr().lock().write_all(out);
-        out.clear();
-    }
-}
-
-/// Record one decision on the fast path. Returns false when this path does not apply
-/// (another subscriber, or no buffer on this thread) and the caller must go through
-/// `tracing`; true when the line was queued or the filter turned it off.
-pub fn record(fields: &Fields<'_>) -> bool {
-    queue(
-        enabled(&fields.verdict),
-        |style, now, out, scratch, clock| {
-            format_line(style, now, fields, out, scratch, clock);
-        },
-    )
-}
-
-/// Record a summary of suppressed refusals on the fast path; like [`record`].
-pub fn record_summary(summary: &Summary) -> bool {
-    let enabled = tracing::enabled!(
-        target: TARGET,
-        tracing::Level::WARN,
-        message, uid, pid, client, denied, failed, from, to
-    );
-    queue(enabled, |style, now, out, scratch, clock| {
-        format_summary(style, now, summary, out, scratch, clock);
-    })
-}
-
-/// Append a line made by `format` to this thread's pending lines (written now unless
-/// a [`Batch`] is open). `enabled`: whether the subscriber's filter lets it through.
-fn queue(
-    enabled: bool,
-    format: impl FnOnce(Style, std::time::Duration, &mut Vec<u8>, &mut String, &mut Clock),
-) -> bool {
-    let Some(style) = STYLE.get().copied() else {
-        return false;
-    };
-    if !enabled {
-        return true;
-    }
-    let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) else {
-        // Before 1970: leave the rare timestamp to the subscriber.
-        return false;
-    };
-    PENDING
-        .try_with(|p| {
-            let Ok(mut p) = p.try_borrow_mut() else {
-                return false;
-            };
-            let Pending {
-                out,
-                scratch,
-                clock,
-                depth,
-            } = &mut *p;
-            format(style, now, out, scratch, clock);
-            if *depth == 0 {
-                flush(out);
-            }
-            true
-        })
-        .unwrap_or(false)
-}
-
-/// Whether the subscriber's filter lets this event through, asked with the same target,
-/// level and field names the `tracing` event carries.
-fn enabled(verdict: &Verdict<'_>) -> bool {
-    match verdict {
-        Verdict::Granted { .. } => tracing::enabled!(
-            target: TARGET,
-            tracing::Level::INFO,
-            uid, gid, pid, client, path, access, rule, result, ino
-        ),
-        Verdict::Denied(_) | Verdict::Failed(_) => tracing::enabled!(
-            target: TARGET,
-            tracing::Level::INFO,
-            uid, gid, pid, client, path, access, rule, result, reason
-        ),
-    }
-}
-
 /// Append one line, newline included, to `out`. `now` is the time since the epoch.
-fn format_line(
+pub(super) fn format_line(
     style: Style,
     now: std::time::Duration,
     f: &Fields<'_>,
@@ -321,7 +135,7 @@ fn format_line(
 
 /// Append the summary line of suppressed refusals, as `audit::summary_via_tracing`
 /// has the subscriber write it.
-fn format_summary(
+pub(super) fn format_summary(
     style: Style,
     now: std::time::Duration,
     s: &Summary,
@@ -527,13 +341,13 @@ fn push_padded(out: &mut Vec<u8>, n: u64, width: usize) {
 /// `YYYY-MM-DDTHH:MM:SS.uuuuuuZ` (a year past 9999 as `+YYYYY`). The part up to the
 /// seconds is kept and reused while the second lasts: lines come in bursts.
 #[derive(Default)]
-struct Clock {
+pub(super) struct Clock {
     second: Option<u64>,
     prefix: Vec<u8>,
 }
 
 impl Clock {
-    fn push(&mut self, out: &mut Vec<u8>, since_epoch: std::time::Duration) {
+    pub(super) fn push(&mut self, out: &mut Vec<u8>, since_epoch: std::time::Duration) {
         let secs = since_epoch.as_secs();
         if self.second != Some(secs) {
             self.prefix.clear();
@@ -609,6 +423,7 @@ fn civil_date(days: u64) -> (u64, u32, u32) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use fdbroker_shared::peer::PeerCredentials;
     use fdbroker_shared::wire::Access;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;

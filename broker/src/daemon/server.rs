@@ -72,7 +72,7 @@ pub fn server_main(args: Serve, control_fd: &str) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(&e),
     };
-    log::init(args.log_format);
+    crate::audit::init_logging(args.log_format);
     match crate::confine::rlimit::raise_nofile() {
         Ok(n) => tracing::debug!(nofile = n, "descriptor limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the descriptor limit"),

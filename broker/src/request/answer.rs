@@ -4,7 +4,7 @@
 //! `resolve::open_beneath` from the rule's pre-opened root, then the audit line. It
 //! reads the loaded policy and writes nothing shared, so any thread can run it.
 
-use crate::audit::{self, Action, Verdict};
+use crate::audit::{self, Action, Batch, Verdict};
 use crate::request::loaded::Loaded;
 use crate::request::resolve::{self, OpenError};
 use fdbroker_policy::{ClientId, Decision, Denial};
@@ -14,9 +14,12 @@ use nix::errno::Errno;
 use std::os::fd::OwnedFd;
 
 /// Answer one operation for `client`. Granted descriptors are pushed to `fds` in
-/// outcome order. `groups` are the peer's supplementary groups, for judging what it
-/// could reopen a file for (`resolve::Holder`).
+/// outcome order, and each decision's audit line to `audit`, which the caller writes
+/// before it sends the reply. `groups` are the peer's supplementary groups, for judging
+/// what it could reopen a file for (`resolve::Holder`).
+#[allow(clippy::too_many_arguments)]
 pub fn answer(
+    audit: &mut Batch,
     loaded: &Loaded,
     client: ClientId,
     peer: &PeerCredentials,
@@ -27,6 +30,7 @@ pub fn answer(
 ) -> ReplyBody {
     match op {
         Op::Open(spec) => ReplyBody::Open(open_one(
+            audit,
             loaded,
             client,
             peer,
@@ -53,11 +57,11 @@ pub fn answer(
             ReplyBody::OpenMany(
                 paths
                     .iter()
-                    .map(|p| open_one(loaded, client, peer, groups, p, access, flags, fds))
+                    .map(|p| open_one(audit, loaded, client, peer, groups, p, access, flags, fds))
                     .collect(),
             )
         }
-        Op::Stat(spec) => ReplyBody::Stat(stat_one(loaded, client, peer, &spec.path)),
+        Op::Stat(spec) => ReplyBody::Stat(stat_one(audit, loaded, client, peer, &spec.path)),
         // Answered by the connection itself (conn.rs), which alone can make one.
         Op::Connect => ReplyBody::Refused(WireError::new(
             Errno::EOPNOTSUPP as i32,
@@ -74,6 +78,7 @@ pub fn answer(
 /// Kept apart from the open path so that anything answering a `stat(2)` under the policy
 /// (a transparent mode) can call it as it is.
 pub fn stat_one(
+    audit: &mut Batch,
     loaded: &Loaded,
     client: ClientId,
     peer: &PeerCredentials,
@@ -93,6 +98,7 @@ pub fn stat_one(
         Err(denial) => {
             let rule = denial.rule().map(|r| loaded.rule_label(r));
             audit::decision(
+                audit,
                 peer,
                 client_name,
                 path,
@@ -114,6 +120,7 @@ pub fn stat_one(
         Ok(meta) => {
             let ino = meta.file.ino;
             audit::decision(
+                audit,
                 peer,
                 client_name,
                 path,
@@ -125,6 +132,7 @@ pub fn stat_one(
         }
         Err(e) => {
             audit::decision(
+                audit,
                 peer,
                 client_name,
                 path,
@@ -139,6 +147,7 @@ pub fn stat_one(
 
 #[allow(clippy::too_many_arguments)]
 fn open_one(
+    audit: &mut Batch,
     loaded: &Loaded,
     client: ClientId,
     peer: &PeerCredentials,
@@ -153,7 +162,15 @@ fn open_one(
     let extra = match resolve::check_flags(access, flags) {
         Ok(extra) => extra,
         Err(e) => {
-            audit::decision(peer, client_name, path, access, None, Verdict::Denied(&e));
+            audit::decision(
+                audit,
+                peer,
+                client_name,
+                path,
+                access,
+                None,
+                Verdict::Denied(&e),
+            );
             return Err(e.to_wire());
         }
     };
@@ -165,6 +182,7 @@ fn open_one(
                 _ => None,
             };
             audit::decision(
+                audit,
                 peer,
                 client_name,
                 path,
@@ -191,6 +209,7 @@ fn open_one(
     match opened {
         Ok((fd, meta)) => {
             audit::decision(
+                audit,
                 peer,
                 client_name,
                 path,
@@ -203,6 +222,7 @@ fn open_one(
         }
         Err(e) => {
             audit::decision(
+                audit,
                 peer,
                 client_name,
                 path,

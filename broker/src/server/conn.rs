@@ -7,7 +7,7 @@
 //! a worker that floods requests without reading replies holds at most one reply's
 //! worth of broker memory.
 
-use crate::audit::line as audit_line;
+use crate::audit::{Batch, Written};
 use crate::request::answer;
 use crate::request::loaded::Loaded;
 use crate::server::inflight::InFlight;
@@ -93,6 +93,8 @@ enum Answered {
 
 /// Per-thread buffers, reused for every message.
 pub struct Scratch {
+    /// The audit lines of the request being answered, written before its reply.
+    audit: Batch,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
     fds: Vec<OwnedFd>,
@@ -101,6 +103,7 @@ pub struct Scratch {
 impl Default for Scratch {
     fn default() -> Self {
         Scratch {
+            audit: Batch::default(),
             inbuf: vec![0; MAX_MESSAGE],
             outbuf: Vec::with_capacity(4096),
             fds: Vec::with_capacity(fdbroker_shared::frame::MAX_FDS_PER_REPLY),
@@ -167,6 +170,8 @@ struct Outgoing {
     id: Option<u64>,
     bytes: Vec<u8>,
     fds: Vec<OwnedFd>,
+    /// Its audit lines were written when it was built.
+    written: Written,
 }
 
 enum Sent {
@@ -241,7 +246,7 @@ impl Conn {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(mut out) = st.pending.take() {
             let held = out.fds.len();
-            let sent = self.transmit(out.id, &mut out.bytes, &mut out.fds);
+            let sent = self.transmit(&out.written, out.id, &mut out.bytes, &mut out.fds);
             self.account(held, &sent);
             if matches!(sent, Sent::Done(_)) {
                 self.touch();
@@ -285,12 +290,18 @@ impl Conn {
                 }
             };
             s.fds.clear();
-            // The request's audit lines go out in one write when this batch ends, before
-            // the reply: no descriptor is delivered ahead of the line recording it.
-            let audit = audit_line::batch();
-            let answered =
-                self.on_message(&mut st, shared, &s.inbuf[..n], &mut s.outbuf, &mut s.fds);
-            drop(audit);
+            let answered = self.on_message(
+                &mut st,
+                shared,
+                &s.inbuf[..n],
+                &mut s.outbuf,
+                &mut s.fds,
+                &mut s.audit,
+            );
+            // The request's audit lines go out in one write now, before the reply: no
+            // descriptor is delivered ahead of the line recording it (the send takes
+            // what the flush returns).
+            let written = s.audit.flush();
             let id = match answered {
                 Ok(Answered::Reply(id)) => id,
                 // The descriptor reserved for the worker's end stays reserved until
@@ -302,7 +313,7 @@ impl Conn {
                     return Next::Close;
                 }
             };
-            if let Some(next) = self.send_reply(&mut st, id, s) {
+            if let Some(next) = self.send_reply(&mut st, id, s, written) {
                 return next;
             }
             // A relay sends its next request only after this answer reached the
@@ -322,17 +333,24 @@ impl Conn {
     /// Send the reply built in the thread's buffers, returning the descriptors reserved
     /// for files that were not granted; `Some` when the loop must stop (the reply is
     /// parked, or the connection is done).
-    fn send_reply(&self, st: &mut State, id: Option<u64>, s: &mut Scratch) -> Option<Next> {
+    fn send_reply(
+        &self,
+        st: &mut State,
+        id: Option<u64>,
+        s: &mut Scratch,
+        written: Written,
+    ) -> Option<Next> {
         // Descriptors reserved for files that were not granted go back now.
         let held = s.fds.len();
         self.uncharge(std::mem::take(&mut st.reserved).saturating_sub(held));
         // Sent from the thread's buffers; copied out only if it has to wait.
-        let sent = self.transmit(id, &mut s.outbuf, &mut s.fds);
+        let sent = self.transmit(&written, id, &mut s.outbuf, &mut s.fds);
         self.account(held, &sent);
         let park = || Outgoing {
             id,
             bytes: s.outbuf.clone(),
             fds: std::mem::take(&mut s.fds),
+            written,
         };
         settle(st, sent, park)
     }
@@ -368,7 +386,8 @@ impl Conn {
             self.violation(&e);
             return Next::Close;
         }
-        match self.send_reply(&mut st, Some(reply.id), s) {
+        let written = s.audit.flush();
+        match self.send_reply(&mut st, Some(reply.id), s, written) {
             Some(next) => next,
             None if matches!(st.phase, Phase::Closing) => Next::Close,
             None => Next::Read,
@@ -384,6 +403,7 @@ impl Conn {
         msg: &[u8],
         out: &mut Vec<u8>,
         fds: &mut Vec<OwnedFd>,
+        audit: &mut Batch,
     ) -> Result<Answered, ProtocolError> {
         match st.phase {
             Phase::AwaitHello => {
@@ -488,21 +508,20 @@ impl Conn {
                         Err(refused) => refused,
                     },
                     op => {
-                        let via = match self.binding {
+                        audit.set_via(match self.binding {
                             Binding::Transparent(_) => Some("transparent"),
                             _ => None,
-                        };
-                        crate::audit::via(via, || {
-                            answer::answer(
-                                &loaded,
-                                client,
-                                &self.peer,
-                                &self.groups,
-                                op,
-                                max_batch,
-                                fds,
-                            )
-                        })
+                        });
+                        answer::answer(
+                            audit,
+                            &loaded,
+                            client,
+                            &self.peer,
+                            &self.groups,
+                            op,
+                            max_batch,
+                            fds,
+                        )
                     }
                 };
                 encode_reply(out, req.id, body, fds)?;
@@ -604,7 +623,14 @@ impl Conn {
     /// it must wait for the socket. A reply whose descriptors cannot be passed
     /// (`ETOOMANYREFS`, ...) is replaced by an error reply without them, closing what
     /// was opened, so the worker is never left waiting.
-    fn transmit(&self, id: Option<u64>, bytes: &mut Vec<u8>, fds: &mut Vec<OwnedFd>) -> Sent {
+    /// `_written`: the reply's audit lines are out (see `crate::audit::batch`).
+    fn transmit(
+        &self,
+        _written: &Written,
+        id: Option<u64>,
+        bytes: &mut Vec<u8>,
+        fds: &mut Vec<OwnedFd>,
+    ) -> Sent {
         match self.channel.send_with_fds(bytes, fds) {
             Ok(()) => {
                 let passed = fds.len();
@@ -647,7 +673,7 @@ impl Conn {
                 if encode_reply(bytes, id, body, fds).is_err() {
                     return Sent::Failed;
                 }
-                self.transmit(Some(id), bytes, fds)
+                self.transmit(_written, Some(id), bytes, fds)
             }
             Err(e) => {
                 if !is_disconnect(&e) {
@@ -859,7 +885,12 @@ impl Conn {
                     client: ClientId(0),
                 };
             }
-            st.pending = parked.map(|(id, bytes, fds)| Outgoing { id, bytes, fds });
+            st.pending = parked.map(|(id, bytes, fds)| Outgoing {
+                id,
+                bytes,
+                fds,
+                written: Written::by_predecessor(),
+            });
         }
         (conn, has_parked)
     }
