@@ -24,6 +24,7 @@ pub mod confine;
 pub mod daemon;
 pub mod inspect;
 pub mod lint;
+pub mod listener;
 pub mod log;
 pub mod request;
 pub mod server;
@@ -32,8 +33,8 @@ pub mod sys;
 pub mod systemd;
 pub mod transparent;
 
+pub use listener::Listener;
 pub use request::loaded::Loaded;
 pub use server::conn::Binding;
-pub use server::listener::Listener;
 pub use server::state::Shared;
 pub use server::{ServeOptions, Server, Stopper};

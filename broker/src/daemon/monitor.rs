@@ -40,8 +40,8 @@
 //! SIGHUP reloads the same way and gets no answer.
 
 use crate::daemon::reload::{ANSWER, RELOAD_APPLIED, RELOAD_REFUSED, RELOAD_REQUEST};
+use crate::listener::Listener;
 use crate::server::control::{self, Down, Up};
-use crate::server::listener::Listener;
 use crate::sys;
 use crate::systemd::notify::{self, Notifier, NotifyState};
 use fdbroker_shared::Channel;

@@ -3,9 +3,9 @@
 //! (Landlock to the policy's roots, seccomp, only the capabilities it needs) once
 //! everything it opens by name at start-up is open, before any thread starts.
 
+use crate::listener::Listener;
 use crate::log::{self, LogFormat};
 use crate::server::control::{self, Up};
-use crate::server::listener::Listener;
 use crate::server::state::Shared;
 use crate::server::{ServeOptions, Server};
 use fdbroker_policy::Policy;

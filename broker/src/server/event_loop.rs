@@ -6,7 +6,6 @@
 use super::conn::{self, Binding, Conn, ConnRef, Next, Scratch};
 use super::control::{self, Down};
 use super::draining::{Draining, MAX_DRAINING_PER_UID};
-use super::listener::Listener;
 use super::report::Manager;
 use super::slab::Slab;
 use super::state::Shared;
@@ -15,6 +14,7 @@ use super::{
     ACCEPT_BACKOFF, CONTROL, FIRST_CONN, FIRST_LISTENER, HANDOVER, RELAY_ROUNDS, RELAY_SPIN,
     SIGNALS, STATUS_EVERY, TICK, WAKE, lock, read,
 };
+use crate::listener::Listener;
 use crate::systemd::notify::{self, NotifyState};
 use fdbroker_shared::{Channel, channel, peer};
 use nix::errno::Errno;

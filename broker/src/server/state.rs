@@ -10,6 +10,21 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
+/// Why a reload left the policy in force as it was.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    #[error("this broker was not started from a policy file")]
+    NoPolicyFile,
+    /// The file cannot be read, parsed or validated (`FILE:LINE:COL: ...`).
+    #[error(transparent)]
+    Policy(#[from] fdbroker_policy::LoadError),
+    /// It would need more than the broker kept when it confined itself (a root outside
+    /// the confined ones, writes when none were kept): restart the broker to widen it.
+    #[error("{}: {why}", path.display())]
+    OutsideConfinement { path: PathBuf, why: String },
+}
+
 /// Counters for status lines and tests.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -51,14 +66,17 @@ impl Shared {
 
     /// Parse, validate and open the policy file again, then swap it in. On any error
     /// the policy in force stays, and the error is returned (and kept for status).
-    pub fn reload(&self) -> Result<Arc<Loaded>, String> {
+    pub fn reload(&self) -> Result<Arc<Loaded>, ReloadError> {
         let Some(path) = &self.policy_path else {
-            return Err("this broker was not started from a policy file".into());
+            return Err(ReloadError::NoPolicyFile);
         };
         let result = match Policy::load(path) {
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(ReloadError::Policy(e)),
             Ok(policy) => match self.refused_by_confinement(&policy) {
-                Some(why) => Err(format!("{}: {why}", path.display())),
+                Some(why) => Err(ReloadError::OutsideConfinement {
+                    path: path.clone(),
+                    why,
+                }),
                 None => {
                     let generation = self.current().generation + 1;
                     let loaded = Arc::new(Loaded::new(policy, generation));
@@ -70,7 +88,7 @@ impl Shared {
         *self
             .last_reload_error
             .write()
-            .unwrap_or_else(|p| p.into_inner()) = result.as_ref().err().cloned();
+            .unwrap_or_else(|p| p.into_inner()) = result.as_ref().err().map(ToString::to_string);
         result
     }
 

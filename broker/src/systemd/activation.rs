@@ -10,7 +10,7 @@
 //!
 //! <https://www.freedesktop.org/software/systemd/man/sd_listen_fds.html>
 
-use crate::server::listener::Listener;
+use crate::listener::Listener;
 use std::io;
 use std::os::fd::RawFd;
 
