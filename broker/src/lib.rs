@@ -28,7 +28,6 @@ pub mod server;
 pub mod spawn;
 pub mod sys;
 pub mod systemd;
-pub mod transparent;
 
 pub use server::conn::Binding;
 pub use server::listener::Listener;
