@@ -390,3 +390,60 @@ fn exit_code_of(status: ExitStatus) -> u8 {
         _ => 1,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(text: &str) -> Policy {
+        Policy::parse(text, std::path::Path::new("p.toml")).expect("a valid policy")
+    }
+
+    #[test]
+    fn the_client_is_named_or_the_only_one() {
+        let one = policy("[[client]]\nname = \"scanner\"\nusers = [1]\n");
+        assert_eq!(
+            pick_client(&one, None).expect("the only client"),
+            fdbroker_policy::ClientId(0)
+        );
+        let two = policy(
+            "[[client]]\nname = \"a\"\nusers = [1]\n[[client]]\nname = \"b\"\nusers = [2]\n",
+        );
+        let e = pick_client(&two, None).expect_err("two clients, none named");
+        assert!(matches!(e, SpawnError::ChooseClient { count: 2 }));
+        assert_eq!(
+            e.to_string(),
+            "the policy has 2 clients; choose one with --client"
+        );
+        let e = pick_client(&two, Some("c")).expect_err("no such client");
+        assert_eq!(
+            e.to_string(),
+            "the policy has no client named \"c\" (it has: a, b)"
+        );
+        assert_eq!(e.exit_code(), 1);
+    }
+
+    #[test]
+    fn errors_keep_their_words_and_their_source() {
+        assert_eq!(SpawnError::NoCommand.to_string(), "no command given");
+        let load = Policy::load("/nonexistent/fdbroker-spawn-test.toml".as_ref())
+            .expect_err("no such file");
+        let text = load.to_string();
+        let e = SpawnError::Policy(load);
+        assert_eq!(e.to_string(), text);
+        assert!(std::error::Error::source(&e).is_some());
+        let e = SpawnError::from(fdbroker_transparent::KernelError::TooOld {
+            release: "5.10.0".into(),
+        });
+        assert!(
+            e.to_string()
+                .starts_with("--transparent needs Linux 6.9 or later")
+        );
+        assert!(std::error::Error::source(&e).is_some());
+        let missing = SpawnError::Exec {
+            command: "nope".into(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        assert_eq!(missing.exit_code(), 127);
+    }
+}

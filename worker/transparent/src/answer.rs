@@ -306,12 +306,3 @@ fn errno_of(e: &io::Error) -> i32 {
         .filter(|&errno| errno > 0)
         .unwrap_or(libc::EIO)
 }
-
-/// Asks the kernel to hand the CPU straight from a notifying thread to the supervisor
-/// and back (`SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`, Linux 6.6): the program is blocked
-/// for the whole exchange, so running both on the program's CPU saves a wake-up of
-/// another, often idle, CPU each way. Only speed depends on it.
-pub fn sync_wake_up(listener: &OwnedFd) {
-    // Its result is not needed: without the flag the wake-ups are only slower.
-    let _ = sys::notif_set_flags(listener.as_fd(), uapi::FD_SYNC_WAKE_UP);
-}
