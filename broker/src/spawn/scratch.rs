@@ -1,7 +1,7 @@
 //! The scratch remover: a process of its own that runs as root, unconfined but deaf to
 //! every signal except `SIGKILL` and out of the terminal's session, started by the spawn
 //! broker ([`Scratch::create`]) while still single-threaded; it waits for the broker to
-//! exit and removes transparent mode's scratch directory ([`remover_main`]).
+//! exit and removes transparent mode's scratch directory (`remover_main`).
 //!
 //! The program's private scratch directory (its `TMPDIR`): made by the broker, owned by
 //! the sandbox user, mode 0700, the only place the sandbox may write; removed after the

@@ -116,7 +116,10 @@ pub struct Prepared {
     pub program: PreparedSandbox,
     /// The supervisor's end of its broker connection.
     pub connection: OwnedFd,
+    /// A copy of the policy, only to tell paths no rule covers (left to the sandbox)
+    /// from the rest; the broker decides.
     pub policy: Policy,
+    /// The worker's client in that policy.
     pub client: ClientId,
     /// The signals `fdbroker run` forwards to its worker: the supervisor is that worker
     /// and passes them on to the program. Given by the spawn broker, which alone decides
