@@ -216,7 +216,7 @@ fn spawn(args: RunArgs) -> ExitCode {
         transparent: args.transparent,
         command: args.command,
     };
-    match crate::spawn::broker::run(spec) {
+    match crate::spawn::broker::spawn_main(spec) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("fdbroker: {e}");

@@ -31,7 +31,6 @@ pub mod server;
 pub mod spawn;
 pub mod sys;
 pub mod systemd;
-pub mod transparent;
 
 pub use listener::Listener;
 pub use request::loaded::Loaded;

@@ -1,3 +1,7 @@
+//! The spawn broker: `fdbroker run`'s own process ([`spawn_main`]), started by the user
+//! (or a service) as root; it prepares everything, starts the worker, then confines
+//! itself as `fdbroker serve` does and serves the worker alone until it exits.
+//!
 //! Spawn mode: `fdbroker run -- COMMAND` starts a worker already confined, with the
 //! broker as its only way to files.
 //!
@@ -39,23 +43,26 @@ use crate::server::conn::Binding;
 use crate::server::state::Shared;
 use crate::server::{ServeOptions, Server};
 use crate::spawn::pidns::NamespaceError;
+use crate::spawn::scratch::Scratch;
+use crate::spawn::worker::{Becomes, set_pre_exec};
 use fdbroker_policy::{Policy, UserSpec};
 use fdbroker_shared::Channel;
 use fdbroker_shared::peer::PeerCredentials;
-use fdbroker_worker::sandbox::{Identity, PreparedSandbox, Sandbox};
+use fdbroker_worker::sandbox::{Identity, Sandbox};
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, ExitStatus};
 use std::sync::{Arc, Mutex};
 
-/// Signals sent to `fdbroker run` that are passed on to the worker.
+/// Signals sent to `fdbroker run` that are passed on to the worker (and, in transparent
+/// mode, by the supervisor on to the program: it is given this list).
 pub(crate) const FORWARDED: [Signal; 6] = [
     Signal::SIGHUP,
     Signal::SIGINT,
@@ -71,21 +78,35 @@ pub struct Spawn {
     pub policy: PathBuf,
     pub client: Option<String>,
     pub user: Option<String>,
-    /// Serve the program's own file calls through the broker ([`crate::transparent`]).
+    /// Serve the program's own file calls through the broker ([`fdbroker_transparent`]).
     pub transparent: bool,
     pub command: Vec<OsString>,
 }
 
 /// Why the worker could not be started; each maps to a conventional exit status.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SpawnError {
+    /// The policy file could not be read or is not a valid policy.
     #[error("{0}")]
-    Policy(String),
+    Policy(#[source] fdbroker_policy::LoadError),
+    /// `--client` names no client of the policy.
+    #[error("the policy has no client named {name:?} (it has: {})", .known.join(", "))]
+    NoSuchClient { name: String, known: Vec<String> },
+    /// The policy has several clients and `--client` chose none.
+    #[error("the policy has {count} clients; choose one with --client")]
+    ChooseClient { count: usize },
+    /// Nothing after `--`.
+    #[error("no command given")]
+    NoCommand,
+    /// `--transparent` on a kernel that cannot run it.
+    #[error("{0}")]
+    Kernel(#[from] fdbroker_transparent::KernelError),
     #[error("cannot prepare the worker's sandbox: {0}")]
     Sandbox(#[source] fdbroker_worker::sandbox::SandboxError),
     /// The broker could not confine itself; the worker was killed.
-    #[error("{0} (set [broker] confine = false to run unconfined)")]
-    Confine(String),
+    #[error("cannot confine the broker: {0} (set [broker] confine = false to run unconfined)")]
+    Confine(#[source] crate::confine::ConfineError),
     #[error("cannot start {command}: {source}")]
     Exec {
         command: String,
@@ -113,9 +134,8 @@ impl SpawnError {
 
 /// Run the worker under the broker; returns the worker's exit status as ours
 /// (128 + signal number if it was killed).
-#[allow(unsafe_code)] // the worker's pre-exec hook
-pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
-    let policy = Policy::load(&spec.policy).map_err(|e| SpawnError::Policy(e.to_string()))?;
+pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
+    let policy = Policy::load(&spec.policy).map_err(SpawnError::Policy)?;
     let client = pick_client(&policy, spec.client.as_deref())?;
     let user = sandbox_user(&policy, spec.user.as_deref());
     // The namespace's init runs as the same user and needs no path at all.
@@ -126,8 +146,8 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
     let (worker_uid, worker_gid) = init_sandbox.ids();
     // Transparent mode's TMPDIR, writable in the sandbox.
     let scratch = if spec.transparent {
-        crate::transparent::check_kernel().map_err(SpawnError::Policy)?;
-        Some(crate::transparent::Scratch::create(worker_uid, worker_gid)?)
+        fdbroker_transparent::check_kernel()?;
+        Some(Scratch::create(worker_uid, worker_gid)?)
     } else {
         None
     };
@@ -136,52 +156,49 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
         None => sandbox,
     };
     // Prepared while single-threaded; the children then allocate nothing.
-    let mut prepared = Some(
-        with_scratch(sandbox_for(&policy, user))
-            .prepare()
-            .map_err(SpawnError::Sandbox)?,
-    );
+    let worker_sandbox = with_scratch(sandbox_for(&policy, user))
+        .prepare()
+        .map_err(SpawnError::Sandbox)?;
 
     let (ours, theirs) = Channel::pair()?;
     let theirs = OwnedFd::from(theirs);
     let child_fd = theirs.as_raw_fd();
 
+    let mut forwarded = SigSet::empty();
+    for s in FORWARDED {
+        forwarded.add(s);
+    }
+
     // Transparent mode: the supervisor's sandbox, its own connection, its copy of the
     // policy (only to tell paths no rule covers from the rest; the broker decides).
     let mut supervisor_conn = None;
-    let mut transparent = if spec.transparent {
+    let becomes = if spec.transparent {
         let user = sandbox_user(&policy, spec.user.as_deref());
         let supervisor = with_scratch(sandbox_for(&policy, user))
             .allow_read("/proc")
             .allow_process_memory()
             .prepare()
             .map_err(SpawnError::Sandbox)?;
-        let program = prepared
-            .take()
-            .ok_or_else(|| io::Error::other("sandbox already used"))?;
         let (broker_end, supervisor_end) = Channel::pair()?;
         supervisor_conn = Some(broker_end);
-        Some(crate::transparent::Prepared {
+        Becomes::Supervisor(Box::new(fdbroker_transparent::Prepared {
             supervisor,
-            program,
+            program: worker_sandbox,
             connection: OwnedFd::from(supervisor_end),
-            policy: Policy::load(&spec.policy).map_err(|e| SpawnError::Policy(e.to_string()))?,
+            policy: Policy::load(&spec.policy).map_err(SpawnError::Policy)?,
             client,
-        })
+            forwarded,
+        }))
     } else {
-        None
+        Becomes::Worker(worker_sandbox)
     };
 
     // Block the forwarded signals before forking, so one that arrives early is queued
     // for the forwarding thread rather than killing the broker; the worker unblocks them.
-    let mut forwarded = SigSet::empty();
-    for s in FORWARDED {
-        forwarded.add(s);
-    }
     forwarded.thread_block().map_err(io::Error::from)?;
 
     let Some((program, args)) = spec.command.split_first() else {
-        return Err(SpawnError::Policy("no command given".into()));
+        return Err(SpawnError::NoCommand);
     };
     let mut cmd = Command::new(program);
     cmd.args(args)
@@ -189,15 +206,7 @@ pub fn run(spec: Spawn) -> Result<ExitCode, SpawnError> {
     if let Some(s) = &scratch {
         cmd.env("TMPDIR", &s.path);
     }
-    let in_child =
-        move || -> io::Result<()> { confine_child(&theirs, prepared.take(), transparent.take()) };
-    // SAFETY: `pre_exec` runs in the forked child before exec. The parent is
-    // single-threaded here (`pidns::spawn` checks it and no thread has been started),
-    // so no lock can be held by a thread that does not exist in the child; the closure
-    // makes system calls on values prepared in the parent.
-    unsafe {
-        cmd.pre_exec(in_child);
-    }
+    set_pre_exec(&mut cmd, theirs, becomes);
     let (mut child, init) =
         crate::spawn::pidns::spawn(&mut cmd, init_sandbox).map_err(|e| match e {
             NamespaceError::Spawn(source) => SpawnError::Exec {
@@ -313,9 +322,7 @@ fn confine_parent(
             shared.set_confinement(c);
             Ok(())
         }
-        Err(e) => Err(SpawnError::Confine(format!(
-            "cannot confine the broker: {e}"
-        ))),
+        Err(e) => Err(SpawnError::Confine(e)),
     }
 }
 
@@ -325,18 +332,16 @@ fn pick_client(
     name: Option<&str>,
 ) -> Result<fdbroker_policy::ClientId, SpawnError> {
     match name {
-        Some(n) => policy.client_by_name(n).ok_or_else(|| {
-            let known: Vec<_> = policy.clients().iter().map(|c| c.name.as_str()).collect();
-            SpawnError::Policy(format!(
-                "the policy has no client named {n:?} (it has: {})",
-                known.join(", ")
-            ))
-        }),
+        Some(n) => policy
+            .client_by_name(n)
+            .ok_or_else(|| SpawnError::NoSuchClient {
+                name: n.to_owned(),
+                known: policy.clients().iter().map(|c| c.name.clone()).collect(),
+            }),
         None if policy.clients().len() == 1 => Ok(fdbroker_policy::ClientId(0)),
-        None => Err(SpawnError::Policy(format!(
-            "the policy has {} clients; choose one with --client",
-            policy.clients().len()
-        ))),
+        None => Err(SpawnError::ChooseClient {
+            count: policy.clients().len(),
+        }),
     }
 }
 
@@ -369,47 +374,6 @@ fn sandbox_for(policy: &Policy, user: Identity) -> Sandbox {
     sandbox
 }
 
-/// Runs in the forked child: only system calls on prepared values.
-fn confine_child(
-    worker_end: &OwnedFd,
-    prepared: Option<PreparedSandbox>,
-    transparent: Option<crate::transparent::Prepared>,
-) -> io::Result<()> {
-    // The worker inherits exactly this descriptor (its number is in FDBROKER_FD).
-    nix::fcntl::fcntl(
-        worker_end.as_fd(),
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-    )?;
-    SigSet::empty().thread_set_mask()?;
-    // A session of its own, so no controlling terminal: stdin, stdout and stderr may
-    // still be the terminal `fdbroker run` was started from, but pushing input into a
-    // terminal that is not the caller's controlling terminal (TIOCSTI) needs
-    // CAP_SYS_ADMIN, so the worker cannot type commands for the shell that reads there
-    // after it (the sandbox's seccomp filter refuses TIOCSTI too). Keyboard signals
-    // (Ctrl-C, Ctrl-\) now reach only `fdbroker run`, which forwards them. The child of
-    // `fork` is never a process-group leader, so this cannot fail with EPERM.
-    nix::unistd::setsid()?;
-    if let Some(transparent) = transparent {
-        // Returns only in the program, confined; the supervisor never returns.
-        return crate::transparent::split(transparent);
-    }
-    let Some(prepared) = prepared else {
-        return Err(io::Error::other("sandbox already used"));
-    };
-    if let Err(e) = prepared.apply() {
-        // Only the errno crosses back to the parent; say why here.
-        eprintln!("fdbroker: cannot confine the worker: {e}");
-        return Err(e.into());
-    }
-    // Never outlive the broker. Set only now: the kernel clears the parent-death
-    // signal whenever the effective uid or gid changes, which the sandbox just did. A
-    // broker that died before this point is not missed: its end of the namespace
-    // init's lifeline closes once this process execs (close-on-exec), and the init
-    // then takes the namespace down, this process with it (see `crate::spawn::pidns`).
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-    Ok(())
-}
-
 fn forward_signals(set: &SigSet, worker: Pid, exited: &Mutex<bool>) {
     loop {
         match set.wait() {
@@ -430,5 +394,62 @@ fn exit_code_of(status: ExitStatus) -> u8 {
         (Some(code), _) => code.clamp(0, 255) as u8,
         (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
         _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(text: &str) -> Policy {
+        Policy::parse(text, std::path::Path::new("p.toml")).expect("a valid policy")
+    }
+
+    #[test]
+    fn the_client_is_named_or_the_only_one() {
+        let one = policy("[[client]]\nname = \"scanner\"\nusers = [1]\n");
+        assert_eq!(
+            pick_client(&one, None).expect("the only client"),
+            fdbroker_policy::ClientId(0)
+        );
+        let two = policy(
+            "[[client]]\nname = \"a\"\nusers = [1]\n[[client]]\nname = \"b\"\nusers = [2]\n",
+        );
+        let e = pick_client(&two, None).expect_err("two clients, none named");
+        assert!(matches!(e, SpawnError::ChooseClient { count: 2 }));
+        assert_eq!(
+            e.to_string(),
+            "the policy has 2 clients; choose one with --client"
+        );
+        let e = pick_client(&two, Some("c")).expect_err("no such client");
+        assert_eq!(
+            e.to_string(),
+            "the policy has no client named \"c\" (it has: a, b)"
+        );
+        assert_eq!(e.exit_code(), 1);
+    }
+
+    #[test]
+    fn errors_keep_their_words_and_their_source() {
+        assert_eq!(SpawnError::NoCommand.to_string(), "no command given");
+        let load = Policy::load("/nonexistent/fdbroker-spawn-test.toml".as_ref())
+            .expect_err("no such file");
+        let text = load.to_string();
+        let e = SpawnError::Policy(load);
+        assert_eq!(e.to_string(), text);
+        assert!(std::error::Error::source(&e).is_some());
+        let e = SpawnError::from(fdbroker_transparent::KernelError::TooOld {
+            release: "5.10.0".into(),
+        });
+        assert!(
+            e.to_string()
+                .starts_with("--transparent needs Linux 6.9 or later")
+        );
+        assert!(std::error::Error::source(&e).is_some());
+        let missing = SpawnError::Exec {
+            command: "nope".into(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        assert_eq!(missing.exit_code(), 127);
     }
 }

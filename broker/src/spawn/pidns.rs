@@ -1,3 +1,7 @@
+//! The PID namespace's init (`init_main`): pid 1 of the worker's namespace, forked by
+//! the spawn broker before the worker, runs as the sandbox user under the worker's
+//! sandbox with no path granted, and only reaps orphans until the broker lets it go.
+//!
 //! The spawn-mode worker's PID namespace: nothing the worker starts outlives it.
 //!
 //! A worker can fork a child that leaves its session (`setsid`) and keeps running after

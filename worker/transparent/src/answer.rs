@@ -1,0 +1,308 @@
+//! Answering one notification: through the broker over the supervisor's own connection,
+//! or by letting the kernel run the call as the program made it (see "What it answers,
+//! and how" in the crate documentation).
+
+use crate::call::{Call, decode};
+use crate::memory::{absolute, read_path, write_memory};
+use crate::stat::{stat_bytes, statx_bytes};
+use crate::{sys, uapi};
+use fdbroker_policy::{ClientId, Decision, Denial, Policy};
+use fdbroker_shared::Channel;
+use fdbroker_shared::wire::Access;
+use fdbroker_worker::Client;
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// The answer to one notification.
+enum Answer {
+    /// Let the kernel run the call under the program's sandbox.
+    Continue,
+    Error(i32),
+    Value(i64),
+    /// Install this descriptor in the program as the call's result.
+    Fd {
+        fd: OwnedFd,
+        cloexec: bool,
+    },
+    /// Write these bytes at this address in the program, then return 0.
+    Write {
+        addr: u64,
+        bytes: Vec<u8>,
+    },
+}
+
+/// How long the supervisor looks for the broker's answer before sleeping: the broker
+/// takes ~10 µs for an open, while waking this process on an idle CPU costs ~20 µs on
+/// a small VM (see `Client::set_spin`).
+const REPLY_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// The supervisor's answering side: the listener, its broker connection, and the copy
+/// of the policy that tells paths no rule covers from the rest.
+pub struct Supervisor<'a> {
+    listener: OwnedFd,
+    /// The connection, until the first call that needs it greets the broker over it.
+    connection: Option<OwnedFd>,
+    broker: Option<Client>,
+    policy: &'a Policy,
+    client: ClientId,
+}
+
+impl<'a> Supervisor<'a> {
+    /// Answers on `listener`; greets the broker over `connection` on the first call that
+    /// needs it.
+    pub fn new(
+        listener: OwnedFd,
+        connection: OwnedFd,
+        policy: &'a Policy,
+        client: ClientId,
+    ) -> Self {
+        Supervisor {
+            listener,
+            connection: Some(connection),
+            broker: None,
+            policy,
+            client,
+        }
+    }
+
+    /// The listener, for the supervisor's poll.
+    pub fn listener(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+}
+
+impl Supervisor<'_> {
+    /// Receives and answers one notification. Errors are the program's: a notification
+    /// gone stale (the thread was killed) is simply dropped.
+    pub fn one(&mut self) {
+        let Ok(n) = sys::notif_recv(self.listener.as_fd()) else {
+            return;
+        };
+        let answer = self.decide(&n);
+        self.respond(n.id, n.pid, answer);
+    }
+
+    /// The broker connection, greeted on first use.
+    fn broker(&mut self) -> io::Result<&Client> {
+        if self.broker.is_none() {
+            let fd = self
+                .connection
+                .take()
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+            let client = Client::over(Channel::wrap(fd))?;
+            // The program waits for every answer: see `Client::set_spin`.
+            if Channel::spinning_pays() {
+                client.set_spin(REPLY_SPIN);
+            }
+            self.broker = Some(client);
+        }
+        self.broker
+            .as_ref()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+
+    fn decide(&mut self, n: &uapi::Notif) -> Answer {
+        let tid = n.pid as i32;
+        let Some(call) = decode(tid, &n.data) else {
+            return Answer::Continue;
+        };
+        let (dirfd, path_addr) = match &call {
+            Call::Open { dirfd, path, .. }
+            | Call::Stat { dirfd, path, .. }
+            | Call::Access { dirfd, path, .. }
+            | Call::Readlink { dirfd, path } => (*dirfd, *path),
+        };
+        let raw = match read_path(tid, path_addr) {
+            Ok(p) => p,
+            Err(e) => return Answer::Error(e),
+        };
+        if raw.is_empty() {
+            return Answer::Continue;
+        }
+        // The thread is still blocked in this call, so its tid still names it.
+        if !self.valid(n.id) {
+            return Answer::Continue;
+        }
+        let Some(path) = absolute(tid, dirfd, &raw) else {
+            return Answer::Continue;
+        };
+        // Only paths a rule covers go to the broker; elsewhere the sandbox decides.
+        if let Decision::Deny(Denial::NoRule | Denial::InvalidPath(_)) =
+            self.policy.decide(self.client, &path, Access::Read)
+        {
+            return Answer::Continue;
+        }
+        let path = Path::new(OsStr::from_bytes(&path));
+        let (policy, client) = (self.policy, self.client);
+        let broker = match self.broker() {
+            Ok(b) => b,
+            Err(e) => return Answer::Error(errno_of(&e)),
+        };
+        match call {
+            Call::Open { flags, .. } => open(broker, path, flags),
+            Call::Stat {
+                flags, buf, statx, ..
+            } => {
+                let _ = flags;
+                match broker.metadata(path) {
+                    Ok(meta) => Answer::Write {
+                        addr: buf,
+                        bytes: if statx {
+                            statx_bytes(meta.raw())
+                        } else {
+                            stat_bytes(meta.raw())
+                        },
+                    },
+                    Err(e) => Answer::Error(errno_of(&e)),
+                }
+            }
+            // The broker resolves without following symbolic links (unless a rule says
+            // `symlinks = "beneath"`, and then it describes the target): what it can
+            // describe is, as far as the program can tell, not a link.
+            Call::Readlink { .. } => match broker.metadata(path) {
+                Ok(_) => Answer::Error(libc::EINVAL),
+                Err(e) => Answer::Error(errno_of(&e)),
+            },
+            Call::Access { mode, .. } => match broker.metadata(path) {
+                Err(e) => Answer::Error(errno_of(&e)),
+                Ok(meta) => {
+                    let dir = meta.is_dir();
+                    if mode & libc::W_OK != 0 {
+                        match policy.decide(client, path.as_os_str().as_bytes(), Access::Write) {
+                            Decision::Allow(_) if !dir => {}
+                            _ => return Answer::Error(libc::EACCES),
+                        }
+                    }
+                    if mode & libc::X_OK != 0 && !dir {
+                        return Answer::Error(libc::EACCES);
+                    }
+                    Answer::Value(0)
+                }
+            },
+        }
+    }
+}
+
+/// An open, as the broker's access its flags mean.
+fn open(broker: &Client, path: &Path, flags: i32) -> Answer {
+    {
+        let cloexec = flags & libc::O_CLOEXEC != 0;
+        let mode = flags & libc::O_ACCMODE;
+        let mut extra = 0;
+        if flags & libc::O_TRUNC != 0 {
+            extra |= fdbroker_shared::wire::OPEN_TRUNC;
+        }
+        if flags & libc::O_APPEND != 0 {
+            extra |= fdbroker_shared::wire::OPEN_APPEND;
+        }
+        let result = if flags & libc::O_PATH != 0 || mode == libc::O_RDONLY {
+            if flags & (libc::O_CREAT | libc::O_TRUNC) != 0 && flags & libc::O_PATH == 0 {
+                return Answer::Error(libc::EACCES);
+            }
+            if flags & libc::O_DIRECTORY != 0 {
+                broker.open_with(path, Access::Directory)
+            } else {
+                match broker.open_with(path, Access::Read) {
+                    // A directory opened without O_DIRECTORY (fdopendir after open).
+                    Err(e) if errno_of(&e) == libc::EISDIR => {
+                        broker.open_with(path, Access::Directory)
+                    }
+                    r => r,
+                }
+            }
+        } else {
+            let access = if mode == libc::O_RDWR {
+                Access::ReadWrite
+            } else {
+                Access::Write
+            };
+            if flags & libc::O_CREAT != 0 && flags & libc::O_EXCL != 0 {
+                broker
+                    .open_detailed(path, Access::Create, 0)
+                    .map(|o| o.file)
+            } else {
+                match broker.open_detailed(path, access, extra) {
+                    Err(e) if flags & libc::O_CREAT != 0 && errno_of(&e) == libc::ENOENT => broker
+                        .open_detailed(path, Access::Create, 0)
+                        .map(|o| o.file),
+                    r => r.map(|o| o.file),
+                }
+            }
+        };
+        match result {
+            Ok(file) => {
+                let fd = OwnedFd::from(file);
+                if flags & libc::O_NONBLOCK != 0 {
+                    // A status flag of the open file description the program shares.
+                    let _ = nix::fcntl::fcntl(
+                        fd.as_fd(),
+                        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                    );
+                }
+                Answer::Fd { fd, cloexec }
+            }
+            Err(e) => Answer::Error(errno_of(&e)),
+        }
+    }
+}
+
+impl Supervisor<'_> {
+    fn valid(&self, id: u64) -> bool {
+        sys::notif_id_valid(self.listener.as_fd(), id)
+    }
+
+    fn respond(&self, id: u64, tid: u32, answer: Answer) {
+        let mut resp = uapi::Resp {
+            id,
+            ..Default::default()
+        };
+        match answer {
+            Answer::Continue => resp.flags = uapi::USER_NOTIF_FLAG_CONTINUE,
+            Answer::Error(e) => resp.error = -e,
+            Answer::Value(v) => resp.val = v,
+            Answer::Fd { fd, cloexec } => {
+                // No ID_VALID first: ADDFD finds the notification by its id and fails
+                // (ENOENT) if the thread is gone; nothing is installed elsewhere.
+                let add = uapi::AddFd {
+                    id,
+                    flags: uapi::ADDFD_FLAG_SEND,
+                    srcfd: fd.as_raw_fd() as u32,
+                    newfd: 0,
+                    newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
+                };
+                // Installs the descriptor and answers with its number, atomically.
+                match sys::notif_addfd(self.listener.as_fd(), add) {
+                    Ok(()) => return,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return,
+                    Err(_) => resp.error = -libc::EMFILE,
+                }
+            }
+            Answer::Write { addr, bytes } => {
+                if !self.valid(id) {
+                    return;
+                }
+                if write_memory(tid as i32, addr, &bytes).is_err() {
+                    resp.error = -libc::EFAULT;
+                }
+            }
+        }
+        // SEND, like ADDFD, fails harmlessly for a notification that is gone.
+        let _ = sys::notif_send(self.listener.as_fd(), resp);
+    }
+}
+
+/// The errno for the program: the broker's own (a denial is `EACCES`, a missing file
+/// `ENOENT`, ...), or `EIO` when the broker could not be asked at all.
+fn errno_of(e: &io::Error) -> i32 {
+    e.raw_os_error()
+        .or_else(|| {
+            e.get_ref()
+                .and_then(|inner| inner.downcast_ref::<fdbroker_worker::BrokerError>())
+                .map(|b| b.errno)
+        })
+        .filter(|&errno| errno > 0)
+        .unwrap_or(libc::EIO)
+}

@@ -1,0 +1,228 @@
+//! What an intercepted call asks, decoded from the registers the notification carries.
+//!
+//! Only what the broker can answer becomes a [`Call`]; anything else (an `openat2` with
+//! `resolve` flags, an `AT_EMPTY_PATH` stat of a descriptor) is `None`, which the
+//! supervisor answers by letting the kernel run the call as the program made it.
+
+use crate::memory::read_memory;
+use crate::uapi::{self, SYS_FACCESSAT2, SYS_OPENAT2};
+
+/// What an intercepted call asks, decoded from its registers.
+pub enum Call {
+    Open {
+        dirfd: i32,
+        path: u64,
+        flags: i32,
+    },
+    Stat {
+        dirfd: i32,
+        path: u64,
+        flags: i32,
+        buf: u64,
+        statx: bool,
+    },
+    Access {
+        dirfd: i32,
+        path: u64,
+        mode: i32,
+    },
+    /// `readlink`: a path the broker serves is never a symbolic link it would show.
+    Readlink {
+        dirfd: i32,
+        path: u64,
+    },
+}
+
+/// The call notification data `d` describes, made by thread `tid` (whose memory holds
+/// `openat2`'s `struct open_how`).
+pub fn decode(tid: i32, d: &uapi::Data) -> Option<Call> {
+    let a = d.args;
+    // The kernel reads these arguments as `int`: the low 32 bits.
+    let int = |v: u64| v as u32 as i32;
+    let nr = i64::from(d.nr);
+    #[cfg(target_arch = "x86_64")]
+    {
+        let cwd = libc::AT_FDCWD;
+        match nr {
+            libc::SYS_open => {
+                return Some(Call::Open {
+                    dirfd: cwd,
+                    path: a[0],
+                    flags: int(a[1]),
+                });
+            }
+            libc::SYS_creat => {
+                return Some(Call::Open {
+                    dirfd: cwd,
+                    path: a[0],
+                    flags: libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC,
+                });
+            }
+            libc::SYS_stat | libc::SYS_lstat => {
+                let flags = if nr == libc::SYS_lstat {
+                    libc::AT_SYMLINK_NOFOLLOW
+                } else {
+                    0
+                };
+                return Some(Call::Stat {
+                    dirfd: cwd,
+                    path: a[0],
+                    flags,
+                    buf: a[1],
+                    statx: false,
+                });
+            }
+            libc::SYS_readlink => {
+                return Some(Call::Readlink {
+                    dirfd: cwd,
+                    path: a[0],
+                });
+            }
+            libc::SYS_access => {
+                return Some(Call::Access {
+                    dirfd: cwd,
+                    path: a[0],
+                    mode: int(a[1]),
+                });
+            }
+            _ => {}
+        }
+    }
+    match nr {
+        libc::SYS_openat => Some(Call::Open {
+            dirfd: int(a[0]),
+            path: a[1],
+            flags: int(a[2]),
+        }),
+        SYS_OPENAT2 => {
+            // struct open_how { u64 flags; u64 mode; u64 resolve; }
+            if a[3] < 24 {
+                return None;
+            }
+            let mut how = [0u8; 24];
+            read_memory(tid, a[2], &mut how).ok()?;
+            let flags = u64::from_ne_bytes(how[0..8].try_into().ok()?);
+            let resolve = u64::from_ne_bytes(how[16..24].try_into().ok()?);
+            if resolve != 0 {
+                return None;
+            }
+            Some(Call::Open {
+                dirfd: int(a[0]),
+                path: a[1],
+                flags: i32::try_from(flags).ok()?,
+            })
+        }
+        libc::SYS_newfstatat => {
+            let flags = int(a[3]);
+            if flags & libc::AT_EMPTY_PATH != 0 {
+                return None;
+            }
+            Some(Call::Stat {
+                dirfd: int(a[0]),
+                path: a[1],
+                flags,
+                buf: a[2],
+                statx: false,
+            })
+        }
+        libc::SYS_statx => {
+            let flags = int(a[2]);
+            if flags & libc::AT_EMPTY_PATH != 0 {
+                return None;
+            }
+            Some(Call::Stat {
+                dirfd: int(a[0]),
+                path: a[1],
+                flags,
+                buf: a[4],
+                statx: true,
+            })
+        }
+        libc::SYS_readlinkat => Some(Call::Readlink {
+            dirfd: int(a[0]),
+            path: a[1],
+        }),
+        libc::SYS_faccessat | SYS_FACCESSAT2 => {
+            if nr == SYS_FACCESSAT2 && int(a[3]) & libc::AT_EMPTY_PATH != 0 {
+                return None;
+            }
+            Some(Call::Access {
+                dirfd: int(a[0]),
+                path: a[1],
+                mode: int(a[2]),
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(nr: i64, args: [u64; 6]) -> uapi::Data {
+        uapi::Data {
+            nr: nr as i32,
+            args,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn openat_reads_its_arguments_as_ints() {
+        let d = data(
+            libc::SYS_openat,
+            [u64::from(u32::MAX) - 99, 0x1000, 0o2, 0, 0, 0],
+        );
+        let Some(Call::Open { dirfd, path, flags }) = decode(0, &d) else {
+            panic!("an openat is an open");
+        };
+        assert_eq!((dirfd, path, flags), (libc::AT_FDCWD, 0x1000, libc::O_RDWR));
+    }
+
+    #[test]
+    fn a_stat_of_a_descriptor_is_left_to_the_kernel() {
+        let empty = libc::AT_EMPTY_PATH as u64;
+        assert!(
+            decode(
+                0,
+                &data(libc::SYS_newfstatat, [3, 0x1000, 0x2000, empty, 0, 0])
+            )
+            .is_none()
+        );
+        assert!(decode(0, &data(libc::SYS_statx, [3, 0x1000, empty, 0, 0x2000, 0])).is_none());
+        assert!(decode(0, &data(SYS_FACCESSAT2, [3, 0x1000, 0, empty, 0, 0])).is_none());
+        let Some(Call::Stat { buf, statx, .. }) =
+            decode(0, &data(libc::SYS_statx, [3, 0x1000, 0, 0, 0x2000, 0]))
+        else {
+            panic!("a statx of a path is a stat");
+        };
+        assert_eq!((buf, statx), (0x2000, true));
+    }
+
+    #[test]
+    fn openat2_with_resolve_flags_is_left_to_the_kernel() {
+        // struct open_how { flags, mode, resolve }, in this process's memory.
+        let how: [u64; 3] = [libc::O_RDONLY as u64, 0, 0x08];
+        let tid = nix::unistd::gettid().as_raw();
+        let d = data(SYS_OPENAT2, [3, 0x1000, how.as_ptr() as u64, 24, 0, 0]);
+        assert!(decode(tid, &d).is_none());
+        let plain: [u64; 3] = [libc::O_WRONLY as u64, 0, 0];
+        let d = data(SYS_OPENAT2, [3, 0x1000, plain.as_ptr() as u64, 24, 0, 0]);
+        assert!(matches!(
+            decode(tid, &d),
+            Some(Call::Open {
+                flags: libc::O_WRONLY,
+                ..
+            })
+        ));
+        // A size too small for the structure is not read at all.
+        let d = data(SYS_OPENAT2, [3, 0x1000, plain.as_ptr() as u64, 8, 0, 0]);
+        assert!(decode(tid, &d).is_none());
+    }
+
+    #[test]
+    fn other_calls_are_not_decoded() {
+        assert!(decode(0, &data(libc::SYS_getpid, [0; 6])).is_none());
+    }
+}

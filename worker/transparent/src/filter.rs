@@ -1,0 +1,93 @@
+//! The program's side: which calls are sent to the supervisor, the BPF program that
+//! sends them, and installing it.
+//!
+//! Installed last, by the program itself after its ordinary worker sandbox, right
+//! before it execs: the listener it returns is passed to the supervisor.
+
+use crate::uapi::{self, SYS_FACCESSAT2, SYS_OPENAT2};
+use std::io;
+use std::os::fd::OwnedFd;
+
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 183 | 0x8000_0000 | 0x4000_0000;
+
+/// The calls sent to the supervisor.
+fn intercepted() -> Vec<i64> {
+    let mut v = vec![
+        libc::SYS_openat,
+        SYS_OPENAT2,
+        libc::SYS_newfstatat,
+        libc::SYS_statx,
+        libc::SYS_faccessat,
+        SYS_FACCESSAT2,
+        libc::SYS_readlinkat,
+    ];
+    #[cfg(target_arch = "x86_64")]
+    v.extend([
+        libc::SYS_open,
+        libc::SYS_creat,
+        libc::SYS_stat,
+        libc::SYS_lstat,
+        libc::SYS_access,
+        libc::SYS_readlink,
+    ]);
+    v
+}
+
+/// The program's notification filter: another architecture or an x32 call kills the
+/// process; the intercepted calls go to the listener; everything else is left to the
+/// other filters.
+fn program() -> Vec<libc::sock_filter> {
+    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let mut p = vec![
+        op(LD_W_ABS, 0, 0, 4), // seccomp_data.arch
+        op(JEQ_K, 1, 0, AUDIT_ARCH),
+        op(RET_K, 0, 0, uapi::RET_KILL_PROCESS),
+        op(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+    ];
+    if cfg!(target_arch = "x86_64") {
+        // x32 numbers carry __X32_SYSCALL_BIT and pass the architecture check.
+        p.push(op(JGE_K, 0, 1, 0x4000_0000));
+        p.push(op(RET_K, 0, 0, uapi::RET_KILL_PROCESS));
+    }
+    for nr in intercepted() {
+        p.push(op(JEQ_K, 0, 1, nr as u32));
+        p.push(op(RET_K, 0, 0, uapi::RET_USER_NOTIF));
+    }
+    // The supervisor's own sandbox leaves these to it; the program's ordinary sandbox
+    // refuses them too, this only keeps the rule next to the reason.
+    for nr in [libc::SYS_process_vm_readv, libc::SYS_process_vm_writev] {
+        p.push(op(JEQ_K, 0, 1, nr as u32));
+        p.push(op(RET_K, 0, 0, uapi::RET_ERRNO | libc::EPERM as u32));
+    }
+    p.push(op(RET_K, 0, 0, uapi::RET_ALLOW));
+    p
+}
+
+/// Installs the notification filter on the calling thread; returns the listener.
+pub fn install_filter() -> io::Result<OwnedFd> {
+    crate::sys::seccomp_new_listener(&program())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_jumps_stay_inside() {
+        let p = program();
+        for (i, ins) in p.iter().enumerate() {
+            if ins.code & 0x07 == libc::BPF_JMP as u16 {
+                for off in [ins.jt, ins.jf] {
+                    assert!(i + 1 + usize::from(off) < p.len());
+                }
+            }
+        }
+    }
+}
