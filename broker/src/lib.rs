@@ -14,6 +14,31 @@
 //! server.run()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # The process map
+//!
+//! One binary, several processes; each has one entry point, in the file named for its
+//! role, whose first line says who runs it.
+//!
+//! | process | entry point | runs as, confined by | started by |
+//! | --- | --- | --- | --- |
+//! | monitor (`fdbroker serve`) | [`daemon::monitor::monitor_main`] | root or the service's user; only the capabilities a server may need, none effective, `no_new_privs`, seccomp, no Landlock | systemd or the operator |
+//! | server | [`daemon::server::server_main`] | the monitor's user; once its sockets and roots are open, confines itself ([`confine`]): `CAP_DAC_READ_SEARCH` (and what the policy needs), Landlock to the roots, seccomp | the monitor (`execve` of this binary), at start and on every reload |
+//! | reload requester (`fdbroker reload`) | [`daemon::reload::reload_main`] | whoever runs it, unconfined | `systemctl reload` or the operator |
+//! | spawn broker (`fdbroker run`) | [`spawn::broker::spawn_main`] | root; confines itself as a server does, keeping `CAP_KILL` for its worker | the operator |
+//! | PID-namespace init | [`spawn::pidns`] `init_main` | the sandbox user, the worker's sandbox with no path | the spawn broker (`fork`) |
+//! | the worker's pre-exec | `spawn::worker::worker_pre_exec` | root becoming the sandbox user, between `fork` and `exec` | the spawn broker (`fork`) |
+//! | transparent supervisor | `fdbroker_transparent::supervisor_main` (crate `fdbroker-transparent`) | the sandbox user, its own sandbox; an ordinary broker client | the worker's pre-exec, in the worker's place |
+//! | scratch remover | [`spawn::scratch`] `remover_main` | root, unconfined, deaf to all signals but `SIGKILL`, holding nothing | the spawn broker (`fork`, `--transparent` only) |
+//! | `fdbroker cat`, `fdbroker policy` | [`cat::cat_main`], [`inspect::check_main`], [`inspect::explain_main`] | whoever runs them, unconfined | the operator |
+//!
+//! # The layers
+//!
+//! Lower folders never import higher ones: [`sys`], [`log`], [`listener`] and
+//! [`systemd`] are leaves; [`request`] (the data path of one request) uses only
+//! [`audit`] and [`sys`]; [`confine`] the request's roots; [`server`] (the event loop)
+//! those below it; [`daemon`] and [`spawn`] (the processes) build on [`server`]; [`cli`]
+//! only parses and dispatches.
 
 #![deny(unsafe_code)]
 

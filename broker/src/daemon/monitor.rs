@@ -1,5 +1,7 @@
-//! The monitor: `fdbroker serve`'s main process, which starts confined servers and
-//! replaces them on reload.
+//! The monitor: `fdbroker serve`'s main process ([`monitor_main`]), run as root or as the
+//! service's user by systemd or the operator, confined to the capabilities a server may
+//! need (none effective), `no_new_privs` and seccomp, without Landlock; it starts
+//! confined servers and replaces them on reload.
 //!
 //! A server confines itself to the roots its policy names (Landlock) and to the
 //! capabilities it needs, so it can never widen itself: a reload that adds a root, or a
@@ -238,7 +240,6 @@ impl Monitor {
     /// Start a server: this binary again, with this process's arguments, given the
     /// listeners, its end of a new control channel and, for a successor, its end of the
     /// handover socket.
-    #[allow(unsafe_code)] // the server's pre-exec hook
     fn start(&self, handover: Option<OwnedFd>) -> io::Result<ServerProc> {
         let (ours, theirs) = Channel::pair()?;
         let theirs = OwnedFd::from(theirs);
@@ -287,13 +288,7 @@ impl Monitor {
                 cmd.env(control::ENV_PREDECESSOR_PID, cur.pid.as_raw().to_string());
             }
         }
-        let parent = nix::unistd::getpid();
-        // SAFETY: runs in the forked child before exec. The monitor is single-threaded,
-        // so no lock can be held by a thread that does not exist in the child; the
-        // closure only makes system calls on descriptor numbers copied in.
-        unsafe {
-            cmd.pre_exec(move || in_child(parent, &inherit));
-        }
+        set_pre_exec(&mut cmd, nix::unistd::getpid(), inherit);
         let child = cmd.spawn()?;
         // The child has its copies; ours close here.
         drop(theirs);
@@ -722,6 +717,17 @@ impl Waiter {
 fn answer(w: Waiter, outcome: i32) {
     if let Err(e) = sys::pidfd_sigqueue(&w.pidfd, ANSWER, outcome) {
         tracing::debug!(pid = w.pid.as_raw(), error = %e, "cannot answer a reload request");
+    }
+}
+
+/// Have the server's child run [`in_child`] between `fork` and `exec`.
+#[allow(unsafe_code)] // the server's pre-exec hook
+fn set_pre_exec(cmd: &mut Command, parent: Pid, inherit: Vec<RawFd>) {
+    // SAFETY: runs in the forked child before exec. The monitor is single-threaded,
+    // so no lock can be held by a thread that does not exist in the child; the
+    // closure only makes system calls on descriptor numbers copied in.
+    unsafe {
+        cmd.pre_exec(move || in_child(parent, &inherit));
     }
 }
 

@@ -212,7 +212,7 @@ fn resolve_flags(rule: &RuleOptions) -> ResolveFlag {
 /// Describe `relative` beneath `root` for a stat the policy allowed by a grant of
 /// `granted` (`Read` or `Directory`).
 ///
-/// The path is resolved exactly as an open resolves it ([`resolve_flags`]), into an
+/// The path is resolved exactly as an open resolves it (`resolve_flags`), into an
 /// `O_PATH` descriptor, which opens nothing (a FIFO cannot block, a device driver is not
 /// called), and the answer is what `fstat` says about that descriptor: never a lookup by
 /// the path string. What an open of the same kind would refuse by type is refused here
