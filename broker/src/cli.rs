@@ -66,7 +66,7 @@ read_only (no memfd, no fexecve): pass it any other connection it needs as stdio
 then confines itself as `serve` does. Signals sent to fdbroker run (HUP, INT, QUIT, TERM, USR1, USR2) \
 are forwarded to it. The worker runs in a PID namespace of its own: when it exits, or the broker \
 dies, everything it started is killed. Exit status: the worker's, \
-128+N if killed by signal N, 126 if it cannot be started, 127 if not found.\n\n--transparent runs an unmodified program (cat, sha256sum, python3, a shell): its open, stat and access calls on paths the policy covers are answered by the broker through seccomp user notification (Linux 6.9 or later); a policy denial is EACCES, other paths are left to the sandbox. See the README's \"Transparent mode\"."
+128+N if killed by signal N, 126 if it cannot be started, 127 if not found.\n\n--transparent runs an unmodified program (cat, sha256sum, python3, a shell): its open, stat and access calls on paths the policy covers are answered by the broker through seccomp user notification (Linux 6.9 or later); a policy denial is EACCES, other paths are left to the sandbox. See docs/transparent.md."
     )]
     Run(RunArgs),
     /// Ask a running broker to reload its policy, and wait for the outcome.

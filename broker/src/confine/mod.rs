@@ -207,7 +207,7 @@ impl Parts {
 
 /// [`confine`] with only the `parts` asked for; `Confinement::landlock` is `None` and
 /// `seccomp_syscalls` 0 for a part left out. Not for serving: a broker without both is
-/// not the broker the README describes.
+/// not the broker `docs/confinement.md` describes.
 pub fn confine_parts(
     policy: &Policy,
     roots: &Roots,
