@@ -56,7 +56,8 @@
 pub mod client;
 pub mod error;
 pub mod fs;
-pub mod iter;
+#[doc(inline)]
+pub use client::iter;
 pub mod sandbox;
 #[cfg(feature = "tokio")]
 pub mod tokio;
