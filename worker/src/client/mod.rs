@@ -28,7 +28,10 @@ mod pipeline;
 
 pub(crate) use connect::connected;
 pub use connect::{DEFAULT_SOCKET, ENV_FD, ENV_SOCKET, ENV_TIMEOUT};
-pub(crate) use pipeline::{Delivery, RequestRef};
+pub(crate) use pipeline::Delivery;
+/// The async client encodes its requests the same way.
+#[cfg(feature = "tokio")]
+pub(crate) use pipeline::RequestRef;
 
 use crate::error::{BrokerError, broken};
 use crate::fs::{Metadata, ReadDir, Walk};
