@@ -12,7 +12,7 @@ use fdbroker_shared::frame::{self, Kind, MAX_MESSAGE};
 use fdbroker_shared::wire::{Accepted, Hello, Op, Reply, ReplyBody, Request, Welcome};
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -309,20 +309,12 @@ fn adopt_env_fd(raw: &OsStr) -> io::Result<OwnedFd> {
     if n < 0 {
         return Err(invalid(format!("{ENV_FD}={n} is negative")));
     }
-    // Confirm the number names an open descriptor before anything owns it.
-    nix::fcntl::fcntl(borrow_env_fd(n), nix::fcntl::FcntlArg::F_GETFD)
-        .map_err(|e| invalid(format!("{ENV_FD}={n} is not an open descriptor: {e}")))?;
-    // SAFETY: `n` is open (checked above), the process environment hands it to this
-    // library, and the caller's OnceLock guarantees this is the only owner we create.
-    let fd = unsafe { OwnedFd::from_raw_fd(n) };
-    debug_assert_eq!(fd.as_raw_fd(), n);
-    Ok(fd)
-}
-
-fn borrow_env_fd(n: RawFd) -> BorrowedFd<'static> {
-    // SAFETY: used only for one fcntl(F_GETFD) probe, which tolerates a closed number
-    // (it returns EBADF) and does not outlive this call.
-    unsafe { BorrowedFd::borrow_raw(n) }
+    // Confirm the number names an open descriptor before anything owns it (the
+    // caller's OnceLock asks once per process, as the adoption requires).
+    crate::sys::adopt_inherited_fd(n).map_err(|e| match e {
+        nix::errno::Errno::EBUSY => invalid(format!("{ENV_FD}={n} was adopted already")),
+        e => invalid(format!("{ENV_FD}={n} is not an open descriptor: {e}")),
+    })
 }
 
 /// The new connection a connect reply carries.
