@@ -29,7 +29,7 @@ mod pipeline;
 pub(crate) use connect::connected;
 pub use connect::{DEFAULT_SOCKET, ENV_FD, ENV_SOCKET, ENV_TIMEOUT};
 pub(crate) use pipeline::Delivery;
-/// The async client encodes its requests the same way.
+// The async client encodes its requests the same way.
 #[cfg(feature = "tokio")]
 pub(crate) use pipeline::RequestRef;
 
