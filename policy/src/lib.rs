@@ -11,6 +11,9 @@
 //! path beneath and how, and the broker's `openat2(RESOLVE_BENEATH ...)` makes the
 //! filesystem agree with the string.
 
+// Policy files are parsed here and decide what a hostile worker gets: no `unsafe`.
+#![forbid(unsafe_code)]
+
 mod access;
 mod client;
 mod decide;

@@ -8,11 +8,12 @@
 //! that an error path drops — closes — them all.
 
 use crate::error::{ProtocolError, RecvError};
+use crate::sys;
 use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, sockopt};
 use sendfd::SendWithFd;
 use std::io::{self, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -140,7 +141,7 @@ impl Channel {
             for (slot, f) in raw.iter_mut().zip(fds) {
                 *slot = f.as_fd().as_raw_fd();
             }
-            let n = retry_eintr(|| send_rights(self.as_fd(), bytes, &raw[..fds.len()]))?;
+            let n = retry_eintr(|| sys::send_rights(self.as_fd(), bytes, &raw[..fds.len()]))?;
             return sent_whole(n, bytes.len());
         }
         let raw: smallvec_raw::RawFds = fds.iter().map(|f| f.as_fd().as_raw_fd()).collect();
@@ -199,24 +200,15 @@ impl Channel {
         // A Vec<u8> of this size is allocated with at least the alignment cmsghdr needs
         // (the same allocation nix's own `cmsg_space!` makes).
         control.clear();
-        control.resize(cmsg_space_for_fds(max_fds), 0);
-        let mut iov = [IoSliceMut::new(buf)];
-        let msg = loop {
-            match socket::recvmsg::<()>(
-                self.sock.as_raw_fd(),
-                &mut iov,
-                Some(&mut control[..]),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Err(Errno::EINTR) => continue,
-                r => break r.map_err(io::Error::from)?,
-            }
-        };
-        let (bytes, flags) = (msg.bytes, msg.flags);
-        // Take ownership first: from here on every early return closes them. nix will
-        // not iterate a truncated control buffer, yet the kernel has installed the
-        // descriptors that fit, so the buffer is walked here in every case.
-        let (fds, foreign_control) = take_scm_rights(control);
+        control.resize(sys::cmsg_space_for_fds(max_fds), 0);
+        // Every descriptor that arrived is owned by `fds` when this returns: from here
+        // on every early return closes them.
+        let sys::Received {
+            bytes,
+            flags,
+            fds,
+            foreign_control,
+        } = sys::recv_rights(self.as_fd(), buf, control)?;
         if flags.contains(MsgFlags::MSG_CTRUNC) || fds.len() > max_fds || foreign_control {
             return Err(ProtocolError::ControlTruncated.into());
         }
@@ -294,21 +286,14 @@ impl Channel {
     /// descriptor. For a client that reconnects: whoever borrowed the descriptor (through
     /// [`AsFd`]) keeps a valid one, now the new connection.
     pub fn replace_with(&self, other: Channel) -> io::Result<()> {
-        dup3_cloexec(other.as_fd(), self.as_fd())
+        sys::dup3_cloexec(other.as_fd(), self.as_fd())
     }
 
     /// Bytes this end has sent that the peer has not received yet (`SIOCOUTQ`, see
     /// `unix(7)`): 0 means every message sent, and every descriptor in it, has been
     /// taken by the peer.
     pub fn unreceived_bytes(&self) -> io::Result<usize> {
-        let mut queued: libc::c_int = 0;
-        // SAFETY: SIOCOUTQ (TIOCOUTQ) on a socket writes one int through the pointer,
-        // which points at a live, writable c_int for the duration of the call.
-        let r = unsafe { libc::ioctl(self.as_fd().as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(usize::try_from(queued).unwrap_or(0))
+        sys::unreceived_bytes(self.as_fd())
     }
 
     /// Shut the socket down for both directions, waking any thread blocked on it.
@@ -340,132 +325,13 @@ impl From<Channel> for OwnedFd {
 
 /// Accept one connection from a listening socket, non-blocking and close-on-exec.
 pub fn accept(listener: &impl AsFd) -> io::Result<Channel> {
-    let raw = retry_eintr(|| {
-        socket::accept4(
-            listener.as_fd().as_raw_fd(),
+    let fd = retry_eintr(|| {
+        sys::accept4(
+            listener.as_fd(),
             SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         )
     })?;
-    Ok(Channel::wrap(adopt_accepted_fd(raw)))
-}
-
-/// Walk a control buffer the kernel filled (and that started zeroed) and adopt every
-/// `SCM_RIGHTS` descriptor in it. Returns whether any other control message was seen.
-///
-/// The kernel writes only whole `cmsghdr`s, shrinking the descriptor array to what fits
-/// on truncation, so a header whose length is zero or runs past the buffer ends the walk.
-fn take_scm_rights(control: &[u8]) -> (Vec<OwnedFd>, bool) {
-    const HDR: usize = std::mem::size_of::<libc::cmsghdr>();
-    const ALIGN: usize = std::mem::size_of::<usize>();
-    let align = |n: usize| n.div_ceil(ALIGN) * ALIGN;
-    let word = |at: usize| -> Option<usize> {
-        let b = control.get(at..at + ALIGN)?;
-        Some(usize::from_ne_bytes(b.try_into().ok()?))
-    };
-    let int = |at: usize| -> Option<i32> {
-        let b = control.get(at..at + 4)?;
-        Some(i32::from_ne_bytes(b.try_into().ok()?))
-    };
-    let mut fds = Vec::new();
-    let mut foreign = false;
-    let mut at = 0;
-    while let (Some(len), Some(level), Some(ty)) = (word(at), int(at + ALIGN), int(at + ALIGN + 4))
-    {
-        if len < HDR || at + len > control.len() {
-            break;
-        }
-        let data = &control[at + align(HDR)..at + len];
-        if level == libc::SOL_SOCKET && ty == libc::SCM_RIGHTS {
-            fds.extend(
-                data.chunks_exact(4)
-                    .filter_map(|c| c.try_into().ok())
-                    .map(|c| adopt_received_fd(RawFd::from_ne_bytes(c))),
-            );
-        } else {
-            foreign = true;
-        }
-        at += align(len);
-    }
-    (fds, foreign)
-}
-
-fn dup3_cloexec(from: BorrowedFd<'_>, onto: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: both numbers are open descriptors borrowed for the call. dup3 closes and
-    // replaces `onto`'s file in one step; the number stays owned by its one owner (the
-    // Channel that lent it), which now owns the new file, and `from` is untouched.
-    let r = unsafe { libc::dup3(from.as_raw_fd(), onto.as_raw_fd(), libc::O_CLOEXEC) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn adopt_received_fd(raw: RawFd) -> OwnedFd {
-    // SAFETY: the kernel installed `raw` in our table for this recvmsg and nothing
-    // else refers to it; this OwnedFd becomes its only owner.
-    unsafe { OwnedFd::from_raw_fd(raw) }
-}
-
-fn adopt_accepted_fd(raw: RawFd) -> OwnedFd {
-    // SAFETY: accept4 just returned `raw` as a new descriptor owned by no one else.
-    unsafe { OwnedFd::from_raw_fd(raw) }
-}
-
-/// A control buffer for one `SCM_RIGHTS` message of up to
-/// [`MAX_FDS_PER_REPLY`](crate::frame::MAX_FDS_PER_REPLY) descriptors, aligned for
-/// `cmsghdr` (the header, at most 24 bytes with its padding, then the numbers).
-#[repr(C, align(8))]
-struct RightsBuffer([u8; RIGHTS_LEN]);
-
-const RIGHTS_LEN: usize = 32 + crate::frame::MAX_FDS_PER_REPLY * size_of::<RawFd>();
-
-/// `sendmsg(2)` of `bytes` with `fds` as one `SCM_RIGHTS` message and `MSG_NOSIGNAL`,
-/// from a stack buffer. `fds` must be non-empty and fit [`RightsBuffer`]
-/// (`EINVAL` otherwise).
-fn send_rights(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[RawFd]) -> nix::Result<usize> {
-    let mut control = RightsBuffer([0; RIGHTS_LEN]);
-    let data_len = std::mem::size_of_val(fds);
-    let (Ok(data_len_c), false) = (u32::try_from(data_len), fds.is_empty()) else {
-        return Err(Errno::EINVAL);
-    };
-    // SAFETY: CMSG_SPACE and CMSG_LEN are pure size computations.
-    let (space, len) = unsafe { (libc::CMSG_SPACE(data_len_c), libc::CMSG_LEN(data_len_c)) };
-    if space as usize > control.0.len() {
-        return Err(Errno::EINVAL);
-    }
-    let mut iov = libc::iovec {
-        // The kernel only reads through this pointer for sendmsg.
-        iov_base: bytes.as_ptr() as *mut libc::c_void,
-        iov_len: bytes.len(),
-    };
-    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.0.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: `msg` points at `control`, aligned for cmsghdr and at least `space` bytes
-    // long (checked above), so CMSG_FIRSTHDR is non-null and the header and `len`
-    // bytes of data after it (len <= space) lie inside `control`; `fds` is
-    // `data_len` bytes. sendmsg only reads `msg`, `iov`, `bytes` and `control`, all
-    // live for the call.
-    let sent = unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = len as _;
-        std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), data_len);
-        libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
-    };
-    Errno::result(sent).map(|n| n as usize)
-}
-
-/// `CMSG_SPACE` for `n` descriptors: the control buffer is sized for exactly the
-/// protocol's cap, so one more descriptor shows up as `MSG_CTRUNC`.
-fn cmsg_space_for_fds(n: usize) -> usize {
-    let bytes = (n * std::mem::size_of::<RawFd>()) as u32;
-    // SAFETY: CMSG_SPACE is a pure size computation on its argument.
-    unsafe { libc::CMSG_SPACE(bytes) as usize }
+    Ok(Channel::wrap(fd))
 }
 
 fn sent_whole(n: usize, len: usize) -> io::Result<()> {

@@ -6,11 +6,18 @@
 //! and sends it as one `SOCK_SEQPACKET` message; the broker receives it with no control
 //! buffer, decodes it under the size cap, decides, opens, and answers with a
 //! [`wire::Reply`] frame carrying the granted descriptors as `SCM_RIGHTS`.
+//!
+//! `unsafe` is denied crate-wide; the few system calls that need it are fenced in one
+//! private module, `sys`, each behind a safe function whose invariant it checks.
+
+#![deny(unsafe_code)]
 
 pub mod channel;
 pub mod error;
 pub mod frame;
 pub mod peer;
+#[allow(unsafe_code)]
+mod sys;
 pub mod wire;
 
 pub use channel::Channel;

@@ -31,7 +31,7 @@ pub fn groups(sock: &impl AsFd) -> io::Result<Vec<u32>> {
     let mut len = 16;
     loop {
         let mut buf = vec![0u32; len];
-        match peer_groups(sock, &mut buf) {
+        match crate::sys::peer_groups(sock.as_fd(), &mut buf) {
             Ok(n) => {
                 buf.truncate(n);
                 return Ok(buf);
@@ -40,31 +40,5 @@ pub fn groups(sock: &impl AsFd) -> io::Result<Vec<u32>> {
             Err(Some(_)) => return Err(io::Error::from_raw_os_error(libc::ERANGE)),
             Err(None) => return Err(io::Error::last_os_error()),
         }
-    }
-}
-
-/// One `getsockopt(SO_PEERGROUPS)` into `buf`: how many groups it holds, or on
-/// `ERANGE` how many it would need (`Err(None)`: another error, in `errno`).
-fn peer_groups(sock: &impl AsFd, buf: &mut [u32]) -> Result<usize, Option<usize>> {
-    use std::os::fd::AsRawFd;
-    let mut bytes = libc::socklen_t::try_from(std::mem::size_of_val(buf)).unwrap_or(0);
-    // SAFETY: the kernel writes at most `bytes` bytes through the pointer, which points
-    // at `buf`, live and writable for the call, and updates `bytes` through its pointer.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_fd().as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERGROUPS,
-            buf.as_mut_ptr().cast(),
-            &mut bytes,
-        )
-    };
-    let count = bytes as usize / std::mem::size_of::<u32>();
-    if rc == 0 {
-        Ok(count.min(buf.len()))
-    } else if io::Error::last_os_error().raw_os_error() == Some(libc::ERANGE) {
-        Err(Some(count))
-    } else {
-        Err(None)
     }
 }

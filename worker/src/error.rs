@@ -84,3 +84,46 @@ pub(crate) fn broken(why: &str) -> io::Error {
         format!("broker connection is unusable: {why}"),
     )
 }
+
+/// However the loss shows (EOF, `EPIPE` on send, `ECONNRESET` when our request was
+/// unread), a vanished broker is one error kind for callers: `ConnectionAborted`.
+#[cold]
+pub(crate) fn broker_gone() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "the broker closed the connection",
+    )
+}
+
+#[cold]
+pub(crate) fn timed_out_error() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "timed out waiting for the broker")
+}
+
+/// The errors a send or receive reports when the broker has closed its end.
+pub(crate) fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected
+    )
+}
+
+/// `e`, its kind kept, with what we were doing in front of its message.
+pub(crate) fn context(e: io::Error, what: &str) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// A failed receive as callers see it: a closed or reset connection is
+/// [`broker_gone`], a receive timeout is [`timed_out_error`].
+pub(crate) fn recv_error(e: fdbroker_shared::RecvError) -> io::Error {
+    match e {
+        fdbroker_shared::RecvError::Protocol(fdbroker_shared::ProtocolError::Closed) => {
+            broker_gone()
+        }
+        fdbroker_shared::RecvError::Io(e) if is_disconnect(&e) => broker_gone(),
+        fdbroker_shared::RecvError::Io(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            timed_out_error()
+        }
+        e => e.into(),
+    }
+}

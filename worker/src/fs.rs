@@ -22,7 +22,7 @@ use fdbroker_shared::wire::{FileKind, StatMeta};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -315,10 +315,7 @@ fn kind_of(t: nix::dir::Type) -> FileKind {
 }
 
 fn lstat_beneath(dir: &nix::dir::OwningIter, name: &OsStr) -> Result<FileKind, i32> {
-    // SAFETY: the descriptor belongs to `dir`, which outlives this borrow.
-    let fd = unsafe { BorrowedFd::borrow_raw(dir.as_raw_fd()) };
-    let st = nix::sys::stat::fstatat(fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-        .map_err(|e| e as i32)?;
+    let st = crate::sys::lstat_in(dir, name).map_err(|e| e as i32)?;
     FileKind::from_mode(st.st_mode).ok_or(libc::EINVAL)
 }
 

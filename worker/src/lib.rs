@@ -53,11 +53,17 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+// `unsafe` only in `sys`, where each use has a safe wrapper that checks its invariant.
+#![deny(unsafe_code)]
+
 pub mod client;
 pub mod error;
 pub mod fs;
-pub mod iter;
+#[doc(inline)]
+pub use client::iter;
 pub mod sandbox;
+#[allow(unsafe_code)]
+mod sys;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 

@@ -532,10 +532,7 @@ impl Drop for Pending<'_> {
 }
 
 fn register(channel: Channel) -> io::Result<AsyncFd<Channel>> {
-    // SAFETY: the Channel owns its descriptor, and nothing in this module replaces it
-    // (`Channel::replace_with` is never called on it), so it stays open and names the
-    // same socket for as long as the AsyncFd holds the Channel.
-    unsafe { AsyncFd::register(channel) }.map_err(|e| e.into_parts().1)
+    crate::sys::register(channel)
 }
 
 async fn send(socket: &AsyncFd<Channel>, bytes: &[u8]) -> io::Result<()> {

@@ -15,7 +15,8 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-use crate::client::{CallError, Client, Ticket, batch_len, open_many_op};
+use super::pipeline::{CallError, Ticket};
+use super::{Client, batch_len, open_many_op};
 use fdbroker_shared::wire::Access;
 use std::collections::VecDeque;
 use std::fs::File;
@@ -85,12 +86,13 @@ impl<'c, P: AsRef<Path>, I: Iterator<Item = P>> OpenIter<'c, P, I> {
             return;
         }
         let op = open_many_op(&batch, self.access, 0);
-        let sent = match self.client.submit(&op) {
+        let sent = match self.client.pipeline.submit(&op) {
             Err(e @ CallError::Gone { .. }) => self
                 .client
+                .pipeline
                 .recover(e, &op)
                 .map_err(CallError::Other)
-                .and_then(|()| self.client.submit(&op)),
+                .and_then(|()| self.client.pipeline.submit(&op)),
             r => r,
         };
         match sent {
@@ -104,16 +106,17 @@ impl<'c, P: AsRef<Path>, I: Iterator<Item = P>> OpenIter<'c, P, I> {
         let Some((ticket, batch)) = self.in_flight.take() else {
             return;
         };
-        let results = match self.client.collect(ticket) {
+        let results = match self.client.pipeline.collect(ticket) {
             Ok(d) => self.client.batch_outcomes(d, batch.len()),
             Err(e) => {
                 let op = open_many_op(&batch, self.access, 0);
-                match self.client.recover(e, &op) {
+                match self.client.pipeline.recover(e, &op) {
                     // Reconnected: this batch again, without pipelining.
                     Ok(()) => self
                         .client
+                        .pipeline
                         .submit(&op)
-                        .and_then(|t| self.client.collect(t))
+                        .and_then(|t| self.client.pipeline.collect(t))
                         .map_err(CallError::into_io)
                         .and_then(|d| self.client.batch_outcomes(d, batch.len())),
                     Err(e) => Err(e),
@@ -164,7 +167,7 @@ impl<P, I> Drop for OpenIter<'_, P, I> {
     fn drop(&mut self) {
         // Its descriptors are closed when the reply arrives, not held for ever.
         if let Some((ticket, _)) = self.in_flight.take() {
-            self.client.abandon(ticket);
+            self.client.pipeline.abandon(ticket);
         }
     }
 }
