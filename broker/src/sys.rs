@@ -15,18 +15,12 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
-/// [`pidfd_open(2)`](https://man7.org/linux/man-pages/man2/pidfd_open.2.html): a
-/// descriptor that names `pid` for as long as it is held, so a later signal cannot reach
-/// another process that reused the number.
+pub use fdbroker_shared::process::{close_all_but, close_range, exit_now};
+
+/// [`pidfd_open(2)`](https://man7.org/linux/man-pages/man2/pidfd_open.2.html) of a
+/// process ([`fdbroker_shared::process::pidfd_open`]).
 pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags by value and returns a new descriptor,
-    // owned here from now on, or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor the kernel just returned, owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    fdbroker_shared::process::pidfd_open(pid.as_raw(), 0)
 }
 
 /// [`pidfd_send_signal(2)`](https://man7.org/linux/man-pages/man2/pidfd_send_signal.2.html)
@@ -96,52 +90,6 @@ pub fn clear_cloexec(fd: RawFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// [`close_range(2)`](https://man7.org/linux/man-pages/man2/close_range.2.html) with no
-/// flags.
-///
-/// Only for a process that is about to `exec` or `_exit` and never returns to code
-/// that owns the closed descriptors (a forked child): the objects that own them are
-/// copies, and nothing uses them again.
-pub fn close_range(first: u32, last: u32) -> io::Result<()> {
-    // SAFETY: close_range takes integers and only closes descriptors of this process;
-    // the callers are forked children that never use the closed descriptors' owners.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Close every descriptor from 3 up except those in `keep` ([`close_range`]'s rules
-/// apply: forked children only).
-pub fn close_all_but(keep: &[RawFd]) -> io::Result<()> {
-    let mut keep: Vec<u32> = keep
-        .iter()
-        .map(|&fd| u32::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput)))
-        .collect::<io::Result<_>>()?;
-    keep.sort_unstable();
-    keep.dedup();
-    let mut first = 3u32;
-    for fd in keep {
-        if fd < first {
-            continue;
-        }
-        if fd > first {
-            close_range(first, fd - 1)?;
-        }
-        first = fd + 1;
-    }
-    close_range(first, u32::MAX)
-}
-
-/// [`_exit(2)`](https://man7.org/linux/man-pages/man2/_exit.2.html): no exit handlers,
-/// no flushing of buffers copied from a parent.
-pub fn exit_now(code: i32) -> ! {
-    // SAFETY: `_exit` ends the process at once; nothing runs after it.
-    unsafe { libc::_exit(code) }
 }
 
 /// Descriptor numbers already adopted by [`adopt_inherited`]: taking one twice would

@@ -16,6 +16,7 @@ pub mod channel;
 pub mod error;
 pub mod frame;
 pub mod peer;
+pub mod process;
 #[allow(unsafe_code)]
 mod sys;
 pub mod wire;

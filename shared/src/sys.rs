@@ -226,3 +226,64 @@ pub(crate) fn peer_groups(sock: BorrowedFd<'_>, buf: &mut [u32]) -> Result<usize
         Err(None)
     }
 }
+
+/// [`pidfd_open(2)`](https://man7.org/linux/man-pages/man2/pidfd_open.2.html): a
+/// descriptor that names process (or, with `PIDFD_THREAD`, thread) `pid` for as long as
+/// it is held, so a later signal or check cannot reach another that reused the number.
+pub fn pidfd_open(pid: i32, flags: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes integers by value and returns a new descriptor, owned
+    // here from now on, or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor the kernel just returned, owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// [`close_range(2)`](https://man7.org/linux/man-pages/man2/close_range.2.html) with no
+/// flags.
+///
+/// Only for a process that is about to `exec` or `_exit` and never returns to code
+/// that owns the closed descriptors (a forked child): the objects that own them are
+/// copies, and nothing uses them again.
+pub fn close_range(first: u32, last: u32) -> io::Result<()> {
+    // SAFETY: close_range takes integers and only closes descriptors of this process;
+    // the callers are forked children that never use the closed descriptors' owners.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Close every descriptor from 3 up except those in `keep` ([`close_range`]'s rules
+/// apply: forked children only). A negative number in `keep` is an error, not ignored:
+/// the caller meant to keep something it does not hold.
+pub fn close_all_but(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .map(|&fd| u32::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput)))
+        .collect::<io::Result<_>>()?;
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first = 3u32;
+    for fd in keep {
+        if fd < first {
+            continue;
+        }
+        if fd > first {
+            close_range(first, fd - 1)?;
+        }
+        first = fd + 1;
+    }
+    close_range(first, u32::MAX)
+}
+
+/// [`_exit(2)`](https://man7.org/linux/man-pages/man2/_exit.2.html): no exit handlers,
+/// no flushing of buffers copied from a parent.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` ends the process at once; nothing runs after it.
+    unsafe { libc::_exit(code) }
+}

@@ -111,56 +111,13 @@ pub fn notif_set_flags(listener: BorrowedFd<'_>, flags: u64) -> io::Result<()> {
     }
 }
 
+pub use fdbroker_shared::process::{close_all_but, exit_now};
+
 /// [`pidfd_open(2)`](https://man7.org/linux/man-pages/man2/pidfd_open.2.html) with
 /// `PIDFD_THREAD` (Linux 6.9): a descriptor for thread `tid` of this pid namespace, not
 /// only for a thread-group leader.
 pub fn pidfd_open_thread(tid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes integers; the result is a new descriptor owned here.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, uapi::PIDFD_THREAD) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor the kernel just returned, owned here alone.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// [`close_range(2)`](https://man7.org/linux/man-pages/man2/close_range.2.html) with no
-/// flags.
-///
-/// Only for the supervisor, a forked child that never returns to code owning the closed
-/// descriptors: the objects that owned them are copies of the broker's, never used again.
-fn close_range(first: u32, last: u32) -> io::Result<()> {
-    // SAFETY: close_range takes integers and closes only this process's descriptors;
-    // the supervisor never uses the objects that owned them (copies of the broker's).
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Closes every descriptor from 3 up except `keep` ([`close_range`]'s rules apply).
-pub fn close_all_but(keep: &[RawFd]) -> io::Result<()> {
-    let mut keep: Vec<u32> = keep.iter().filter_map(|&k| u32::try_from(k).ok()).collect();
-    keep.sort_unstable();
-    let mut from = 3u32;
-    for k in keep {
-        if k >= from {
-            if k > from {
-                close_range(from, k - 1)?;
-            }
-            from = k + 1;
-        }
-    }
-    close_range(from, u32::MAX)
-}
-
-/// [`_exit(2)`](https://man7.org/linux/man-pages/man2/_exit.2.html): no exit handlers,
-/// no flushing of buffers copied from the broker.
-pub fn exit_now(code: i32) -> ! {
-    // SAFETY: `_exit` ends the process at once; nothing of the broker's runs after it.
-    unsafe { libc::_exit(code) }
+    fdbroker_shared::process::pidfd_open(tid, uapi::PIDFD_THREAD)
 }
 
 /// [`signal(2)`](https://man7.org/linux/man-pages/man2/signal.2.html) `SIG_DFL`: the
