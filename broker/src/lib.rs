@@ -34,9 +34,9 @@
 //!
 //! # The layers
 //!
-//! Lower folders never import higher ones: [`sys`], [`log`], [`listener`] and
+//! Lower folders never import higher ones: `sys`, [`log`], [`listener`] and
 //! [`systemd`] are leaves; [`request`] (the data path of one request) uses only
-//! [`audit`] and [`sys`]; [`confine`] the request's roots; [`server`] (the event loop)
+//! [`audit`] and `sys`; [`confine`] the request's roots; [`server`] (the event loop)
 //! those below it; [`daemon`] and [`spawn`] (the processes) build on [`server`]; [`cli`]
 //! only parses and dispatches.
 
@@ -54,7 +54,7 @@ pub mod log;
 pub mod request;
 pub mod server;
 pub mod spawn;
-pub mod sys;
+pub(crate) mod sys;
 pub mod systemd;
 
 pub use listener::Listener;

@@ -23,6 +23,10 @@ pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
     fdbroker_shared::process::pidfd_open(pid.as_raw(), 0)
 }
 
+// `pidfd_sigqueue` writes siginfo_t's `_rt` member at the offsets of 64-bit Linux.
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("fdbroker supports 64-bit Linux only (siginfo_t layout in sys.rs)");
+
 /// [`pidfd_send_signal(2)`](https://man7.org/linux/man-pages/man2/pidfd_send_signal.2.html)
 /// of `sig` carrying `value` (`si_code` `SI_QUEUE`, as `sigqueue(3)` sends it, so the
 /// receiver reads `value` as `si_int`).

@@ -63,13 +63,14 @@ pub(crate) struct Received {
 /// `MSG_CMSG_CLOEXEC` (see `unix(7)`, `cmsg(3)`), retried on `EINTR`, every descriptor
 /// that arrived adopted before anything else looks at the message.
 ///
-/// `control` must be zeroed before the call: the walk that adopts descriptors must
-/// never see a header left over from an earlier message.
+/// `control` is zeroed here first: the walk that adopts descriptors must never see a
+/// header left over from an earlier message.
 pub(crate) fn recv_rights(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
     control: &mut [u8],
 ) -> io::Result<Received> {
+    control.fill(0);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = loop {
         match socket::recvmsg::<()>(
@@ -244,12 +245,15 @@ pub fn pidfd_open(pid: i32, flags: u32) -> io::Result<OwnedFd> {
 /// [`close_range(2)`](https://man7.org/linux/man-pages/man2/close_range.2.html) with no
 /// flags.
 ///
-/// Only for a process that is about to `exec` or `_exit` and never returns to code
-/// that owns the closed descriptors (a forked child): the objects that own them are
-/// copies, and nothing uses them again.
-pub fn close_range(first: u32, last: u32) -> io::Result<()> {
+/// # Safety
+///
+/// Closes descriptors other values own. Only for a forked child that will `exec` or
+/// `_exit` without using, or dropping, any value that owns a descriptor in the range:
+/// those values are copies of the parent's, and must never close a number again (it
+/// may name a new descriptor by then).
+pub unsafe fn close_range(first: u32, last: u32) -> io::Result<()> {
     // SAFETY: close_range takes integers and only closes descriptors of this process;
-    // the callers are forked children that never use the closed descriptors' owners.
+    // the caller promises that nothing owning them is used or dropped afterwards.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
     if rc == 0 {
         Ok(())
@@ -258,10 +262,14 @@ pub fn close_range(first: u32, last: u32) -> io::Result<()> {
     }
 }
 
-/// Close every descriptor from 3 up except those in `keep` ([`close_range`]'s rules
-/// apply: forked children only). A negative number in `keep` is an error, not ignored:
-/// the caller meant to keep something it does not hold.
-pub fn close_all_but(keep: &[RawFd]) -> io::Result<()> {
+/// Close every descriptor from 3 up except those in `keep`. A negative number in `keep`
+/// is an error, not ignored: the caller meant to keep something it does not hold.
+///
+/// # Safety
+///
+/// As for [`close_range`]: a forked child that never uses or drops the values owning
+/// the descriptors it closes.
+pub unsafe fn close_all_but(keep: &[RawFd]) -> io::Result<()> {
     let mut keep: Vec<u32> = keep
         .iter()
         .map(|&fd| u32::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput)))
@@ -274,11 +282,13 @@ pub fn close_all_but(keep: &[RawFd]) -> io::Result<()> {
             continue;
         }
         if fd > first {
-            close_range(first, fd - 1)?;
+            // SAFETY: the caller's promise, passed on.
+            unsafe { close_range(first, fd - 1) }?;
         }
         first = fd + 1;
     }
-    close_range(first, u32::MAX)
+    // SAFETY: the caller's promise, passed on.
+    unsafe { close_range(first, u32::MAX) }
 }
 
 /// [`_exit(2)`](https://man7.org/linux/man-pages/man2/_exit.2.html): no exit handlers,

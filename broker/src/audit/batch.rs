@@ -72,7 +72,7 @@ pub struct Written(());
 impl Written {
     /// For a reply a predecessor server built and parked, then handed over: it wrote
     /// the reply's lines before parking it.
-    pub fn by_predecessor() -> Written {
+    pub(crate) fn by_predecessor() -> Written {
         Written(())
     }
 }
@@ -85,6 +85,14 @@ impl Default for Batch {
             clock: Clock::default(),
             via: None,
         }
+    }
+}
+
+/// A batch dropped with lines still in it (a panic while answering) writes them: an
+/// audit line is never lost, even for a reply that was never sent.
+impl Drop for Batch {
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 

@@ -215,6 +215,15 @@ fn init_main(lifeline: &Channel, sandbox: PreparedSandbox) -> ! {
     crate::sys::exit_now(code)
 }
 
+/// Close every descriptor init inherited but its `lifeline`.
+#[allow(unsafe_code)] // closing what it inherited
+fn close_inherited(lifeline: &Channel) -> io::Result<()> {
+    // SAFETY: init is a forked copy of the broker that never returns to the broker's
+    // code: it serves until the lifeline closes and then `_exit`s, so no value owning a
+    // closed descriptor is used or dropped again.
+    unsafe { crate::sys::close_all_but(&[lifeline.as_raw_fd()]) }
+}
+
 /// Confines init, then reaps every child the namespace gives it until the lifeline
 /// closes.
 fn serve_as_init(lifeline: &Channel, sandbox: PreparedSandbox) -> io::Result<()> {
@@ -228,7 +237,7 @@ fn serve_as_init(lifeline: &Channel, sandbox: PreparedSandbox) -> io::Result<()>
     // Init is a copy of the broker and holds copies of all its descriptors; it must hold
     // none of them (above all the broker's end of the lifeline, or it would never see
     // that end close).
-    crate::sys::close_all_but(&[lifeline.as_raw_fd()])?;
+    close_inherited(lifeline)?;
     let mut chld = SigSet::empty();
     chld.add(Signal::SIGCHLD);
     chld.thread_block()?;

@@ -87,14 +87,19 @@ fn start_remover(path: &Path) -> io::Result<()> {
 }
 
 /// The remover's whole life: wait for end of file on `lifeline`, remove `path`, exit.
+#[allow(unsafe_code)] // closing what it inherited
 fn remover_main(lifeline: &OwnedFd, path: &Path) -> ! {
     // Out of the terminal's session and deaf to every signal but SIGKILL: a
     // Ctrl-C meant for `fdbroker run` must not leave the directory behind.
     let _ = nix::unistd::setsid();
     let _ = SigSet::all().thread_block();
     let keep = lifeline.as_raw_fd();
-    let _ = crate::sys::close_range(0, u32::try_from(keep).unwrap_or(0).saturating_sub(1));
-    let _ = crate::sys::close_all_but(&[keep]);
+    // SAFETY: a forked child that only reads `lifeline` and then `_exit`s: no value
+    // owning a closed descriptor is used or dropped again.
+    let _ =
+        unsafe { crate::sys::close_range(0, u32::try_from(keep).unwrap_or(0).saturating_sub(1)) };
+    // SAFETY: as above.
+    let _ = unsafe { crate::sys::close_all_but(&[keep]) };
     let mut buf = [0u8; 1];
     // Nothing is ever written: wait for end of file (or an error).
     while let Err(Errno::EINTR) | Ok(1..) = nix::unistd::read(lifeline, &mut buf) {}

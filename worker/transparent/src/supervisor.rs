@@ -84,6 +84,15 @@ pub fn supervisor_main(prepared: Prepared) -> io::Result<()> {
     }
 }
 
+/// Close every descriptor the supervisor inherited from the broker but `keep`.
+#[allow(unsafe_code)] // closing what it inherited
+fn close_inherited(keep: &[std::os::fd::RawFd]) -> io::Result<()> {
+    // SAFETY: the supervisor is a forked copy of the broker that never returns to the
+    // broker's code: the values owning the closed descriptors live in frames below
+    // `supervisor_main`, which ends in `_exit` and never drops them.
+    unsafe { sys::close_all_but(keep) }
+}
+
 /// Forks the program off the supervisor.
 #[allow(unsafe_code)] // the fork of the program
 fn fork_program() -> nix::Result<ForkResult> {
@@ -106,8 +115,7 @@ fn supervise(
 ) -> io::Result<i32> {
     // Everything inherited from the broker goes, above all the write end of the
     // pipe through which `fdbroker run` waits for the program's exec.
-    let keep = [handoff.as_raw_fd(), connection.as_raw_fd()];
-    sys::close_all_but(&keep)?;
+    close_inherited(&[handoff.as_raw_fd(), connection.as_raw_fd()])?;
     let sfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
     let mut buf = [0u8; 8];
     let listener = match handoff.recv_with_fds(&mut buf, 1) {
