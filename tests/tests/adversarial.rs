@@ -5,19 +5,17 @@
 //! file covers what a determined attacker tries next.
 #![allow(clippy::unwrap_used)]
 
-mod adversarial_support;
-
-use adversarial_support::{
-    assert_dropped, dev_ino, errno_of, eventually, hello_frame, many_frame, open_frame,
-    path_dev_ino, raw_session, read_all, recv_reply, settled_fd_count,
-};
 use fdbroker_shared::Channel;
 use fdbroker_shared::frame::{self, HEADER_LEN, Kind, MAX_MESSAGE};
 use fdbroker_shared::wire::{
     Accepted, Access, FileKind, FileMeta, MAX_BATCH, OPEN_APPEND, OPEN_TRUNC, Reply, ReplyBody,
     Request, Welcome, WireError,
 };
-use fdbroker_tests::{Broker, NOBODY, TempDir, run_as_nobody, run_with_timeout, sibling_bin};
+use fdbroker_tests::{Broker, TempDir, run_as_nobody, run_with_timeout, sibling_bin};
+use fdbroker_tests::{
+    assert_dropped, dev_ino, errno_of, eventually, hello_frame, many_frame, nobody_gid, nobody_uid,
+    open_frame, path_dev_ino, raw_session, read_all, recv_reply, settled_fd_count,
+};
 use fdbroker_worker::Client;
 use std::ffi::OsStr;
 use std::io::{ErrorKind, Read, Write};
@@ -745,13 +743,19 @@ fn created_files_get_the_rules_owner_and_group() {
     let t = TempDir::new("owner");
     t.dir("owned", 0o755);
     t.dir("plain", 0o755);
-    let policy = "[[client]]\nname = \"u\"\nusers = [0]\n\
-         [[client.allow]]\npath = \"{dir}/owned/\"\naccess = [\"create\"]\n\
-         owner = \"nobody\"\ngroup = 65534\nmode = \"0640\"\n\
-         [[client.allow]]\npath = \"{dir}/plain/\"\naccess = [\"create\"]\n";
-    let b = Broker::start(&t, policy);
+    let policy = format!(
+        "[[client]]\nname = \"u\"\nusers = [0]\n\
+         [[client.allow]]\npath = \"{{dir}}/owned/\"\naccess = [\"create\"]\n\
+         owner = \"nobody\"\ngroup = {}\nmode = \"0640\"\n\
+         [[client.allow]]\npath = \"{{dir}}/plain/\"\naccess = [\"create\"]\n",
+        nobody_gid()
+    );
+    let b = Broker::start(&t, &policy);
     let c = b.client();
-    for (dir, owner, mode) in [("owned", NOBODY, 0o640), ("plain", 0, 0o600)] {
+    for (dir, owner, group, mode) in [
+        ("owned", nobody_uid(), nobody_gid(), 0o640),
+        ("plain", 0, 0, 0o600),
+    ] {
         let p = t.join(&format!("{dir}/new"));
         let o = c
             .open_detailed(&p, Access::Create, 0)
@@ -760,7 +764,7 @@ fn created_files_get_the_rules_owner_and_group() {
         let meta = o.file.metadata().unwrap();
         assert_eq!(
             (meta.uid(), meta.gid(), meta.permissions().mode() & 0o7777),
-            (owner, owner, mode),
+            (owner, group, mode),
             "{dir}"
         );
     }
@@ -900,7 +904,7 @@ fn malformed_messages_drop_only_their_connection() {
         ("over the cap", vec![b'F'; MAX_MESSAGE + 1]),
     ];
     for (what, bytes) in &mid_session {
-        let ch = raw_session(&b.socket);
+        let ch = raw_session(&b.socket, "adversary");
         ch.send(bytes).unwrap();
         assert_dropped(&ch, what);
     }
@@ -917,7 +921,7 @@ fn malformed_messages_drop_only_their_connection() {
     }
     // The largest frame the cap allows is read and answered (its path is too long
     // to be valid, which is a reply, not a violation); the cap itself is exact.
-    let ch = raw_session(&b.socket);
+    let ch = raw_session(&b.socket, "adversary");
     let overhead = valid.len() - secret.len();
     let at_cap = open_frame(3, &vec![b'/'; MAX_MESSAGE - overhead], Access::Read, 0);
     assert_eq!(at_cap.len(), MAX_MESSAGE);
@@ -951,7 +955,7 @@ fn malformed_messages_drop_only_their_connection() {
 #[test]
 fn a_thousand_requests_in_a_burst_are_each_answered_once() {
     let (t, b) = fixture();
-    let ch = Arc::new(raw_session(&b.socket));
+    let ch = Arc::new(raw_session(&b.socket, "adversary"));
     let secret = t.join("in/secret.txt").as_os_str().as_bytes().to_vec();
     let outside = t.join("outside.txt").as_os_str().as_bytes().to_vec();
     let writer = {
@@ -1011,7 +1015,7 @@ fn descriptors_sent_to_the_broker_never_enter_it() {
     first.send_with_fds(&hello_frame(), &bait).unwrap();
     held.push(first);
     for _ in 0..4 {
-        let ch = raw_session(&b.socket);
+        let ch = raw_session(&b.socket, "adversary");
         ch.send_with_fds(&req, &bait).unwrap();
         held.push(ch);
     }
@@ -1189,7 +1193,7 @@ fn an_unknown_peer_is_refused_before_its_bytes_are_parsed() {
     );
     assert!(
         stdout.contains(&format!("refused errno={}", libc::EACCES))
-            && stdout.contains(&format!("uid {NOBODY}")),
+            && stdout.contains(&format!("uid {}", nobody_uid())),
         "{stdout}"
     );
     still_serving(&t, &b.client());
@@ -1257,10 +1261,10 @@ fn a_read_grant_never_reopens_for_writing() {
     t.dir("open", 0o700);
     let other_w = t.file("r/other-w", b"o+w\n", 0o602);
     let group_w = t.file("r/group-w", b"g+w\n", 0o620);
-    std::os::unix::fs::chown(&group_w, None, Some(NOBODY)).unwrap();
+    std::os::unix::fs::chown(&group_w, None, Some(nobody_gid())).unwrap();
     let group_w_not_mine = t.file("r/group-w-root", b"g+w, group root\n", 0o620);
     let mine = t.file("r/mine", b"owned by nobody\n", 0o400);
-    std::os::unix::fs::chown(&mine, Some(NOBODY), Some(NOBODY)).unwrap();
+    std::os::unix::fs::chown(&mine, Some(nobody_uid()), Some(nobody_gid())).unwrap();
     let plain = t.file("r/plain", b"plain\n", 0o644);
     let allowed = t.file("open/other-w", b"o+w, allowed\n", 0o602);
     let b = Broker::start(
@@ -1283,8 +1287,8 @@ fn a_read_grant_never_reopens_for_writing() {
     .iter()
     .map(|p| format!("reopen {}\n", p.display()))
     .collect();
-    std::os::unix::process::CommandExt::uid(&mut cmd, NOBODY);
-    std::os::unix::process::CommandExt::gid(&mut cmd, NOBODY);
+    std::os::unix::process::CommandExt::uid(&mut cmd, nobody_uid());
+    std::os::unix::process::CommandExt::gid(&mut cmd, nobody_gid());
     let out = fdbroker_tests::run_with_input(
         &mut cmd,
         Some(script.into_bytes()),

@@ -3,7 +3,7 @@
 //! a new server: `reload.rs`.)
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{Broker, TempDir};
+use fdbroker_tests::{Broker, TempDir, status_field};
 use fdbroker_worker::Access;
 use std::time::{Duration, Instant};
 
@@ -24,14 +24,6 @@ fn mask(status: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} missing"))
         .trim();
     u64::from_str_radix(v, 16).unwrap()
-}
-
-fn field<'a>(status: &'a str, key: &str) -> &'a str {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .unwrap()
-        .trim()
 }
 
 fn policy(extra: &str) -> String {
@@ -64,8 +56,8 @@ fn a_read_only_broker_keeps_only_dac_read_search() {
     }
     assert_eq!(mask(&st, "CapInh:"), 0);
     assert_eq!(mask(&st, "CapAmb:"), 0);
-    assert_eq!(field(&st, "NoNewPrivs:"), "1");
-    assert_eq!(field(&st, "Seccomp:"), "2");
+    assert_eq!(status_field(&st, "NoNewPrivs:"), "1");
+    assert_eq!(status_field(&st, "Seccomp:"), "2");
     let log = b.log();
     assert!(
         log.contains("capabilities kept [CAP_DAC_READ_SEARCH]"),
@@ -106,7 +98,7 @@ fn confine_false_runs_unconfined_and_says_so() {
     // Everything the monitor passes on stays (a confined server keeps only
     // CAP_DAC_READ_SEARCH for this policy); the only filter is the monitor's.
     assert_ne!(mask(&st, "CapEff:") & !DAC_READ_SEARCH, 0, "{st}");
-    assert_eq!(field(&st, "Seccomp_filters:"), "1", "{st}");
+    assert_eq!(status_field(&st, "Seccomp_filters:"), "1", "{st}");
     assert!(b.log().contains("RUNNING UNCONFINED"));
 }
 
@@ -151,7 +143,7 @@ fn the_confined_broker_may_signal_only_itself_and_its_worker() {
     .map(|way| format!("target {way} EPERM\n"))
     .concat();
     // A root process (same uid) and one of nobody (only CAP_KILL could reach it).
-    for uid in [None, Some(fdbroker_tests::NOBODY)] {
+    for uid in [None, Some(fdbroker_tests::nobody_uid())] {
         let mut other = sleeper(uid);
         let o = other.id().to_string();
         let serve = fdbroker_tests::run_with_timeout(
@@ -212,8 +204,8 @@ fn the_monitor_holds_only_what_its_servers_may_need_and_uses_none() {
     assert_eq!(mask(&st, "CapPrm:"), servers, "{st}");
     assert_eq!(mask(&st, "CapBnd:"), servers, "{st}");
     assert_eq!(mask(&st, "CapAmb:"), 0, "{st}");
-    assert_eq!(field(&st, "NoNewPrivs:"), "1");
-    assert_eq!(field(&st, "Seccomp:"), "2");
+    assert_eq!(status_field(&st, "NoNewPrivs:"), "1");
+    assert_eq!(status_field(&st, "Seccomp:"), "2");
     // Its server then narrows itself to this read-only policy.
     assert_eq!(mask(&status(&b), "CapEff:"), DAC_READ_SEARCH);
 }

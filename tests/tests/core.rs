@@ -4,9 +4,11 @@
 use fdbroker_shared::Channel;
 use fdbroker_shared::frame::{self, Kind, MAX_MESSAGE};
 use fdbroker_shared::wire::{Access, Hello, Op, OpenSpec, Request, Welcome};
-use fdbroker_tests::{Broker, NOBODY, TempDir, cat_as_nobody, run_as_nobody};
-use fdbroker_worker::{BrokerError, Client};
-use std::io::{ErrorKind, Read, Write};
+use fdbroker_tests::{
+    Broker, TempDir, cat_as_nobody, errno_of, nobody_gid, read_all, run_as_nobody,
+};
+use fdbroker_worker::Client;
+use std::io::{ErrorKind, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -52,19 +54,6 @@ users = [0, 65534]
 "#,
     );
     (t, b)
-}
-
-fn errno_of(e: &std::io::Error) -> i32 {
-    e.get_ref()
-        .and_then(|i| i.downcast_ref::<BrokerError>())
-        .map(|b| b.errno)
-        .unwrap_or_else(|| panic!("not a broker error: {e:?}"))
-}
-
-fn read_all(mut f: std::fs::File) -> Vec<u8> {
-    let mut v = Vec::new();
-    f.read_to_end(&mut v).unwrap();
-    v
 }
 
 fn still_serving(t: &TempDir, c: &Client) {
@@ -449,7 +438,6 @@ fn version_mismatch_and_unknown_peers_get_clear_refusals() {
     );
     assert!(b2.log().contains("refused a connection"));
     still_serving(&t, &b.client());
-    let _ = NOBODY;
 }
 
 #[test]
@@ -500,7 +488,7 @@ fn socket_file_mode_stale_replacement_and_removal_on_sigterm() {
     let mut b = Broker::start(&t, policy);
     let meta = std::fs::symlink_metadata(&b.socket).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o640);
-    assert_eq!(meta.gid(), NOBODY);
+    assert_eq!(meta.gid(), nobody_gid());
     // A second broker on the same live socket refuses to steal it.
     let out = fdbroker_tests::run_with_timeout(
         Command::new(fdbroker_tests::fdbroker_bin())

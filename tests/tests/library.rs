@@ -5,9 +5,10 @@
 #![allow(clippy::unwrap_used)]
 
 use fdbroker_tests::{
-    Broker, NOBODY, TempDir, fdbroker_bin, run_as_nobody, run_with_timeout, sibling_bin,
+    Broker, TempDir, errno_of, eventually, fdbroker_bin, nobody_gid, nobody_uid, run_as_nobody,
+    run_with_timeout, sibling_bin,
 };
-use fdbroker_worker::{Access, BrokerError, Client, FileKind};
+use fdbroker_worker::{Access, Client, FileKind};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
@@ -79,24 +80,6 @@ fn line_for<'a>(lines: &'a [String], prefix: &str) -> &'a str {
         .iter()
         .find(|l| l.starts_with(prefix))
         .unwrap_or_else(|| panic!("no line starting with {prefix:?} in {lines:#?}"))
-}
-
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
-}
-
-fn errno_of(e: &std::io::Error) -> i32 {
-    e.get_ref()
-        .and_then(|i| i.downcast_ref::<BrokerError>())
-        .map(|b| b.errno)
-        .unwrap_or_else(|| panic!("not a broker error: {e:?}"))
 }
 
 #[test]
@@ -598,7 +581,9 @@ fn a_socket_client_reconnects_once_when_the_broker_restarts() {
     let fd = c.as_fd().as_raw_fd();
     // As nobody, with the tracing event on its stderr.
     let mut cmd = Command::new(probe());
-    cmd.env("FDBROKER_SOCKET", &link).uid(NOBODY).gid(NOBODY);
+    cmd.env("FDBROKER_SOCKET", &link)
+        .uid(nobody_uid())
+        .gid(nobody_gid());
     let mut repl = Repl::start(cmd);
     assert_eq!(
         repl.ask(&format!("cat {}", a.display())),
@@ -643,8 +628,8 @@ fn an_inherited_connection_reports_a_lost_broker_as_aborted() {
     let mut cmd = Command::new(probe());
     cmd.env("FDBROKER_FD", n.to_string())
         .env_remove("FDBROKER_SOCKET")
-        .uid(NOBODY)
-        .gid(NOBODY);
+        .uid(nobody_uid())
+        .gid(nobody_gid());
     // SAFETY: between fork and exec, only fcntl(2) on a descriptor the child inherited:
     // async-signal-safe, allocating nothing.
     unsafe {
@@ -662,8 +647,8 @@ fn an_inherited_connection_reports_a_lost_broker_as_aborted() {
         ours,
         fdbroker_shared::peer::PeerCredentials {
             pid: 0,
-            uid: NOBODY,
-            gid: NOBODY,
+            uid: nobody_uid(),
+            gid: nobody_gid(),
         },
         Binding::Named("tester".into()),
         &ServeOptions {
@@ -819,7 +804,7 @@ fn a_root_worker_drops_privileges_connects_then_confines() {
     let out = run_with_timeout(&mut cmd, Duration::from_secs(30));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        format!("UID {NOBODY} {NOBODY}")
+        format!("UID {0} {0}", nobody_uid())
     );
     assert!(b.log().contains("uid=65534"), "{}", b.log());
 }

@@ -4,7 +4,7 @@
 //! apply to the wrong tree.
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{Broker, NOBODY, TempDir};
+use fdbroker_tests::{Broker, TempDir, nobody_gid, nobody_uid};
 use nix::sys::signal::Signal;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{chown, lchown, symlink};
@@ -30,10 +30,10 @@ fn a_root_redirected_by_another_user_is_refused() {
     t.file("secret", b"root only", 0o600);
     // `home` belongs to nobody, who moves the inbox away and leaves a symlink to the
     // top of the tree in its place.
-    chown(t.join("home"), Some(NOBODY), Some(NOBODY)).unwrap();
+    chown(t.join("home"), Some(nobody_uid()), Some(nobody_gid())).unwrap();
     std::fs::rename(t.join("home/inbox"), t.join("home/inbox.old")).unwrap();
     symlink(t.path(), t.join("home/inbox")).unwrap();
-    lchown(t.join("home/inbox"), Some(NOBODY), Some(NOBODY)).unwrap();
+    lchown(t.join("home/inbox"), Some(nobody_uid()), Some(nobody_gid())).unwrap();
 
     let b = Broker::start(&t, &policy("home/inbox"));
     let c = b.client();
@@ -79,7 +79,12 @@ fn roots_reached_through_roots_own_symlinks_and_sticky_directories_are_served() 
     )
     .unwrap();
     // The root itself may belong to anyone: what is beneath it is the workers' side.
-    chown(t.join("sticky/spool"), Some(NOBODY), Some(NOBODY)).unwrap();
+    chown(
+        t.join("sticky/spool"),
+        Some(nobody_uid()),
+        Some(nobody_gid()),
+    )
+    .unwrap();
     let b = Broker::start(
         &t,
         "[[client]]\nname = \"root\"\nusers = [0]\n\

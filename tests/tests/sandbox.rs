@@ -6,6 +6,7 @@
 //! sandbox (`--no-apply`), so an assertion that something is denied cannot pass merely
 //! because the check was broken or the environment forbids it anyway.
 
+use fdbroker_tests::{nobody_gid, nobody_uid};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -15,8 +16,6 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-const NOBODY: u32 = 65534;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -196,7 +195,7 @@ fn probe_copy_for_nobody(dir: &TempDir) -> PathBuf {
 
 fn as_nobody(cmd: &mut Command) -> &mut Command {
     // std clears the supplementary groups when root sets a uid.
-    cmd.uid(NOBODY).gid(NOBODY)
+    cmd.uid(nobody_uid()).gid(nobody_gid())
 }
 
 fn s(p: &Path) -> &str {
@@ -473,7 +472,7 @@ fn metadata_changes_namespaces_and_clone3_are_refused_and_stdin_still_reads() {
     // Owned by nobody: as its owner the sandbox could chmod/chown it, and Landlock does not
     // govern either, so only the seccomp filter stands in the way.
     let file = dir.file("owned-by-nobody", "inherited descriptor", 0o644);
-    chown(&file, Some(NOBODY), Some(NOBODY)).expect("chown");
+    chown(&file, Some(nobody_uid()), Some(nobody_gid())).expect("chown");
     let chmod = format!("chmod:{}", s(&file));
 
     let mut cmd = probe(&[

@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 use fdbroker_tests::{
-    Broker, NOBODY, TempDir, fdbroker_bin, run_with_input, run_with_timeout, sibling_bin,
+    Broker, TempDir, fdbroker_bin, nobody_gid, nobody_uid, run_with_input, run_with_timeout,
+    sibling_bin, status_field,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -140,13 +141,6 @@ fn status_of(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()
 }
 
-fn field<'a>(status: &'a str, key: &str) -> &'a str {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key).map(str::trim))
-        .unwrap_or_else(|| panic!("{key} missing in:\n{status}"))
-}
-
 /// The children of `parent`, each with its `/proc` status.
 fn children_of(parent: u32) -> Vec<(u32, String)> {
     let mut found = Vec::new();
@@ -155,7 +149,7 @@ fn children_of(parent: u32) -> Vec<(u32, String)> {
             continue;
         };
         let st = status_of(pid);
-        if !st.is_empty() && field(&st, "PPid:") == parent.to_string() {
+        if !st.is_empty() && status_field(&st, "PPid:") == parent.to_string() {
             found.push((pid, st));
         }
     }
@@ -169,13 +163,14 @@ fn worker_pid(broker: u32, reported: u32) -> u32 {
     children
         .iter()
         .find(|(_, st)| {
-            field(st, "NSpid:").split_whitespace().last() == Some(reported.to_string().as_str())
+            status_field(st, "NSpid:").split_whitespace().last()
+                == Some(reported.to_string().as_str())
         })
         .map(|(pid, _)| *pid)
         .unwrap_or_else(|| {
             let seen: Vec<_> = children
                 .iter()
-                .map(|(pid, st)| (pid, field(st, "NSpid:")))
+                .map(|(pid, st)| (pid, status_field(st, "NSpid:")))
                 .collect();
             panic!("no child of {broker} is {reported} in its namespace: {seen:?}")
         })
@@ -254,8 +249,8 @@ fn run_confines_the_worker_and_serves_it_through_the_broker() {
         .find(|l| l.contains("fdbroker::audit") && l.contains("secret.txt"))
         .unwrap_or_else(|| panic!("no audit line in:\n{audit}"));
     for field in [
-        format!("uid={NOBODY}"),
-        format!("gid={NOBODY}"),
+        format!("uid={}", nobody_uid()),
+        format!("gid={}", nobody_gid()),
         format!("pid={pid}"),
     ] {
         assert!(granted.contains(&field), "{field} not in {granted}");
@@ -266,15 +261,19 @@ fn run_confines_the_worker_and_serves_it_through_the_broker() {
     );
     assert_eq!(w.ask("direct /etc/passwd"), "ERR PermissionDenied 13");
     assert_eq!(w.ask("open /etc/passwd"), "ERR PermissionDenied 13");
-    assert_eq!(w.ask("uid"), format!("UID {NOBODY} {NOBODY}"));
+    assert_eq!(w.ask("uid"), format!("UID {0} {0}", nobody_uid()));
     // Seen from outside: no capabilities, no_new_privs, seccomp filter mode.
     let st = status_of(pid);
     for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
-        assert_eq!(field(&st, cap), "0000000000000000", "{cap}");
+        assert_eq!(status_field(&st, cap), "0000000000000000", "{cap}");
     }
-    assert_eq!(field(&st, "NoNewPrivs:"), "1");
-    assert_eq!(field(&st, "Seccomp:"), "2");
-    assert!(field(&st, "Uid:").split_whitespace().all(|u| u == "65534"));
+    assert_eq!(status_field(&st, "NoNewPrivs:"), "1");
+    assert_eq!(status_field(&st, "Seccomp:"), "2");
+    assert!(
+        status_field(&st, "Uid:")
+            .split_whitespace()
+            .all(|u| u == "65534")
+    );
     // The exit status passes through.
     writeln!(w.stdin, "exit 42").unwrap();
     assert_eq!(w.wait(Duration::from_secs(10)).code(), Some(42));
@@ -293,7 +292,7 @@ fn run_worker_cannot_reach_the_network_other_sockets_or_other_processes() {
     };
     // A process of the same uid outside the sandbox.
     let mut outsider = Command::new("/bin/sleep");
-    std::os::unix::process::CommandExt::uid(&mut outsider, NOBODY);
+    std::os::unix::process::CommandExt::uid(&mut outsider, nobody_uid());
     let mut outsider = outsider.arg("30").spawn().unwrap();
     let probe = sibling_bin("sandbox-probe");
     let out = run_with_timeout(
@@ -567,14 +566,14 @@ fn run_broker_confines_itself_while_it_serves_the_worker() {
     let st = status_of(w.child.id());
     // CAP_DAC_READ_SEARCH to open, CAP_KILL to signal its worker (only: seccomp).
     for cap in ["CapPrm:", "CapEff:", "CapBnd:"] {
-        assert_eq!(field(&st, cap), "0000000000000024", "{cap}\n{st}");
+        assert_eq!(status_field(&st, cap), "0000000000000024", "{cap}\n{st}");
     }
-    assert_eq!(field(&st, "Uid:"), "0\t0\t0\t0", "{st}");
+    assert_eq!(status_field(&st, "Uid:"), "0\t0\t0\t0", "{st}");
     for cap in ["CapInh:", "CapAmb:"] {
-        assert_eq!(field(&st, cap), "0000000000000000", "{cap}\n{st}");
+        assert_eq!(status_field(&st, cap), "0000000000000000", "{cap}\n{st}");
     }
-    assert_eq!(field(&st, "NoNewPrivs:"), "1", "{st}");
-    assert_eq!(field(&st, "Seccomp:"), "2", "{st}");
+    assert_eq!(status_field(&st, "NoNewPrivs:"), "1", "{st}");
+    assert_eq!(status_field(&st, "Seccomp:"), "2", "{st}");
     // Every thread, not just the one that confined itself.
     let pid = w.child.id();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
@@ -584,8 +583,8 @@ fn run_broker_confines_itself_while_it_serves_the_worker() {
         if st.is_empty() {
             continue; // the thread ended meanwhile
         }
-        assert_eq!(field(&st, "CapEff:"), "0000000000000024", "{st}");
-        assert_eq!(field(&st, "Seccomp:"), "2", "{st}");
+        assert_eq!(status_field(&st, "CapEff:"), "0000000000000024", "{st}");
+        assert_eq!(status_field(&st, "Seccomp:"), "2", "{st}");
     }
     let audit = std::fs::read_to_string(&log).unwrap();
     assert!(audit.contains("confined: "), "{audit}");
@@ -606,8 +605,8 @@ fn run_broker_confines_itself_while_it_serves_the_worker() {
     let (w, log) = probe_under_run(&t, &unconfined, "unconfined.log");
     assert!(w.line().starts_with("READY "));
     let st = status_of(w.child.id());
-    assert_eq!(field(&st, "Seccomp:"), "0", "{st}");
-    assert_ne!(field(&st, "CapEff:"), "0000000000000024", "{st}");
+    assert_eq!(status_field(&st, "Seccomp:"), "0", "{st}");
+    assert_ne!(status_field(&st, "CapEff:"), "0000000000000024", "{st}");
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(said.contains("RUNNING UNCONFINED"), "{said}");
 }
@@ -634,8 +633,8 @@ fn run_broker_is_not_charged_for_descriptors_of_the_worker_uid() {
     let pinned = pinner.line();
     assert!(pinned.starts_with("PINNED "), "{pinned}");
     assert_eq!(
-        field(&status_of(pinner.child.id()), "Uid:"),
-        format!("{NOBODY}\t{NOBODY}\t{NOBODY}\t{NOBODY}")
+        status_field(&status_of(pinner.child.id()), "Uid:"),
+        format!("{0}\t{0}\t{0}\t{0}", nobody_uid())
     );
 
     let mut cmd = Command::new("/bin/sh");
@@ -668,9 +667,9 @@ fn run_broker_is_not_charged_for_descriptors_of_the_worker_uid() {
     // Seen from outside: every uid 0, and CAP_KILL kept besides CAP_DAC_READ_SEARCH
     // (its seccomp filter lets it signal only its worker: tests/tests/confine.rs).
     let st = status_of(w.child.id());
-    assert_eq!(field(&st, "Uid:"), "0\t0\t0\t0", "{st}");
+    assert_eq!(status_field(&st, "Uid:"), "0\t0\t0\t0", "{st}");
     for cap in ["CapPrm:", "CapEff:", "CapBnd:"] {
-        assert_eq!(field(&st, cap), "0000000000000024", "{cap}\n{st}");
+        assert_eq!(status_field(&st, cap), "0000000000000024", "{cap}\n{st}");
     }
     writeln!(w.stdin, "exit 0").unwrap();
     assert_eq!(w.wait(Duration::from_secs(10)).code(), Some(0));
@@ -824,7 +823,7 @@ fn run_worker_cannot_type_into_the_terminal_and_ctrl_c_still_reaches_it() {
     // Nothing arrived as input: the worker, reading that same terminal, would answer an
     // injected line (`?? injected-by-worker`), and the terminal would echo it.
     term.type_in("uid\n");
-    assert_eq!(term.line("UID "), format!("UID {NOBODY} {NOBODY}"));
+    assert_eq!(term.line("UID "), format!("UID {0} {0}", nobody_uid()));
     assert!(
         !term.settle().contains("injected-by-worker"),
         "the worker typed into the terminal:\n{}",
@@ -910,7 +909,7 @@ fn run_leaves_nothing_of_the_worker_tree_running_on_the_terminal() {
     assert_eq!(status.code(), Some(5), "{}", term.settle());
     let left: Vec<String> = carrying(&marker)
         .into_iter()
-        .map(|p| format!("{p}: {}", field(&status_of(p), "Name:")))
+        .map(|p| format!("{p}: {}", status_field(&status_of(p), "Name:")))
         .collect();
     assert!(
         left.is_empty(),
@@ -940,7 +939,7 @@ fn killing_the_broker_leaves_no_worker_behind() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let st = status_of(pid);
-        if st.is_empty() || field(&st, "State:").starts_with('Z') {
+        if st.is_empty() || status_field(&st, "State:").starts_with('Z') {
             break;
         }
         assert!(
@@ -1011,7 +1010,13 @@ fn run_namespace_init_reaps_orphans() {
     loop {
         let children: Vec<String> = children_of(init)
             .iter()
-            .map(|(pid, st)| format!("{pid} {} {}", field(st, "Name:"), field(st, "State:")))
+            .map(|(pid, st)| {
+                format!(
+                    "{pid} {} {}",
+                    status_field(st, "Name:"),
+                    status_field(st, "State:")
+                )
+            })
             .collect();
         if children.is_empty() {
             break;
@@ -1022,13 +1027,15 @@ fn run_namespace_init_reaps_orphans() {
     // Init itself: confined like the worker, in a session of its own.
     let st = status_of(init);
     assert!(
-        field(&st, "Uid:").split_whitespace().all(|u| u == "65534"),
+        status_field(&st, "Uid:")
+            .split_whitespace()
+            .all(|u| u == "65534"),
         "{st}"
     );
-    assert_eq!(field(&st, "CapEff:"), "0000000000000000", "{st}");
-    assert_eq!(field(&st, "CapBnd:"), "0000000000000000", "{st}");
-    assert_eq!(field(&st, "NoNewPrivs:"), "1", "{st}");
-    assert_eq!(field(&st, "Seccomp:"), "2", "{st}");
+    assert_eq!(status_field(&st, "CapEff:"), "0000000000000000", "{st}");
+    assert_eq!(status_field(&st, "CapBnd:"), "0000000000000000", "{st}");
+    assert_eq!(status_field(&st, "NoNewPrivs:"), "1", "{st}");
+    assert_eq!(status_field(&st, "Seccomp:"), "2", "{st}");
     assert_eq!(session_and_tty(init), (init as i32, 0));
     writeln!(w.stdin).unwrap();
     assert_eq!(w.wait(Duration::from_secs(10)).code(), Some(9));

@@ -8,12 +8,12 @@
 #![allow(clippy::unwrap_used)]
 
 use fdbroker::server::DRAIN_BOUND;
-use fdbroker_tests::{TempDir, fdbroker_bin, run_with_timeout};
+use fdbroker_tests::{TempDir, fdbroker_bin, read_text, run_with_timeout, show};
 use fdbroker_worker::Client;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::fs;
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::os::unix::process::CommandExt;
@@ -46,21 +46,6 @@ fn require(tool: &str, package: &str) {
 
 fn units_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../broker/systemd")
-}
-
-fn read_file(mut f: fs::File) -> String {
-    let mut s = String::new();
-    f.read_to_string(&mut s).unwrap();
-    s
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// `[[client]]` root, granted `paths` under `dir`.
@@ -223,7 +208,7 @@ fn socket_activation_serves_the_passed_socket_and_reports_to_the_manager() {
     });
     // The first connection starts the broker, which serves it on the passed socket.
     let client = Client::connect(&socket).unwrap();
-    assert_eq!(read_file(client.open(t.join("a.txt")).unwrap()), "A");
+    assert_eq!(read_text(client.open(t.join("a.txt")).unwrap()), "A");
     let ready = notify.expect("READY=1", Duration::from_secs(10));
     let status = value(&ready, "STATUS").unwrap();
     assert!(
@@ -263,7 +248,7 @@ fn socket_activation_serves_the_passed_socket_and_reports_to_the_manager() {
     let status = value(&ready, "STATUS").unwrap();
     let at = format!("last reload failed: {}:2:8:", policy_path.display());
     assert!(status.contains(&at), "{status:?}");
-    assert_eq!(read_file(client.open(t.join("a.txt")).unwrap()), "A");
+    assert_eq!(read_text(client.open(t.join("a.txt")).unwrap()), "A");
 
     // SIGTERM: STOPPING=1, exit 0; the socket belongs to the manager and stays.
     broker.signal(Signal::SIGTERM);
@@ -484,11 +469,11 @@ fn shipped_units_pass_verify_and_keep_their_exposure() {
         ]),
         Duration::from_secs(60),
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", show(&out));
     assert!(
         !String::from_utf8_lossy(&out.stderr).contains("fdbroker"),
         "{}",
-        text(&out)
+        show(&out)
     );
 
     let out = run_with_timeout(
@@ -500,7 +485,7 @@ fn shipped_units_pass_verify_and_keep_their_exposure() {
         ]),
         Duration::from_secs(60),
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", show(&out));
     let report = String::from_utf8_lossy(&out.stdout);
     let exposure: f64 = report
         .lines()
@@ -672,7 +657,7 @@ impl UserManager {
             out.status.success(),
             "systemctl --user {}: {}\nmanager log:\n{}",
             args.join(" "),
-            text(&out),
+            show(&out),
             self.log()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -694,7 +679,7 @@ impl UserManager {
                 .args(cmd),
             Duration::from_secs(30),
         );
-        assert!(out.status.success(), "{cmd:?}: {}", text(&out));
+        assert!(out.status.success(), "{cmd:?}: {}", show(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
@@ -791,10 +776,10 @@ fn a_user_manager_runs_the_shipped_units() {
             panic!(
                 "{e}\nbroker:\n{}\nstatus:\n{}",
                 fs::read_to_string(&log).unwrap_or_default(),
-                text(&m.systemctl_quiet(&["show", "fdbroker.service", "-p", "ExecStartPre"]))
+                show(&m.systemctl_quiet(&["show", "fdbroker.service", "-p", "ExecStartPre"]))
             )
         });
-    assert_eq!(read_file(c.open(t.join("tree/a.txt")).unwrap()), "A");
+    assert_eq!(read_text(c.open(t.join("tree/a.txt")).unwrap()), "A");
     assert_eq!(
         m.property("fdbroker.service", "ActiveState"),
         "active",
@@ -853,11 +838,11 @@ fn a_user_manager_runs_the_shipped_units() {
     assert!(
         out.status.success(),
         "{}\n{}",
-        text(&out),
+        show(&out),
         fs::read_to_string(&log).unwrap_or_default()
     );
-    assert_eq!(read_file(c.open(t.join("tree/b.txt")).unwrap()), "B");
-    assert_eq!(read_file(c.open(t.join("later/c.txt")).unwrap()), "C");
+    assert_eq!(read_text(c.open(t.join("tree/b.txt")).unwrap()), "B");
+    assert_eq!(read_text(c.open(t.join("later/c.txt")).unwrap()), "C");
     assert_eq!(m.property("fdbroker.service", "ActiveState"), "active");
     assert_eq!(m.property("fdbroker.service", "MainPID"), main_pid);
 
@@ -865,8 +850,8 @@ fn a_user_manager_runs_the_shipped_units() {
     // with FILE:LINE:COL, and the running policy stays.
     fs::write(&policy_path, "[[client]]\nname = 7\n").unwrap();
     let out = m.systemctl_quiet(&["reload", "fdbroker.service"]);
-    assert!(!out.status.success(), "{}", text(&out));
-    assert_eq!(read_file(c.open(t.join("later/c.txt")).unwrap()), "C");
+    assert!(!out.status.success(), "{}", show(&out));
+    assert_eq!(read_text(c.open(t.join("later/c.txt")).unwrap()), "C");
     assert_eq!(m.property("fdbroker.service", "ActiveState"), "active");
     // Valid again, but one the server refuses (a capability the unit does not grant):
     // refused by the new server, not by the check, and reported the same way.
@@ -876,13 +861,13 @@ fn a_user_manager_runs_the_shipped_units() {
     )
     .unwrap();
     let out = m.systemctl_quiet(&["reload", "fdbroker.service"]);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", show(&out));
     let broker_log = fs::read_to_string(&log).unwrap();
     assert!(
         broker_log.contains("policy reload failed") && broker_log.contains("CAP_DAC_OVERRIDE"),
         "{broker_log}"
     );
-    assert_eq!(read_file(c.open(t.join("later/c.txt")).unwrap()), "C");
+    assert_eq!(read_text(c.open(t.join("later/c.txt")).unwrap()), "C");
     assert_eq!(m.property("fdbroker.service", "MainPID"), main_pid);
     fs::write(&policy_path, policy(root, "", &["tree/", "later/"])).unwrap();
 
@@ -906,7 +891,7 @@ fn a_user_manager_runs_the_shipped_units() {
     let started = servers(&fs::read_to_string(&log).unwrap());
     fs::write(&policy_path, "[[client]]\nname = 7\n").unwrap();
     let out = m.systemctl_quiet(&["start", "fdbroker.service"]);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", show(&out));
     let broker_log = fs::read_to_string(&log).unwrap();
     assert!(
         broker_log.contains(&format!("{policy_s}:2:8:")),

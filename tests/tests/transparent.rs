@@ -3,7 +3,7 @@
 //! nothing more than the policy grants.
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{TempDir, fdbroker_bin, run_with_timeout};
+use fdbroker_tests::{TempDir, fdbroker_bin, run_with_timeout, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -65,10 +65,6 @@ fn as_root(command: &[&str]) -> Command {
 
 fn run(mut cmd: Command) -> Output {
     run_with_timeout(&mut cmd, Duration::from_secs(60))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// Runs `command` as root and under `fdbroker run --transparent`; both must succeed and
