@@ -2,6 +2,7 @@
 //! through its log and `/proc`, and stopped on drop.
 
 use crate::bins::fdbroker_bin;
+use crate::nobody::nobody_uid;
 use crate::tree::TempDir;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -18,8 +19,9 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Start a broker on `policy` (the text may use `{dir}` for the test's tree and
-    /// `{sock}` for the socket path). Returns once the socket accepts connections.
+    /// Start a broker on `policy` (the text may use `{dir}` for the test's tree,
+    /// `{sock}` for the socket path and `{nobody}` for nobody's uid). Returns once the
+    /// socket accepts connections.
     pub fn start(tree: &TempDir, policy: &str) -> Broker {
         Broker::start_with(tree, policy, &[])
     }
@@ -102,7 +104,8 @@ impl Broker {
         let policy_path = dir.join("policy.toml");
         let text = policy
             .replace("{dir}", tree.path().to_str().unwrap())
-            .replace("{sock}", socket.to_str().unwrap());
+            .replace("{sock}", socket.to_str().unwrap())
+            .replace("{nobody}", &nobody_uid().to_string());
         fs::write(&policy_path, text).unwrap();
         let log = dir.join("broker.log");
         let child = command(&policy_path, &socket)
@@ -220,7 +223,8 @@ impl Broker {
     pub fn rewrite_policy(&self, tree: &TempDir, policy: &str) {
         let text = policy
             .replace("{dir}", tree.path().to_str().unwrap())
-            .replace("{sock}", self.socket.to_str().unwrap());
+            .replace("{sock}", self.socket.to_str().unwrap())
+            .replace("{nobody}", &nobody_uid().to_string());
         fs::write(&self.policy, text).unwrap();
     }
 }

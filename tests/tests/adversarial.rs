@@ -1215,7 +1215,7 @@ fn the_peer_identity_is_fixed_at_connect_time() {
         "[broker]\nsocket_mode = \"0666\"\n\
          [[client]]\nname = \"admin\"\nusers = [0]\n\
          [[client.allow]]\npath = \"{dir}/low/\"\n[[client.allow]]\npath = \"{dir}/high/\"\n\
-         [[client]]\nname = \"low\"\nusers = [65534]\n\
+         [[client]]\nname = \"low\"\nusers = [{nobody}]\n\
          [[client.allow]]\npath = \"{dir}/low/\"\n",
     );
     let out = run_with_timeout(
@@ -1245,7 +1245,7 @@ fn the_peer_identity_is_fixed_at_connect_time() {
         ],
         "{stdout}"
     );
-    assert!(b.log().contains("uid=65534"));
+    assert!(b.log().contains(&format!("uid={}", nobody_uid())));
 }
 
 /// A descriptor confines its holder to its access mode only while the holder cannot
@@ -1270,7 +1270,7 @@ fn a_read_grant_never_reopens_for_writing() {
     let b = Broker::start(
         &t,
         "[broker]\nsocket_mode = \"0666\"\n\
-         [[client]]\nname = \"n\"\nusers = [65534]\n\
+         [[client]]\nname = \"n\"\nusers = [{nobody}]\n\
          [[client.allow]]\npath = \"{dir}/r/\"\n\
          [[client.allow]]\npath = \"{dir}/open/\"\nallow_reopen = true\n",
     );
@@ -1312,7 +1312,10 @@ fn a_read_grant_never_reopens_for_writing() {
     );
     let log = b.log();
     assert!(
-        log.contains("would let uid 65534 reopen the descriptor through /proc/self/fd for writing"),
+        log.contains(&format!(
+            "would let uid {} reopen the descriptor through /proc/self/fd for writing",
+            nobody_uid()
+        )),
         "{log}"
     );
 }

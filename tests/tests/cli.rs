@@ -109,7 +109,8 @@ fn policy_explain_names_the_rule_and_exits_by_decision() {
         "{s}"
     );
     assert!(s.ends_with('\n'), "{s:?}");
-    let out = fdbroker(&["policy", "explain", p, "--uid", "65534", "/srv/q/keys/k"]);
+    let nobody = fdbroker_tests::nobody_uid().to_string();
+    let out = fdbroker(&["policy", "explain", p, "--uid", &nobody, "/srv/q/keys/k"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stdout).contains("p.toml:7:"),

@@ -5,7 +5,7 @@ use fdbroker_shared::Channel;
 use fdbroker_shared::frame::{self, Kind, MAX_MESSAGE};
 use fdbroker_shared::wire::{Access, Hello, Op, OpenSpec, Request, Welcome};
 use fdbroker_tests::{
-    Broker, TempDir, cat_as_nobody, errno_of, nobody_gid, read_all, run_as_nobody,
+    Broker, TempDir, cat_as_nobody, errno_of, nobody_gid, nobody_uid, read_all, run_as_nobody,
 };
 use fdbroker_worker::Client;
 use std::io::{ErrorKind, Write};
@@ -36,7 +36,7 @@ socket_mode = "0666"
 
 [[client]]
 name = "tester"
-users = [0, 65534]
+users = [0, {nobody}]
 
   [[client.allow]]
   path = "{dir}/in/"
@@ -93,7 +93,7 @@ fn nobody_reads_a_root_only_file_only_through_the_broker() {
     // The audit log names the peer uid and the result.
     let log = b.log();
     assert!(
-        log.contains("uid=65534") && log.contains("result=\"granted\""),
+        log.contains(&format!("uid={}", nobody_uid())) && log.contains("result=\"granted\""),
         "{log}"
     );
 }
@@ -433,7 +433,7 @@ fn version_mismatch_and_unknown_peers_get_clear_refusals() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("uid 65534") && err.contains("refused"),
+        err.contains(&format!("uid {}", nobody_uid())) && err.contains("refused"),
         "{err}"
     );
     assert!(b2.log().contains("refused a connection"));

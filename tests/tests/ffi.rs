@@ -24,7 +24,7 @@ socket_mode = "0666"
 
 [[client]]
 name = "c-tests"
-users = [0, 65534]
+users = [0, {nobody}]
 
   [[client.allow]]
   path = "{dir}/in/"

@@ -40,7 +40,7 @@ socket_mode = "0666"
 
 [[client]]
 name = "tester"
-users = [0, 65534]
+users = [0, {nobody}]
 
   [[client.allow]]
   path = "{dir}/q/"
@@ -165,7 +165,7 @@ fn metadata_is_the_brokers_view_under_the_policy() {
     // Each decision is audited, marked as a stat.
     let log = b.log();
     assert!(
-        log.contains("access=\"stat\"") && log.contains("uid=65534"),
+        log.contains("access=\"stat\"") && log.contains(&format!("uid={}", nobody_uid())),
         "{log}"
     );
 }
@@ -620,7 +620,9 @@ fn a_socket_client_reconnects_once_when_the_broker_restarts() {
 fn an_inherited_connection_reports_a_lost_broker_as_aborted() {
     use fdbroker::{Binding, ServeOptions, Server, Shared};
     let t = tree();
-    let policy = POLICY.replace("{dir}", t.path().to_str().unwrap());
+    let policy = POLICY
+        .replace("{dir}", t.path().to_str().unwrap())
+        .replace("{nobody}", &nobody_uid().to_string());
     let policy = fdbroker_policy::Policy::parse(&policy, Path::new("inline.toml")).unwrap();
     let (ours, theirs) = fdbroker_shared::Channel::pair().unwrap();
     let theirs = std::os::fd::OwnedFd::from(theirs);
@@ -771,7 +773,7 @@ fn a_root_worker_drops_privileges_connects_then_confines() {
     let t = tree();
     let b = Broker::start(
         &t,
-        &POLICY.replace("users = [0, 65534]", "users = [\"nobody\"]"),
+        &POLICY.replace("users = [0, {nobody}]", "users = [\"nobody\"]"),
     );
     let a = t.join("q/a.txt");
     // Connecting as root first: the broker sees uid 0, which no client matches.
@@ -806,7 +808,11 @@ fn a_root_worker_drops_privileges_connects_then_confines() {
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("UID {0} {0}", nobody_uid())
     );
-    assert!(b.log().contains("uid=65534"), "{}", b.log());
+    assert!(
+        b.log().contains(&format!("uid={}", nobody_uid())),
+        "{}",
+        b.log()
+    );
 }
 
 #[tokio::test]

@@ -40,7 +40,7 @@ fn file(t: &TempDir, i: usize) -> PathBuf {
 fn policy(extra_broker: &str) -> String {
     format!(
         "[broker]\nsocket_mode = \"0666\"\n{extra_broker}\n\
-         [[client]]\nname = \"l\"\nusers = [0, 65534]\n\
+         [[client]]\nname = \"l\"\nusers = [0, {{nobody}}]\n\
          [[client.allow]]\npath = \"{{dir}}/d/\"\n"
     )
 }
@@ -749,7 +749,7 @@ fn a_flood_of_refused_connections_is_logged_a_few_times() {
     let b = Broker::start(
         &t,
         "[broker]\nsocket_mode = \"0666\"\n\
-         [[client]]\nname = \"n\"\nusers = [65534]\n[[client.allow]]\npath = \"{dir}/d/\"\n",
+         [[client]]\nname = \"n\"\nusers = [{nobody}]\n[[client.allow]]\npath = \"{dir}/d/\"\n",
     );
     for _ in 0..200 {
         // This process is root, which no client matches.
@@ -840,7 +840,7 @@ fn refused_requests_cannot_grow_the_audit_log_without_bound() {
     let b = Broker::start(
         &t,
         "[broker]\nsocket_mode = \"0666\"\n\
-         [[client]]\nname = \"n\"\nusers = [65534]\n[[client.allow]]\npath = \"{dir}/d/\"\n\
+         [[client]]\nname = \"n\"\nusers = [{nobody}]\n[[client.allow]]\npath = \"{dir}/d/\"\n\
          [[client]]\nname = \"r\"\nusers = [0]\n[[client.allow]]\npath = \"{dir}/d/\"\n",
     );
     let before = b.log().len();

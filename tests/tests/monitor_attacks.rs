@@ -23,8 +23,9 @@ fn successor_refuses_a_handed_over_client_end_of_its_own_listener() {
     let policy = tree.file(
         "policy.toml",
         format!(
-            "[[client]]\nname = \"root-tools\"\nusers = [0]\n  [[client.allow]]\n  path = \"{}\"\n  access = [\"read\"]\n\n[[client]]\nname = \"workers\"\nusers = [65534]\n  [[client.allow]]\n  path = \"{}/pub/\"\n  access = [\"read\"]\n",
+            "[[client]]\nname = \"root-tools\"\nusers = [0]\n  [[client.allow]]\n  path = \"{}\"\n  access = [\"read\"]\n\n[[client]]\nname = \"workers\"\nusers = [{}]\n  [[client.allow]]\n  path = \"{}/pub/\"\n  access = [\"read\"]\n",
             secret.display(),
+            fdbroker_tests::nobody_uid(),
             tree.path().display()
         )
         .as_bytes(),

@@ -114,7 +114,7 @@ socket_mode = "0666"
 
 [[client]]
 name = "python-tests"
-users = [65534]
+users = [{nobody}]
 
   [[client.allow]]
   path = "{dir}/in/"
@@ -375,7 +375,7 @@ socket_mode = "0666"
 
 [[client]]
 name = "clamd-feeder"
-users = [65534]
+users = [{nobody}]
 
   [[client.allow]]
   path = "{dir}/q/"

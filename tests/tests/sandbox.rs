@@ -351,13 +351,18 @@ fn proc_status_seen_from_outside_shows_no_privileges() {
     }
     assert_eq!(status_field(&status, "NoNewPrivs"), "1");
     assert_eq!(status_field(&status, "Seccomp"), "2");
-    for key in ["Uid", "Gid"] {
+    for (key, id) in [("Uid", nobody_uid()), ("Gid", nobody_gid())] {
         let ids: Vec<&str> = status_field(&status, key).split_whitespace().collect();
-        assert_eq!(ids, ["65534"; 4], "{key}");
+        let id = id.to_string();
+        assert_eq!(ids, [id.as_str(); 4], "{key}");
     }
     assert_eq!(status_field(&status, "Groups"), "");
     assert!(
-        seen.contains("APPLIED sandbox: uid 65534 gid 65534"),
+        seen.contains(&format!(
+            "APPLIED sandbox: uid {} gid {}",
+            nobody_uid(),
+            nobody_gid()
+        )),
         "{seen}"
     );
 }
@@ -914,7 +919,11 @@ fn spawn_mode_prepares_in_a_threaded_parent_and_applies_in_the_forked_child() {
         "thread",
     ]);
     assert!(
-        r.applied().starts_with("sandbox: uid 65534 gid 65534"),
+        r.applied().starts_with(&format!(
+            "sandbox: uid {} gid {}",
+            nobody_uid(),
+            nobody_gid()
+        )),
         "{r:#?}"
     );
     r.assert_denied("open:/etc/passwd", "EACCES");

@@ -272,7 +272,7 @@ fn run_confines_the_worker_and_serves_it_through_the_broker() {
     assert!(
         status_field(&st, "Uid:")
             .split_whitespace()
-            .all(|u| u == "65534")
+            .all(|u| u == nobody_uid().to_string())
     );
     // The exit status passes through.
     writeln!(w.stdin, "exit 42").unwrap();
@@ -535,7 +535,10 @@ fn run_reports_exit_status_and_forwards_signals() {
         &mut run_cmd(&policy, &["/usr/bin/id", "-u"]),
         Duration::from_secs(20),
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "65534");
+    assert_eq!(
+        fdbroker_tests::text(&out.stdout).trim(),
+        nobody_uid().to_string()
+    );
 
     // A signal sent to `fdbroker run` reaches the worker.
     let mut w = Driven::start(run_cmd(
@@ -1029,7 +1032,7 @@ fn run_namespace_init_reaps_orphans() {
     assert!(
         status_field(&st, "Uid:")
             .split_whitespace()
-            .all(|u| u == "65534"),
+            .all(|u| u == nobody_uid().to_string()),
         "{st}"
     );
     assert_eq!(status_field(&st, "CapEff:"), "0000000000000000", "{st}");
