@@ -4,6 +4,7 @@
 use crate::bins::fdbroker_bin;
 use crate::nobody::nobody_uid;
 use crate::tree::TempDir;
+use crate::wait::wait_until;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -178,6 +179,16 @@ impl Broker {
     /// A client connected as this (root) test process.
     pub fn client(&self) -> fdbroker_worker::Client {
         fdbroker_worker::Client::connect(&self.socket).unwrap()
+    }
+
+    /// Wait up to 10 s until the broker's log has said `what` at least `times` times
+    /// (reloads and start-up steps are asynchronous to whatever asked for them).
+    pub fn wait_log(&self, what: &str, times: usize) {
+        wait_until(
+            Duration::from_secs(10),
+            || format!("log never said {what:?} {times} times:\n{}", self.log()),
+            || self.log().matches(what).count() >= times,
+        );
     }
 
     /// How many descriptors the broker holds.

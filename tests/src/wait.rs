@@ -15,3 +15,11 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Wait until `f` holds; if `limit` passes first, panic with what `what` says then (it
+/// is asked only on failure, so it may read a log).
+pub fn wait_until(limit: Duration, what: impl Fn() -> String, f: impl FnMut() -> bool) {
+    if !eventually(limit, f) {
+        panic!("timed out after {limit:?}: {}", what());
+    }
+}

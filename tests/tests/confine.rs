@@ -5,7 +5,7 @@
 
 use fdbroker_tests::{Broker, TempDir, status_field};
 use fdbroker_worker::Access;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const DAC_OVERRIDE: u64 = 1 << 1;
 const DAC_READ_SEARCH: u64 = 1 << 2;
@@ -13,7 +13,7 @@ const DAC_READ_SEARCH: u64 = 1 << 2;
 /// The broker's `/proc` status once it is serving: the socket accepts connections
 /// before the broker confines itself, and "serving" is logged after.
 fn status(b: &Broker) -> String {
-    wait_log(b, "serving");
+    b.wait_log("serving", 1);
     std::fs::read_to_string(format!("/proc/{}/status", b.pid())).unwrap()
 }
 
@@ -30,19 +30,6 @@ fn policy(extra: &str) -> String {
     format!(
         "[[client]]\nname = \"t\"\nusers = [0]\n[[client.allow]]\npath = \"{{dir}}/ro/\"\n{extra}"
     )
-}
-
-/// Wait until the broker's log says `what` (reloads are asynchronous to the signal).
-fn wait_log(b: &Broker, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !b.log().contains(what) {
-        assert!(
-            Instant::now() < deadline,
-            "log never said {what:?}:\n{}",
-            b.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -197,7 +184,7 @@ fn the_monitor_holds_only_what_its_servers_may_need_and_uses_none() {
     let t = TempDir::new("confine-monitor");
     t.dir("ro", 0o755);
     let b = Broker::start(&t, &policy(""));
-    wait_log(&b, "serving");
+    b.wait_log("serving", 1);
     let st = std::fs::read_to_string(format!("/proc/{}/status", b.monitor_pid())).unwrap();
     let servers = DAC_READ_SEARCH | DAC_OVERRIDE | CHOWN | SETPCAP;
     assert_eq!(mask(&st, "CapEff:"), 0, "{st}");

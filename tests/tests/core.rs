@@ -5,7 +5,8 @@ use fdbroker_shared::Channel;
 use fdbroker_shared::frame::{self, Kind, MAX_MESSAGE};
 use fdbroker_shared::wire::{Access, Hello, Op, OpenSpec, Request, Welcome};
 use fdbroker_tests::{
-    Broker, TempDir, cat_as_nobody, errno_of, nobody_gid, nobody_uid, read_all, run_as_nobody,
+    Broker, TempDir, cat_as_nobody, errno_of, eventually, nobody_gid, nobody_uid, read_all,
+    run_as_nobody,
 };
 use fdbroker_worker::Client;
 use std::io::{ErrorKind, Write};
@@ -473,10 +474,7 @@ fn no_descriptor_or_memory_growth_after_thousands_of_requests() {
     );
     drop(c);
     // Disconnected clients cost nothing: wait for the broker to notice.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while b.fd_count() > base_fds && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(Duration::from_secs(5), || b.fd_count() <= base_fds);
     assert_eq!(b.fd_count(), base_fds, "broker leaked descriptors");
 }
 

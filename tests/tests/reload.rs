@@ -5,7 +5,9 @@
 //! anything when the new server cannot start. Real processes, a real monitor.
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{Broker, TempDir, fdbroker_bin, read_text, run_with_timeout, show};
+use fdbroker_tests::{
+    Broker, TempDir, fdbroker_bin, read_text, run_with_timeout, show, wait_until,
+};
 use fdbroker_worker::{Access, Client};
 use nix::sys::signal::Signal;
 use std::io::ErrorKind;
@@ -81,11 +83,9 @@ fn a_reload_widens_to_new_roots_and_rights_then_narrows_on_the_same_connection()
     // The replaced servers are gone (each exits right after handing over).
     let children =
         || std::fs::read_to_string(format!("/proc/{monitor}/task/{monitor}/children")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while children().split_whitespace().count() != 1 {
-        assert!(Instant::now() < deadline, "{}", children());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(Duration::from_secs(10), children, || {
+        children().split_whitespace().count() == 1
+    });
 }
 
 #[test]
@@ -258,15 +258,11 @@ fn reloads_under_load_lose_no_request() {
             b.log()
         );
         // Requests keep being answered between reloads.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while answered.load(Ordering::Relaxed) < before + 8 {
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: no progress\n{}",
-                b.log()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until(
+            Duration::from_secs(10),
+            || format!("round {round}: no progress\n{}", b.log()),
+            || answered.load(Ordering::Relaxed) >= before + 8,
+        );
     }
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -279,11 +275,11 @@ fn reloads_under_load_lose_no_request() {
     // Nothing leaked: the monitor holds what it held, the last server what the first
     // held with the eight connections closed.
     let settled = |what: &str, now: &dyn Fn() -> usize, base: usize| {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while now() > base {
-            assert!(Instant::now() < deadline, "{what}: {} > {base}", now());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            Duration::from_secs(5),
+            || format!("{what}: {} > {base}", now()),
+            || now() <= base,
+        );
     };
     settled("monitor fds", &|| fds(monitor), monitor_fds);
     settled("server fds", &|| fds(b.pid()), server_fds);

@@ -8,7 +8,6 @@ use fdbroker_tests::{Broker, TempDir, nobody_gid, nobody_uid};
 use nix::sys::signal::Signal;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{chown, lchown, symlink};
-use std::time::{Duration, Instant};
 
 fn policy(root: &str) -> String {
     format!(
@@ -101,11 +100,7 @@ fn roots_reached_through_roots_own_symlinks_and_sticky_directories_are_served() 
     // Reloaded by the confined broker, which walks the roots again under its own
     // seccomp filter and Landlock domain.
     b.signal(Signal::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !b.log().contains("policy reloaded") {
-        assert!(Instant::now() < deadline, "no reload:\n{}", b.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    b.wait_log("policy reloaded", 1);
     assert_eq!(read(c.open(t.join("alias/mail")).unwrap()), "mail");
     assert_eq!(
         read(c.open(t.join("sticky/spool/mail")).unwrap()),

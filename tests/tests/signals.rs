@@ -16,20 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-/// Wait until the broker's log has said `what` `times` times (reloads happen
-/// asynchronously to the signal).
-fn wait_log_count(b: &Broker, what: &str, times: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while b.log().matches(what).count() < times {
-        assert!(
-            Instant::now() < deadline,
-            "log never said {what:?} {times} times:\n{}",
-            b.log()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn grant(paths: &[&str]) -> String {
     grant_with("", paths)
 }
@@ -58,14 +44,14 @@ fn sighup_swaps_in_a_valid_policy_and_keeps_the_old_one_over_a_broken_one() {
 
     b.rewrite_policy(&t, &grant(&["a.txt", "b.txt"]));
     b.signal(Signal::SIGHUP);
-    wait_log_count(&b, "policy reloaded", 1);
+    b.wait_log("policy reloaded", 1);
     assert_eq!(read_text(c.open(t.join("b.txt")).unwrap()), "B");
 
     // Broken at line 9, column 8: rejected with FILE:LINE:COL, the old policy serves.
     let broken = grant(&["a.txt"]) + "[[client.allow]]\npath = 42\n";
     b.rewrite_policy(&t, &broken);
     b.signal(Signal::SIGHUP);
-    wait_log_count(&b, "policy reload failed", 1);
+    b.wait_log("policy reload failed", 1);
     let log = b.log();
     let line = log
         .lines()
@@ -81,7 +67,7 @@ fn sighup_swaps_in_a_valid_policy_and_keeps_the_old_one_over_a_broken_one() {
 
     // A further SIGHUP with the file still broken changes nothing either.
     b.signal(Signal::SIGHUP);
-    wait_log_count(&b, "policy reload failed", 2);
+    b.wait_log("policy reload failed", 2);
     assert!(b.alive());
     assert_eq!(read_text(c.open(t.join("a.txt")).unwrap()), "A");
     assert_eq!(read_text(c.open(t.join("b.txt")).unwrap()), "B");
@@ -103,7 +89,7 @@ fn sighup_reopens_the_policy_roots() {
     assert_eq!(read_text(c.open(t.join("data/f")).unwrap()), "old");
     // ...until a reload opens the roots again.
     b.signal(Signal::SIGHUP);
-    wait_log_count(&b, "policy reloaded", 1);
+    b.wait_log("policy reloaded", 1);
     assert_eq!(read_text(c.open(t.join("data/f")).unwrap()), "new");
 }
 
@@ -153,7 +139,7 @@ fn requests_in_flight_across_many_reloads_all_succeed() {
         };
         b.rewrite_policy(&t, &text);
         b.signal(Signal::SIGHUP);
-        wait_log_count(&b, "policy reloaded", round);
+        b.wait_log("policy reloaded", round);
     }
     stop.store(true, Ordering::Relaxed);
     let failures: Vec<String> = workers

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use fdbroker::server::DRAIN_BOUND;
-use fdbroker_tests::{TempDir, fdbroker_bin, read_text, run_with_timeout, show};
+use fdbroker_tests::{TempDir, fdbroker_bin, read_text, run_with_timeout, show, wait_until};
 use fdbroker_worker::Client;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -60,12 +60,8 @@ fn policy(dir: &Path, broker: &str, paths: &[&str]) -> String {
     p
 }
 
-fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_for(what: &str, limit: Duration, ready: impl FnMut() -> bool) {
+    wait_until(limit, || format!("waiting for {what}"), ready);
 }
 
 /// A child process killed on drop (SIGTERM, then SIGKILL).
