@@ -6,7 +6,7 @@
 //! sandbox (`--no-apply`), so an assertion that something is denied cannot pass merely
 //! because the check was broken or the environment forbids it anyway.
 
-use fdbroker_tests::{nobody_gid, nobody_uid};
+use fdbroker_tests::{nobody_gid, nobody_uid, status_field};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -303,14 +303,6 @@ fn allow_read_exec_is_needed_to_execute() {
 // ---------------------------------------------------------------------------------------------
 // Identity, capabilities, no_new_privs, seccomp mode: read from outside
 
-fn status_field<'a>(status: &'a str, key: &str) -> &'a str {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
-        .map(str::trim)
-        .unwrap_or_else(|| panic!("no {key} in\n{status}"))
-}
-
 #[test]
 fn proc_status_seen_from_outside_shows_no_privileges() {
     require_root();
@@ -346,17 +338,17 @@ fn proc_status_seen_from_outside_shows_no_privileges() {
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l == "DONE"), "{seen}{rest:?}");
 
-    for key in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+    for key in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
         assert_eq!(status_field(&status, key), "0000000000000000", "{key}");
     }
-    assert_eq!(status_field(&status, "NoNewPrivs"), "1");
-    assert_eq!(status_field(&status, "Seccomp"), "2");
-    for (key, id) in [("Uid", nobody_uid()), ("Gid", nobody_gid())] {
+    assert_eq!(status_field(&status, "NoNewPrivs:"), "1");
+    assert_eq!(status_field(&status, "Seccomp:"), "2");
+    for (key, id) in [("Uid:", nobody_uid()), ("Gid:", nobody_gid())] {
         let ids: Vec<&str> = status_field(&status, key).split_whitespace().collect();
         let id = id.to_string();
         assert_eq!(ids, [id.as_str(); 4], "{key}");
     }
-    assert_eq!(status_field(&status, "Groups"), "");
+    assert_eq!(status_field(&status, "Groups:"), "");
     assert!(
         seen.contains(&format!(
             "APPLIED sandbox: uid {} gid {}",
