@@ -11,7 +11,7 @@ use fdbroker_shared::wire::{
     Accepted, Access, FileKind, FileMeta, MAX_BATCH, OPEN_APPEND, OPEN_TRUNC, Reply, ReplyBody,
     Request, Welcome, WireError,
 };
-use fdbroker_tests::{Broker, TempDir, run_as_nobody, run_with_timeout, sibling_bin};
+use fdbroker_tests::{Broker, TempDir, run_as_nobody, run_with_timeout, sibling_bin, text};
 use fdbroker_tests::{
     assert_dropped, dev_ino, errno_of, eventually, hello_frame, many_frame, nobody_gid, nobody_uid,
     open_frame, path_dev_ino, raw_session, read_all, recv_reply, settled_fd_count,
@@ -808,7 +808,7 @@ fn a_broker_without_a_needed_capability_names_it() {
             .arg(dir.join("s.sock")),
         Duration::from_secs(20),
     );
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = text(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
         err.contains("the policy needs CAP_DAC_OVERRIDE")
@@ -1185,12 +1185,8 @@ fn an_unknown_peer_is_refused_before_its_bytes_are_parsed() {
             .arg("garbage")
             .arg(&b.socket),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(
         stdout.contains(&format!("refused errno={}", libc::EACCES))
             && stdout.contains(&format!("uid {}", nobody_uid())),
@@ -1226,12 +1222,8 @@ fn the_peer_identity_is_fixed_at_connect_time() {
             .arg(t.join("high/file")),
         Duration::from_secs(30),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines,
@@ -1294,8 +1286,8 @@ fn a_read_grant_never_reopens_for_writing() {
         Some(script.into_bytes()),
         Duration::from_secs(30),
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = text.lines().skip(1).collect();
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().skip(1).collect();
     let refused = "ERR PermissionDenied 13";
     assert_eq!(
         lines,
@@ -1307,8 +1299,8 @@ fn a_read_grant_never_reopens_for_writing() {
             "REOPEN err 13", // nothing more than reading for nobody
             "REOPEN ok",     // allow_reopen: passed, and reopened for writing
         ],
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{stdout}\n{}",
+        text(&out.stderr)
     );
     let log = b.log();
     assert!(

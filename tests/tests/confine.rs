@@ -3,7 +3,7 @@
 //! a new server: `reload.rs`.)
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{Broker, TempDir, status_field};
+use fdbroker_tests::{Broker, TempDir, status_field, text};
 use fdbroker_worker::Access;
 use std::time::Duration;
 
@@ -149,7 +149,7 @@ fn the_confined_broker_may_signal_only_itself_and_its_worker() {
         let survived = other.try_wait().unwrap().is_none();
         let _ = other.kill();
         let _ = other.wait();
-        let text = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = |out: &std::process::Output| text(&out.stdout);
         assert!(serve.status.success(), "{:?}", serve);
         assert_eq!(
             text(&serve),

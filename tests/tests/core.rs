@@ -6,7 +6,7 @@ use fdbroker_shared::frame::{self, Kind, MAX_MESSAGE};
 use fdbroker_shared::wire::{Access, Hello, Op, OpenSpec, Request, Welcome};
 use fdbroker_tests::{
     Broker, TempDir, cat_as_nobody, errno_of, eventually, nobody_gid, nobody_uid, read_all,
-    run_as_nobody,
+    run_as_nobody, text,
 };
 use fdbroker_worker::Client;
 use std::io::{ErrorKind, Write};
@@ -74,19 +74,15 @@ fn nobody_reads_a_root_only_file_only_through_the_broker() {
         !direct.status.success(),
         "nobody could read the file directly"
     );
-    assert!(String::from_utf8_lossy(&direct.stderr).contains("Permission denied"));
+    assert!(text(&direct.stderr).contains("Permission denied"));
     // Through the broker: granted.
     let out = cat_as_nobody(&b.socket, &[&secret]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(out.stdout, b"root-only contents\n");
     // Outside the policy: a clear error naming the path, and non-zero exit.
     let out = cat_as_nobody(&b.socket, &[&t.join("outside.txt")]);
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = text(&out.stderr);
     assert!(
         err.contains("outside.txt") && err.contains("denied"),
         "{err}"
@@ -432,7 +428,7 @@ fn version_mismatch_and_unknown_peers_get_clear_refusals() {
     );
     let out = cat_as_nobody(&b2.socket, &[&t.join("in/secret.txt")]);
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = text(&out.stderr);
     assert!(
         err.contains(&format!("uid {}", nobody_uid())) && err.contains("refused"),
         "{err}"
@@ -497,7 +493,7 @@ fn socket_file_mode_stale_replacement_and_removal_on_sigterm() {
         Duration::from_secs(10),
     );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("another broker"));
+    assert!(text(&out.stderr).contains("another broker"));
     // SIGTERM: exit 0 and the socket file is gone.
     b.signal(nix::sys::signal::Signal::SIGTERM);
     let status = b
@@ -522,6 +518,6 @@ fn socket_file_mode_stale_replacement_and_removal_on_sigterm() {
         Duration::from_secs(10),
     );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a socket"));
+    assert!(text(&out.stderr).contains("not a socket"));
     assert_eq!(std::fs::read(&regular).unwrap(), b"precious");
 }

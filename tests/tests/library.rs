@@ -6,7 +6,7 @@
 
 use fdbroker_tests::{
     Broker, TempDir, errno_of, eventually, fdbroker_bin, nobody_gid, nobody_uid, run_as_nobody,
-    run_with_timeout, sibling_bin,
+    run_with_timeout, sibling_bin, text,
 };
 use fdbroker_worker::{Access, Client, FileKind};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -66,13 +66,10 @@ fn probe_as_nobody(socket: &Path, args: &[&str]) -> Vec<String> {
     assert!(
         out.status.success(),
         "{args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        text(&out.stdout),
+        text(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    text(&out.stdout).lines().map(str::to_owned).collect()
 }
 
 fn line_for<'a>(lines: &'a [String], prefix: &str) -> &'a str {
@@ -377,11 +374,11 @@ fn a_wedged_broker_is_a_timeout_not_a_hang() {
         .env("FDBROKER_SOCKET", &b.socket)
         .env("FDBROKER_TIMEOUT", "1");
     let out = run_as_nobody(&mut cmd);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = text(&out.stdout);
     assert!(
         !out.status.success() && stdout.contains("TimedOut"),
         "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        text(&out.stderr)
     );
     assert!(start.elapsed() < Duration::from_secs(20));
     stop_server(&b, nix::sys::signal::Signal::SIGCONT);
@@ -730,8 +727,8 @@ fn several_processes_of_one_run_tree_each_get_a_connection() {
         .arg(&policy)
         .args(["--", "/bin/sh", "-c", &script]);
     let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert_eq!(stdout.matches("alpha").count(), 2, "{stdout}\n{stderr}");
     assert_eq!(stdout.matches("beta!").count(), 3, "{stdout}\n{stderr}");
@@ -781,11 +778,7 @@ fn a_root_worker_drops_privileges_connects_then_confines() {
     cmd.args(["cat", a.to_str().unwrap()])
         .env("FDBROKER_SOCKET", &b.socket);
     let out = run_with_timeout(&mut cmd, Duration::from_secs(30));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("uid 0"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(text(&out.stdout).contains("uid 0"), "{}", text(&out.stdout));
     // The documented order: drop, connect, confine.
     let mut cmd = Command::new(probe());
     cmd.args([
@@ -795,17 +788,17 @@ fn a_root_worker_drops_privileges_connects_then_confines() {
         a.to_str().unwrap(),
     ]);
     let out = run_with_timeout(&mut cmd, Duration::from_secs(30));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = text(&out.stdout);
     assert!(
         out.status.success() && stdout.contains(&format!("CAT {} alpha", a.display())),
         "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        text(&out.stderr)
     );
     let mut cmd = Command::new(probe());
     cmd.args(["--order", b.socket.to_str().unwrap(), "uid"]);
     let out = run_with_timeout(&mut cmd, Duration::from_secs(30));
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        text(&out.stdout).trim(),
         format!("UID {0} {0}", nobody_uid())
     );
     assert!(
@@ -935,8 +928,8 @@ fn the_scanner_example_walks_a_tree_under_run() {
             t.join("q").to_str().unwrap(),
         ]);
     let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = fdbroker_tests::text(&out.stdout);
+    let stderr = fdbroker_tests::text(&out.stderr);
     for (rel, verdict) in [
         ("q/a.txt", "clean"),
         ("q/sub/deeper/c.txt", "clean"),

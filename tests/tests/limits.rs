@@ -6,7 +6,7 @@
 use fdbroker_shared::Channel;
 use fdbroker_shared::frame::{self, Kind, MAX_MESSAGE};
 use fdbroker_shared::wire::{ReplyBody, Welcome};
-use fdbroker_tests::{Broker, TempDir, cat_as_nobody, sibling_bin};
+use fdbroker_tests::{Broker, TempDir, cat_as_nobody, sibling_bin, text};
 use fdbroker_tests::{
     errno_of, eventually, hello_frame, many_frame, raw_session, read_all, settled_fd_count,
 };
@@ -436,11 +436,7 @@ fn connection_limits_refuse_then_recover() {
     assert!(e.to_string().contains("uid 0 is at its limit of 8"), "{e}");
     // Another uid still gets in.
     let out = cat_as_nobody(&b.socket, &[&file(&t, 3)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
     for c in &held {
         served(&t, c, 5);
     }
@@ -598,12 +594,7 @@ fn one_uid_that_never_reads_at(limit: u32) {
     // Another uid (nobody) is served, again and again.
     for i in 0..5 {
         let out = cat_as_nobody(&b.socket, &[&file(&t, i)]);
-        assert!(
-            out.status.success(),
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            b.log()
-        );
+        assert!(out.status.success(), "{}\n{}", text(&out.stderr), b.log());
         assert_eq!(out.stdout, format!("file {i}\n").as_bytes());
     }
     let log = b.log();
@@ -665,12 +656,7 @@ fn closing_with_replies_unread_does_not_give_the_charge_back() {
     for i in 0..10 {
         let started = Instant::now();
         let out = cat_as_nobody(&b.socket, &[&file(&t, i)]);
-        assert!(
-            out.status.success(),
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            b.log()
-        );
+        assert!(out.status.success(), "{}\n{}", text(&out.stderr), b.log());
         assert_eq!(out.stdout, format!("file {i}\n").as_bytes());
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -858,12 +844,8 @@ fn refused_requests_cannot_grow_the_audit_log_without_bound() {
         Duration::from_secs(300),
     );
     let elapsed = started.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     let number = |name: &str| -> u64 {
         stdout
             .split_whitespace()

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use fdbroker_tests::{
-    Broker, TempDir, fdbroker_bin, read_text, run_with_timeout, show, wait_until,
+    Broker, TempDir, fdbroker_bin, read_text, run_with_timeout, show, text, wait_until,
 };
 use fdbroker_worker::{Access, Client};
 use nix::sys::signal::Signal;
@@ -123,7 +123,7 @@ fn a_refused_reload_fails_and_leaves_the_running_policy_alone() {
     b.rewrite_policy(&t, &(good.clone() + "[[client.allow]]\npath = 42\n"));
     let out = reload(&b, true);
     assert!(!out.status.success(), "{}", show(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = text(&out.stderr);
     assert!(
         err.contains(&format!("{}:8:8:", b.policy.display())),
         "{err}"
@@ -133,7 +133,7 @@ fn a_refused_reload_fails_and_leaves_the_running_policy_alone() {
     let out = reload(&b, false);
     assert!(!out.status.success(), "{}", show(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("refused the new policy"),
+        text(&out.stderr).contains("refused the new policy"),
         "{}",
         show(&out)
     );

@@ -6,7 +6,7 @@
 //! sandbox (`--no-apply`), so an assertion that something is denied cannot pass merely
 //! because the check was broken or the environment forbids it anyway.
 
-use fdbroker_tests::{nobody_gid, nobody_uid, status_field};
+use fdbroker_tests::{nobody_gid, nobody_uid, status_field, text};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -174,10 +174,7 @@ fn run_cmd(mut cmd: Command) -> Run {
             result => break result.expect("run sandbox-probe"),
         }
     };
-    Run::from_output(
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    Run::from_output(text(&out.stdout), text(&out.stderr))
 }
 
 fn run(args: &[&str]) -> Run {

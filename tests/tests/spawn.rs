@@ -4,7 +4,7 @@
 
 use fdbroker_tests::{
     Broker, TempDir, fdbroker_bin, nobody_gid, nobody_uid, run_with_input, run_with_timeout,
-    sibling_bin, status_field,
+    sibling_bin, status_field, text,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -314,7 +314,7 @@ fn run_worker_cannot_reach_the_network_other_sockets_or_other_processes() {
     );
     let _ = outsider.kill();
     let _ = outsider.wait();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = text(&out.stdout);
     for (check, want) in [
         ("setuid0", "err EPERM"),
         ("socket:inet", "err EPERM"),
@@ -451,7 +451,7 @@ fn run_worker_makes_no_socket_that_reaches_a_pathname_socket() {
     args.extend(reaching.iter().map(String::as_str));
     args.extend(["socketpair:unix", "socketpair:unix-seqpacket"]);
     let out = run_with_timeout(&mut run_cmd(&policy, &args), Duration::from_secs(30));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = text(&out.stdout);
     assert!(text.contains("\nDONE"), "{text}");
     for check in &reaching {
         assert!(
@@ -484,7 +484,7 @@ fn run_worker_cannot_execute_a_program_copied_into_memory() {
         Command::new(&probe).args(&args[1..]),
         Duration::from_secs(30),
     );
-    let control = String::from_utf8_lossy(&control.stdout);
+    let control = text(&control.stdout);
     for check in &checks[..2] {
         assert!(
             control.contains(&format!("CHECK {check} => ok exit=0")),
@@ -493,7 +493,7 @@ fn run_worker_cannot_execute_a_program_copied_into_memory() {
     }
 
     let out = run_with_timeout(&mut run_cmd(&policy, &args), Duration::from_secs(30));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = text(&out.stdout);
     for (check, want) in [
         (checks[0], "err EPERM"),
         (checks[1], "err EPERM"),
@@ -525,12 +525,7 @@ fn run_reports_exit_status_and_forwards_signals() {
         &mut run_cmd(&policy, &["/no/such/program"]),
         Duration::from_secs(20),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(127),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
     let out = run_with_timeout(
         &mut run_cmd(&policy, &["/usr/bin/id", "-u"]),
         Duration::from_secs(20),
@@ -1152,7 +1147,7 @@ fn scanner_example_finds_planted_signatures_under_run() {
         ),
         scan_list(&t),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = text(&out.stdout);
     check_scan(&t, &stdout);
     assert_eq!(out.status.code(), Some(1), "found something: exit 1");
 }
@@ -1169,11 +1164,11 @@ fn scanner_example_locks_itself_down_against_a_serving_broker() {
     cmd.args(["--lockdown", "--signatures", sigs.to_str().unwrap()])
         .env("FDBROKER_SOCKET", &b.socket);
     let out = feed(cmd, scan_list(&t));
-    check_scan(&t, &String::from_utf8_lossy(&out.stdout));
+    check_scan(&t, &text(&out.stdout));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("landlock"),
+        text(&out.stderr).contains("landlock"),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        text(&out.stderr)
     );
 }
 

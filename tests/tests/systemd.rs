@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use fdbroker::server::DRAIN_BOUND;
-use fdbroker_tests::{TempDir, fdbroker_bin, read_text, run_with_timeout, show, wait_until};
+use fdbroker_tests::{TempDir, fdbroker_bin, read_text, run_with_timeout, show, text, wait_until};
 use fdbroker_worker::Client;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -466,11 +466,7 @@ fn shipped_units_pass_verify_and_keep_their_exposure() {
         Duration::from_secs(60),
     );
     assert!(out.status.success(), "{}", show(&out));
-    assert!(
-        !String::from_utf8_lossy(&out.stderr).contains("fdbroker"),
-        "{}",
-        show(&out)
-    );
+    assert!(!text(&out.stderr).contains("fdbroker"), "{}", show(&out));
 
     let out = run_with_timeout(
         Command::new(ANALYZE).current_dir(t.path()).args([
@@ -482,7 +478,7 @@ fn shipped_units_pass_verify_and_keep_their_exposure() {
         Duration::from_secs(60),
     );
     assert!(out.status.success(), "{}", show(&out));
-    let report = String::from_utf8_lossy(&out.stdout);
+    let report = text(&out.stdout);
     let exposure: f64 = report
         .lines()
         .find_map(|l| {
@@ -610,7 +606,7 @@ impl UserManager {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let out = manager.systemctl_quiet(&["is-system-running"]);
-            let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            let state = text(&out.stdout).trim().to_owned();
             if state == "running" || state == "degraded" {
                 break;
             }
@@ -656,7 +652,7 @@ impl UserManager {
             show(&out),
             self.log()
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        text(&out.stdout)
     }
 
     fn property(&self, unit: &str, name: &str) -> String {
@@ -676,7 +672,7 @@ impl UserManager {
             Duration::from_secs(30),
         );
         assert!(out.status.success(), "{cmd:?}: {}", show(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        text(&out.stdout)
     }
 }
 
