@@ -220,14 +220,7 @@ impl Broker {
 
     /// Wait up to `limit` for the broker to exit; its exit status.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
+        crate::process::wait_exit(self.child.as_mut().unwrap(), limit)
     }
 
     /// Rewrite the policy file (same substitutions as `start`).

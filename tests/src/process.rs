@@ -2,7 +2,7 @@
 //! suite), and pseudo-terminals for the ones that need one.
 
 use std::io::Read;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Run `cmd` to completion, killing it after `limit` (a hang is a test failure, not a
@@ -86,4 +86,19 @@ pub fn open_pty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
         .try_clone_to_owned()
         .expect("dup the pty master");
     (master, slave)
+}
+
+/// Wait up to `limit` for `child` to exit; its exit status, or `None` if it is still
+/// running (the caller decides whether that is a failure and what to say).
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -4,7 +4,7 @@
 
 use fdbroker_tests::{
     Broker, TempDir, fdbroker_bin, nobody_gid, nobody_uid, run_with_input, run_with_timeout,
-    sibling_bin, status_field, text,
+    sibling_bin, status_field, text, wait_exit,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -119,14 +119,7 @@ impl Driven {
     }
 
     fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "process did not exit in time");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_exit(&mut self.child, limit).expect("process did not exit in time")
     }
 }
 
@@ -845,18 +838,8 @@ fn run_worker_cannot_type_into_the_terminal_and_ctrl_c_still_reaches_it() {
     // Ctrl-C at the terminal signals its foreground process group: the broker's, no
     // longer the worker's. The broker forwards it, and exits as the worker did.
     term.type_in("\x03");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = broker.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Ctrl-C did not end the worker:\n{}",
-            term.settle()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_exit(&mut broker.0, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("Ctrl-C did not end the worker:\n{}", term.settle()));
     assert_eq!(status.code(), Some(128 + libc::SIGINT), "{}", term.settle());
 }
 
@@ -892,18 +875,8 @@ fn run_leaves_nothing_of_the_worker_tree_running_on_the_terminal() {
     assert!(tree.len() >= 2, "{tree:?}");
 
     term.type_in("go\n");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = broker.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "fdbroker run did not return:\n{}",
-            term.settle()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_exit(&mut broker.0, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("fdbroker run did not return:\n{}", term.settle()));
     assert_eq!(status.code(), Some(5), "{}", term.settle());
     let left: Vec<String> = carrying(&marker)
         .into_iter()
@@ -1192,17 +1165,7 @@ fn run_returns_after_a_worker_child_made_with_clone_parent() {
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(Stdio::null());
     let mut broker = Reaped(cmd.spawn().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = broker.0.try_wait().unwrap() {
-            break Some(s);
-        }
-        if Instant::now() >= deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let Some(status) = status else {
+    let Some(status) = wait_exit(&mut broker.0, Duration::from_secs(20)) else {
         // Free the namespace: the zombie goes to the broker's parent, init finishes.
         let _ = broker.0.kill();
         panic!("fdbroker run did not return after its worker exited");

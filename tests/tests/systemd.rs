@@ -97,16 +97,7 @@ impl Proc {
     }
 
     fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                return Some(s);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        fdbroker_tests::wait_exit(self.child.as_mut().unwrap(), limit)
     }
 }
 
