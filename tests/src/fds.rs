@@ -6,6 +6,7 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// A file's whole content (what a passed descriptor lets its holder read).
 pub fn read_all(mut f: fs::File) -> Vec<u8> {
     let mut v = Vec::new();
     f.read_to_end(&mut v).unwrap();
@@ -18,6 +19,8 @@ pub fn dev_ino(fd: &impl AsFd) -> (u64, u64) {
     (st.st_dev, st.st_ino)
 }
 
+/// `(st_dev, st_ino)` of a path itself (not following a final symlink), to compare
+/// with what a descriptor names.
 pub fn path_dev_ino(p: &Path) -> (u64, u64) {
     let st = nix::sys::stat::lstat(p).unwrap();
     (st.st_dev, st.st_ino)

@@ -30,12 +30,14 @@ pub fn raw_session(socket: &Path, agent: &str) -> Channel {
     ch
 }
 
+/// A request frame, encoded as a client would send it.
 pub fn request_frame(req: &Request) -> Vec<u8> {
     let mut buf = Vec::new();
     frame::encode(Kind::Request, req, &mut buf).unwrap();
     buf
 }
 
+/// The greeting of a current client (agent `adversarial`).
 pub fn hello_frame() -> Vec<u8> {
     let mut buf = Vec::new();
     let hello = Hello {
@@ -46,6 +48,7 @@ pub fn hello_frame() -> Vec<u8> {
     buf
 }
 
+/// An `Open` request for `path` with raw `access` and `flags`.
 pub fn open_frame(id: u64, path: &[u8], access: Access, flags: u32) -> Vec<u8> {
     request_frame(&Request {
         id,
@@ -57,6 +60,7 @@ pub fn open_frame(id: u64, path: &[u8], access: Access, flags: u32) -> Vec<u8> {
     })
 }
 
+/// An `OpenMany` request for reading `paths`.
 pub fn many_frame(id: u64, paths: Vec<Vec<u8>>) -> Vec<u8> {
     request_frame(&Request {
         id,
