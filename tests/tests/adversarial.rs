@@ -1,6 +1,6 @@
 //! The adversarial suite: a hostile worker against a live broker, as root, with real
 //! processes, sockets, links, mounts and devices. Every case asserts the specific
-//! refusal *and* that the broker is still serving afterwards. `core.rs` covers the
+//! refusal *and* that the broker is still serving afterwards. `serve/basics.rs` covers the
 //! basics (a sibling prefix, `..`, the first symlink and hard link, one flag); this
 //! file covers what a determined attacker tries next.
 #![allow(clippy::unwrap_used)]
