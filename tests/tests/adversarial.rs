@@ -1,23 +1,21 @@
 //! The adversarial suite: a hostile worker against a live broker, as root, with real
 //! processes, sockets, links, mounts and devices. Every case asserts the specific
-//! refusal *and* that the broker is still serving afterwards. `core.rs` covers the
+//! refusal *and* that the broker is still serving afterwards. `serve/basics.rs` covers the
 //! basics (a sibling prefix, `..`, the first symlink and hard link, one flag); this
 //! file covers what a determined attacker tries next.
 #![allow(clippy::unwrap_used)]
 
-mod adversarial_support;
-
-use adversarial_support::{
-    assert_dropped, dev_ino, errno_of, eventually, hello_frame, many_frame, open_frame,
-    path_dev_ino, raw_session, read_all, recv_reply, settled_fd_count,
-};
 use fdbroker_shared::Channel;
 use fdbroker_shared::frame::{self, HEADER_LEN, Kind, MAX_MESSAGE};
 use fdbroker_shared::wire::{
     Accepted, Access, FileKind, FileMeta, MAX_BATCH, OPEN_APPEND, OPEN_TRUNC, Reply, ReplyBody,
     Request, Welcome, WireError,
 };
-use fdbroker_tests::{Broker, NOBODY, TempDir, run_as_nobody, run_with_timeout, sibling_bin};
+use fdbroker_tests::{Broker, TempDir, run_as_nobody, run_with_timeout, sibling_bin, text};
+use fdbroker_tests::{
+    assert_dropped, dev_ino, errno_of, eventually, hello_frame, many_frame, nobody_gid, nobody_uid,
+    open_frame, path_dev_ino, raw_session, read_all, recv_reply, settled_fd_count,
+};
 use fdbroker_worker::Client;
 use std::ffi::OsStr;
 use std::io::{ErrorKind, Read, Write};
@@ -745,13 +743,19 @@ fn created_files_get_the_rules_owner_and_group() {
     let t = TempDir::new("owner");
     t.dir("owned", 0o755);
     t.dir("plain", 0o755);
-    let policy = "[[client]]\nname = \"u\"\nusers = [0]\n\
-         [[client.allow]]\npath = \"{dir}/owned/\"\naccess = [\"create\"]\n\
-         owner = \"nobody\"\ngroup = 65534\nmode = \"0640\"\n\
-         [[client.allow]]\npath = \"{dir}/plain/\"\naccess = [\"create\"]\n";
-    let b = Broker::start(&t, policy);
+    let policy = format!(
+        "[[client]]\nname = \"u\"\nusers = [0]\n\
+         [[client.allow]]\npath = \"{{dir}}/owned/\"\naccess = [\"create\"]\n\
+         owner = \"nobody\"\ngroup = {}\nmode = \"0640\"\n\
+         [[client.allow]]\npath = \"{{dir}}/plain/\"\naccess = [\"create\"]\n",
+        nobody_gid()
+    );
+    let b = Broker::start(&t, &policy);
     let c = b.client();
-    for (dir, owner, mode) in [("owned", NOBODY, 0o640), ("plain", 0, 0o600)] {
+    for (dir, owner, group, mode) in [
+        ("owned", nobody_uid(), nobody_gid(), 0o640),
+        ("plain", 0, 0, 0o600),
+    ] {
         let p = t.join(&format!("{dir}/new"));
         let o = c
             .open_detailed(&p, Access::Create, 0)
@@ -760,7 +764,7 @@ fn created_files_get_the_rules_owner_and_group() {
         let meta = o.file.metadata().unwrap();
         assert_eq!(
             (meta.uid(), meta.gid(), meta.permissions().mode() & 0o7777),
-            (owner, owner, mode),
+            (owner, group, mode),
             "{dir}"
         );
     }
@@ -804,7 +808,7 @@ fn a_broker_without_a_needed_capability_names_it() {
             .arg(dir.join("s.sock")),
         Duration::from_secs(20),
     );
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = text(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
         err.contains("the policy needs CAP_DAC_OVERRIDE")
@@ -900,7 +904,7 @@ fn malformed_messages_drop_only_their_connection() {
         ("over the cap", vec![b'F'; MAX_MESSAGE + 1]),
     ];
     for (what, bytes) in &mid_session {
-        let ch = raw_session(&b.socket);
+        let ch = raw_session(&b.socket, "adversary");
         ch.send(bytes).unwrap();
         assert_dropped(&ch, what);
     }
@@ -917,7 +921,7 @@ fn malformed_messages_drop_only_their_connection() {
     }
     // The largest frame the cap allows is read and answered (its path is too long
     // to be valid, which is a reply, not a violation); the cap itself is exact.
-    let ch = raw_session(&b.socket);
+    let ch = raw_session(&b.socket, "adversary");
     let overhead = valid.len() - secret.len();
     let at_cap = open_frame(3, &vec![b'/'; MAX_MESSAGE - overhead], Access::Read, 0);
     assert_eq!(at_cap.len(), MAX_MESSAGE);
@@ -951,7 +955,7 @@ fn malformed_messages_drop_only_their_connection() {
 #[test]
 fn a_thousand_requests_in_a_burst_are_each_answered_once() {
     let (t, b) = fixture();
-    let ch = Arc::new(raw_session(&b.socket));
+    let ch = Arc::new(raw_session(&b.socket, "adversary"));
     let secret = t.join("in/secret.txt").as_os_str().as_bytes().to_vec();
     let outside = t.join("outside.txt").as_os_str().as_bytes().to_vec();
     let writer = {
@@ -1011,7 +1015,7 @@ fn descriptors_sent_to_the_broker_never_enter_it() {
     first.send_with_fds(&hello_frame(), &bait).unwrap();
     held.push(first);
     for _ in 0..4 {
-        let ch = raw_session(&b.socket);
+        let ch = raw_session(&b.socket, "adversary");
         ch.send_with_fds(&req, &bait).unwrap();
         held.push(ch);
     }
@@ -1181,15 +1185,11 @@ fn an_unknown_peer_is_refused_before_its_bytes_are_parsed() {
             .arg("garbage")
             .arg(&b.socket),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(
         stdout.contains(&format!("refused errno={}", libc::EACCES))
-            && stdout.contains(&format!("uid {NOBODY}")),
+            && stdout.contains(&format!("uid {}", nobody_uid())),
         "{stdout}"
     );
     still_serving(&t, &b.client());
@@ -1211,7 +1211,7 @@ fn the_peer_identity_is_fixed_at_connect_time() {
         "[broker]\nsocket_mode = \"0666\"\n\
          [[client]]\nname = \"admin\"\nusers = [0]\n\
          [[client.allow]]\npath = \"{dir}/low/\"\n[[client.allow]]\npath = \"{dir}/high/\"\n\
-         [[client]]\nname = \"low\"\nusers = [65534]\n\
+         [[client]]\nname = \"low\"\nusers = [{nobody}]\n\
          [[client.allow]]\npath = \"{dir}/low/\"\n",
     );
     let out = run_with_timeout(
@@ -1222,12 +1222,8 @@ fn the_peer_identity_is_fixed_at_connect_time() {
             .arg(t.join("high/file")),
         Duration::from_secs(30),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines,
@@ -1241,7 +1237,7 @@ fn the_peer_identity_is_fixed_at_connect_time() {
         ],
         "{stdout}"
     );
-    assert!(b.log().contains("uid=65534"));
+    assert!(b.log().contains(&format!("uid={}", nobody_uid())));
 }
 
 /// A descriptor confines its holder to its access mode only while the holder cannot
@@ -1257,16 +1253,16 @@ fn a_read_grant_never_reopens_for_writing() {
     t.dir("open", 0o700);
     let other_w = t.file("r/other-w", b"o+w\n", 0o602);
     let group_w = t.file("r/group-w", b"g+w\n", 0o620);
-    std::os::unix::fs::chown(&group_w, None, Some(NOBODY)).unwrap();
+    std::os::unix::fs::chown(&group_w, None, Some(nobody_gid())).unwrap();
     let group_w_not_mine = t.file("r/group-w-root", b"g+w, group root\n", 0o620);
     let mine = t.file("r/mine", b"owned by nobody\n", 0o400);
-    std::os::unix::fs::chown(&mine, Some(NOBODY), Some(NOBODY)).unwrap();
+    std::os::unix::fs::chown(&mine, Some(nobody_uid()), Some(nobody_gid())).unwrap();
     let plain = t.file("r/plain", b"plain\n", 0o644);
     let allowed = t.file("open/other-w", b"o+w, allowed\n", 0o602);
     let b = Broker::start(
         &t,
         "[broker]\nsocket_mode = \"0666\"\n\
-         [[client]]\nname = \"n\"\nusers = [65534]\n\
+         [[client]]\nname = \"n\"\nusers = [{nobody}]\n\
          [[client.allow]]\npath = \"{dir}/r/\"\n\
          [[client.allow]]\npath = \"{dir}/open/\"\nallow_reopen = true\n",
     );
@@ -1283,15 +1279,15 @@ fn a_read_grant_never_reopens_for_writing() {
     .iter()
     .map(|p| format!("reopen {}\n", p.display()))
     .collect();
-    std::os::unix::process::CommandExt::uid(&mut cmd, NOBODY);
-    std::os::unix::process::CommandExt::gid(&mut cmd, NOBODY);
+    std::os::unix::process::CommandExt::uid(&mut cmd, nobody_uid());
+    std::os::unix::process::CommandExt::gid(&mut cmd, nobody_gid());
     let out = fdbroker_tests::run_with_input(
         &mut cmd,
         Some(script.into_bytes()),
         Duration::from_secs(30),
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = text.lines().skip(1).collect();
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().skip(1).collect();
     let refused = "ERR PermissionDenied 13";
     assert_eq!(
         lines,
@@ -1303,12 +1299,15 @@ fn a_read_grant_never_reopens_for_writing() {
             "REOPEN err 13", // nothing more than reading for nobody
             "REOPEN ok",     // allow_reopen: passed, and reopened for writing
         ],
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{stdout}\n{}",
+        text(&out.stderr)
     );
     let log = b.log();
     assert!(
-        log.contains("would let uid 65534 reopen the descriptor through /proc/self/fd for writing"),
+        log.contains(&format!(
+            "would let uid {} reopen the descriptor through /proc/self/fd for writing",
+            nobody_uid()
+        )),
         "{log}"
     );
 }

@@ -2,7 +2,7 @@
 //! and the example policies the repository ships (which must stay valid).
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{TempDir, fdbroker_bin, run_with_timeout};
+use fdbroker_tests::{TempDir, fdbroker_bin, run_with_timeout, text};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -12,10 +12,6 @@ fn fdbroker(args: &[&str]) -> Output {
         Command::new(fdbroker_bin()).args(args),
         Duration::from_secs(20),
     )
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 #[test]
@@ -113,7 +109,8 @@ fn policy_explain_names_the_rule_and_exits_by_decision() {
         "{s}"
     );
     assert!(s.ends_with('\n'), "{s:?}");
-    let out = fdbroker(&["policy", "explain", p, "--uid", "65534", "/srv/q/keys/k"]);
+    let nobody = fdbroker_tests::nobody_uid().to_string();
+    let out = fdbroker(&["policy", "explain", p, "--uid", &nobody, "/srv/q/keys/k"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stdout).contains("p.toml:7:"),

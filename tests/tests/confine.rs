@@ -3,9 +3,9 @@
 //! a new server: `reload.rs`.)
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{Broker, TempDir};
+use fdbroker_tests::{Broker, TempDir, status_field, text};
 use fdbroker_worker::Access;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const DAC_OVERRIDE: u64 = 1 << 1;
 const DAC_READ_SEARCH: u64 = 1 << 2;
@@ -13,7 +13,7 @@ const DAC_READ_SEARCH: u64 = 1 << 2;
 /// The broker's `/proc` status once it is serving: the socket accepts connections
 /// before the broker confines itself, and "serving" is logged after.
 fn status(b: &Broker) -> String {
-    wait_log(b, "serving");
+    b.wait_log("serving", 1);
     std::fs::read_to_string(format!("/proc/{}/status", b.pid())).unwrap()
 }
 
@@ -26,31 +26,10 @@ fn mask(status: &str, key: &str) -> u64 {
     u64::from_str_radix(v, 16).unwrap()
 }
 
-fn field<'a>(status: &'a str, key: &str) -> &'a str {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .unwrap()
-        .trim()
-}
-
 fn policy(extra: &str) -> String {
     format!(
         "[[client]]\nname = \"t\"\nusers = [0]\n[[client.allow]]\npath = \"{{dir}}/ro/\"\n{extra}"
     )
-}
-
-/// Wait until the broker's log says `what` (reloads are asynchronous to the signal).
-fn wait_log(b: &Broker, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !b.log().contains(what) {
-        assert!(
-            Instant::now() < deadline,
-            "log never said {what:?}:\n{}",
-            b.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -64,8 +43,8 @@ fn a_read_only_broker_keeps_only_dac_read_search() {
     }
     assert_eq!(mask(&st, "CapInh:"), 0);
     assert_eq!(mask(&st, "CapAmb:"), 0);
-    assert_eq!(field(&st, "NoNewPrivs:"), "1");
-    assert_eq!(field(&st, "Seccomp:"), "2");
+    assert_eq!(status_field(&st, "NoNewPrivs:"), "1");
+    assert_eq!(status_field(&st, "Seccomp:"), "2");
     let log = b.log();
     assert!(
         log.contains("capabilities kept [CAP_DAC_READ_SEARCH]"),
@@ -106,7 +85,7 @@ fn confine_false_runs_unconfined_and_says_so() {
     // Everything the monitor passes on stays (a confined server keeps only
     // CAP_DAC_READ_SEARCH for this policy); the only filter is the monitor's.
     assert_ne!(mask(&st, "CapEff:") & !DAC_READ_SEARCH, 0, "{st}");
-    assert_eq!(field(&st, "Seccomp_filters:"), "1", "{st}");
+    assert_eq!(status_field(&st, "Seccomp_filters:"), "1", "{st}");
     assert!(b.log().contains("RUNNING UNCONFINED"));
 }
 
@@ -151,7 +130,7 @@ fn the_confined_broker_may_signal_only_itself_and_its_worker() {
     .map(|way| format!("target {way} EPERM\n"))
     .concat();
     // A root process (same uid) and one of nobody (only CAP_KILL could reach it).
-    for uid in [None, Some(fdbroker_tests::NOBODY)] {
+    for uid in [None, Some(fdbroker_tests::nobody_uid())] {
         let mut other = sleeper(uid);
         let o = other.id().to_string();
         let serve = fdbroker_tests::run_with_timeout(
@@ -170,7 +149,7 @@ fn the_confined_broker_may_signal_only_itself_and_its_worker() {
         let survived = other.try_wait().unwrap().is_none();
         let _ = other.kill();
         let _ = other.wait();
-        let text = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = |out: &std::process::Output| text(&out.stdout);
         assert!(serve.status.success(), "{:?}", serve);
         assert_eq!(
             text(&serve),
@@ -205,15 +184,15 @@ fn the_monitor_holds_only_what_its_servers_may_need_and_uses_none() {
     let t = TempDir::new("confine-monitor");
     t.dir("ro", 0o755);
     let b = Broker::start(&t, &policy(""));
-    wait_log(&b, "serving");
+    b.wait_log("serving", 1);
     let st = std::fs::read_to_string(format!("/proc/{}/status", b.monitor_pid())).unwrap();
     let servers = DAC_READ_SEARCH | DAC_OVERRIDE | CHOWN | SETPCAP;
     assert_eq!(mask(&st, "CapEff:"), 0, "{st}");
     assert_eq!(mask(&st, "CapPrm:"), servers, "{st}");
     assert_eq!(mask(&st, "CapBnd:"), servers, "{st}");
     assert_eq!(mask(&st, "CapAmb:"), 0, "{st}");
-    assert_eq!(field(&st, "NoNewPrivs:"), "1");
-    assert_eq!(field(&st, "Seccomp:"), "2");
+    assert_eq!(status_field(&st, "NoNewPrivs:"), "1");
+    assert_eq!(status_field(&st, "Seccomp:"), "2");
     // Its server then narrows itself to this read-only policy.
     assert_eq!(mask(&status(&b), "CapEff:"), DAC_READ_SEARCH);
 }

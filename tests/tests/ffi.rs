@@ -7,7 +7,9 @@
 #![allow(clippy::unwrap_used)]
 
 use fdbroker_client::{fdb_close, fdb_connect, fdb_last_error, fdb_open, fdb_open_many};
-use fdbroker_tests::{Broker, TempDir, fdbroker_bin, run_as_nobody, run_with_timeout};
+use fdbroker_tests::{
+    Broker, TempDir, fdbroker_bin, repo_root, run_as_nobody, run_with_timeout, text,
+};
 use std::ffi::{CStr, CString, c_char, c_int};
 use std::fs::File;
 use std::io::Read;
@@ -22,7 +24,7 @@ socket_mode = "0666"
 
 [[client]]
 name = "c-tests"
-users = [0, 65534]
+users = [0, {nobody}]
 
   [[client.allow]]
   path = "{dir}/in/"
@@ -59,13 +61,6 @@ fn tree() -> TempDir {
     t
 }
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
 /// Where cargo put this build's `libfdbroker_client.{so,a}`: beside the test's
 /// `deps/` directory (they are built because this package depends on the crate).
 fn build_dir() -> PathBuf {
@@ -93,7 +88,7 @@ fn install() -> Installed {
     let target = build.parent().unwrap();
     let out = run_with_timeout(
         Command::new("bash")
-            .arg(repo().join("worker/ffi/install.sh"))
+            .arg(repo_root().join("worker/ffi/install.sh"))
             .arg("--no-build")
             .arg("--profile")
             .arg(&profile)
@@ -119,7 +114,7 @@ fn install() -> Installed {
             .map(String::from)
             .collect()
     };
-    let source = repo().join("worker/ffi/examples/scan.c");
+    let source = repo_root().join("worker/ffi/examples/scan.c");
     let compile = |output: &Path, link: Vec<String>| {
         let out = run_with_timeout(
             Command::new("cc")
@@ -154,10 +149,6 @@ fn install() -> Installed {
         scan_shared,
         scan_static,
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// 64-bit FNV-1a, as `scan.c` computes it.

@@ -5,9 +5,10 @@
 #![allow(clippy::unwrap_used)]
 
 use fdbroker_tests::{
-    Broker, NOBODY, TempDir, fdbroker_bin, run_as_nobody, run_with_timeout, sibling_bin,
+    Broker, TempDir, errno_of, eventually, fdbroker_bin, nobody_gid, nobody_uid, run_as_nobody,
+    run_with_timeout, sibling_bin, text,
 };
-use fdbroker_worker::{Access, BrokerError, Client, FileKind};
+use fdbroker_worker::{Access, Client, FileKind};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
@@ -39,7 +40,7 @@ socket_mode = "0666"
 
 [[client]]
 name = "tester"
-users = [0, 65534]
+users = [0, {nobody}]
 
   [[client.allow]]
   path = "{dir}/q/"
@@ -65,13 +66,10 @@ fn probe_as_nobody(socket: &Path, args: &[&str]) -> Vec<String> {
     assert!(
         out.status.success(),
         "{args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        text(&out.stdout),
+        text(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    text(&out.stdout).lines().map(str::to_owned).collect()
 }
 
 fn line_for<'a>(lines: &'a [String], prefix: &str) -> &'a str {
@@ -79,24 +77,6 @@ fn line_for<'a>(lines: &'a [String], prefix: &str) -> &'a str {
         .iter()
         .find(|l| l.starts_with(prefix))
         .unwrap_or_else(|| panic!("no line starting with {prefix:?} in {lines:#?}"))
-}
-
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
-}
-
-fn errno_of(e: &std::io::Error) -> i32 {
-    e.get_ref()
-        .and_then(|i| i.downcast_ref::<BrokerError>())
-        .map(|b| b.errno)
-        .unwrap_or_else(|| panic!("not a broker error: {e:?}"))
 }
 
 #[test]
@@ -182,7 +162,7 @@ fn metadata_is_the_brokers_view_under_the_policy() {
     // Each decision is audited, marked as a stat.
     let log = b.log();
     assert!(
-        log.contains("access=\"stat\"") && log.contains("uid=65534"),
+        log.contains("access=\"stat\"") && log.contains(&format!("uid={}", nobody_uid())),
         "{log}"
     );
 }
@@ -394,11 +374,11 @@ fn a_wedged_broker_is_a_timeout_not_a_hang() {
         .env("FDBROKER_SOCKET", &b.socket)
         .env("FDBROKER_TIMEOUT", "1");
     let out = run_as_nobody(&mut cmd);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = text(&out.stdout);
     assert!(
         !out.status.success() && stdout.contains("TimedOut"),
         "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        text(&out.stderr)
     );
     assert!(start.elapsed() < Duration::from_secs(20));
     stop_server(&b, nix::sys::signal::Signal::SIGCONT);
@@ -598,7 +578,9 @@ fn a_socket_client_reconnects_once_when_the_broker_restarts() {
     let fd = c.as_fd().as_raw_fd();
     // As nobody, with the tracing event on its stderr.
     let mut cmd = Command::new(probe());
-    cmd.env("FDBROKER_SOCKET", &link).uid(NOBODY).gid(NOBODY);
+    cmd.env("FDBROKER_SOCKET", &link)
+        .uid(nobody_uid())
+        .gid(nobody_gid());
     let mut repl = Repl::start(cmd);
     assert_eq!(
         repl.ask(&format!("cat {}", a.display())),
@@ -635,7 +617,9 @@ fn a_socket_client_reconnects_once_when_the_broker_restarts() {
 fn an_inherited_connection_reports_a_lost_broker_as_aborted() {
     use fdbroker::{Binding, ServeOptions, Server, Shared};
     let t = tree();
-    let policy = POLICY.replace("{dir}", t.path().to_str().unwrap());
+    let policy = POLICY
+        .replace("{dir}", t.path().to_str().unwrap())
+        .replace("{nobody}", &nobody_uid().to_string());
     let policy = fdbroker_policy::Policy::parse(&policy, Path::new("inline.toml")).unwrap();
     let (ours, theirs) = fdbroker_shared::Channel::pair().unwrap();
     let theirs = std::os::fd::OwnedFd::from(theirs);
@@ -643,8 +627,8 @@ fn an_inherited_connection_reports_a_lost_broker_as_aborted() {
     let mut cmd = Command::new(probe());
     cmd.env("FDBROKER_FD", n.to_string())
         .env_remove("FDBROKER_SOCKET")
-        .uid(NOBODY)
-        .gid(NOBODY);
+        .uid(nobody_uid())
+        .gid(nobody_gid());
     // SAFETY: between fork and exec, only fcntl(2) on a descriptor the child inherited:
     // async-signal-safe, allocating nothing.
     unsafe {
@@ -662,8 +646,8 @@ fn an_inherited_connection_reports_a_lost_broker_as_aborted() {
         ours,
         fdbroker_shared::peer::PeerCredentials {
             pid: 0,
-            uid: NOBODY,
-            gid: NOBODY,
+            uid: nobody_uid(),
+            gid: nobody_gid(),
         },
         Binding::Named("tester".into()),
         &ServeOptions {
@@ -743,8 +727,8 @@ fn several_processes_of_one_run_tree_each_get_a_connection() {
         .arg(&policy)
         .args(["--", "/bin/sh", "-c", &script]);
     let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert_eq!(stdout.matches("alpha").count(), 2, "{stdout}\n{stderr}");
     assert_eq!(stdout.matches("beta!").count(), 3, "{stdout}\n{stderr}");
@@ -786,7 +770,7 @@ fn a_root_worker_drops_privileges_connects_then_confines() {
     let t = tree();
     let b = Broker::start(
         &t,
-        &POLICY.replace("users = [0, 65534]", "users = [\"nobody\"]"),
+        &POLICY.replace("users = [0, {nobody}]", "users = [\"nobody\"]"),
     );
     let a = t.join("q/a.txt");
     // Connecting as root first: the broker sees uid 0, which no client matches.
@@ -794,11 +778,7 @@ fn a_root_worker_drops_privileges_connects_then_confines() {
     cmd.args(["cat", a.to_str().unwrap()])
         .env("FDBROKER_SOCKET", &b.socket);
     let out = run_with_timeout(&mut cmd, Duration::from_secs(30));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("uid 0"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(text(&out.stdout).contains("uid 0"), "{}", text(&out.stdout));
     // The documented order: drop, connect, confine.
     let mut cmd = Command::new(probe());
     cmd.args([
@@ -808,20 +788,24 @@ fn a_root_worker_drops_privileges_connects_then_confines() {
         a.to_str().unwrap(),
     ]);
     let out = run_with_timeout(&mut cmd, Duration::from_secs(30));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = text(&out.stdout);
     assert!(
         out.status.success() && stdout.contains(&format!("CAT {} alpha", a.display())),
         "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        text(&out.stderr)
     );
     let mut cmd = Command::new(probe());
     cmd.args(["--order", b.socket.to_str().unwrap(), "uid"]);
     let out = run_with_timeout(&mut cmd, Duration::from_secs(30));
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("UID {NOBODY} {NOBODY}")
+        text(&out.stdout).trim(),
+        format!("UID {0} {0}", nobody_uid())
     );
-    assert!(b.log().contains("uid=65534"), "{}", b.log());
+    assert!(
+        b.log().contains(&format!("uid={}", nobody_uid())),
+        "{}",
+        b.log()
+    );
 }
 
 #[tokio::test]
@@ -944,8 +928,8 @@ fn the_scanner_example_walks_a_tree_under_run() {
             t.join("q").to_str().unwrap(),
         ]);
     let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = fdbroker_tests::text(&out.stdout);
+    let stderr = fdbroker_tests::text(&out.stderr);
     for (rel, verdict) in [
         ("q/a.txt", "clean"),
         ("q/sub/deeper/c.txt", "clean"),

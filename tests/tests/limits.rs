@@ -3,15 +3,13 @@
 //! that must leave the broker's descriptors and memory where they were.
 #![allow(clippy::unwrap_used)]
 
-mod adversarial_support;
-
-use adversarial_support::{
-    errno_of, eventually, hello_frame, many_frame, raw_session, read_all, settled_fd_count,
-};
 use fdbroker_shared::Channel;
 use fdbroker_shared::frame::{self, Kind, MAX_MESSAGE};
 use fdbroker_shared::wire::{ReplyBody, Welcome};
-use fdbroker_tests::{Broker, TempDir, cat_as_nobody, sibling_bin};
+use fdbroker_tests::{Broker, TempDir, cat_as_nobody, sibling_bin, text};
+use fdbroker_tests::{
+    errno_of, eventually, hello_frame, many_frame, raw_session, read_all, settled_fd_count,
+};
 use fdbroker_worker::Client;
 use std::io::{BufRead, BufReader, ErrorKind};
 use std::os::unix::ffi::OsStrExt;
@@ -42,7 +40,7 @@ fn file(t: &TempDir, i: usize) -> PathBuf {
 fn policy(extra_broker: &str) -> String {
     format!(
         "[broker]\nsocket_mode = \"0666\"\n{extra_broker}\n\
-         [[client]]\nname = \"l\"\nusers = [0, 65534]\n\
+         [[client]]\nname = \"l\"\nusers = [0, {{nobody}}]\n\
          [[client.allow]]\npath = \"{{dir}}/d/\"\n"
     )
 }
@@ -145,10 +143,10 @@ fn nine_hundred_idle_connections_do_not_starve_a_real_one() {
         idle.push(Channel::connect(&b.socket).unwrap());
     }
     for _ in 0..300 {
-        idle.push(raw_session(&b.socket));
+        idle.push(raw_session(&b.socket, "adversary"));
     }
     for i in 0..300 {
-        let ch = raw_session(&b.socket);
+        let ch = raw_session(&b.socket, "adversary");
         ch.send(&many_frame(
             1,
             vec![file(&t, i).as_os_str().as_bytes().to_vec(); 4],
@@ -224,7 +222,7 @@ fn a_worker_that_never_reads_cannot_grow_the_broker() {
     served(&t, &c, 0);
     let base = settled_fd_count(b.pid());
     let rss_before = b.rss_kib();
-    let ch = raw_session(&b.socket);
+    let ch = raw_session(&b.socket, "adversary");
     ch.set_nonblocking(true).unwrap();
     // Small batches: what sits unread in this worker's queue counts against root's
     // descriptors in flight, which other tests' brokers share.
@@ -395,7 +393,7 @@ fn ten_thousand_requests_leave_descriptors_and_memory_flat() {
                             }
                         }
                         if i % 500 == 0 {
-                            let ch = raw_session(&socket);
+                            let ch = raw_session(&socket, "adversary");
                             ch.send(b"not a frame").unwrap();
                             let _ = ch.recv(&mut [0u8; 64]);
                         }
@@ -438,11 +436,7 @@ fn connection_limits_refuse_then_recover() {
     assert!(e.to_string().contains("uid 0 is at its limit of 8"), "{e}");
     // Another uid still gets in.
     let out = cat_as_nobody(&b.socket, &[&file(&t, 3)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
     for c in &held {
         served(&t, c, 5);
     }
@@ -474,7 +468,7 @@ fn idle_connections_are_closed_after_the_idle_timeout() {
     let t = tree();
     let b = Broker::start(&t, &policy("idle_timeout = 1"));
     let silent = Channel::connect(&b.socket).unwrap();
-    let greeted = raw_session(&b.socket);
+    let greeted = raw_session(&b.socket, "adversary");
     // A client over a given connection cannot reconnect; one made from the socket path
     // reconnects once, transparently (the library's rule for a broker that went away).
     let c = Client::over(Channel::connect(&b.socket).unwrap()).unwrap();
@@ -600,12 +594,7 @@ fn one_uid_that_never_reads_at(limit: u32) {
     // Another uid (nobody) is served, again and again.
     for i in 0..5 {
         let out = cat_as_nobody(&b.socket, &[&file(&t, i)]);
-        assert!(
-            out.status.success(),
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            b.log()
-        );
+        assert!(out.status.success(), "{}\n{}", text(&out.stderr), b.log());
         assert_eq!(out.stdout, format!("file {i}\n").as_bytes());
     }
     let log = b.log();
@@ -650,7 +639,7 @@ fn closing_with_replies_unread_does_not_give_the_charge_back() {
     for _ in 0..40 {
         // Three batches: within the uid's share, so the broker answers them all and
         // goes back to reading, where it sees the shutdown.
-        let ch = raw_session(&b.socket);
+        let ch = raw_session(&b.socket, "adversary");
         for id in 0..3 {
             ch.send(&many_frame(id, batch.clone())).unwrap();
         }
@@ -667,12 +656,7 @@ fn closing_with_replies_unread_does_not_give_the_charge_back() {
     for i in 0..10 {
         let started = Instant::now();
         let out = cat_as_nobody(&b.socket, &[&file(&t, i)]);
-        assert!(
-            out.status.success(),
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            b.log()
-        );
+        assert!(out.status.success(), "{}\n{}", text(&out.stderr), b.log());
         assert_eq!(out.stdout, format!("file {i}\n").as_bytes());
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -751,7 +735,7 @@ fn a_flood_of_refused_connections_is_logged_a_few_times() {
     let b = Broker::start(
         &t,
         "[broker]\nsocket_mode = \"0666\"\n\
-         [[client]]\nname = \"n\"\nusers = [65534]\n[[client.allow]]\npath = \"{dir}/d/\"\n",
+         [[client]]\nname = \"n\"\nusers = [{nobody}]\n[[client.allow]]\npath = \"{dir}/d/\"\n",
     );
     for _ in 0..200 {
         // This process is root, which no client matches.
@@ -800,7 +784,7 @@ fn replies_already_read_on_many_connections_do_not_get_a_batch_refused() {
 /// A raw session that sends `batch` requests until the socket is full (at most 5 s)
 /// and reads nothing.
 fn flood_unread(socket: &std::path::Path, batch: &[Vec<u8>]) -> Channel {
-    let ch = raw_session(socket);
+    let ch = raw_session(socket, "adversary");
     ch.set_nonblocking(true).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut id = 0;
@@ -837,12 +821,12 @@ fn suppressed_in(line: &str, uid: u32) -> Option<u64> {
 #[test]
 fn refused_requests_cannot_grow_the_audit_log_without_bound() {
     use std::os::unix::process::CommandExt;
-    const NOBODY: u32 = fdbroker_tests::NOBODY;
+    let nobody = fdbroker_tests::nobody_uid();
     let t = tree();
     let b = Broker::start(
         &t,
         "[broker]\nsocket_mode = \"0666\"\n\
-         [[client]]\nname = \"n\"\nusers = [65534]\n[[client.allow]]\npath = \"{dir}/d/\"\n\
+         [[client]]\nname = \"n\"\nusers = [{nobody}]\n[[client.allow]]\npath = \"{dir}/d/\"\n\
          [[client]]\nname = \"r\"\nusers = [0]\n[[client.allow]]\npath = \"{dir}/d/\"\n",
     );
     let before = b.log().len();
@@ -855,17 +839,13 @@ fn refused_requests_cannot_grow_the_audit_log_without_bound() {
             .arg(t.path())
             .arg("200")
             .arg(&granted)
-            .uid(NOBODY)
-            .gid(NOBODY),
+            .uid(nobody)
+            .gid(fdbroker_tests::nobody_gid()),
         Duration::from_secs(300),
     );
     let elapsed = started.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     let number = |name: &str| -> u64 {
         stdout
             .split_whitespace()
@@ -881,7 +861,7 @@ fn refused_requests_cannot_grow_the_audit_log_without_bound() {
     assert_eq!(errno_of(&root.open(&outside).unwrap_err()), libc::EACCES);
     // Every refusal is either written or counted in a summary, which the timer writes
     // once its window ends even though the worker sends nothing more.
-    let mine = format!("uid={NOBODY} ");
+    let mine = format!("uid={nobody} ");
     let accounted = |log: &str| -> u64 {
         log[before..]
             .lines()
@@ -890,7 +870,7 @@ fn refused_requests_cannot_grow_the_audit_log_without_bound() {
                 if l.contains("result=\"denied\"") || l.contains("result=\"failed\"") {
                     1
                 } else {
-                    suppressed_in(l, NOBODY).unwrap_or(0)
+                    suppressed_in(l, nobody).unwrap_or(0)
                 }
             })
             .sum()
@@ -913,7 +893,7 @@ fn refused_requests_cannot_grow_the_audit_log_without_bound() {
         &log[before..]
     );
     assert!(
-        log.lines().any(|l| suppressed_in(l, NOBODY).is_some()
+        log.lines().any(|l| suppressed_in(l, nobody).is_some()
             && l.contains("client=\"n\"")
             && l.contains("pid=")),
         "{}",

@@ -4,7 +4,7 @@
 //! written against.
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{Broker, TempDir, fdbroker_bin, run_with_timeout, sibling_bin};
+use fdbroker_tests::{Broker, TempDir, fdbroker_bin, run_with_timeout, sibling_bin, text};
 use std::process::Command;
 use std::time::Duration;
 
@@ -23,8 +23,9 @@ fn successor_refuses_a_handed_over_client_end_of_its_own_listener() {
     let policy = tree.file(
         "policy.toml",
         format!(
-            "[[client]]\nname = \"root-tools\"\nusers = [0]\n  [[client.allow]]\n  path = \"{}\"\n  access = [\"read\"]\n\n[[client]]\nname = \"workers\"\nusers = [65534]\n  [[client.allow]]\n  path = \"{}/pub/\"\n  access = [\"read\"]\n",
+            "[[client]]\nname = \"root-tools\"\nusers = [0]\n  [[client.allow]]\n  path = \"{}\"\n  access = [\"read\"]\n\n[[client]]\nname = \"workers\"\nusers = [{}]\n  [[client.allow]]\n  path = \"{}/pub/\"\n  access = [\"read\"]\n",
             secret.display(),
+            fdbroker_tests::nobody_uid(),
             tree.path().display()
         )
         .as_bytes(),
@@ -40,11 +41,11 @@ fn successor_refuses_a_handed_over_client_end_of_its_own_listener() {
             .arg(&secret),
         Duration::from_secs(60),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = text(&out.stdout);
     assert!(
         !stdout.contains("granted"),
         "the successor served a forged connection as uid 0:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        text(&out.stderr)
     );
 }
 
@@ -67,11 +68,11 @@ fn monitor_does_not_kill_the_pid_a_forged_reload_request_names() {
             .arg(broker.monitor_pid().to_string()),
         Duration::from_secs(60),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = text(&out.stdout);
     assert!(
         stdout.contains("victim alive"),
         "the monitor signalled the forged pid:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        text(&out.stderr)
     );
 }
 
@@ -92,7 +93,7 @@ fn a_confined_server_cannot_connect_to_anything() {
             .arg(&b.socket),
         Duration::from_secs(20),
     );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = text(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert_eq!(text.trim(), "socket EPERM", "{text}");
 }

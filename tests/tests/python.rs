@@ -7,7 +7,10 @@
 //! `clamav-daemon`, which `scripts/test.sh` installs.
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{Broker, NOBODY, TempDir, fdbroker_bin, run_with_timeout, stop_child};
+use fdbroker_tests::{
+    Broker, TempDir, fdbroker_bin, nobody_gid, nobody_uid, repo_root, run_with_timeout, show,
+    stop_child, text,
+};
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -19,26 +22,6 @@ use std::time::{Duration, Instant};
 
 /// Debian's interpreter: the one `nobody` can run (and python3-pytest's).
 const PYTHON: &str = "/usr/bin/python3";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
 
 /// Copy a source tree, leaving out what builds and runs leave behind.
 fn copy_tree(from: &Path, to: &Path) {
@@ -78,7 +61,7 @@ impl Venv {
         );
         let dir = TempDir::new("py");
         let pkg = dir.join("pkg");
-        copy_tree(&repo().join("worker/python"), &pkg);
+        copy_tree(&repo_root().join("worker/python"), &pkg);
         let venv = dir.join("venv");
         let out = run_with_timeout(
             Command::new(PYTHON)
@@ -116,8 +99,8 @@ impl Venv {
             .env("HOME", self.dir.path())
             .env_remove("FDBROKER_FD")
             .env_remove("FDBROKER_SOCKET")
-            .uid(NOBODY)
-            .gid(NOBODY);
+            .uid(nobody_uid())
+            .gid(nobody_gid());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -131,7 +114,7 @@ socket_mode = "0666"
 
 [[client]]
 name = "python-tests"
-users = [65534]
+users = [{nobody}]
 
   [[client.allow]]
   path = "{dir}/in/"
@@ -176,7 +159,7 @@ fn python_package_passes_its_tests_as_nobody() {
     let t = pytest_tree();
     let b = Broker::start(&t, PYTEST_POLICY);
     let vectors = venv.dir.join("vectors.json");
-    fs::copy(repo().join("shared/testdata/vectors.json"), &vectors).unwrap();
+    fs::copy(repo_root().join("shared/testdata/vectors.json"), &vectors).unwrap();
     fs::set_permissions(&vectors, fs::Permissions::from_mode(0o644)).unwrap();
     let tests = venv.dir.join("pkg/tests");
     let out = venv.run_as_nobody(
@@ -296,7 +279,7 @@ impl Clamd {
         fs::write(&ndb, format!("{SIGNATURE}:0:*:{hex}\n")).unwrap();
         fs::set_permissions(&ndb, fs::Permissions::from_mode(0o644)).unwrap();
         let run = dir.dir("run", 0o755);
-        std::os::unix::fs::chown(&run, Some(NOBODY), Some(NOBODY)).unwrap();
+        std::os::unix::fs::chown(&run, Some(nobody_uid()), Some(nobody_gid())).unwrap();
         let socket = run.join("clamd.sock");
         let conf = dir.join("clamd.conf");
         fs::write(
@@ -316,8 +299,8 @@ impl Clamd {
         let child = Command::new(clamd_bin())
             .arg("-c")
             .arg(&conf)
-            .uid(NOBODY)
-            .gid(NOBODY)
+            .uid(nobody_uid())
+            .gid(nobody_gid())
             .stdin(Stdio::null())
             .stdout(fs::File::create(&log).unwrap())
             .stderr(fs::File::create(dir.join("clamd.err")).unwrap())
@@ -392,7 +375,7 @@ socket_mode = "0666"
 
 [[client]]
 name = "clamd-feeder"
-users = [65534]
+users = [{nobody}]
 
   [[client.allow]]
   path = "{dir}/q/"

@@ -5,22 +5,18 @@
 //! anything when the new server cannot start. Real processes, a real monitor.
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{Broker, TempDir, fdbroker_bin, run_with_timeout};
+use fdbroker_tests::{
+    Broker, TempDir, fdbroker_bin, read_text, run_with_timeout, show, text, wait_until,
+};
 use fdbroker_worker::{Access, Client};
 use nix::sys::signal::Signal;
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-fn read_file(mut f: std::fs::File) -> String {
-    let mut s = String::new();
-    f.read_to_string(&mut s).unwrap();
-    s
-}
 
 fn client_policy(rules: &str) -> String {
     format!("[[client]]\nname = \"t\"\nusers = [0]\n{rules}")
@@ -43,15 +39,6 @@ fn reload(b: &Broker, check: bool) -> Output {
     run_with_timeout(&mut cmd, Duration::from_secs(40))
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn a_reload_widens_to_new_roots_and_rights_then_narrows_on_the_same_connection() {
     let t = TempDir::new("reload-widen");
@@ -60,7 +47,7 @@ fn a_reload_widens_to_new_roots_and_rights_then_narrows_on_the_same_connection()
     let monitor = b.monitor_pid();
     let first_server = b.pid();
     let c = b.client();
-    assert_eq!(read_file(c.open(t.join("a/f")).unwrap()), "A");
+    assert_eq!(read_text(c.open(t.join("a/f")).unwrap()), "A");
 
     // A root outside everything the running server was confined to, created after it
     // started, and write access it dropped the capability for.
@@ -76,9 +63,9 @@ fn a_reload_widens_to_new_roots_and_rights_then_narrows_on_the_same_connection()
         )),
     );
     let out = reload(&b, true);
-    assert!(out.status.success(), "{}\n{}", text(&out), b.log());
+    assert!(out.status.success(), "{}\n{}", show(&out), b.log());
     // In force for the connection made before, on its very next request.
-    assert_eq!(read_file(c.open(t.join("later/g")).unwrap()), "G");
+    assert_eq!(read_text(c.open(t.join("later/g")).unwrap()), "G");
     let mut w = c.open_with(t.join("out/new"), Access::Create).unwrap();
     std::io::Write::write_all(&mut w, b"written").unwrap();
     drop(w);
@@ -89,18 +76,16 @@ fn a_reload_widens_to_new_roots_and_rights_then_narrows_on_the_same_connection()
     // Narrowed again: the same connection is refused what the new policy refuses.
     b.rewrite_policy(&t, &client_policy(&allow("a/", "\"read\"")));
     let out = reload(&b, true);
-    assert!(out.status.success(), "{}\n{}", text(&out), b.log());
+    assert!(out.status.success(), "{}\n{}", show(&out), b.log());
     let e = c.open(t.join("later/g")).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
-    assert_eq!(read_file(c.open(t.join("a/f")).unwrap()), "A");
+    assert_eq!(read_text(c.open(t.join("a/f")).unwrap()), "A");
     // The replaced servers are gone (each exits right after handing over).
     let children =
         || std::fs::read_to_string(format!("/proc/{monitor}/task/{monitor}/children")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while children().split_whitespace().count() != 1 {
-        assert!(Instant::now() < deadline, "{}", children());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(Duration::from_secs(10), children, || {
+        children().split_whitespace().count() == 1
+    });
 }
 
 #[test]
@@ -116,7 +101,7 @@ fn a_root_missing_at_start_is_served_after_a_reload() {
     loop {
         match c.open(t.join("spool/x")) {
             Ok(f) => {
-                assert_eq!(read_file(f), "X");
+                assert_eq!(read_text(f), "X");
                 break;
             }
             Err(e) => assert!(Instant::now() < deadline, "{e}\n{}", b.log()),
@@ -137,8 +122,8 @@ fn a_refused_reload_fails_and_leaves_the_running_policy_alone() {
     // Broken: with --policy the command itself says where, and signals nothing.
     b.rewrite_policy(&t, &(good.clone() + "[[client.allow]]\npath = 42\n"));
     let out = reload(&b, true);
-    assert!(!out.status.success(), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{}", show(&out));
+    let err = text(&out.stderr);
     assert!(
         err.contains(&format!("{}:8:8:", b.policy.display())),
         "{err}"
@@ -146,11 +131,11 @@ fn a_refused_reload_fails_and_leaves_the_running_policy_alone() {
     assert!(!b.log().contains("reloading"), "{}", b.log());
     // Without it, the new server refuses the file and the command fails all the same.
     let out = reload(&b, false);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", show(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("refused the new policy"),
+        text(&out.stderr).contains("refused the new policy"),
         "{}",
-        text(&out)
+        show(&out)
     );
     let log = b.log();
     let line = log
@@ -162,13 +147,13 @@ fn a_refused_reload_fails_and_leaves_the_running_policy_alone() {
         "{line}"
     );
     assert_eq!(b.pid(), server);
-    assert_eq!(read_file(c.open(t.join("a/f")).unwrap()), "A");
+    assert_eq!(read_text(c.open(t.join("a/f")).unwrap()), "A");
 
     // Fixed: the next reload goes through.
     b.rewrite_policy(&t, &good);
     let out = reload(&b, true);
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(read_file(c.open(t.join("a/f")).unwrap()), "A");
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(read_text(c.open(t.join("a/f")).unwrap()), "A");
 }
 
 /// A broker run as a user of its own with only CAP_DAC_READ_SEARCH: a reload to a
@@ -184,13 +169,13 @@ fn a_reload_needing_a_capability_the_broker_lacks_is_refused_with_its_name() {
     let c = b.client();
     b.rewrite_policy(&t, &(good.clone() + &allow("w/", "\"create\"")));
     let out = reload(&b, true);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", show(&out));
     let log = b.log();
     assert!(
         log.contains("policy reload failed") && log.contains("the policy needs CAP_DAC_OVERRIDE"),
         "{log}"
     );
-    assert_eq!(read_file(c.open(t.join("a/f")).unwrap()), "A");
+    assert_eq!(read_text(c.open(t.join("a/f")).unwrap()), "A");
 }
 
 /// Eight connections asking for batches without pause while twenty reloads alternate
@@ -246,7 +231,7 @@ fn reloads_under_load_lose_no_request() {
                     for (i, r) in got.into_iter().enumerate() {
                         match r {
                             Ok(f) => {
-                                let body = read_file(f);
+                                let body = read_text(f);
                                 if body != i.to_string() {
                                     return Err(format!("f{i:02} read {body:?}"));
                                 }
@@ -269,19 +254,15 @@ fn reloads_under_load_lose_no_request() {
         assert!(
             out.status.success(),
             "round {round}: {}\n{}",
-            text(&out),
+            show(&out),
             b.log()
         );
         // Requests keep being answered between reloads.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while answered.load(Ordering::Relaxed) < before + 8 {
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: no progress\n{}",
-                b.log()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until(
+            Duration::from_secs(10),
+            || format!("round {round}: no progress\n{}", b.log()),
+            || answered.load(Ordering::Relaxed) >= before + 8,
+        );
     }
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -294,11 +275,11 @@ fn reloads_under_load_lose_no_request() {
     // Nothing leaked: the monitor holds what it held, the last server what the first
     // held with the eight connections closed.
     let settled = |what: &str, now: &dyn Fn() -> usize, base: usize| {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while now() > base {
-            assert!(Instant::now() < deadline, "{what}: {} > {base}", now());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            Duration::from_secs(5),
+            || format!("{what}: {} > {base}", now()),
+            || now() <= base,
+        );
     };
     settled("monitor fds", &|| fds(monitor), monitor_fds);
     settled("server fds", &|| fds(b.pid()), server_fds);
@@ -350,7 +331,7 @@ fn a_relative_policy_path_keeps_working_across_reloads() {
         }
     };
     let c = connect();
-    assert_eq!(read_file(c.open(t.join("a/f")).unwrap()), "A");
+    assert_eq!(read_text(c.open(t.join("a/f")).unwrap()), "A");
     write(&format!(
         "{}{}",
         allow("a/", "\"read\""),
@@ -366,10 +347,10 @@ fn a_relative_policy_path_keeps_working_across_reloads() {
     assert!(
         out.status.success(),
         "{}\n{}",
-        text(&out),
+        show(&out),
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    assert_eq!(read_file(c.open(t.join("b/g")).unwrap()), "G");
+    assert_eq!(read_text(c.open(t.join("b/g")).unwrap()), "G");
     fdbroker_tests::stop_child(&mut child);
     assert!(!socket.exists());
     let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755));

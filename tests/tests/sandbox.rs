@@ -6,6 +6,7 @@
 //! sandbox (`--no-apply`), so an assertion that something is denied cannot pass merely
 //! because the check was broken or the environment forbids it anyway.
 
+use fdbroker_tests::{nobody_gid, nobody_uid, status_field, text};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -15,8 +16,6 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-const NOBODY: u32 = 65534;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -175,10 +174,7 @@ fn run_cmd(mut cmd: Command) -> Run {
             result => break result.expect("run sandbox-probe"),
         }
     };
-    Run::from_output(
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    Run::from_output(text(&out.stdout), text(&out.stderr))
 }
 
 fn run(args: &[&str]) -> Run {
@@ -196,7 +192,7 @@ fn probe_copy_for_nobody(dir: &TempDir) -> PathBuf {
 
 fn as_nobody(cmd: &mut Command) -> &mut Command {
     // std clears the supplementary groups when root sets a uid.
-    cmd.uid(NOBODY).gid(NOBODY)
+    cmd.uid(nobody_uid()).gid(nobody_gid())
 }
 
 fn s(p: &Path) -> &str {
@@ -304,14 +300,6 @@ fn allow_read_exec_is_needed_to_execute() {
 // ---------------------------------------------------------------------------------------------
 // Identity, capabilities, no_new_privs, seccomp mode: read from outside
 
-fn status_field<'a>(status: &'a str, key: &str) -> &'a str {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
-        .map(str::trim)
-        .unwrap_or_else(|| panic!("no {key} in\n{status}"))
-}
-
 #[test]
 fn proc_status_seen_from_outside_shows_no_privileges() {
     require_root();
@@ -347,18 +335,23 @@ fn proc_status_seen_from_outside_shows_no_privileges() {
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l == "DONE"), "{seen}{rest:?}");
 
-    for key in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+    for key in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
         assert_eq!(status_field(&status, key), "0000000000000000", "{key}");
     }
-    assert_eq!(status_field(&status, "NoNewPrivs"), "1");
-    assert_eq!(status_field(&status, "Seccomp"), "2");
-    for key in ["Uid", "Gid"] {
+    assert_eq!(status_field(&status, "NoNewPrivs:"), "1");
+    assert_eq!(status_field(&status, "Seccomp:"), "2");
+    for (key, id) in [("Uid:", nobody_uid()), ("Gid:", nobody_gid())] {
         let ids: Vec<&str> = status_field(&status, key).split_whitespace().collect();
-        assert_eq!(ids, ["65534"; 4], "{key}");
+        let id = id.to_string();
+        assert_eq!(ids, [id.as_str(); 4], "{key}");
     }
-    assert_eq!(status_field(&status, "Groups"), "");
+    assert_eq!(status_field(&status, "Groups:"), "");
     assert!(
-        seen.contains("APPLIED sandbox: uid 65534 gid 65534"),
+        seen.contains(&format!(
+            "APPLIED sandbox: uid {} gid {}",
+            nobody_uid(),
+            nobody_gid()
+        )),
         "{seen}"
     );
 }
@@ -473,7 +466,7 @@ fn metadata_changes_namespaces_and_clone3_are_refused_and_stdin_still_reads() {
     // Owned by nobody: as its owner the sandbox could chmod/chown it, and Landlock does not
     // govern either, so only the seccomp filter stands in the way.
     let file = dir.file("owned-by-nobody", "inherited descriptor", 0o644);
-    chown(&file, Some(NOBODY), Some(NOBODY)).expect("chown");
+    chown(&file, Some(nobody_uid()), Some(nobody_gid())).expect("chown");
     let chmod = format!("chmod:{}", s(&file));
 
     let mut cmd = probe(&[
@@ -915,7 +908,11 @@ fn spawn_mode_prepares_in_a_threaded_parent_and_applies_in_the_forked_child() {
         "thread",
     ]);
     assert!(
-        r.applied().starts_with("sandbox: uid 65534 gid 65534"),
+        r.applied().starts_with(&format!(
+            "sandbox: uid {} gid {}",
+            nobody_uid(),
+            nobody_gid()
+        )),
         "{r:#?}"
     );
     r.assert_denied("open:/etc/passwd", "EACCES");

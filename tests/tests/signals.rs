@@ -7,34 +7,14 @@ use fdbroker::server::DRAIN_BOUND;
 use fdbroker_shared::frame::{self, Kind, MAX_FDS_PER_REPLY, MAX_MESSAGE};
 use fdbroker_shared::wire::{Access, Op, OpenSpec, Reply, ReplyBody, Request};
 use fdbroker_shared::{Channel, ProtocolError, RecvError};
-use fdbroker_tests::{Broker, TempDir};
+use fdbroker_tests::{Broker, TempDir, read_text};
 use nix::sys::signal::Signal;
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
-
-fn read_file(mut f: std::fs::File) -> String {
-    let mut s = String::new();
-    f.read_to_string(&mut s).unwrap();
-    s
-}
-
-/// Wait until the broker's log has said `what` `times` times (reloads happen
-/// asynchronously to the signal).
-fn wait_log_count(b: &Broker, what: &str, times: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while b.log().matches(what).count() < times {
-        assert!(
-            Instant::now() < deadline,
-            "log never said {what:?} {times} times:\n{}",
-            b.log()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 fn grant(paths: &[&str]) -> String {
     grant_with("", paths)
@@ -58,20 +38,20 @@ fn sighup_swaps_in_a_valid_policy_and_keeps_the_old_one_over_a_broken_one() {
     let mut b = Broker::start(&t, &grant(&["a.txt"]));
     // A connection opened before the reload gets the new rules on its next request.
     let c = b.client();
-    assert_eq!(read_file(c.open(t.join("a.txt")).unwrap()), "A");
+    assert_eq!(read_text(c.open(t.join("a.txt")).unwrap()), "A");
     let denied = c.open(t.join("b.txt")).unwrap_err();
     assert_eq!(denied.kind(), ErrorKind::PermissionDenied, "{denied}");
 
     b.rewrite_policy(&t, &grant(&["a.txt", "b.txt"]));
     b.signal(Signal::SIGHUP);
-    wait_log_count(&b, "policy reloaded", 1);
-    assert_eq!(read_file(c.open(t.join("b.txt")).unwrap()), "B");
+    b.wait_log("policy reloaded", 1);
+    assert_eq!(read_text(c.open(t.join("b.txt")).unwrap()), "B");
 
     // Broken at line 9, column 8: rejected with FILE:LINE:COL, the old policy serves.
     let broken = grant(&["a.txt"]) + "[[client.allow]]\npath = 42\n";
     b.rewrite_policy(&t, &broken);
     b.signal(Signal::SIGHUP);
-    wait_log_count(&b, "policy reload failed", 1);
+    b.wait_log("policy reload failed", 1);
     let log = b.log();
     let line = log
         .lines()
@@ -81,16 +61,16 @@ fn sighup_swaps_in_a_valid_policy_and_keeps_the_old_one_over_a_broken_one() {
     assert!(line.contains(&at), "no {at} in {line:?}");
     assert!(line.contains("ERROR"), "{line}");
     assert!(b.alive());
-    assert_eq!(read_file(c.open(t.join("b.txt")).unwrap()), "B");
+    assert_eq!(read_text(c.open(t.join("b.txt")).unwrap()), "B");
     let fresh = b.client();
-    assert_eq!(read_file(fresh.open(t.join("b.txt")).unwrap()), "B");
+    assert_eq!(read_text(fresh.open(t.join("b.txt")).unwrap()), "B");
 
     // A further SIGHUP with the file still broken changes nothing either.
     b.signal(Signal::SIGHUP);
-    wait_log_count(&b, "policy reload failed", 2);
+    b.wait_log("policy reload failed", 2);
     assert!(b.alive());
-    assert_eq!(read_file(c.open(t.join("a.txt")).unwrap()), "A");
-    assert_eq!(read_file(c.open(t.join("b.txt")).unwrap()), "B");
+    assert_eq!(read_text(c.open(t.join("a.txt")).unwrap()), "A");
+    assert_eq!(read_text(c.open(t.join("b.txt")).unwrap()), "B");
     assert_eq!(b.log().matches("policy reloaded").count(), 1);
 }
 
@@ -102,15 +82,15 @@ fn sighup_reopens_the_policy_roots() {
     // start (by inode), so a replaced root is out of its reach until a restart.
     let b = Broker::start(&t, &grant_with("confine = false\n", &["data/"]));
     let c = b.client();
-    assert_eq!(read_file(c.open(t.join("data/f")).unwrap()), "old");
+    assert_eq!(read_text(c.open(t.join("data/f")).unwrap()), "old");
     // Replace the root directory: the broker still holds the old one open...
     std::fs::rename(t.join("data"), t.join("data.old")).unwrap();
     t.file("data/f", b"new", 0o600);
-    assert_eq!(read_file(c.open(t.join("data/f")).unwrap()), "old");
+    assert_eq!(read_text(c.open(t.join("data/f")).unwrap()), "old");
     // ...until a reload opens the roots again.
     b.signal(Signal::SIGHUP);
-    wait_log_count(&b, "policy reloaded", 1);
-    assert_eq!(read_file(c.open(t.join("data/f")).unwrap()), "new");
+    b.wait_log("policy reloaded", 1);
+    assert_eq!(read_text(c.open(t.join("data/f")).unwrap()), "new");
 }
 
 #[test]
@@ -131,7 +111,7 @@ fn requests_in_flight_across_many_reloads_all_succeed() {
                 let mut failures = Vec::new();
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    match client.open(&a).map(read_file) {
+                    match client.open(&a).map(read_text) {
                         Ok(text) if text == "A" => {}
                         other => failures.push(format!("open: {other:?}")),
                     }
@@ -139,7 +119,7 @@ fn requests_in_flight_across_many_reloads_all_succeed() {
                     // Every 50th round a fresh connection, accepted mid-reload.
                     if (n + i) % 50 == 0 {
                         let fresh = fdbroker_worker::Client::connect(&socket);
-                        match fresh.and_then(|c| c.open(&a)).map(read_file) {
+                        match fresh.and_then(|c| c.open(&a)).map(read_text) {
                             Ok(text) if text == "A" => {}
                             other => failures.push(format!("new connection: {other:?}")),
                         }
@@ -159,7 +139,7 @@ fn requests_in_flight_across_many_reloads_all_succeed() {
         };
         b.rewrite_policy(&t, &text);
         b.signal(Signal::SIGHUP);
-        wait_log_count(&b, "policy reloaded", round);
+        b.wait_log("policy reloaded", round);
     }
     stop.store(true, Ordering::Relaxed);
     let failures: Vec<String> = workers

@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 use fdbroker_tests::{
-    Broker, NOBODY, TempDir, fdbroker_bin, run_with_input, run_with_timeout, sibling_bin,
+    Broker, TempDir, fdbroker_bin, nobody_gid, nobody_uid, run_with_input, run_with_timeout,
+    sibling_bin, status_field, text, wait_exit,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -118,14 +119,7 @@ impl Driven {
     }
 
     fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "process did not exit in time");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_exit(&mut self.child, limit).expect("process did not exit in time")
     }
 }
 
@@ -140,13 +134,6 @@ fn status_of(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()
 }
 
-fn field<'a>(status: &'a str, key: &str) -> &'a str {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key).map(str::trim))
-        .unwrap_or_else(|| panic!("{key} missing in:\n{status}"))
-}
-
 /// The children of `parent`, each with its `/proc` status.
 fn children_of(parent: u32) -> Vec<(u32, String)> {
     let mut found = Vec::new();
@@ -155,7 +142,7 @@ fn children_of(parent: u32) -> Vec<(u32, String)> {
             continue;
         };
         let st = status_of(pid);
-        if !st.is_empty() && field(&st, "PPid:") == parent.to_string() {
+        if !st.is_empty() && status_field(&st, "PPid:") == parent.to_string() {
             found.push((pid, st));
         }
     }
@@ -169,13 +156,14 @@ fn worker_pid(broker: u32, reported: u32) -> u32 {
     children
         .iter()
         .find(|(_, st)| {
-            field(st, "NSpid:").split_whitespace().last() == Some(reported.to_string().as_str())
+            status_field(st, "NSpid:").split_whitespace().last()
+                == Some(reported.to_string().as_str())
         })
         .map(|(pid, _)| *pid)
         .unwrap_or_else(|| {
             let seen: Vec<_> = children
                 .iter()
-                .map(|(pid, st)| (pid, field(st, "NSpid:")))
+                .map(|(pid, st)| (pid, status_field(st, "NSpid:")))
                 .collect();
             panic!("no child of {broker} is {reported} in its namespace: {seen:?}")
         })
@@ -254,8 +242,8 @@ fn run_confines_the_worker_and_serves_it_through_the_broker() {
         .find(|l| l.contains("fdbroker::audit") && l.contains("secret.txt"))
         .unwrap_or_else(|| panic!("no audit line in:\n{audit}"));
     for field in [
-        format!("uid={NOBODY}"),
-        format!("gid={NOBODY}"),
+        format!("uid={}", nobody_uid()),
+        format!("gid={}", nobody_gid()),
         format!("pid={pid}"),
     ] {
         assert!(granted.contains(&field), "{field} not in {granted}");
@@ -266,15 +254,19 @@ fn run_confines_the_worker_and_serves_it_through_the_broker() {
     );
     assert_eq!(w.ask("direct /etc/passwd"), "ERR PermissionDenied 13");
     assert_eq!(w.ask("open /etc/passwd"), "ERR PermissionDenied 13");
-    assert_eq!(w.ask("uid"), format!("UID {NOBODY} {NOBODY}"));
+    assert_eq!(w.ask("uid"), format!("UID {0} {0}", nobody_uid()));
     // Seen from outside: no capabilities, no_new_privs, seccomp filter mode.
     let st = status_of(pid);
     for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
-        assert_eq!(field(&st, cap), "0000000000000000", "{cap}");
+        assert_eq!(status_field(&st, cap), "0000000000000000", "{cap}");
     }
-    assert_eq!(field(&st, "NoNewPrivs:"), "1");
-    assert_eq!(field(&st, "Seccomp:"), "2");
-    assert!(field(&st, "Uid:").split_whitespace().all(|u| u == "65534"));
+    assert_eq!(status_field(&st, "NoNewPrivs:"), "1");
+    assert_eq!(status_field(&st, "Seccomp:"), "2");
+    assert!(
+        status_field(&st, "Uid:")
+            .split_whitespace()
+            .all(|u| u == nobody_uid().to_string())
+    );
     // The exit status passes through.
     writeln!(w.stdin, "exit 42").unwrap();
     assert_eq!(w.wait(Duration::from_secs(10)).code(), Some(42));
@@ -293,7 +285,7 @@ fn run_worker_cannot_reach_the_network_other_sockets_or_other_processes() {
     };
     // A process of the same uid outside the sandbox.
     let mut outsider = Command::new("/bin/sleep");
-    std::os::unix::process::CommandExt::uid(&mut outsider, NOBODY);
+    std::os::unix::process::CommandExt::uid(&mut outsider, nobody_uid());
     let mut outsider = outsider.arg("30").spawn().unwrap();
     let probe = sibling_bin("sandbox-probe");
     let out = run_with_timeout(
@@ -315,7 +307,7 @@ fn run_worker_cannot_reach_the_network_other_sockets_or_other_processes() {
     );
     let _ = outsider.kill();
     let _ = outsider.wait();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = text(&out.stdout);
     for (check, want) in [
         ("setuid0", "err EPERM"),
         ("socket:inet", "err EPERM"),
@@ -452,7 +444,7 @@ fn run_worker_makes_no_socket_that_reaches_a_pathname_socket() {
     args.extend(reaching.iter().map(String::as_str));
     args.extend(["socketpair:unix", "socketpair:unix-seqpacket"]);
     let out = run_with_timeout(&mut run_cmd(&policy, &args), Duration::from_secs(30));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = text(&out.stdout);
     assert!(text.contains("\nDONE"), "{text}");
     for check in &reaching {
         assert!(
@@ -485,7 +477,7 @@ fn run_worker_cannot_execute_a_program_copied_into_memory() {
         Command::new(&probe).args(&args[1..]),
         Duration::from_secs(30),
     );
-    let control = String::from_utf8_lossy(&control.stdout);
+    let control = text(&control.stdout);
     for check in &checks[..2] {
         assert!(
             control.contains(&format!("CHECK {check} => ok exit=0")),
@@ -494,7 +486,7 @@ fn run_worker_cannot_execute_a_program_copied_into_memory() {
     }
 
     let out = run_with_timeout(&mut run_cmd(&policy, &args), Duration::from_secs(30));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = text(&out.stdout);
     for (check, want) in [
         (checks[0], "err EPERM"),
         (checks[1], "err EPERM"),
@@ -526,17 +518,15 @@ fn run_reports_exit_status_and_forwards_signals() {
         &mut run_cmd(&policy, &["/no/such/program"]),
         Duration::from_secs(20),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(127),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
     let out = run_with_timeout(
         &mut run_cmd(&policy, &["/usr/bin/id", "-u"]),
         Duration::from_secs(20),
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "65534");
+    assert_eq!(
+        fdbroker_tests::text(&out.stdout).trim(),
+        nobody_uid().to_string()
+    );
 
     // A signal sent to `fdbroker run` reaches the worker.
     let mut w = Driven::start(run_cmd(
@@ -567,14 +557,14 @@ fn run_broker_confines_itself_while_it_serves_the_worker() {
     let st = status_of(w.child.id());
     // CAP_DAC_READ_SEARCH to open, CAP_KILL to signal its worker (only: seccomp).
     for cap in ["CapPrm:", "CapEff:", "CapBnd:"] {
-        assert_eq!(field(&st, cap), "0000000000000024", "{cap}\n{st}");
+        assert_eq!(status_field(&st, cap), "0000000000000024", "{cap}\n{st}");
     }
-    assert_eq!(field(&st, "Uid:"), "0\t0\t0\t0", "{st}");
+    assert_eq!(status_field(&st, "Uid:"), "0\t0\t0\t0", "{st}");
     for cap in ["CapInh:", "CapAmb:"] {
-        assert_eq!(field(&st, cap), "0000000000000000", "{cap}\n{st}");
+        assert_eq!(status_field(&st, cap), "0000000000000000", "{cap}\n{st}");
     }
-    assert_eq!(field(&st, "NoNewPrivs:"), "1", "{st}");
-    assert_eq!(field(&st, "Seccomp:"), "2", "{st}");
+    assert_eq!(status_field(&st, "NoNewPrivs:"), "1", "{st}");
+    assert_eq!(status_field(&st, "Seccomp:"), "2", "{st}");
     // Every thread, not just the one that confined itself.
     let pid = w.child.id();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
@@ -584,8 +574,8 @@ fn run_broker_confines_itself_while_it_serves_the_worker() {
         if st.is_empty() {
             continue; // the thread ended meanwhile
         }
-        assert_eq!(field(&st, "CapEff:"), "0000000000000024", "{st}");
-        assert_eq!(field(&st, "Seccomp:"), "2", "{st}");
+        assert_eq!(status_field(&st, "CapEff:"), "0000000000000024", "{st}");
+        assert_eq!(status_field(&st, "Seccomp:"), "2", "{st}");
     }
     let audit = std::fs::read_to_string(&log).unwrap();
     assert!(audit.contains("confined: "), "{audit}");
@@ -606,8 +596,8 @@ fn run_broker_confines_itself_while_it_serves_the_worker() {
     let (w, log) = probe_under_run(&t, &unconfined, "unconfined.log");
     assert!(w.line().starts_with("READY "));
     let st = status_of(w.child.id());
-    assert_eq!(field(&st, "Seccomp:"), "0", "{st}");
-    assert_ne!(field(&st, "CapEff:"), "0000000000000024", "{st}");
+    assert_eq!(status_field(&st, "Seccomp:"), "0", "{st}");
+    assert_ne!(status_field(&st, "CapEff:"), "0000000000000024", "{st}");
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(said.contains("RUNNING UNCONFINED"), "{said}");
 }
@@ -634,8 +624,8 @@ fn run_broker_is_not_charged_for_descriptors_of_the_worker_uid() {
     let pinned = pinner.line();
     assert!(pinned.starts_with("PINNED "), "{pinned}");
     assert_eq!(
-        field(&status_of(pinner.child.id()), "Uid:"),
-        format!("{NOBODY}\t{NOBODY}\t{NOBODY}\t{NOBODY}")
+        status_field(&status_of(pinner.child.id()), "Uid:"),
+        format!("{0}\t{0}\t{0}\t{0}", nobody_uid())
     );
 
     let mut cmd = Command::new("/bin/sh");
@@ -668,9 +658,9 @@ fn run_broker_is_not_charged_for_descriptors_of_the_worker_uid() {
     // Seen from outside: every uid 0, and CAP_KILL kept besides CAP_DAC_READ_SEARCH
     // (its seccomp filter lets it signal only its worker: tests/tests/confine.rs).
     let st = status_of(w.child.id());
-    assert_eq!(field(&st, "Uid:"), "0\t0\t0\t0", "{st}");
+    assert_eq!(status_field(&st, "Uid:"), "0\t0\t0\t0", "{st}");
     for cap in ["CapPrm:", "CapEff:", "CapBnd:"] {
-        assert_eq!(field(&st, cap), "0000000000000024", "{cap}\n{st}");
+        assert_eq!(status_field(&st, cap), "0000000000000024", "{cap}\n{st}");
     }
     writeln!(w.stdin, "exit 0").unwrap();
     assert_eq!(w.wait(Duration::from_secs(10)).code(), Some(0));
@@ -824,7 +814,7 @@ fn run_worker_cannot_type_into_the_terminal_and_ctrl_c_still_reaches_it() {
     // Nothing arrived as input: the worker, reading that same terminal, would answer an
     // injected line (`?? injected-by-worker`), and the terminal would echo it.
     term.type_in("uid\n");
-    assert_eq!(term.line("UID "), format!("UID {NOBODY} {NOBODY}"));
+    assert_eq!(term.line("UID "), format!("UID {0} {0}", nobody_uid()));
     assert!(
         !term.settle().contains("injected-by-worker"),
         "the worker typed into the terminal:\n{}",
@@ -848,18 +838,8 @@ fn run_worker_cannot_type_into_the_terminal_and_ctrl_c_still_reaches_it() {
     // Ctrl-C at the terminal signals its foreground process group: the broker's, no
     // longer the worker's. The broker forwards it, and exits as the worker did.
     term.type_in("\x03");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = broker.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Ctrl-C did not end the worker:\n{}",
-            term.settle()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_exit(&mut broker.0, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("Ctrl-C did not end the worker:\n{}", term.settle()));
     assert_eq!(status.code(), Some(128 + libc::SIGINT), "{}", term.settle());
 }
 
@@ -895,22 +875,12 @@ fn run_leaves_nothing_of_the_worker_tree_running_on_the_terminal() {
     assert!(tree.len() >= 2, "{tree:?}");
 
     term.type_in("go\n");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = broker.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "fdbroker run did not return:\n{}",
-            term.settle()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_exit(&mut broker.0, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("fdbroker run did not return:\n{}", term.settle()));
     assert_eq!(status.code(), Some(5), "{}", term.settle());
     let left: Vec<String> = carrying(&marker)
         .into_iter()
-        .map(|p| format!("{p}: {}", field(&status_of(p), "Name:")))
+        .map(|p| format!("{p}: {}", status_field(&status_of(p), "Name:")))
         .collect();
     assert!(
         left.is_empty(),
@@ -940,7 +910,7 @@ fn killing_the_broker_leaves_no_worker_behind() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let st = status_of(pid);
-        if st.is_empty() || field(&st, "State:").starts_with('Z') {
+        if st.is_empty() || status_field(&st, "State:").starts_with('Z') {
             break;
         }
         assert!(
@@ -1011,7 +981,13 @@ fn run_namespace_init_reaps_orphans() {
     loop {
         let children: Vec<String> = children_of(init)
             .iter()
-            .map(|(pid, st)| format!("{pid} {} {}", field(st, "Name:"), field(st, "State:")))
+            .map(|(pid, st)| {
+                format!(
+                    "{pid} {} {}",
+                    status_field(st, "Name:"),
+                    status_field(st, "State:")
+                )
+            })
             .collect();
         if children.is_empty() {
             break;
@@ -1022,13 +998,15 @@ fn run_namespace_init_reaps_orphans() {
     // Init itself: confined like the worker, in a session of its own.
     let st = status_of(init);
     assert!(
-        field(&st, "Uid:").split_whitespace().all(|u| u == "65534"),
+        status_field(&st, "Uid:")
+            .split_whitespace()
+            .all(|u| u == nobody_uid().to_string()),
         "{st}"
     );
-    assert_eq!(field(&st, "CapEff:"), "0000000000000000", "{st}");
-    assert_eq!(field(&st, "CapBnd:"), "0000000000000000", "{st}");
-    assert_eq!(field(&st, "NoNewPrivs:"), "1", "{st}");
-    assert_eq!(field(&st, "Seccomp:"), "2", "{st}");
+    assert_eq!(status_field(&st, "CapEff:"), "0000000000000000", "{st}");
+    assert_eq!(status_field(&st, "CapBnd:"), "0000000000000000", "{st}");
+    assert_eq!(status_field(&st, "NoNewPrivs:"), "1", "{st}");
+    assert_eq!(status_field(&st, "Seccomp:"), "2", "{st}");
     assert_eq!(session_and_tty(init), (init as i32, 0));
     writeln!(w.stdin).unwrap();
     assert_eq!(w.wait(Duration::from_secs(10)).code(), Some(9));
@@ -1142,7 +1120,7 @@ fn scanner_example_finds_planted_signatures_under_run() {
         ),
         scan_list(&t),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = text(&out.stdout);
     check_scan(&t, &stdout);
     assert_eq!(out.status.code(), Some(1), "found something: exit 1");
 }
@@ -1159,11 +1137,11 @@ fn scanner_example_locks_itself_down_against_a_serving_broker() {
     cmd.args(["--lockdown", "--signatures", sigs.to_str().unwrap()])
         .env("FDBROKER_SOCKET", &b.socket);
     let out = feed(cmd, scan_list(&t));
-    check_scan(&t, &String::from_utf8_lossy(&out.stdout));
+    check_scan(&t, &text(&out.stdout));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("landlock"),
+        text(&out.stderr).contains("landlock"),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        text(&out.stderr)
     );
 }
 
@@ -1187,17 +1165,7 @@ fn run_returns_after_a_worker_child_made_with_clone_parent() {
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(Stdio::null());
     let mut broker = Reaped(cmd.spawn().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = broker.0.try_wait().unwrap() {
-            break Some(s);
-        }
-        if Instant::now() >= deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let Some(status) = status else {
+    let Some(status) = wait_exit(&mut broker.0, Duration::from_secs(20)) else {
         // Free the namespace: the zombie goes to the broker's parent, init finishes.
         let _ = broker.0.kill();
         panic!("fdbroker run did not return after its worker exited");

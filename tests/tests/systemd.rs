@@ -8,12 +8,12 @@
 #![allow(clippy::unwrap_used)]
 
 use fdbroker::server::DRAIN_BOUND;
-use fdbroker_tests::{TempDir, fdbroker_bin, run_with_timeout};
+use fdbroker_tests::{TempDir, fdbroker_bin, read_text, run_with_timeout, show, text, wait_until};
 use fdbroker_worker::Client;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::fs;
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::os::unix::process::CommandExt;
@@ -48,21 +48,6 @@ fn units_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../broker/systemd")
 }
 
-fn read_file(mut f: fs::File) -> String {
-    let mut s = String::new();
-    f.read_to_string(&mut s).unwrap();
-    s
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// `[[client]]` root, granted `paths` under `dir`.
 fn policy(dir: &Path, broker: &str, paths: &[&str]) -> String {
     let mut p = format!("[broker]\n{broker}[[client]]\nname = \"t\"\nusers = [0]\n");
@@ -75,12 +60,8 @@ fn policy(dir: &Path, broker: &str, paths: &[&str]) -> String {
     p
 }
 
-fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_for(what: &str, limit: Duration, ready: impl FnMut() -> bool) {
+    wait_until(limit, || format!("waiting for {what}"), ready);
 }
 
 /// A child process killed on drop (SIGTERM, then SIGKILL).
@@ -116,16 +97,7 @@ impl Proc {
     }
 
     fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                return Some(s);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        fdbroker_tests::wait_exit(self.child.as_mut().unwrap(), limit)
     }
 }
 
@@ -223,7 +195,7 @@ fn socket_activation_serves_the_passed_socket_and_reports_to_the_manager() {
     });
     // The first connection starts the broker, which serves it on the passed socket.
     let client = Client::connect(&socket).unwrap();
-    assert_eq!(read_file(client.open(t.join("a.txt")).unwrap()), "A");
+    assert_eq!(read_text(client.open(t.join("a.txt")).unwrap()), "A");
     let ready = notify.expect("READY=1", Duration::from_secs(10));
     let status = value(&ready, "STATUS").unwrap();
     assert!(
@@ -263,7 +235,7 @@ fn socket_activation_serves_the_passed_socket_and_reports_to_the_manager() {
     let status = value(&ready, "STATUS").unwrap();
     let at = format!("last reload failed: {}:2:8:", policy_path.display());
     assert!(status.contains(&at), "{status:?}");
-    assert_eq!(read_file(client.open(t.join("a.txt")).unwrap()), "A");
+    assert_eq!(read_text(client.open(t.join("a.txt")).unwrap()), "A");
 
     // SIGTERM: STOPPING=1, exit 0; the socket belongs to the manager and stays.
     broker.signal(Signal::SIGTERM);
@@ -484,12 +456,8 @@ fn shipped_units_pass_verify_and_keep_their_exposure() {
         ]),
         Duration::from_secs(60),
     );
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        !String::from_utf8_lossy(&out.stderr).contains("fdbroker"),
-        "{}",
-        text(&out)
-    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(!text(&out.stderr).contains("fdbroker"), "{}", show(&out));
 
     let out = run_with_timeout(
         Command::new(ANALYZE).current_dir(t.path()).args([
@@ -500,8 +468,8 @@ fn shipped_units_pass_verify_and_keep_their_exposure() {
         ]),
         Duration::from_secs(60),
     );
-    assert!(out.status.success(), "{}", text(&out));
-    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", show(&out));
+    let report = text(&out.stdout);
     let exposure: f64 = report
         .lines()
         .find_map(|l| {
@@ -629,7 +597,7 @@ impl UserManager {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let out = manager.systemctl_quiet(&["is-system-running"]);
-            let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            let state = text(&out.stdout).trim().to_owned();
             if state == "running" || state == "degraded" {
                 break;
             }
@@ -672,10 +640,10 @@ impl UserManager {
             out.status.success(),
             "systemctl --user {}: {}\nmanager log:\n{}",
             args.join(" "),
-            text(&out),
+            show(&out),
             self.log()
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        text(&out.stdout)
     }
 
     fn property(&self, unit: &str, name: &str) -> String {
@@ -694,8 +662,8 @@ impl UserManager {
                 .args(cmd),
             Duration::from_secs(30),
         );
-        assert!(out.status.success(), "{cmd:?}: {}", text(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        assert!(out.status.success(), "{cmd:?}: {}", show(&out));
+        text(&out.stdout)
     }
 }
 
@@ -791,10 +759,10 @@ fn a_user_manager_runs_the_shipped_units() {
             panic!(
                 "{e}\nbroker:\n{}\nstatus:\n{}",
                 fs::read_to_string(&log).unwrap_or_default(),
-                text(&m.systemctl_quiet(&["show", "fdbroker.service", "-p", "ExecStartPre"]))
+                show(&m.systemctl_quiet(&["show", "fdbroker.service", "-p", "ExecStartPre"]))
             )
         });
-    assert_eq!(read_file(c.open(t.join("tree/a.txt")).unwrap()), "A");
+    assert_eq!(read_text(c.open(t.join("tree/a.txt")).unwrap()), "A");
     assert_eq!(
         m.property("fdbroker.service", "ActiveState"),
         "active",
@@ -853,11 +821,11 @@ fn a_user_manager_runs_the_shipped_units() {
     assert!(
         out.status.success(),
         "{}\n{}",
-        text(&out),
+        show(&out),
         fs::read_to_string(&log).unwrap_or_default()
     );
-    assert_eq!(read_file(c.open(t.join("tree/b.txt")).unwrap()), "B");
-    assert_eq!(read_file(c.open(t.join("later/c.txt")).unwrap()), "C");
+    assert_eq!(read_text(c.open(t.join("tree/b.txt")).unwrap()), "B");
+    assert_eq!(read_text(c.open(t.join("later/c.txt")).unwrap()), "C");
     assert_eq!(m.property("fdbroker.service", "ActiveState"), "active");
     assert_eq!(m.property("fdbroker.service", "MainPID"), main_pid);
 
@@ -865,8 +833,8 @@ fn a_user_manager_runs_the_shipped_units() {
     // with FILE:LINE:COL, and the running policy stays.
     fs::write(&policy_path, "[[client]]\nname = 7\n").unwrap();
     let out = m.systemctl_quiet(&["reload", "fdbroker.service"]);
-    assert!(!out.status.success(), "{}", text(&out));
-    assert_eq!(read_file(c.open(t.join("later/c.txt")).unwrap()), "C");
+    assert!(!out.status.success(), "{}", show(&out));
+    assert_eq!(read_text(c.open(t.join("later/c.txt")).unwrap()), "C");
     assert_eq!(m.property("fdbroker.service", "ActiveState"), "active");
     // Valid again, but one the server refuses (a capability the unit does not grant):
     // refused by the new server, not by the check, and reported the same way.
@@ -876,13 +844,13 @@ fn a_user_manager_runs_the_shipped_units() {
     )
     .unwrap();
     let out = m.systemctl_quiet(&["reload", "fdbroker.service"]);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", show(&out));
     let broker_log = fs::read_to_string(&log).unwrap();
     assert!(
         broker_log.contains("policy reload failed") && broker_log.contains("CAP_DAC_OVERRIDE"),
         "{broker_log}"
     );
-    assert_eq!(read_file(c.open(t.join("later/c.txt")).unwrap()), "C");
+    assert_eq!(read_text(c.open(t.join("later/c.txt")).unwrap()), "C");
     assert_eq!(m.property("fdbroker.service", "MainPID"), main_pid);
     fs::write(&policy_path, policy(root, "", &["tree/", "later/"])).unwrap();
 
@@ -909,7 +877,7 @@ fn a_user_manager_runs_the_shipped_units() {
     let started = servers(&fs::read_to_string(&log).unwrap());
     fs::write(&policy_path, "[[client]]\nname = 7\n").unwrap();
     let out = m.systemctl_quiet(&["start", "fdbroker.service"]);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", show(&out));
     let broker_log = fs::read_to_string(&log).unwrap();
     assert!(
         broker_log.contains(&format!("{policy_s}:2:8:")),

@@ -3,7 +3,7 @@
 //! nothing more than the policy grants.
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{TempDir, fdbroker_bin, run_with_timeout};
+use fdbroker_tests::{TempDir, fdbroker_bin, nobody_gid, nobody_uid, run_with_timeout, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -65,10 +65,6 @@ fn as_root(command: &[&str]) -> Command {
 
 fn run(mut cmd: Command) -> Output {
     run_with_timeout(&mut cmd, Duration::from_secs(60))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// Runs `command` as root and under `fdbroker run --transparent`; both must succeed and
@@ -164,7 +160,7 @@ fn transparent_grants_nothing_more_than_the_policy() {
     let outside = t.join("outside.txt");
     // Runs as nobody.
     let out = run(transparent(&policy, &["id", "-u"]));
-    assert_eq!(text(&out.stdout), "65534\n");
+    assert_eq!(text(&out.stdout), format!("{}\n", nobody_uid()));
     // The carve-out: the policy's denial is EACCES.
     let out = run(transparent(&policy, &["cat", carved.to_str().unwrap()]));
     assert!(!out.status.success());
@@ -286,7 +282,8 @@ fn transparent_program_gets_a_private_scratch_tmpdir_removed_afterwards() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines[1..], ["kept", "65534", "refused"], "{stdout}");
+    let uid = nobody_uid().to_string();
+    assert_eq!(lines[1..], ["kept", uid.as_str(), "refused"], "{stdout}");
     let dir = Path::new(lines[0]);
     assert!(dir.is_absolute() && dir.starts_with(std::env::temp_dir()));
     // Removed once fdbroker run has exited (by a process that waits for that).
@@ -436,8 +433,9 @@ fn transparent_program_dies_with_its_supervisor() {
             .split_whitespace()
             .collect::<Vec<_>>()
     };
-    assert_eq!(field("Uid:"), ["65534"; 4], "{status}");
-    assert_eq!(field("Gid:"), ["65534"; 4], "{status}");
+    let (uid, gid) = (nobody_uid().to_string(), nobody_gid().to_string());
+    assert_eq!(field("Uid:"), [uid.as_str(); 4], "{status}");
+    assert_eq!(field("Gid:"), [gid.as_str(); 4], "{status}");
     for caps in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
         assert_eq!(field(caps), ["0000000000000000"], "{caps} {status}");
     }
@@ -447,7 +445,7 @@ fn transparent_program_dies_with_its_supervisor() {
     let program: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
     let program_status = std::fs::read_to_string(format!("/proc/{program}/status")).unwrap();
     assert!(
-        program_status.contains("Uid:\t65534\t65534\t65534\t65534"),
+        program_status.contains(&format!("Uid:\t{0}\t{0}\t{0}\t{0}", nobody_uid())),
         "{program_status}"
     );
     nix::sys::signal::kill(

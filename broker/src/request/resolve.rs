@@ -370,3 +370,6 @@ fn meta_of(st: &nix::sys::stat::FileStat) -> Result<FileMeta, OpenError> {
         mtime_nsec: st.st_mtime_nsec.clamp(0, 999_999_999) as u32,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -106,6 +106,10 @@ impl Plan {
     }
 }
 
+/// The benchmark: each table section measured by a named function, in the order the
+/// rows are printed. The order of the measurements matters twice: the latency rows
+/// interleave every floor and broker in each repetition (load from other processes
+/// hits all sides alike), and everything after them runs unpinned.
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == floor::SERVER_ARG) {
@@ -119,9 +123,59 @@ fn main() {
         drive_floor(&args[1..]);
         return;
     }
+    let plan = plan_from(&args);
+    let started = Instant::now();
+    let load_before = loadavg();
+    let fx = Fixture::new(&plan);
+    let mut rows = Table::default();
+
+    let mut lat = latency(&fx, &plan);
+    // After the floors are gone, on the CPU the same-CPU rows used.
+    let depth_rows = landlock_depth(&fx.tree, &fx.content, &plan, lat.last);
+    // Everything from here on runs unpinned (and its children inherit the mask).
+    assert_eq!(
+        affinity::allowed(),
+        lat.cpus,
+        "the benchmark thread is still pinned"
+    );
+    round_trip_rows(&mut rows, &lat);
+    batch_rows(&mut rows, &lat);
+    secure_rows(&mut rows, &lat);
+    landlock_rows(&mut rows, &depth_rows);
+    spawn_rows(&mut rows, &lat);
+    let d_ratio = policy_rows(&mut rows, &plan);
+    let t_ratio = concurrency_rows(&mut rows, &lat, &fx, &plan);
+    // The brokers of the latency rows stop before the scan and memory brokers start.
+    drop(std::mem::take(&mut lat.variants));
+    let sc = scan_rows(&mut rows, &plan);
+    let mem = memory_rows(&mut rows, &fx, &plan);
+    drop(fx);
+    let load_after = loadavg();
+
+    print_header(&plan, started, &load_before, &load_after, &lat);
+    rows.print();
+    println!();
+    let s = Summary {
+        roundtrip_ratio: lat.layouts[0].rt_ratio.median(),
+        batch_ratio: lat.layouts[0].batch_ratio.median(),
+        secure_roundtrip_ratio: lat.layouts[0].secure.rt_ratio.median(),
+        secure_batch_ratio: lat.layouts[0].secure.batch_ratio.median(),
+        scan_slowdown: sc.scan_slowdown.median(),
+        transparent_slowdown: sc.transparent_slowdown.as_ref().map(Sample::median),
+        spawn_speedup: lat.spawn_ratio.median(),
+        policy_10k_ratio: d_ratio.median(),
+        conn_kib: mem.per_conn_small,
+        threads16_vs_1: t_ratio.median(),
+    };
+    print_targets(&s, &mem);
+}
+
+/// The plan the arguments ask for (`--quick` or `FDBROKER_BENCH_QUICK`), with fewer
+/// idle connections if the descriptor limit cannot be raised far enough.
+fn plan_from(args: &[String]) -> Plan {
     let quick = args.iter().any(|a| a == "--quick")
         || std::env::var_os("FDBROKER_BENCH_QUICK").is_some_and(|v| !v.is_empty() && v != "0");
-    for a in &args {
+    for a in args {
         // cargo bench adds `--bench`; anything else (a libtest filter) means nothing here.
         if !matches!(a.as_str(), "--quick" | "--bench") {
             eprintln!("note: ignoring argument {a:?}");
@@ -133,31 +187,75 @@ fn main() {
         eprintln!("note: RLIMIT_NOFILE is {nofile}; holding fewer idle connections");
         plan.idle_big = (nofile as usize).saturating_sub(200).max(plan.idle_small);
     }
-    let started = Instant::now();
-    let load_before = loadavg();
+    plan
+}
 
-    // The fixture: the files every method opens, and the directories the 50-rule
-    // policy names (so the broker opens all its roots, as in production).
-    let tree = TempDir::new("bench");
-    for t in 0..BROKER_RULES / 10 {
-        for d in policy::tenant_dirs(t) {
-            tree.dir(&d, 0o755);
+/// The files every method opens, the directories the 50-rule policy names (so the
+/// broker opens all its roots, as in production), and that policy.
+struct Fixture {
+    tree: TempDir,
+    content: Vec<u8>,
+    files: Vec<PathBuf>,
+    base: String,
+    broker_table: String,
+    policy_text: String,
+}
+
+impl Fixture {
+    fn new(plan: &Plan) -> Fixture {
+        let tree = TempDir::new("bench");
+        for t in 0..BROKER_RULES / 10 {
+            for d in policy::tenant_dirs(t) {
+                tree.dir(&d, 0o755);
+            }
+        }
+        let content: Vec<u8> = (0..FILE_SIZE).map(|i| (i % 251) as u8).collect();
+        let files: Vec<PathBuf> = (0..64)
+            .map(|i| tree.file(&format!("t00000/spool/in/f{i:04}.bin"), &content, 0o600))
+            .collect();
+        let base = tree
+            .path()
+            .to_str()
+            .expect("temp dir path is UTF-8")
+            .to_owned();
+        let broker_table = format!(
+            "max_connections = {n}\nmax_connections_per_uid = {n}\nidle_timeout = 0\n",
+            n = plan.idle_big + 100
+        );
+        let policy_text = policy::policy_text(BROKER_RULES, &base, &broker_table);
+        Fixture {
+            tree,
+            content,
+            files,
+            base,
+            broker_table,
+            policy_text,
         }
     }
-    let content: Vec<u8> = (0..FILE_SIZE).map(|i| (i % 251) as u8).collect();
-    let files: Vec<PathBuf> = (0..64)
-        .map(|i| tree.file(&format!("t00000/spool/in/f{i:04}.bin"), &content, 0o600))
-        .collect();
-    let base = tree.path().to_str().expect("temp dir path is UTF-8");
-    let broker_table = format!(
-        "max_connections = {n}\nmax_connections_per_uid = {n}\nidle_timeout = 0\n",
-        n = plan.idle_big + 100
-    );
-    let policy_text = policy::policy_text(BROKER_RULES, base, &broker_table);
+}
 
-    let mut rows = Table::default();
+/// The latency measurements: floors, fdbroker (as deployed, and diagnostic variants)
+/// and spawn, per placement.
+struct Latency {
+    layouts: Vec<Layout>,
+    variants: Vec<Variant>,
+    split: Vec<SplitFloor>,
+    spawn: Sample,
+    spawn_ratio: Sample,
+    /// Every CPU the benchmark may use, and the one the same-CPU rows ran on.
+    cpus: Vec<usize>,
+    last: usize,
+}
 
-    // ---- latency: floors, fdbroker (as deployed, and diagnostic variants), spawn ----
+/// Measure every latency row, interleaved: in each repetition, each placement, the
+/// floors and the brokers one after another. Returns with everything unpinned and the
+/// floors stopped; the brokers live on for the concurrency rows.
+fn latency(fx: &Fixture, plan: &Plan) -> Latency {
+    let tree = &fx.tree;
+    let files = &fx.files;
+    let policy_text = &fx.policy_text;
+    let broker_table = &fx.broker_table;
+    let base = fx.base.as_str();
     let mut fl = floor::Floor::start();
     // The secure floor serves the same policy's roots, with the broker's confinement.
     let secure_policy = tree.file("secure-floor.toml", policy_text.as_bytes(), 0o644);
@@ -186,8 +284,8 @@ fn main() {
     let audit_off = Some("info,fdbroker::audit=off");
     // The first is what the targets are about; the others attribute its overhead.
     let variants: Vec<Variant> = [
-        ("as deployed", &policy_text, None),
-        ("diagnostic: audit log off", &policy_text, audit_off),
+        ("as deployed", policy_text, None),
+        ("diagnostic: audit log off", policy_text, audit_off),
         ("diagnostic: confine = false", &unconfined_text, None),
         (
             "diagnostic: audit off + confine = false",
@@ -383,24 +481,28 @@ fn main() {
     drop(fl);
     drop(sfl);
     drop(split_floors);
-
-    // ---- Landlock against depth ---------------------------------------------------
-    let depth_rows = landlock_depth(&tree, &content, &plan, last);
-    // Everything from here on runs unpinned (and its children inherit the mask).
-    assert_eq!(
-        affinity::allowed(),
+    Latency {
+        layouts,
+        variants,
+        split,
+        spawn,
+        spawn_ratio,
         cpus,
-        "the benchmark thread is still pinned"
-    );
+        last,
+    }
+}
 
-    for (li, l) in layouts.iter().enumerate() {
+/// One descriptor per round trip: floor, fdbroker (and its diagnostics), ratio; per
+/// placement.
+fn round_trip_rows(rows: &mut Table, lat: &Latency) {
+    for (li, l) in lat.layouts.iter().enumerate() {
         rows.sample(
             "floor",
             &format!("open + pass round trip, 1 fd, {}", l.name),
             &l.floor1,
             "µs",
         );
-        for (i, v) in variants.iter().enumerate() {
+        for (i, v) in lat.variants.iter().enumerate() {
             let what = match i {
                 0 => format!(
                     "Client::open round trip, {BROKER_RULES} rules, {}, {}",
@@ -418,14 +520,19 @@ fn main() {
             "×",
         );
     }
-    for (li, l) in layouts.iter().enumerate() {
+}
+
+/// 32 descriptors per message: floor, fdbroker (and its diagnostics), ratio; per
+/// placement.
+fn batch_rows(rows: &mut Table, lat: &Latency) {
+    for (li, l) in lat.layouts.iter().enumerate() {
         rows.sample(
             "floor",
             &format!("per descriptor, 32 per message, {}", l.name),
             &l.floor32,
             "µs",
         );
-        for (i, v) in variants.iter().enumerate() {
+        for (i, v) in lat.variants.iter().enumerate() {
             let what = match i {
                 0 => format!(
                     "open_many per descriptor, 32 per request, {}, {}",
@@ -443,7 +550,12 @@ fn main() {
             "×",
         );
     }
-    for (li, l) in layouts.iter().enumerate() {
+}
+
+/// The secure floor, fdbroker against it, and the confinement tax split by mechanism;
+/// per placement.
+fn secure_rows(rows: &mut Table, lat: &Latency) {
+    for (li, l) in lat.layouts.iter().enumerate() {
         let sec = &l.secure;
         rows.sample(
             "secure",
@@ -467,7 +579,7 @@ fn main() {
             "×",
         );
         if li == 0 {
-            split_rows(&mut rows, &split, &l.floor1, |sp| &sp.single);
+            split_rows(rows, &lat.split, &l.floor1, |sp| &sp.single);
         }
         rows.sample(
             "secure",
@@ -491,21 +603,36 @@ fn main() {
             "×",
         );
         if li == 0 {
-            split_rows(&mut rows, &split, &l.floor32, |sp| &sp.batch);
+            split_rows(rows, &lat.split, &l.floor32, |sp| &sp.batch);
         }
     }
-    for (what, sample) in &depth_rows {
+}
+
+/// Landlock's cost per open against the file's depth (measured by [`landlock_depth`]).
+fn landlock_rows(rows: &mut Table, depth_rows: &[(String, Sample)]) {
+    for (what, sample) in depth_rows {
         rows.sample("landlock", what, sample, "µs");
     }
+}
+
+/// fork + exec per file, and against fdbroker's round trip.
+fn spawn_rows(rows: &mut Table, lat: &Latency) {
     rows.sample(
         "spawn",
         &format!("fork + exec `{HELPER} FILE`, per file"),
-        &spawn,
+        &lat.spawn,
         "µs",
     );
-    rows.sample("ratio", "spawn / fdbroker round trip", &spawn_ratio, "×");
+    rows.sample(
+        "ratio",
+        "spawn / fdbroker round trip",
+        &lat.spawn_ratio,
+        "×",
+    );
+}
 
-    // ---- policy decision time ------------------------------------------------------
+/// `Policy::decide` in-process at 10 and 10,000 rules; the ratio, for the summary.
+fn policy_rows(rows: &mut Table, plan: &Plan) -> Sample {
     let p10 = policy::PolicyBench::new(10);
     let p10k = policy::PolicyBench::new(10_000);
     let (mut d10, mut d10k, mut d_ratio) =
@@ -540,24 +667,29 @@ fn main() {
         "ns",
     );
     rows.sample("ratio", "decide at 10,000 rules / at 10", &d_ratio, "×");
+    d_ratio
+}
 
-    // ---- concurrency ---------------------------------------------------------------
+/// `Client::open` throughput with 1, 4 and 16 threads against the as-deployed broker;
+/// the 16-to-1 ratio, for the summary.
+fn concurrency_rows(rows: &mut Table, lat: &Latency, fx: &Fixture, plan: &Plan) -> Sample {
     // Unpinned, as deployed. One thread's rate depends on where the scheduler puts it
     // (see affinity.rs), so it is also measured with client and broker pinned to one
     // CPU, and the ratio is taken against the faster of the two: the strict baseline.
+    let (cpus, last, files) = (&lat.cpus, lat.last, &fx.files);
     let thread_counts = [1usize, 4, 16];
     let mut tput: Vec<Sample> = vec![Sample::default(); thread_counts.len()];
     let mut one_pinned = Sample::default();
     let mut t_ratio = Sample::default();
-    let conc_server = &variants[0].server;
+    let conc_server = &lat.variants[0].server;
     for _ in 0..plan.conc_reps {
         affinity::pin_process(conc_server.pid(), &[last]);
-        let pinned = throughput(conc_server, &files, 1, plan.conc_ops, Some(last));
-        affinity::pin_process(conc_server.pid(), &cpus);
+        let pinned = throughput(conc_server, files, 1, plan.conc_ops, Some(last));
+        affinity::pin_process(conc_server.pid(), cpus);
         one_pinned.push(pinned);
         let mut this = [0.0; 3];
         for (i, &n) in thread_counts.iter().enumerate() {
-            this[i] = throughput(conc_server, &files, n, plan.conc_ops, None);
+            this[i] = throughput(conc_server, files, n, plan.conc_ops, None);
             tput[i].push(this[i]);
         }
         t_ratio.push(this[2] / this[0].max(pinned));
@@ -583,9 +715,11 @@ fn main() {
         &t_ratio,
         "×",
     );
-    drop(variants);
+    t_ratio
+}
 
-    // ---- the scan: what a scanning user feels ------------------------------------------
+/// The scan: what a scanning user feels (see `scan.rs`).
+fn scan_rows(rows: &mut Table, plan: &Plan) -> scan::Scan {
     let sc = scan::run(plan.scan_files, plan.scan_reps);
     let mib = sc.bytes as f64 / (1 << 20) as f64;
     let tree_desc = format!("{} root-only files, {mib:.0} MiB", sc.files);
@@ -620,9 +754,12 @@ fn main() {
         rows.sample("ratio", "transparent_slowdown: (c) / (a)", t, "×");
     }
     rows.sample("ratio", "(d) / (b)", &sc.spawn_vs_broker, "×");
+    sc
+}
 
-    // ---- memory --------------------------------------------------------------------
-    let mem = memory(&policy_text, one, &plan);
+/// A fresh broker's memory, idle and with many idle connections (see [`memory`]).
+fn memory_rows(rows: &mut Table, fx: &Fixture, plan: &Plan) -> Memory {
+    let mem = memory(&fx.policy_text, &fx.files[0], plan);
     rows.value(
         "memory",
         "broker VmRSS, idle (after one request)",
@@ -659,11 +796,12 @@ fn main() {
         if mem.held { "yes" } else { "NO" },
         &format!("{} broker fds", mem.broker_fds),
     );
+    mem
+}
 
-    drop(tree);
-    let load_after = loadavg();
-
-    // ---- report ---------------------------------------------------------------------
+/// What ran, where, under which load: the lines above the table.
+fn print_header(plan: &Plan, started: Instant, load_before: &str, load_after: &str, lat: &Latency) {
+    let (cpus, last) = (&lat.cpus, lat.last);
     println!();
     println!(
         "fdbroker benchmark (issue 6), {} mode, {} repetitions, {:.1} s",
@@ -679,7 +817,7 @@ fn main() {
             .and_then(|v| v.parse::<f64>().ok())
             .is_some_and(|v| v > 0.5)
     };
-    if busy(&load_before) || busy(&load_after) {
+    if busy(load_before) || busy(load_after) {
         println!(
             "note: other processes were using the CPUs; the pinned latency ratios hold up, \
              spawn and concurrency numbers suffer most"
@@ -701,21 +839,10 @@ fn main() {
         policy::MIX
     );
     println!();
-    rows.print();
-    println!();
+}
 
-    let s = Summary {
-        roundtrip_ratio: layouts[0].rt_ratio.median(),
-        batch_ratio: layouts[0].batch_ratio.median(),
-        secure_roundtrip_ratio: layouts[0].secure.rt_ratio.median(),
-        secure_batch_ratio: layouts[0].secure.batch_ratio.median(),
-        scan_slowdown: sc.scan_slowdown.median(),
-        transparent_slowdown: sc.transparent_slowdown.as_ref().map(Sample::median),
-        spawn_speedup: spawn_ratio.median(),
-        policy_10k_ratio: d_ratio.median(),
-        conn_kib: mem.per_conn_small,
-        threads16_vs_1: t_ratio.median(),
-    };
+/// Each target met or missed, then the `summary:` line (the last line printed).
+fn print_targets(s: &Summary, mem: &Memory) {
     let check = |name: &str, v: f64, ok: bool, target: &str| {
         println!(
             "target {name:<17} {target:<7} {v:>8.2}  {}",

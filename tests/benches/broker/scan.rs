@@ -21,9 +21,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-/// The uid the scans (b) and (c) run as.
-const NOBODY: u32 = 65534;
-
 pub struct Scan {
     pub files: usize,
     pub bytes: u64,
@@ -111,7 +108,8 @@ fn probe(cmd: &mut Command, list: &Path) -> (f64, String) {
 }
 
 fn as_nobody(cmd: &mut Command) -> &mut Command {
-    cmd.uid(NOBODY).gid(NOBODY)
+    cmd.uid(fdbroker_tests::nobody_uid())
+        .gid(fdbroker_tests::nobody_gid())
 }
 
 /// Does this `fdbroker run` have transparent mode?
@@ -132,10 +130,12 @@ pub fn run(n: usize, reps: usize) -> Scan {
     let probe_bin = sibling_bin("scan-probe");
     // The sandbox of (c) may run the scanner from where it lies.
     let bins = probe_bin.parent().expect("the scanner's directory");
+    // The uid the scans (b) and (c) run as.
+    let nobody = fdbroker_tests::nobody_uid();
     let policy = format!(
         "[broker]\nsocket_mode = \"0666\"\n\
          [sandbox]\nread_only = [\"/usr\", \"/bin\", \"/lib\", \"/lib64\", \"/etc/ld.so.cache\", \"{}\"]\n\
-         [[client]]\nname = \"scanner\"\nusers = [{NOBODY}]\n\
+         [[client]]\nname = \"scanner\"\nusers = [{nobody}]\n\
          [[client.allow]]\npath = \"{}/\"\naccess = [\"read\", \"directory\"]\n",
         bins.display(),
         t.join("scan").display()

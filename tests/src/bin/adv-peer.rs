@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! adv-peer uid-switch SOCKET LOW_FILE HIGH_FILE
-//!     (as root) connect as root then drop to 65534, and connect as 65534 then regain
+//!     (as root) connect as root then drop to nobody, and connect as nobody then regain
 //!     root; print which client each connection is and what it may open
 //! adv-peer flood SOCKET FILE
 //!     greet, then send batch requests for FILE forever without reading a reply;
@@ -28,8 +28,6 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
-
-const NOBODY: u32 = 65534;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -74,7 +72,7 @@ fn uid_switch(socket: &str, low: &str, high: &str) -> ExitCode {
     setgroups(&[]).unwrap();
     // Connected as root, then dropped: the connection keeps the root client.
     let as_root = Client::connect(socket).unwrap();
-    become_ids(NOBODY, NOBODY);
+    become_ids(fdbroker_tests::nobody_uid(), fdbroker_tests::nobody_gid());
     println!(
         "root-then-nobody client={} high={} low={}",
         as_root.client_name(),

@@ -341,7 +341,7 @@ fn checks(o: &Options, held: &Held) -> ExitCode {
 }
 
 /// The errno name of an `io::Error` (`EACCES`), or its text if it is not from the kernel.
-fn errno_of(e: &std::io::Error) -> String {
+fn errno_name(e: &std::io::Error) -> String {
     match e.raw_os_error() {
         Some(n) => format!("{:?}", Errno::from_raw(n)),
         None => format!("other:{e}"),
@@ -354,7 +354,7 @@ fn nix_err(e: Errno) -> String {
 
 fn check_one(check: &str, held: &Held) -> Result<String, String> {
     let (name, arg) = check.split_once(':').unwrap_or((check, ""));
-    let io = |e: std::io::Error| errno_of(&e);
+    let io = |e: std::io::Error| errno_name(&e);
     match name {
         "open" => std::fs::File::open(arg).map(|_| String::new()).map_err(io),
         "read" => std::fs::read_to_string(arg)
@@ -688,7 +688,7 @@ fn broker_round_trip(fd: RawFd, msg: &str) -> Result<String, String> {
         let owned = unsafe { OwnedFd::from_raw_fd(raw) };
         let mut file = std::fs::File::from(owned);
         let mut s = String::new();
-        file.read_to_string(&mut s).map_err(|e| errno_of(&e))?;
+        file.read_to_string(&mut s).map_err(|e| errno_name(&e))?;
         contents.push(format!("{:?}", s.trim_end()));
     }
     Ok(format!("reply={text:?} fd={}", contents.join(",")))
@@ -748,9 +748,10 @@ fn memfd(flags: libc::c_uint) -> Result<OwnedFd, String> {
 
 /// Writes the whole of `program` into `fd` (a fresh, empty file).
 fn copy_program(fd: &OwnedFd, program: &str) -> Result<(), String> {
-    let bytes = std::fs::read(program).map_err(|e| format!("read {program}: {}", errno_of(&e)))?;
-    let mut file = std::fs::File::from(fd.try_clone().map_err(|e| errno_of(&e))?);
-    file.write_all(&bytes).map_err(|e| errno_of(&e))
+    let bytes =
+        std::fs::read(program).map_err(|e| format!("read {program}: {}", errno_name(&e)))?;
+    let mut file = std::fs::File::from(fd.try_clone().map_err(|e| errno_name(&e))?);
+    file.write_all(&bytes).map_err(|e| errno_name(&e))
 }
 
 /// Executes the file open on `fd` in a forked child, by `route`: `empty-path` is
@@ -766,7 +767,7 @@ fn exec_in_child(fd: &OwnedFd, route: &str) -> Result<String, String> {
         return Err(format!("unknown exec route {route}"));
     }
     let (read_end, write_end) = unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(nix_err)?;
-    std::io::stdout().flush().map_err(|e| errno_of(&e))?;
+    std::io::stdout().flush().map_err(|e| errno_name(&e))?;
     // SAFETY: the child only makes system calls (exec, write, _exit) on values prepared
     // before the fork; the probe is single-threaded when it runs its checks.
     match unsafe { unistd::fork() }.map_err(nix_err)? {
@@ -787,7 +788,7 @@ fn exec_in_child(fd: &OwnedFd, route: &str) -> Result<String, String> {
                     Ok(0) => break,
                     Ok(n) => got += n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(errno_of(&e)),
+                    Err(e) => return Err(errno_name(&e)),
                 }
             }
             let status = nix::sys::wait::waitpid(child, None).map_err(nix_err)?;

@@ -4,9 +4,12 @@
 use fdbroker_shared::Channel;
 use fdbroker_shared::frame::{self, Kind, MAX_MESSAGE};
 use fdbroker_shared::wire::{Access, Hello, Op, OpenSpec, Request, Welcome};
-use fdbroker_tests::{Broker, NOBODY, TempDir, cat_as_nobody, run_as_nobody};
-use fdbroker_worker::{BrokerError, Client};
-use std::io::{ErrorKind, Read, Write};
+use fdbroker_tests::{
+    Broker, TempDir, cat_as_nobody, errno_of, eventually, nobody_gid, nobody_uid, read_all,
+    run_as_nobody, text,
+};
+use fdbroker_worker::Client;
+use std::io::{ErrorKind, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -34,7 +37,7 @@ socket_mode = "0666"
 
 [[client]]
 name = "tester"
-users = [0, 65534]
+users = [0, {nobody}]
 
   [[client.allow]]
   path = "{dir}/in/"
@@ -54,19 +57,6 @@ users = [0, 65534]
     (t, b)
 }
 
-fn errno_of(e: &std::io::Error) -> i32 {
-    e.get_ref()
-        .and_then(|i| i.downcast_ref::<BrokerError>())
-        .map(|b| b.errno)
-        .unwrap_or_else(|| panic!("not a broker error: {e:?}"))
-}
-
-fn read_all(mut f: std::fs::File) -> Vec<u8> {
-    let mut v = Vec::new();
-    f.read_to_end(&mut v).unwrap();
-    v
-}
-
 fn still_serving(t: &TempDir, c: &Client) {
     assert_eq!(
         read_all(c.open(t.join("in/secret.txt")).unwrap()),
@@ -84,19 +74,15 @@ fn nobody_reads_a_root_only_file_only_through_the_broker() {
         !direct.status.success(),
         "nobody could read the file directly"
     );
-    assert!(String::from_utf8_lossy(&direct.stderr).contains("Permission denied"));
+    assert!(text(&direct.stderr).contains("Permission denied"));
     // Through the broker: granted.
     let out = cat_as_nobody(&b.socket, &[&secret]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(out.stdout, b"root-only contents\n");
     // Outside the policy: a clear error naming the path, and non-zero exit.
     let out = cat_as_nobody(&b.socket, &[&t.join("outside.txt")]);
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = text(&out.stderr);
     assert!(
         err.contains("outside.txt") && err.contains("denied"),
         "{err}"
@@ -104,7 +90,7 @@ fn nobody_reads_a_root_only_file_only_through_the_broker() {
     // The audit log names the peer uid and the result.
     let log = b.log();
     assert!(
-        log.contains("uid=65534") && log.contains("result=\"granted\""),
+        log.contains(&format!("uid={}", nobody_uid())) && log.contains("result=\"granted\""),
         "{log}"
     );
 }
@@ -442,14 +428,13 @@ fn version_mismatch_and_unknown_peers_get_clear_refusals() {
     );
     let out = cat_as_nobody(&b2.socket, &[&t.join("in/secret.txt")]);
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = text(&out.stderr);
     assert!(
-        err.contains("uid 65534") && err.contains("refused"),
+        err.contains(&format!("uid {}", nobody_uid())) && err.contains("refused"),
         "{err}"
     );
     assert!(b2.log().contains("refused a connection"));
     still_serving(&t, &b.client());
-    let _ = NOBODY;
 }
 
 #[test]
@@ -485,10 +470,7 @@ fn no_descriptor_or_memory_growth_after_thousands_of_requests() {
     );
     drop(c);
     // Disconnected clients cost nothing: wait for the broker to notice.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while b.fd_count() > base_fds && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(Duration::from_secs(5), || b.fd_count() <= base_fds);
     assert_eq!(b.fd_count(), base_fds, "broker leaked descriptors");
 }
 
@@ -500,7 +482,7 @@ fn socket_file_mode_stale_replacement_and_removal_on_sigterm() {
     let mut b = Broker::start(&t, policy);
     let meta = std::fs::symlink_metadata(&b.socket).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o640);
-    assert_eq!(meta.gid(), NOBODY);
+    assert_eq!(meta.gid(), nobody_gid());
     // A second broker on the same live socket refuses to steal it.
     let out = fdbroker_tests::run_with_timeout(
         Command::new(fdbroker_tests::fdbroker_bin())
@@ -511,7 +493,7 @@ fn socket_file_mode_stale_replacement_and_removal_on_sigterm() {
         Duration::from_secs(10),
     );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("another broker"));
+    assert!(text(&out.stderr).contains("another broker"));
     // SIGTERM: exit 0 and the socket file is gone.
     b.signal(nix::sys::signal::Signal::SIGTERM);
     let status = b
@@ -536,6 +518,6 @@ fn socket_file_mode_stale_replacement_and_removal_on_sigterm() {
         Duration::from_secs(10),
     );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a socket"));
+    assert!(text(&out.stderr).contains("not a socket"));
     assert_eq!(std::fs::read(&regular).unwrap(), b"precious");
 }

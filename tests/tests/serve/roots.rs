@@ -4,11 +4,10 @@
 //! apply to the wrong tree.
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{Broker, NOBODY, TempDir};
+use fdbroker_tests::{Broker, TempDir, nobody_gid, nobody_uid};
 use nix::sys::signal::Signal;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{chown, lchown, symlink};
-use std::time::{Duration, Instant};
 
 fn policy(root: &str) -> String {
     format!(
@@ -30,10 +29,10 @@ fn a_root_redirected_by_another_user_is_refused() {
     t.file("secret", b"root only", 0o600);
     // `home` belongs to nobody, who moves the inbox away and leaves a symlink to the
     // top of the tree in its place.
-    chown(t.join("home"), Some(NOBODY), Some(NOBODY)).unwrap();
+    chown(t.join("home"), Some(nobody_uid()), Some(nobody_gid())).unwrap();
     std::fs::rename(t.join("home/inbox"), t.join("home/inbox.old")).unwrap();
     symlink(t.path(), t.join("home/inbox")).unwrap();
-    lchown(t.join("home/inbox"), Some(NOBODY), Some(NOBODY)).unwrap();
+    lchown(t.join("home/inbox"), Some(nobody_uid()), Some(nobody_gid())).unwrap();
 
     let b = Broker::start(&t, &policy("home/inbox"));
     let c = b.client();
@@ -79,7 +78,12 @@ fn roots_reached_through_roots_own_symlinks_and_sticky_directories_are_served() 
     )
     .unwrap();
     // The root itself may belong to anyone: what is beneath it is the workers' side.
-    chown(t.join("sticky/spool"), Some(NOBODY), Some(NOBODY)).unwrap();
+    chown(
+        t.join("sticky/spool"),
+        Some(nobody_uid()),
+        Some(nobody_gid()),
+    )
+    .unwrap();
     let b = Broker::start(
         &t,
         "[[client]]\nname = \"root\"\nusers = [0]\n\
@@ -96,11 +100,7 @@ fn roots_reached_through_roots_own_symlinks_and_sticky_directories_are_served() 
     // Reloaded by the confined broker, which walks the roots again under its own
     // seccomp filter and Landlock domain.
     b.signal(Signal::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !b.log().contains("policy reloaded") {
-        assert!(Instant::now() < deadline, "no reload:\n{}", b.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    b.wait_log("policy reloaded", 1);
     assert_eq!(read(c.open(t.join("alias/mail")).unwrap()), "mail");
     assert_eq!(
         read(c.open(t.join("sticky/spool/mail")).unwrap()),
