@@ -116,18 +116,23 @@ pub fn decision(
 /// Write the summaries of the refusal windows that have ended: called from the event
 /// loop's timer, so a count is written even when its uid sends nothing more.
 pub fn tick() {
-    let mut batch = Batch::default();
-    for s in LIMITER.ended(Instant::now()) {
-        summary(&mut batch, &s);
-    }
-    let _ = batch.flush();
+    summaries(LIMITER.ended(Instant::now()));
 }
 
 /// Write what every open window has counted so far: called when the broker stops.
 pub fn flush_suppressed() {
+    summaries(LIMITER.drain());
+}
+
+/// Write `ended` summaries now, in one batch (none made when there are none: the timer
+/// calls this every tick).
+fn summaries(ended: Vec<Summary>) {
+    if ended.is_empty() {
+        return;
+    }
     let mut batch = Batch::default();
-    for s in LIMITER.drain() {
-        summary(&mut batch, &s);
+    for s in &ended {
+        summary(&mut batch, s);
     }
     let _ = batch.flush();
 }
