@@ -64,6 +64,6 @@ printf 'X5O!P%%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*\n
 printf 'known bad sample payload' > "$scan/quarantine/known-bad.bin"
 chmod 600 "$scan"/quarantine/*
 echo
-echo "== fdbroker run: the scanner, confined as nobody, scans root-only files:"
+echo "== fdbroker run: the scanner, confined as a transient uid of its own, scans root-only files:"
 ls "$scan"/quarantine/* | "$bin" run --policy policy/examples/scanner.toml -- \
   "$scan/bin/scanner" --signatures "$scan/signatures.txt" 2>/dev/null || true

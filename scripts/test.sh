@@ -17,6 +17,8 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v cc >/dev/null || need+=(gcc)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v readelf >/dev/null || need+=(binutils)
+# tests/tests/logfail.rs freezes a loop-mounted ext4 (mkfs.ext4; fsfreeze is util-linux).
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 for pkg in python3 python3-venv python3-pytest python3-wheel clamav-daemon; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

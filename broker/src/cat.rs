@@ -9,9 +9,11 @@ use std::process::ExitCode;
 
 /// The `fdbroker cat` process: connect (to `socket`, or as `FDBROKER_FD`/`FDBROKER_SOCKET`
 /// say), fetch each file, copy it to standard output. Exit 0 only if every file came.
+/// `FDBROKER_TIMEOUT` bounds connecting, the greeting and each reply either way, so a
+/// stopped or wedged broker is an error, not a hang.
 pub fn cat_main(socket: Option<&Path>, files: &[PathBuf]) -> ExitCode {
     let client = match socket {
-        Some(s) => Client::connect(s),
+        Some(s) => Client::connect_timeout_from_env(s),
         None => Client::from_env(),
     };
     let client = match client {
@@ -29,7 +31,7 @@ pub fn cat_main(socket: Option<&Path>, files: &[PathBuf]) -> ExitCode {
                 return ExitCode::FAILURE;
             }
             let _ = stdout.flush();
-            eprintln!("fdbroker: {}: {e}", path.display());
+            crate::log::say(&format!("fdbroker: {}: {e}", path.display()));
             ok = false;
         }
     }
@@ -44,6 +46,6 @@ pub fn cat_main(socket: Option<&Path>, files: &[PathBuf]) -> ExitCode {
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("fdbroker: {msg}");
+    crate::log::say(&format!("fdbroker: {msg}"));
     ExitCode::FAILURE
 }

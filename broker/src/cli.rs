@@ -4,6 +4,7 @@
 use crate::log::{self, LogFormat};
 use clap::{Args, Parser, Subcommand};
 use fdbroker_policy::{Access, Policy};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -33,7 +34,9 @@ enum Command {
     #[command(
         after_help = "Example:\n  fdbroker serve --policy /etc/fdbroker/policy.toml --socket /run/fdbroker/fdbroker.sock\n\n\
 Processes: this process is a small monitor that starts a confined server (this binary \
-again) and, on reload, a new one that takes over every connection.\n\
+again) and, on reload, a new one that takes over every connection. A server that dies is \
+replaced while the socket stays open; after 5 servers in a row die within 10 s of their start, \
+the monitor exits 1.\n\
 Signals: SIGHUP reloads the policy (`fdbroker reload PID` does and waits for the outcome; \
 an invalid file is rejected and the old policy stays); SIGTERM or SIGINT stop gracefully.\n\
 systemd: sockets passed by socket activation (LISTEN_FDS) are served instead of --socket; \
@@ -45,8 +48,8 @@ Log level: FDBROKER_LOG=debug (or e.g. fdbroker::audit=off)."
     /// Fetch files through a broker and write their contents to stdout.
     #[command(
         after_help = "Example:\n  fdbroker cat --socket /run/fdbroker/fdbroker.sock /srv/secret/report.txt\n\n\
-Without --socket: the inherited FDBROKER_FD, else FDBROKER_SOCKET, else /run/fdbroker/fdbroker.sock; \
-FDBROKER_TIMEOUT=SECONDS bounds the wait for the broker.\n\
+Without --socket: the inherited FDBROKER_FD, else FDBROKER_SOCKET, else /run/fdbroker/fdbroker.sock. \
+FDBROKER_TIMEOUT=SECONDS bounds every wait for the broker, connecting included, with or without --socket.\n\
 Exits 1 if any file could not be fetched, printing `fdbroker: PATH: reason` for each."
     )]
     Cat(CatArgs),
@@ -56,7 +59,9 @@ Exits 1 if any file could not be fetched, printing `fdbroker: PATH: reason` for 
     /// Run COMMAND confined, as the policy's client, with this broker its only way to files.
     #[command(
         after_help = "Example:\n  fdbroker run --policy scanner.toml -- scanner < files.txt > report.txt\n\n\
-The worker runs as the [sandbox] user (default nobody) with no capabilities, no_new_privs, \
+The worker runs as the [sandbox] user (default dynamic: a transient uid and gid from \
+[sandbox] uid_range that no other process holds, for this run alone, so that nothing outside \
+the sandbox can take its descriptors, memory or broker connection) with no capabilities, no_new_privs, \
 Landlock (only the [sandbox] read_only paths, read and execute) and seccomp, in a session of \
 its own (no controlling terminal); it finds its broker connection in FDBROKER_FD, which every \
 process of its tree may share (each library client asks the broker for a connection of its \
@@ -101,7 +106,8 @@ struct RunArgs {
     /// The policy client the worker is served as (default: the policy's only client).
     #[arg(long, value_name = "NAME")]
     client: Option<String>,
-    /// Run the worker as this user (name or uid) instead of the policy's [sandbox] user.
+    /// Run the worker as this user (name, uid, or `dynamic` for a transient uid) instead
+    /// of the policy's [sandbox] user.
     #[arg(long, value_name = "USER")]
     user: Option<String>,
     /// Serve an unmodified program's own open/stat/access calls through the broker.
@@ -219,7 +225,7 @@ fn spawn(args: RunArgs) -> ExitCode {
     match crate::spawn::broker::spawn_main(spec) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("fdbroker: {e}");
+            log::sink::eprint_line(&format!("fdbroker: {e}"));
             ExitCode::from(e.exit_code())
         }
     }
@@ -228,7 +234,7 @@ fn spawn(args: RunArgs) -> ExitCode {
 fn serve(args: ServeArgs) -> ExitCode {
     // A failure to start is one line, marked as an error for the journal.
     fn fail(msg: impl std::fmt::Display) -> ExitCode {
-        eprintln!("{}", log::fatal_line(&msg));
+        log::fatal(&msg);
         ExitCode::FAILURE
     }
     // First, before anything can go wrong or take time: a SIGHUP or SIGTERM sent during
@@ -239,7 +245,8 @@ fn serve(args: ServeArgs) -> ExitCode {
     if args.check {
         return match Policy::load(&args.policy) {
             Ok(_) => {
-                println!("{}: ok", args.policy.display());
+                // `ExecStartPre=` may have a journal that does not read: never panic.
+                let _ = writeln!(std::io::stdout().lock(), "{}: ok", args.policy.display());
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),

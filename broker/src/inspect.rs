@@ -14,7 +14,7 @@ pub fn check_main(file: &Path, strict: bool) -> ExitCode {
     };
     let warnings = crate::lint::check(&p);
     for w in &warnings {
-        eprintln!("{w}");
+        crate::log::say(&format!("{w}"));
     }
     let noun = if warnings.len() == 1 {
         "warning"
@@ -22,11 +22,11 @@ pub fn check_main(file: &Path, strict: bool) -> ExitCode {
         "warnings"
     };
     if strict && !warnings.is_empty() {
-        eprintln!(
+        crate::log::say(&format!(
             "fdbroker: {}: {} {noun} (--strict)",
             file.display(),
             warnings.len()
-        );
+        ));
         return ExitCode::FAILURE;
     }
     println!(
@@ -56,14 +56,14 @@ pub fn explain_main(
     let (uid, primary) = match resolve_user(uid) {
         Ok(u) => u,
         Err(e) => {
-            eprintln!("fdbroker: {e}");
+            crate::log::say(&format!("fdbroker: {e}"));
             return ExitCode::from(2);
         }
     };
     let gid = match gid.map(resolve_group).transpose() {
         Ok(g) => g.or(primary).unwrap_or(uid),
         Err(e) => {
-            eprintln!("fdbroker: {e}");
+            crate::log::say(&format!("fdbroker: {e}"));
             return ExitCode::from(2);
         }
     };
@@ -112,6 +112,6 @@ fn resolve_group(s: &str) -> Result<u32, String> {
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("fdbroker: {msg}");
+    crate::log::say(&format!("fdbroker: {msg}"));
     ExitCode::FAILURE
 }

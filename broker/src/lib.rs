@@ -23,7 +23,7 @@
 //! | process | entry point | runs as, confined by | started by |
 //! | --- | --- | --- | --- |
 //! | monitor (`fdbroker serve`) | [`daemon::monitor::monitor_main`] | root or the service's user; only the capabilities a server may need, none effective, `no_new_privs`, seccomp, no Landlock | systemd or the operator |
-//! | server | [`daemon::server::server_main`] | the monitor's user; once its sockets and roots are open, confines itself ([`confine`]): `CAP_DAC_READ_SEARCH` (and what the policy needs), Landlock to the roots, seccomp | the monitor (`execve` of this binary), at start and on every reload |
+//! | server | [`daemon::server::server_main`] | the monitor's user; once its sockets and roots are open, confines itself ([`confine`]): `CAP_DAC_READ_SEARCH` (and what the policy needs), Landlock to the roots, seccomp | the monitor (`execve` of this binary), at start, on every reload, and in place of one that died |
 //! | reload requester (`fdbroker reload`) | [`daemon::reload::reload_main`] | whoever runs it, unconfined | `systemctl reload` or the operator |
 //! | spawn broker (`fdbroker run`) | [`spawn::broker::spawn_main`] | root; confines itself as a server does, keeping `CAP_KILL` for its worker | the operator |
 //! | PID-namespace init | [`spawn::pidns`] `init_main` | the sandbox user, the worker's sandbox with no path | the spawn broker (`fork`) |

@@ -15,7 +15,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
-pub use fdbroker_shared::process::{close_all_but, close_range, exit_now};
+pub use fdbroker_shared::process::{cloexec_all_but, close_all_but, close_range, exit_now};
 
 /// [`pidfd_open(2)`](https://man7.org/linux/man-pages/man2/pidfd_open.2.html) of a
 /// process ([`fdbroker_shared::process::pidfd_open`]).
@@ -60,21 +60,6 @@ pub fn pidfd_sigqueue(pidfd: &OwnedFd, sig: Signal, value: i32) -> io::Result<()
             0,
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// [`sigqueue(3)`](https://man7.org/linux/man-pages/man3/sigqueue.3.html): `sig` with
-/// an integer value the receiver reads as `si_int`.
-pub fn sigqueue(pid: Pid, sig: Signal, value: i32) -> io::Result<()> {
-    let val = libc::sigval {
-        sival_ptr: value as usize as *mut libc::c_void,
-    };
-    // SAFETY: sigqueue takes its arguments by value; nothing is borrowed.
-    let rc = unsafe { libc::sigqueue(pid.as_raw(), sig as libc::c_int, val) };
     if rc == 0 {
         Ok(())
     } else {
@@ -147,6 +132,28 @@ pub fn xattr_len(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<usize>> {
         Errno::ENODATA | Errno::EOPNOTSUPP => Ok(None),
         e => Err(e.into()),
     }
+}
+
+/// [`getdents64(2)`](https://man7.org/linux/man-pages/man2/getdents64.2.html): the
+/// next records of the open directory `dir` from its current position into `buf`, and
+/// how many bytes they took (0 at the end). The kernel's `d_off` of each record is the
+/// position after it, which `lseek(2)` takes back; `readdir(3)` hides it, and `List`
+/// pages by it (`request::list`), so the broker reads the records itself.
+pub fn getdents64(dir: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which is live and
+    // exclusively borrowed for the call; `dir` is an open descriptor.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_getdents64,
+            dir.as_raw_fd(),
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    };
+    if rc < 0 {
+        return Err(Errno::last().into());
+    }
+    usize::try_from(rc).map_err(|_| io::Error::from(Errno::EIO))
 }
 
 #[cfg(test)]

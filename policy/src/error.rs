@@ -43,6 +43,10 @@ pub enum LoadErrorKind {
     /// parser's words.
     #[error("{0}")]
     Toml(String),
+    #[error("too large: a policy file holds at most {max} bytes")]
+    TooLarge { max: u64 },
+    #[error("too many rules: {count}, a policy holds at most {max} (this is the first beyond)")]
+    TooManyRules { count: usize, max: usize },
     #[error("policy has no [[client]]: it would refuse every connection")]
     NoClients,
     #[error("client name is empty")]
@@ -83,6 +87,8 @@ pub enum LoadErrorKind {
     UnknownAccess(String),
     #[error("unknown symlinks setting {0:?}: expected \"none\" or \"beneath\"")]
     UnknownSymlinks(String),
+    #[error("unknown audit_failure setting {0:?}: expected \"refuse\" or \"serve\"")]
+    UnknownAuditFailure(String),
     #[error("empty access list: a rule must grant something")]
     EmptyAccess,
     #[error(
@@ -114,6 +120,11 @@ pub enum LoadErrorKind {
     },
     #[error("the sandbox user must not be root")]
     SandboxRoot,
+    #[error(
+        "uid_range {0:?} is not FIRST-LAST with 0 < FIRST <= LAST < 4294967295 \
+         and without 65534 (nobody)"
+    )]
+    BadUidRange(String),
     #[error(
         "allow rule {allow:?} is fully denied by deny rule {deny:?} at {deny_at}: \
          it can never grant anything"

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::{Access, AccessSet, ClientId, Decision, Denial, Location, Policy, Rule};
+use crate::{Access, AccessSet, ClientId, Decision, Denial, HiddenBeneath, Location, Policy, Rule};
 
 /// Why a peer is the client it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +51,11 @@ pub struct Explanation {
     pub access: Access,
     pub client: Option<ClientMatch>,
     pub verdict: Verdict,
+    /// For an allowed `directory` request: why the broker lists the directory itself
+    /// rather than pass its descriptor (`Policy::hidden_beneath`, the policy's part;
+    /// the broker also judges how far `..` reaches on the filesystem), with the deny
+    /// rule if one is the reason.
+    pub hidden: Option<(HiddenBeneath, Option<Rule>)>,
 }
 
 impl Policy {
@@ -93,7 +98,20 @@ impl Policy {
                 },
             },
         };
+        let hidden = match (&client, &verdict) {
+            (Some(m), Verdict::Allow { .. }) if access == Access::Directory => {
+                self.hidden_beneath(m.id, path).map(|h| {
+                    let rule = match h {
+                        HiddenBeneath::DenyBeneath(r) => self.rules.get(r.0).cloned(),
+                        HiddenBeneath::NotCovered => None,
+                    };
+                    (h, rule)
+                })
+            }
+            _ => None,
+        };
         Explanation {
+            hidden,
             origin: self.origin.clone(),
             uid,
             gid,
@@ -198,7 +216,28 @@ impl fmt::Display for Explanation {
                         write!(f, ", group = {gid}")?;
                     }
                 }
-                Ok(())
+                match &self.hidden {
+                    None => Ok(()),
+                    Some((hidden, deny)) => {
+                        write!(
+                            f,
+                            "\nlisting:  by the broker, with what the policy hides left out; no \
+                             descriptor is passed for this directory: "
+                        )?;
+                        match (hidden, deny) {
+                            (HiddenBeneath::DenyBeneath(_), Some(rule)) => {
+                                write!(f, "a deny rule lies beneath it")?;
+                                self.write_rule(f, rule)
+                            }
+                            (HiddenBeneath::DenyBeneath(_), None) => {
+                                write!(f, "a deny rule lies beneath it")
+                            }
+                            (HiddenBeneath::NotCovered, _) => {
+                                write!(f, "no allow rule covers everything beneath it")
+                            }
+                        }
+                    }
+                }
             }
             Verdict::Deny { reason, rule } => {
                 match reason {

@@ -32,6 +32,7 @@ pub(crate) struct BrokerTable {
     pub max_batch: Option<Spanned<i64>>,
     pub idle_timeout: Option<Spanned<i64>>,
     pub confine: Option<bool>,
+    pub audit_failure: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +40,7 @@ pub(crate) struct BrokerTable {
 pub(crate) struct SandboxTable {
     pub read_only: Option<Vec<Spanned<String>>>,
     pub user: Option<Spanned<NameOrId>>,
+    pub uid_range: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,7 +13,7 @@ use std::cmp::Reverse;
 use std::collections::HashMap;
 
 use crate::path::component_at;
-use crate::pattern::{Pattern, PatternKind, Segment, match_segments};
+use crate::pattern::{Pattern, PatternKind, Segment, match_segments, segments_can_extend};
 use crate::{Effect, RuleId};
 
 /// Orders matching rules: more literal components first, then exact > glob >
@@ -239,6 +239,76 @@ impl Index {
                 Some(child) => at = child as usize,
                 None => return,
             }
+        }
+    }
+
+    /// What the rules say about the paths strictly beneath the directory `path` (one
+    /// that passed [`crate::path::check`]): the first deny rule (by id) that could match
+    /// `path` or anything beneath it, and whether one allow rule matches every path
+    /// beneath it (a subtree rule, or a glob ending in `**`, that matches `path`).
+    /// `effect` tells the two kinds of rule apart. Allocates only for globs along the way.
+    pub(crate) fn beneath(
+        &self,
+        path: &[u8],
+        effect: impl Fn(RuleId) -> Option<Effect>,
+    ) -> (Option<RuleId>, bool) {
+        let mut deny: Option<RuleId> = None;
+        let mut covered = false;
+        let mut note_deny = |id: RuleId| {
+            if deny.is_none_or(|d| id.0 < d.0) {
+                deny = Some(id);
+            }
+        };
+        let Some(mut node) = self.nodes.first() else {
+            return (None, false);
+        };
+        let mut rest: Option<usize> = if path.len() > 1 { Some(1) } else { None };
+        loop {
+            for &rule in &node.subtree {
+                match effect(rule) {
+                    Some(Effect::Deny) => note_deny(rule),
+                    Some(Effect::Allow) => covered = true,
+                    None => {}
+                }
+            }
+            if !node.globs.is_empty() {
+                let tail = rest.and_then(|s| path.get(s..)).unwrap_or_default();
+                for (rule, segments) in &node.globs {
+                    match effect(*rule) {
+                        Some(Effect::Deny) => {
+                            let inside: Vec<&[u8]> = crate::path::components_of(tail).collect();
+                            if segments_can_extend(segments, &inside) {
+                                note_deny(*rule);
+                            }
+                        }
+                        Some(Effect::Allow)
+                            if segments.last() == Some(&Segment::AnyDepth)
+                                && match_segments(segments, tail) =>
+                        {
+                            covered = true;
+                        }
+                        Some(Effect::Allow) | None => {}
+                    }
+                }
+            }
+            let Some(start) = rest else {
+                // The directory's own node: every rule attached here or beneath.
+                if let Some(d) = node.deny_below {
+                    note_deny(d);
+                }
+                return (deny, covered);
+            };
+            let (comp, next) = component_at(path, start);
+            let Some(child) = node
+                .children
+                .get(comp)
+                .and_then(|c| self.nodes.get(c as usize))
+            else {
+                // No rule is attached at or beneath the directory itself.
+                return (deny, covered);
+            };
+            node = child;
+            rest = next;
         }
     }
 

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod access;
+mod beneath;
 mod client;
 mod decide;
 mod error;
@@ -32,16 +33,18 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub use access::AccessSet;
+pub use beneath::HiddenBeneath;
 pub use client::Client;
 pub use decide::{Decision, Denial, Grant};
 pub use error::{IdKind, LoadError, LoadErrorKind, ModeError};
 pub use explain::{ClientMatch, Explanation, MatchedBy, Verdict};
 pub use fdbroker_shared::wire::Access;
+pub use load::{MAX_POLICY_BYTES, MAX_RULES};
 pub use location::Location;
 pub use path::{MAX_PATH_LEN, PathError, check as check_path};
 pub use pattern::{PatternError, PatternKind};
 pub use rule::{Effect, Rule, RuleOptions, Symlinks};
-pub use settings::{BrokerSettings, SandboxSettings, UserSpec};
+pub use settings::{AuditFailure, BrokerSettings, SandboxSettings, UidRange, UserSpec};
 
 /// A client (one `[[client]]` table), by position in the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -76,8 +79,7 @@ pub struct Policy {
 impl Policy {
     /// Reads and parses a policy file.
     pub fn load(path: &Path) -> Result<Policy, LoadError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| LoadError::new(path, None, LoadErrorKind::Read(e)))?;
+        let text = load::read(path)?;
         Policy::parse(&text, path)
     }
 

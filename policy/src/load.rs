@@ -22,13 +22,25 @@ use crate::location::LineIndex;
 use crate::path;
 use crate::pattern::{Pattern, join};
 use crate::{
-    Access, AccessSet, BrokerSettings, Client, ClientId, Effect, IdKind, LoadError, LoadErrorKind,
-    Location, ModeError, Policy, RootId, Rule, RuleId, RuleOptions, SandboxSettings, Symlinks,
-    UserSpec,
+    Access, AccessSet, AuditFailure, BrokerSettings, Client, ClientId, Effect, IdKind, LoadError,
+    LoadErrorKind, Location, ModeError, Policy, RootId, Rule, RuleId, RuleOptions, SandboxSettings,
+    Symlinks, UidRange, UserSpec,
 };
 
 /// `sizeof(sockaddr_un.sun_path)` is 108, including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
+
+/// The largest policy file load reads, in bytes (4 MiB): far above any policy written
+/// by hand or generated for a real deployment (a rule is a few lines), and small enough
+/// that parsing one takes well under a second and a few tens of MiB. A bigger file is
+/// refused before it is parsed ([`LoadErrorKind::TooLarge`]), so a mistake (a log or a
+/// generated list pointed at by `--policy`) costs neither time nor memory.
+pub const MAX_POLICY_BYTES: u64 = 4 << 20;
+
+/// The most rules (`[[client.allow]]` and `[[client.deny]]` of every client together) a
+/// policy may have: generous for generated policies, bounded so that checking and
+/// indexing a policy stays quick ([`LoadErrorKind::TooManyRules`]).
+pub const MAX_RULES: usize = 20_000;
 
 /// The highest id load accepts: `(uid_t)-1` means "no id" to the kernel.
 const MAX_ID: i64 = u32::MAX as i64 - 1;
@@ -54,7 +66,62 @@ impl Context<'_> {
     }
 }
 
+/// Read the policy file at `path`, never more than [`MAX_POLICY_BYTES`] of it.
+pub(crate) fn read(path: &Path) -> Result<String, LoadError> {
+    use std::io::Read;
+    let fail = |e| LoadError::new(path, None, LoadErrorKind::Read(e));
+    let file = std::fs::File::open(path).map_err(fail)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_POLICY_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(fail)?;
+    too_large(path, bytes.len())?;
+    String::from_utf8(bytes).map_err(|_| {
+        fail(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        ))
+    })
+}
+
+fn too_large(origin: &Path, len: usize) -> Result<(), LoadError> {
+    if u64::try_from(len).map_or(true, |n| n > MAX_POLICY_BYTES) {
+        return Err(LoadError::new(
+            origin,
+            None,
+            LoadErrorKind::TooLarge {
+                max: MAX_POLICY_BYTES,
+            },
+        ));
+    }
+    Ok(())
+}
+
+/// The first rule beyond [`MAX_RULES`], if there are that many.
+fn too_many_rules(cx: &Context<'_>, clients: &[Spanned<ClientTable>]) -> Result<(), LoadError> {
+    let clients = || clients.iter().map(Spanned::get_ref);
+    let count: usize = clients().map(|c| c.allow.len() + c.deny.len()).sum();
+    if count <= MAX_RULES {
+        return Ok(());
+    }
+    let spans = clients().flat_map(|c| {
+        c.allow
+            .iter()
+            .map(|a| a.path.span().start)
+            .chain(c.deny.iter().map(|d| d.path.span().start))
+    });
+    let at = spans.skip(MAX_RULES).min().unwrap_or(0);
+    Err(cx.error(
+        cx.at(at),
+        LoadErrorKind::TooManyRules {
+            count,
+            max: MAX_RULES,
+        },
+    ))
+}
+
 pub(crate) fn parse(text: &str, origin: &Path) -> Result<Policy, LoadError> {
+    too_large(origin, text.len())?;
     let cx = Context {
         origin,
         lines: LineIndex::new(text),
@@ -67,6 +134,7 @@ pub(crate) fn parse(text: &str, origin: &Path) -> Result<Policy, LoadError> {
             LoadErrorKind::Toml(e.message().to_owned()),
         )
     })?;
+    too_many_rules(&cx, &file.client)?;
     let broker = broker_settings(&cx, file.broker)?;
     let sandbox = sandbox_settings(&cx, file.sandbox)?;
     if file.client.is_empty() {
@@ -147,6 +215,15 @@ fn broker_settings(
     if let Some(confine) = table.confine {
         settings.confine = confine;
     }
+    if let Some(v) = table.audit_failure {
+        settings.audit_failure = match v.get_ref().as_str() {
+            "refuse" => AuditFailure::Refuse,
+            "serve" => AuditFailure::Serve,
+            other => {
+                return Err(cx.at_value(&v, LoadErrorKind::UnknownAuditFailure(other.to_owned())));
+            }
+        };
+    }
     Ok(settings)
 }
 
@@ -183,10 +260,43 @@ fn sandbox_settings(
                 return Err(cx.at_value(&user, LoadErrorKind::SandboxRoot));
             }
             NameOrId::Id(n) => UserSpec::Id(id_in_range(cx, &user, IdKind::Uid, *n)?),
+            NameOrId::Name(name) if name == UserSpec::DYNAMIC => UserSpec::Dynamic,
             NameOrId::Name(name) => UserSpec::Name(name.clone()),
         };
     }
+    if let Some(range) = table.uid_range {
+        settings.uid_range = uid_range(range.get_ref()).ok_or_else(|| {
+            cx.at_value(&range, LoadErrorKind::BadUidRange(range.get_ref().clone()))
+        })?;
+    }
     Ok(settings)
+}
+
+/// `"FIRST-LAST"`, each a decimal or `0x` hexadecimal id, `FIRST <= LAST`, neither 0
+/// (root) nor `(uid_t)-1`, and not holding 65534 (`nobody`, shared by other programs).
+fn uid_range(text: &str) -> Option<UidRange> {
+    let (first, last) = text.split_once('-')?;
+    let id = |s: &str| -> Option<u32> {
+        let s = s.trim();
+        match s.strip_prefix("0x") {
+            Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                u32::from_str_radix(hex, 16).ok()
+            }
+            Some(_) => None,
+            None if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
+            None => None,
+        }
+    };
+    let range = UidRange {
+        first: id(first)?,
+        last: id(last)?,
+    };
+    let nobody = 65534;
+    (range.first > 0
+        && range.first <= range.last
+        && range.last < u32::MAX
+        && !range.contains(nobody))
+    .then_some(range)
 }
 
 /// An integer setting within `min..=max`.

@@ -72,6 +72,11 @@ pub(crate) fn components(path: &[u8]) -> impl Iterator<Item = &[u8]> {
     body.split(|&b| b == b'/').filter(|c| !c.is_empty())
 }
 
+/// The components of a relative tail (`a/b/c`, no leading slash; empty for none).
+pub(crate) fn components_of(tail: &[u8]) -> impl Iterator<Item = &[u8]> {
+    tail.split(|&b| b == b'/').filter(|c| !c.is_empty())
+}
+
 /// The component starting at byte `start` of `path`, and where the next one starts
 /// (`None` after the last). Used by the index walk and glob matching to step through
 /// a path by offsets instead of collecting components.

@@ -341,7 +341,7 @@ pub(crate) fn wild_match(pat: &[u8], name: &[u8]) -> bool {
 
 /// Can `segs` match some path that starts with the components `inside`? A small
 /// table instead of recursion keeps many `**` from going exponential at load time.
-fn segments_can_extend(segs: &[Segment], inside: &[Box<[u8]>]) -> bool {
+pub(crate) fn segments_can_extend<C: AsRef<[u8]>>(segs: &[Segment], inside: &[C]) -> bool {
     // reach[i][j]: segments[..i] can consume exactly inside[..j].
     let cols = inside.len() + 1;
     let mut reach = vec![false; (segs.len() + 1) * cols];
@@ -360,7 +360,9 @@ fn segments_can_extend(segs: &[Segment], inside: &[Box<[u8]>]) -> bool {
                     reach[(i + 1) * cols + j] = true;
                     reach[i * cols + j + 1] = true;
                 }
-                Some(seg) if seg.matches_one(&inside[j]) => reach[(i + 1) * cols + j + 1] = true,
+                Some(seg) if inside.get(j).is_some_and(|c| seg.matches_one(c.as_ref())) => {
+                    reach[(i + 1) * cols + j + 1] = true
+                }
                 _ => {}
             }
         }

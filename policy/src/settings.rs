@@ -25,6 +25,31 @@ pub struct BrokerSettings {
     /// Whether the broker confines itself (capabilities, no_new_privs, seccomp) after
     /// setup.
     pub confine: bool,
+    /// What happens to a request whose audit line cannot be written (`audit_failure`).
+    pub audit_failure: AuditFailure,
+}
+
+/// `audit_failure`: what the broker does while its audit trail cannot be written (a full
+/// disk, a log reader that exited or stopped reading), as auditd's `disk_full_action`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuditFailure {
+    /// `"refuse"`, the default: a reply that would pass a descriptor is refused instead
+    /// (`EIO`), so nothing is granted that the audit trail does not record. A security
+    /// tool that cannot say what it granted should not grant.
+    #[default]
+    Refuse,
+    /// `"serve"`: grant as usual; the lines are lost, and counted.
+    Serve,
+}
+
+impl AuditFailure {
+    /// The word the policy file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditFailure::Refuse => "refuse",
+            AuditFailure::Serve => "serve",
+        }
+    }
 }
 
 impl BrokerSettings {
@@ -48,6 +73,7 @@ impl Default for BrokerSettings {
             max_batch: BrokerSettings::MAX_BATCH,
             idle_timeout: Some(BrokerSettings::DEFAULT_IDLE_TIMEOUT),
             confine: true,
+            audit_failure: AuditFailure::Refuse,
         }
     }
 }
@@ -56,13 +82,25 @@ impl Default for BrokerSettings {
 /// can be checked on a machine where the user does not exist.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum UserSpec {
+    /// `"dynamic"`: a transient uid (and the gid of the same number) from
+    /// [`SandboxSettings::uid_range`] that no other process holds, taken for one run and
+    /// given back when it ends, as systemd's `DynamicUser=` does. Only then can no
+    /// process outside the sandbox have the worker's uid, which is what lets one take
+    /// its descriptors (`pidfd_getfd`), read its memory or trace it.
+    Dynamic,
     Name(String),
     Id(u32),
+}
+
+impl UserSpec {
+    /// The word that asks for a transient uid (a user of that name cannot be named).
+    pub const DYNAMIC: &'static str = "dynamic";
 }
 
 impl std::fmt::Display for UserSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            UserSpec::Dynamic => f.write_str(UserSpec::DYNAMIC),
             UserSpec::Name(name) => f.write_str(name),
             UserSpec::Id(id) => write!(f, "{id}"),
         }
@@ -77,6 +115,49 @@ pub struct SandboxSettings {
     pub read_only: Vec<PathBuf>,
     /// Never root: load refuses uid 0 and the name `root`.
     pub user: UserSpec,
+    /// Where `user = "dynamic"` takes its transient uids (and gids) from.
+    pub uid_range: UidRange,
+}
+
+/// `[sandbox] uid_range`: an inclusive range of uids (each also used as a gid) that no
+/// user, group or other program on the machine may use; `"FIRST-LAST"` in the file.
+///
+/// The default, `0x70000000-0x7000ffff`, lies outside every range systemd documents for
+/// its own use (its `DynamicUser=` range 61184-65519, whose allocator would not see
+/// ours, its container and foreign ranges), above the 16-bit ids older tools truncate
+/// to, above what `useradd` hands out as subordinate ids, and below 2^31, which some
+/// programs read as negative.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UidRange {
+    pub first: u32,
+    pub last: u32,
+}
+
+impl UidRange {
+    pub const DEFAULT: UidRange = UidRange {
+        first: 0x7000_0000,
+        last: 0x7000_ffff,
+    };
+
+    /// How many uids the range holds (0 if `last < first`, which load refuses).
+    pub fn len(&self) -> u64 {
+        (u64::from(self.last) + 1).saturating_sub(u64::from(self.first))
+    }
+
+    /// Never true for a range load accepted.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains(&self, id: u32) -> bool {
+        (self.first..=self.last).contains(&id)
+    }
+}
+
+impl std::fmt::Display for UidRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
 }
 
 impl SandboxSettings {
@@ -88,7 +169,8 @@ impl SandboxSettings {
         "/lib64",
         "/etc/ld.so.cache",
     ];
-    pub const DEFAULT_USER: &'static str = "nobody";
+    /// A transient uid per run ([`UserSpec::Dynamic`]).
+    pub const DEFAULT_USER: &'static str = UserSpec::DYNAMIC;
 }
 
 impl Default for SandboxSettings {
@@ -98,7 +180,8 @@ impl Default for SandboxSettings {
                 .iter()
                 .map(PathBuf::from)
                 .collect(),
-            user: UserSpec::Name(SandboxSettings::DEFAULT_USER.to_owned()),
+            user: UserSpec::Dynamic,
+            uid_range: UidRange::DEFAULT,
         }
     }
 }

@@ -3,4 +3,4 @@
 //!
 //! The raw calls are in this crate's `sys`; this module is their public face.
 
-pub use crate::sys::{close_all_but, close_range, exit_now, pidfd_open};
+pub use crate::sys::{cloexec_all_but, close_all_but, close_range, exit_now, pidfd_open};

@@ -291,6 +291,56 @@ pub unsafe fn close_all_but(keep: &[RawFd]) -> io::Result<()> {
     unsafe { close_range(first, u32::MAX) }
 }
 
+/// Mark every descriptor from 3 up close-on-exec except those in `keep`
+/// ([`close_range(2)`](https://man7.org/linux/man-pages/man2/close_range.2.html) with
+/// `CLOSE_RANGE_CLOEXEC`, Linux 5.11): whatever this process inherited goes at its next
+/// `exec`, while every value that owns one stays valid until then (a forked child's
+/// prepared sandbox, the pipe through which `std::process::Command` reports a failed
+/// `exec`). A negative number in `keep` is an error, as for [`close_all_but`]. The
+/// descriptors in `keep` are left as they are: clearing their close-on-exec flag is
+/// the caller's choice.
+///
+/// Allocates nothing (it runs in a forked child, between `fork` and `exec`).
+pub fn cloexec_all_but(keep: &[RawFd]) -> io::Result<()> {
+    if keep.iter().any(|&fd| fd < 0) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let mark = |first: u32, last: u32| {
+        // SAFETY: close_range takes integers; with CLOSE_RANGE_CLOEXEC it only sets a
+        // flag on descriptors of this process and closes none.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                first,
+                last,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    let mut first = 3u32;
+    // The kept numbers in increasing order, each the smallest not below `first`.
+    while let Some(fd) = keep
+        .iter()
+        .filter_map(|&fd| u32::try_from(fd).ok())
+        .filter(|&fd| fd >= first)
+        .min()
+    {
+        if fd > first {
+            mark(first, fd - 1)?;
+        }
+        match fd.checked_add(1) {
+            Some(next) => first = next,
+            None => return Ok(()),
+        }
+    }
+    mark(first, u32::MAX)
+}
+
 /// [`_exit(2)`](https://man7.org/linux/man-pages/man2/_exit.2.html): no exit handlers,
 /// no flushing of buffers copied from a parent.
 pub fn exit_now(code: i32) -> ! {

@@ -148,6 +148,16 @@ pub enum Op {
     /// (the children of a spawned worker) can each take a connection of their own
     /// without greeting the shared one. Subject to the broker's connection limits.
     Connect,
+    /// The entries of one directory, answered with [`ReplyBody::List`] and no
+    /// descriptor: a page of at most [`MAX_LIST_ENTRIES`] entries from entry `start` of
+    /// the listing, in byte order of their names, without `.` and `..`.
+    ///
+    /// Decided like an open for `directory`; then the broker reads the directory
+    /// beneath the rule's root and leaves out every entry the policy grants nothing on
+    /// (a deny carve-out, a name outside every rule), so the worker learns of those no
+    /// more than of a name that does not exist. This is how a worker lists a directory
+    /// the broker will not pass a descriptor for (one with a deny rule beneath it).
+    List(ListSpec),
 }
 
 impl Op {
@@ -158,6 +168,7 @@ impl Op {
             Op::OpenMany { paths, .. } => paths.len(),
             Op::Stat(_) => 0,
             Op::Connect => 1,
+            Op::List(_) => 0,
         }
     }
 }
@@ -167,6 +178,40 @@ impl Op {
 pub struct StatSpec {
     #[serde(with = "bounded::bytes")]
     pub path: Vec<u8>,
+}
+
+/// One directory to list ([`Op::List`]), from entry `start` of its listing (0 for the
+/// first page; a page's [`Listing::next`] for the one after it).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ListSpec {
+    #[serde(with = "bounded::bytes")]
+    pub path: Vec<u8>,
+    pub start: u64,
+}
+
+/// Most entries one [`ReplyBody::List`] page may carry; decoding refuses a longer list
+/// before reading its elements. A broker may send fewer (this one stops a page at a
+/// byte budget well below [`crate::frame::MAX_MESSAGE`]): a client asks again from
+/// [`Listing::next`] until it is 0.
+pub const MAX_LIST_ENTRIES: usize = 512;
+
+/// One page of a directory's listing ([`Op::List`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Listing {
+    #[serde(with = "bounded::entries")]
+    pub entries: Vec<ListEntry>,
+    /// Where the next page starts (its `start`), or 0 when this page is the last: a
+    /// next page always starts after at least one entry, so 0 cannot mean one.
+    pub next: u64,
+}
+
+/// One entry of a [`Listing`]: its name within the directory and its type, not
+/// following a symbolic link.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ListEntry {
+    #[serde(with = "bounded::bytes")]
+    pub name: Vec<u8>,
+    pub kind: FileKind,
 }
 
 /// One path to open. Paths are raw bytes: Linux file names need not be UTF-8.
@@ -198,6 +243,8 @@ pub enum ReplyBody {
     Stat(Result<StatMeta, WireError>),
     /// The answer to an [`Op::Connect`]: exactly one descriptor, the new connection.
     Connected,
+    /// The answer to an [`Op::List`]; never carries a descriptor.
+    List(Result<Listing, WireError>),
 }
 
 /// The result for one path.
@@ -209,7 +256,7 @@ impl ReplyBody {
         match self {
             ReplyBody::Open(o) => usize::from(o.is_ok()),
             ReplyBody::OpenMany(v) => v.iter().filter(|o| o.is_ok()).count(),
-            ReplyBody::Refused(_) | ReplyBody::Stat(_) => 0,
+            ReplyBody::Refused(_) | ReplyBody::Stat(_) | ReplyBody::List(_) => 0,
             ReplyBody::Connected => 1,
         }
     }
@@ -312,7 +359,7 @@ impl WireError {
 /// [`MAX_BATCH`]. The encoding is unchanged: bincode writes bytes and a sequence of
 /// `u8` identically (a `u64` length, then the bytes).
 mod bounded {
-    use super::MAX_BATCH;
+    use super::{MAX_BATCH, MAX_LIST_ENTRIES};
     use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
     use serde::ser::{Serialize, Serializer};
     use std::fmt;
@@ -362,30 +409,31 @@ mod bounded {
         }
     }
 
-    /// A list of at most [`MAX_BATCH`] elements, refused on its length prefix alone.
-    struct Capped<T>(PhantomData<T>);
+    /// A list of at most `N` elements ([`MAX_BATCH`], [`MAX_LIST_ENTRIES`]), refused on
+    /// its length prefix alone.
+    struct Capped<T, const N: usize>(PhantomData<T>);
 
-    impl<'de, T: Deserialize<'de>> Visitor<'de> for Capped<T> {
+    impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for Capped<T, N> {
         type Value = Vec<T>;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "a list of at most {MAX_BATCH} elements")
+            write!(f, "a list of at most {N} elements")
         }
 
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
             let too_long = |n: usize| {
                 de::Error::custom(format_args!(
-                    "list of {n} elements exceeds the protocol's limit of {MAX_BATCH}"
+                    "list of {n} elements exceeds the protocol's limit of {N}"
                 ))
             };
             let hint = seq.size_hint().unwrap_or(0);
-            if hint > MAX_BATCH {
+            if hint > N {
                 return Err(too_long(hint));
             }
             let mut v = Vec::with_capacity(hint);
             while let Some(item) = seq.next_element()? {
-                if v.len() == MAX_BATCH {
-                    return Err(too_long(MAX_BATCH + 1));
+                if v.len() == N {
+                    return Err(too_long(N + 1));
                 }
                 v.push(item);
             }
@@ -413,7 +461,7 @@ mod bounded {
         }
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
-            let v: Vec<Bytes> = d.deserialize_seq(Capped(PhantomData))?;
+            let v: Vec<Bytes> = d.deserialize_seq(Capped::<Bytes, MAX_BATCH>(PhantomData))?;
             Ok(v.into_iter().map(|b| b.0).collect())
         }
     }
@@ -427,7 +475,20 @@ mod bounded {
         }
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Outcome>, D::Error> {
-            d.deserialize_seq(Capped(PhantomData))
+            d.deserialize_seq(Capped::<Outcome, MAX_BATCH>(PhantomData))
+        }
+    }
+
+    pub mod entries {
+        use super::*;
+        use crate::wire::ListEntry;
+
+        pub fn serialize<S: Serializer>(v: &[ListEntry], s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(v)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ListEntry>, D::Error> {
+            d.deserialize_seq(Capped::<ListEntry, MAX_LIST_ENTRIES>(PhantomData))
         }
     }
 }

@@ -93,11 +93,42 @@ impl Broker {
         })
     }
 
+    /// Like [`Broker::start`], with the broker's stderr going to `stderr` (a file on a
+    /// small filesystem, a pipe nobody reads) instead of the fixture's log file, which
+    /// [`Broker::log`] then reads as empty; `env` is added to its environment.
+    pub fn start_logging_to(
+        tree: &TempDir,
+        policy: &str,
+        stderr: Stdio,
+        env: &[(&str, &str)],
+    ) -> Broker {
+        Broker::launch_to(tree, policy, Some(stderr), |policy_path, socket| {
+            let mut cmd = Command::new(fdbroker_bin());
+            cmd.envs(env.iter().copied())
+                .arg("serve")
+                .arg("--policy")
+                .arg(policy_path)
+                .arg("--socket")
+                .arg(socket);
+            cmd
+        })
+    }
+
     /// Write the policy, start what `command` builds for it and the socket (logging
     /// to a file), and wait until the socket accepts connections.
     fn launch(
         tree: &TempDir,
         policy: &str,
+        command: impl FnOnce(&Path, &Path) -> Command,
+    ) -> Broker {
+        Broker::launch_to(tree, policy, None, command)
+    }
+
+    /// [`Broker::launch`], logging to `stderr` when given.
+    fn launch_to(
+        tree: &TempDir,
+        policy: &str,
+        stderr: Option<Stdio>,
         command: impl FnOnce(&Path, &Path) -> Command,
     ) -> Broker {
         let dir = TempDir::new("broker");
@@ -113,7 +144,7 @@ impl Broker {
             .env("FDBROKER_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
+            .stderr(stderr.unwrap_or_else(|| fs::File::create(&log).unwrap().into()))
             .spawn()
             .unwrap();
         let mut b = Broker {

@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 use fdbroker_tests::{
-    Broker, TempDir, fdbroker_bin, nobody_gid, nobody_uid, run_with_input, run_with_timeout,
-    sibling_bin, status_field, text, wait_exit,
+    Broker, TempDir, fdbroker_bin, nobody_uid, run_with_input, run_with_timeout, sibling_bin,
+    status_field, text, wait_exit,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -130,6 +130,31 @@ impl Drop for Driven {
     }
 }
 
+/// `[sandbox] uid_range`'s default, where `user = "dynamic"` (the default) takes each
+/// run's uid (tests/tests/identity.rs).
+const TRANSIENT: std::ops::RangeInclusive<u32> = 0x7000_0000..=0x7000_ffff;
+
+/// The uid `pid` runs as (real, effective, saved and filesystem alike), checked to be a
+/// transient one and to be its gid too.
+fn transient_uid_of(pid: u32) -> u32 {
+    let st = status_of(pid);
+    let uid: u32 = status_field(&st, "Uid:")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(TRANSIENT.contains(&uid), "{st}");
+    for key in ["Uid:", "Gid:"] {
+        assert_eq!(
+            status_field(&st, key),
+            format!("{uid}\t{uid}\t{uid}\t{uid}"),
+            "{st}"
+        );
+    }
+    uid
+}
+
 fn status_of(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()
 }
@@ -229,6 +254,8 @@ fn run_confines_the_worker_and_serves_it_through_the_broker() {
     // It runs as pid 2 of a PID namespace of its own (pid 1 is the namespace's init).
     assert_eq!(reported, 2);
     let pid = worker_pid(w.child.id(), reported);
+    // A transient uid and gid of its own (tests/tests/identity.rs).
+    let uid = transient_uid_of(pid);
     let secret = t.join("data/secret.txt");
     assert_eq!(
         w.ask(&format!("open {}", secret.display())),
@@ -242,8 +269,8 @@ fn run_confines_the_worker_and_serves_it_through_the_broker() {
         .find(|l| l.contains("fdbroker::audit") && l.contains("secret.txt"))
         .unwrap_or_else(|| panic!("no audit line in:\n{audit}"));
     for field in [
-        format!("uid={}", nobody_uid()),
-        format!("gid={}", nobody_gid()),
+        format!("uid={uid}"),
+        format!("gid={uid}"),
         format!("pid={pid}"),
     ] {
         assert!(granted.contains(&field), "{field} not in {granted}");
@@ -254,7 +281,7 @@ fn run_confines_the_worker_and_serves_it_through_the_broker() {
     );
     assert_eq!(w.ask("direct /etc/passwd"), "ERR PermissionDenied 13");
     assert_eq!(w.ask("open /etc/passwd"), "ERR PermissionDenied 13");
-    assert_eq!(w.ask("uid"), format!("UID {0} {0}", nobody_uid()));
+    assert_eq!(w.ask("uid"), format!("UID {uid} {uid}"));
     // Seen from outside: no capabilities, no_new_privs, seccomp filter mode.
     let st = status_of(pid);
     for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
@@ -262,11 +289,6 @@ fn run_confines_the_worker_and_serves_it_through_the_broker() {
     }
     assert_eq!(status_field(&st, "NoNewPrivs:"), "1");
     assert_eq!(status_field(&st, "Seccomp:"), "2");
-    assert!(
-        status_field(&st, "Uid:")
-            .split_whitespace()
-            .all(|u| u == nobody_uid().to_string())
-    );
     // The exit status passes through.
     writeln!(w.stdin, "exit 42").unwrap();
     assert_eq!(w.wait(Duration::from_secs(10)).code(), Some(42));
@@ -523,10 +545,8 @@ fn run_reports_exit_status_and_forwards_signals() {
         &mut run_cmd(&policy, &["/usr/bin/id", "-u"]),
         Duration::from_secs(20),
     );
-    assert_eq!(
-        fdbroker_tests::text(&out.stdout).trim(),
-        nobody_uid().to_string()
-    );
+    let uid: u32 = fdbroker_tests::text(&out.stdout).trim().parse().unwrap();
+    assert!(TRANSIENT.contains(&uid), "{uid}");
 
     // A signal sent to `fdbroker run` reaches the worker.
     let mut w = Driven::start(run_cmd(
@@ -814,7 +834,16 @@ fn run_worker_cannot_type_into_the_terminal_and_ctrl_c_still_reaches_it() {
     // Nothing arrived as input: the worker, reading that same terminal, would answer an
     // injected line (`?? injected-by-worker`), and the terminal would echo it.
     term.type_in("uid\n");
-    assert_eq!(term.line("UID "), format!("UID {0} {0}", nobody_uid()));
+    let uid = term.line("UID ");
+    let ids: Vec<u32> = uid
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert!(
+        ids.len() == 2 && ids[0] == ids[1] && TRANSIENT.contains(&ids[0]),
+        "{uid}"
+    );
     assert!(
         !term.settle().contains("injected-by-worker"),
         "the worker typed into the terminal:\n{}",
@@ -995,14 +1024,12 @@ fn run_namespace_init_reaps_orphans() {
         assert!(Instant::now() < deadline, "init's children: {children:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Init itself: confined like the worker, in a session of its own.
-    let st = status_of(init);
-    assert!(
-        status_field(&st, "Uid:")
-            .split_whitespace()
-            .all(|u| u == nobody_uid().to_string()),
-        "{st}"
+    // Init itself: confined like the worker, as its uid, in a session of its own.
+    assert_eq!(
+        transient_uid_of(init),
+        transient_uid_of(worker_pid(w.child.id(), 2))
     );
+    let st = status_of(init);
     assert_eq!(status_field(&st, "CapEff:"), "0000000000000000", "{st}");
     assert_eq!(status_field(&st, "CapBnd:"), "0000000000000000", "{st}");
     assert_eq!(status_field(&st, "NoNewPrivs:"), "1", "{st}");

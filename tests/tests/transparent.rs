@@ -3,7 +3,7 @@
 //! nothing more than the policy grants.
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{TempDir, fdbroker_bin, nobody_gid, nobody_uid, run_with_timeout, text};
+use fdbroker_tests::{TempDir, fdbroker_bin, run_with_timeout, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -92,6 +92,10 @@ fn same_as_root(policy: &Path, command: &[&str]) {
     assert!(!root.stdout.is_empty());
 }
 
+/// `[sandbox] uid_range`'s default, where `user = "dynamic"` (the default) takes each
+/// run's uid.
+const TRANSIENT: std::ops::RangeInclusive<u32> = 0x7000_0000..=0x7000_ffff;
+
 #[test]
 fn transparent_programs_print_what_root_prints() {
     let (t, policy) = fixture();
@@ -158,9 +162,10 @@ fn transparent_grants_nothing_more_than_the_policy() {
     let a = t.join("tree/a.txt");
     let carved = t.join("tree/carve/secret.txt");
     let outside = t.join("outside.txt");
-    // Runs as nobody.
+    // Runs as a transient uid of its own (tests/tests/identity.rs).
     let out = run(transparent(&policy, &["id", "-u"]));
-    assert_eq!(text(&out.stdout), format!("{}\n", nobody_uid()));
+    let uid: u32 = text(&out.stdout).trim().parse().unwrap();
+    assert!(TRANSIENT.contains(&uid), "{uid}");
     // The carve-out: the policy's denial is EACCES.
     let out = run(transparent(&policy, &["cat", carved.to_str().unwrap()]));
     assert!(!out.status.success());
@@ -282,8 +287,9 @@ fn transparent_program_gets_a_private_scratch_tmpdir_removed_afterwards() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    let uid = nobody_uid().to_string();
-    assert_eq!(lines[1..], ["kept", uid.as_str(), "refused"], "{stdout}");
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!([lines[1], lines[3]], ["kept", "refused"], "{stdout}");
+    assert!(TRANSIENT.contains(&lines[2].parse().unwrap()), "{stdout}");
     let dir = Path::new(lines[0]);
     assert!(dir.is_absolute() && dir.starts_with(std::env::temp_dir()));
     // Removed once fdbroker run has exited (by a process that waits for that).
@@ -423,7 +429,7 @@ fn transparent_program_dies_with_its_supervisor() {
     assert_eq!(first, "started\n");
     let supervisor = supervisor.expect("no 'worker started' line");
     // The supervisor is an ordinary client: the sandbox user, no capability, not
-    // dumpable; the program is its child and runs as nobody too.
+    // dumpable; the program is its child and runs as the same transient uid.
     let status = std::fs::read_to_string(format!("/proc/{supervisor}/status")).unwrap();
     let field = |name: &str| {
         status
@@ -433,9 +439,10 @@ fn transparent_program_dies_with_its_supervisor() {
             .split_whitespace()
             .collect::<Vec<_>>()
     };
-    let (uid, gid) = (nobody_uid().to_string(), nobody_gid().to_string());
+    let uid = field("Uid:")[0].to_owned();
+    assert!(TRANSIENT.contains(&uid.parse().unwrap()), "{status}");
     assert_eq!(field("Uid:"), [uid.as_str(); 4], "{status}");
-    assert_eq!(field("Gid:"), [gid.as_str(); 4], "{status}");
+    assert_eq!(field("Gid:"), [uid.as_str(); 4], "{status}");
     for caps in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
         assert_eq!(field(caps), ["0000000000000000"], "{caps} {status}");
     }
@@ -445,7 +452,7 @@ fn transparent_program_dies_with_its_supervisor() {
     let program: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
     let program_status = std::fs::read_to_string(format!("/proc/{program}/status")).unwrap();
     assert!(
-        program_status.contains(&format!("Uid:\t{0}\t{0}\t{0}\t{0}", nobody_uid())),
+        program_status.contains(&format!("Uid:\t{0}\t{0}\t{0}\t{0}", uid)),
         "{program_status}"
     );
     nix::sys::signal::kill(
@@ -648,3 +655,177 @@ for room in [200, 144, 143, 1]:
                      ctypes.c_void_p(base + PAGE - room), 0)
     print("stat with room", room, r if r >= 0 else "E%d" % ctypes.get_errno())
 "#;
+
+/// A tree only a descriptor could reach (issue 19, section 5): `vault` is root-only, the
+/// granted `vault/tree` and its carve-out `keys` are searchable (0755), so a directory
+/// descriptor for the tree, or for `sub` (`..`), would be a way into `keys`.
+fn vault() -> (TempDir, PathBuf) {
+    let t = TempDir::new("transparent-vault");
+    t.file("vault/tree/a.txt", b"alpha\n", 0o644);
+    t.file("vault/tree/sub/b.txt", b"bravo\n", 0o644);
+    t.file(
+        "vault/tree/keys/k.pem",
+        b"a secret of exactly 37 bytes, really.",
+        0o600,
+    );
+    std::os::unix::fs::symlink("target-only-in-keys", t.join("vault/tree/keys/link")).unwrap();
+    t.dir("vault", 0o700);
+    for d in ["vault/tree", "vault/tree/sub", "vault/tree/keys"] {
+        t.dir(d, 0o755);
+    }
+    let policy = t.file(
+        "policy.toml",
+        format!(
+            r#"
+[sandbox]
+read_only = ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache"]
+
+[[client]]
+name = "worker"
+users = ["nobody"]
+  [[client.allow]]
+  path = "{dir}/vault/tree/"
+  access = ["read", "directory"]
+  [[client.deny]]
+  path = "{dir}/vault/tree/keys/"
+"#,
+            dir = t.path().display()
+        )
+        .as_bytes(),
+        0o644,
+    );
+    (t, policy)
+}
+
+/// What a program holding whatever directory descriptors it can get learns about the
+/// carve-out: `os.stat`/`os.readlink` through each, and `newfstatat` with
+/// `AT_EMPTY_PATH` and a non-empty path made straight to the kernel, through each
+/// descriptor and from the working directory.
+const PEEK: &str = r#"
+import ctypes, os, sys
+tree = sys.argv[1]
+libc = ctypes.CDLL(None, use_errno=True)
+NR = {"x86_64": 262, "aarch64": 79}[os.uname().machine]
+AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, AT_FDCWD = 0x1000, 0x100, -100
+libc.syscall.restype = ctypes.c_long
+def raw(fd, name):
+    buf = ctypes.create_string_buffer(256)
+    rc = libc.syscall(ctypes.c_long(NR), ctypes.c_int(fd), name.encode(), buf,
+                      ctypes.c_int(AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
+    if rc != 0:
+        return "errno %d" % ctypes.get_errno()
+    return "size %d" % int.from_bytes(buf.raw[48:56], "little")
+def probe(label, fd, names):
+    for name in names:
+        try:
+            r = "size %d" % os.stat(name, dir_fd=fd, follow_symlinks=False).st_size
+        except OSError as e:
+            r = "errno %d" % e.errno
+        try:
+            l = "target " + os.readlink(name, dir_fd=fd)
+        except OSError as e:
+            l = "errno %d" % e.errno
+        print(label, name.replace("k.pem", "X").replace("missing", "X").replace("link", "X"),
+              "stat", r, "raw", raw(fd, name), "readlink", l)
+names = ["keys/k.pem", "keys/missing", "keys/link"]
+up = ["../" + n for n in names]
+for d in [tree, tree + "/sub"]:
+    for flags in [os.O_RDONLY | os.O_DIRECTORY, os.O_PATH | os.O_DIRECTORY]:
+        try:
+            fd = os.open(d, flags)
+        except OSError as e:
+            print("OPEN", d, "errno", e.errno)
+            continue
+        probe("FD " + d, fd, names + up)
+probe("CWD", AT_FDCWD, up)
+"#;
+
+#[test]
+fn transparent_a_program_learns_nothing_of_a_carve_out_through_any_descriptor() {
+    let (t, policy) = vault();
+    let tree = t.join("vault/tree");
+    let tree = tree.to_str().unwrap();
+    let secret = t.join("vault/tree/keys/k.pem");
+    let missing = t.join("vault/tree/keys/missing");
+
+    // Real programs: `stat` answers the secret as it answers a missing name; `ls -l` and
+    // `find` list the tree (through a stand-in holding the broker's listing) and never
+    // show the carve-out.
+    let stat = |p: &Path| {
+        let out = run(transparent(
+            &policy,
+            &["stat", "-c", "%s %a %U", p.to_str().unwrap()],
+        ));
+        (
+            out.status.code(),
+            text(&out.stdout),
+            text(&out.stderr).replace(p.to_str().unwrap(), "P"),
+        )
+    };
+    let (s, m) = (stat(&secret), stat(&missing));
+    assert_eq!((s.0, &s.1), (m.0, &m.1), "{s:?} {m:?}");
+    assert!(s.0 != Some(0) && !s.1.contains("37"), "{s:?}");
+    for command in [
+        vec!["ls", "-laR", tree],
+        vec!["find", tree, "-ls"],
+        vec!["ls", "-la", &format!("{tree}/sub/..")],
+    ] {
+        let out = run(transparent(&policy, &command));
+        let (o, e) = (text(&out.stdout), text(&out.stderr));
+        assert!(
+            !o.contains("keys") && !o.contains("k.pem") && !e.contains("k.pem"),
+            "{command:?}: {o}\n{e}"
+        );
+        assert!(o.contains("sub"), "{command:?}: {o}\n{e}");
+    }
+    // What they print is the real tree's, as root sees it, less the carve-out.
+    let out = run(transparent(
+        &policy,
+        &["find", tree, "-printf", "%P %s %m %U\n"],
+    ));
+    let mut listed: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    listed.sort();
+    let root = run(as_root(&[
+        "find",
+        tree,
+        "-path",
+        "*/keys",
+        "-prune",
+        "-o",
+        "-printf",
+        "%P %s %m %U\n",
+    ]));
+    let mut want: Vec<String> = text(&root.stdout).lines().map(str::to_owned).collect();
+    want.sort();
+    assert_eq!(listed, want, "{}", text(&out.stderr));
+
+    // The working directory is a directory handle too: the worker is not started where
+    // its own lookups from it would reach the carve-out (`..` from `sub`).
+    let mut cmd = transparent(&policy, &[PYTHON, "-c", PEEK, tree]);
+    cmd.current_dir(t.join("vault/tree/sub"));
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("refusing to start the worker in")
+            && text(&out.stdout).is_empty(),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A program that tries every descriptor it can hold, and its working directory.
+    let mut cmd = transparent(&policy, &[PYTHON, "-c", PEEK, tree]);
+    cmd.current_dir(t.path());
+    let out = run(cmd);
+    let (o, e) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{o}\n{e}");
+    assert!(
+        !o.contains("size 37") && !o.contains("target-only-in-keys") && !o.contains("size 19"),
+        "{o}"
+    );
+    // Each probe of the secret and of its link reads exactly as the probe of a missing
+    // name next to it.
+    let lines: Vec<&str> = o.lines().filter(|l| !l.starts_with("OPEN")).collect();
+    for group in lines.chunks(3) {
+        assert!(group.iter().all(|l| *l == group[0]), "{o}");
+    }
+}

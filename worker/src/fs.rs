@@ -1,9 +1,13 @@
 //! Looking at a tree through the broker: [`Metadata`] of a path, the entries of a
 //! directory ([`ReadDir`]), and a whole tree ([`Walk`]).
 //!
-//! Listing reads a directory descriptor the broker granted (`directory` access), with
-//! `getdents64(2)` in this process: the worker needs no filesystem access of its own,
-//! and the broker's policy decides which directories may be listed.
+//! Listing is answered by the broker (`Op::List`): it reads the directory beneath the
+//! policy's root and leaves out every name the policy hides (a deny carve-out, a name no
+//! rule covers), so the worker needs no filesystem access of its own and learns nothing
+//! of what is hidden. (A descriptor would show all of it: `getdents64(2)` lists every
+//! name and `fstatat(2)` through it describes every file below, which is why the broker
+//! passes one only for a directory whose whole subtree the worker may see.)
+//! [`ReadDir::new`] still reads a descriptor the program holds itself.
 //!
 //! ```no_run
 //! let broker = fdbroker_worker::Client::from_env()?;
@@ -18,7 +22,7 @@
 //! ```
 
 use crate::client::Client;
-use fdbroker_shared::wire::{FileKind, StatMeta};
+use fdbroker_shared::wire::{FileKind, ListEntry, StatMeta};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -237,8 +241,17 @@ fn time(sec: i64, nsec: u32) -> SystemTime {
 /// ```
 #[derive(Debug)]
 pub struct ReadDir {
-    entries: nix::dir::OwningIter,
+    entries: Source,
     base: PathBuf,
+}
+
+/// Where a [`ReadDir`]'s entries come from.
+#[derive(Debug)]
+enum Source {
+    /// A directory descriptor read in this process.
+    Descriptor(nix::dir::OwningIter),
+    /// The broker's listing, every page already received.
+    Listed(std::vec::IntoIter<ListEntry>),
 }
 
 impl ReadDir {
@@ -255,9 +268,17 @@ impl ReadDir {
     pub fn new(dir: File, base: PathBuf) -> io::Result<ReadDir> {
         let dir = nix::dir::Dir::from_fd(OwnedFd::from(dir))?;
         Ok(ReadDir {
-            entries: dir.into_iter(),
+            entries: Source::Descriptor(dir.into_iter()),
             base,
         })
+    }
+
+    /// The entries of the broker's listing of `base` (`Op::List`, every page).
+    pub(crate) fn listed(entries: Vec<ListEntry>, base: PathBuf) -> ReadDir {
+        ReadDir {
+            entries: Source::Listed(entries.into_iter()),
+            base,
+        }
     }
 
     /// The directory being read.
@@ -277,8 +298,20 @@ impl Iterator for ReadDir {
     type Item = io::Result<DirEntry>;
 
     fn next(&mut self) -> Option<io::Result<DirEntry>> {
+        let entries = match &mut self.entries {
+            Source::Listed(listed) => {
+                let entry = listed.next()?;
+                let name = OsStr::from_bytes(&entry.name);
+                return Some(Ok(DirEntry {
+                    path: self.base.join(name),
+                    name: name.to_owned(),
+                    kind: Ok(entry.kind),
+                }));
+            }
+            Source::Descriptor(entries) => entries,
+        };
         loop {
-            let entry = match self.entries.next()? {
+            let entry = match entries.next()? {
                 Ok(e) => e,
                 Err(e) => return Some(Err(with_path(e.into(), &self.base))),
             };
@@ -290,7 +323,7 @@ impl Iterator for ReadDir {
                 Some(t) => Ok(kind_of(t)),
                 // The filesystem does not record types in its directories: ask the
                 // kernel about the name beneath this descriptor, without following it.
-                None => lstat_beneath(&self.entries, name),
+                None => lstat_beneath(entries, name),
             };
             return Some(Ok(DirEntry {
                 path: self.base.join(name),

@@ -312,9 +312,8 @@ impl Client {
         stat_reply(body).unwrap_or_else(|| Err(self.fail("reply of the wrong type for a stat")))
     }
 
-    /// The entries of the directory `path`, as [`crate::Client::read_dir`]: the
-    /// descriptor comes from the broker asynchronously; reading its entries is local
-    /// work on that descriptor.
+    /// The entries of the directory `path`, as [`crate::Client::read_dir`]: listed by
+    /// the broker, every page asked for asynchronously.
     ///
     /// ```no_run
     /// # fn main() -> std::io::Result<()> {
@@ -327,9 +326,14 @@ impl Client {
     /// # }
     /// ```
     pub async fn read_dir(&self, path: impl AsRef<Path>) -> io::Result<ReadDir> {
-        let path = path.as_ref();
-        let dir = self.open_with(path, Access::Directory).await?;
-        ReadDir::new(dir, path.to_owned())
+        let mut listing = crate::client::Listed::new(path.as_ref());
+        while let Some(op) = listing.next_op() {
+            let Delivery { body, .. } = self.call(&op).await?;
+            listing.take(body).map_err(|e| {
+                e.unwrap_or_else(|| self.fail("reply of the wrong type for a listing"))
+            })?;
+        }
+        Ok(listing.finish())
     }
 
     async fn call(&self, op: &Op) -> io::Result<Delivery> {

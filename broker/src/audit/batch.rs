@@ -11,7 +11,10 @@
 //! the line that records it has been written.
 //!
 //! That order is in the signatures: [`Batch::flush`] returns the [`Written`] that the
-//! connection's send takes, and only a flush makes one.
+//! connection's send takes, and only a flush makes one. A flush that could not write
+//! (the log destination fails; see `crate::log::sink`) returns [`Unwritten`] instead,
+//! which becomes a `Written` only through the choice `[broker] audit_failure` makes:
+//! refuse the reply's descriptors, or serve it with its lines lost and counted.
 //!
 //! The summary line of refusals counted instead of written (`audit_limit`) goes the
 //! same way ([`Batch::record_summary`]), so it lands in order with the lines around it.
@@ -26,9 +29,9 @@ use crate::audit::limit::Summary;
 use crate::audit::line::{Clock, format_line, format_summary};
 use crate::audit::{TARGET, Verdict};
 use crate::log::Style;
+use crate::log::sink;
 use fdbroker_shared::peer::PeerCredentials;
 use std::fmt;
-use std::io::Write as _;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -54,20 +57,66 @@ pub struct Fields<'a> {
     pub via: Option<&'static str>,
 }
 
+/// Why the log destination fails, while it is known to: a request that would change
+/// the filesystem is then refused before it does under `audit_failure = "refuse"`
+/// (its line would be lost). The refusal's own line is a write that finds out when the
+/// destination works again.
+pub fn trail_failing() -> Option<nix::errno::Errno> {
+    sink::health().failing.map(|(_, error)| error)
+}
+
 /// The audit lines of the request being answered, and the scratch space for formatting
 /// them: one per event-loop thread, reused for every request.
 pub struct Batch {
     out: Vec<u8>,
+    /// How many lines `out` holds.
+    lines: u64,
     scratch: String,
     clock: Clock,
     via: Option<&'static str>,
 }
 
-/// Proof that a batch's lines have been written: what a reply with descriptors needs
-/// before it may be sent. Only [`Batch::flush`] makes one.
+/// Proof that a batch's lines have been written (or, by `audit_failure`'s choice, that
+/// losing them was decided: [`Unwritten`]): what a reply with descriptors needs before
+/// it may be sent. Only [`Batch::flush`] and [`Unwritten`] make one.
 #[derive(Debug)]
 #[must_use = "a reply is sent only once its audit lines are written"]
 pub struct Written(());
+
+/// A batch's lines could not be written (the log destination fails: a full disk, a
+/// reader gone or stalled). They are counted lost ([`crate::log::sink::Health`]); what
+/// the reply does now is `audit_failure`'s choice, made by whoever holds this: the answer
+/// to a request is refused ([`Unwritten::refused`]), or sent anyway
+/// ([`Unwritten::serve_anyway`]).
+#[derive(Debug)]
+#[must_use = "a reply whose audit lines were lost is refused or served, as audit_failure says"]
+pub struct Unwritten {
+    /// How many lines were lost.
+    pub lines: u64,
+    /// Why.
+    pub error: nix::errno::Errno,
+}
+
+impl Unwritten {
+    /// `audit_failure = "serve"`: send the reply although its lines were lost.
+    pub fn serve_anyway(self) -> Written {
+        Written(())
+    }
+
+    /// `audit_failure = "refuse"`: the reply that replaces the answer to a request
+    /// (granted or not: nothing is answered unrecorded); it may go out with this proof.
+    pub fn refused(self) -> (Written, fdbroker_shared::wire::WireError) {
+        let why = fdbroker_shared::wire::WireError::new(
+            nix::errno::Errno::EIO as i32,
+            format!(
+                "refused: the broker cannot write its audit trail ({}), and grants nothing \
+                 it cannot record (audit_failure = \"refuse\"); try again later",
+                self.error.desc()
+            ),
+        );
+        (Written(()), why)
+    }
+}
 
 impl Written {
     /// For a reply a predecessor server built and parked, then handed over: it wrote
@@ -81,6 +130,7 @@ impl Default for Batch {
     fn default() -> Self {
         Batch {
             out: Vec::with_capacity(4096),
+            lines: 0,
             scratch: String::with_capacity(256),
             clock: Clock::default(),
             via: None,
@@ -92,7 +142,7 @@ impl Default for Batch {
 /// audit line is never lost, even for a reply that was never sent.
 impl Drop for Batch {
     fn drop(&mut self) {
-        let _ = self.flush();
+        let _ = self.write();
     }
 }
 
@@ -117,15 +167,31 @@ impl Batch {
         self.via
     }
 
-    /// Write the collected lines to stderr with one `write(2)`, where the subscriber
-    /// writes too (its lock keeps other threads' lines from landing inside ours). A
-    /// failed write is dropped, as the subscriber drops it.
-    pub fn flush(&mut self) -> Written {
-        if !self.out.is_empty() {
-            let _ = std::io::stderr().lock().write_all(&self.out);
-            self.out.clear();
+    /// Write the collected lines with one `write(2)` through [`crate::log::sink`],
+    /// where the subscriber writes too (its lock keeps other threads' lines from landing
+    /// inside ours). `Err` when they could not be written: they are lost and counted,
+    /// and the caller decides what the reply does ([`Unwritten`]).
+    pub fn flush(&mut self) -> Result<Written, Unwritten> {
+        match self.write() {
+            Ok(()) => Ok(Written(())),
+            Err((lines, error)) => Err(Unwritten { lines, error }),
         }
-        Written(())
+    }
+
+    /// Lines that say what happened but grant nothing (summaries of refusals): written
+    /// if they can be, counted lost otherwise.
+    pub fn flush_summaries(&mut self) {
+        let _ = self.write();
+    }
+
+    fn write(&mut self) -> Result<(), (u64, nix::errno::Errno)> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let lines = std::mem::take(&mut self.lines);
+        let result = sink::write_line(&self.out, lines, sink::Kind::Audit);
+        self.out.clear();
+        result.map_err(|e| (lines, e))
     }
 
     /// Record one decision on the fast path. Returns false when this path does not
@@ -169,6 +235,7 @@ impl Batch {
             // Before 1970: leave the rare timestamp to the subscriber.
             return false;
         };
+        self.lines += 1;
         format(
             style,
             now,

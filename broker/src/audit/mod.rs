@@ -11,7 +11,7 @@ pub mod escape;
 pub mod limit;
 pub mod line;
 
-pub use batch::{Batch, Written};
+pub use batch::{Batch, Unwritten, Written, trail_failing};
 pub use escape::{Escaped, PREFIX, WHOLE, fnv1a64};
 
 use crate::audit::limit::{Limiter, Summary};
@@ -44,6 +44,8 @@ static LIMITER: LazyLock<Limiter> = LazyLock::new(Limiter::new);
 pub enum Action {
     Open(Access),
     Stat,
+    /// A listing the broker answers itself (`Op::List`).
+    List,
 }
 
 impl Action {
@@ -51,6 +53,7 @@ impl Action {
         match self {
             Action::Open(a) => a.as_str(),
             Action::Stat => "stat",
+            Action::List => "list",
         }
     }
 }
@@ -134,7 +137,7 @@ fn summaries(ended: Vec<Summary>) {
     for s in &ended {
         summary(&mut batch, s);
     }
-    let _ = batch.flush();
+    batch.flush_summaries();
 }
 
 /// One window's refusals counted but not written, as one line (`WARN`: the audit trail of that

@@ -26,7 +26,9 @@ pub(super) fn restrict_filesystem(
     own_socket: Option<&Path>,
 ) -> Result<Option<LandlockKept>, ConfineError> {
     let read = AccessFs::ReadFile | AccessFs::ReadDir;
-    let write = AccessFs::WriteFile | AccessFs::Truncate | AccessFs::MakeReg;
+    // RemoveFile: a file created for a request that is refused after the fact (its
+    // audit line could not be written, `audit_failure = "refuse"`) is removed again.
+    let write = AccessFs::WriteFile | AccessFs::Truncate | AccessFs::MakeReg | AccessFs::RemoveFile;
     let mut created = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
         .handle_access(AccessFs::from_all(FS_ABI))?

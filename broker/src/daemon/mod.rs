@@ -4,3 +4,4 @@
 pub mod monitor;
 pub mod reload;
 pub mod server;
+pub mod target;

@@ -1,7 +1,7 @@
 //! The monitor: `fdbroker serve`'s main process ([`monitor_main`]), run as root or as the
 //! service's user by systemd or the operator, confined to the capabilities a server may
 //! need (none effective), `no_new_privs` and seccomp, without Landlock; it starts
-//! confined servers and replaces them on reload.
+//! confined servers and replaces them on reload and when one dies.
 //!
 //! A server confines itself to the roots its policy names (Landlock) and to the
 //! capabilities it needs, so it can never widen itself: a reload that adds a root, or a
@@ -36,7 +36,16 @@
 //! answered exactly once, by one of them. If the new server fails, it exits, the old one
 //! keeps serving, and the reason (`FILE:LINE:COL` for a broken policy) is logged.
 //!
-//! `fdbroker reload PID` asks with `sigqueue(SIGHUP)` carrying [`RELOAD_REQUEST`]; the
+//! A server that dies (killed, crashed, or exited on its own) is replaced: the monitor
+//! holds the listeners, so they never close and the socket file stays; connections
+//! that arrive meanwhile wait in the listen queue for the new server. The monitor logs
+//! how the old one ended (the signal, or the exit status) and starts the next after a
+//! backoff that grows with consecutive fast failures ([`backoff`]); after
+//! [`MAX_FAST_FAILURES`] servers in a row that died within [`FAST_FAILURE`] of their
+//! start it gives up and exits non-zero, so the service manager takes over. A server
+//! never removes the socket file: the monitor does, once, when it stops for good.
+//!
+//! `fdbroker reload PID` asks with a queued SIGHUP carrying [`RELOAD_REQUEST`]; the
 //! monitor answers that process with [`ANSWER`] carrying [`RELOAD_APPLIED`] or
 //! [`RELOAD_REFUSED`], so `systemctl reload` fails when the policy was refused. A plain
 //! SIGHUP reloads the same way and gets no answer.
@@ -64,6 +73,17 @@ use std::time::{Duration, Instant};
 const START_BOUND: Duration = Duration::from_secs(60);
 /// How long a stop may take: the server's own drain bound, and some.
 const STOP_BOUND: Duration = Duration::from_secs(10);
+/// How long a server whose control channel closed may take to exit before the
+/// monitor kills it (it is exiting, or wedged).
+const EXIT_GRACE_MS: u16 = 2000;
+/// A server that dies sooner than this after its start is a fast failure.
+pub const FAST_FAILURE: Duration = Duration::from_secs(10);
+/// This many fast failures in a row, and the monitor gives up (exits non-zero): a
+/// server that cannot stay up is the service manager's to handle (`Restart=`), not a
+/// loop to spin in.
+pub const MAX_FAST_FAILURES: u32 = 5;
+/// The longest wait before a new server is started after a failure.
+const MAX_BACKOFF: Duration = Duration::from_secs(4);
 
 /// The signals the monitor takes through its signalfd.
 const SIGNALS: [Signal; 4] = [
@@ -86,6 +106,10 @@ struct ServerProc {
     answer_when_gone: Vec<Waiter>,
     /// Whether it retires because of a reload (which is complete once it handed over).
     replaced: bool,
+    /// It said it handed every connection over ([`Up::HandedOver`]).
+    handed_over: bool,
+    /// Why its handover failed, if it said ([`Up::Failed`] while retiring).
+    handover_failed: Option<String>,
 }
 
 /// A server started by a reload, not ready yet, with the end of the handover socket
@@ -103,7 +127,10 @@ struct Monitor {
     /// Listening sockets, with names for the servers' logs. Empty until the first
     /// server binds one (unless the service manager passed them).
     listeners: Vec<(OwnedFd, String)>,
-    socket_file: Option<String>,
+    /// The socket file the first server created, owned by the monitor from then on: a
+    /// server that dies, or one that stops during a handover, never removes it; the
+    /// monitor does when it stops for good (only if the path still names that file).
+    socket_file: Option<Listener>,
     notifier: Option<Notifier>,
     current: Option<ServerProc>,
     /// Whether `current` has reported ready (the service is up).
@@ -117,6 +144,16 @@ struct Monitor {
     status: String,
     reload_error: Option<String>,
     stopping: Option<Instant>,
+    /// Whether a server has ever reported ready: before that, a failure is a failed
+    /// start (the monitor exits); after, a dead server is replaced.
+    ever_up: bool,
+    /// How the current server ended, if `SIGCHLD` reaped it before its control channel
+    /// said it was gone.
+    current_exit: Option<WaitStatus>,
+    /// Servers in a row that died within [`FAST_FAILURE`] of their start.
+    fast_failures: u32,
+    /// When to start the server that replaces a dead one.
+    restart_at: Option<Instant>,
 }
 
 /// Run `fdbroker serve` as the monitor of servers started with `argv` (this process's
@@ -125,7 +162,7 @@ pub fn monitor_main(argv: Vec<OsString>) -> ExitCode {
     match Monitor::new(argv).and_then(Monitor::serve) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{}", crate::log::fatal_line(&e));
+            crate::log::fatal(&e);
             ExitCode::FAILURE
         }
     }
@@ -161,6 +198,10 @@ impl Monitor {
             status: String::new(),
             reload_error: None,
             stopping: None,
+            ever_up: false,
+            current_exit: None,
+            fast_failures: 0,
+            restart_at: None,
         })
     }
 
@@ -199,6 +240,119 @@ impl Monitor {
                 self.on_retiring(i);
             }
             self.check_deadlines();
+            self.restart_if_due()?;
+        }
+    }
+
+    /// The current server is gone while the service runs: log how it ended and start
+    /// another after a backoff, or give up after too many fast failures.
+    fn replace_dead(&mut self, dead: ServerProc) -> io::Result<()> {
+        let how = self.how_it_ended(&dead);
+        self.up = false;
+        if let Some(c) = self.candidate.take() {
+            // It was to take over from the dead one; the replacement reads the file
+            // as it is now anyway.
+            let _ = kill(c.server.pid, Signal::SIGKILL);
+            self.again.get_or_insert_with(Vec::new).extend(c.waiters);
+            self.retiring.push(c.server);
+        }
+        self.failed_again(dead.pid, dead.started, &how)
+    }
+
+    /// Count one failure of a server started at `started`, and schedule its
+    /// replacement, or give up.
+    fn failed_again(&mut self, pid: Pid, started: Instant, how: &str) -> io::Result<()> {
+        if started.elapsed() >= FAST_FAILURE {
+            self.fast_failures = 0;
+        }
+        self.fast_failures += 1;
+        if self.fast_failures >= MAX_FAST_FAILURES {
+            return Err(io::Error::other(format!(
+                "the server (pid {}) {how}; {} servers in a row failed within {} s of their \
+                 start: giving up, so the service manager can restart the broker",
+                pid.as_raw(),
+                self.fast_failures,
+                FAST_FAILURE.as_secs()
+            )));
+        }
+        let delay = backoff(self.fast_failures);
+        tracing::error!(
+            pid = pid.as_raw(),
+            failures = self.fast_failures,
+            restart_in_ms = delay.as_millis() as u64,
+            "the server {how}; starting a new one (the listeners stay open)"
+        );
+        let status = format!("restarting: the server {how}");
+        self.notify(&[NotifyState::Status(&notify::one_line(
+            &status,
+            notify::STATUS_MAX,
+        ))]);
+        self.restart_at = Some(Instant::now() + delay);
+        Ok(())
+    }
+
+    /// Start the replacement of a dead server once its backoff is over.
+    fn restart_if_due(&mut self) -> io::Result<()> {
+        let Some(at) = self.restart_at else {
+            return Ok(());
+        };
+        if Instant::now() < at || self.current.is_some() || self.stopping.is_some() {
+            if self.stopping.is_some() {
+                self.restart_at = None;
+            }
+            return Ok(());
+        }
+        self.restart_at = None;
+        let tried = Instant::now();
+        match self.start(None) {
+            Ok(server) => {
+                tracing::info!(pid = server.pid.as_raw(), "started a new server");
+                self.current = Some(server);
+                Ok(())
+            }
+            Err(e) => self.failed_again(
+                Pid::from_raw(0),
+                tried,
+                &format!("could not be started: {e}"),
+            ),
+        }
+    }
+
+    /// How `dead` ended, from `waitpid`: it closed its control channel, so it has
+    /// exited or is about to (or is wedged: then it is killed, and that is what it says).
+    fn how_it_ended(&mut self, dead: &ServerProc) -> String {
+        let status = match self.current_exit.take() {
+            Some(s) if s.pid() == Some(dead.pid) => Ok(s),
+            _ => {
+                // Its channel closes a moment before it exits: give it that moment
+                // (bounded), then make sure it is gone.
+                if let Ok(pidfd) = sys::pidfd_open(dead.pid) {
+                    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+                    let _ = poll(&mut fds, PollTimeout::from(EXIT_GRACE_MS));
+                }
+                match waitpid(dead.pid, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => {
+                        let _ = kill(dead.pid, Signal::SIGKILL);
+                        loop {
+                            match waitpid(dead.pid, None) {
+                                Err(Errno::EINTR) => continue,
+                                other => break other,
+                            }
+                        }
+                    }
+                    other => other,
+                }
+            }
+        };
+        match status {
+            Ok(WaitStatus::Exited(_, code)) => format!("exited with status {code}"),
+            Ok(WaitStatus::Signaled(_, sig, core)) => format!(
+                "was killed by signal {}{}",
+                sig.as_str(),
+                if core { " (core dumped)" } else { "" }
+            ),
+            Ok(other) => format!("ended ({other:?})"),
+            Err(e) => format!("ended (its status is unknown: {e})"),
         }
     }
 
@@ -253,7 +407,6 @@ impl Monitor {
             control::ENV_LISTEN_FDS,
             control::ENV_HANDOVER_FD,
             control::ENV_PREDECESSOR_PID,
-            control::ENV_SOCKET_FILE,
             control::ENV_WATCHDOG_USEC,
             "NOTIFY_SOCKET",
             "LISTEN_PID",
@@ -274,9 +427,6 @@ impl Monitor {
                 .collect();
             inherit.extend(self.listeners.iter().map(|(fd, _)| fd.as_raw_fd()));
             cmd.env(control::ENV_LISTEN_FDS, list.join(","));
-        }
-        if let Some(file) = &self.socket_file {
-            cmd.env(control::ENV_SOCKET_FILE, file);
         }
         if let Some(w) = self.notifier.as_ref().and_then(Notifier::watchdog) {
             cmd.env(control::ENV_WATCHDOG_USEC, w.as_micros().to_string());
@@ -299,6 +449,8 @@ impl Monitor {
             started: Instant::now(),
             answer_when_gone: Vec::new(),
             replaced: false,
+            handed_over: false,
+            handover_failed: None,
             retired: None,
         })
     }
@@ -337,11 +489,15 @@ impl Monitor {
         }
     }
 
-    /// Reap every child that exited; their control channels say the rest.
-    fn reap(&self) {
+    /// Reap every child that exited; their control channels say the rest. The current
+    /// server's status is kept, to say how it ended.
+    fn reap(&mut self) {
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(status) if self.current.as_ref().map(|c| c.pid) == status.pid() => {
+                    self.current_exit = Some(status);
+                }
                 Ok(WaitStatus::Exited(pid, code)) if code != 0 => {
                     tracing::debug!(pid = pid.as_raw(), code, "server exited");
                 }
@@ -419,14 +575,27 @@ impl Monitor {
                             .next()
                             .unwrap_or_default()
                             .to_owned();
-                        self.listeners.push((l.into_fd(), name));
-                        self.socket_file = Some(socket_file);
+                        match l.as_fd().try_clone_to_owned() {
+                            Ok(fd) => {
+                                let mut owner = l;
+                                owner.adopt_file(&socket_file);
+                                self.listeners.push((fd, name));
+                                self.socket_file = Some(owner);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot keep the server's listener")
+                            }
+                        }
                     }
                     Err(e) => tracing::warn!(error = %e, "the server's listener is unusable"),
                 }
             }
             Ok(Some((Up::Ready { status }, _))) if !self.up => {
+                if self.ever_up {
+                    tracing::info!("the new server serves");
+                }
                 self.up = true;
+                self.ever_up = true;
                 self.status = status;
                 let status = self.status_line();
                 self.notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
@@ -443,25 +612,36 @@ impl Monitor {
                 self.notify(&[NotifyState::Status(&status)]);
             }
             Ok(Some((Up::Alive, _))) => self.notify(&[NotifyState::Watchdog]),
-            Ok(Some((Up::Failed { reason }, _))) if !self.up => {
+            Ok(Some((Up::Failed { reason }, _))) if !self.up && !self.ever_up => {
                 // Start-up failed: say why, as a failed start does.
                 return Err(io::Error::other(reason));
+            }
+            Ok(Some((Up::Failed { reason }, _))) if !self.up => {
+                // A replacement that cannot start: it exits next, which counts.
+                tracing::error!("the new server cannot start: {reason}");
             }
             Ok(Some((other, _))) => {
                 tracing::debug!(message = ?other, "unexpected message from the server; ignored");
             }
             Ok(None) | Err(_) => {
                 // The server is gone.
-                self.current = None;
-                if self.stopping.is_none() {
+                let Some(dead) = self.current.take() else {
+                    return Ok(());
+                };
+                if self.stopping.is_some() {
+                    return Ok(());
+                }
+                if !self.ever_up {
                     if let Some(c) = self.candidate.take() {
                         let _ = kill(c.server.pid, Signal::SIGKILL);
                     }
-                    return Err(io::Error::other(
-                        "the server exited unexpectedly; stopping so the service manager can \
-                         restart the broker",
-                    ));
+                    let how = self.how_it_ended(&dead);
+                    return Err(io::Error::other(format!(
+                        "the server {how} before it was ready; stopping so the service \
+                         manager can restart the broker"
+                    )));
                 }
+                return self.replace_dead(dead);
             }
         }
         Ok(())
@@ -500,9 +680,15 @@ impl Monitor {
         let mut waiters = c.waiters;
         if let Some(mut old) = self.current.take() {
             if let Err(e) = control::send_down(&old.control, Down::HandOver, Some(&c.handover)) {
-                // It cannot hand over; it must not keep serving beside the new one.
-                tracing::error!(error = %e, "cannot tell the old server to hand over; stopping it");
-                let _ = kill(old.pid, Signal::SIGTERM);
+                // It cannot hand over; it must not keep serving beside the new one. It
+                // is killed (it removes no socket file either way: the monitor owns it),
+                // and the reload is reported failed: its connections are lost.
+                tracing::error!(error = %e, "cannot tell the old server to hand over; killing it");
+                let _ = kill(old.pid, Signal::SIGKILL);
+                old.handover_failed = Some(format!(
+                    "the old server could not be told to hand over ({e}); its connections \
+                     were closed"
+                ));
             }
             old.answer_when_gone = std::mem::take(&mut waiters);
             old.replaced = true;
@@ -553,16 +739,45 @@ impl Monitor {
         match control::recv_up(&r.control) {
             Ok(Some((Up::HandedOver, _))) => {
                 if let Some(r) = self.retiring.get_mut(i) {
+                    r.handed_over = true;
                     reloaded(r);
+                }
+            }
+            Ok(Some((Up::Failed { reason }, _))) => {
+                if let Some(r) = self.retiring.get_mut(i) {
+                    r.handover_failed = Some(reason);
                 }
             }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => {
-                // Gone, having handed over or not (what it held then closed): the new
-                // server serves everything from now on.
+                // Gone. The new server serves everything from now on; but if it went
+                // without handing every connection over (killed, wedged, failed), the
+                // reload is reported failed: connections were lost.
                 let mut r = self.retiring.remove(i);
-                reloaded(&mut r);
+                if r.replaced && !r.handed_over {
+                    let reason = r.handover_failed.take().unwrap_or_else(|| {
+                        "the old server exited before it handed every connection over; \
+                         those connections were closed"
+                            .to_owned()
+                    });
+                    self.handover_failed(&mut r, &reason);
+                } else {
+                    reloaded(&mut r);
+                }
             }
+        }
+    }
+
+    /// A replaced server did not hand every connection over: the new policy is in
+    /// force, but the reload is reported failed.
+    fn handover_failed(&mut self, old: &mut ServerProc, reason: &str) {
+        old.replaced = false;
+        tracing::error!("reload: the handover failed: {reason}");
+        self.reload_error = Some(format!("the handover failed: {reason}"));
+        let line = self.status_line();
+        self.notify(&[NotifyState::Status(&line)]);
+        for w in std::mem::take(&mut old.answer_when_gone) {
+            answer(w, RELOAD_REFUSED);
         }
     }
 
@@ -572,6 +787,9 @@ impl Monitor {
         }
         tracing::info!("stopping: {why}");
         self.stopping = Some(Instant::now());
+        self.restart_at = None;
+        // No server accepts from now on: the socket file goes (if it is still ours).
+        self.socket_file = None;
         let status = format!("stopping: {why}");
         self.notify(&[NotifyState::Stopping, NotifyState::Status(&status)]);
         if let Some(c) = self.candidate.take() {
@@ -604,12 +822,16 @@ impl Monitor {
             .then(|| self.current.as_ref().map(|c| c.started + START_BOUND))
             .flatten();
         let stop = self.stopping.map(|t| t + STOP_BOUND);
+        let restart = self.restart_at;
         let retired = self
             .retiring
             .iter()
             .filter_map(|r| r.retired.map(|t| t + STOP_BOUND))
             .min();
-        [start, first, stop, retired].into_iter().flatten().min()
+        [start, first, stop, retired, restart]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Servers that take too long to start, or to stop, are killed.
@@ -660,7 +882,17 @@ impl Monitor {
     }
 }
 
-/// A replaced server has handed over (or is gone): the reload is complete.
+/// How long to wait before starting the server after the `failures`th fast failure in
+/// a row: none after the first (one crash is an outage only for as long as a start
+/// takes), then doubling from 250 ms up to [`MAX_BACKOFF`].
+pub fn backoff(failures: u32) -> Duration {
+    match failures {
+        0 | 1 => Duration::ZERO,
+        n => (Duration::from_millis(250) * 2u32.saturating_pow(n - 2)).min(MAX_BACKOFF),
+    }
+}
+
+/// A replaced server has handed over: the reload is complete.
 fn reloaded(old: &mut ServerProc) {
     if std::mem::take(&mut old.replaced) {
         tracing::info!("policy reloaded: the new server serves every connection");

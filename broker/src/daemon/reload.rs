@@ -2,10 +2,13 @@
 //! `ExecReload=` (as root or as the monitor's user, unconfined, short-lived), asks a
 //! running monitor to reload and waits for the outcome.
 //!
-//! It asks with `sigqueue(SIGHUP)` carrying [`RELOAD_REQUEST`]; the monitor answers with
-//! [`ANSWER`] carrying [`RELOAD_APPLIED`] or [`RELOAD_REFUSED`], so `systemctl reload`
-//! fails when the policy was refused.
+//! It first checks that the pid is an fdbroker monitor ([`super::target`]) and refuses
+//! anything else without signalling it; then it asks, through the same pidfd, with a
+//! queued SIGHUP carrying [`RELOAD_REQUEST`]; the monitor answers with [`ANSWER`]
+//! carrying [`RELOAD_APPLIED`] or [`RELOAD_REFUSED`], so `systemctl reload` fails when
+//! the policy was refused.
 
+use super::target::{self, TargetError};
 use crate::sys;
 use fdbroker_policy::Policy;
 use nix::errno::Errno;
@@ -23,8 +26,8 @@ use std::time::{Duration, Instant};
 pub const RELOAD_REQUEST: i32 = 0x6664_6272;
 /// The answer's `si_value`: the new policy is in force.
 pub const RELOAD_APPLIED: i32 = 1;
-/// The answer's `si_value`: it was refused; the previous policy stays (the journal says
-/// why).
+/// The answer's `si_value`: it was refused, and the previous policy stays; or the
+/// handover to the new server failed (the journal says which, and why).
 pub const RELOAD_REFUSED: i32 = 2;
 
 /// The signal that answers a reload request: ignored by default (unlike SIGUSR1, whose
@@ -35,7 +38,7 @@ pub const ANSWER: Signal = Signal::SIGURG;
 /// wait up to `timeout` for its answer, and say how it went (exit 0 applied, 1 not).
 pub fn reload_main(policy: Option<&Path>, pid: i32, timeout: Duration) -> ExitCode {
     fn fail(msg: impl std::fmt::Display) -> ExitCode {
-        eprintln!("fdbroker: {msg}");
+        crate::log::say(&format!("fdbroker: {msg}"));
         ExitCode::FAILURE
     }
 
@@ -55,31 +58,50 @@ pub fn reload_main(policy: Option<&Path>, pid: i32, timeout: Duration) -> ExitCo
             ExitCode::SUCCESS
         }
         Ok(false) => fail(
-            "the broker refused the new policy; the previous policy stays in force \
-             (the broker's log says why: journalctl -u fdbroker)",
+            "the reload failed: the broker refused the new policy (the previous policy \
+             stays in force), or the new server serves but the old one could not hand \
+             every connection over (those were closed); the broker's log says which and \
+             why: journalctl -u fdbroker",
         ),
-        Err(e) => fail(format!("cannot reload process {raw}: {e}")),
+        Err(ReloadError::Target(e)) => fail(e),
+        Err(ReloadError::Io(e)) => fail(format!("cannot reload process {raw}: {e}")),
     }
 }
 
+/// Why `fdbroker reload` got no answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The pid is not a monitor; it was not signalled.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// Signalling or waiting failed (or timed out).
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
 /// `fdbroker reload PID`: ask the monitor `pid` to reload and wait up to `limit` for
-/// the outcome. `Ok(true)` when the new policy is in force.
-pub fn request_reload(pid: Pid, limit: Duration) -> io::Result<bool> {
+/// the outcome. `Ok(true)` when the new policy is in force. A process that is not an
+/// fdbroker monitor is refused without being signalled ([`target::monitor`]).
+pub fn request_reload(pid: Pid, limit: Duration) -> Result<bool, ReloadError> {
+    let monitor = target::monitor(pid)?;
     let mut set = SigSet::empty();
     set.add(ANSWER);
-    set.thread_block()?;
+    set.thread_block().map_err(io::Error::from)?;
     // The monitor may run as a user of its own and holds no CAP_KILL: it can answer
     // only a process whose real uid is its own. A root caller takes it as its real uid
     // (effective stays root) for the wait.
     if nix::unistd::geteuid().is_root()
-        && let Some(uid) = real_uid_of(pid)
+        && let Some(uid) = monitor.real_uid
         && uid != 0
     {
-        let ids = nix::unistd::getresuid()?;
-        nix::unistd::setresuid(nix::unistd::Uid::from_raw(uid), ids.effective, ids.saved)?;
+        let ids = nix::unistd::getresuid().map_err(io::Error::from)?;
+        nix::unistd::setresuid(nix::unistd::Uid::from_raw(uid), ids.effective, ids.saved)
+            .map_err(io::Error::from)?;
     }
-    sys::sigqueue(pid, Signal::SIGHUP, RELOAD_REQUEST)?;
-    let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)?;
+    // Through the pidfd checked above: this process or, if it has exited since, nobody.
+    sys::pidfd_sigqueue(&monitor.pidfd, Signal::SIGHUP, RELOAD_REQUEST)?;
+    let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC).map_err(io::Error::from)?;
     let deadline = Instant::now() + limit;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -87,14 +109,15 @@ pub fn request_reload(pid: Pid, limit: Duration) -> io::Result<bool> {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!("no answer from the broker within {}s", limit.as_secs()),
-            ));
+            )
+            .into());
         }
         let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX).max(1);
         let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(ms)) {
             Ok(0) | Err(Errno::EINTR) => continue,
             Ok(_) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(io::Error::from(e).into()),
         }
         if let Ok(Some(info)) = sfd.read_signal()
             && info.ssi_pid as i32 == pid.as_raw()
@@ -103,13 +126,4 @@ pub fn request_reload(pid: Pid, limit: Duration) -> io::Result<bool> {
             return Ok(info.ssi_int == RELOAD_APPLIED);
         }
     }
-}
-
-fn real_uid_of(pid: Pid) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
 }

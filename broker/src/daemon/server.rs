@@ -9,7 +9,7 @@ use crate::server::control::{self, Up};
 use crate::server::state::Shared;
 use crate::server::{ServeOptions, Server};
 use fdbroker_policy::Policy;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -41,7 +41,7 @@ pub fn server_main(args: Serve, control_fd: &str) -> ExitCode {
     {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{}", log::fatal_line(&format!("control channel: {e}")));
+            log::fatal(&format!("control channel: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -58,7 +58,7 @@ pub fn server_main(args: Serve, control_fd: &str) -> ExitCode {
         )
         .is_err()
         {
-            eprintln!("{}", log::fatal_line(&reason));
+            log::fatal(&reason);
         }
         ExitCode::FAILURE
     };
@@ -78,7 +78,7 @@ pub fn server_main(args: Serve, control_fd: &str) -> ExitCode {
         Err(e) => tracing::warn!(error = %e, "cannot raise the descriptor limit"),
     }
     let settings = policy.broker();
-    let (listeners, own_socket, socket_names) = match std::env::var(control::ENV_LISTEN_FDS) {
+    let (listeners, socket_names) = match std::env::var(control::ENV_LISTEN_FDS) {
         Ok(list) => {
             let mut listeners = Vec::new();
             let mut names = Vec::new();
@@ -92,16 +92,9 @@ pub fn server_main(args: Serve, control_fd: &str) -> ExitCode {
                 }
                 names.push(name.to_owned());
             }
-            // The socket file the first server created: whoever stops last removes it.
-            let mut own = None;
-            if let (Ok(identity), Some(first)) = (
-                std::env::var(control::ENV_SOCKET_FILE),
-                listeners.first_mut(),
-            ) {
-                first.adopt_file(&identity);
-                own = first.path().map(Path::to_path_buf);
-            }
-            (listeners, own, names.join(", "))
+            // The socket file is the monitor's (it removes it when it stops for good):
+            // a server that dies or hands over leaves it to the one that serves next.
+            (listeners, names.join(", "))
         }
         Err(_) => {
             let socket = args
@@ -109,7 +102,7 @@ pub fn server_main(args: Serve, control_fd: &str) -> ExitCode {
                 .clone()
                 .or_else(|| settings.socket.clone())
                 .unwrap_or_else(|| PathBuf::from(fdbroker_worker::DEFAULT_SOCKET));
-            let listener =
+            let mut listener =
                 match Listener::bind(&socket, settings.socket_mode, settings.socket_group) {
                     Ok(l) => l,
                     Err(e) => return fail(&e),
@@ -123,11 +116,10 @@ pub fn server_main(args: Serve, control_fd: &str) -> ExitCode {
             if let Err(e) = sent {
                 return fail(&format!("cannot give the listener to the monitor: {e}"));
             }
-            (
-                vec![listener],
-                Some(socket.clone()),
-                socket.display().to_string(),
-            )
+            // The monitor owns the socket file now: this server never removes it (a
+            // successor, or the replacement of this one if it dies, listens there).
+            listener.keep_file();
+            (vec![listener], socket.display().to_string())
         }
     };
     let shared = Arc::new(Shared::new(policy, Some(policy_path.clone())));
@@ -173,7 +165,8 @@ pub fn server_main(args: Serve, control_fd: &str) -> ExitCode {
             &loaded.policy,
             &loaded.roots,
             Some(&policy_path),
-            own_socket.as_deref(),
+            // The socket file is the monitor's to remove, not this server's.
+            None,
             None,
         ) {
             Ok(c) => {

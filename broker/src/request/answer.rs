@@ -5,13 +5,15 @@
 //! reads the loaded policy and writes nothing shared, so any thread can run it.
 
 use crate::audit::{self, Action, Batch, Verdict};
+use crate::request::list;
 use crate::request::loaded::Loaded;
+use crate::request::reach;
 use crate::request::resolve::{self, OpenError};
-use fdbroker_policy::{ClientId, Decision, Denial};
+use fdbroker_policy::{AuditFailure, ClientId, Decision, Denial};
 use fdbroker_shared::peer::PeerCredentials;
 use fdbroker_shared::wire::{Access, FileMeta, Op, Outcome, ReplyBody, StatMeta, WireError};
 use nix::errno::Errno;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 /// Answer one operation for `client`. Granted descriptors are pushed to `fds` in
 /// outcome order, and each decision's audit line to `audit`, which the caller writes
@@ -62,6 +64,9 @@ pub fn answer(
             )
         }
         Op::Stat(spec) => ReplyBody::Stat(stat_one(audit, loaded, client, peer, &spec.path)),
+        Op::List(spec) => ReplyBody::List(list::list_one(
+            audit, loaded, client, peer, &spec.path, spec.start,
+        )),
         // Answered by the connection itself (conn.rs), which alone can make one.
         Op::Connect => ReplyBody::Refused(WireError::new(
             Errno::EOPNOTSUPP as i32,
@@ -194,51 +199,108 @@ fn open_one(
         }
     };
     let rule = loaded.rule_label(grant.rule);
+    // Every decision from here on is about this rule.
+    let record = |audit: &mut Batch, verdict: Verdict<'_>| {
+        audit::decision(audit, peer, client_name, path, access, Some(&rule), verdict);
+    };
+    let holder = resolve::Holder {
+        uid: peer.uid,
+        gid: peer.gid,
+        groups,
+    };
+    // A request that changes the filesystem (a truncate, a new file) must not change it
+    // unrecorded under `audit_failure = "refuse"`: refused before the open while the log
+    // is known to fail, and otherwise its line is written before the change is kept.
+    let truncate = extra.contains(nix::fcntl::OFlag::O_TRUNC);
+    let changes = truncate || access == Access::Create;
+    let record_first = changes && policy.broker().audit_failure == AuditFailure::Refuse;
+    if record_first && let Some(error) = audit::trail_failing() {
+        let e = OpenError::AuditUnwritable(error);
+        record(audit, Verdict::Failed(&e));
+        return Err(e.to_wire());
+    }
     let opened = loaded
         .roots
         .get(grant.root)
         .map_err(OpenError::RootUnavailable)
         .and_then(|root| {
-            let holder = resolve::Holder {
-                uid: peer.uid,
-                gid: peer.gid,
-                groups,
-            };
             resolve::open_beneath(root, grant.relative, access, extra, &grant.options, &holder)
         });
     match opened {
-        Ok((fd, meta)) => {
-            audit::decision(
-                audit,
-                peer,
-                client_name,
-                path,
-                access,
-                Some(&rule),
-                Verdict::Granted { ino: meta.ino },
-            );
+        Ok((fd, mut meta)) => {
+            if access == Access::Directory
+                && let Err(refusal) =
+                    reach::check(loaded, client, path, &grant, fd.as_fd(), &holder)
+            {
+                record(audit, Verdict::Denied(&refusal));
+                return Err(WireError::new(
+                    Errno::EACCES as i32,
+                    "a descriptor for this directory would show what the broker's policy \
+                     hides beneath it; list it through the broker instead",
+                ));
+            }
+            record(audit, Verdict::Granted { ino: meta.ino });
+            let kept = if record_first {
+                keep_only_if_recorded(audit, loaded, &grant, access, &meta)
+            } else {
+                Ok(())
+            };
+            let kept = kept.and_then(|()| {
+                if truncate {
+                    meta = resolve::truncate(&fd, meta)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = kept {
+                record(audit, Verdict::Failed(&e));
+                return Err(e.to_wire());
+            }
             fds.push(fd);
             Ok::<FileMeta, WireError>(meta)
         }
         Err(e) => {
-            audit::decision(
-                audit,
-                peer,
-                client_name,
-                path,
-                access,
-                Some(&rule),
-                Verdict::Failed(&e),
-            );
+            record(audit, Verdict::Failed(&e));
             Err(e.to_wire())
         }
     }
 }
 
+/// Write the request's audit lines now, before what it changes is kept
+/// (`audit_failure = "refuse"`). When they cannot be written the request is refused
+/// after the fact: a file it created is removed again (if its name still names it), and
+/// a truncate is not done.
+fn keep_only_if_recorded(
+    audit: &mut Batch,
+    loaded: &Loaded,
+    grant: &fdbroker_policy::Grant<'_>,
+    access: Access,
+    meta: &FileMeta,
+) -> Result<(), OpenError> {
+    let lost = match audit.flush() {
+        Ok(_written) => return Ok(()),
+        Err(lost) => lost,
+    };
+    if access == Access::Create {
+        let undone = loaded
+            .roots
+            .get(grant.root)
+            .map_err(OpenError::RootUnavailable)
+            .and_then(|root| resolve::undo_create(root, grant.relative, &grant.options, meta));
+        if !matches!(undone, Ok(true)) {
+            tracing::warn!(
+                ino = meta.ino,
+                result = ?undone,
+                "a file created for a request refused for its audit line could not be removed"
+            );
+        }
+    }
+    Err(OpenError::AuditUnwritable(lost.error))
+}
+
 /// Outside the policy the worker learns only "denied" (or that its path was not a
 /// clean absolute path, which says nothing about the filesystem): never whether the
 /// file exists.
-fn denial_to_wire(denial: &Denial) -> WireError {
+pub(super) fn denial_to_wire(denial: &Denial) -> WireError {
     match denial {
         Denial::InvalidPath(e) => {
             WireError::new(Errno::EINVAL as i32, format!("invalid path: {e}"))

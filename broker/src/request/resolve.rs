@@ -13,9 +13,9 @@ use fdbroker_shared::wire::{
     Access, FileKind, FileMeta, OPEN_APPEND, OPEN_FLAGS_ALLOWED, OPEN_TRUNC, StatMeta, WireError,
 };
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
-use nix::sys::stat::{Mode, fchmod, fstat};
-use nix::unistd::{Gid, Uid, fchown, ftruncate};
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2};
+use nix::sys::stat::{Mode, fchmod, fstat, fstatat};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, ftruncate, unlinkat};
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 /// `RESOLVE_BENEATH` fails with `EAGAIN` when a rename or mount raced the lookup;
@@ -54,6 +54,14 @@ pub enum OpenError {
     RootUnavailable(Errno),
     #[error("unknown file type {0:#o}")]
     UnknownType(u32),
+    /// `audit_failure = "refuse"` and the request's audit line could not be written:
+    /// nothing it would change (a truncate, a new file) is left changed.
+    #[error(
+        "refused: the broker cannot write its audit trail ({}), and grants nothing it \
+         cannot record (audit_failure = \"refuse\"); try again later",
+        .0.desc()
+    )]
+    AuditUnwritable(Errno),
     #[error(
         "the file's mode ({mode:04o}, owner {owner}, group {group}) would let uid {uid} \
          reopen the descriptor through /proc/self/fd for {wider}, which the grant does not \
@@ -82,6 +90,7 @@ impl OpenError {
             | OpenError::UnknownType(_)
             | OpenError::WiderReopen { .. } => Errno::EACCES,
             OpenError::Raced => Errno::EAGAIN,
+            OpenError::AuditUnwritable(_) => Errno::EIO,
             OpenError::IsDirectory => Errno::EISDIR,
             OpenError::NotDirectory => Errno::ENOTDIR,
             OpenError::BadFlags(_) | OpenError::FlagsNeedWrite => Errno::EINVAL,
@@ -122,7 +131,7 @@ pub struct Holder<'a> {
 }
 
 impl Holder<'_> {
-    fn in_group(&self, gid: u32) -> bool {
+    pub(crate) fn in_group(&self, gid: u32) -> bool {
         self.gid == gid || self.groups.contains(&gid)
     }
 }
@@ -138,9 +147,9 @@ pub fn open_beneath(
     holder: &Holder<'_>,
 ) -> Result<(OwnedFd, FileMeta), OpenError> {
     // `O_TRUNC` acts inside open(2), before the descriptor can be checked: a planted
-    // hard link, or any file the checks below refuse, would already be emptied. Open
-    // without it and truncate only what was authorized.
-    let truncate = extra.contains(OFlag::O_TRUNC);
+    // hard link, or any file the checks below refuse, would already be emptied; and
+    // before the request's audit line is written. Never passed: the caller truncates
+    // what was authorized and recorded, with [`truncate`].
     let mut flags = OFlag::from_bits_truncate(access.access_mode())
         | OFlag::O_CLOEXEC
         | OFlag::O_NOCTTY
@@ -167,15 +176,10 @@ pub fn open_beneath(
 
     let fd = open_retrying(|| openat2(root, path, how()), rule)?;
     let st = fstat(&fd).map_err(OpenError::Kernel)?;
-    let mut meta = meta_of(&st)?;
+    let meta = meta_of(&st)?;
     authorize(&meta, access, rule)?;
     if !rule.allow_reopen {
         no_wider_reopen(&fd, &st, access, holder)?;
-    }
-    // The kernel ignores O_TRUNC on FIFOs, terminals and devices; so does this.
-    if truncate && meta.kind == FileKind::Regular {
-        ftruncate(&fd, 0).map_err(OpenError::Kernel)?;
-        meta = meta_of(&fstat(&fd).map_err(OpenError::Kernel)?)?;
     }
     if access == Access::Create {
         // The umask may have narrowed the mode; created files get exactly the rule's.
@@ -193,6 +197,55 @@ pub fn open_beneath(
         }
     }
     Ok((fd, meta))
+}
+
+/// Truncate what [`open_beneath`] opened for a request with `OPEN_TRUNC`, once it is
+/// authorized and (under `audit_failure = "refuse"`) its audit line is written; returns
+/// the metadata after. The kernel ignores `O_TRUNC` on FIFOs, terminals and devices; so
+/// does this.
+pub fn truncate(fd: &OwnedFd, meta: FileMeta) -> Result<FileMeta, OpenError> {
+    if meta.kind != FileKind::Regular {
+        return Ok(meta);
+    }
+    ftruncate(fd, 0).map_err(OpenError::Kernel)?;
+    meta_of(&fstat(fd).map_err(OpenError::Kernel)?)
+}
+
+/// Remove the file a create made at `relative` beneath `root`, for a request refused
+/// after the fact (its audit line could not be written): the name is looked up beneath
+/// its parent exactly as the open resolved it, and removed only while it is still the
+/// file created (same device and inode), never whatever replaced it meanwhile.
+/// `Ok(false)`: the name is gone or names another file, and nothing was removed.
+pub fn undo_create(
+    root: BorrowedFd<'_>,
+    relative: &[u8],
+    rule: &RuleOptions,
+    created: &FileMeta,
+) -> Result<bool, OpenError> {
+    let (parent, name) = match relative.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&relative[..i], &relative[i + 1..]),
+        None => (&b""[..], relative),
+    };
+    if name.is_empty() || name == b"." || name == b".." {
+        return Ok(false);
+    }
+    let parent: &[u8] = if parent.is_empty() { b"." } else { parent };
+    let how = || {
+        OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(resolve_flags(rule))
+    };
+    let dir = open_retrying(|| openat2(root, parent, how()), rule)?;
+    let st = match fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(false),
+        Err(e) => return Err(OpenError::Kernel(e)),
+    };
+    if (st.st_dev, st.st_ino) != (created.dev, created.ino) {
+        return Ok(false);
+    }
+    unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir).map_err(OpenError::Kernel)?;
+    Ok(true)
 }
 
 /// The `openat2` resolution every lookup beneath a root uses, opens and stats alike:
@@ -311,7 +364,7 @@ fn no_wider_reopen(
 
 /// Does the file carry a POSIX access ACL? An error other than "no such attribute"
 /// counts as yes: the check must fail closed.
-fn has_access_acl(fd: &OwnedFd) -> bool {
+pub(crate) fn has_access_acl(fd: &OwnedFd) -> bool {
     use std::os::fd::AsFd;
     !matches!(
         crate::sys::xattr_len(fd.as_fd(), c"system.posix_acl_access"),

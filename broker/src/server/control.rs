@@ -23,9 +23,6 @@ pub const ENV_HANDOVER_FD: &str = "FDBROKER_HANDOVER_FD";
 /// The predecessor's pid: a connection whose peer is the predecessor itself is not a
 /// worker's, and is refused (a compromised server must not become a client).
 pub const ENV_PREDECESSOR_PID: &str = "FDBROKER_PREDECESSOR_PID";
-/// The socket file the first server created (`PATH\tDEV\tINO`), so whichever server
-/// stops last removes it, and only if it is still that file.
-pub const ENV_SOCKET_FILE: &str = "FDBROKER_SOCKET_FILE";
 /// The service manager's watchdog timeout, in microseconds, for the server to keep the
 /// monitor's watchdog fed from its own event loop.
 pub const ENV_WATCHDOG_USEC: &str = "FDBROKER_WATCHDOG_USEC";
@@ -34,7 +31,8 @@ pub const ENV_WATCHDOG_USEC: &str = "FDBROKER_WATCHDOG_USEC";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Up {
     /// The first server bound the socket itself (no socket activation); the listener
-    /// travels with this message, and the text says which file it created.
+    /// travels with this message, and the text says which file it created, which the
+    /// monitor owns from then on (no server removes it).
     Bound { socket_file: String },
     /// Loaded, confined and serving (its event loop runs); a status line.
     Ready { status: String },
@@ -45,7 +43,8 @@ pub enum Up {
     Status { text: String },
     /// The event loop turned: the monitor may feed the watchdog.
     Alive,
-    /// Every connection went to the successor; the server exits next.
+    /// Every connection went to the successor; the server exits next. A handover that
+    /// failed midway says [`Up::Failed`] instead, and the reload is reported failed.
     HandedOver,
 }
 
@@ -55,8 +54,8 @@ pub enum Down {
     /// Hand every connection over on the socket that travels with this message, then
     /// exit.
     HandOver,
-    /// Stop gracefully: answer what was sent, close everything, remove the socket
-    /// file, exit.
+    /// Stop gracefully: answer what was sent, close everything, exit (the socket file
+    /// is the monitor's to remove).
     Stop,
 }
 

@@ -23,6 +23,7 @@ use nix::sys::eventfd::EventFd;
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use nix::sys::timerfd::TimerFd;
+use std::fmt::Write as _;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -62,12 +63,15 @@ pub(super) struct Inner {
     /// The addresses the listeners are bound to: a handed-over connection must be the
     /// accepted end of one of them.
     pub(super) listener_addrs: Vec<nix::sys::socket::UnixAddr>,
+    /// Whether every thread gets back to `epoll_wait`: the watchdog is fed only then.
+    pub(super) progress: super::progress::Progress,
 }
 
 impl Inner {
     pub(super) fn event_loop(&self) {
         let mut scratch = Scratch::default();
         let mut events = [EpollEvent::empty(); 1];
+        let mark = self.progress.mark();
         while !self.stopping.load(Ordering::Acquire) {
             let timeout = if lock(&self.accept_paused_until).is_some() {
                 EpollTimeout::from(ACCEPT_BACKOFF.as_millis() as u16)
@@ -87,8 +91,11 @@ impl Inner {
             if n == 0 {
                 continue;
             }
+            if events[0].data() == WAKE {
+                break;
+            }
+            mark.busy();
             match events[0].data() {
-                WAKE => break,
                 SIGNALS => self.signal_ready(),
                 TICK => self.tick(),
                 CONTROL => self.control_ready(),
@@ -98,7 +105,9 @@ impl Inner {
                 }
                 token => self.conn_ready(token, &mut scratch),
             }
+            mark.idle();
         }
+        mark.idle();
     }
 
     pub(super) fn conn_ready(&self, token: u64, scratch: &mut Scratch) {
@@ -459,6 +468,15 @@ impl Inner {
         let local = nix::sys::socket::getsockname::<nix::sys::socket::UnixAddr>(
             e.socket.as_fd().as_raw_fd(),
         );
+        if let Some(uid) = e.derived_uid {
+            self.adopt_charge(
+                e,
+                creds,
+                uid,
+                local.is_ok_and(|a| self.listener_addrs.contains(&a)),
+            );
+            return;
+        }
         if !local.is_ok_and(|a| self.listener_addrs.contains(&a))
             || *lock(&self.predecessor) == Some(creds.pid)
         {
@@ -500,6 +518,35 @@ impl Inner {
         if let Err(e) = self.register_with(conn, interest) {
             tracing::warn!(error = %e, "cannot register a handed-over connection");
         }
+    }
+
+    /// A connection a predecessor made for a worker (`Connect`), passed shut down only
+    /// for the descriptors still in flight on it: kept, never served, charged to `uid`
+    /// (the predecessor's word, which only moves a count, capped at a uid's budget)
+    /// until its worker has received everything. It must be a socketpair a server of
+    /// this broker made: its peer credentials name the broker's user (the server that
+    /// made it, perhaps several reloads ago), and it is no accepted connection of the
+    /// listeners.
+    fn adopt_charge(
+        &self,
+        mut e: conn::Exported,
+        creds: peer::PeerCredentials,
+        uid: u32,
+        accepted: bool,
+    ) {
+        if accepted || creds.uid != nix::unistd::geteuid().as_raw() {
+            tracing::warn!(
+                pid = creds.pid,
+                "the previous server handed over, for its charge, a socket no server of \
+                 this broker made; closing it"
+            );
+            return;
+        }
+        e.charged = e.charged.min(self.shared.inflight.uid_budget());
+        let owner = peer::PeerCredentials { uid, ..creds };
+        let (conn, _) = Conn::import(e, owner, Box::default(), Arc::clone(&self.shared.inflight));
+        let _ = conn.channel().shutdown();
+        lock(&self.draining).push(Arc::new(conn));
     }
 
     pub(super) fn signal_ready(&self) {
@@ -593,17 +640,37 @@ impl Inner {
         self.resume_stalled();
         // Summaries of refusal bursts whose window ended.
         crate::audit::tick();
+        let log_changed = self.log_destination_changed();
         if let Some(m) = self.manager.get() {
             if let Some((due, last)) = &m.watchdog {
                 let mut last = lock(last);
                 if last.elapsed() >= *due && !self.stopping.load(Ordering::Acquire) {
-                    m.send(&[NotifyState::Watchdog]);
-                    *last = Instant::now();
+                    // A thread on one event for longer than the watchdog's period makes
+                    // no progress: stop saying the server is healthy.
+                    match self.progress.longest_busy().filter(|busy| busy >= due) {
+                        None => {
+                            m.send(&[NotifyState::Watchdog]);
+                            *last = Instant::now();
+                        }
+                        Some(busy) => {
+                            static WEDGED: Throttle = Throttle::once_per_window();
+                            if let Some(suppressed) = WEDGED.admit() {
+                                tracing::error!(
+                                    busy_ms = busy.as_millis() as u64,
+                                    suppressed,
+                                    "an event-loop thread makes no progress; the watchdog \
+                                     is not fed"
+                                );
+                            }
+                        }
+                    }
                 }
             }
             let status = self.status_line();
             let mut last = lock(&m.last_status);
-            if last.0 != status && last.1.elapsed() >= STATUS_EVERY {
+            // A change of the log destination is said at once, the rest at most every
+            // STATUS_EVERY.
+            if last.0 != status && (log_changed || last.1.elapsed() >= STATUS_EVERY) {
                 m.send(&[NotifyState::Status(&status)]);
                 *last = (status, Instant::now());
             }
@@ -612,6 +679,41 @@ impl Inner {
         if let Err(e) = self.epoll.modify(self.tick.as_fd(), &mut ev) {
             tracing::error!(error = %e, "cannot re-arm the timer; idle connections stay open");
         }
+    }
+
+    /// Log a change of the log destination's state (failing, resumed) that
+    /// `log::sink` saw since the last tick; whether there was one. The line that says
+    /// writes fail is likely lost too; the one that says they resumed has what was lost.
+    fn log_destination_changed(&self) -> bool {
+        use crate::log::sink::Change;
+        let Some(change) = crate::log::sink::take_change() else {
+            return false;
+        };
+        let setting = self.shared.current().policy.broker().audit_failure;
+        match change {
+            Change::Failing { error } => tracing::error!(
+                error = %error,
+                audit_failure = setting.as_str(),
+                "log writes fail: lines are lost and counted until they can be written; {}",
+                match setting {
+                    fdbroker_policy::AuditFailure::Refuse => "descriptors are refused meanwhile",
+                    fdbroker_policy::AuditFailure::Serve => "descriptors are passed unrecorded",
+                }
+            ),
+            Change::Resumed {
+                lasted,
+                error,
+                lost,
+                lost_audit,
+            } => tracing::warn!(
+                lasted_ms = lasted.as_millis() as u64,
+                error = %error,
+                lost,
+                lost_audit,
+                "log writes resumed"
+            ),
+        }
+        true
     }
 
     /// Let held-back connections try again (each checks its uid's room first).
@@ -683,6 +785,26 @@ impl Inner {
             if conns == 1 { "" } else { "s" },
             if requests == 1 { "" } else { "s" },
         );
+        let log = crate::log::sink::health();
+        if let Some((since, error)) = log.failing {
+            let _ = write!(
+                line,
+                "; log writes failing for {}s ({error}): {} lines lost, {} audit; {}",
+                since.elapsed().as_secs(),
+                log.lost,
+                log.lost_audit,
+                match self.shared.current().policy.broker().audit_failure {
+                    fdbroker_policy::AuditFailure::Refuse => "refusing descriptors",
+                    fdbroker_policy::AuditFailure::Serve => "serving unrecorded",
+                }
+            );
+        } else if log.lost > 0 {
+            let _ = write!(
+                line,
+                "; {} log lines lost, {} audit",
+                log.lost, log.lost_audit
+            );
+        }
         if let Some(e) = self.shared.last_reload_error() {
             line.push_str("; last reload failed: ");
             line.push_str(&e);

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! b'C' | flags u8 | charged u64 LE | request id u64 LE | parked reply bytes...
-//! flags: 1 greeted, 2 draining (closed, replies unread), 4 parked reply, 8 it has an id
+//! flags: 1 greeted, 2 draining (closed, replies unread), 4 parked reply, 8 it has an id,
+//!        16 made by `Connect`: only its charge travels, and the id word is its uid
 //! ```
 //!
 //! and a last message `b'D'`: nothing more follows. The successor is the receiver and
@@ -24,6 +25,7 @@ const GREETED: u8 = 1;
 const DRAINING: u8 = 2;
 const PARKED: u8 = 4;
 const HAS_ID: u8 = 8;
+const DERIVED: u8 = 16;
 const HEADER: usize = 2 + 8 + 8;
 
 /// One message from the predecessor.
@@ -56,6 +58,13 @@ pub fn send(to: &Channel, conn: Exported, draining: bool) -> io::Result<()> {
             (id.unwrap_or(0), bytes, fds)
         }
         None => (0, Vec::new(), Vec::new()),
+    };
+    let id = match conn.derived_uid {
+        Some(uid) => {
+            flags |= DERIVED | DRAINING;
+            u64::from(uid)
+        }
+        None => id,
     };
     let mut msg = Vec::with_capacity(HEADER + bytes.len());
     msg.push(CONN);
@@ -100,6 +109,23 @@ pub fn recv(from: &Channel) -> io::Result<Received> {
     let socket: OwnedFd = fds.remove(0);
     // It must be what it claims: a connected SEQPACKET socket (checked by from_fd).
     let socket = OwnedFd::from(Channel::from_fd(socket)?);
+    if flags & DERIVED != 0 {
+        // Only a charge: no parked reply, no other descriptor, a uid in the id word.
+        let uid = u32::try_from(id).map_err(|_| bad("uid out of range"))?;
+        if flags & PARKED != 0 || !fds.is_empty() || n != HEADER {
+            return Err(bad("a charge-only connection with more"));
+        }
+        return Ok(Received::Conn {
+            conn: Exported {
+                socket,
+                greeted: false,
+                charged,
+                parked: None,
+                derived_uid: Some(uid),
+            },
+            draining: true,
+        });
+    }
     let parked = if flags & PARKED != 0 {
         Some((
             (flags & HAS_ID != 0).then_some(id),
@@ -117,6 +143,7 @@ pub fn recv(from: &Channel) -> io::Result<Received> {
             greeted: flags & GREETED != 0,
             charged,
             parked,
+            derived_uid: None,
         },
         draining: flags & DRAINING != 0,
     })
@@ -143,6 +170,7 @@ mod tests {
                 greeted: true,
                 charged: 3,
                 parked: Some((Some(7), b"reply".to_vec(), vec![reply_fd])),
+                derived_uid: None,
             },
             true,
         )
@@ -161,6 +189,38 @@ mod tests {
         assert!(matches!(recv(&b).expect("recv"), Received::Done));
         drop(a);
         assert!(matches!(recv(&b).expect("recv"), Received::Closed));
+    }
+
+    #[test]
+    fn a_connect_made_connection_travels_with_its_uid_and_charge_only() {
+        let (a, b) = Channel::pair().expect("pair");
+        let (conn, _peer) = Channel::pair().expect("pair");
+        send(
+            &a,
+            Exported {
+                socket: OwnedFd::from(conn),
+                greeted: true,
+                charged: 128,
+                parked: None,
+                derived_uid: Some(65534),
+            },
+            false,
+        )
+        .expect("send");
+        let Received::Conn { conn, draining } = recv(&b).expect("recv") else {
+            panic!("not a connection");
+        };
+        assert!(draining, "never served, only kept charged");
+        assert_eq!((conn.derived_uid, conn.charged), (Some(65534), 128));
+        assert!(!conn.greeted && conn.parked.is_none());
+        // A charge-only message with a reply attached is refused.
+        let (c2, _p2) = Channel::pair().expect("pair");
+        let null = OwnedFd::from(std::fs::File::open("/dev/null").expect("null"));
+        let mut msg = vec![CONN, DERIVED | PARKED];
+        msg.extend_from_slice(&[0; 16]);
+        a.send_with_fds(&msg, &[OwnedFd::from(c2), null])
+            .expect("send");
+        assert!(recv(&b).is_err());
     }
 
     #[test]

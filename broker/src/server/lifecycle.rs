@@ -14,10 +14,17 @@ use std::time::{Duration, Instant};
 /// any more here: what a worker sent and this server did not read waits in its socket
 /// for the successor, and a reply it could not take yet goes along. A connection that
 /// cannot be passed is closed (its worker sees the connection end, as at a restart).
-pub(super) fn hand_over(to: &Channel, conns: &[ConnRef], draining: &[ConnRef]) {
+/// A connection made by `Connect` is shut down and passed only for its charge (see
+/// `Conn::export`). Returns why the handover was incomplete, if it was.
+pub(super) fn hand_over(
+    to: &Channel,
+    conns: &[ConnRef],
+    draining: &[ConnRef],
+) -> Result<(), String> {
     // `to` is a fresh socketpair end from the monitor: blocking, so each send waits
     // for room rather than failing.
     let mut passed = 0usize;
+    let mut lost = 0usize;
     let all = conns
         .iter()
         .map(|c| (c, false))
@@ -26,19 +33,34 @@ pub(super) fn hand_over(to: &Channel, conns: &[ConnRef], draining: &[ConnRef]) {
         match conn.export() {
             Ok(Some(e)) => match crate::server::handover::send(to, e, is_draining) {
                 Ok(()) => passed += 1,
-                Err(e) => tracing::warn!(error = %e, "cannot hand a connection over; closing it"),
+                Err(e) => {
+                    lost += 1;
+                    tracing::warn!(error = %e, "cannot hand a connection over; closing it");
+                }
             },
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot hand a connection over; closing it"),
+            Err(e) => {
+                lost += 1;
+                tracing::warn!(error = %e, "cannot hand a connection over; closing it");
+            }
         }
     }
     if let Err(e) = crate::server::handover::done(to) {
         tracing::warn!(error = %e, "cannot finish the handover");
+        return Err(format!(
+            "the handover socket failed ({e}) after {passed} connections"
+        ));
+    }
+    if lost > 0 {
+        return Err(format!(
+            "{lost} connections could not be handed over and were closed"
+        ));
     }
     tracing::info!(
         connections = passed,
         "handed every connection over to the new server"
     );
+    Ok(())
 }
 
 /// Answer every request the connections already sent, until `deadline` (graceful

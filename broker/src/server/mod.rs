@@ -13,7 +13,8 @@
 //! Under a service manager the loop also reports: `READY=1` once its threads run,
 //! `RELOADING=1` and `READY=1` around a reload, `STOPPING=1`, a `STATUS=` line, and
 //! `WATCHDOG=1` from a `timerfd` in the same epoll, so the watchdog is fed only while
-//! the event loop really turns.
+//! the event loop really turns, and only while no thread is stuck on one event
+//! (`progress.rs`).
 
 pub(crate) mod conn;
 pub mod control;
@@ -22,6 +23,7 @@ mod event_loop;
 mod handover;
 pub mod inflight;
 mod lifecycle;
+mod progress;
 mod report;
 mod slab;
 pub mod state;
@@ -350,6 +352,7 @@ impl Server {
                 handover_in: Mutex::new(None),
                 hand_over_to: Mutex::new(None),
                 predecessor: Mutex::new(None),
+                progress: progress::Progress::default(),
             }),
             threads,
         };
@@ -400,9 +403,13 @@ impl Server {
         let conns: Vec<ConnRef> = lock(&inner.conns).drain();
         let draining = std::mem::take(&mut lock(&inner.draining).conns);
         if let Some(to) = successor {
-            hand_over(&to, &conns, &draining);
+            let outcome = hand_over(&to, &conns, &draining);
             if let Some(ch) = inner.control.get() {
-                let _ = control::send_up(ch, &Up::HandedOver, None);
+                let msg = match outcome {
+                    Ok(()) => Up::HandedOver,
+                    Err(reason) => Up::Failed { reason },
+                };
+                let _ = control::send_up(ch, &msg, None);
             }
         } else {
             let deadline = Instant::now() + DRAIN_BOUND;

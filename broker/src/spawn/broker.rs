@@ -39,13 +39,16 @@
 //! `RLIMIT_NOFILE` to the hard limit as `fdbroker serve` does ([`crate::confine::rlimit`]),
 //! after the worker was started with the limits it was given.
 
+use crate::request::reach::hidden_from_working_directory;
+use crate::request::resolve::Holder;
 use crate::server::conn::Binding;
 use crate::server::state::Shared;
 use crate::server::{ServeOptions, Server};
+use crate::spawn::identity::{self, IdentityError, Lease};
 use crate::spawn::pidns::NamespaceError;
 use crate::spawn::scratch::Scratch;
 use crate::spawn::worker::{Becomes, set_pre_exec};
-use fdbroker_policy::{Policy, UserSpec};
+use fdbroker_policy::{ClientId, HiddenBeneath, Policy, UserSpec};
 use fdbroker_shared::Channel;
 use fdbroker_shared::peer::PeerCredentials;
 use fdbroker_worker::sandbox::{Identity, Sandbox};
@@ -55,7 +58,7 @@ use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, ExitStatus};
@@ -113,9 +116,43 @@ pub enum SpawnError {
         #[source]
         source: io::Error,
     },
+    /// No transient uid could be taken for `[sandbox] user = "dynamic"`.
+    #[error("cannot take a transient uid for the sandbox: {0}")]
+    Identity(#[from] IdentityError),
     /// The worker's PID namespace could not be set up.
     #[error(transparent)]
     Namespace(NamespaceError),
+    /// The working directory the worker would inherit cannot be looked at.
+    #[error("cannot check the working directory: {0}")]
+    WorkingDirectory(#[source] io::Error),
+    /// From the working directory the worker inherits, its own lookups would reach what
+    /// the policy hides from it.
+    #[error(
+        "refusing to start the worker in {}: from there, {up} level(s) up through `..`, \
+         its own lookups would reach what the policy hides ({reason}); start it from \
+         another directory",
+        .cwd.display()
+    )]
+    WorkingDirectoryReveals {
+        cwd: PathBuf,
+        reason: String,
+        up: usize,
+    },
+    /// Stdin, stdout or stderr, which the worker keeps, is a directory or an `O_PATH`
+    /// handle: a way for its own lookups past the policy.
+    #[error(
+        "refusing to start the worker: descriptor {fd} ({name}) is {handle}, which the \
+         worker would keep as a way past the policy; redirect it from a file, a pipe or \
+         /dev/null"
+    )]
+    InheritedHandle {
+        fd: i32,
+        name: &'static str,
+        handle: crate::spawn::stdio::Handle,
+    },
+    /// Stdin, stdout or stderr could not be looked at.
+    #[error("cannot check the standard descriptors the worker would keep: {0}")]
+    Stdio(#[source] io::Error),
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -137,13 +174,18 @@ impl SpawnError {
 pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
     let policy = Policy::load(&spec.policy).map_err(SpawnError::Policy)?;
     let client = pick_client(&policy, spec.client.as_deref())?;
-    let user = sandbox_user(&policy, spec.user.as_deref());
+    // Held until this function returns, after the worker's namespace has ended (and by
+    // the namespace's init, which inherits the lock): the uid is this run's alone.
+    let who = sandbox_identity(&policy, spec.user.as_deref())?;
     // The namespace's init runs as the same user and needs no path at all.
-    let init_sandbox = Sandbox::new()
-        .user(user.clone())
-        .prepare()
-        .map_err(SpawnError::Sandbox)?;
+    let init_sandbox = who.sandbox().prepare().map_err(SpawnError::Sandbox)?;
     let (worker_uid, worker_gid) = init_sandbox.ids();
+    check_working_directory(&policy, client, worker_uid, worker_gid)?;
+    if let Some((fd, name, handle)) =
+        crate::spawn::stdio::first_handle().map_err(SpawnError::Stdio)?
+    {
+        return Err(SpawnError::InheritedHandle { fd, name, handle });
+    }
     // Transparent mode's TMPDIR, writable in the sandbox.
     let scratch = if spec.transparent {
         fdbroker_transparent::check_kernel()?;
@@ -156,7 +198,7 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
         None => sandbox,
     };
     // Prepared while single-threaded; the children then allocate nothing.
-    let worker_sandbox = with_scratch(sandbox_for(&policy, user))
+    let worker_sandbox = with_scratch(sandbox_for(&policy, &who))
         .prepare()
         .map_err(SpawnError::Sandbox)?;
 
@@ -173,8 +215,7 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
     // policy (only to tell paths no rule covers from the rest; the broker decides).
     let mut supervisor_conn = None;
     let becomes = if spec.transparent {
-        let user = sandbox_user(&policy, spec.user.as_deref());
-        let supervisor = with_scratch(sandbox_for(&policy, user))
+        let supervisor = with_scratch(sandbox_for(&policy, &who))
             .allow_read("/proc")
             .allow_process_memory()
             .prepare()
@@ -188,6 +229,7 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
             policy: Policy::load(&spec.policy).map_err(SpawnError::Policy)?,
             client,
             forwarded,
+            scratch: scratch.as_ref().map(|s| s.path.clone()).unwrap_or_default(),
         }))
     } else {
         Becomes::Worker(worker_sandbox)
@@ -208,17 +250,25 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
     }
     set_pre_exec(&mut cmd, theirs, becomes);
     let (mut child, init) =
-        crate::spawn::pidns::spawn(&mut cmd, init_sandbox).map_err(|e| match e {
-            NamespaceError::Spawn(source) => SpawnError::Exec {
-                command: program.to_string_lossy().into_owned(),
-                source,
-            },
-            e => SpawnError::Namespace(e),
-        })?;
+        crate::spawn::pidns::spawn(&mut cmd, init_sandbox, who.lease.as_ref().map(AsFd::as_fd))
+            .map_err(|e| match e {
+                NamespaceError::Spawn(source) => SpawnError::Exec {
+                    command: program.to_string_lossy().into_owned(),
+                    source,
+                },
+                e => SpawnError::Namespace(e),
+            })?;
     // Drops the parent's copy of the worker's end, captured by the pre_exec closure.
     drop(cmd);
     let pid = Pid::from_raw(child.id() as i32);
-    tracing::info!(pid = pid.as_raw(), init = init.pid().as_raw(), client = %policy.client(client).name, "worker started");
+    tracing::info!(
+        pid = pid.as_raw(),
+        init = init.pid().as_raw(),
+        uid = worker_uid,
+        transient = who.lease.is_some(),
+        client = %policy.client(client).name,
+        "worker started"
+    );
     // The worker keeps the limits it was given; the broker takes what it may.
     if let Err(e) = crate::confine::rlimit::raise_nofile() {
         tracing::warn!("cannot raise RLIMIT_NOFILE: {e}");
@@ -294,6 +344,70 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
 /// the policy says `[broker] confine = false`, keeping `CAP_KILL` for `worker` alone
 /// (see the module documentation). No socket file of its own to remove: the worker's
 /// connection is one end of a socketpair.
+/// The worker inherits the working directory, and a working directory is a starting
+/// point for the worker's own lookups (`fstatat(AT_FDCWD, "../x")`), past whatever
+/// root-only directories lie above it. Started where it could reach a deny carve-out
+/// that way, it could describe what the policy hides: refused, with the reason, rather
+/// than started elsewhere behind the operator's back (fails closed when the directory
+/// cannot be judged). Where it would reach only paths no rule covers, the sandbox
+/// decides those as everywhere else (its own permissions); that is logged as a warning.
+fn check_working_directory(
+    policy: &Policy,
+    client: ClientId,
+    uid: u32,
+    gid: u32,
+) -> Result<(), SpawnError> {
+    use std::os::unix::ffi::OsStrExt;
+    let cwd = std::env::current_dir().map_err(SpawnError::WorkingDirectory)?;
+    let dir = nix::fcntl::open(
+        ".",
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| SpawnError::WorkingDirectory(e.into()))?;
+    let holder = Holder {
+        uid,
+        gid,
+        groups: &[],
+    };
+    let hidden = hidden_from_working_directory(
+        policy,
+        client,
+        cwd.as_os_str().as_bytes(),
+        dir.as_fd(),
+        &holder,
+    )
+    .map_err(|e| SpawnError::WorkingDirectory(e.into()))?;
+    match hidden {
+        None => Ok(()),
+        Some((HiddenBeneath::NotCovered, up)) => {
+            tracing::warn!(
+                cwd = %cwd.display(),
+                up,
+                "from its working directory the worker can look at paths no policy rule \
+                 covers with its own permissions, past the directories above it that it \
+                 cannot search"
+            );
+            Ok(())
+        }
+        Some((hidden, up)) => {
+            let reason = match hidden {
+                HiddenBeneath::DenyBeneath(rule) => match policy.rules().get(rule.0) {
+                    Some(r) => format!(
+                        "the deny rule {:?} at {}:{}",
+                        r.pattern,
+                        policy.origin().display(),
+                        r.location
+                    ),
+                    None => hidden.to_string(),
+                },
+                other => other.to_string(),
+            };
+            Err(SpawnError::WorkingDirectoryReveals { cwd, reason, up })
+        }
+    }
+}
+
 fn confine_parent(
     shared: &Shared,
     policy_file: &std::path::Path,
@@ -345,25 +459,68 @@ fn pick_client(
     }
 }
 
-/// The sandbox user: `--user`, else the policy's `[sandbox] user`.
-fn sandbox_user(policy: &Policy, user: Option<&str>) -> Identity {
-    match user {
+/// Who the sandbox runs as: a user (and group), and the lease of a transient uid.
+struct SandboxIdentity {
+    user: Identity,
+    /// `None`: the user's primary group.
+    group: Option<Identity>,
+    lease: Option<Lease>,
+}
+
+impl SandboxIdentity {
+    /// A sandbox that becomes this identity and grants nothing yet.
+    fn sandbox(&self) -> Sandbox {
+        let sandbox = Sandbox::new().user(self.user.clone());
+        match &self.group {
+            Some(group) => sandbox.group(group.clone()),
+            None => sandbox,
+        }
+    }
+}
+
+/// The sandbox user: `--user`, else the policy's `[sandbox] user`; `dynamic` (the
+/// default) takes a transient uid from `[sandbox] uid_range` ([`crate::spawn::identity`]).
+fn sandbox_identity(policy: &Policy, user: Option<&str>) -> Result<SandboxIdentity, SpawnError> {
+    let spec = match user {
+        Some(UserSpec::DYNAMIC) => UserSpec::Dynamic,
         Some(u) => u
             .parse::<u32>()
-            .map_or_else(|_| Identity::from(u), Identity::from),
-        None => match &policy.sandbox().user {
-            UserSpec::Name(n) => Identity::from(n.as_str()),
-            UserSpec::Id(id) => Identity::from(*id),
-        },
-    }
+            .map_or_else(|_| UserSpec::Name(u.to_owned()), UserSpec::Id),
+        None => policy.sandbox().user.clone(),
+    };
+    let named = |user: Identity| {
+        tracing::warn!(
+            user = %user,
+            "the sandbox runs as a named user: every other process of that user can take \
+             the worker's descriptors and its broker connection ([sandbox] user = \"dynamic\" \
+             gives each run a uid of its own)"
+        );
+        SandboxIdentity {
+            user,
+            group: None,
+            lease: None,
+        }
+    };
+    Ok(match spec {
+        UserSpec::Dynamic => {
+            let lease = identity::allocate(policy.sandbox().uid_range)?;
+            SandboxIdentity {
+                user: Identity::Id(lease.uid()),
+                group: Some(Identity::Id(lease.gid())),
+                lease: Some(lease),
+            }
+        }
+        UserSpec::Name(n) => named(Identity::from(n)),
+        UserSpec::Id(id) => named(Identity::from(id)),
+    })
 }
 
 /// The spawned worker may read and execute the system's program and library
 /// directories (the policy's `[sandbox] read_only`), and nothing else by path.
 /// Entries missing on this machine (`/lib64` on some architectures) grant nothing and
 /// are skipped.
-fn sandbox_for(policy: &Policy, user: Identity) -> Sandbox {
-    let mut sandbox = Sandbox::new().user(user);
+fn sandbox_for(policy: &Policy, who: &SandboxIdentity) -> Sandbox {
+    let mut sandbox = who.sandbox();
     for path in &policy.sandbox().read_only {
         if path.exists() {
             sandbox = sandbox.allow_read_exec(path);

@@ -14,6 +14,10 @@
 //! | scratch remover | [`scratch`] `remover_main` | root, unconfined, deaf to all signals but `SIGKILL` | the spawn broker (fork, transparent mode) |
 
 pub mod broker;
+/// Not a process: the transient uid each sandbox runs as, taken by the spawn broker.
+pub mod identity;
 pub mod pidns;
 pub mod scratch;
+/// Not a process: the check of the standard descriptors the worker keeps.
+pub mod stdio;
 mod worker;

@@ -38,6 +38,16 @@
 //! then starts threads. Both children come from `fork`, so the C library's view of
 //! them stays consistent (a raw `clone` would leave its cached thread id stale).
 //!
+//! # Its own System V IPC too
+//!
+//! The namespace's processes also share an IPC namespace of their own (`CLONE_NEWIPC`,
+//! unshared with the PID namespace, which the broker leaves again the same way): System
+//! V shared memory, message queues, semaphores and POSIX message queues made in the
+//! sandbox are invisible outside it and destroyed with its last process. Otherwise they
+//! would outlive the run as its uid, and a transient uid is handed to later runs
+//! ([`crate::spawn::identity`]): a worker could leave data for whichever sandbox gets
+//! its uid next, or pick up what an earlier one left.
+//!
 //! # Ending it
 //!
 //! Init holds one end of a socketpair (its *lifeline*); the broker holds the other and
@@ -56,8 +66,8 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
-use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::io::{self, Write as _};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::process::{Child, Command};
 
 /// Init's first message on its lifeline: confined and serving.
@@ -135,12 +145,16 @@ impl Init {
 }
 
 /// Starts `worker` (its `pre_exec` confines it) as the second process of a new PID
-/// namespace whose init runs confined by `init_sandbox`.
+/// namespace whose init runs confined by `init_sandbox`. Init keeps `hold` open (and
+/// never uses it) until the namespace ends: the lock of a transient uid
+/// ([`crate::spawn::identity::Lease`]), so that the uid stays taken while anything of
+/// the namespace may still run, even after the broker died.
 ///
 /// Call while single-threaded (checked) and privileged (`CAP_SYS_ADMIN`).
 pub fn spawn(
     worker: &mut Command,
     init_sandbox: PreparedSandbox,
+    hold: Option<BorrowedFd<'_>>,
 ) -> Result<(Child, Init), NamespaceError> {
     let threads = std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count());
     if threads != 1 {
@@ -149,16 +163,24 @@ pub fn spawn(
         ))));
     }
     let own = std::fs::File::open("/proc/self/ns/pid").map_err(setup("open /proc/self/ns/pid"))?;
-    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| setup("unshare")(e.into()))?;
-    let started = start(worker, init_sandbox);
+    let own_ipc =
+        std::fs::File::open("/proc/self/ns/ipc").map_err(setup("open /proc/self/ns/ipc"))?;
+    unshare(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC)
+        .map_err(|e| setup("unshare")(e.into()))?;
+    let started = start(worker, init_sandbox, hold.map(|fd| fd.as_raw_fd()));
     // Children born here again, whatever happened above: only then may threads start.
-    if let Err(e) = setns(&own, CloneFlags::CLONE_NEWPID) {
+    // The broker itself uses no System V IPC, but goes back to its own namespace too.
+    let back = setns(&own, CloneFlags::CLONE_NEWPID)
+        .and_then(|()| setns(&own_ipc, CloneFlags::CLONE_NEWIPC));
+    if let Err(e) = back {
         if let Ok((mut child, init)) = started {
             let _ = child.kill();
             let _ = child.wait();
             let _ = init.end();
         }
-        return Err(setup("re-enter the broker's own PID namespace")(e.into()));
+        return Err(setup("re-enter the broker's own PID and IPC namespaces")(
+            e.into(),
+        ));
     }
     started
 }
@@ -168,13 +190,14 @@ pub fn spawn(
 fn start(
     worker: &mut Command,
     init_sandbox: PreparedSandbox,
+    hold: Option<RawFd>,
 ) -> Result<(Child, Init), NamespaceError> {
     let (lifeline, init_end) = Channel::pair().map_err(setup("make the init's lifeline"))?;
     // SAFETY: the process is single-threaded (checked by `spawn`), so the child is a
     // complete copy with no lock held by a thread that does not exist in it; it runs
     // only `init_main`, which never returns.
     match unsafe { nix::unistd::fork() }.map_err(|e| setup("fork the init")(e.into()))? {
-        ForkResult::Child => init_main(&init_end, init_sandbox),
+        ForkResult::Child => init_main(&init_end, init_sandbox, hold),
         ForkResult::Parent { child } => {
             drop(init_end);
             drop(init_sandbox);
@@ -198,16 +221,20 @@ fn start(
 }
 
 /// Init's whole life; exits, never returns into the broker's code.
-fn init_main(lifeline: &Channel, sandbox: PreparedSandbox) -> ! {
+fn init_main(lifeline: &Channel, sandbox: PreparedSandbox, hold: Option<RawFd>) -> ! {
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        serve_as_init(lifeline, sandbox)
+        serve_as_init(lifeline, sandbox, hold)
     }));
     let code = match run {
         Ok(Ok(())) => 0,
         Ok(Err(e)) => {
             let errno = e.raw_os_error().unwrap_or(libc::EIO).to_le_bytes();
             let _ = lifeline.send(&[FAILED, errno[0], errno[1], errno[2], errno[3]]);
-            eprintln!("fdbroker: the worker's namespace init: {e}");
+            // Never `eprintln!`: it panics when stderr fails.
+            let _ = writeln!(
+                std::io::stderr(),
+                "fdbroker: the worker's namespace init: {e}"
+            );
             1
         }
         Err(_) => 1,
@@ -215,18 +242,24 @@ fn init_main(lifeline: &Channel, sandbox: PreparedSandbox) -> ! {
     crate::sys::exit_now(code)
 }
 
-/// Close every descriptor init inherited but its `lifeline`.
+/// Close every descriptor init inherited but its `lifeline` and `hold`.
 #[allow(unsafe_code)] // closing what it inherited
-fn close_inherited(lifeline: &Channel) -> io::Result<()> {
+fn close_inherited(lifeline: &Channel, hold: Option<RawFd>) -> io::Result<()> {
+    let own = lifeline.as_raw_fd();
+    let keep = [own, hold.unwrap_or(own)];
     // SAFETY: init is a forked copy of the broker that never returns to the broker's
     // code: it serves until the lifeline closes and then `_exit`s, so no value owning a
     // closed descriptor is used or dropped again.
-    unsafe { crate::sys::close_all_but(&[lifeline.as_raw_fd()]) }
+    unsafe { crate::sys::close_all_but(&keep) }
 }
 
 /// Confines init, then reaps every child the namespace gives it until the lifeline
 /// closes.
-fn serve_as_init(lifeline: &Channel, sandbox: PreparedSandbox) -> io::Result<()> {
+fn serve_as_init(
+    lifeline: &Channel,
+    sandbox: PreparedSandbox,
+    hold: Option<RawFd>,
+) -> io::Result<()> {
     // Out of the terminal's session, as the worker is: keys typed there signal only
     // `fdbroker run`.
     nix::unistd::setsid()?;
@@ -234,10 +267,16 @@ fn serve_as_init(lifeline: &Channel, sandbox: PreparedSandbox) -> io::Result<()>
     // The kernel clears the parent-death signal when the ids change, so only now. A
     // broker that died before this point closed the lifeline: seen below.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    // Not dumpable, whatever `fs.suid_dumpable` says (the kernel turns dumping off at the
+    // change of ids only when it is 0): init never execs, so this lasts, and no process
+    // of the sandbox's uid may read its memory or take its descriptors (the worker's
+    // seccomp filter and Landlock domain refuse that too). The worker cannot be kept so:
+    // its `execve` makes it dumpable again; its own uid is what protects it.
+    nix::sys::prctl::set_dumpable(false)?;
     // Init is a copy of the broker and holds copies of all its descriptors; it must hold
     // none of them (above all the broker's end of the lifeline, or it would never see
-    // that end close).
-    close_inherited(lifeline)?;
+    // that end close), but the transient uid's lock it holds for the namespace.
+    close_inherited(lifeline, hold)?;
     let mut chld = SigSet::empty();
     chld.add(Signal::SIGCHLD);
     chld.thread_block()?;

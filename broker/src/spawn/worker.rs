@@ -8,8 +8,8 @@
 
 use fdbroker_worker::sandbox::PreparedSandbox;
 use nix::sys::signal::{SigSet, Signal};
-use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::{self, Write as _};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -39,7 +39,14 @@ pub(super) fn set_pre_exec(cmd: &mut Command, worker_end: OwnedFd, becomes: Beco
 
 /// Runs in the forked child: only system calls on prepared values.
 fn worker_pre_exec(worker_end: &OwnedFd, becomes: Option<Becomes>) -> io::Result<()> {
-    // The worker inherits exactly this descriptor (its number is in FDBROKER_FD).
+    // The worker inherits stdin, stdout, stderr (checked in the parent to be no
+    // directory or `O_PATH` handle) and this descriptor (its number is in
+    // FDBROKER_FD), nothing else: whatever `fdbroker run` was started with above
+    // stderr (a directory beneath a deny carve-out, a shell's stray pipe) would be a
+    // handle past the policy. Marked close-on-exec rather than closed, so the values
+    // that own them (the prepared sandbox, `Command`'s exec-error pipe) stay valid
+    // until the exec; in transparent mode the program, forked from here, execs too.
+    crate::sys::cloexec_all_but(&[worker_end.as_raw_fd()])?;
     nix::fcntl::fcntl(
         worker_end.as_fd(),
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
@@ -63,7 +70,11 @@ fn worker_pre_exec(worker_end: &OwnedFd, becomes: Option<Becomes>) -> io::Result
     };
     if let Err(e) = prepared.apply() {
         // Only the errno crosses back to the parent; say why here.
-        eprintln!("fdbroker: cannot confine the worker: {e}");
+        // Never `eprintln!`: it panics when stderr fails.
+        let _ = writeln!(
+            std::io::stderr(),
+            "fdbroker: cannot confine the worker: {e}"
+        );
         return Err(e.into());
     }
     // Never outlive the broker. Set only now: the kernel clears the parent-death

@@ -111,3 +111,25 @@ fn invalid_and_unmatched_paths() {
         "{text}"
     );
 }
+
+#[test]
+fn a_directory_with_a_carve_out_beneath_is_listed_by_the_broker() {
+    let p = fixture();
+    let e = p.explain(1001, 1001, b"/in", Access::Directory);
+    assert!(e.is_allow());
+    let text = e.to_string();
+    assert!(
+        text.contains("no descriptor is passed for this directory: a deny rule lies beneath it"),
+        "{text}"
+    );
+    assert!(text.contains("deny \"/in/"), "{text}");
+    // Nothing hidden beneath: no such line; and only for `directory`.
+    let sub = p
+        .explain(1001, 1001, b"/in/sub", Access::Directory)
+        .to_string();
+    assert!(!sub.contains("listing:"), "{sub}");
+    let read = p
+        .explain(1001, 1001, b"/in/a.txt", Access::Read)
+        .to_string();
+    assert!(!read.contains("listing:"), "{read}");
+}

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::{load_err, parse};
 use crate::{
-    AccessSet, BrokerSettings, ClientId, Effect, LoadErrorKind, PatternKind, Policy, RootId,
-    RuleId, RuleOptions, SandboxSettings, Symlinks, UserSpec,
+    AccessSet, AuditFailure, BrokerSettings, ClientId, Effect, LoadErrorKind, PatternKind, Policy,
+    RootId, RuleId, RuleOptions, SandboxSettings, Symlinks, UidRange, UserSpec,
 };
 
 /// A minimal valid client on lines 1 to 3; tests append to it from line 4 on.
@@ -36,7 +36,8 @@ confine = true
 
 [sandbox]
 read_only = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc/ld.so.cache"]
-user = "nobody"
+user = "dynamic"
+uid_range = "0x70000000-0x7000ffff"
 
 [[client]]
 name = "scanner"
@@ -92,7 +93,7 @@ groups = ["nogroup"]
     assert_eq!(r.access, AccessSet::READ);
     assert_eq!(r.options, RuleOptions::default());
     assert_eq!(r.root, Some(RootId(0)));
-    assert_eq!((r.location.line, r.location.col), (22, 10));
+    assert_eq!((r.location.line, r.location.col), (23, 10));
     let d = p.rule(RuleId(2));
     assert_eq!(d.effect, Effect::Deny);
     assert_eq!(d.root, None);
@@ -114,6 +115,8 @@ fn defaults_apply_when_tables_are_absent() {
     );
     assert_eq!(b.idle_timeout, Some(Duration::from_secs(300)));
     assert!(b.confine);
+    // Refusing grants that cannot be audited is the safe default.
+    assert_eq!(b.audit_failure, AuditFailure::Refuse);
     let s = p.sandbox();
     let want: Vec<PathBuf> = [
         "/usr",
@@ -127,7 +130,9 @@ fn defaults_apply_when_tables_are_absent() {
     .map(PathBuf::from)
     .collect();
     assert_eq!(s.read_only, want);
-    assert_eq!(s.user, UserSpec::Name("nobody".into()));
+    assert_eq!(s.user, UserSpec::Dynamic);
+    assert_eq!(s.uid_range, UidRange::DEFAULT);
+    assert_eq!(s.uid_range.to_string(), "1879048192-1879113727");
     assert_eq!(p.origin(), Path::new("p.toml"));
     assert!(p.roots().is_empty());
 }
@@ -145,7 +150,55 @@ fn settings_other_than_defaults() {
     assert!(!b.confine);
     assert_eq!(b.max_batch, 1);
     assert!(p.sandbox().read_only.is_empty());
+    for (word, want) in [
+        ("refuse", AuditFailure::Refuse),
+        ("serve", AuditFailure::Serve),
+    ] {
+        let p = parse(&format!("[broker]\naudit_failure = \"{word}\"\n{C}"));
+        assert_eq!(p.broker().audit_failure, want);
+        assert_eq!(want.as_str(), word);
+    }
+    assert_eq!(
+        err(&format!("[broker]\naudit_failure = \"ignore\"\n{C}")),
+        "p.toml:2:17: unknown audit_failure setting \"ignore\": expected \"refuse\" or \"serve\""
+    );
     assert_eq!(p.sandbox().user, UserSpec::Id(65534));
+}
+
+#[test]
+fn uid_range_is_checked_and_dynamic_is_a_keyword() {
+    let p = parse(&format!(
+        "[sandbox]\nuser = \"dynamic\"\nuid_range = \"61184-0xffef\"\n{C}"
+    ));
+    assert_eq!(p.sandbox().user, UserSpec::Dynamic);
+    assert_eq!(
+        p.sandbox().uid_range,
+        UidRange {
+            first: 61184,
+            last: 65519
+        }
+    );
+    assert_eq!(p.sandbox().uid_range.len(), 4336);
+    for bad in [
+        "0-10",
+        "10-9",
+        "100",
+        "1-4294967295",
+        "60000-65534",
+        "a-b",
+        "-5-7",
+        "+1-2",
+        "0x+1-0x2",
+        "0x-5",
+        "",
+    ] {
+        let e = load_err(&format!("[sandbox]\nuid_range = \"{bad}\"\n{C}"));
+        assert!(
+            matches!(e.kind(), LoadErrorKind::BadUidRange(t) if t == bad),
+            "{bad}: {e}"
+        );
+        assert_eq!(e.line(), Some(2), "{bad}");
+    }
 }
 
 #[test]
@@ -757,4 +810,53 @@ fn hardlinks_with_a_deny_inside_the_root() {
     );
     // A deny elsewhere is no concern of the rule's.
     assert!(parse("/data/", "/other/secret").is_ok());
+}
+
+/// A policy with `n` allow rules in one client.
+fn with_rules(n: usize) -> String {
+    let mut text = String::from(C);
+    for i in 0..n {
+        text.push_str(&format!("[[client.allow]]\npath = \"/srv/r{i}/\"\n"));
+    }
+    text
+}
+
+#[test]
+fn the_rule_count_is_bounded_and_the_first_rule_beyond_is_named() {
+    assert_eq!(
+        parse(&with_rules(crate::MAX_RULES)).rules().len(),
+        crate::MAX_RULES
+    );
+    let e = load_err(&with_rules(crate::MAX_RULES + 1));
+    assert!(
+        matches!(e.kind(), LoadErrorKind::TooManyRules { .. }),
+        "{e}"
+    );
+    // C is three lines, each rule two: the first beyond starts on line 4 + 2 * MAX.
+    let line = 4 + 2 * crate::MAX_RULES + 1;
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "p.toml:{line}:8: too many rules: {}, a policy holds at most {} \
+             (this is the first beyond)",
+            crate::MAX_RULES + 1,
+            crate::MAX_RULES
+        )
+    );
+}
+
+#[test]
+fn policy_text_beyond_the_size_limit_is_refused_before_parsing() {
+    let limit = usize::try_from(crate::MAX_POLICY_BYTES).unwrap();
+    // Valid TOML up to the limit (a comment pads it), one byte more is refused.
+    let mut text = with_c("#");
+    text.push_str(&"x".repeat(limit - text.len()));
+    parse(&text);
+    text.push('x');
+    let e = load_err(&text);
+    assert!(matches!(e.kind(), LoadErrorKind::TooLarge { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!("p.toml: too large: a policy file holds at most {limit} bytes")
+    );
 }

@@ -2,6 +2,7 @@
 //! and a model-based property test.
 #![allow(clippy::unwrap_used)]
 
+mod beneath;
 mod decide;
 mod explain;
 mod load;

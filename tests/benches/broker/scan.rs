@@ -5,7 +5,7 @@
 //! - (a) baseline: as root, plain opens;
 //! - (b) as `nobody` through a real `fdbroker serve` with `Client::open_iter` (the
 //!   next batch requested while the current one is hashed);
-//! - (c) as `nobody` under `fdbroker run --transparent`, plain opens, when this build
+//! - (c) under `fdbroker run --transparent` (as its transient uid), plain opens, when this build
 //!   has transparent mode;
 //! - (d) a privileged helper started per file (fork + exec of `scan-probe one FILE`).
 //!
@@ -130,7 +130,7 @@ pub fn run(n: usize, reps: usize) -> Scan {
     let probe_bin = sibling_bin("scan-probe");
     // The sandbox of (c) may run the scanner from where it lies.
     let bins = probe_bin.parent().expect("the scanner's directory");
-    // The uid the scans (b) and (c) run as.
+    // The uid the scan (b) runs as ((c) runs as the run's transient uid).
     let nobody = fdbroker_tests::nobody_uid();
     let policy = format!(
         "[broker]\nsocket_mode = \"0666\"\n\

@@ -11,6 +11,11 @@
 //!   scan ROOT       -> walk + open_iter: `FILE <path> <bytes>` or ERR per file
 //!   cat PATH...     -> `CAT <path> <contents>` or ERR
 //!   uid             -> `UID <real> <effective>`
+//!   peek DIR NAME...-> opens DIR with `directory` access (or `ERR DIR ...`), then per
+//!                      NAME `fstatat(2)` (no follow) and `readlinkat(2)` through that
+//!                      descriptor, as a hostile worker would: `PEEK <name> <size>
+//!                      <mode octal> <uid>` or `PEEK <name> ERRNO <n>`, then
+//!                      `LINK <name> <target>` or `LINK <name> ERRNO <n>`
 //!   repl            -> reads `cat PATH` / `stat PATH` lines from stdin, answers each as
 //!                      above (after `READY` once connected): for acting between requests
 //! ERR lines: `ERR <path> <ErrorKind> <errno or -> <message>`.
@@ -149,6 +154,32 @@ fn main() -> ExitCode {
                 };
                 let _ = writeln!(out, "{reply}");
                 let _ = out.flush();
+            }
+        }
+        "peek" => {
+            let Some((dir, names)) = rest.split_first() else {
+                eprintln!("library-probe: peek needs a directory");
+                return ExitCode::from(2);
+            };
+            let fd = match client.open_with(dir, fdbroker_worker::Access::Directory) {
+                Ok(f) => std::os::fd::OwnedFd::from(f),
+                Err(e) => {
+                    let _ = writeln!(out, "{}", err_line(dir, &e));
+                    return ExitCode::SUCCESS;
+                }
+            };
+            for name in names {
+                let flags = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
+                let line = match nix::sys::stat::fstatat(&fd, name.as_str(), flags) {
+                    Ok(st) => format!("PEEK {name} {} {:o} {}", st.st_size, st.st_mode, st.st_uid),
+                    Err(e) => format!("PEEK {name} ERRNO {}", e as i32),
+                };
+                let _ = writeln!(out, "{line}");
+                let line = match nix::fcntl::readlinkat(&fd, name.as_str()) {
+                    Ok(t) => format!("LINK {name} {}", t.to_string_lossy()),
+                    Err(e) => format!("LINK {name} ERRNO {}", e as i32),
+                };
+                let _ = writeln!(out, "{line}");
             }
         }
         "uid" => {

@@ -8,6 +8,14 @@
 //!     (as a worker under `fdbroker run`) start a child with `clone(CLONE_PARENT)`, so
 //!     that it is the broker's child rather than the worker's; the child sleeps; the
 //!     worker prints `sibling PID` and exits 7
+//! spawn-attack steal PID FD PATH
+//!     (an unsandboxed process, run as some user) try to borrow the rights of the worker
+//!     PID whose broker connection is its descriptor FD: copy FD with `pidfd_getfd` and,
+//!     if that works, ask the broker through the copy for PATH; open `/proc/PID/mem`
+//!     and `/proc/PID/fd/FD`; attach with `ptrace(PTRACE_SEIZE)`. One line each:
+//!     `getfd ok`/`getfd err ERRNO`, `stolen OK <first line>`/`stolen ERR <error>`,
+//!     `mem ok`/`mem err ERRNO`, `fdlink ok`/`fdlink err ERRNO`,
+//!     `ptrace ok`/`ptrace err ERRNO`
 //! ```
 #![allow(clippy::unwrap_used)]
 
@@ -32,8 +40,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("clone-parent") => clone_parent(),
+        Some("steal") if args.len() == 5 => {
+            steal(args[2].parse().unwrap(), args[3].parse().unwrap(), &args[4])
+        }
         _ => {
-            eprintln!("usage: spawn-attack grant-flood SOCKET PATH SECS | clone-parent");
+            eprintln!(
+                "usage: spawn-attack grant-flood SOCKET PATH SECS | clone-parent | steal PID FD PATH"
+            );
             ExitCode::from(2)
         }
     }
@@ -57,4 +70,68 @@ fn clone_parent() -> ExitCode {
             ExitCode::from(7)
         }
     }
+}
+
+fn errno_name(e: &std::io::Error) -> String {
+    format!(
+        "{:?}",
+        nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))
+    )
+}
+
+fn steal(pid: i32, fd: i32, path: &str) -> ExitCode {
+    use std::io::{BufRead, BufReader};
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        println!(
+            "pidfd_open err {}",
+            errno_name(&std::io::Error::last_os_error())
+        );
+        return ExitCode::from(1);
+    }
+    // SAFETY: pidfd_getfd takes a pidfd, a descriptor number in that process and flags,
+    // and returns a new descriptor (close-on-exec) or -1.
+    let stolen = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd as i32, fd, 0) };
+    if stolen < 0 {
+        println!("getfd err {}", errno_name(&std::io::Error::last_os_error()));
+    } else {
+        println!("getfd ok");
+        // The copy is the worker's broker connection: use it as a worker would.
+        // SAFETY: single-threaded here; nothing else reads the environment meanwhile.
+        unsafe { std::env::set_var(fdbroker_worker::client::ENV_FD, stolen.to_string()) };
+        match fdbroker_worker::Client::from_env_timeout(Duration::from_secs(10))
+            .and_then(|c| c.open(path))
+        {
+            Ok(f) => {
+                let mut line = String::new();
+                let _ = BufReader::new(f).read_line(&mut line);
+                println!("stolen OK {}", line.trim_end());
+            }
+            Err(e) => println!("stolen ERR {e}"),
+        }
+    }
+    for (what, file) in [
+        ("mem", format!("/proc/{pid}/mem")),
+        ("fdlink", format!("/proc/{pid}/fd/{fd}")),
+    ] {
+        match std::fs::File::open(&file) {
+            Ok(_) => println!("{what} ok"),
+            Err(e) => println!("{what} err {}", errno_name(&e)),
+        }
+    }
+    // SAFETY: PTRACE_SEIZE with no data changes nothing in this process; it attaches
+    // to `pid` or fails.
+    let rc = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0usize, 0usize) };
+    if rc == 0 {
+        println!("ptrace ok");
+        // SAFETY: as above; detaching lets the tracee go on.
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize) };
+    } else {
+        println!(
+            "ptrace err {}",
+            errno_name(&std::io::Error::last_os_error())
+        );
+    }
+    ExitCode::SUCCESS
 }

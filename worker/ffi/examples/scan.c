@@ -4,8 +4,8 @@
  *
  *     scan [-s SOCKET] DIR...
  *
- * Each directory is opened with fdb_open(..., O_RDONLY | O_DIRECTORY) and listed with
- * fdopendir(3); the files in it are opened with one fdb_open_many per directory and
+ * Each directory is listed by the broker with fdb_read_dir (which leaves out what the
+ * policy hides); the files in it are opened with one fdb_open_many per directory and
  * hashed (64-bit FNV-1a) as they are read. Prints "HASH  PATH" per file. A failure is
  * reported on stderr as "scan: PATH: reason (ERRNO)" and makes the exit status 1;
  * the walk goes on. Without -s the library finds the broker itself (FDBROKER_FD,
@@ -140,50 +140,43 @@ out:
     free(errs);
 }
 
+/* What fdb_read_dir's callback fills: the directory's files and subdirectories. */
+struct listing {
+    const char *dir;
+    struct list files, dirs;
+};
+
+static int on_entry(void *ctx, const char *name, int type)
+{
+    struct listing *l = ctx;
+    char path[PATH_MAX];
+    if (join(path, l->dir, name) < 0) {
+        fail(l->dir, ENAMETOOLONG, NULL);
+        return 0;
+    }
+    /* DT_UNKNOWN is tried as a file: the broker says EISDIR if it is not. */
+    int ok = 0;
+    if (type == DT_DIR)
+        ok = push(&l->dirs, path);
+    else if (type == DT_REG || type == DT_UNKNOWN)
+        ok = push(&l->files, path);
+    if (ok < 0) {
+        fail(path, ENOMEM, NULL);
+        return 1;
+    }
+    return 0;
+}
+
 static void scan_dir(fdb_client *broker, const char *dir)
 {
-    int fd = fdb_open(broker, dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) {
+    struct listing l = {.dir = dir};
+    if (fdb_read_dir(broker, dir, on_entry, &l) < 0)
         fail(dir, errno, fdb_last_error());
-        return;
-    }
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        fail(dir, errno, NULL);
-        close(fd);
-        return;
-    }
-    struct list files = {0}, dirs = {0};
-    char path[PATH_MAX];
-    struct dirent *e;
-    errno = 0;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        if (join(path, dir, e->d_name) < 0) {
-            fail(dir, ENAMETOOLONG, NULL);
-            continue;
-        }
-        /* DT_UNKNOWN is tried as a file: the broker says EISDIR if it is not. */
-        int ok = 0;
-        if (e->d_type == DT_DIR)
-            ok = push(&dirs, path);
-        else if (e->d_type == DT_REG || e->d_type == DT_UNKNOWN)
-            ok = push(&files, path);
-        if (ok < 0) {
-            fail(path, ENOMEM, NULL);
-            break;
-        }
-        errno = 0;
-    }
-    if (errno)
-        fail(dir, errno, NULL);
-    closedir(d); /* closes fd too: the descriptor was ours */
-    scan_files(broker, &files);
-    for (size_t i = 0; i < dirs.len; i++)
-        scan_dir(broker, dirs.items[i]);
-    clear(&files);
-    clear(&dirs);
+    scan_files(broker, &l.files);
+    for (size_t i = 0; i < l.dirs.len; i++)
+        scan_dir(broker, l.dirs.items[i]);
+    clear(&l.files);
+    clear(&l.dirs);
 }
 
 int main(int argc, char **argv)

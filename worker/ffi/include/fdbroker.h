@@ -21,6 +21,14 @@
  */
 typedef struct fdb_client fdb_client;
 
+/**
+ * The callback `fdb_read_dir` calls once per entry: `ctx` as given, the entry's name
+ * (NUL-terminated, valid for the call only) and its type as a `d_type` value
+ * (`DT_REG`, `DT_DIR`, `DT_LNK`, `DT_FIFO`, `DT_SOCK`, `DT_CHR`, `DT_BLK`), not
+ * following a symbolic link. Return 0 to go on, anything else to stop.
+ */
+typedef int (*fdb_dir_entry_fn)(void *ctx, const char *name, int kind);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -31,12 +39,23 @@ extern "C" {
  * `socket_path` is the broker's socket; NULL chooses the way a worker is usually set
  * up: the inherited connection in `FDBROKER_FD` (set by `fdbroker run`), else the
  * socket named by `FDBROKER_SOCKET`, else `/run/fdbroker/fdbroker.sock`.
+ * `FDBROKER_TIMEOUT` (seconds), when set, bounds connecting, the greeting and then each
+ * reply, with a path as without one: a stopped broker is `ETIMEDOUT`, not a hang.
  *
  * An inherited connection is shared by every process of the worker's tree, so it is
  * never used for requests: each `fdb_connect(NULL)` asks the broker over it for a
  * connection of its own with the same identity. Any number of clients, in any number
  * of processes of one `fdbroker run`, may be made this way; the inherited descriptor
  * is left open (and inheritable, if it was) for the process's own children.
+ *
+ * A lost broker: a client made from a socket path (given, `FDBROKER_SOCKET` or the
+ * default) that finds its connection ended (the broker's server was restarted or
+ * replaced) reconnects once, on the same descriptor number, and retries the request;
+ * a request that may have been carried out already is retried only if repeating it
+ * changes nothing (not an `O_CREAT` open, which then fails with `ECONNABORTED`). If
+ * reconnecting fails, the call fails with `ECONNABORTED` and the next call tries
+ * again. A client over the inherited connection never reconnects (its broker is the
+ * process that started the worker): every call fails with `ECONNABORTED`.
  *
  * Returns a client, or NULL with `errno` set (`ENOENT`, `ECONNREFUSED`, `EACCES` when
  * the broker's policy has no client for this user, `EAGAIN` when the broker is at a
@@ -51,7 +70,8 @@ fdb_client *fdb_connect(const char *socket_path);
  * Open `path` through the broker, like `open(2)`.
  *
  * `flags` is one of `O_RDONLY`, `O_WRONLY`, `O_RDWR`, `O_RDONLY | O_DIRECTORY`
- * (a directory, e.g. for `fdopendir`), or `O_WRONLY | O_CREAT | O_EXCL` (a new file,
+ * (a directory, e.g. for `fdopendir`, where the broker passes one: not for a directory
+ * whose descriptor would show what the policy hides; list those with `fdb_read_dir`), or `O_WRONLY | O_CREAT | O_EXCL` (a new file,
  * created with the policy rule's mode; `O_CREAT | O_EXCL` alone means the same, as
  * the broker creates files write-only), with `O_TRUNC` and/or `O_APPEND` for
  * `O_WRONLY` and `O_RDWR`. `O_CLOEXEC` and `O_NOCTTY` are accepted and always in
@@ -68,7 +88,9 @@ fdb_client *fdb_connect(const char *socket_path);
  * `client` is NULL or a live client from `fdb_connect`; `path` is NULL or points to a
  * NUL-terminated string.
  */
-int fdb_open(fdb_client *client, const char *path, int flags);
+int fdb_open(fdb_client *client,
+             const char *path,
+             int flags);
 
 /**
  * Open `n` paths with the same `flags` (as for `fdb_open`) in as few round trips as
@@ -92,6 +114,27 @@ int fdb_open_many(fdb_client *client,
                   int flags,
                   int *fds,
                   int *errnos);
+
+/**
+ * List the directory `path` through the broker, like `readdir(3)` without a
+ * descriptor: the broker reads it (where the policy grants `directory`) and leaves out
+ * `.`, `..` and every name the policy hides (a deny carve-out, a name no rule covers),
+ * so a hidden name looks exactly like one that does not exist. `callback` is called
+ * once per entry, in byte order of the names, after the whole listing has arrived.
+ *
+ * This is how to list a directory the broker will not pass a descriptor for: it passes
+ * none for a directory whose descriptor would show the worker what the policy hides
+ * (`fdb_open` with `O_DIRECTORY` fails there with `EACCES`).
+ *
+ * Returns 0 once every entry was given (or the callback stopped early: then the
+ * callback's nonzero value), or -1 with `errno` set as the broker said (`EACCES`,
+ * `ENOENT`, `ENOTDIR`, ...) and `fdb_last_error()` giving the path and the reason.
+ *
+ * # Safety
+ * `client` is NULL or a live client; `path` is NULL or points to a NUL-terminated
+ * string; `callback` is NULL or a function as described, which `ctx` suits.
+ */
+int fdb_read_dir(fdb_client *client, const char *path, fdb_dir_entry_fn callback, void *ctx);
 
 /**
  * This thread's last failure in words: the path and the broker's reason, or why the

@@ -44,12 +44,23 @@ pub struct fdb_client {
 /// `socket_path` is the broker's socket; NULL chooses the way a worker is usually set
 /// up: the inherited connection in `FDBROKER_FD` (set by `fdbroker run`), else the
 /// socket named by `FDBROKER_SOCKET`, else `/run/fdbroker/fdbroker.sock`.
+/// `FDBROKER_TIMEOUT` (seconds), when set, bounds connecting, the greeting and then each
+/// reply, with a path as without one: a stopped broker is `ETIMEDOUT`, not a hang.
 ///
 /// An inherited connection is shared by every process of the worker's tree, so it is
 /// never used for requests: each `fdb_connect(NULL)` asks the broker over it for a
 /// connection of its own with the same identity. Any number of clients, in any number
 /// of processes of one `fdbroker run`, may be made this way; the inherited descriptor
 /// is left open (and inheritable, if it was) for the process's own children.
+///
+/// A lost broker: a client made from a socket path (given, `FDBROKER_SOCKET` or the
+/// default) that finds its connection ended (the broker's server was restarted or
+/// replaced) reconnects once, on the same descriptor number, and retries the request;
+/// a request that may have been carried out already is retried only if repeating it
+/// changes nothing (not an `O_CREAT` open, which then fails with `ECONNABORTED`). If
+/// reconnecting fails, the call fails with `ECONNABORTED` and the next call tries
+/// again. A client over the inherited connection never reconnects (its broker is the
+/// process that started the worker): every call fails with `ECONNABORTED`.
 ///
 /// Returns a client, or NULL with `errno` set (`ENOENT`, `ECONNREFUSED`, `EACCES` when
 /// the broker's policy has no client for this user, `EAGAIN` when the broker is at a
@@ -63,7 +74,7 @@ pub unsafe extern "C" fn fdb_connect(socket_path: *const c_char) -> *mut fdb_cli
         // SAFETY: the caller passes NULL or a NUL-terminated string.
         let client = match unsafe { c_str(socket_path) } {
             None => Client::from_env(),
-            Some(path) => Client::connect(path_of(path)),
+            Some(path) => Client::connect_timeout_from_env(path_of(path)),
         }
         .map_err(|e| Failure::io(&e, String::new()))?;
         Ok(Box::into_raw(Box::new(fdb_client { client })))
@@ -73,7 +84,8 @@ pub unsafe extern "C" fn fdb_connect(socket_path: *const c_char) -> *mut fdb_cli
 /// Open `path` through the broker, like `open(2)`.
 ///
 /// `flags` is one of `O_RDONLY`, `O_WRONLY`, `O_RDWR`, `O_RDONLY | O_DIRECTORY`
-/// (a directory, e.g. for `fdopendir`), or `O_WRONLY | O_CREAT | O_EXCL` (a new file,
+/// (a directory, e.g. for `fdopendir`, where the broker passes one: not for a directory
+/// whose descriptor would show what the policy hides; list those with `fdb_read_dir`), or `O_WRONLY | O_CREAT | O_EXCL` (a new file,
 /// created with the policy rule's mode; `O_CREAT | O_EXCL` alone means the same, as
 /// the broker creates files write-only), with `O_TRUNC` and/or `O_APPEND` for
 /// `O_WRONLY` and `O_RDWR`. `O_CLOEXEC` and `O_NOCTTY` are accepted and always in
@@ -204,6 +216,82 @@ pub unsafe extern "C" fn fdb_open_many(
         nix::errno::Errno::set_raw(errno);
     }
     result
+}
+
+/// The callback `fdb_read_dir` calls once per entry: `ctx` as given, the entry's name
+/// (NUL-terminated, valid for the call only) and its type as a `d_type` value
+/// (`DT_REG`, `DT_DIR`, `DT_LNK`, `DT_FIFO`, `DT_SOCK`, `DT_CHR`, `DT_BLK`), not
+/// following a symbolic link. Return 0 to go on, anything else to stop.
+#[allow(non_camel_case_types)]
+pub type fdb_dir_entry_fn = Option<
+    unsafe extern "C" fn(ctx: *mut std::ffi::c_void, name: *const c_char, kind: c_int) -> c_int,
+>;
+
+/// List the directory `path` through the broker, like `readdir(3)` without a
+/// descriptor: the broker reads it (where the policy grants `directory`) and leaves out
+/// `.`, `..` and every name the policy hides (a deny carve-out, a name no rule covers),
+/// so a hidden name looks exactly like one that does not exist. `callback` is called
+/// once per entry, in byte order of the names, after the whole listing has arrived.
+///
+/// This is how to list a directory the broker will not pass a descriptor for: it passes
+/// none for a directory whose descriptor would show the worker what the policy hides
+/// (`fdb_open` with `O_DIRECTORY` fails there with `EACCES`).
+///
+/// Returns 0 once every entry was given (or the callback stopped early: then the
+/// callback's nonzero value), or -1 with `errno` set as the broker said (`EACCES`,
+/// `ENOENT`, `ENOTDIR`, ...) and `fdb_last_error()` giving the path and the reason.
+///
+/// # Safety
+/// `client` is NULL or a live client; `path` is NULL or points to a NUL-terminated
+/// string; `callback` is NULL or a function as described, which `ctx` suits.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fdb_read_dir(
+    client: *mut fdb_client,
+    path: *const c_char,
+    callback: fdb_dir_entry_fn,
+    ctx: *mut std::ffi::c_void,
+) -> c_int {
+    guarded(-1, || {
+        // SAFETY: the caller passes NULL or a live client from fdb_connect.
+        let client = unsafe { client_ref(client) }.ok_or_else(|| Failure::null("client"))?;
+        // SAFETY: the caller passes NULL or a NUL-terminated string.
+        let path = unsafe { c_str(path) }.ok_or_else(|| Failure::null("path"))?;
+        let callback = callback.ok_or_else(|| Failure::null("callback"))?;
+        let path = path_of(path);
+        let entries = client
+            .client
+            .read_dir(path)
+            .map_err(|e| Failure::io(&e, format!("{}: ", path.display())))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Failure::io(&e, format!("{}: ", path.display())))?;
+            // A file name holds no NUL byte.
+            let Ok(name) = CString::new(entry.file_name().as_bytes()) else {
+                continue;
+            };
+            let kind = entry.file_type().map_or(libc::DT_UNKNOWN, d_type);
+            // SAFETY: the caller's callback, with its own `ctx` and a name valid for
+            // the call.
+            let stop = unsafe { callback(ctx, name.as_ptr(), c_int::from(kind)) };
+            if stop != 0 {
+                return Ok(stop);
+            }
+        }
+        Ok(0)
+    })
+}
+
+/// The `d_type` value of a file type.
+fn d_type(kind: fdbroker_worker::FileKind) -> u8 {
+    use fdbroker_worker::FileKind;
+    match kind {
+        FileKind::Regular => libc::DT_REG,
+        FileKind::Directory => libc::DT_DIR,
+        FileKind::Symlink => libc::DT_LNK,
+        FileKind::Fifo => libc::DT_FIFO,
+        FileKind::Socket => libc::DT_SOCK,
+        FileKind::CharDevice => libc::DT_CHR,
+        FileKind::BlockDevice => libc::DT_BLK,
+    }
 }
 
 /// This thread's last failure in words: the path and the broker's reason, or why the

@@ -408,3 +408,128 @@ def test_an_inherited_descriptor_that_is_no_socket_is_refused(monkeypatch):
     assert e.value.errno == errno.ENOTSOCK
     assert fdbroker.ENV_FD in e.value.strerror
     os.close(r)
+
+
+class RestartingBroker:
+    """A fake broker on a socket path that vanishes after reading the first request
+    (as a killed server does), then answers every request on the next connection with
+    a pipe's read end."""
+
+    def __init__(self, path: str) -> None:
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.listener.bind(path)
+        self.listener.listen(4)
+        self.requests: List[object] = []
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        for n in range(2):
+            s, _ = self.listener.accept()
+            with s:
+                s.recv(_wire.MAX_MESSAGE)
+                send(s, welcome_frame())
+                while True:
+                    data = s.recv(_wire.MAX_MESSAGE)
+                    if not data:
+                        break
+                    req = _wire.decode(Kind.REQUEST, data)
+                    self.requests.append(req.op)
+                    if n == 0:
+                        s.shutdown(socket.SHUT_RDWR)
+                        break
+                    r, w = os.pipe()
+                    send(s, _wire.encode(Kind.REPLY, Reply(req.id, OpenReply(META))), [r])
+                    os.close(r)
+                    os.close(w)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_client_made_from_a_path_reconnects_once_and_retries(tmp_path):
+    fake = RestartingBroker(str(tmp_path / "broker.sock"))
+    c = fdbroker.Client(str(tmp_path / "broker.sock"), timeout=10)
+    fileno = c.fileno()
+    fd = c.open_fd("/x")
+    os.close(fd)
+    assert c.fileno() == fileno, "the descriptor number survives the reconnect"
+    assert len(fake.requests) == 2, "sent once, retried once on the new connection"
+    c.close()
+    fake.close()
+
+
+def test_a_create_the_broker_may_have_done_is_not_retried(tmp_path):
+    fake = RestartingBroker(str(tmp_path / "broker.sock"))
+    c = fdbroker.Client(str(tmp_path / "broker.sock"), timeout=10)
+    with pytest.raises(ConnectionAbortedError, match="not retried"):
+        c.open_fd("/x", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    assert len(fake.requests) == 1
+    # Reconnected all the same: the next request is served.
+    os.close(c.open_fd("/y"))
+    assert len(fake.requests) == 2
+    c.close()
+    fake.close()
+
+
+def _bounded(call: Callable[[], object], limit: float = 60.0) -> BaseException:
+    """Run ``call`` in a thread and return what it raised; fail (not hang) if it is
+    still running after ``limit`` seconds or returned."""
+    raised: List[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as e:  # noqa: BLE001 - the test inspects it
+            raised.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(limit)
+    assert not t.is_alive(), f"still blocked after {limit}s"
+    assert raised, "returned instead of raising"
+    return raised[0]
+
+
+def test_a_full_listen_queue_times_out_connecting(tmp_path):
+    """A broker stopped (SIGSTOP) long enough fills its listen queue; a blocking
+    connect() would then wait for room for ever. ``timeout`` bounds it."""
+    path = str(tmp_path / "full.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(path)
+    listener.listen(0)
+    queued: List[socket.socket] = []
+    try:
+        # Fill the queue: connect without blocking until the kernel says it is full.
+        while True:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            s.setblocking(False)
+            try:
+                s.connect(path)
+            except BlockingIOError:
+                s.close()
+                break
+            queued.append(s)
+            assert len(queued) < 100_000, "the listen queue never filled"
+        e = _bounded(lambda: fdbroker.Client(path, timeout=0.5))
+        assert isinstance(e, TimeoutError), repr(e)
+        assert "listen queue stayed full" in str(e), str(e)
+    finally:
+        for s in queued:
+            s.close()
+        listener.close()
+
+
+def test_a_listener_that_never_accepts_times_out_greeting(tmp_path):
+    """Room in the queue but nobody accepting (a stopped broker): the greeting times
+    out within ``timeout``."""
+    path = str(tmp_path / "stopped.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(path)
+    listener.listen(8)
+    try:
+        e = _bounded(lambda: fdbroker.Client(path, timeout=0.5))
+        assert isinstance(e, TimeoutError), repr(e)
+        assert "did not answer the greeting" in str(e), str(e)
+    finally:
+        listener.close()

@@ -19,6 +19,10 @@ from fdbroker._wire import (
     FileMeta,
     Hello,
     Kind,
+    List_,
+    ListEntry,
+    Listing,
+    ListReply,
     Open,
     OpenMany,
     OpenManyReply,
@@ -114,6 +118,8 @@ def from_json(kind: str, v: Any):
             op = Open(bytes(inner["path"]), _ACCESS[inner["access"]], inner["flags"])
         elif name == "Stat":
             op = Stat(bytes(inner["path"]))
+        elif name == "List":
+            op = List_(bytes(inner["path"]), inner["start"])
         else:
             assert name == "OpenMany"
             op = OpenMany(
@@ -130,6 +136,20 @@ def from_json(kind: str, v: Any):
         body = OpenManyReply(tuple(_outcome(o) for o in inner))
     elif name == "Stat":
         body = StatReply(_stat(inner))
+    elif name == "List":
+        if "Err" in inner:
+            body = ListReply(_error(inner["Err"]))
+        else:
+            page = inner["Ok"]
+            body = ListReply(
+                Listing(
+                    tuple(
+                        ListEntry(bytes(e["name"]), _KINDS[e["kind"]])
+                        for e in page["entries"]
+                    ),
+                    page["next"],
+                )
+            )
     else:
         assert name == "Refused"
         body = Refused(_error(inner))

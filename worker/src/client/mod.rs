@@ -23,11 +23,13 @@
 
 mod connect;
 pub mod iter;
+mod list;
 mod locks;
 mod pipeline;
 
 pub(crate) use connect::connected;
 pub use connect::{DEFAULT_SOCKET, ENV_FD, ENV_SOCKET, ENV_TIMEOUT};
+pub(crate) use list::Listed;
 pub(crate) use pipeline::Delivery;
 // The async client encodes its requests the same way.
 #[cfg(feature = "tokio")]
@@ -113,6 +115,20 @@ impl Client {
     /// ```
     pub fn connect_timeout(path: impl AsRef<Path>, timeout: Duration) -> io::Result<Client> {
         Client::dial(path.as_ref(), Some(timeout))
+    }
+
+    /// Connect to the broker listening at `path`, bounded as [`Client::connect_timeout`]
+    /// by [`ENV_TIMEOUT`] seconds if that is set, else as [`Client::connect`]: how a
+    /// command given a socket (`fdbroker cat --socket`) keeps the bound the environment
+    /// sets for every client.
+    ///
+    /// ```no_run
+    /// // FDBROKER_TIMEOUT=5: connecting, the greeting and each reply within 5 s.
+    /// let broker = fdbroker_worker::Client::connect_timeout_from_env("/run/fdbroker/fdbroker.sock")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn connect_timeout_from_env(path: impl AsRef<Path>) -> io::Result<Client> {
+        Client::dial(path.as_ref(), connect::env_timeout()?)
     }
 
     fn dial(path: &Path, timeout: Option<Duration>) -> io::Result<Client> {
@@ -379,8 +395,12 @@ impl Client {
             .unwrap_or_else(|| Err(self.pipeline.fail("reply of the wrong type for a stat")))
     }
 
-    /// The entries of the directory `path`, read from a descriptor the broker grants
-    /// (the policy must grant `directory` access there). `.` and `..` are left out.
+    /// The entries of the directory `path`, listed by the broker (the policy must grant
+    /// `directory` access there), in byte order of their names (sorted here once every
+    /// page, in the directory's order, has arrived). `.` and `..` are left
+    /// out, and so is every name the policy hides (a deny carve-out, a name no rule
+    /// covers): the broker answers the listing itself (`Op::List`, a page at a time)
+    /// rather than pass a descriptor, which would show those too.
     ///
     /// ```
     /// # include!("../../doctest_broker.rs");
@@ -400,8 +420,14 @@ impl Client {
     /// ```
     pub fn read_dir(&self, path: impl AsRef<Path>) -> io::Result<ReadDir> {
         let path = path.as_ref();
-        let dir = self.open_with(path, Access::Directory)?;
-        ReadDir::new(dir, path.to_owned())
+        let mut listing = Listed::new(path);
+        while let Some(op) = listing.next_op() {
+            let Delivery { body, .. } = self.pipeline.call(&op)?;
+            listing.take(body).map_err(|e| {
+                e.unwrap_or_else(|| self.pipeline.fail("reply of the wrong type for a listing"))
+            })?;
+        }
+        Ok(listing.finish())
     }
 
     /// Every entry beneath `path`, depth first, descending into each directory the

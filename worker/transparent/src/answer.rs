@@ -3,6 +3,7 @@
 //! and how" in the crate documentation).
 
 use crate::call::{Call, decode};
+use crate::listing::StandIns;
 use crate::memory::{absolute, read_path, write_memory};
 use crate::stat::{stat_bytes, statx_bytes};
 use crate::{sys, uapi};
@@ -11,6 +12,7 @@ use fdbroker_shared::Channel;
 use fdbroker_shared::wire::Access;
 use fdbroker_worker::Client;
 use std::ffi::OsStr;
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -48,6 +50,8 @@ pub struct Supervisor<'a> {
     broker: Option<Client>,
     policy: &'a Policy,
     client: ClientId,
+    /// Stand-ins for directories the broker lists itself (`listing.rs`).
+    stand_ins: StandIns,
 }
 
 impl<'a> Supervisor<'a> {
@@ -58,6 +62,7 @@ impl<'a> Supervisor<'a> {
         connection: OwnedFd,
         policy: &'a Policy,
         client: ClientId,
+        scratch: std::path::PathBuf,
     ) -> Self {
         Supervisor {
             listener,
@@ -65,6 +70,7 @@ impl<'a> Supervisor<'a> {
             broker: None,
             policy,
             client,
+            stand_ins: StandIns::new(scratch),
         }
     }
 
@@ -126,9 +132,12 @@ impl Supervisor<'_> {
         if !self.valid(n.id) {
             return Answer::Continue;
         }
-        let Some(path) = absolute(tid, dirfd, &raw) else {
+        let stand_ins = &self.stand_ins;
+        let Some(path) = absolute(tid, dirfd, &raw, &|base| stand_ins.real_base(base)) else {
             return Answer::Continue;
         };
+        // A stand-in named by its absolute path is its real directory too.
+        let path = self.stand_ins.real_base(&path).unwrap_or(path);
         // Only paths a rule covers go to the broker; elsewhere the sandbox decides.
         if let Decision::Deny(Denial::NoRule | Denial::InvalidPath(_)) =
             self.policy.decide(self.client, &path, Access::Read)
@@ -137,12 +146,14 @@ impl Supervisor<'_> {
         }
         let path = Path::new(OsStr::from_bytes(&path));
         let (policy, client) = (self.policy, self.client);
-        let broker = match self.broker() {
-            Ok(b) => b,
-            Err(e) => return Answer::Error(errno_of(&e)),
+        if let Err(e) = self.broker() {
+            return Answer::Error(errno_of(&e));
+        }
+        let (Some(broker), stand_ins) = (self.broker.as_ref(), &mut self.stand_ins) else {
+            return Answer::Error(libc::EIO);
         };
         match call {
-            Call::Open { flags, .. } => open(broker, path, flags),
+            Call::Open { flags, .. } => open(broker, stand_ins, path, flags),
             Call::Stat {
                 flags, buf, statx, ..
             } => {
@@ -186,8 +197,23 @@ impl Supervisor<'_> {
     }
 }
 
+/// An open of a directory: the broker's descriptor where it passes one, else (it would
+/// show what the policy hides) a stand-in holding the broker's listing.
+fn open_directory(broker: &Client, stand_ins: &mut StandIns, path: &Path) -> io::Result<File> {
+    match broker.open_with(path, Access::Directory) {
+        Err(e) if errno_of(&e) == libc::EACCES => {
+            // Listed where `directory` is granted; refused (EACCES again) elsewhere.
+            let entries = broker.read_dir(path).map_err(|_| e)?;
+            stand_ins
+                .make(path.as_os_str().as_bytes(), entries)
+                .map(File::from)
+        }
+        r => r,
+    }
+}
+
 /// An open, as the broker's access its flags mean.
-fn open(broker: &Client, path: &Path, flags: i32) -> Answer {
+fn open(broker: &Client, stand_ins: &mut StandIns, path: &Path, flags: i32) -> Answer {
     {
         let cloexec = flags & libc::O_CLOEXEC != 0;
         let mode = flags & libc::O_ACCMODE;
@@ -203,12 +229,12 @@ fn open(broker: &Client, path: &Path, flags: i32) -> Answer {
                 return Answer::Error(libc::EACCES);
             }
             if flags & libc::O_DIRECTORY != 0 {
-                broker.open_with(path, Access::Directory)
+                open_directory(broker, stand_ins, path)
             } else {
                 match broker.open_with(path, Access::Read) {
                     // A directory opened without O_DIRECTORY (fdopendir after open).
                     Err(e) if errno_of(&e) == libc::EISDIR => {
-                        broker.open_with(path, Access::Directory)
+                        open_directory(broker, stand_ins, path)
                     }
                     r => r,
                 }

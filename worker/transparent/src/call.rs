@@ -1,8 +1,11 @@
 //! What an intercepted call asks, decoded from the registers the notification carries.
 //!
 //! Only what the broker can answer becomes a [`Call`]; anything else (an `openat2` with
-//! `resolve` flags, an `AT_EMPTY_PATH` stat of a descriptor) is `None`, which the
-//! supervisor answers by letting the kernel run the call as the program made it.
+//! `resolve` flags) is `None`, which the supervisor answers by letting the kernel run
+//! the call as the program made it. A stat with `AT_EMPTY_PATH` is a [`Call`] too: the
+//! flag only means "the descriptor itself" when the path is empty, which the supervisor
+//! sees once it has read the path (an empty one goes to the kernel); with a path, it is
+//! an ordinary stat of that path, which the broker answers.
 
 use crate::memory::read_memory;
 use crate::uapi::{self, SYS_FACCESSAT2, SYS_OPENAT2};
@@ -114,9 +117,6 @@ pub fn decode(tid: i32, d: &uapi::Data) -> Option<Call> {
         }
         libc::SYS_newfstatat => {
             let flags = int(a[3]);
-            if flags & libc::AT_EMPTY_PATH != 0 {
-                return None;
-            }
             Some(Call::Stat {
                 dirfd: int(a[0]),
                 path: a[1],
@@ -127,9 +127,6 @@ pub fn decode(tid: i32, d: &uapi::Data) -> Option<Call> {
         }
         libc::SYS_statx => {
             let flags = int(a[2]);
-            if flags & libc::AT_EMPTY_PATH != 0 {
-                return None;
-            }
             Some(Call::Stat {
                 dirfd: int(a[0]),
                 path: a[1],
@@ -142,16 +139,11 @@ pub fn decode(tid: i32, d: &uapi::Data) -> Option<Call> {
             dirfd: int(a[0]),
             path: a[1],
         }),
-        libc::SYS_faccessat | SYS_FACCESSAT2 => {
-            if nr == SYS_FACCESSAT2 && int(a[3]) & libc::AT_EMPTY_PATH != 0 {
-                return None;
-            }
-            Some(Call::Access {
-                dirfd: int(a[0]),
-                path: a[1],
-                mode: int(a[2]),
-            })
-        }
+        libc::SYS_faccessat | SYS_FACCESSAT2 => Some(Call::Access {
+            dirfd: int(a[0]),
+            path: a[1],
+            mode: int(a[2]),
+        }),
         _ => None,
     }
 }
@@ -181,17 +173,32 @@ mod tests {
     }
 
     #[test]
-    fn a_stat_of_a_descriptor_is_left_to_the_kernel() {
+    fn a_stat_with_at_empty_path_is_still_a_stat_of_its_path() {
+        // Whether the path is empty is for the supervisor to see once it has read it.
         let empty = libc::AT_EMPTY_PATH as u64;
-        assert!(
+        assert!(matches!(
             decode(
                 0,
                 &data(libc::SYS_newfstatat, [3, 0x1000, 0x2000, empty, 0, 0])
-            )
-            .is_none()
-        );
-        assert!(decode(0, &data(libc::SYS_statx, [3, 0x1000, empty, 0, 0x2000, 0])).is_none());
-        assert!(decode(0, &data(SYS_FACCESSAT2, [3, 0x1000, 0, empty, 0, 0])).is_none());
+            ),
+            Some(Call::Stat {
+                buf: 0x2000,
+                statx: false,
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode(0, &data(libc::SYS_statx, [3, 0x1000, empty, 0, 0x2000, 0])),
+            Some(Call::Stat {
+                buf: 0x2000,
+                statx: true,
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode(0, &data(SYS_FACCESSAT2, [3, 0x1000, 0, empty, 0, 0])),
+            Some(Call::Access { .. })
+        ));
         let Some(Call::Stat { buf, statx, .. }) =
             decode(0, &data(libc::SYS_statx, [3, 0x1000, 0, 0, 0x2000, 0]))
         else {

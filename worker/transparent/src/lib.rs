@@ -46,6 +46,14 @@
 //! `FDBROKER_FD`: its connection has the same identity, so a wrong classification here
 //! changes which of two sandboxes answers, never what is granted.
 //!
+//! A call left to the kernel can be raced (another thread rewrites the path after it was
+//! read), so what it may reach must not rest on the path read: it rests on the
+//! directory handles the program holds. Those are its working directory, which
+//! `fdbroker run` checks before starting it, and the directory descriptors the broker
+//! passed, which it passes only where they reach nothing the policy hides. A stat with
+//! `AT_EMPTY_PATH` and a non-empty path is therefore decoded as a stat of that path
+//! (`call.rs`), not left to the kernel.
+//!
 //! Wherever the thread id is used to reach the thread (its working directory or
 //! descriptors in `/proc` after the path is read, its memory before a stat result is
 //! written), `SECCOMP_IOCTL_NOTIF_ID_VALID` first checks the notification is still
@@ -80,6 +88,8 @@
 //!   kernel continue); `call.rs`: what an intercepted call asks, from its registers.
 //! - `filter.rs`: which calls are intercepted, the BPF program, installing it (the
 //!   program's side).
+//! - `listing.rs`: stand-in directories for the program, for directories the broker
+//!   lists itself (no descriptor reaches what the policy hides).
 //! - `memory.rs`: reading the program's paths and writing its results; `stat.rs`: the
 //!   byte layouts a stat answer is written in.
 //! - `kernel.rs`: the kernel this needs ([`check_kernel`]).
@@ -93,6 +103,7 @@ mod answer;
 mod call;
 mod filter;
 mod kernel;
+mod listing;
 mod memory;
 mod stat;
 mod supervisor;
@@ -121,6 +132,9 @@ pub struct Prepared {
     pub policy: Policy,
     /// The worker's client in that policy.
     pub client: ClientId,
+    /// The run's scratch directory (`TMPDIR`), where stand-ins for directories the
+    /// broker lists itself are made (`listing.rs`).
+    pub scratch: std::path::PathBuf,
     /// The signals `fdbroker run` forwards to its worker: the supervisor is that worker
     /// and passes them on to the program. Given by the spawn broker, which alone decides
     /// what it forwards, so the two lists cannot drift apart.

@@ -70,11 +70,18 @@ pub fn read_path(tid: i32, addr: u64) -> Result<Vec<u8>, i32> {
 
 /// `path` made absolute against `dirfd` (or the working directory) of thread `tid`, with
 /// `.` and `..` removed lexically; `None` where that cannot be known (the sandbox then
-/// decides).
+/// decides). `real_base` maps a directory's path as `/proc` shows it to the one to
+/// resolve against (a stand-in listing's real directory, `listing.rs`), before `..` is
+/// removed, so `..` from a stand-in is the real directory's parent.
 ///
 /// `/proc` shows pids of the broker's namespace, while the notification names the
 /// thread in the supervisor's: a thread pidfd's `fdinfo` translates.
-pub fn absolute(tid: i32, dirfd: i32, path: &[u8]) -> Option<Vec<u8>> {
+pub fn absolute(
+    tid: i32,
+    dirfd: i32,
+    path: &[u8],
+    real_base: &dyn Fn(&[u8]) -> Option<Vec<u8>>,
+) -> Option<Vec<u8>> {
     let mut full = if path.first() == Some(&b'/') {
         path.to_vec()
     } else {
@@ -87,10 +94,11 @@ pub fn absolute(tid: i32, dirfd: i32, path: &[u8]) -> Option<Vec<u8>> {
             return None;
         };
         let base = std::fs::read_link(link).ok()?;
-        let mut base = base.into_os_string().into_vec();
+        let base = base.into_os_string().into_vec();
         if base.first() != Some(&b'/') {
             return None;
         }
+        let mut base = real_base(&base).unwrap_or(base);
         base.push(b'/');
         base.extend_from_slice(path);
         base
@@ -171,7 +179,7 @@ mod tests {
 
     #[test]
     fn absolute_paths_lose_dots_lexically() {
-        let clean = |p: &[u8]| absolute(me(), libc::AT_FDCWD, p);
+        let clean = |p: &[u8]| absolute(me(), libc::AT_FDCWD, p, &|_| None);
         assert_eq!(clean(b"/a/./b/../c").as_deref(), Some(&b"/a/c"[..]));
         assert_eq!(clean(b"/..").as_deref(), Some(&b"/"[..]));
         assert_eq!(clean(b"//a//b/").as_deref(), Some(&b"/a/b"[..]));
@@ -185,9 +193,9 @@ mod tests {
             .into_vec();
         let mut want = cwd.clone();
         want.extend_from_slice(b"/x");
-        let got = absolute(me(), libc::AT_FDCWD, b"sub/../x");
+        let got = absolute(me(), libc::AT_FDCWD, b"sub/../x", &|_| None);
         assert_eq!(got, Some(want));
         // A negative descriptor other than AT_FDCWD names nothing.
-        assert_eq!(absolute(me(), -5, b"x"), None);
+        assert_eq!(absolute(me(), -5, b"x", &|_| None), None);
     }
 }

@@ -20,7 +20,7 @@ use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
-use std::io;
+use std::io::{self, Write as _};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 /// Runs in the forked child `fdbroker run` starts (single-threaded, root), after the
@@ -34,9 +34,14 @@ pub fn supervisor_main(prepared: Prepared) -> io::Result<()> {
         policy,
         client,
         forwarded,
+        scratch,
     } = prepared;
     if let Err(e) = supervisor.apply() {
-        eprintln!("fdbroker: cannot confine the transparent supervisor: {e}");
+        // Never `eprintln!`: it panics when stderr fails (a full disk, a reader gone).
+        let _ = writeln!(
+            std::io::stderr(),
+            "fdbroker: cannot confine the transparent supervisor: {e}"
+        );
         return Err(e.into());
     }
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
@@ -59,11 +64,17 @@ pub fn supervisor_main(prepared: Prepared) -> io::Result<()> {
                 return Err(io::Error::other("the transparent supervisor is gone"));
             }
             if let Err(e) = program.apply_nested() {
-                eprintln!("fdbroker: cannot confine the worker: {e}");
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "fdbroker: cannot confine the worker: {e}"
+                );
                 return Err(e.into());
             }
             let listener = filter::install_filter().inspect_err(|e| {
-                eprintln!("fdbroker: cannot install the transparent-mode filter: {e}");
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "fdbroker: cannot install the transparent-mode filter: {e}"
+                );
             })?;
             theirs.send_with_fds(&[0u8], &[listener.as_fd()])?;
             Ok(())
@@ -71,10 +82,11 @@ pub fn supervisor_main(prepared: Prepared) -> io::Result<()> {
         ForkResult::Parent { child } => {
             drop(theirs);
             drop(program);
-            let code = match supervise(child, &ours, connection, &policy, client, signals) {
+            let code = match supervise(child, &ours, connection, &policy, client, scratch, signals)
+            {
                 Ok(code) => code,
                 Err(e) => {
-                    eprintln!("fdbroker: transparent supervisor: {e}");
+                    let _ = writeln!(std::io::stderr(), "fdbroker: transparent supervisor: {e}");
                     let _ = kill(child, Signal::SIGKILL);
                     125
                 }
@@ -111,6 +123,7 @@ fn supervise(
     connection: OwnedFd,
     policy: &Policy,
     client: ClientId,
+    scratch: std::path::PathBuf,
     signals: SigSet,
 ) -> io::Result<i32> {
     // Everything inherited from the broker goes, above all the write end of the
@@ -126,7 +139,7 @@ fn supervise(
     sync_wake_up(&listener);
     // Connected on the first call that needs the broker: `fdbroker run` serves only
     // once the program has exec'd, and waits for this process if the exec failed.
-    let mut sup = Supervisor::new(listener, connection, policy, client);
+    let mut sup = Supervisor::new(listener, connection, policy, client, scratch);
     let mut listening = true;
     loop {
         let lfd = sup.listener();

@@ -362,7 +362,7 @@ fn truncation_waits_for_the_checks() {
     assert_eq!(err, OpenError::Hardlinked(2));
     assert_eq!(fs::read(t.outside()).unwrap(), b"secret");
 
-    let (_, meta) = open_beneath(
+    let (fd, meta) = open_beneath(
         t.root.as_fd(),
         b"file",
         Access::Write,
@@ -371,6 +371,10 @@ fn truncation_waits_for_the_checks() {
         &ROOT,
     )
     .unwrap();
+    // Opening alone truncates nothing: the caller truncates once the line is written.
+    assert_ne!(meta.size, 0);
+    assert_ne!(fs::read(t.path("file")).unwrap(), b"");
+    let meta = truncate(&fd, meta).unwrap();
     assert_eq!(meta.size, 0, "the returned metadata is after truncation");
     assert_eq!(fs::read(t.path("file")).unwrap(), b"");
 }

@@ -23,6 +23,9 @@ pub struct Exported {
     pub charged: usize,
     /// A parked reply: the request id, its bytes and its descriptors.
     pub parked: Option<(Option<u64>, Vec<u8>, Vec<OwnedFd>)>,
+    /// A connection made by `Connect`, for whose worker's uid this is: it travels
+    /// shut down, only so that its charge stays counted ([`Conn::export`]).
+    pub derived_uid: Option<u32>,
 }
 
 impl Conn {
@@ -31,7 +34,7 @@ impl Conn {
     /// goes with it (the successor's count takes it over).
     pub fn export(&self) -> io::Result<Option<Exported>> {
         if self.derived {
-            return Ok(None);
+            return self.export_charge();
         }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let greeted = match st.phase {
@@ -48,12 +51,44 @@ impl Conn {
             greeted,
             charged,
             parked,
+            derived_uid: None,
+        }))
+    }
+
+    /// A connection made by `Connect` cannot be served by a successor: its identity is
+    /// this server's word (`SO_PEERCRED` of a socketpair names the server that made
+    /// it), so it ends here, as at a restart. But what was passed on it and not yet
+    /// received still sits in its worker's socket, and the kernel counts it against the
+    /// broker's user until then: dropping the charge would give the uid a fresh
+    /// allowance at every reload. So it is shut down (the worker reads what was queued,
+    /// then end-of-file) and travels only for its charge: the successor keeps it,
+    /// unserved, among its draining connections until its send queue is empty. A parked
+    /// reply is dropped (its descriptors were never passed); with nothing in flight the
+    /// connection simply closes here.
+    fn export_charge(&self) -> io::Result<Option<Exported>> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.phase = Phase::Closing;
+        let held = st.pending.take().map_or(0, |o| o.fds.len());
+        let total = self.charged.swap(0, Ordering::Relaxed);
+        self.inflight.release(self.peer.uid, total);
+        let _ = self.channel.shutdown();
+        let charged = total.saturating_sub(held);
+        if charged == 0 || matches!(self.channel.unreceived_bytes(), Ok(0)) {
+            return Ok(None);
+        }
+        Ok(Some(Exported {
+            socket: self.channel.as_fd().try_clone_to_owned()?,
+            greeted: false,
+            charged,
+            parked: None,
+            derived_uid: Some(self.peer.uid),
         }))
     }
 
     /// Carry on with a connection a predecessor exported. Its client is chosen again
     /// under this server's policy on its next request; its descriptors in flight are
-    /// charged here whatever the budget (the kernel already counts them).
+    /// charged here whatever the budget (the kernel already counts them). One passed
+    /// for its charge only (`derived_uid`) is charged to that uid and never served.
     pub fn import(
         e: Exported,
         peer: PeerCredentials,
@@ -65,14 +100,18 @@ impl Conn {
             greeted,
             charged,
             parked,
+            derived_uid,
         } = e;
-        let conn = Conn::new(
+        let mut conn = Conn::new(
             Channel::wrap(socket),
             peer,
             groups,
             Binding::Credentials,
             inflight,
         );
+        // A `Connect`-made connection kept for its charge stays one: the next reload
+        // passes it on the same way.
+        conn.derived = derived_uid.is_some();
         conn.inflight.charge_anyway(peer.uid, charged);
         conn.charged.store(charged, Ordering::Relaxed);
         let has_parked = parked.is_some();

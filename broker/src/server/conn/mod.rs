@@ -11,7 +11,7 @@ mod export;
 
 pub use export::Exported;
 
-use crate::audit::{Batch, Written};
+use crate::audit::{Batch, Unwritten, Written};
 use crate::request::answer;
 use crate::request::loaded::Loaded;
 use crate::server::inflight::InFlight;
@@ -33,6 +33,9 @@ use std::time::{Duration, Instant};
 /// in flight, not enough to exhaust the broker's `RLIMIT_NOFILE` for everyone (see
 /// `rlimit`).
 pub const REPLY_QUEUE_BYTES: usize = 16 * 1024;
+
+// A page of a listing the broker answers itself is one message, which must fit.
+const _: () = assert!(crate::request::list::PAGE_BYTES <= REPLY_QUEUE_BYTES);
 
 /// A connection's descriptor charge is checked against its socket (one `ioctl`) only
 /// once it reaches this many, when a charge is refused, or on the event loop's timer:
@@ -304,8 +307,8 @@ impl Conn {
             );
             // The request's audit lines go out in one write now, before the reply: no
             // descriptor is delivered ahead of the line recording it (the send takes
-            // what the flush returns).
-            let written = s.audit.flush();
+            // what the flush returns, or what `audit_failure` makes of a failed one).
+            let flushed = s.audit.flush();
             let id = match answered {
                 Ok(Answered::Reply(id)) => id,
                 // The descriptor reserved for the worker's end stays reserved until
@@ -316,6 +319,10 @@ impl Conn {
                     self.violation(&e);
                     return Next::Close;
                 }
+            };
+            let Some(written) = audited(shared, flushed, id, s) else {
+                self.uncharge(std::mem::take(&mut st.reserved));
+                return Next::Close;
             };
             if let Some(next) = self.send_reply(&mut st, id, s, written) {
                 return next;
@@ -390,7 +397,9 @@ impl Conn {
             self.violation(&e);
             return Next::Close;
         }
-        let written = s.audit.flush();
+        // The one descriptor is a new connection to this broker, which grants nothing by
+        // itself (and whose line goes through `tracing`): sent whatever `audit_failure`.
+        let written = s.audit.flush().unwrap_or_else(Unwritten::serve_anyway);
         match self.send_reply(&mut st, Some(reply.id), s, written) {
             Some(next) => next,
             None if matches!(st.phase, Phase::Closing) => Next::Close,
@@ -841,6 +850,33 @@ pub fn refuse(channel: &Channel, why: WireError) {
 
 fn encode_welcome(out: &mut Vec<u8>, w: Welcome) -> Result<(), ProtocolError> {
     frame::encode(Kind::Welcome, &w, out)
+}
+
+/// The proof a reply's send needs, given how its audit lines' flush went. When they
+/// were lost and `audit_failure = "refuse"`, the answer to a request is replaced (in
+/// `s`) by a refusal, closing any descriptor opened for it: nothing is granted, and no
+/// metadata or listing told, that the audit trail does not record. (A reply to the
+/// greeting, which passes nothing, goes out.) `None`: no reply can be made (the
+/// connection closes).
+fn audited(
+    shared: &Shared,
+    flushed: Result<Written, Unwritten>,
+    id: Option<u64>,
+    s: &mut Scratch,
+) -> Option<Written> {
+    let lost = match flushed {
+        Ok(written) => return Some(written),
+        Err(lost) => lost,
+    };
+    if (id.is_none() && s.fds.is_empty())
+        || shared.current().policy.broker().audit_failure == fdbroker_policy::AuditFailure::Serve
+    {
+        return Some(lost.serve_anyway());
+    }
+    s.fds.clear();
+    let (written, why) = lost.refused();
+    encode_reply(&mut s.outbuf, id?, ReplyBody::Refused(why), &mut s.fds).ok()?;
+    Some(written)
 }
 
 fn encode_reply(

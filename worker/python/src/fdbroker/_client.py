@@ -5,8 +5,10 @@ from __future__ import annotations
 import errno
 import io
 import os
+import stat as stat_module
 import select
 import socket as _socket
+import struct
 import threading
 import time
 from array import array
@@ -21,8 +23,13 @@ from ._wire import (
     Accepted,
     Connect,
     Connected,
+    FileKind,
     FileMeta,
     Kind,
+    ListEntry,
+    Listing,
+    ListReply,
+    List_,
     Open,
     OpenMany,
     OpenManyReply,
@@ -169,8 +176,19 @@ class Client:
     ``fdbroker run`` may do so. The inherited descriptor is left as it was (open, and
     inheritable if it was) for the process's own children.
 
-    ``timeout`` bounds each wait for the broker, in seconds; a connection that timed
-    out is unusable afterwards.
+    ``timeout`` bounds each wait for the broker, in seconds, connecting included:
+    connecting and the greeting together take at most ``timeout`` (a stopped broker
+    whose listen queue is full is ``TimeoutError``, not a hang), then each request at
+    most ``timeout``. A connection that timed out is unusable afterwards.
+
+    A client made from a socket path (given, ``FDBROKER_SOCKET`` or the default)
+    reconnects once when it finds the broker gone (its server restarted or replaced)
+    and retries the request, then carries on; ``fileno()`` stays the same. A request
+    that may have been carried out (the broker went away after it was sent) is retried
+    only if repeating it changes nothing: an open for create is not, and raises
+    ``ConnectionAbortedError`` on the new connection. If reconnecting fails, the
+    client is unusable (``ConnectionAbortedError`` saying why, on every later call). A
+    client over a socket object or the inherited connection cannot reconnect.
 
     One client may be shared by threads. Failures are ``OSError`` subclasses with the
     broker's errno, its reason as ``strerror`` and the path as ``filename``
@@ -186,11 +204,21 @@ class Client:
         self._next_id = 1
         self._broken: Optional[OSError] = None
         self._accepted = Accepted("", 1)
+        self._timeout = timeout
+        self._reconnect_to = _reconnect_target(socket)
+        deadline = None if timeout is None else time.monotonic() + timeout
         sock = _connect(socket, timeout)
         try:
-            sock.settimeout(timeout)
+            sock.settimeout(_left(deadline, timeout))
             self._sock = sock
-            self._accepted = self._greet()
+            try:
+                self._accepted = self._greet()
+            except _socket.timeout:
+                raise TimeoutError(
+                    errno.ETIMEDOUT,
+                    "the broker did not answer the greeting in time (is it wedged or stopped?)",
+                ) from None
+            sock.settimeout(timeout)
         except BaseException:
             self._sock = None
             sock.close()
@@ -374,15 +402,42 @@ class Client:
         raise self._fail(ProtocolError("reply of the wrong type for a stat"))
 
     def scandir(self, path: PathArg) -> "ScandirIterator":
-        """List a directory the broker opens for you, like ``os.scandir``. Entries'
-        ``path`` joins ``path`` and the name, so ``client.open(entry.path)`` works; use
-        it as a context manager to close the directory descriptor when done."""
-        fd = self.open_fd(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            return ScandirIterator(fd, path)
-        except BaseException:
-            os.close(fd)
-            raise
+        """List a directory through the broker, like ``os.scandir``: the broker reads
+        it (where the policy grants ``directory``) and leaves out every name the policy
+        hides (a deny carve-out, a name no rule covers), a page at a time. Entries'
+        ``path`` joins ``path`` and the name, so ``client.open(entry.path)`` works."""
+        raw = _path_bytes(path)
+        if len(raw) > MAX_PATH:
+            raise _broker_error(errno.ENAMETOOLONG, f"path is longer than {MAX_PATH} bytes", path)
+        entries: List[ListEntry] = []
+        start = 0
+        while True:
+            body, fds = self._call(List_(raw, start))
+            if isinstance(body, ListReply) and isinstance(body.result, Listing):
+                page = body.result
+                # ``next`` is the directory's position after this page: 0 at the end,
+                # else past ``start`` (a page may be short, even empty, when the broker
+                # read its most entries for one request).
+                moved = page.next == 0 or page.next > start
+                if not moved:
+                    raise self._fail(ProtocolError("a listing page that does not move forward"))
+                entries.extend(page.entries)
+                if page.next == 0:
+                    # In byte order of the names (the broker pages in the directory's),
+                    # each once: where positions are name hashes (ext4), a name whose
+                    # hash another shares may come again on the next page.
+                    entries.sort(key=lambda e: e.name)
+                    entries = [e for i, e in enumerate(entries)
+                               if i == 0 or e.name != entries[i - 1].name]
+                    return ScandirIterator(self, path, entries)
+                start = page.next
+                continue
+            if isinstance(body, ListReply) and isinstance(body.result, WireError):
+                raise _broker_error(body.result.errno, body.result.message, path)
+            if isinstance(body, Refused):
+                raise _broker_error(body.error.errno, body.error.message, path)
+            _close_all(fds)
+            raise self._fail(ProtocolError("reply of the wrong type for a listing"))
 
     # ---- the exchange ----
 
@@ -406,6 +461,29 @@ class Client:
             except OSError:
                 pass
         return e
+
+    def _reconnect(self) -> None:
+        """Connect again to the socket path and greet, on the same descriptor number
+        (``dup2`` over the old one); a failure makes the client unusable."""
+        where = self._reconnect_to
+        sock = self._sock
+        if where is None or sock is None:
+            raise ValueError("the client cannot reconnect")
+        try:
+            fresh = _connect(where, self._timeout)
+            try:
+                fresh.settimeout(self._timeout)
+                os.dup2(fresh.fileno(), sock.fileno(), inheritable=False)
+            finally:
+                fresh.close()
+            self._accepted = self._greet()
+        except OSError as e:
+            shown = os.fsdecode(where)
+            raise self._fail(ConnectionAbortedError(
+                errno.ECONNABORTED,
+                f"the broker closed the connection, and reconnecting to {shown} failed: "
+                f"{e.strerror or e}",
+            )) from None
 
     def _send(self, sock: _socket.socket, frame: bytes) -> None:
         _send_message(sock, frame)
@@ -453,24 +531,37 @@ class Client:
         """Send one request and receive its reply. One exchange at a time per
         connection: the lock makes a shared client safe for threads."""
         with self._lock:
-            sock = self._live()
-            rid = self._next_id
-            self._next_id = rid + 1 if rid < 2**64 - 1 else 1
-            frame = _wire.encode(Kind.REQUEST, Request(rid, op))
-            try:
-                self._send(sock, frame)
-                data, fds = self._recv(sock)
-            except ProtocolError as e:
-                raise self._fail(e) from None
-            except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError,
-                    _socket.timeout) as e:
-                if isinstance(e, _socket.timeout):
-                    lost: OSError = TimeoutError(errno.ETIMEDOUT, "timed out waiting for the broker")
-                else:
-                    lost = ConnectionAbortedError(
-                        errno.ECONNABORTED, "the broker closed the connection"
+            retried = False
+            while True:
+                sock = self._live()
+                rid = self._next_id
+                self._next_id = rid + 1 if rid < 2**64 - 1 else 1
+                frame = _wire.encode(Kind.REQUEST, Request(rid, op))
+                sent = False
+                try:
+                    self._send(sock, frame)
+                    sent = True
+                    data, fds = self._recv(sock)
+                    break
+                except ProtocolError as e:
+                    raise self._fail(e) from None
+                except _socket.timeout:
+                    raise self._fail(
+                        TimeoutError(errno.ETIMEDOUT, "timed out waiting for the broker")
+                    ) from None
+                except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+                    if retried or self._reconnect_to is None:
+                        raise self._fail(ConnectionAbortedError(
+                            errno.ECONNABORTED, "the broker closed the connection"
+                        )) from None
+                retried = True
+                self._reconnect()
+                if sent and not _idempotent(op):
+                    raise ConnectionAbortedError(
+                        errno.ECONNABORTED,
+                        "the broker went away before answering a create, which may or may "
+                        "not have happened; reconnected, but not retried",
                     )
-                raise self._fail(lost) from None
             try:
                 reply = _wire.decode(Kind.REPLY, data)
                 assert isinstance(reply, Reply)
@@ -578,6 +669,25 @@ def _path_bytes(path: PathArg) -> bytes:
     return os.fsencode(path)
 
 
+def _reconnect_target(where: Union[PathArg, _socket.socket, None]) -> Optional[PathArg]:
+    """The socket path a client made from ``where`` reconnects to, or ``None`` when it
+    cannot (a socket object, or the inherited connection)."""
+    if isinstance(where, _socket.socket):
+        return None
+    if where is None:
+        if os.environ.get(ENV_FD) is not None:
+            return None
+        return os.environ.get(ENV_SOCKET) or DEFAULT_SOCKET
+    return os.fspath(where)
+
+
+def _idempotent(op: Union[Open, OpenMany, Stat]) -> bool:
+    """Whether sending ``op`` twice does what sending it once does (not a create)."""
+    if isinstance(op, (Open, OpenMany)):
+        return op.access != Access.CREATE
+    return True
+
+
 def _connect(where: Union[PathArg, _socket.socket, None],
              timeout: Optional[float]) -> _socket.socket:
     if isinstance(where, _socket.socket):
@@ -589,14 +699,53 @@ def _connect(where: Union[PathArg, _socket.socket, None],
         where = os.environ.get(ENV_SOCKET) or DEFAULT_SOCKET
     path = os.fspath(where)
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    shown = os.fsdecode(path)
     try:
+        if timeout is not None:
+            # connect() to a listener whose queue is full waits for room, for ever.
+            # settimeout() cannot bound that: it makes connect() non-blocking, and
+            # an AF_UNIX connect then fails at once with EAGAIN. A send timeout can:
+            # Linux's AF_UNIX connect waits at most SO_SNDTIMEO, then fails EAGAIN.
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO, _timeval(timeout))
         sock.connect(path)
+    except BlockingIOError:
+        sock.close()
+        raise TimeoutError(
+            errno.ETIMEDOUT,
+            f"cannot connect to the broker at {shown}: its listen queue stayed full "
+            f"for {timeout}s (is it wedged or stopped?)",
+            path) from None
     except OSError as e:
         sock.close()
-        shown = os.fsdecode(path)
         raise type(e)(e.errno, f"cannot connect to the broker at {shown}: {e.strerror}",
                       path) from None
+    if timeout is not None:
+        # Back to no send timeout: settimeout() bounds every later wait.
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO, struct.pack("@ll", 0, 0))
     return sock
+
+
+def _timeval(seconds: float) -> bytes:
+    """A ``struct timeval`` for ``SO_SNDTIMEO``. Zero there means "no timeout", so
+    nothing rounds down to it: a ``seconds`` of 0 or less (Python's non-blocking) is one
+    microsecond."""
+    if seconds <= 0:
+        return struct.pack("@ll", 0, 1)
+    whole = min(int(seconds), 2**31 - 1)
+    micros = int((seconds - int(seconds)) * 1_000_000)
+    if whole == 0 and micros == 0:
+        micros = 1
+    return struct.pack("@ll", whole, micros)
+
+
+def _left(deadline: Optional[float], timeout: Optional[float]) -> Optional[float]:
+    """The time left until ``deadline`` as a socket timeout (``None``: no bound)."""
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError(errno.ETIMEDOUT, "the broker did not answer in time")
+    return left
 
 
 def _checked(sock: _socket.socket) -> _socket.socket:
@@ -749,102 +898,77 @@ class DirEntry:
     """One entry of :meth:`Client.scandir`, like ``os.DirEntry``; ``path`` is the
     directory's path joined with ``name``.
 
-    The entry's type is taken while the directory is open (from ``readdir``, without
-    a system call on the file systems that report it), so ``is_dir``, ``is_file`` and
-    ``is_symlink`` keep working after the directory is closed; what needs the
-    directory itself (``stat``, following a symlink) raises ``ValueError`` then.
+    The entry's type comes with the broker's listing, so ``is_dir``, ``is_file`` and
+    ``is_symlink`` need no system call; what needs more (``stat``, ``inode``, following
+    a symlink) asks the broker (:meth:`Client.stat`), under its policy.
     """
 
-    __slots__ = ("_entry", "_owner", "_types", "name", "path")
+    __slots__ = ("_client", "_kind", "name", "path")
 
-    def __init__(self, entry: "os.DirEntry[str]", owner: "ScandirIterator") -> None:
-        self._entry = entry
-        self._owner = owner
-        self.name: Union[str, bytes] = entry.name
-        base = owner._path
+    def __init__(self, client: "Client", base: Union[str, bytes], entry: ListEntry) -> None:
+        self._client = client
+        self._kind = entry.kind
         if isinstance(base, bytes):
-            self.name = os.fsencode(entry.name)
-            self.path: Union[str, bytes] = base.rstrip(b"/") + b"/" + self.name
+            self.name: Union[str, bytes] = bytes(entry.name)
+            self.path: Union[str, bytes] = base.rstrip(b"/") + b"/" + entry.name
         else:
-            self.path = base.rstrip("/") + "/" + entry.name
-        # (is a symlink, is a directory, is a regular file), not following links; None
-        # where the type needs an lstat this process may not be allowed to make.
-        self._types: Optional[Tuple[bool, bool, bool]]
-        try:
-            self._types = (
-                entry.is_symlink(),
-                entry.is_dir(follow_symlinks=False),
-                entry.is_file(follow_symlinks=False),
-            )
-        except OSError:
-            self._types = None
+            self.name = os.fsdecode(entry.name)
+            self.path = base.rstrip("/") + "/" + self.name
 
-    def _known(self, follow_symlinks: bool) -> Optional[Tuple[bool, bool, bool]]:
-        t = self._types
-        if t is None or (follow_symlinks and t[0]):
-            self._owner._check_open()
-            return None
-        return t
+    def _followed(self, want: FileKind) -> bool:
+        try:
+            st = self._client.stat(self.path)
+        except OSError:
+            return False
+        if want == FileKind.DIRECTORY:
+            return stat_module.S_ISDIR(st.st_mode)
+        return stat_module.S_ISREG(st.st_mode)
 
     def inode(self) -> int:
-        return self._entry.inode()
+        return self.stat(follow_symlinks=False).st_ino
 
     def is_dir(self, *, follow_symlinks: bool = True) -> bool:
-        t = self._known(follow_symlinks)
-        return t[1] if t else self._entry.is_dir(follow_symlinks=follow_symlinks)
+        if follow_symlinks and self._kind == FileKind.SYMLINK:
+            return self._followed(FileKind.DIRECTORY)
+        return self._kind == FileKind.DIRECTORY
 
     def is_file(self, *, follow_symlinks: bool = True) -> bool:
-        t = self._known(follow_symlinks)
-        return t[2] if t else self._entry.is_file(follow_symlinks=follow_symlinks)
+        if follow_symlinks and self._kind == FileKind.SYMLINK:
+            return self._followed(FileKind.REGULAR)
+        return self._kind == FileKind.REGULAR
 
     def is_symlink(self) -> bool:
-        t = self._known(False)
-        return t[0] if t else self._entry.is_symlink()
+        return self._kind == FileKind.SYMLINK
 
     def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
-        """``fstatat`` relative to the directory descriptor, with this process's own
-        permissions (so it may fail where the broker's listing did not)."""
-        self._owner._check_open()
-        return self._entry.stat(follow_symlinks=follow_symlinks)
+        """The broker's view of the entry (:meth:`Client.stat`), under its policy."""
+        return self._client.stat(self.path)
 
     def __fspath__(self) -> Union[str, bytes]:
         return self.path
 
-    def __repr__(self) -> str:
-        return f"<fdbroker.DirEntry {self.name!r}>"
-
 
 class ScandirIterator:
-    """Iterates over a directory descriptor the broker passed, and owns it: it is
-    closed by :meth:`close` (or leaving a ``with`` block), or when the iterator and
-    every entry it gave are gone. Entries may need it (``stat``, and ``is_dir`` where
-    the file system gives no type), so it is not closed when iteration ends."""
+    """The entries of one directory as the broker listed them (``Op::List``, every page
+    received before the first entry is given). A context manager like ``os.scandir``'s
+    iterator; it holds no descriptor, so closing it only ends the iteration."""
 
-    def __init__(self, fd: int, path: PathArg) -> None:
+    def __init__(self, client: "Client", path: PathArg, entries: Sequence[ListEntry]) -> None:
         p = os.fspath(path)
         self._path: Union[str, bytes] = p
-        # os.scandir reads through its own duplicate but stats entries relative to the
-        # number it was given, so that stays open until this iterator closes.
-        self._it = os.scandir(fd)
-        self._fd: Optional[int] = fd
-
-    def _check_open(self) -> None:
-        if self._fd is None:
-            raise ValueError("the directory was closed")
+        self._client = client
+        self._it: Optional[Iterator[ListEntry]] = iter(entries)
 
     def __iter__(self) -> Iterator[DirEntry]:
         return self
 
     def __next__(self) -> DirEntry:
-        if self._fd is None:
+        if self._it is None:
             raise StopIteration
-        return DirEntry(next(self._it), self)
+        return DirEntry(self._client, self._path, next(self._it))
 
     def close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            self._it.close()
-            os.close(fd)
+        self._it = None
 
     def __enter__(self) -> "ScandirIterator":
         return self
@@ -852,8 +976,3 @@ class ScandirIterator:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass

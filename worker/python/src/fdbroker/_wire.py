@@ -30,6 +30,8 @@ MAX_MESSAGE = 64 * 1024
 MAX_FDS_PER_REPLY = 128
 #: Most paths one ``OpenMany`` may carry, and outcomes its reply may.
 MAX_BATCH = 128
+#: Most entries one ``List`` reply page holds.
+MAX_LIST_ENTRIES = 512
 #: Longest request path in bytes (``PATH_MAX`` less the NUL).
 MAX_PATH = 4095
 #: The extra open flags a request may carry (the machine's own values, as in Rust).
@@ -133,7 +135,16 @@ class Connect:
     processes."""
 
 
-Operation = Union[Open, OpenMany, Stat, Connect]
+@dataclass(frozen=True)
+class List_:
+    """``Op::List``: one page of a directory's entries, from entry ``start`` on, with
+    what the policy hides left out; no descriptor."""
+
+    path: bytes
+    start: int = 0
+
+
+Operation = Union[Open, OpenMany, Stat, Connect, List_]
 
 
 @dataclass(frozen=True)
@@ -203,7 +214,30 @@ class Connected:
     """``ReplyBody::Connected``: exactly one descriptor, the new connection."""
 
 
-ReplyBody = Union[OpenReply, OpenManyReply, Refused, StatReply, Connected]
+@dataclass(frozen=True)
+class ListEntry:
+    """One entry of a :class:`Listing`: its name and type (not following a link)."""
+
+    name: bytes
+    kind: FileKind
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One page of a listing; ``next`` is the next page's ``start``, 0 after the last."""
+
+    entries: Tuple[ListEntry, ...]
+    next: int
+
+
+@dataclass(frozen=True)
+class ListReply:
+    """``ReplyBody::List``: a page, or why not; never with a descriptor."""
+
+    result: Union[Listing, WireError]
+
+
+ReplyBody = Union[OpenReply, OpenManyReply, Refused, StatReply, Connected, ListReply]
 
 
 @dataclass(frozen=True)
@@ -341,6 +375,10 @@ def _body(kind: Kind, msg: Message) -> bytes:
             w.raw(bytes(op.path))
         elif isinstance(op, Connect):
             w.u32(3)
+        elif isinstance(op, List_):
+            w.u32(4)
+            w.raw(bytes(op.path))
+            w.u64(op.start)
         else:
             raise TypeError(f"not an operation: {op!r}")
     elif kind == Kind.REPLY and isinstance(msg, Reply):
@@ -371,6 +409,22 @@ def _body(kind: Kind, msg: Message) -> bytes:
                 raise TypeError(f"not a stat result: {body.result!r}")
         elif isinstance(body, Connected):
             w.u32(4)
+        elif isinstance(body, ListReply):
+            w.u32(5)
+            if isinstance(body.result, Listing):
+                if len(body.result.entries) > MAX_LIST_ENTRIES:
+                    raise ValueError(f"a listing page holds at most {MAX_LIST_ENTRIES} entries")
+                w.u32(0)
+                w.u64(len(body.result.entries))
+                for e in body.result.entries:
+                    w.raw(bytes(e.name))
+                    w.u32(FileKind(e.kind))
+                w.u64(body.result.next)
+            elif isinstance(body.result, WireError):
+                w.u32(1)
+                _write_error(w, body.result)
+            else:
+                raise TypeError(f"not a listing result: {body.result!r}")
         else:
             raise TypeError(f"not a reply body: {body!r}")
     else:
@@ -442,12 +496,12 @@ class _Reader:
             raise ProtocolError(f"undecodable message body: unknown {what} tag {t}")
         return t
 
-    def list_len(self) -> int:
+    def list_len(self, limit: int = MAX_BATCH) -> int:
         n = self.u64()
-        if n > MAX_BATCH:
+        if n > limit:
             raise ProtocolError(
                 f"undecodable message body: list of {n} elements exceeds the "
-                f"protocol's limit of {MAX_BATCH}"
+                f"protocol's limit of {limit}"
             )
         return n
 
@@ -493,6 +547,16 @@ def _read_stat(r: _Reader) -> Union[StatMeta, WireError]:
     )
 
 
+def _read_listing(r: _Reader) -> Union[Listing, WireError]:
+    if r.tag("Result", 2) == 1:
+        return _read_error(r)
+    entries = []
+    for _ in range(r.list_len(MAX_LIST_ENTRIES)):
+        name = r.raw()
+        entries.append(ListEntry(name, FileKind(r.tag("FileKind", len(FileKind)))))
+    return Listing(tuple(entries), r.u64())
+
+
 def _read_body(kind: Kind, r: _Reader) -> Message:
     if kind == Kind.HELLO:
         version = r.u16()
@@ -504,7 +568,7 @@ def _read_body(kind: Kind, r: _Reader) -> Message:
         return Refused(_read_error(r))
     if kind == Kind.REQUEST:
         rid = r.u64()
-        op = r.tag("Op", 4)
+        op = r.tag("Op", 5)
         if op == 0:
             path = r.raw()
             access = Access(r.tag("Access", len(Access)))
@@ -515,9 +579,12 @@ def _read_body(kind: Kind, r: _Reader) -> Message:
             return Request(rid, OpenMany(paths, access, r.u32()))
         if op == 2:
             return Request(rid, Stat(r.raw()))
+        if op == 4:
+            path = r.raw()
+            return Request(rid, List_(path, r.u64()))
         return Request(rid, Connect())
     rid = r.u64()
-    t = r.tag("ReplyBody", 5)
+    t = r.tag("ReplyBody", 6)
     if t == 0:
         return Reply(rid, OpenReply(_read_outcome(r)))
     if t == 1:
@@ -526,6 +593,8 @@ def _read_body(kind: Kind, r: _Reader) -> Message:
         return Reply(rid, Refused(_read_error(r)))
     if t == 3:
         return Reply(rid, StatReply(_read_stat(r)))
+    if t == 5:
+        return Reply(rid, ListReply(_read_listing(r)))
     return Reply(rid, Connected())
 
 

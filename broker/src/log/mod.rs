@@ -6,6 +6,11 @@
 //! records as `PRIORITY=`, and timestamps are left to the journal. A line never
 //! contains a newline of its own: one that a message would carry is written as `\n`,
 //! so a hostile file name can neither forge a line nor split one in the journal.
+//!
+//! Lines are written by [`sink`], which never panics and never blocks for long,
+//! whatever happens to stderr.
+
+pub mod sink;
 
 use std::fmt;
 use std::os::fd::AsFd;
@@ -44,8 +49,9 @@ pub struct Style {
 pub fn init(format: LogFormat) -> Option<Style> {
     let filter = EnvFilter::try_from_env("FDBROKER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let journal = stderr_is_journal();
+    sink::install();
     // Already installed: keep theirs.
-    dispatch(format, journal, filter, std::io::stderr)
+    dispatch(format, journal, filter, sink::Sink)
         .try_init()
         .ok()
         .map(|()| Style { format, journal })
@@ -64,6 +70,9 @@ where
 {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // A failed write is counted by `sink`; reporting it would be a second write
+        // (`eprintln!`) to the destination that just failed, which panics.
+        .log_internal_errors(false)
         .with_writer(writer)
         .with_ansi(false);
     let text = format::format().with_ansi(false).with_target(true);
@@ -111,6 +120,23 @@ pub fn fatal_line(msg: &dyn fmt::Display) -> String {
     let prefix = if stderr_is_journal() { "<3>" } else { "" };
     let text = msg.to_string().replace('\n', "\\n");
     format!("{prefix}fdbroker: {text}")
+}
+
+/// Write [`fatal_line`] of `msg` to stderr, never panicking (`eprintln!` panics when
+/// stderr fails, turning a clean failure exit into a crash with status 101).
+pub fn fatal(msg: &dyn fmt::Display) {
+    sink::eprint_line(&fatal_line(msg));
+}
+
+/// Write `line` and a newline to stderr as `eprintln!` does (waiting for the reader),
+/// but never panicking: for the operator's commands (`fdbroker cat`, `policy`,
+/// `reload`), whose reader is a person or a script that will read. The daemons use
+/// [`sink`], which never waits long.
+pub fn say(line: &str) {
+    use std::io::Write as _;
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(line.as_bytes());
+    let _ = err.write_all(b"\n");
 }
 
 /// The syslog priority of a level (`syslog(3)`: LOG_ERR, LOG_WARNING, LOG_INFO,
