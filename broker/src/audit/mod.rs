@@ -10,6 +10,7 @@ pub mod batch;
 pub mod escape;
 pub mod limit;
 pub mod line;
+pub mod refused;
 
 pub use batch::{Batch, Unwritten, Written, trail_failing};
 pub use escape::{Escaped, PREFIX, WHOLE, fnv1a64};
@@ -90,7 +91,10 @@ pub fn decision(
 ) {
     let failed = match verdict {
         Verdict::Granted { .. } => None,
-        Verdict::Denied(_) => Some(false),
+        Verdict::Denied(_) => {
+            refused::request(path);
+            Some(false)
+        }
         Verdict::Failed(_) => Some(true),
     };
     if let Some(failed) = failed {

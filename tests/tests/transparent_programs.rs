@@ -1,0 +1,159 @@
+//! Real, unmodified programs under `fdbroker run --transparent`, one behaviour class
+//! each, compared with the same program run as root on the same root-only tree: the
+//! standard devices, what the policy refused (said at exit, `--fail-on-denial`), the
+//! metadata calls programs make on every file, and opens with odd flags.
+#![allow(clippy::unwrap_used)]
+
+use fdbroker_tests::transparent::{
+    as_root, run, same_as_root, transparent, transparent_with, tree_policy,
+};
+use fdbroker_tests::{TempDir, text};
+use std::path::{Path, PathBuf};
+
+/// A root-only tree (0700 directories, 0600 files) with a deny carve-out, and a policy
+/// granting read and directory on it. `extra` goes into `[sandbox]`.
+fn fixture(extra: &str) -> (TempDir, PathBuf) {
+    let t = TempDir::new("transparent-programs");
+    t.file("tree/a.txt", b"alpha\n", 0o600);
+    t.file("tree/sub/b.txt", b"bravo bravo\n", 0o600);
+    t.file("tree/carve/secret.txt", b"carved out\n", 0o600);
+    for d in ["tree", "tree/sub", "tree/carve"] {
+        t.dir(d, 0o700);
+    }
+    let policy = tree_policy(&t, extra, "");
+    (t, policy)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `/dev/null`, `/dev/zero`, `/dev/urandom` and `/dev/full` behave as for root, with no
+/// device rule in the policy; `/dev/tty` is the kernel's "no terminal", not a Landlock
+/// refusal; and `perl` and `git`, which open `/dev/null` at start-up, just run.
+#[test]
+fn transparent_standard_devices_are_there_by_default() {
+    let (t, policy) = fixture("");
+    let a = t.join("tree/a.txt");
+    let script = "echo gone > /dev/null && cat /dev/null && head -c 4 /dev/zero | od -An -tx1 \
+                  && head -c 16 /dev/urandom | wc -c \
+                  && (echo x > /dev/full 2>/dev/null || echo full)";
+    same_as_root(&policy, &["sh", "-c", script]);
+    same_as_root(
+        &policy,
+        &[
+            "perl",
+            "-e",
+            "open(my $n, '>', '/dev/null') or die \"null: $!\"; print $n 'x'; \
+             open(my $f, '<', $ARGV[0]) or die \"$!\"; print <$f>;",
+            s(&a),
+        ],
+    );
+    if Path::new("/usr/bin/git").exists() || Path::new("/usr/local/bin/git").exists() {
+        // From `/`: no repository to discover, and no worktree of this one.
+        let git = format!("cd / && git hash-object {} && git --version", s(&a));
+        same_as_root(&policy, &["sh", "-c", &git]);
+    }
+    // No controlling terminal in the sandbox (it leaves the session): ENXIO, the
+    // kernel's own answer, rather than EACCES.
+    let out = run(transparent(
+        &policy,
+        &[
+            "/usr/bin/python3",
+            "-c",
+            "import os\ntry:\n os.open('/dev/tty', os.O_RDWR)\nexcept OSError as e:\n print(e.errno)",
+        ],
+    ));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        libc::ENXIO.to_string(),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// The EICAR test string, split so that no scanner flags this source file.
+fn eicar() -> Vec<u8> {
+    let mut v = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$".to_vec();
+    v.extend_from_slice(b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*");
+    v
+}
+
+/// A scanner under a carve-out holding an infected file: the run says what the policy
+/// refused, at exit, with the path; `--fail-on-denial` and `[sandbox] fail_on_denial`
+/// make an otherwise clean exit fail; and without a refusal nothing is said.
+#[test]
+fn transparent_a_denial_is_never_a_clean_run() {
+    let (t, policy) = fixture("");
+    t.file("tree/carve/eicar.com", &eicar(), 0o600);
+    let sig: String = eicar()[..32].iter().map(|b| format!("{b:02x}")).collect();
+    let db = t.file(
+        "tree/test.ndb",
+        format!("FdbrokerEicar:0:*:{sig}\n").as_bytes(),
+        0o600,
+    );
+    let tree = t.join("tree");
+    let carve = t.join("tree/carve");
+    let clamscan = Path::new("/usr/bin/clamscan").exists();
+    let scan: Vec<&str> = if clamscan {
+        vec![
+            "/usr/bin/clamscan",
+            "--no-summary",
+            "-d",
+            s(&db),
+            "-r",
+            s(&tree),
+        ]
+    } else {
+        eprintln!("clamscan is not installed (scripts/test.sh installs clamav); using find");
+        vec!["find", s(&tree), "-type", "f"]
+    };
+    // As root the infected file is found.
+    if clamscan {
+        let root = run(as_root(&scan));
+        assert_eq!(root.status.code(), Some(1), "{}", text(&root.stderr));
+        assert!(text(&root.stdout).contains("eicar.com: FdbrokerEicar"));
+    }
+    let confined = run(transparent(&policy, &scan));
+    let err = text(&confined.stderr);
+    assert!(!text(&confined.stdout).contains("eicar.com"), "{err}");
+    let said = format!("\"{}\"", carve.display());
+    assert!(
+        err.contains("fdbroker run: the policy refused") && err.contains(&said),
+        "the refusal is said at exit, with the path: {err}"
+    );
+    // The program's status is kept unless asked otherwise...
+    let plain = confined.status.code();
+    assert_eq!(plain, Some(0), "{err}");
+    // ...and with --fail-on-denial a clean exit fails.
+    let failing = run(transparent_with(&policy, &["--fail-on-denial"], &scan));
+    assert_eq!(failing.status.code(), Some(1), "{}", text(&failing.stderr));
+    // A direct request for the carved-out file is refused, counted and failed too.
+    let secret = t.join("tree/carve/secret.txt");
+    let (_t2, set) = fixture("fail_on_denial = true");
+    let secret2 = _t2.join("tree/carve/secret.txt");
+    let out = run(transparent(
+        &set,
+        &["sh", "-c", &format!("cat {} ; exit 0", s(&secret2))],
+    ));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("refused 1 request"),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(secret);
+    // Nothing refused: nothing said, the status is the program's.
+    let a = t.join("tree/a.txt");
+    let clean = run(transparent_with(
+        &policy,
+        &["--fail-on-denial"],
+        &["cat", s(&a)],
+    ));
+    assert!(clean.status.success(), "{}", text(&clean.stderr));
+    assert!(
+        !text(&clean.stderr).contains("refused"),
+        "{}",
+        text(&clean.stderr)
+    );
+}
