@@ -157,3 +157,61 @@ fn transparent_a_denial_is_never_a_clean_run() {
         text(&clean.stderr)
     );
 }
+
+/// The metadata calls programs make on every file answer as they do for root: extended
+/// attributes (none on this tree: `ENODATA`, an empty list), `statfs`, `stat` and
+/// `ls -l` without numeric ids, and `flock(1)`'s `O_RDONLY|O_CREAT` of an existing file
+/// is a read. File handles and inotify are refused with the kernel's errnos for "not
+/// supported here" and "no more watches", never `EACCES`.
+#[test]
+fn transparent_metadata_calls_answer_as_for_root() {
+    let (t, policy) = fixture("");
+    let a = t.join("tree/a.txt");
+    let sub = t.join("tree/sub");
+    let xattrs = format!(
+        r#"
+import errno, os
+for p in [{a:?}, {sub:?}]:
+    print(p, os.listxattr(p), os.listxattr(p, follow_symlinks=False))
+    for name in ["user.fdbroker", "security.selinux", "system.posix_acl_access"]:
+        try:
+            os.getxattr(p, name)
+        except OSError as e:
+            print(name, errno.errorcode[e.errno])
+"#,
+        a = s(&a),
+        sub = s(&sub)
+    );
+    same_as_root(&policy, &["/usr/bin/python3", "-c", &xattrs]);
+    same_as_root(
+        &policy,
+        &["stat", "-f", "-c", "%n %T %s %S %l", s(&a), s(&sub)],
+    );
+    // Numeric ids: /etc/passwd is not in this sandbox.
+    same_as_root(&policy, &["ls", "-ln", "--time-style=+%s", s(&sub)]);
+    same_as_root(&policy, &["flock", s(&a), "cat", s(&a)]);
+    // The kernel's own "not supported" and "no more watches", as a program sees them on
+    // a filesystem without handles or past its watch limit.
+    let refusals = format!(
+        r#"
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+buf = ctypes.create_string_buffer(128)
+ctypes.c_uint.from_buffer(buf).value = 120
+mount = ctypes.c_int()
+rc = libc.name_to_handle_at(-100, {a:?}.encode(), buf, ctypes.byref(mount), 0)
+print("handle", rc, ctypes.get_errno())
+fd = libc.inotify_init1(0)
+rc = libc.inotify_add_watch(fd, {a:?}.encode(), 2)
+print("watch", rc, ctypes.get_errno())
+"#,
+        a = s(&a)
+    );
+    let out = run(transparent(&policy, &["/usr/bin/python3", "-c", &refusals]));
+    assert_eq!(
+        text(&out.stdout),
+        format!("handle -1 {}\nwatch -1 {}\n", libc::EOPNOTSUPP, libc::ENOSPC),
+        "{}",
+        text(&out.stderr)
+    );
+}

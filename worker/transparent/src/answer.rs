@@ -115,12 +115,7 @@ impl Supervisor<'_> {
         let Some(call) = decode(tid, &n.data) else {
             return Answer::Continue;
         };
-        let (dirfd, path_addr) = match &call {
-            Call::Open { dirfd, path, .. }
-            | Call::Stat { dirfd, path, .. }
-            | Call::Access { dirfd, path, .. }
-            | Call::Readlink { dirfd, path } => (*dirfd, *path),
-        };
+        let (dirfd, path_addr) = call.path();
         let raw = match read_path(tid, path_addr) {
             Ok(p) => p,
             Err(e) => return Answer::Error(e),
@@ -177,6 +172,22 @@ impl Supervisor<'_> {
                 Ok(_) => Answer::Error(libc::EINVAL),
                 Err(e) => Answer::Error(errno_of(&e)),
             },
+            // Served paths show no extended attributes: none to read, an empty list.
+            Call::Xattr { list, .. } => match broker.metadata(path) {
+                Ok(_) if list => Answer::Value(0),
+                Ok(_) => Answer::Error(libc::ENODATA),
+                Err(e) => Answer::Error(errno_of(&e)),
+            },
+            Call::Statfs { buf, .. } => match filesystem_of(broker, path) {
+                Ok(bytes) => Answer::Write { addr: buf, bytes },
+                Err(e) => Answer::Error(errno_of(&e)),
+            },
+            // The kernel's "no more watches" (`tail -f` then polls): the supervisor
+            // cannot add a watch to the program's inotify instance.
+            Call::Watch { .. } => match broker.metadata(path) {
+                Ok(_) => Answer::Error(libc::ENOSPC),
+                Err(e) => Answer::Error(errno_of(&e)),
+            },
             Call::Access { mode, .. } => match broker.metadata(path) {
                 Err(e) => Answer::Error(errno_of(&e)),
                 Ok(meta) => {
@@ -195,6 +206,17 @@ impl Supervisor<'_> {
             },
         }
     }
+}
+
+/// `struct statfs` of the filesystem `path` is on, from a descriptor the broker passes
+/// for it (a file for `read`, a directory for `directory`; never a stand-in, which is
+/// on the scratch directory's filesystem), closed at once.
+fn filesystem_of(broker: &Client, path: &Path) -> io::Result<Vec<u8>> {
+    let file = match broker.open_with(path, Access::Read) {
+        Err(e) if errno_of(&e) == libc::EISDIR => broker.open_with(path, Access::Directory)?,
+        r => r?,
+    };
+    sys::fstatfs_bytes(file.as_fd())
 }
 
 /// An open of a directory: the broker's descriptor where it passes one, else (it would
@@ -225,16 +247,30 @@ fn open(broker: &Client, stand_ins: &mut StandIns, path: &Path, flags: i32) -> A
             extra |= fdbroker_shared::wire::OPEN_APPEND;
         }
         let result = if flags & libc::O_PATH != 0 || mode == libc::O_RDONLY {
-            if flags & (libc::O_CREAT | libc::O_TRUNC) != 0 && flags & libc::O_PATH == 0 {
+            // `O_RDONLY|O_TRUNC` is a write; `O_RDONLY|O_CREAT` (`flock(1)`) of a file
+            // that exists is a read, and creating one through it a write the read-only
+            // open cannot carry (as the kernel refuses it in a directory the caller
+            // cannot write); `O_EXCL` would always create.
+            let creates = flags & libc::O_CREAT != 0 && flags & libc::O_PATH == 0;
+            if flags & libc::O_TRUNC != 0 && flags & libc::O_PATH == 0 {
                 return Answer::Error(libc::EACCES);
+            }
+            if creates && flags & libc::O_EXCL != 0 {
+                return Answer::Error(match broker.metadata(path) {
+                    Ok(_) => libc::EEXIST,
+                    Err(_) => libc::EACCES,
+                });
             }
             if flags & libc::O_DIRECTORY != 0 {
                 open_directory(broker, stand_ins, path)
             } else {
                 match broker.open_with(path, Access::Read) {
                     // A directory opened without O_DIRECTORY (fdopendir after open).
-                    Err(e) if errno_of(&e) == libc::EISDIR => {
+                    Err(e) if errno_of(&e) == libc::EISDIR && !creates => {
                         open_directory(broker, stand_ins, path)
+                    }
+                    Err(e) if creates && errno_of(&e) == libc::ENOENT => {
+                        Err(io::Error::from_raw_os_error(libc::EACCES))
                     }
                     r => r,
                 }

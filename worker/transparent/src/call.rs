@@ -8,7 +8,7 @@
 //! an ordinary stat of that path, which the broker answers.
 
 use crate::memory::read_memory;
-use crate::uapi::{self, SYS_FACCESSAT2, SYS_OPENAT2};
+use crate::uapi::{self, SYS_FACCESSAT2, SYS_GETXATTRAT, SYS_LISTXATTRAT, SYS_OPENAT2};
 
 /// What an intercepted call asks, decoded from its registers.
 pub enum Call {
@@ -34,6 +34,37 @@ pub enum Call {
         dirfd: i32,
         path: u64,
     },
+    /// `getxattr`, `lgetxattr`, `getxattrat` (`list`: the `listxattr` calls): the
+    /// broker shows no extended attributes, so a served path has none.
+    Xattr {
+        dirfd: i32,
+        path: u64,
+        list: bool,
+    },
+    /// `statfs`: the filesystem a served path is on, written as `struct statfs`.
+    Statfs {
+        path: u64,
+        buf: u64,
+    },
+    /// `inotify_add_watch`: the program's inotify instance cannot watch what it cannot
+    /// read, and the supervisor cannot add a watch to it.
+    Watch {
+        path: u64,
+    },
+}
+
+impl Call {
+    /// The directory descriptor and the address of the path the call names.
+    pub fn path(&self) -> (i32, u64) {
+        match self {
+            Call::Open { dirfd, path, .. }
+            | Call::Stat { dirfd, path, .. }
+            | Call::Access { dirfd, path, .. }
+            | Call::Readlink { dirfd, path }
+            | Call::Xattr { dirfd, path, .. } => (*dirfd, *path),
+            Call::Statfs { path, .. } | Call::Watch { path } => (libc::AT_FDCWD, *path),
+        }
+    }
 }
 
 /// The call notification data `d` describes, made by thread `tid` (whose memory holds
@@ -144,6 +175,23 @@ pub fn decode(tid: i32, d: &uapi::Data) -> Option<Call> {
             path: a[1],
             mode: int(a[2]),
         }),
+        libc::SYS_getxattr | libc::SYS_lgetxattr | libc::SYS_listxattr | libc::SYS_llistxattr => {
+            Some(Call::Xattr {
+                dirfd: libc::AT_FDCWD,
+                path: a[0],
+                list: nr == libc::SYS_listxattr || nr == libc::SYS_llistxattr,
+            })
+        }
+        SYS_GETXATTRAT | SYS_LISTXATTRAT => Some(Call::Xattr {
+            dirfd: int(a[0]),
+            path: a[1],
+            list: nr == SYS_LISTXATTRAT,
+        }),
+        libc::SYS_statfs => Some(Call::Statfs {
+            path: a[0],
+            buf: a[1],
+        }),
+        libc::SYS_inotify_add_watch => Some(Call::Watch { path: a[1] }),
         _ => None,
     }
 }

@@ -4,7 +4,7 @@
 //! Installed last, by the program itself after its ordinary worker sandbox, right
 //! before it execs: the listener it returns is passed to the supervisor.
 
-use crate::uapi::{self, SYS_FACCESSAT2, SYS_OPENAT2};
+use crate::uapi::{self, SYS_FACCESSAT2, SYS_GETXATTRAT, SYS_LISTXATTRAT, SYS_OPENAT2};
 use std::io;
 use std::os::fd::OwnedFd;
 
@@ -23,6 +23,14 @@ fn intercepted() -> Vec<i64> {
         libc::SYS_faccessat,
         SYS_FACCESSAT2,
         libc::SYS_readlinkat,
+        libc::SYS_getxattr,
+        libc::SYS_lgetxattr,
+        libc::SYS_listxattr,
+        libc::SYS_llistxattr,
+        SYS_GETXATTRAT,
+        SYS_LISTXATTRAT,
+        libc::SYS_statfs,
+        libc::SYS_inotify_add_watch,
     ];
     #[cfg(target_arch = "x86_64")]
     v.extend([
@@ -60,6 +68,12 @@ fn program() -> Vec<libc::sock_filter> {
         p.push(op(JEQ_K, 0, 1, nr as u32));
         p.push(op(RET_K, 0, 0, uapi::RET_USER_NOTIF));
     }
+    // File handles stay refused (they bypass path checks), but as the kernel refuses
+    // them for a filesystem that cannot export handles, which every caller falls back
+    // from, rather than the ordinary sandbox's EPERM. This filter is the newest, so its
+    // errno is the one the program sees.
+    p.push(op(JEQ_K, 0, 1, libc::SYS_name_to_handle_at as u32));
+    p.push(op(RET_K, 0, 0, uapi::RET_ERRNO | libc::EOPNOTSUPP as u32));
     // The supervisor's own sandbox leaves these to it; the program's ordinary sandbox
     // refuses them too, this only keeps the rule next to the reason.
     for nr in [libc::SYS_process_vm_readv, libc::SYS_process_vm_writev] {
