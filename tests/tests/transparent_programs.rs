@@ -210,7 +210,11 @@ print("watch", rc, ctypes.get_errno())
     let out = run(transparent(&policy, &["/usr/bin/python3", "-c", &refusals]));
     assert_eq!(
         text(&out.stdout),
-        format!("handle -1 {}\nwatch -1 {}\n", libc::EOPNOTSUPP, libc::ENOSPC),
+        format!(
+            "handle -1 {}\nwatch -1 {}\n",
+            libc::EOPNOTSUPP,
+            libc::ENOSPC
+        ),
         "{}",
         text(&out.stderr)
     );

@@ -17,6 +17,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::{Mutex, OnceLock};
 
 /// The answer to one notification.
 enum Answer {
@@ -43,74 +44,82 @@ const REPLY_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// The supervisor's answering side: the listener, its broker connection, and the copy
 /// of the policy that tells paths no rule covers from the rest.
-pub struct Supervisor<'a> {
+///
+/// Shared by the answering threads (`Arc`): each receives a notification and answers it
+/// on its own, so calls of several program threads are answered at once, their broker
+/// requests in flight together on the one pipelined connection ([`Client`] matches
+/// replies to requests by id). Nothing here is per call but the answer: the stand-ins
+/// lock themselves, the connection is made once.
+pub struct Supervisor {
     listener: OwnedFd,
     /// The connection, until the first call that needs it greets the broker over it.
-    connection: Option<OwnedFd>,
-    broker: Option<Client>,
-    policy: &'a Policy,
+    connection: Mutex<Option<OwnedFd>>,
+    broker: OnceLock<Client>,
+    policy: Policy,
     client: ClientId,
     /// Stand-ins for directories the broker lists itself (`listing.rs`).
     stand_ins: StandIns,
 }
 
-impl<'a> Supervisor<'a> {
+impl Supervisor {
     /// Answers on `listener`; greets the broker over `connection` on the first call that
     /// needs it.
     pub fn new(
         listener: OwnedFd,
         connection: OwnedFd,
-        policy: &'a Policy,
+        policy: Policy,
         client: ClientId,
         scratch: std::path::PathBuf,
     ) -> Self {
         Supervisor {
             listener,
-            connection: Some(connection),
-            broker: None,
+            connection: Mutex::new(Some(connection)),
+            broker: OnceLock::new(),
             policy,
             client,
             stand_ins: StandIns::new(scratch),
         }
     }
 
-    /// The listener, for the supervisor's poll.
-    pub fn listener(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.listener.as_fd()
-    }
-}
-
-impl Supervisor<'_> {
-    /// Receives and answers one notification. Errors are the program's: a notification
-    /// gone stale (the thread was killed) is simply dropped.
-    pub fn one(&mut self) {
-        let Ok(n) = sys::notif_recv(self.listener.as_fd()) else {
-            return;
-        };
-        let answer = self.decide(&n);
-        self.respond(n.id, n.pid, answer);
-    }
-
-    /// The broker connection, greeted on first use.
-    fn broker(&mut self) -> io::Result<&Client> {
-        if self.broker.is_none() {
-            let fd = self
-                .connection
-                .take()
-                .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
-            let client = Client::over(Channel::wrap(fd))?;
-            // The program waits for every answer: see `Client::set_spin`.
-            if Channel::spinning_pays() {
-                client.set_spin(REPLY_SPIN);
+    /// Receives and answers notifications until the listener fails: on a thread of its
+    /// own, as many as [`crate::supervisor`] starts. A notification gone stale (its
+    /// thread was killed, `ENOENT`) or a receive interrupted by a signal is skipped; any
+    /// other error (the listener is unusable) ends the loop, never spins on it.
+    pub fn answer_forever(&self) {
+        loop {
+            match sys::notif_recv(self.listener.as_fd()) {
+                Ok(n) => {
+                    let answer = self.decide(&n);
+                    self.respond(n.id, n.pid, answer);
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EINTR)) => {}
+                Err(_) => return,
             }
-            self.broker = Some(client);
         }
-        self.broker
-            .as_ref()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
     }
 
-    fn decide(&mut self, n: &uapi::Notif) -> Answer {
+    /// The broker connection, greeted on first use (by whichever thread needs it first;
+    /// the others wait for that greeting, then share the connection).
+    fn broker(&self) -> io::Result<&Client> {
+        if let Some(client) = self.broker.get() {
+            return Ok(client);
+        }
+        let mut connection = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = self.broker.get() {
+            return Ok(client);
+        }
+        let fd = connection
+            .take()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        let client = Client::over(Channel::wrap(fd))?;
+        // The program waits for every answer: see `Client::set_spin`.
+        if Channel::spinning_pays() {
+            client.set_spin(REPLY_SPIN);
+        }
+        Ok(self.broker.get_or_init(|| client))
+    }
+
+    fn decide(&self, n: &uapi::Notif) -> Answer {
         let tid = n.pid as i32;
         let Some(call) = decode(tid, &n.data) else {
             return Answer::Continue;
@@ -140,12 +149,10 @@ impl Supervisor<'_> {
             return Answer::Continue;
         }
         let path = Path::new(OsStr::from_bytes(&path));
-        let (policy, client) = (self.policy, self.client);
-        if let Err(e) = self.broker() {
-            return Answer::Error(errno_of(&e));
-        }
-        let (Some(broker), stand_ins) = (self.broker.as_ref(), &mut self.stand_ins) else {
-            return Answer::Error(libc::EIO);
+        let (policy, client, stand_ins) = (&self.policy, self.client, &self.stand_ins);
+        let broker = match self.broker() {
+            Ok(broker) => broker,
+            Err(e) => return Answer::Error(errno_of(&e)),
         };
         match call {
             Call::Open { flags, .. } => open(broker, stand_ins, path, flags),
@@ -221,7 +228,7 @@ fn filesystem_of(broker: &Client, path: &Path) -> io::Result<Vec<u8>> {
 
 /// An open of a directory: the broker's descriptor where it passes one, else (it would
 /// show what the policy hides) a stand-in holding the broker's listing.
-fn open_directory(broker: &Client, stand_ins: &mut StandIns, path: &Path) -> io::Result<File> {
+fn open_directory(broker: &Client, stand_ins: &StandIns, path: &Path) -> io::Result<File> {
     match broker.open_with(path, Access::Directory) {
         Err(e) if errno_of(&e) == libc::EACCES => {
             // Listed where `directory` is granted; refused (EACCES again) elsewhere.
@@ -235,7 +242,7 @@ fn open_directory(broker: &Client, stand_ins: &mut StandIns, path: &Path) -> io:
 }
 
 /// An open, as the broker's access its flags mean.
-fn open(broker: &Client, stand_ins: &mut StandIns, path: &Path, flags: i32) -> Answer {
+fn open(broker: &Client, stand_ins: &StandIns, path: &Path, flags: i32) -> Answer {
     {
         let cloexec = flags & libc::O_CLOEXEC != 0;
         let mode = flags & libc::O_ACCMODE;
@@ -311,7 +318,7 @@ fn open(broker: &Client, stand_ins: &mut StandIns, path: &Path, flags: i32) -> A
     }
 }
 
-impl Supervisor<'_> {
+impl Supervisor {
     fn valid(&self, id: u64) -> bool {
         sys::notif_id_valid(self.listener.as_fd(), id)
     }

@@ -63,7 +63,11 @@
 //! installed with `ADDFD` and `SECCOMP_ADDFD_FLAG_SEND`, which installs and answers in
 //! one step.
 //!
-//! Speed: the program waits for every answer, and on a small VM waking a sleeping
+//! Speed: several threads answer (`answer.rs`, as many as the CPUs the supervisor may
+//! use, 2 to 8), each receiving a notification and answering it on its own, their broker
+//! requests in flight together on the one pipelined connection: calls of several
+//! program threads are answered at once, not queued behind each other. The program
+//! waits for every answer, and on a small VM waking a sleeping
 //! process on an idle CPU costs more than the broker's open. The listener asks for
 //! synchronous wake-ups (program and supervisor hand the CPU to each other), and both
 //! ends of the supervisor's broker connection look for the next message for a bounded
@@ -82,8 +86,8 @@
 //! state (its policy roots, its server): it gets what it needs, prepared by the spawn
 //! broker before the fork, as one [`Prepared`] value.
 //!
-//! - `supervisor.rs`: the supervisor process ([`supervisor_main`]), its signals and the
-//!   program's end.
+//! - `supervisor.rs`: the supervisor process ([`supervisor_main`]), its answering
+//!   threads, its signals and the program's end.
 //! - `answer.rs`: answering one notification (through the broker, or by letting the
 //!   kernel continue); `call.rs`: what an intercepted call asks, from its registers.
 //! - `filter.rs`: which calls are intercepted, the BPF program, installing it (the
