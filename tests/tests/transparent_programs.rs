@@ -219,3 +219,86 @@ print("watch", rc, ctypes.get_errno())
         text(&out.stderr)
     );
 }
+
+/// The children of `pid`, from `/proc`.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so parse after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Several threads answer the program's calls (a pool sharing one pipelined broker
+/// connection), so one program thread's call never waits behind another's: the
+/// supervisor (the namespace init's child, the program's parent) has more than its
+/// signal-handling thread, and a program whose threads all read at once gets every
+/// file right.
+#[test]
+fn transparent_calls_are_answered_by_a_pool_of_threads() {
+    use std::io::BufRead;
+    let (t, policy) = fixture("");
+    let mut cmd = transparent(&policy, &["sh", "-c", "echo ready; exec sleep 60"]);
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    // The supervisor is the child of `fdbroker run` that the program is a child of
+    // (beside it: the namespace's init and the scratch remover, without children).
+    let supervisors: Vec<u32> = children(child.id())
+        .into_iter()
+        .filter(|&p| !children(p).is_empty())
+        .collect();
+    let threads: Vec<usize> = supervisors
+        .iter()
+        .map(|p| {
+            std::fs::read_dir(format!("/proc/{p}/task"))
+                .unwrap()
+                .count()
+        })
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(threads.len(), 1, "one supervisor: {supervisors:?}");
+    assert!(
+        threads[0] >= 3,
+        "signals and at least two answering threads: {threads:?}"
+    );
+    // Eight threads reading two files at once all read what root reads.
+    let a = t.join("tree/a.txt");
+    let b = t.join("tree/sub/b.txt");
+    let threaded = format!(
+        r#"
+import threading
+out = [None] * 8
+def read(i):
+    out[i] = b"".join(open(p, "rb").read() for p in [{a:?}, {b:?}] * 50)
+ts = [threading.Thread(target=read, args=(i,)) for i in range(8)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+print(len(set(out)), len(out[0]))
+"#,
+        a = s(&a),
+        b = s(&b)
+    );
+    same_as_root(&policy, &["/usr/bin/python3", "-c", &threaded]);
+}
