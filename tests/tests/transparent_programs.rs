@@ -302,3 +302,78 @@ print(len(set(out)), len(out[0]))
     );
     same_as_root(&policy, &["/usr/bin/python3", "-c", &threaded]);
 }
+
+/// The working directory: `cd` (the shell's `chdir`) and `fchdir` on a descriptor the
+/// broker passed enter root-only served directories; relative paths, `getcwd` (`pwd`),
+/// a forked and exec'd child (`find -execdir`, Python's `subprocess`) and another
+/// thread all see the directory entered, as for root. It grants nothing: from there,
+/// the carve-out and what lies outside the policy stay refused.
+#[test]
+fn transparent_working_directory_is_kept_for_served_directories() {
+    let (t, policy) = fixture("");
+    t.file("outside.txt", b"not in the policy\n", 0o600);
+    let tree = t.join("tree");
+    let sub = t.join("tree/sub");
+    let shell = format!(
+        "cd {sub} && cat b.txt ../a.txt && /bin/pwd && ls && cd .. && ls -d sub && /bin/pwd",
+        sub = s(&sub)
+    );
+    same_as_root(&policy, &["sh", "-c", &shell]);
+    same_as_root(
+        &policy,
+        &[
+            "find",
+            s(&tree),
+            "-name",
+            "*.txt",
+            "-not",
+            "-path",
+            "*carve*",
+            "-execdir",
+            "cat",
+            "{}",
+            ";",
+        ],
+    );
+    let python = format!(
+        r#"
+import os, subprocess, threading
+fd = os.open({sub:?}, os.O_RDONLY | os.O_DIRECTORY)
+os.fchdir(fd)
+print(os.getcwd(), open("b.txt").read().strip())
+print(subprocess.run(["cat", "b.txt"], capture_output=True).stdout)
+print(subprocess.run(["sh", "-c", "/bin/pwd; cat ../a.txt"], capture_output=True).stdout)
+out = []
+th = threading.Thread(target=lambda: out.append(open("b.txt").read()))
+th.start(); th.join()
+print(out)
+pid = os.fork()
+if pid == 0:
+    os.write(1, open("b.txt", "rb").read())
+    os._exit(0)
+os.waitpid(pid, 0)
+os.chdir("/")
+print(os.getcwd(), os.path.exists("b.txt"))
+"#,
+        sub = s(&sub)
+    );
+    same_as_root(&policy, &["/usr/bin/python3", "-c", &python]);
+    // Nothing more than the policy: the carve-out cannot be entered, and from a kept
+    // directory neither it nor what lies outside the policy can be read.
+    let probe = format!(
+        "cd {sub} || exit 9; cat ../carve/secret.txt; cat ../../outside.txt; \
+         cd ../carve && echo entered; cd {carve} && echo entered; exit 0",
+        sub = s(&sub),
+        carve = s(&t.join("tree/carve"))
+    );
+    let out = run(transparent(&policy, &["sh", "-c", &probe]));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stdout.contains("carved") && !stdout.contains("not in the policy"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("entered"), "{stdout}");
+    assert_eq!(stderr.matches("Permission denied").count(), 2, "{stderr}");
+    assert_eq!(stderr.matches("can't cd").count(), 2, "{stderr}");
+}

@@ -3,8 +3,9 @@
 //! and how" in the crate documentation).
 
 use crate::call::{Call, decode};
+use crate::cwd::{Process, WorkingDirectories, process_of};
 use crate::listing::StandIns;
-use crate::memory::{absolute, read_path, write_memory};
+use crate::memory::{absolute, host_tid, read_path, write_memory};
 use crate::stat::{stat_bytes, statx_bytes};
 use crate::{sys, uapi};
 use fdbroker_policy::{ClientId, Decision, Denial, Policy};
@@ -30,10 +31,11 @@ enum Answer {
         fd: OwnedFd,
         cloexec: bool,
     },
-    /// Write these bytes at this address in the program, then return 0.
+    /// Write these bytes at this address in the program, then return `value`.
     Write {
         addr: u64,
         bytes: Vec<u8>,
+        value: i64,
     },
 }
 
@@ -59,6 +61,8 @@ pub struct Supervisor {
     client: ClientId,
     /// Stand-ins for directories the broker lists itself (`listing.rs`).
     stand_ins: StandIns,
+    /// The working directories kept for the program's processes (`cwd.rs`).
+    cwds: WorkingDirectories,
 }
 
 impl Supervisor {
@@ -78,6 +82,7 @@ impl Supervisor {
             policy,
             client,
             stand_ins: StandIns::new(scratch),
+            cwds: WorkingDirectories::default(),
         }
     }
 
@@ -124,6 +129,11 @@ impl Supervisor {
         let Some(call) = decode(tid, &n.data) else {
             return Answer::Continue;
         };
+        match call {
+            Call::Getcwd { buf, size } => return self.getcwd(n, tid, buf, size),
+            Call::Fchdir { fd } => return self.fchdir(n, tid, fd),
+            _ => {}
+        }
         let (dirfd, path_addr) = call.path();
         let raw = match read_path(tid, path_addr) {
             Ok(p) => p,
@@ -136,8 +146,22 @@ impl Supervisor {
         if !self.valid(n.id) {
             return Answer::Continue;
         }
+        // The kept working directory, where a relative path starts from it. Looking
+        // the process up costs a few reads of /proc: done only where one may be kept.
+        let from_cwd = dirfd == libc::AT_FDCWD && raw.first() != Some(&b'/');
+        let process = if matches!(call, Call::Chdir { .. }) || (from_cwd && !self.cwds.is_empty()) {
+            self.process(tid)
+        } else {
+            None
+        };
+        let kept = match process {
+            Some((p, ppid)) if from_cwd => self.cwds.get(p, ppid),
+            _ => None,
+        };
         let stand_ins = &self.stand_ins;
-        let Some(path) = absolute(tid, dirfd, &raw, &|base| stand_ins.real_base(base)) else {
+        let Some(path) = absolute(tid, dirfd, &raw, kept.as_deref(), &|base| {
+            stand_ins.real_base(base)
+        }) else {
             return Answer::Continue;
         };
         // A stand-in named by its absolute path is its real directory too.
@@ -146,6 +170,15 @@ impl Supervisor {
         if let Decision::Deny(Denial::NoRule | Denial::InvalidPath(_)) =
             self.policy.decide(self.client, &path, Access::Read)
         {
+            if kept.is_some() {
+                // The kernel would resolve this relative path against the real working
+                // directory, another one than the program's.
+                return Answer::Error(libc::EACCES);
+            }
+            if let (Call::Chdir { .. }, Some((p, _))) = (&call, process) {
+                // A real change of directory, by the kernel: the kept one ends.
+                self.cwds.clear(p);
+            }
             return Answer::Continue;
         }
         let path = Path::new(OsStr::from_bytes(&path));
@@ -168,6 +201,7 @@ impl Supervisor {
                         } else {
                             stat_bytes(meta.raw())
                         },
+                        value: 0,
                     },
                     Err(e) => Answer::Error(errno_of(&e)),
                 }
@@ -186,7 +220,11 @@ impl Supervisor {
                 Err(e) => Answer::Error(errno_of(&e)),
             },
             Call::Statfs { buf, .. } => match filesystem_of(broker, path) {
-                Ok(bytes) => Answer::Write { addr: buf, bytes },
+                Ok(bytes) => Answer::Write {
+                    addr: buf,
+                    bytes,
+                    value: 0,
+                },
                 Err(e) => Answer::Error(errno_of(&e)),
             },
             // The kernel's "no more watches" (`tail -f` then polls): the supervisor
@@ -195,6 +233,21 @@ impl Supervisor {
                 Ok(_) => Answer::Error(libc::ENOSPC),
                 Err(e) => Answer::Error(errno_of(&e)),
             },
+            Call::Chdir { .. } => match broker.metadata(path) {
+                Ok(meta) if meta.is_dir() => match process {
+                    Some((p, _)) => {
+                        let kept = path.as_os_str().as_bytes().to_vec();
+                        self.cwds
+                            .set(p, kept)
+                            .map_or_else(Answer::Error, |()| Answer::Value(0))
+                    }
+                    None => Answer::Error(libc::ESRCH),
+                },
+                Ok(_) => Answer::Error(libc::ENOTDIR),
+                Err(e) => Answer::Error(errno_of(&e)),
+            },
+            // Answered before a path is read.
+            Call::Fchdir { .. } | Call::Getcwd { .. } => Answer::Continue,
             Call::Access { mode, .. } => match broker.metadata(path) {
                 Err(e) => Answer::Error(errno_of(&e)),
                 Ok(meta) => {
@@ -211,6 +264,67 @@ impl Supervisor {
                     Answer::Value(0)
                 }
             },
+        }
+    }
+}
+
+impl Supervisor {
+    /// The process of thread `tid` (of this pid namespace) and its parent, as `/proc`
+    /// numbers them. Called only while the thread's notification is pending.
+    fn process(&self, tid: i32) -> Option<(Process, i32)> {
+        process_of(host_tid(tid)?)
+    }
+
+    /// `getcwd`: the kept working directory, or the kernel's where none is kept.
+    fn getcwd(&self, n: &uapi::Notif, tid: i32, buf: u64, size: u64) -> Answer {
+        if self.cwds.is_empty() || !self.valid(n.id) {
+            return Answer::Continue;
+        }
+        let Some(kept) = self
+            .process(tid)
+            .and_then(|(p, ppid)| self.cwds.get(p, ppid))
+        else {
+            return Answer::Continue;
+        };
+        let mut bytes = kept;
+        bytes.push(0);
+        if (bytes.len() as u64) > size {
+            return Answer::Error(libc::ERANGE);
+        }
+        let value = bytes.len() as i64;
+        Answer::Write {
+            addr: buf,
+            bytes,
+            value,
+        }
+    }
+
+    /// `fchdir`: into a served directory the descriptor names (one the broker passed,
+    /// or a stand-in for one), kept; any other is the kernel's.
+    fn fchdir(&self, n: &uapi::Notif, tid: i32, fd: i32) -> Answer {
+        if fd < 0 || !self.valid(n.id) {
+            return Answer::Continue;
+        }
+        let stand_ins = &self.stand_ins;
+        // "." against the descriptor: its path, as /proc shows it, stand-ins mapped.
+        let Some(path) = absolute(tid, fd, b".", None, &|base| stand_ins.real_base(base)) else {
+            return Answer::Continue;
+        };
+        if let Decision::Deny(Denial::NoRule | Denial::InvalidPath(_)) =
+            self.policy.decide(self.client, &path, Access::Read)
+        {
+            return Answer::Continue;
+        }
+        let (Some((p, _)), Ok(broker)) = (self.process(tid), self.broker()) else {
+            return Answer::Error(libc::EIO);
+        };
+        match broker.metadata(Path::new(OsStr::from_bytes(&path))) {
+            Ok(meta) if meta.is_dir() => self
+                .cwds
+                .set(p, path)
+                .map_or_else(Answer::Error, |()| Answer::Value(0)),
+            Ok(_) => Answer::Error(libc::ENOTDIR),
+            Err(e) => Answer::Error(errno_of(&e)),
         }
     }
 }
@@ -349,12 +463,14 @@ impl Supervisor {
                     Err(_) => resp.error = -libc::EMFILE,
                 }
             }
-            Answer::Write { addr, bytes } => {
+            Answer::Write { addr, bytes, value } => {
                 if !self.valid(id) {
                     return;
                 }
                 if write_memory(tid as i32, addr, &bytes).is_err() {
                     resp.error = -libc::EFAULT;
+                } else {
+                    resp.val = value;
                 }
             }
         }

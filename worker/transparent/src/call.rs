@@ -51,6 +51,18 @@ pub enum Call {
     Watch {
         path: u64,
     },
+    /// `chdir`: into a served directory, kept by the supervisor (`cwd.rs`).
+    Chdir {
+        path: u64,
+    },
+    /// `fchdir` and `getcwd` name no path: answered apart (`answer.rs`).
+    Fchdir {
+        fd: i32,
+    },
+    Getcwd {
+        buf: u64,
+        size: u64,
+    },
 }
 
 impl Call {
@@ -62,7 +74,11 @@ impl Call {
             | Call::Access { dirfd, path, .. }
             | Call::Readlink { dirfd, path }
             | Call::Xattr { dirfd, path, .. } => (*dirfd, *path),
-            Call::Statfs { path, .. } | Call::Watch { path } => (libc::AT_FDCWD, *path),
+            Call::Statfs { path, .. } | Call::Watch { path } | Call::Chdir { path } => {
+                (libc::AT_FDCWD, *path)
+            }
+            // No path: never asked (answered before a path is read).
+            Call::Fchdir { .. } | Call::Getcwd { .. } => (libc::AT_FDCWD, 0),
         }
     }
 }
@@ -192,6 +208,12 @@ pub fn decode(tid: i32, d: &uapi::Data) -> Option<Call> {
             buf: a[1],
         }),
         libc::SYS_inotify_add_watch => Some(Call::Watch { path: a[1] }),
+        libc::SYS_chdir => Some(Call::Chdir { path: a[0] }),
+        libc::SYS_fchdir => Some(Call::Fchdir { fd: int(a[0]) }),
+        libc::SYS_getcwd => Some(Call::Getcwd {
+            buf: a[0],
+            size: a[1],
+        }),
         _ => None,
     }
 }

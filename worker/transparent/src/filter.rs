@@ -31,6 +31,9 @@ fn intercepted() -> Vec<i64> {
         SYS_LISTXATTRAT,
         libc::SYS_statfs,
         libc::SYS_inotify_add_watch,
+        libc::SYS_chdir,
+        libc::SYS_fchdir,
+        libc::SYS_getcwd,
     ];
     #[cfg(target_arch = "x86_64")]
     v.extend([

@@ -105,6 +105,7 @@
 
 mod answer;
 mod call;
+mod cwd;
 mod filter;
 mod kernel;
 mod listing;
