@@ -377,3 +377,96 @@ print(os.getcwd(), os.path.exists("b.txt"))
     assert_eq!(stderr.matches("Permission denied").count(), 2, "{stderr}");
     assert_eq!(stderr.matches("can't cd").count(), 2, "{stderr}");
 }
+
+/// Symbolic links inside a served tree are described, not followed: with the default
+/// `symlinks = "none"`, `ls -lR`, `find`, `stat`, `readlink`, `du` and `os.walk` with
+/// `lstat` print what root prints about the links themselves (a relative one, a
+/// dangling one, one to a directory, one out of the tree), while following one stays
+/// refused. Under `symlinks = "beneath"` a link is followed: `lstat` describes the
+/// target and `readlink -f` ends at the link's own path.
+#[test]
+fn transparent_symbolic_links_are_described_not_followed() {
+    let t = TempDir::new("transparent-links");
+    t.file("tree/sub/b.txt", b"bravo bravo\n", 0o600);
+    t.file("tree/sub/deeper/c.txt", b"charlie\n", 0o600);
+    t.file("tree/follow/target.txt", b"followed\n", 0o600);
+    for d in ["tree", "tree/sub", "tree/sub/deeper", "tree/follow"] {
+        t.dir(d, 0o700);
+    }
+    let link = |target: &str, at: &str| std::os::unix::fs::symlink(target, t.join(at)).unwrap();
+    link("b.txt", "tree/sub/rel");
+    link("missing.txt", "tree/sub/dangling");
+    link("deeper", "tree/sub/dirlink");
+    link("/etc/hostname", "tree/sub/out");
+    link("target.txt", "tree/follow/link");
+    let policy = tree_policy(
+        &t,
+        "",
+        &format!(
+            "  [[client.allow]]\n  path = \"{}/tree/follow/\"\n  access = [\"read\"]\n  symlinks = \"beneath\"\n",
+            t.path().display()
+        ),
+    );
+    let sub = t.join("tree/sub");
+    let sub = s(&sub);
+    same_as_root(&policy, &["ls", "-lRn", "--time-style=+%s", sub]);
+    // Not a word about any entry on stderr (ls reports a failed lgetxattr there).
+    let ls = run(transparent(&policy, &["ls", "-lRn", sub]));
+    assert!(!text(&ls.stderr).contains("ls:"), "{}", text(&ls.stderr));
+    same_as_root(&policy, &["find", sub, "-printf", "%p %y %l %s\\n"]);
+    same_as_root(
+        &policy,
+        &[
+            "stat",
+            "-c",
+            "%n %F %s %h %N",
+            &format!("{sub}/rel"),
+            &format!("{sub}/dangling"),
+            &format!("{sub}/out"),
+        ],
+    );
+    same_as_root(
+        &policy,
+        &[
+            "readlink",
+            &format!("{sub}/rel"),
+            &format!("{sub}/dirlink"),
+            &format!("{sub}/out"),
+        ],
+    );
+    same_as_root(&policy, &["readlink", "-f", &format!("{sub}/rel")]);
+    same_as_root(&policy, &["du", "-a", "--apparent-size", "-b", sub]);
+    let walk = format!(
+        r#"
+import os
+for d, dirs, files in os.walk({sub:?}):
+    dirs.sort()
+    for f in sorted(files + dirs):
+        p = os.path.join(d, f)
+        st = os.lstat(p)
+        print(p, oct(st.st_mode), st.st_size, os.path.islink(p), os.readlink(p) if os.path.islink(p) else "")
+"#
+    );
+    same_as_root(&policy, &["/usr/bin/python3", "-c", &walk]);
+    // Following a link is the rule's to allow: refused under "none".
+    let out = run(transparent(&policy, &["cat", &format!("{sub}/rel")]));
+    assert!(!out.status.success());
+    assert!(!text(&out.stdout).contains("bravo"));
+    // "beneath": followed, so lstat describes the target, readlink -f stays put.
+    let followed = t.join("tree/follow/link");
+    let followed = s(&followed);
+    let out = run(transparent(
+        &policy,
+        &[
+            "sh",
+            "-c",
+            &format!("cat {followed}; stat -c '%F %s' {followed}; readlink -f {followed}"),
+        ],
+    ));
+    assert_eq!(
+        text(&out.stdout),
+        format!("followed\nregular file 9\n{followed}\n"),
+        "{}",
+        text(&out.stderr)
+    );
+}

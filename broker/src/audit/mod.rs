@@ -47,6 +47,8 @@ pub enum Action {
     Stat,
     /// A listing the broker answers itself (`Op::List`).
     List,
+    /// A description without following the last component (`Op::Link`).
+    Link,
 }
 
 impl Action {
@@ -55,6 +57,7 @@ impl Action {
             Action::Open(a) => a.as_str(),
             Action::Stat => "stat",
             Action::List => "list",
+            Action::Link => "lstat",
         }
     }
 }

@@ -192,8 +192,14 @@ impl Supervisor {
             Call::Stat {
                 flags, buf, statx, ..
             } => {
-                let _ = flags;
-                match broker.metadata(path) {
+                // Describing a link is not following it: `lstat` is answered about the
+                // link itself wherever the rule does not follow links.
+                let described = if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
+                    broker.symlink_metadata(path).map(|(meta, _)| meta)
+                } else {
+                    broker.metadata(path)
+                };
+                match described {
                     Ok(meta) => Answer::Write {
                         addr: buf,
                         bytes: if statx {
@@ -206,19 +212,38 @@ impl Supervisor {
                     Err(e) => Answer::Error(errno_of(&e)),
                 }
             }
-            // The broker resolves without following symbolic links (unless a rule says
-            // `symlinks = "beneath"`, and then it describes the target): what it can
-            // describe is, as far as the program can tell, not a link.
-            Call::Readlink { .. } => match broker.metadata(path) {
-                Ok(_) => Answer::Error(libc::EINVAL),
+            // A link's own target; anything else is not a link (`EINVAL`), and so is a
+            // link the rule follows (`symlinks = "beneath"`: the broker describes its
+            // target, so `readlink -f` ends at the link's own path).
+            Call::Readlink { buf, size, .. } => match broker.symlink_metadata(path) {
+                Ok((_, Some(mut target))) => {
+                    if size == 0 {
+                        return Answer::Error(libc::EINVAL);
+                    }
+                    target.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+                    let value = target.len() as i64;
+                    Answer::Write {
+                        addr: buf,
+                        bytes: target,
+                        value,
+                    }
+                }
+                Ok((_, None)) => Answer::Error(libc::EINVAL),
                 Err(e) => Answer::Error(errno_of(&e)),
             },
             // Served paths show no extended attributes: none to read, an empty list.
-            Call::Xattr { list, .. } => match broker.metadata(path) {
-                Ok(_) if list => Answer::Value(0),
-                Ok(_) => Answer::Error(libc::ENODATA),
-                Err(e) => Answer::Error(errno_of(&e)),
-            },
+            Call::Xattr { list, follow, .. } => {
+                let described = if follow {
+                    broker.metadata(path)
+                } else {
+                    broker.symlink_metadata(path).map(|(meta, _)| meta)
+                };
+                match described {
+                    Ok(_) if list => Answer::Value(0),
+                    Ok(_) => Answer::Error(libc::ENODATA),
+                    Err(e) => Answer::Error(errno_of(&e)),
+                }
+            }
             Call::Statfs { buf, .. } => match filesystem_of(broker, path) {
                 Ok(bytes) => Answer::Write {
                     addr: buf,

@@ -29,10 +29,13 @@ pub enum Call {
         path: u64,
         mode: i32,
     },
-    /// `readlink`: a path the broker serves is never a symbolic link it would show.
+    /// `readlink`: the target of a symbolic link the broker describes, written into
+    /// `buf` (at most `size` bytes, no terminator, as the kernel writes it).
     Readlink {
         dirfd: i32,
         path: u64,
+        buf: u64,
+        size: u64,
     },
     /// `getxattr`, `lgetxattr`, `getxattrat` (`list`: the `listxattr` calls): the
     /// broker shows no extended attributes, so a served path has none.
@@ -40,6 +43,9 @@ pub enum Call {
         dirfd: i32,
         path: u64,
         list: bool,
+        /// `false` for `lgetxattr`, `llistxattr` and `AT_SYMLINK_NOFOLLOW`: about a
+        /// link itself.
+        follow: bool,
     },
     /// `statfs`: the filesystem a served path is on, written as `struct statfs`.
     Statfs {
@@ -72,7 +78,7 @@ impl Call {
             Call::Open { dirfd, path, .. }
             | Call::Stat { dirfd, path, .. }
             | Call::Access { dirfd, path, .. }
-            | Call::Readlink { dirfd, path }
+            | Call::Readlink { dirfd, path, .. }
             | Call::Xattr { dirfd, path, .. } => (*dirfd, *path),
             Call::Statfs { path, .. } | Call::Watch { path } | Call::Chdir { path } => {
                 (libc::AT_FDCWD, *path)
@@ -126,6 +132,8 @@ pub fn decode(tid: i32, d: &uapi::Data) -> Option<Call> {
                 return Some(Call::Readlink {
                     dirfd: cwd,
                     path: a[0],
+                    buf: a[1],
+                    size: u64::from(a[2] as u32),
                 });
             }
             libc::SYS_access => {
@@ -185,6 +193,8 @@ pub fn decode(tid: i32, d: &uapi::Data) -> Option<Call> {
         libc::SYS_readlinkat => Some(Call::Readlink {
             dirfd: int(a[0]),
             path: a[1],
+            buf: a[2],
+            size: u64::from(a[3] as u32),
         }),
         libc::SYS_faccessat | SYS_FACCESSAT2 => Some(Call::Access {
             dirfd: int(a[0]),
@@ -196,12 +206,14 @@ pub fn decode(tid: i32, d: &uapi::Data) -> Option<Call> {
                 dirfd: libc::AT_FDCWD,
                 path: a[0],
                 list: nr == libc::SYS_listxattr || nr == libc::SYS_llistxattr,
+                follow: nr == libc::SYS_getxattr || nr == libc::SYS_listxattr,
             })
         }
         SYS_GETXATTRAT | SYS_LISTXATTRAT => Some(Call::Xattr {
             dirfd: int(a[0]),
             path: a[1],
             list: nr == SYS_LISTXATTRAT,
+            follow: int(a[2]) & libc::AT_SYMLINK_NOFOLLOW == 0,
         }),
         libc::SYS_statfs => Some(Call::Statfs {
             path: a[0],
