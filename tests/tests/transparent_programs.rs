@@ -470,3 +470,55 @@ for d, dirs, files in os.walk({sub:?}):
         text(&out.stderr)
     );
 }
+
+/// The program's own files in its scratch directory take `chmod`, `fchmod` and
+/// `utimensat` as for root: `tar x`, `cp -a`, `shutil.copytree` and `touch -d` work and
+/// keep modes and times. Never a set-id or a file's execute bit (dropped), and nothing
+/// outside the scratch directory changes (`EPERM`, the kernel's word for a file the
+/// caller does not own).
+#[test]
+fn transparent_scratch_files_take_chmod_and_times() {
+    let (t, policy) = fixture("");
+    let script = r#"
+cd "$TMPDIR" && mkdir src && echo hi > src/a && chmod 640 src/a && mkdir src/d && chmod 750 src/d \
+&& touch -d @1000000000 src/a && tar czf a.tgz src && mkdir x && tar xzf a.tgz -C x \
+&& cp -a x/src y && python3 -c 'import shutil; shutil.copytree("x", "z")' \
+&& stat -c '%n %a %Y' x/src/a x/src/d y/a y/d z/src/a z/src/d \
+&& python3 -c 'import os; fd = os.open("src/a", os.O_RDONLY); os.fchmod(fd, 0o600); os.utime(fd, (5, 7))' \
+&& stat -c '%n %a %X %Y' src/a
+"#;
+    let root_tmp = TempDir::new("transparent-scratch-root");
+    let root = run({
+        let mut c = as_root(&["sh", "-c", script]);
+        c.env("TMPDIR", root_tmp.path());
+        c
+    });
+    assert!(root.status.success(), "{}", text(&root.stderr));
+    let confined = run(transparent(&policy, &["sh", "-c", script]));
+    assert!(confined.status.success(), "{}", text(&confined.stderr));
+    assert_eq!(text(&confined.stdout), text(&root.stdout));
+    assert!(
+        text(&root.stdout).contains("x/src/a 640 1000000000"),
+        "{}",
+        text(&root.stdout)
+    );
+    // Never set-id, never a file's execute bits; nothing outside the scratch directory.
+    let a = t.join("tree/a.txt");
+    let limits = format!(
+        "cd \"$TMPDIR\" && echo x > f && chmod 4755 f && mkdir d && chmod 2755 d && stat -c '%a' f d; \
+         chmod 600 {a} || echo refused; touch {a} || echo refused; ln -s f l && chmod 600 l || echo refused",
+        a = s(&a)
+    );
+    let out = run(transparent(&policy, &["sh", "-c", &limits]));
+    assert_eq!(
+        text(&out.stdout),
+        "644\n755\nrefused\nrefused\nrefused\n",
+        "{}",
+        text(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&a).unwrap().permissions().mode() & 0o7777,
+        0o600
+    );
+}

@@ -195,8 +195,10 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
     } else {
         None
     };
+    // Transparent mode: the scratch directory, and the mode and time calls, which the
+    // program's notification filter sends to the supervisor (own scratch files only).
     let with_scratch = |sandbox: Sandbox| match &scratch {
-        Some(s) => sandbox.allow_read_write(&s.path),
+        Some(s) => sandbox.allow_read_write(&s.path).allow_metadata_calls(),
         None => sandbox,
     };
     // Prepared while single-threaded; the children then allocate nothing.

@@ -2,10 +2,11 @@
 //! or by letting the kernel run the call as the program made it (see "What it answers,
 //! and how" in the crate documentation).
 
-use crate::call::{Call, decode};
+use crate::call::{Call, Change, decode};
 use crate::cwd::{Process, WorkingDirectories, process_of};
 use crate::listing::StandIns;
-use crate::memory::{absolute, host_tid, read_path, write_memory};
+use crate::memory::{absolute, host_tid, read_memory, read_path, write_memory};
+use crate::scratch::{Scratch, Target};
 use crate::stat::{stat_bytes, statx_bytes};
 use crate::{sys, uapi};
 use fdbroker_policy::{ClientId, Decision, Denial, Policy};
@@ -63,6 +64,8 @@ pub struct Supervisor {
     stand_ins: StandIns,
     /// The working directories kept for the program's processes (`cwd.rs`).
     cwds: WorkingDirectories,
+    /// The scratch directory, where the program's own files may change mode and times.
+    scratch: Scratch,
 }
 
 impl Supervisor {
@@ -81,6 +84,7 @@ impl Supervisor {
             broker: OnceLock::new(),
             policy,
             client,
+            scratch: Scratch::open(&scratch),
             stand_ins: StandIns::new(scratch),
             cwds: WorkingDirectories::default(),
         }
@@ -132,6 +136,13 @@ impl Supervisor {
         match call {
             Call::Getcwd { buf, size } => return self.getcwd(n, tid, buf, size),
             Call::Fchdir { fd } => return self.fchdir(n, tid, fd),
+            // Never left to the kernel: its ordinary filter no longer refuses these.
+            Call::Metadata {
+                dirfd,
+                path,
+                flags,
+                change,
+            } => return self.metadata(n, tid, dirfd, path, flags, change),
             _ => {}
         }
         let (dirfd, path_addr) = call.path();
@@ -272,7 +283,9 @@ impl Supervisor {
                 Err(e) => Answer::Error(errno_of(&e)),
             },
             // Answered before a path is read.
-            Call::Fchdir { .. } | Call::Getcwd { .. } => Answer::Continue,
+            Call::Fchdir { .. } | Call::Getcwd { .. } | Call::Metadata { .. } => {
+                Answer::Error(libc::EPERM)
+            }
             Call::Access { mode, .. } => match broker.metadata(path) {
                 Err(e) => Answer::Error(errno_of(&e)),
                 Ok(meta) => {
@@ -322,6 +335,73 @@ impl Supervisor {
             bytes,
             value,
         }
+    }
+
+    /// A mode or time change (`scratch.rs`): the program's own scratch files alone,
+    /// `EPERM` for everything else; never left to the kernel.
+    fn metadata(
+        &self,
+        n: &uapi::Notif,
+        tid: i32,
+        dirfd: i32,
+        path: u64,
+        flags: i32,
+        change: Change,
+    ) -> Answer {
+        let raw = if path == 0 {
+            Vec::new()
+        } else {
+            match read_path(tid, path) {
+                Ok(p) => p,
+                Err(e) => return Answer::Error(e),
+            }
+        };
+        // Times are read once, before the thread is looked at.
+        let times = match change {
+            Change::Times(0) | Change::Mode(_) => None,
+            Change::Times(addr) => {
+                let mut buf = [0u8; 32];
+                match read_memory(tid, addr, &mut buf) {
+                    Ok(32) => Some(timespecs(&buf)),
+                    _ => return Answer::Error(libc::EFAULT),
+                }
+            }
+        };
+        if !self.valid(n.id) {
+            return Answer::Error(libc::EPERM);
+        }
+        let Some(host) = host_tid(tid) else {
+            return Answer::Error(libc::EPERM);
+        };
+        let target = if raw.is_empty() {
+            if path != 0 && flags & libc::AT_EMPTY_PATH == 0 {
+                return Answer::Error(libc::ENOENT);
+            }
+            Target::Fd {
+                host_tid: host,
+                fd: dirfd,
+            }
+        } else if let Some(fd) = own_descriptor(&raw) {
+            // `/proc/self/fd/N`: the C library's way to change an `O_PATH` descriptor's
+            // file (`fchmodat(AT_SYMLINK_NOFOLLOW)` before `fchmodat2`).
+            Target::Fd { host_tid: host, fd }
+        } else {
+            let kept = if dirfd == libc::AT_FDCWD && raw.first() != Some(&b'/') {
+                self.process(tid)
+                    .and_then(|(p, ppid)| self.cwds.get(p, ppid))
+            } else {
+                None
+            };
+            match absolute(tid, dirfd, &raw, kept.as_deref(), &|_| None) {
+                Some(p) => Target::Path(p),
+                None => return Answer::Error(libc::EPERM),
+            }
+        };
+        let done = match change {
+            Change::Mode(mode) => self.scratch.chmod(&target, mode),
+            Change::Times(_) => self.scratch.set_times(&target, times),
+        };
+        done.map_or_else(Answer::Error, |()| Answer::Value(0))
     }
 
     /// `fchdir`: into a served directory the descriptor names (one the broker passed,
@@ -515,4 +595,31 @@ fn errno_of(e: &io::Error) -> i32 {
         })
         .filter(|&errno| errno > 0)
         .unwrap_or(libc::EIO)
+}
+
+/// Two `struct timespec`s (access, modification) as the program's memory holds them.
+fn timespecs(buf: &[u8; 32]) -> [nix::sys::time::TimeSpec; 2] {
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&buf[i * 8..i * 8 + 8]);
+        i64::from_ne_bytes(w)
+    };
+    let ts = |sec: i64, nsec: i64| {
+        nix::sys::time::TimeSpec::from(libc::timespec {
+            tv_sec: sec as _,
+            tv_nsec: nsec as _,
+        })
+    };
+    [ts(word(0), word(1)), ts(word(2), word(3))]
+}
+
+/// `N` of `/proc/self/fd/N` or `/proc/thread-self/fd/N`: the caller's own descriptor.
+fn own_descriptor(path: &[u8]) -> Option<i32> {
+    let n = path
+        .strip_prefix(b"/proc/self/fd/")
+        .or_else(|| path.strip_prefix(b"/proc/thread-self/fd/"))?;
+    if n.is_empty() || !n.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(n).ok()?.parse().ok()
 }

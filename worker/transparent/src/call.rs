@@ -8,7 +8,9 @@
 //! an ordinary stat of that path, which the broker answers.
 
 use crate::memory::read_memory;
-use crate::uapi::{self, SYS_FACCESSAT2, SYS_GETXATTRAT, SYS_LISTXATTRAT, SYS_OPENAT2};
+use crate::uapi::{
+    self, SYS_FACCESSAT2, SYS_FCHMODAT2, SYS_GETXATTRAT, SYS_LISTXATTRAT, SYS_OPENAT2,
+};
 
 /// What an intercepted call asks, decoded from its registers.
 pub enum Call {
@@ -69,6 +71,24 @@ pub enum Call {
         buf: u64,
         size: u64,
     },
+    /// `fchmod`, `fchmodat`, `fchmodat2`, `utimensat`: answered by the supervisor on
+    /// the program's own scratch files alone (`scratch.rs`), never left to the kernel.
+    /// `path` 0 means the descriptor itself (`fchmod`, `futimens`); so does an empty
+    /// path with `AT_EMPTY_PATH`, which the supervisor sees once it has read it.
+    Metadata {
+        dirfd: i32,
+        path: u64,
+        flags: i32,
+        change: Change,
+    },
+}
+
+/// What a [`Call::Metadata`] changes.
+#[derive(Clone, Copy)]
+pub enum Change {
+    Mode(u32),
+    /// The address of the two `struct timespec`s, 0 for "both now".
+    Times(u64),
 }
 
 impl Call {
@@ -85,6 +105,7 @@ impl Call {
             }
             // No path: never asked (answered before a path is read).
             Call::Fchdir { .. } | Call::Getcwd { .. } => (libc::AT_FDCWD, 0),
+            Call::Metadata { dirfd, path, .. } => (*dirfd, *path),
         }
     }
 }
@@ -126,6 +147,14 @@ pub fn decode(tid: i32, d: &uapi::Data) -> Option<Call> {
                     flags,
                     buf: a[1],
                     statx: false,
+                });
+            }
+            libc::SYS_chmod => {
+                return Some(Call::Metadata {
+                    dirfd: cwd,
+                    path: a[0],
+                    flags: 0,
+                    change: Change::Mode(a[1] as u32),
                 });
             }
             libc::SYS_readlink => {
@@ -221,6 +250,30 @@ pub fn decode(tid: i32, d: &uapi::Data) -> Option<Call> {
         }),
         libc::SYS_inotify_add_watch => Some(Call::Watch { path: a[1] }),
         libc::SYS_chdir => Some(Call::Chdir { path: a[0] }),
+        libc::SYS_fchmod => Some(Call::Metadata {
+            dirfd: int(a[0]),
+            path: 0,
+            flags: 0,
+            change: Change::Mode(a[1] as u32),
+        }),
+        libc::SYS_fchmodat => Some(Call::Metadata {
+            dirfd: int(a[0]),
+            path: a[1],
+            flags: 0,
+            change: Change::Mode(a[2] as u32),
+        }),
+        SYS_FCHMODAT2 => Some(Call::Metadata {
+            dirfd: int(a[0]),
+            path: a[1],
+            flags: int(a[3]),
+            change: Change::Mode(a[2] as u32),
+        }),
+        libc::SYS_utimensat => Some(Call::Metadata {
+            dirfd: int(a[0]),
+            path: a[1],
+            flags: int(a[3]),
+            change: Change::Times(a[2]),
+        }),
         libc::SYS_fchdir => Some(Call::Fchdir { fd: int(a[0]) }),
         libc::SYS_getcwd => Some(Call::Getcwd {
             buf: a[0],

@@ -5,6 +5,7 @@
 //! before it execs: the listener it returns is passed to the supervisor.
 
 use crate::uapi::{self, SYS_FACCESSAT2, SYS_GETXATTRAT, SYS_LISTXATTRAT, SYS_OPENAT2};
+use fdbroker_worker::sandbox::{METADATA, XATTR_CHANGES};
 use std::io;
 use std::os::fd::OwnedFd;
 
@@ -35,6 +36,10 @@ fn intercepted() -> Vec<i64> {
         libc::SYS_fchdir,
         libc::SYS_getcwd,
     ];
+    // The mode and time calls the ordinary sandbox leaves to this filter in transparent
+    // mode (`Sandbox::allow_metadata_calls`): every one must come here, or the kernel
+    // would run it on any file the program owns or may write.
+    v.extend(METADATA);
     #[cfg(target_arch = "x86_64")]
     v.extend([
         libc::SYS_open,
@@ -77,6 +82,13 @@ fn program() -> Vec<libc::sock_filter> {
     // errno is the one the program sees.
     p.push(op(JEQ_K, 0, 1, libc::SYS_name_to_handle_at as u32));
     p.push(op(RET_K, 0, 0, uapi::RET_ERRNO | libc::EOPNOTSUPP as u32));
+    // Extended attributes cannot be set or removed here (the ordinary sandbox refuses
+    // it): said as a filesystem without them says it, which `cp -a`, `tar` and
+    // `rsync -X` skip, rather than EPERM, which they report as a failure.
+    for &nr in XATTR_CHANGES {
+        p.push(op(JEQ_K, 0, 1, nr as u32));
+        p.push(op(RET_K, 0, 0, uapi::RET_ERRNO | libc::EOPNOTSUPP as u32));
+    }
     // The supervisor's own sandbox leaves these to it; the program's ordinary sandbox
     // refuses them too, this only keeps the rule next to the reason.
     for nr in [libc::SYS_process_vm_readv, libc::SYS_process_vm_writev] {
@@ -95,6 +107,24 @@ pub fn install_filter() -> io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_mode_and_time_call_the_sandbox_leaves_open_is_intercepted() {
+        // `Sandbox::allow_metadata_calls` leaves these to this filter; one missed would
+        // run in the kernel on any file the program owns or may write.
+        let mut left: Vec<i64> = vec![
+            libc::SYS_fchmod,
+            libc::SYS_fchmodat,
+            crate::uapi::SYS_FCHMODAT2,
+            libc::SYS_utimensat,
+        ];
+        #[cfg(target_arch = "x86_64")]
+        left.push(libc::SYS_chmod);
+        let all = intercepted();
+        for nr in left {
+            assert!(all.contains(&nr), "{nr} is not intercepted");
+        }
+    }
 
     #[test]
     fn filter_jumps_stay_inside() {

@@ -110,6 +110,7 @@ mod filter;
 mod kernel;
 mod listing;
 mod memory;
+mod scratch;
 mod stat;
 mod supervisor;
 #[allow(unsafe_code)]
