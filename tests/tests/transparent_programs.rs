@@ -522,3 +522,54 @@ cd "$TMPDIR" && mkdir src && echo hi > src/a && chmod 640 src/a && mkdir src/d &
         0o600
     );
 }
+
+/// `fstat` on a descriptor (glibc's `newfstatat(fd, "", AT_EMPTY_PATH)`, and `statx`
+/// alike) costs no round trip to the supervisor: it is answered while the supervisor is
+/// stopped, and answers about the file the broker passed.
+#[test]
+fn transparent_fstat_of_a_descriptor_never_reaches_the_supervisor() {
+    use std::io::{BufRead, Write};
+    let (t, policy) = fixture("");
+    let a = t.join("tree/a.txt");
+    let script = format!(
+        r#"
+import os, sys
+fd = os.open({a:?}, os.O_RDONLY)
+print("ready", flush=True)
+sys.stdin.readline()
+print("done", os.fstat(fd).st_size, os.stat(fd).st_size, flush=True)
+"#,
+        a = s(&a)
+    );
+    let mut child = transparent(&policy, &["/usr/bin/python3", "-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let supervisor = children(child.id())
+        .into_iter()
+        .find(|&p| !children(p).is_empty())
+        .expect("the supervisor");
+    let pid = nix::unistd::Pid::from_raw(supervisor as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = out.read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(60));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let _ = child.wait();
+    assert_eq!(
+        got.as_deref(),
+        Ok("done 6 6\n"),
+        "fstat waited for the supervisor"
+    );
+}

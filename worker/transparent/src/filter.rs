@@ -19,8 +19,6 @@ fn intercepted() -> Vec<i64> {
     let mut v = vec![
         libc::SYS_openat,
         SYS_OPENAT2,
-        libc::SYS_newfstatat,
-        libc::SYS_statx,
         libc::SYS_faccessat,
         SYS_FACCESSAT2,
         libc::SYS_readlinkat,
@@ -52,6 +50,22 @@ fn intercepted() -> Vec<i64> {
     v
 }
 
+/// The stat calls, with the index of their flags argument, that go to the supervisor
+/// except with `AT_EMPTY_PATH` on a descriptor (a `dirfd` other than `AT_FDCWD`), which
+/// the kernel answers without a round trip.
+///
+/// A filter cannot see whether the path is empty, so such a call may also name a path
+/// relative to that descriptor, resolved by the kernel under the program's sandbox.
+/// That is safe because of what descriptors the program can hold: those the broker
+/// passed (files, and directories only where nothing beneath them is hidden by the
+/// policy), stand-ins in its own scratch directory (`listing.rs`), what it opened
+/// itself through the kernel (paths no rule covers, which it may look at anyway), and
+/// stdio, which `fdbroker run` refuses to pass as a directory or `O_PATH` handle. From
+/// none of them does a lookup reach what the policy hides; the same holds for every
+/// call the supervisor leaves to the kernel. `AT_FDCWD` stays supervised, for the
+/// working directory the supervisor keeps (`cwd.rs`).
+const ON_A_DESCRIPTOR: [(i64, u32); 2] = [(libc::SYS_newfstatat, 3), (libc::SYS_statx, 2)];
+
 /// The program's notification filter: another architecture or an x32 call kills the
 /// process; the intercepted calls go to the listener; everything else is left to the
 /// other filters.
@@ -59,6 +73,7 @@ fn program() -> Vec<libc::sock_filter> {
     const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
     const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
     const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+    const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
     const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
     let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
     let mut p = vec![
@@ -71,6 +86,20 @@ fn program() -> Vec<libc::sock_filter> {
         // x32 numbers carry __X32_SYSCALL_BIT and pass the architecture check.
         p.push(op(JGE_K, 0, 1, 0x4000_0000));
         p.push(op(RET_K, 0, 0, uapi::RET_KILL_PROCESS));
+    }
+    // `fstat` and `statx` of a descriptor the program holds (glibc's `fstat` is
+    // `newfstatat(fd, "", AT_EMPTY_PATH)`) stay in the kernel: see `on_a_descriptor`.
+    for (nr, flags_arg) in ON_A_DESCRIPTOR {
+        let args = |i: u32| 16 + 8 * i; // seccomp_data.args[i], its low 32 bits
+        p.extend([
+            op(JEQ_K, 0, 6, nr as u32),
+            op(LD_W_ABS, 0, 0, args(flags_arg)),
+            op(JSET_K, 0, 3, libc::AT_EMPTY_PATH as u32),
+            op(LD_W_ABS, 0, 0, args(0)),
+            op(JEQ_K, 1, 0, libc::AT_FDCWD as u32),
+            op(RET_K, 0, 0, uapi::RET_ALLOW),
+            op(RET_K, 0, 0, uapi::RET_USER_NOTIF),
+        ]);
     }
     for nr in intercepted() {
         p.push(op(JEQ_K, 0, 1, nr as u32));
