@@ -573,3 +573,31 @@ print("done", os.fstat(fd).st_size, os.stat(fd).st_size, flush=True)
         "fstat waited for the supervisor"
     );
 }
+
+/// Repeated identical decisions in one run cost one audit line and a count: a program
+/// that stats the same file twenty times leaves the first decision's line and one
+/// `repeated=19` line for the rest; a different decision keeps its own line.
+#[test]
+fn transparent_repeated_decisions_are_written_once_and_counted() {
+    let (t, policy) = fixture("");
+    let a = t.join("tree/a.txt");
+    let b = t.join("tree/sub/b.txt");
+    let script = format!(
+        "for i in $(seq 20); do stat -c %s {a} > /dev/null; done; stat -c %s {b}",
+        a = s(&a),
+        b = s(&b)
+    );
+    let out = run(transparent(&policy, &["sh", "-c", &script]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = text(&out.stderr);
+    let about = |p: &Path| format!("path=\"{}\"", p.display());
+    let lines = |p: &Path, what: &str| {
+        log.lines()
+            .filter(|l| l.contains(&about(p)) && l.contains(what))
+            .count()
+    };
+    assert_eq!(lines(&a, "ino="), 1, "{log}");
+    assert_eq!(lines(&a, "repeated=19"), 1, "{log}");
+    assert_eq!(lines(&b, "ino="), 1, "{log}");
+    assert_eq!(lines(&b, "repeated="), 0, "{log}");
+}

@@ -279,6 +279,8 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
     }
 
     let fail_on_denial = spec.fail_on_denial || policy.sandbox().fail_on_denial;
+    // One worker's run, read as a whole: identical decisions are written once, counted.
+    crate::audit::repeats::enable();
     let shared = Arc::new(Shared::new(policy, Some(spec.policy.clone())));
     let name = shared.current().policy.client(client).name.clone();
     let worker = PeerCredentials {
