@@ -358,6 +358,43 @@ print(os.getcwd(), os.path.exists("b.txt"))
         sub = s(&sub)
     );
     same_as_root(&policy, &["/usr/bin/python3", "-c", &python]);
+    // `git -C` into a root-only repository: it changes directory, then reads .git.
+    let repo = t.join("tree/repo");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .env("HOME", "/nonexistent")
+            .output()
+    };
+    std::fs::create_dir_all(&repo).unwrap();
+    if git(&["init", "-q"]).is_ok_and(|o| o.status.success()) {
+        std::fs::write(repo.join("f"), b"tracked\n").unwrap();
+        let committed = git(&["add", "f"]).unwrap().status.success()
+            && git(&[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-qm",
+                "first",
+            ])
+            .unwrap()
+            .status
+            .success();
+        assert!(committed);
+        std::process::Command::new("chmod")
+            .args(["-R", "go-rwx"])
+            .arg(&repo)
+            .status()
+            .unwrap();
+        let log = format!(
+            "HOME=/nonexistent git -c safe.directory='*' -C {} log --format=%s -- f",
+            s(&repo)
+        );
+        same_as_root(&policy, &["sh", "-c", &log]);
+    }
     // Nothing more than the policy: the carve-out cannot be entered, and from a kept
     // directory neither it nor what lies outside the policy can be read.
     let probe = format!(
