@@ -418,6 +418,13 @@ impl Supervisor {
         if let Decision::Deny(Denial::NoRule | Denial::InvalidPath(_)) =
             self.policy.decide(self.client, &path, Access::Read)
         {
+            // A real change of directory, by the kernel: the kept one ends (even if the
+            // new real directory is the one the record was made over).
+            if !self.cwds.is_empty() {
+                if let Some((p, _)) = self.process(tid) {
+                    self.cwds.clear(p);
+                }
+            }
             return Answer::Continue;
         }
         let (Some((p, _)), Ok(broker)) = (self.process(tid), self.broker()) else {
