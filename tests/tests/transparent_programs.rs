@@ -128,6 +128,20 @@ fn transparent_a_denial_is_never_a_clean_run() {
     // ...and with --fail-on-denial a clean exit fails.
     let failing = run(transparent_with(&policy, &["--fail-on-denial"], &scan));
     assert_eq!(failing.status.code(), Some(1), "{}", text(&failing.stderr));
+    // Named directly, the carve-out is a scan error, as an unreadable directory is.
+    if clamscan {
+        let direct = [
+            "/usr/bin/clamscan",
+            "--no-summary",
+            "-d",
+            s(&db),
+            "-r",
+            s(&carve),
+        ];
+        let out = run(transparent(&policy, &direct));
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains(s(&carve)) || text(&out.stderr).contains(s(&carve)));
+    }
     // A direct request for the carved-out file is refused, counted and failed too.
     let secret = t.join("tree/carve/secret.txt");
     let (_t2, set) = fixture("fail_on_denial = true");
