@@ -71,7 +71,7 @@ read_only (no memfd, no fexecve): pass it any other connection it needs as stdio
 then confines itself as `serve` does. Signals sent to fdbroker run (HUP, INT, QUIT, TERM, USR1, USR2) \
 are forwarded to it. The worker runs in a PID namespace of its own: when it exits, or the broker \
 dies, everything it started is killed. Exit status: the worker's, \
-128+N if killed by signal N, 126 if it cannot be started, 127 if not found.\n\n--transparent runs an unmodified program (cat, sha256sum, python3, a shell): its open, stat and access calls on paths the policy covers are answered by the broker through seccomp user notification (Linux 6.9 or later); a policy denial is EACCES, other paths are left to the sandbox. See docs/transparent.md."
+128+N if killed by signal N, 126 if it cannot be started, 127 if not found. At exit it prints how many requests the policy refused, with the first few paths; with --fail-on-denial (or [sandbox] fail_on_denial = true) a worker's exit status 0 becomes 1 when any was.\n\n--transparent runs an unmodified program (cat, sha256sum, python3, a shell): its open, stat and access calls on paths the policy covers are answered by the broker through seccomp user notification (Linux 6.9 or later); a policy denial is EACCES, other paths are left to the sandbox. See docs/transparent.md."
     )]
     Run(RunArgs),
     /// Ask a running broker to reload its policy, and wait for the outcome.
@@ -113,6 +113,10 @@ struct RunArgs {
     /// Serve an unmodified program's own open/stat/access calls through the broker.
     #[arg(long)]
     transparent: bool,
+    /// Exit non-zero (1, or the program's own non-zero status) when the policy refused
+    /// any request; also `[sandbox] fail_on_denial = true`.
+    #[arg(long)]
+    fail_on_denial: bool,
     /// The worker command and its arguments.
     #[arg(required = true, last = true, value_name = "COMMAND")]
     command: Vec<std::ffi::OsString>,
@@ -220,6 +224,7 @@ fn spawn(args: RunArgs) -> ExitCode {
         client: args.client,
         user: args.user,
         transparent: args.transparent,
+        fail_on_denial: args.fail_on_denial,
         command: args.command,
     };
     match crate::spawn::broker::spawn_main(spec) {

@@ -41,6 +41,7 @@ pub(crate) struct SandboxTable {
     pub read_only: Option<Vec<Spanned<String>>>,
     pub user: Option<Spanned<NameOrId>>,
     pub uid_range: Option<Spanned<String>>,
+    pub fail_on_denial: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -269,6 +269,9 @@ fn sandbox_settings(
             cx.at_value(&range, LoadErrorKind::BadUidRange(range.get_ref().clone()))
         })?;
     }
+    if let Some(fail) = table.fail_on_denial {
+        settings.fail_on_denial = fail;
+    }
     Ok(settings)
 }
 

@@ -117,6 +117,10 @@ pub struct SandboxSettings {
     pub user: UserSpec,
     /// Where `user = "dynamic"` takes its transient uids (and gids) from.
     pub uid_range: UidRange,
+    /// `fdbroker run` exits non-zero when the policy refused any of the worker's
+    /// requests (as `--fail-on-denial` does): a scanner's clean exit must not hide
+    /// what it was not allowed to read.
+    pub fail_on_denial: bool,
 }
 
 /// `[sandbox] uid_range`: an inclusive range of uids (each also used as a gid) that no
@@ -182,6 +186,7 @@ impl Default for SandboxSettings {
                 .collect(),
             user: UserSpec::Dynamic,
             uid_range: UidRange::DEFAULT,
+            fail_on_denial: false,
         }
     }
 }

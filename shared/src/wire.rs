@@ -158,6 +158,15 @@ pub enum Op {
     /// more than of a name that does not exist. This is how a worker lists a directory
     /// the broker will not pass a descriptor for (one with a deny rule beneath it).
     List(ListSpec),
+    /// The metadata of one path without following its last component, and if that is
+    /// a symbolic link, its target: answered with [`ReplyBody::Link`] and no
+    /// descriptor (what `lstat(2)` and `readlink(2)` ask).
+    ///
+    /// Decided like a [`Op::Stat`]. Describing a link is not following it: where the
+    /// rule does not follow links (`symlinks = "none"`), a link beneath the root is
+    /// described itself; where it follows them (`"beneath"`), the answer is the
+    /// [`Op::Stat`] of the path (the target), without a link target.
+    Link(StatSpec),
 }
 
 impl Op {
@@ -168,7 +177,7 @@ impl Op {
             Op::OpenMany { paths, .. } => paths.len(),
             Op::Stat(_) => 0,
             Op::Connect => 1,
-            Op::List(_) => 0,
+            Op::List(_) | Op::Link(_) => 0,
         }
     }
 }
@@ -245,6 +254,19 @@ pub enum ReplyBody {
     Connected,
     /// The answer to an [`Op::List`]; never carries a descriptor.
     List(Result<Listing, WireError>),
+    /// The answer to an [`Op::Link`]; never carries a descriptor. Boxed (the bytes are
+    /// the same) to keep every reply small.
+    Link(Result<Box<LinkMeta>, WireError>),
+}
+
+/// What the broker saw of a path without following its last component ([`Op::Link`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct LinkMeta {
+    pub meta: StatMeta,
+    /// The symbolic link's target, as `readlink(2)` gives it; empty when the path is not
+    /// a link (a link's target is never empty).
+    #[serde(with = "bounded::bytes")]
+    pub target: Vec<u8>,
 }
 
 /// The result for one path.
@@ -256,7 +278,10 @@ impl ReplyBody {
         match self {
             ReplyBody::Open(o) => usize::from(o.is_ok()),
             ReplyBody::OpenMany(v) => v.iter().filter(|o| o.is_ok()).count(),
-            ReplyBody::Refused(_) | ReplyBody::Stat(_) | ReplyBody::List(_) => 0,
+            ReplyBody::Refused(_)
+            | ReplyBody::Stat(_)
+            | ReplyBody::List(_)
+            | ReplyBody::Link(_) => 0,
             ReplyBody::Connected => 1,
         }
     }

@@ -22,7 +22,7 @@
 use fdbroker_shared::ProtocolError;
 use fdbroker_shared::frame::{self, HEADER_LEN, Kind, MAX_MESSAGE, PROTOCOL_VERSION};
 use fdbroker_shared::wire::{
-    Accepted, Access, FileKind, FileMeta, Hello, ListEntry, ListSpec, Listing, MAX_BATCH,
+    Accepted, Access, FileKind, FileMeta, Hello, LinkMeta, ListEntry, ListSpec, Listing, MAX_BATCH,
     OPEN_APPEND, OPEN_TRUNC, Op, OpenSpec, Reply, ReplyBody, Request, StatMeta, StatSpec, Welcome,
     WireError,
 };
@@ -426,6 +426,33 @@ fn valid() -> Vec<(&'static str, &'static str, Msg)> {
             "A refused listing: the same EACCES and reason an open outside the policy gets.",
             reply(17, ReplyBody::List(Err(denied()))),
         ),
+        (
+            "request-link",
+            "The metadata of one path without following its last component, and a link's \
+             target (answered by a Link reply, no descriptor).",
+            Msg::Request(Request {
+                id: 18,
+                op: Op::Link(StatSpec {
+                    path: b"/srv/in/l".to_vec(),
+                }),
+            }),
+        ),
+        (
+            "reply-link-ok",
+            "A described symbolic link: its own StatMeta, then its target; no descriptor.",
+            reply(
+                18,
+                ReplyBody::Link(Ok(Box::new(LinkMeta {
+                    meta: stat_meta(),
+                    target: b"a.txt".to_vec(),
+                }))),
+            ),
+        ),
+        (
+            "reply-link-denied",
+            "A refused link description: the same EACCES and reason an open outside the policy gets.",
+            reply(19, ReplyBody::Link(Err(denied()))),
+        ),
     ]
 }
 
@@ -744,6 +771,7 @@ fn vectors_cover_every_variant() {
                 "{\"Stat\":",
                 "\"op\":\"Connect\"",
                 "{\"List\":",
+                "{\"Link\":",
             ][..],
         ),
         (
@@ -758,6 +786,8 @@ fn vectors_cover_every_variant() {
                 "\"body\":\"Connected\"",
                 "{\"List\":{\"Ok\":",
                 "{\"List\":{\"Err\":",
+                "{\"Link\":{\"Ok\":",
+                "{\"Link\":{\"Err\":",
             ][..],
         ),
     ] {
@@ -784,7 +814,12 @@ fn vectors_cover_every_variant() {
     // Exhaustive matches: a new variant stops this compiling until it is listed above
     // and given a vector.
     let _ = |op: &Op| match op {
-        Op::Open(_) | Op::OpenMany { .. } | Op::Stat(_) | Op::Connect | Op::List(_) => (),
+        Op::Open(_)
+        | Op::OpenMany { .. }
+        | Op::Stat(_)
+        | Op::Connect
+        | Op::List(_)
+        | Op::Link(_) => (),
     };
     let _ = |b: &ReplyBody| match b {
         ReplyBody::Open(_)
@@ -792,7 +827,8 @@ fn vectors_cover_every_variant() {
         | ReplyBody::Refused(_)
         | ReplyBody::Stat(_)
         | ReplyBody::Connected
-        | ReplyBody::List(_) => (),
+        | ReplyBody::List(_)
+        | ReplyBody::Link(_) => (),
     };
     let _ = |w: &Welcome| match w {
         Welcome::Accepted(_) | Welcome::Refused(_) => (),

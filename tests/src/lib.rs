@@ -12,6 +12,7 @@ pub mod frames;
 pub mod nobody;
 pub mod output;
 pub mod process;
+pub mod transparent;
 pub mod tree;
 pub mod wait;
 

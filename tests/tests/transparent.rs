@@ -3,9 +3,9 @@
 //! nothing more than the policy grants.
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{TempDir, fdbroker_bin, run_with_timeout, text};
+use fdbroker_tests::transparent::{as_root, run, same_as_root, transparent, tree_policy};
+use fdbroker_tests::{TempDir, text};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Duration;
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -22,74 +22,8 @@ fn fixture() -> (TempDir, PathBuf) {
     for d in ["tree", "tree/sub", "tree/sub/deeper", "tree/carve"] {
         t.dir(d, 0o700);
     }
-    let policy = t.file(
-        "policy.toml",
-        format!(
-            r#"
-[sandbox]
-read_only = ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache"]
-
-[[client]]
-name = "worker"
-users = ["nobody"]
-  [[client.allow]]
-  path = "{dir}/tree/"
-  access = ["read", "directory"]
-  [[client.deny]]
-  path = "{dir}/tree/carve/"
-"#,
-            dir = t.path().display()
-        )
-        .as_bytes(),
-        0o644,
-    );
+    let policy = tree_policy(&t, "", "");
     (t, policy)
-}
-
-fn transparent(policy: &Path, command: &[&str]) -> Command {
-    let mut c = Command::new(fdbroker_bin());
-    c.arg("run")
-        .arg("--transparent")
-        .arg("--policy")
-        .arg(policy)
-        .arg("--")
-        .args(command);
-    c
-}
-
-fn as_root(command: &[&str]) -> Command {
-    let mut c = Command::new(command[0]);
-    c.args(&command[1..]);
-    c
-}
-
-fn run(mut cmd: Command) -> Output {
-    run_with_timeout(&mut cmd, Duration::from_secs(60))
-}
-
-/// Runs `command` as root and under `fdbroker run --transparent`; both must succeed and
-/// print the same.
-fn same_as_root(policy: &Path, command: &[&str]) {
-    let root = run(as_root(command));
-    assert!(
-        root.status.success(),
-        "{command:?} as root: {}",
-        text(&root.stderr)
-    );
-    let confined = run(transparent(policy, command));
-    assert!(
-        confined.status.success(),
-        "{command:?} transparent: {:?}\n{}",
-        confined.status,
-        text(&confined.stderr)
-    );
-    assert_eq!(
-        text(&confined.stdout),
-        text(&root.stdout),
-        "{command:?}: output differs from root's\nstderr: {}",
-        text(&confined.stderr)
-    );
-    assert!(!root.stdout.is_empty());
 }
 
 /// `[sandbox] uid_range`'s default, where `user = "dynamic"` (the default) takes each

@@ -10,6 +10,8 @@ pub mod batch;
 pub mod escape;
 pub mod limit;
 pub mod line;
+pub mod refused;
+pub mod repeats;
 
 pub use batch::{Batch, Unwritten, Written, trail_failing};
 pub use escape::{Escaped, PREFIX, WHOLE, fnv1a64};
@@ -46,6 +48,8 @@ pub enum Action {
     Stat,
     /// A listing the broker answers itself (`Op::List`).
     List,
+    /// A description without following the last component (`Op::Link`).
+    Link,
 }
 
 impl Action {
@@ -54,6 +58,7 @@ impl Action {
             Action::Open(a) => a.as_str(),
             Action::Stat => "stat",
             Action::List => "list",
+            Action::Link => "lstat",
         }
     }
 }
@@ -76,7 +81,8 @@ pub enum Verdict<'a> {
 /// before the reply) when the broker's own subscriber is installed, otherwise as a
 /// `tracing` event (an embedding program's subscriber).
 ///
-/// Every grant is written. A refusal (denied or failed) is written if it is among the
+/// Every grant is written (in `fdbroker run`, only the first of identical ones: the
+/// rest are counted, [`repeats`]). A refusal (denied or failed) is written if it is among the
 /// first [`crate::audit::limit::LINES`] of its uid's window, and counted otherwise; the
 /// count is written as one summary line when the window ends.
 pub fn decision(
@@ -88,6 +94,14 @@ pub fn decision(
     rule: Option<&dyn fmt::Display>,
     verdict: Verdict<'_>,
 ) {
+    let access = access.into();
+    if let Verdict::Denied(_) = verdict {
+        refused::request(path);
+    }
+    if repeats::repeated(peer, client, path, access, rule, verdict) {
+        // The first of its kind was written; this one is counted (`repeats`).
+        return;
+    }
     let failed = match verdict {
         Verdict::Granted { .. } => None,
         Verdict::Denied(_) => Some(false),
@@ -106,7 +120,7 @@ pub fn decision(
         peer,
         client,
         path,
-        access: access.into(),
+        access,
         rule,
         verdict,
         via: batch.via(),
@@ -120,11 +134,13 @@ pub fn decision(
 /// loop's timer, so a count is written even when its uid sends nothing more.
 pub fn tick() {
     summaries(LIMITER.ended(Instant::now()));
+    repeats::summarise();
 }
 
 /// Write what every open window has counted so far: called when the broker stops.
 pub fn flush_suppressed() {
     summaries(LIMITER.drain());
+    repeats::summarise();
 }
 
 /// Write `ended` summaries now, in one batch (none made when there are none: the timer

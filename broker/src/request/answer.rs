@@ -64,6 +64,20 @@ pub fn answer(
             )
         }
         Op::Stat(spec) => ReplyBody::Stat(stat_one(audit, loaded, client, peer, &spec.path)),
+        // `lstat(2)` and `readlink(2)`: decided as a stat, resolved without following
+        // the last component (`resolve::link_beneath`); access `lstat` in the audit line.
+        Op::Link(spec) => ReplyBody::Link(describe(
+            audit,
+            loaded,
+            client,
+            peer,
+            &spec.path,
+            Action::Link,
+            |root, rel, granted, options| {
+                resolve::link_beneath(root, rel, granted, options)
+                    .map(|link| (link.meta.file.ino, Box::new(link)))
+            },
+        )),
         Op::List(spec) => ReplyBody::List(list::list_one(
             audit, loaded, client, peer, &spec.path, spec.start,
         )),
@@ -89,6 +103,37 @@ pub fn stat_one(
     peer: &PeerCredentials,
     path: &[u8],
 ) -> Result<StatMeta, WireError> {
+    describe(
+        audit,
+        loaded,
+        client,
+        peer,
+        path,
+        Action::Stat,
+        |root, rel, granted, options| {
+            resolve::stat_beneath(root, rel, granted, options).map(|meta| (meta.file.ino, meta))
+        },
+    )
+}
+
+/// A description of one path, under the policy: allowed where an open for `read`, or
+/// failing that for `directory`, would be; resolved by `resolve` beneath that grant's
+/// root (which returns the inode for the audit line with what it found); denied outside
+/// the policy exactly as an open is. One audit line, with `action`.
+fn describe<T>(
+    audit: &mut Batch,
+    loaded: &Loaded,
+    client: ClientId,
+    peer: &PeerCredentials,
+    path: &[u8],
+    action: Action,
+    resolve: impl FnOnce(
+        std::os::fd::BorrowedFd<'_>,
+        &[u8],
+        Access,
+        &fdbroker_policy::RuleOptions,
+    ) -> Result<(u64, T), OpenError>,
+) -> Result<T, WireError> {
     let policy = &loaded.policy;
     let client_name = policy.client(client).name.as_str();
     let decided = match policy.decide(client, path, Access::Read) {
@@ -107,7 +152,7 @@ pub fn stat_one(
                 peer,
                 client_name,
                 path,
-                Action::Stat,
+                action,
                 rule.as_ref().map(|r| r as &dyn std::fmt::Display),
                 Verdict::Denied(&denial),
             );
@@ -119,17 +164,16 @@ pub fn stat_one(
         .roots
         .get(grant.root)
         .map_err(OpenError::RootUnavailable)
-        .and_then(|root| resolve::stat_beneath(root, grant.relative, granted, &grant.options));
+        .and_then(|root| resolve(root, grant.relative, granted, &grant.options));
     let verdict_rule = Some(&rule as &dyn std::fmt::Display);
     match described {
-        Ok(meta) => {
-            let ino = meta.file.ino;
+        Ok((ino, meta)) => {
             audit::decision(
                 audit,
                 peer,
                 client_name,
                 path,
-                Action::Stat,
+                action,
                 verdict_rule,
                 Verdict::Granted { ino },
             );
@@ -141,7 +185,7 @@ pub fn stat_one(
                 peer,
                 client_name,
                 path,
-                Action::Stat,
+                action,
                 verdict_rule,
                 Verdict::Failed(&e),
             );

@@ -133,7 +133,11 @@ pub fn list_one(
                     child.push(b'/');
                 }
                 child.extend_from_slice(name);
-                loaded.policy.visible(client, &child)
+                let shown = loaded.policy.visible(client, &child);
+                if !shown && denied_by_rule(&loaded.policy, client, &child) {
+                    audit::refused::hidden(&child);
+                }
+                shown
             };
             let (listing, _) = page(&dir, start, visible)?;
             Ok((listing, meta.ino))
@@ -164,6 +168,15 @@ pub fn list_one(
             Err(e.to_wire())
         }
     }
+}
+
+/// Whether a deny rule (not merely the absence of a rule) keeps `path` out of a
+/// listing: what `fdbroker run`'s summary counts as refused.
+fn denied_by_rule(policy: &fdbroker_policy::Policy, client: ClientId, path: &[u8]) -> bool {
+    matches!(
+        policy.decide(client, path, Access::Read),
+        Decision::Deny(fdbroker_policy::Denial::DeniedBy(_))
+    )
 }
 
 /// The page of the open directory `dir` from the kernel's position `start` on, in the

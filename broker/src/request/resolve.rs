@@ -10,7 +10,8 @@
 
 use fdbroker_policy::{RuleOptions, Symlinks};
 use fdbroker_shared::wire::{
-    Access, FileKind, FileMeta, OPEN_APPEND, OPEN_FLAGS_ALLOWED, OPEN_TRUNC, StatMeta, WireError,
+    Access, FileKind, FileMeta, LinkMeta, OPEN_APPEND, OPEN_FLAGS_ALLOWED, OPEN_TRUNC, StatMeta,
+    WireError,
 };
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2};
@@ -292,7 +293,12 @@ pub fn stat_beneath(
         (_, Access::Read) => authorize(&file, Access::Read, rule)?,
         _ => return Err(OpenError::NotDirectory),
     }
-    Ok(StatMeta {
+    Ok(stat_meta(&st, file))
+}
+
+/// `struct stat` as the wire carries it.
+fn stat_meta(st: &nix::sys::stat::FileStat, file: FileMeta) -> StatMeta {
+    StatMeta {
         file,
         uid: st.st_uid,
         gid: st.st_gid,
@@ -303,6 +309,46 @@ pub fn stat_beneath(
         atime_nsec: st.st_atime_nsec.clamp(0, 999_999_999) as u32,
         ctime_sec: st.st_ctime,
         ctime_nsec: st.st_ctime_nsec.clamp(0, 999_999_999) as u32,
+    }
+}
+
+/// [`stat_beneath`] without following the last component (`Op::Link`): where the rule
+/// does not follow links and the path beneath the root is a symbolic link, the link
+/// itself and its target (`O_PATH | O_NOFOLLOW`, which `RESOLVE_NO_SYMLINKS` allows for
+/// the last component alone, then `fstat` and `readlinkat(fd, "")` on that descriptor:
+/// nothing is looked up by name again). Everything else, and every path where the rule
+/// follows links, is [`stat_beneath`]'s answer, with no target.
+pub fn link_beneath(
+    root: BorrowedFd<'_>,
+    relative: &[u8],
+    granted: Access,
+    rule: &RuleOptions,
+) -> Result<LinkMeta, OpenError> {
+    let plain = || {
+        stat_beneath(root, relative, granted, rule).map(|meta| LinkMeta {
+            meta,
+            target: Vec::new(),
+        })
+    };
+    if relative.is_empty() || rule.symlinks != Symlinks::None {
+        return plain();
+    }
+    let how = || {
+        OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+            .resolve(resolve_flags(rule))
+    };
+    let fd = open_retrying(|| openat2(root, relative, how()), rule)?;
+    let st = fstat(&fd).map_err(OpenError::Kernel)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+        return plain();
+    }
+    let target = std::os::unix::ffi::OsStringExt::into_vec(
+        nix::fcntl::readlinkat(&fd, "").map_err(OpenError::Kernel)?,
+    );
+    Ok(LinkMeta {
+        meta: stat_meta(&st, meta_of(&st)?),
+        target,
     })
 }
 

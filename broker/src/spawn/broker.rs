@@ -83,6 +83,8 @@ pub struct Spawn {
     pub user: Option<String>,
     /// Serve the program's own file calls through the broker ([`fdbroker_transparent`]).
     pub transparent: bool,
+    /// Exit non-zero when the policy refused anything (also `[sandbox] fail_on_denial`).
+    pub fail_on_denial: bool,
     pub command: Vec<OsString>,
 }
 
@@ -193,8 +195,10 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
     } else {
         None
     };
+    // Transparent mode: the scratch directory, and the mode and time calls, which the
+    // program's notification filter sends to the supervisor (own scratch files only).
     let with_scratch = |sandbox: Sandbox| match &scratch {
-        Some(s) => sandbox.allow_read_write(&s.path),
+        Some(s) => sandbox.allow_read_write(&s.path).allow_metadata_calls(),
         None => sandbox,
     };
     // Prepared while single-threaded; the children then allocate nothing.
@@ -274,6 +278,9 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
         tracing::warn!("cannot raise RLIMIT_NOFILE: {e}");
     }
 
+    let fail_on_denial = spec.fail_on_denial || policy.sandbox().fail_on_denial;
+    // One worker's run, read as a whole: identical decisions are written once, counted.
+    crate::audit::repeats::enable();
     let shared = Arc::new(Shared::new(policy, Some(spec.policy.clone())));
     let name = shared.current().policy.client(client).name.clone();
     let worker = PeerCredentials {
@@ -337,7 +344,12 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
     let status = waiter
         .join()
         .map_err(|_| io::Error::other("the worker-waiting thread panicked"))??;
-    Ok(ExitCode::from(exit_code_of(status)))
+    let refused = crate::audit::refused::so_far();
+    if let Some(line) = crate::spawn::denials::summary(&refused) {
+        crate::log::sink::eprint_line(&line);
+    }
+    let code = crate::spawn::denials::exit_code(exit_code_of(status), fail_on_denial, &refused);
+    Ok(ExitCode::from(code))
 }
 
 /// Confine the still single-threaded parent as `fdbroker serve` confines itself, unless
@@ -516,11 +528,12 @@ fn sandbox_identity(policy: &Policy, user: Option<&str>) -> Result<SandboxIdenti
 }
 
 /// The spawned worker may read and execute the system's program and library
-/// directories (the policy's `[sandbox] read_only`), and nothing else by path.
+/// directories (the policy's `[sandbox] read_only`), open the standard character
+/// devices ([`crate::spawn::devices`]), and nothing else by path.
 /// Entries missing on this machine (`/lib64` on some architectures) grant nothing and
 /// are skipped.
 fn sandbox_for(policy: &Policy, who: &SandboxIdentity) -> Sandbox {
-    let mut sandbox = who.sandbox();
+    let mut sandbox = crate::spawn::devices::allow_standard(who.sandbox());
     for path in &policy.sandbox().read_only {
         if path.exists() {
             sandbox = sandbox.allow_read_exec(path);

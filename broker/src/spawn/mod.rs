@@ -14,6 +14,10 @@
 //! | scratch remover | [`scratch`] `remover_main` | root, unconfined, deaf to all signals but `SIGKILL` | the spawn broker (fork, transparent mode) |
 
 pub mod broker;
+/// Not a process: the summary at exit of what the policy refused, `--fail-on-denial`.
+pub mod denials;
+/// Not a process: the standard character devices every sandbox may open.
+pub mod devices;
 /// Not a process: the transient uid each sandbox runs as, taken by the spawn broker.
 pub mod identity;
 pub mod pidns;

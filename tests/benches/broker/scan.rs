@@ -49,7 +49,7 @@ fn sizes(n: usize) -> Vec<usize> {
 }
 
 /// Write the tree: `n` files in directories of 100, root-only.
-fn tree(n: usize) -> (TempDir, Vec<PathBuf>, u64) {
+pub fn tree(n: usize) -> (TempDir, Vec<PathBuf>, u64) {
     use std::os::unix::fs::PermissionsExt;
     let t = TempDir::new("bench-scan");
     let data: Vec<u8> = (0..256 * 1024).map(|i| (i * 7 % 251) as u8).collect();
@@ -78,7 +78,7 @@ fn tree(n: usize) -> (TempDir, Vec<PathBuf>, u64) {
 /// Its standard error (for (c), `fdbroker run`'s audit lines) goes to a file, as the
 /// broker's of (b) does, and is shown only if it fails: a pipe read here would add a
 /// wake-up of this process per line to what is measured.
-fn probe(cmd: &mut Command, list: &Path) -> (f64, String) {
+pub fn probe(cmd: &mut Command, list: &Path) -> (f64, String) {
     let input = std::fs::File::open(list).expect("the scan list");
     let log_path = list.with_extension("stderr.log");
     let log = std::fs::File::create(&log_path).expect("the scan's log file");
@@ -113,7 +113,7 @@ fn as_nobody(cmd: &mut Command) -> &mut Command {
 }
 
 /// Does this `fdbroker run` have transparent mode?
-fn has_transparent() -> bool {
+pub fn has_transparent() -> bool {
     Command::new(fdbroker_bin())
         .args(["run", "--help"])
         .output()

@@ -10,8 +10,12 @@
 //! scan-probe broker LIST    through the broker with Client::open_iter (FDBROKER_SOCKET
 //!                           or FDBROKER_FD): the next batch in flight while hashing
 //! scan-probe one FILE       hash one file (the per-file helper started by fork+exec)
+//! scan-probe opens FILE N THREADS
+//!                           THREADS threads open and close FILE N times in all (the
+//!                           benchmark's per-open cost and thread scaling)
 //! ```
-//! prints `us=MICROSECONDS bytes=N files=N digest=HEX` (digest: of all the digests).
+//! prints `us=MICROSECONDS bytes=N files=N digest=HEX` (digest: of all the digests), or
+//! for `opens`, `us=MICROSECONDS opens=N threads=N`.
 #![allow(clippy::unwrap_used)]
 
 use sha2::{Digest, Sha256};
@@ -22,9 +26,17 @@ use std::time::Instant;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let (Some(mode), Some(arg)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: scan-probe plain|broker LIST | one FILE");
+        eprintln!("usage: scan-probe plain|broker LIST | one FILE | opens FILE N THREADS");
         return ExitCode::from(2);
     };
+    if mode == "opens" {
+        let count = |i: usize| args.get(i).and_then(|v| v.parse::<usize>().ok());
+        let (Some(n), Some(threads)) = (count(3), count(4)) else {
+            eprintln!("usage: scan-probe opens FILE N THREADS");
+            return ExitCode::from(2);
+        };
+        return opens(arg, n, threads.max(1));
+    }
     let paths: Vec<String> = if mode == "one" {
         vec![arg.clone()]
     } else {
@@ -73,5 +85,24 @@ fn main() -> ExitCode {
     let us = start.elapsed().as_micros();
     let digest: String = all.finalize().iter().map(|b| format!("{b:02x}")).collect();
     println!("us={us} bytes={bytes} files={files} digest={digest}");
+    ExitCode::SUCCESS
+}
+
+/// `opens FILE N THREADS`: `THREADS` threads together open (and close) `FILE` `N`
+/// times, as plain `open(2)`s; prints the wall time of the whole and the opens.
+fn opens(path: &str, n: usize, threads: usize) -> ExitCode {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let share = n / threads + usize::from(t < n % threads);
+            s.spawn(move || {
+                for _ in 0..share {
+                    drop(std::fs::File::open(path).unwrap());
+                }
+            });
+        }
+    });
+    let us = start.elapsed().as_micros();
+    println!("us={us} opens={n} threads={threads}");
     ExitCode::SUCCESS
 }

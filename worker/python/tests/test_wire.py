@@ -19,6 +19,9 @@ from fdbroker._wire import (
     FileMeta,
     Hello,
     Kind,
+    Link,
+    LinkMeta,
+    LinkReply,
     List_,
     ListEntry,
     Listing,
@@ -120,6 +123,8 @@ def from_json(kind: str, v: Any):
             op = Stat(bytes(inner["path"]))
         elif name == "List":
             op = List_(bytes(inner["path"]), inner["start"])
+        elif name == "Link":
+            op = Link(bytes(inner["path"]))
         else:
             assert name == "OpenMany"
             op = OpenMany(
@@ -150,6 +155,13 @@ def from_json(kind: str, v: Any):
                     page["next"],
                 )
             )
+    elif name == "Link":
+        if "Err" in inner:
+            body = LinkReply(_error(inner["Err"]))
+        else:
+            link = inner["Ok"]
+            meta = _stat({"Ok": link["meta"]})
+            body = LinkReply(LinkMeta(meta, bytes(link["target"])))
     else:
         assert name == "Refused"
         body = Refused(_error(inner))

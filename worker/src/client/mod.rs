@@ -395,6 +395,30 @@ impl Client {
             .unwrap_or_else(|| Err(self.pipeline.fail("reply of the wrong type for a stat")))
     }
 
+    /// The metadata of `path` without following its last component, and its target if
+    /// that is a symbolic link (`None` otherwise): what `lstat(2)` and `readlink(2)` ask,
+    /// decided like [`Client::metadata`] (`Op::Link`). Where the policy's rule follows
+    /// links (`symlinks = "beneath"`), this is the target's metadata and `None`.
+    pub fn symlink_metadata(
+        &self,
+        path: impl AsRef<Path>,
+    ) -> io::Result<(Metadata, Option<Vec<u8>>)> {
+        let op = Op::Link(StatSpec {
+            path: path.as_ref().as_os_str().as_bytes().to_vec(),
+        });
+        let Delivery { body, .. } = self.pipeline.call(&op)?;
+        match body {
+            ReplyBody::Link(Ok(link)) => {
+                let target = (!link.target.is_empty()).then_some(link.target);
+                Ok((Metadata::from(link.meta), target))
+            }
+            ReplyBody::Link(Err(w)) | ReplyBody::Refused(w) => {
+                Err(BrokerError::from_wire(w).into())
+            }
+            _ => Err(self.pipeline.fail("reply of the wrong type for a link")),
+        }
+    }
+
     /// The entries of the directory `path`, listed by the broker (the policy must grant
     /// `directory` access there), in byte order of their names (sorted here once every
     /// page, in the directory's order, has arrived). `.` and `..` are left

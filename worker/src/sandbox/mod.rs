@@ -77,6 +77,10 @@ pub use self::error::SandboxError;
 pub use self::identity::Identity;
 pub use self::landlock::{Enforcement, LandlockReport};
 pub use self::report::Report;
+/// The system calls transparent mode's notification filter takes over from this
+/// sandbox's refusals (`fdbroker-transparent`): listed once, here, so the two cannot
+/// drift apart.
+pub use self::seccomp::{METADATA, XATTR_CHANGES};
 
 use self::identity::Ids;
 use self::landlock::Allowed;
@@ -99,6 +103,7 @@ pub struct Sandbox {
     allowed: Vec<Allowed>,
     best_effort: bool,
     process_memory: bool,
+    metadata: bool,
 }
 
 impl Default for Sandbox {
@@ -121,6 +126,7 @@ impl Sandbox {
             allowed: Vec::new(),
             best_effort: false,
             process_memory: false,
+            metadata: false,
         }
     }
 
@@ -220,6 +226,17 @@ impl Sandbox {
         self
     }
 
+    /// Leaves `fchmod`, `fchmodat`, `fchmodat2` and `utimensat` allowed, for `fdbroker
+    /// run --transparent` alone: its program's notification filter sends every one of
+    /// them to the supervisor, which makes the change itself (so its sandbox needs them
+    /// too) and only on the program's own files in its scratch directory, never adding
+    /// set-id or execute bits. Nothing else may use this: without that filter, a process
+    /// could change the mode and times of every file it owns or may write.
+    pub fn allow_metadata_calls(mut self) -> Sandbox {
+        self.metadata = true;
+        self
+    }
+
     /// Becomes the sandbox's user now, for good, and sheds every capability (steps 1 and 3
     /// to 5 of the [module documentation](self)), without confining anything else yet.
     ///
@@ -297,7 +314,7 @@ impl Sandbox {
     pub fn prepare(self) -> Result<PreparedSandbox, SandboxError> {
         let ids = identity::resolve(&self.user, self.group.as_ref())?;
         let ruleset = landlock::prepare(&self.allowed, self.best_effort)?;
-        let filters = seccomp::compile(self.process_memory)?;
+        let filters = seccomp::compile(self.process_memory, self.metadata)?;
         Ok(PreparedSandbox {
             ids,
             ruleset,

@@ -114,14 +114,6 @@ const REFUSED: &[i64] = &[
     nr::FCHMODAT2,
     libc::SYS_fchown,
     libc::SYS_fchownat,
-    libc::SYS_setxattr,
-    libc::SYS_lsetxattr,
-    libc::SYS_fsetxattr,
-    libc::SYS_removexattr,
-    libc::SYS_lremovexattr,
-    libc::SYS_fremovexattr,
-    nr::SETXATTRAT,
-    nr::REMOVEXATTRAT,
     libc::SYS_utimensat,
     // Other processes' memory and descriptors.
     libc::SYS_ptrace,
@@ -173,6 +165,33 @@ const REFUSED: &[i64] = &[
     libc::SYS_init_module,
     libc::SYS_finit_module,
     libc::SYS_delete_module,
+];
+
+/// The calls that set or remove an extended attribute, refused with the rest of
+/// [`REFUSED`] (transparent mode's filter answers them `EOPNOTSUPP` instead).
+pub const XATTR_CHANGES: &[i64] = &[
+    libc::SYS_setxattr,
+    libc::SYS_lsetxattr,
+    libc::SYS_fsetxattr,
+    libc::SYS_removexattr,
+    libc::SYS_lremovexattr,
+    libc::SYS_fremovexattr,
+    nr::SETXATTRAT,
+    nr::REMOVEXATTRAT,
+];
+
+/// The mode and time calls transparent mode's supervisor answers for its program (on
+/// its own scratch files alone): left out of [`REFUSED`] by
+/// [`Sandbox::allow_metadata_calls`](super::Sandbox::allow_metadata_calls). On x86_64
+/// also `chmod`, which glibc's `chmod(3)` makes there; the other old forms (`utime`,
+/// `utimes`, `futimesat`) stay refused: the C library makes none of them.
+pub const METADATA: &[i64] = &[
+    libc::SYS_fchmod,
+    libc::SYS_fchmodat,
+    nr::FCHMODAT2,
+    libc::SYS_utimensat,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_chmod,
 ];
 
 /// x86_64 keeps the old path-based calls that aarch64 never had.
@@ -257,13 +276,17 @@ fn target_arch() -> Result<TargetArch, SandboxError> {
 ///
 /// `process_memory` leaves `process_vm_readv` and `process_vm_writev` out of the refusals
 /// (see [`Sandbox::allow_process_memory`](super::Sandbox::allow_process_memory)).
-pub(crate) fn compile(process_memory: bool) -> Result<Filters, SandboxError> {
+/// `metadata` leaves [`METADATA`] out of them (see
+/// [`Sandbox::allow_metadata_calls`](super::Sandbox::allow_metadata_calls)).
+pub(crate) fn compile(process_memory: bool, metadata: bool) -> Result<Filters, SandboxError> {
     let arch = target_arch()?;
     let memory = [libc::SYS_process_vm_readv, libc::SYS_process_vm_writev];
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = REFUSED
         .iter()
+        .chain(XATTR_CHANGES)
         .chain(REFUSED_ARCH)
         .filter(|nr| !(process_memory && memory.contains(nr)))
+        .filter(|nr| !(metadata && METADATA.contains(nr)))
         .map(|&nr| (nr, Vec::new()))
         .collect();
     rules.insert(libc::SYS_socketpair, socketpair_rules()?);
@@ -426,7 +449,7 @@ mod tests {
 
     #[test]
     fn compiles_for_this_architecture() {
-        let filters = compile(false).expect("compile");
+        let filters = compile(false, false).expect("compile");
         let expected = if cfg!(target_arch = "x86_64") { 3 } else { 2 };
         assert_eq!(filters.programs.len(), expected);
         assert!(filters.programs.iter().all(|p| !p.is_empty()));

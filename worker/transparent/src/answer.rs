@@ -2,9 +2,11 @@
 //! or by letting the kernel run the call as the program made it (see "What it answers,
 //! and how" in the crate documentation).
 
-use crate::call::{Call, decode};
+use crate::call::{Call, Change, decode};
+use crate::cwd::{Process, WorkingDirectories, process_of};
 use crate::listing::StandIns;
-use crate::memory::{absolute, read_path, write_memory};
+use crate::memory::{absolute, host_tid, read_memory, read_path, write_memory};
+use crate::scratch::{Scratch, Target};
 use crate::stat::{stat_bytes, statx_bytes};
 use crate::{sys, uapi};
 use fdbroker_policy::{ClientId, Decision, Denial, Policy};
@@ -17,6 +19,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::{Mutex, OnceLock};
 
 /// The answer to one notification.
 enum Answer {
@@ -29,10 +32,11 @@ enum Answer {
         fd: OwnedFd,
         cloexec: bool,
     },
-    /// Write these bytes at this address in the program, then return 0.
+    /// Write these bytes at this address in the program, then return `value`.
     Write {
         addr: u64,
         bytes: Vec<u8>,
+        value: i64,
     },
 }
 
@@ -43,84 +47,105 @@ const REPLY_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// The supervisor's answering side: the listener, its broker connection, and the copy
 /// of the policy that tells paths no rule covers from the rest.
-pub struct Supervisor<'a> {
+///
+/// Shared by the answering threads (`Arc`): each receives a notification and answers it
+/// on its own, so calls of several program threads are answered at once, their broker
+/// requests in flight together on the one pipelined connection ([`Client`] matches
+/// replies to requests by id). Nothing here is per call but the answer: the stand-ins
+/// lock themselves, the connection is made once.
+pub struct Supervisor {
     listener: OwnedFd,
     /// The connection, until the first call that needs it greets the broker over it.
-    connection: Option<OwnedFd>,
-    broker: Option<Client>,
-    policy: &'a Policy,
+    connection: Mutex<Option<OwnedFd>>,
+    broker: OnceLock<Client>,
+    policy: Policy,
     client: ClientId,
     /// Stand-ins for directories the broker lists itself (`listing.rs`).
     stand_ins: StandIns,
+    /// The working directories kept for the program's processes (`cwd.rs`).
+    cwds: WorkingDirectories,
+    /// The scratch directory, where the program's own files may change mode and times.
+    scratch: Scratch,
 }
 
-impl<'a> Supervisor<'a> {
+impl Supervisor {
     /// Answers on `listener`; greets the broker over `connection` on the first call that
     /// needs it.
     pub fn new(
         listener: OwnedFd,
         connection: OwnedFd,
-        policy: &'a Policy,
+        policy: Policy,
         client: ClientId,
         scratch: std::path::PathBuf,
     ) -> Self {
         Supervisor {
             listener,
-            connection: Some(connection),
-            broker: None,
+            connection: Mutex::new(Some(connection)),
+            broker: OnceLock::new(),
             policy,
             client,
+            scratch: Scratch::open(&scratch),
             stand_ins: StandIns::new(scratch),
+            cwds: WorkingDirectories::default(),
         }
     }
 
-    /// The listener, for the supervisor's poll.
-    pub fn listener(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.listener.as_fd()
-    }
-}
-
-impl Supervisor<'_> {
-    /// Receives and answers one notification. Errors are the program's: a notification
-    /// gone stale (the thread was killed) is simply dropped.
-    pub fn one(&mut self) {
-        let Ok(n) = sys::notif_recv(self.listener.as_fd()) else {
-            return;
-        };
-        let answer = self.decide(&n);
-        self.respond(n.id, n.pid, answer);
-    }
-
-    /// The broker connection, greeted on first use.
-    fn broker(&mut self) -> io::Result<&Client> {
-        if self.broker.is_none() {
-            let fd = self
-                .connection
-                .take()
-                .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
-            let client = Client::over(Channel::wrap(fd))?;
-            // The program waits for every answer: see `Client::set_spin`.
-            if Channel::spinning_pays() {
-                client.set_spin(REPLY_SPIN);
+    /// Receives and answers notifications until the listener fails: on a thread of its
+    /// own, as many as [`crate::supervisor`] starts. A notification gone stale (its
+    /// thread was killed, `ENOENT`) or a receive interrupted by a signal is skipped; any
+    /// other error (the listener is unusable) ends the loop, never spins on it.
+    pub fn answer_forever(&self) {
+        loop {
+            match sys::notif_recv(self.listener.as_fd()) {
+                Ok(n) => {
+                    let answer = self.decide(&n);
+                    self.respond(n.id, n.pid, answer);
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EINTR)) => {}
+                Err(_) => return,
             }
-            self.broker = Some(client);
         }
-        self.broker
-            .as_ref()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
     }
 
-    fn decide(&mut self, n: &uapi::Notif) -> Answer {
+    /// The broker connection, greeted on first use (by whichever thread needs it first;
+    /// the others wait for that greeting, then share the connection).
+    fn broker(&self) -> io::Result<&Client> {
+        if let Some(client) = self.broker.get() {
+            return Ok(client);
+        }
+        let mut connection = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = self.broker.get() {
+            return Ok(client);
+        }
+        let fd = connection
+            .take()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        let client = Client::over(Channel::wrap(fd))?;
+        // The program waits for every answer: see `Client::set_spin`.
+        if Channel::spinning_pays() {
+            client.set_spin(REPLY_SPIN);
+        }
+        Ok(self.broker.get_or_init(|| client))
+    }
+
+    fn decide(&self, n: &uapi::Notif) -> Answer {
         let tid = n.pid as i32;
         let Some(call) = decode(tid, &n.data) else {
             return Answer::Continue;
         };
-        let (dirfd, path_addr) = match &call {
-            Call::Open { dirfd, path, .. }
-            | Call::Stat { dirfd, path, .. }
-            | Call::Access { dirfd, path, .. }
-            | Call::Readlink { dirfd, path } => (*dirfd, *path),
-        };
+        match call {
+            Call::Getcwd { buf, size } => return self.getcwd(n, tid, buf, size),
+            Call::Fchdir { fd } => return self.fchdir(n, tid, fd),
+            // Never left to the kernel: its ordinary filter no longer refuses these.
+            Call::Metadata {
+                dirfd,
+                path,
+                flags,
+                change,
+            } => return self.metadata(n, tid, dirfd, path, flags, change),
+            _ => {}
+        }
+        let (dirfd, path_addr) = call.path();
         let raw = match read_path(tid, path_addr) {
             Ok(p) => p,
             Err(e) => return Answer::Error(e),
@@ -132,8 +157,22 @@ impl Supervisor<'_> {
         if !self.valid(n.id) {
             return Answer::Continue;
         }
+        // The kept working directory, where a relative path starts from it. Looking
+        // the process up costs a few reads of /proc: done only where one may be kept.
+        let from_cwd = dirfd == libc::AT_FDCWD && raw.first() != Some(&b'/');
+        let process = if matches!(call, Call::Chdir { .. }) || (from_cwd && !self.cwds.is_empty()) {
+            self.process(tid)
+        } else {
+            None
+        };
+        let kept = match process {
+            Some((p, ppid)) if from_cwd => self.cwds.get(p, ppid),
+            _ => None,
+        };
         let stand_ins = &self.stand_ins;
-        let Some(path) = absolute(tid, dirfd, &raw, &|base| stand_ins.real_base(base)) else {
+        let Some(path) = absolute(tid, dirfd, &raw, kept.as_deref(), &|base| {
+            stand_ins.real_base(base)
+        }) else {
             return Answer::Continue;
         };
         // A stand-in named by its absolute path is its real directory too.
@@ -142,23 +181,36 @@ impl Supervisor<'_> {
         if let Decision::Deny(Denial::NoRule | Denial::InvalidPath(_)) =
             self.policy.decide(self.client, &path, Access::Read)
         {
+            if kept.is_some() {
+                // The kernel would resolve this relative path against the real working
+                // directory, another one than the program's.
+                return Answer::Error(libc::EACCES);
+            }
+            if let (Call::Chdir { .. }, Some((p, _))) = (&call, process) {
+                // A real change of directory, by the kernel: the kept one ends.
+                self.cwds.clear(p);
+            }
             return Answer::Continue;
         }
         let path = Path::new(OsStr::from_bytes(&path));
-        let (policy, client) = (self.policy, self.client);
-        if let Err(e) = self.broker() {
-            return Answer::Error(errno_of(&e));
-        }
-        let (Some(broker), stand_ins) = (self.broker.as_ref(), &mut self.stand_ins) else {
-            return Answer::Error(libc::EIO);
+        let (policy, client, stand_ins) = (&self.policy, self.client, &self.stand_ins);
+        let broker = match self.broker() {
+            Ok(broker) => broker,
+            Err(e) => return Answer::Error(errno_of(&e)),
         };
         match call {
             Call::Open { flags, .. } => open(broker, stand_ins, path, flags),
             Call::Stat {
                 flags, buf, statx, ..
             } => {
-                let _ = flags;
-                match broker.metadata(path) {
+                // Describing a link is not following it: `lstat` is answered about the
+                // link itself wherever the rule does not follow links.
+                let described = if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
+                    broker.symlink_metadata(path).map(|(meta, _)| meta)
+                } else {
+                    broker.metadata(path)
+                };
+                match described {
                     Ok(meta) => Answer::Write {
                         addr: buf,
                         bytes: if statx {
@@ -166,17 +218,74 @@ impl Supervisor<'_> {
                         } else {
                             stat_bytes(meta.raw())
                         },
+                        value: 0,
                     },
                     Err(e) => Answer::Error(errno_of(&e)),
                 }
             }
-            // The broker resolves without following symbolic links (unless a rule says
-            // `symlinks = "beneath"`, and then it describes the target): what it can
-            // describe is, as far as the program can tell, not a link.
-            Call::Readlink { .. } => match broker.metadata(path) {
-                Ok(_) => Answer::Error(libc::EINVAL),
+            // A link's own target; anything else is not a link (`EINVAL`), and so is a
+            // link the rule follows (`symlinks = "beneath"`: the broker describes its
+            // target, so `readlink -f` ends at the link's own path).
+            Call::Readlink { buf, size, .. } => match broker.symlink_metadata(path) {
+                Ok((_, Some(mut target))) => {
+                    if size == 0 {
+                        return Answer::Error(libc::EINVAL);
+                    }
+                    target.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+                    let value = target.len() as i64;
+                    Answer::Write {
+                        addr: buf,
+                        bytes: target,
+                        value,
+                    }
+                }
+                Ok((_, None)) => Answer::Error(libc::EINVAL),
                 Err(e) => Answer::Error(errno_of(&e)),
             },
+            // Served paths show no extended attributes: none to read, an empty list.
+            Call::Xattr { list, follow, .. } => {
+                let described = if follow {
+                    broker.metadata(path)
+                } else {
+                    broker.symlink_metadata(path).map(|(meta, _)| meta)
+                };
+                match described {
+                    Ok(_) if list => Answer::Value(0),
+                    Ok(_) => Answer::Error(libc::ENODATA),
+                    Err(e) => Answer::Error(errno_of(&e)),
+                }
+            }
+            Call::Statfs { buf, .. } => match filesystem_of(broker, path) {
+                Ok(bytes) => Answer::Write {
+                    addr: buf,
+                    bytes,
+                    value: 0,
+                },
+                Err(e) => Answer::Error(errno_of(&e)),
+            },
+            // The kernel's "no more watches" (`tail -f` then polls): the supervisor
+            // cannot add a watch to the program's inotify instance.
+            Call::Watch { .. } => match broker.metadata(path) {
+                Ok(_) => Answer::Error(libc::ENOSPC),
+                Err(e) => Answer::Error(errno_of(&e)),
+            },
+            Call::Chdir { .. } => match broker.metadata(path) {
+                Ok(meta) if meta.is_dir() => match process {
+                    Some((p, _)) => {
+                        let kept = path.as_os_str().as_bytes().to_vec();
+                        self.cwds
+                            .set(p, kept)
+                            .map_or_else(Answer::Error, |()| Answer::Value(0))
+                    }
+                    None => Answer::Error(libc::ESRCH),
+                },
+                Ok(_) => Answer::Error(libc::ENOTDIR),
+                Err(e) => Answer::Error(errno_of(&e)),
+            },
+            // Answered before a path is read.
+            Call::Fchdir { .. } | Call::Getcwd { .. } | Call::Metadata { .. } => {
+                Answer::Error(libc::EPERM)
+            }
             Call::Access { mode, .. } => match broker.metadata(path) {
                 Err(e) => Answer::Error(errno_of(&e)),
                 Ok(meta) => {
@@ -197,9 +306,155 @@ impl Supervisor<'_> {
     }
 }
 
+impl Supervisor {
+    /// The process of thread `tid` (of this pid namespace) and its parent, as `/proc`
+    /// numbers them. Called only while the thread's notification is pending.
+    fn process(&self, tid: i32) -> Option<(Process, i32)> {
+        process_of(host_tid(tid)?)
+    }
+
+    /// `getcwd`: the kept working directory, or the kernel's where none is kept.
+    fn getcwd(&self, n: &uapi::Notif, tid: i32, buf: u64, size: u64) -> Answer {
+        if self.cwds.is_empty() || !self.valid(n.id) {
+            return Answer::Continue;
+        }
+        let Some(kept) = self
+            .process(tid)
+            .and_then(|(p, ppid)| self.cwds.get(p, ppid))
+        else {
+            return Answer::Continue;
+        };
+        let mut bytes = kept;
+        bytes.push(0);
+        if (bytes.len() as u64) > size {
+            return Answer::Error(libc::ERANGE);
+        }
+        let value = bytes.len() as i64;
+        Answer::Write {
+            addr: buf,
+            bytes,
+            value,
+        }
+    }
+
+    /// A mode or time change (`scratch.rs`): the program's own scratch files alone,
+    /// `EPERM` for everything else; never left to the kernel.
+    fn metadata(
+        &self,
+        n: &uapi::Notif,
+        tid: i32,
+        dirfd: i32,
+        path: u64,
+        flags: i32,
+        change: Change,
+    ) -> Answer {
+        let raw = if path == 0 {
+            Vec::new()
+        } else {
+            match read_path(tid, path) {
+                Ok(p) => p,
+                Err(e) => return Answer::Error(e),
+            }
+        };
+        // Times are read once, before the thread is looked at.
+        let times = match change {
+            Change::Times(0) | Change::Mode(_) => None,
+            Change::Times(addr) => {
+                let mut buf = [0u8; 32];
+                match read_memory(tid, addr, &mut buf) {
+                    Ok(32) => Some(timespecs(&buf)),
+                    _ => return Answer::Error(libc::EFAULT),
+                }
+            }
+        };
+        if !self.valid(n.id) {
+            return Answer::Error(libc::EPERM);
+        }
+        let Some(host) = host_tid(tid) else {
+            return Answer::Error(libc::EPERM);
+        };
+        let target = if raw.is_empty() {
+            if path != 0 && flags & libc::AT_EMPTY_PATH == 0 {
+                return Answer::Error(libc::ENOENT);
+            }
+            Target::Fd {
+                host_tid: host,
+                fd: dirfd,
+            }
+        } else if let Some(fd) = own_descriptor(&raw) {
+            // `/proc/self/fd/N`: the C library's way to change an `O_PATH` descriptor's
+            // file (`fchmodat(AT_SYMLINK_NOFOLLOW)` before `fchmodat2`).
+            Target::Fd { host_tid: host, fd }
+        } else {
+            let kept = if dirfd == libc::AT_FDCWD && raw.first() != Some(&b'/') {
+                self.process(tid)
+                    .and_then(|(p, ppid)| self.cwds.get(p, ppid))
+            } else {
+                None
+            };
+            match absolute(tid, dirfd, &raw, kept.as_deref(), &|_| None) {
+                Some(p) => Target::Path(p),
+                None => return Answer::Error(libc::EPERM),
+            }
+        };
+        let done = match change {
+            Change::Mode(mode) => self.scratch.chmod(&target, mode),
+            Change::Times(_) => self.scratch.set_times(&target, times),
+        };
+        done.map_or_else(Answer::Error, |()| Answer::Value(0))
+    }
+
+    /// `fchdir`: into a served directory the descriptor names (one the broker passed,
+    /// or a stand-in for one), kept; any other is the kernel's.
+    fn fchdir(&self, n: &uapi::Notif, tid: i32, fd: i32) -> Answer {
+        if fd < 0 || !self.valid(n.id) {
+            return Answer::Continue;
+        }
+        let stand_ins = &self.stand_ins;
+        // "." against the descriptor: its path, as /proc shows it, stand-ins mapped.
+        let Some(path) = absolute(tid, fd, b".", None, &|base| stand_ins.real_base(base)) else {
+            return Answer::Continue;
+        };
+        if let Decision::Deny(Denial::NoRule | Denial::InvalidPath(_)) =
+            self.policy.decide(self.client, &path, Access::Read)
+        {
+            // A real change of directory, by the kernel: the kept one ends (even if the
+            // new real directory is the one the record was made over).
+            if !self.cwds.is_empty() {
+                if let Some((p, _)) = self.process(tid) {
+                    self.cwds.clear(p);
+                }
+            }
+            return Answer::Continue;
+        }
+        let (Some((p, _)), Ok(broker)) = (self.process(tid), self.broker()) else {
+            return Answer::Error(libc::EIO);
+        };
+        match broker.metadata(Path::new(OsStr::from_bytes(&path))) {
+            Ok(meta) if meta.is_dir() => self
+                .cwds
+                .set(p, path)
+                .map_or_else(Answer::Error, |()| Answer::Value(0)),
+            Ok(_) => Answer::Error(libc::ENOTDIR),
+            Err(e) => Answer::Error(errno_of(&e)),
+        }
+    }
+}
+
+/// `struct statfs` of the filesystem `path` is on, from a descriptor the broker passes
+/// for it (a file for `read`, a directory for `directory`; never a stand-in, which is
+/// on the scratch directory's filesystem), closed at once.
+fn filesystem_of(broker: &Client, path: &Path) -> io::Result<Vec<u8>> {
+    let file = match broker.open_with(path, Access::Read) {
+        Err(e) if errno_of(&e) == libc::EISDIR => broker.open_with(path, Access::Directory)?,
+        r => r?,
+    };
+    sys::fstatfs_bytes(file.as_fd())
+}
+
 /// An open of a directory: the broker's descriptor where it passes one, else (it would
 /// show what the policy hides) a stand-in holding the broker's listing.
-fn open_directory(broker: &Client, stand_ins: &mut StandIns, path: &Path) -> io::Result<File> {
+fn open_directory(broker: &Client, stand_ins: &StandIns, path: &Path) -> io::Result<File> {
     match broker.open_with(path, Access::Directory) {
         Err(e) if errno_of(&e) == libc::EACCES => {
             // Listed where `directory` is granted; refused (EACCES again) elsewhere.
@@ -213,7 +468,7 @@ fn open_directory(broker: &Client, stand_ins: &mut StandIns, path: &Path) -> io:
 }
 
 /// An open, as the broker's access its flags mean.
-fn open(broker: &Client, stand_ins: &mut StandIns, path: &Path, flags: i32) -> Answer {
+fn open(broker: &Client, stand_ins: &StandIns, path: &Path, flags: i32) -> Answer {
     {
         let cloexec = flags & libc::O_CLOEXEC != 0;
         let mode = flags & libc::O_ACCMODE;
@@ -225,16 +480,30 @@ fn open(broker: &Client, stand_ins: &mut StandIns, path: &Path, flags: i32) -> A
             extra |= fdbroker_shared::wire::OPEN_APPEND;
         }
         let result = if flags & libc::O_PATH != 0 || mode == libc::O_RDONLY {
-            if flags & (libc::O_CREAT | libc::O_TRUNC) != 0 && flags & libc::O_PATH == 0 {
+            // `O_RDONLY|O_TRUNC` is a write; `O_RDONLY|O_CREAT` (`flock(1)`) of a file
+            // that exists is a read, and creating one through it a write the read-only
+            // open cannot carry (as the kernel refuses it in a directory the caller
+            // cannot write); `O_EXCL` would always create.
+            let creates = flags & libc::O_CREAT != 0 && flags & libc::O_PATH == 0;
+            if flags & libc::O_TRUNC != 0 && flags & libc::O_PATH == 0 {
                 return Answer::Error(libc::EACCES);
+            }
+            if creates && flags & libc::O_EXCL != 0 {
+                return Answer::Error(match broker.metadata(path) {
+                    Ok(_) => libc::EEXIST,
+                    Err(_) => libc::EACCES,
+                });
             }
             if flags & libc::O_DIRECTORY != 0 {
                 open_directory(broker, stand_ins, path)
             } else {
                 match broker.open_with(path, Access::Read) {
                     // A directory opened without O_DIRECTORY (fdopendir after open).
-                    Err(e) if errno_of(&e) == libc::EISDIR => {
+                    Err(e) if errno_of(&e) == libc::EISDIR && !creates => {
                         open_directory(broker, stand_ins, path)
+                    }
+                    Err(e) if creates && errno_of(&e) == libc::ENOENT => {
+                        Err(io::Error::from_raw_os_error(libc::EACCES))
                     }
                     r => r,
                 }
@@ -275,7 +544,7 @@ fn open(broker: &Client, stand_ins: &mut StandIns, path: &Path, flags: i32) -> A
     }
 }
 
-impl Supervisor<'_> {
+impl Supervisor {
     fn valid(&self, id: u64) -> bool {
         sys::notif_id_valid(self.listener.as_fd(), id)
     }
@@ -306,12 +575,14 @@ impl Supervisor<'_> {
                     Err(_) => resp.error = -libc::EMFILE,
                 }
             }
-            Answer::Write { addr, bytes } => {
+            Answer::Write { addr, bytes, value } => {
                 if !self.valid(id) {
                     return;
                 }
                 if write_memory(tid as i32, addr, &bytes).is_err() {
                     resp.error = -libc::EFAULT;
+                } else {
+                    resp.val = value;
                 }
             }
         }
@@ -331,4 +602,31 @@ fn errno_of(e: &io::Error) -> i32 {
         })
         .filter(|&errno| errno > 0)
         .unwrap_or(libc::EIO)
+}
+
+/// Two `struct timespec`s (access, modification) as the program's memory holds them.
+fn timespecs(buf: &[u8; 32]) -> [nix::sys::time::TimeSpec; 2] {
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&buf[i * 8..i * 8 + 8]);
+        i64::from_ne_bytes(w)
+    };
+    let ts = |sec: i64, nsec: i64| {
+        nix::sys::time::TimeSpec::from(libc::timespec {
+            tv_sec: sec as _,
+            tv_nsec: nsec as _,
+        })
+    };
+    [ts(word(0), word(1)), ts(word(2), word(3))]
+}
+
+/// `N` of `/proc/self/fd/N` or `/proc/thread-self/fd/N`: the caller's own descriptor.
+fn own_descriptor(path: &[u8]) -> Option<i32> {
+    let n = path
+        .strip_prefix(b"/proc/self/fd/")
+        .or_else(|| path.strip_prefix(b"/proc/thread-self/fd/"))?;
+    if n.is_empty() || !n.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(n).ok()?.parse().ok()
 }

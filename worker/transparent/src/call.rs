@@ -8,7 +8,9 @@
 //! an ordinary stat of that path, which the broker answers.
 
 use crate::memory::read_memory;
-use crate::uapi::{self, SYS_FACCESSAT2, SYS_OPENAT2};
+use crate::uapi::{
+    self, SYS_FACCESSAT2, SYS_FCHMODAT2, SYS_GETXATTRAT, SYS_LISTXATTRAT, SYS_OPENAT2,
+};
 
 /// What an intercepted call asks, decoded from its registers.
 pub enum Call {
@@ -29,11 +31,83 @@ pub enum Call {
         path: u64,
         mode: i32,
     },
-    /// `readlink`: a path the broker serves is never a symbolic link it would show.
+    /// `readlink`: the target of a symbolic link the broker describes, written into
+    /// `buf` (at most `size` bytes, no terminator, as the kernel writes it).
     Readlink {
         dirfd: i32,
         path: u64,
+        buf: u64,
+        size: u64,
     },
+    /// `getxattr`, `lgetxattr`, `getxattrat` (`list`: the `listxattr` calls): the
+    /// broker shows no extended attributes, so a served path has none.
+    Xattr {
+        dirfd: i32,
+        path: u64,
+        list: bool,
+        /// `false` for `lgetxattr`, `llistxattr` and `AT_SYMLINK_NOFOLLOW`: about a
+        /// link itself.
+        follow: bool,
+    },
+    /// `statfs`: the filesystem a served path is on, written as `struct statfs`.
+    Statfs {
+        path: u64,
+        buf: u64,
+    },
+    /// `inotify_add_watch`: the program's inotify instance cannot watch what it cannot
+    /// read, and the supervisor cannot add a watch to it.
+    Watch {
+        path: u64,
+    },
+    /// `chdir`: into a served directory, kept by the supervisor (`cwd.rs`).
+    Chdir {
+        path: u64,
+    },
+    /// `fchdir` and `getcwd` name no path: answered apart (`answer.rs`).
+    Fchdir {
+        fd: i32,
+    },
+    Getcwd {
+        buf: u64,
+        size: u64,
+    },
+    /// `fchmod`, `fchmodat`, `fchmodat2`, `utimensat`: answered by the supervisor on
+    /// the program's own scratch files alone (`scratch.rs`), never left to the kernel.
+    /// `path` 0 means the descriptor itself (`fchmod`, `futimens`); so does an empty
+    /// path with `AT_EMPTY_PATH`, which the supervisor sees once it has read it.
+    Metadata {
+        dirfd: i32,
+        path: u64,
+        flags: i32,
+        change: Change,
+    },
+}
+
+/// What a [`Call::Metadata`] changes.
+#[derive(Clone, Copy)]
+pub enum Change {
+    Mode(u32),
+    /// The address of the two `struct timespec`s, 0 for "both now".
+    Times(u64),
+}
+
+impl Call {
+    /// The directory descriptor and the address of the path the call names.
+    pub fn path(&self) -> (i32, u64) {
+        match self {
+            Call::Open { dirfd, path, .. }
+            | Call::Stat { dirfd, path, .. }
+            | Call::Access { dirfd, path, .. }
+            | Call::Readlink { dirfd, path, .. }
+            | Call::Xattr { dirfd, path, .. } => (*dirfd, *path),
+            Call::Statfs { path, .. } | Call::Watch { path } | Call::Chdir { path } => {
+                (libc::AT_FDCWD, *path)
+            }
+            // No path: never asked (answered before a path is read).
+            Call::Fchdir { .. } | Call::Getcwd { .. } => (libc::AT_FDCWD, 0),
+            Call::Metadata { dirfd, path, .. } => (*dirfd, *path),
+        }
+    }
 }
 
 /// The call notification data `d` describes, made by thread `tid` (whose memory holds
@@ -75,10 +149,20 @@ pub fn decode(tid: i32, d: &uapi::Data) -> Option<Call> {
                     statx: false,
                 });
             }
+            libc::SYS_chmod => {
+                return Some(Call::Metadata {
+                    dirfd: cwd,
+                    path: a[0],
+                    flags: 0,
+                    change: Change::Mode(a[1] as u32),
+                });
+            }
             libc::SYS_readlink => {
                 return Some(Call::Readlink {
                     dirfd: cwd,
                     path: a[0],
+                    buf: a[1],
+                    size: u64::from(a[2] as u32),
                 });
             }
             libc::SYS_access => {
@@ -138,11 +222,62 @@ pub fn decode(tid: i32, d: &uapi::Data) -> Option<Call> {
         libc::SYS_readlinkat => Some(Call::Readlink {
             dirfd: int(a[0]),
             path: a[1],
+            buf: a[2],
+            size: u64::from(a[3] as u32),
         }),
         libc::SYS_faccessat | SYS_FACCESSAT2 => Some(Call::Access {
             dirfd: int(a[0]),
             path: a[1],
             mode: int(a[2]),
+        }),
+        libc::SYS_getxattr | libc::SYS_lgetxattr | libc::SYS_listxattr | libc::SYS_llistxattr => {
+            Some(Call::Xattr {
+                dirfd: libc::AT_FDCWD,
+                path: a[0],
+                list: nr == libc::SYS_listxattr || nr == libc::SYS_llistxattr,
+                follow: nr == libc::SYS_getxattr || nr == libc::SYS_listxattr,
+            })
+        }
+        SYS_GETXATTRAT | SYS_LISTXATTRAT => Some(Call::Xattr {
+            dirfd: int(a[0]),
+            path: a[1],
+            list: nr == SYS_LISTXATTRAT,
+            follow: int(a[2]) & libc::AT_SYMLINK_NOFOLLOW == 0,
+        }),
+        libc::SYS_statfs => Some(Call::Statfs {
+            path: a[0],
+            buf: a[1],
+        }),
+        libc::SYS_inotify_add_watch => Some(Call::Watch { path: a[1] }),
+        libc::SYS_chdir => Some(Call::Chdir { path: a[0] }),
+        libc::SYS_fchmod => Some(Call::Metadata {
+            dirfd: int(a[0]),
+            path: 0,
+            flags: 0,
+            change: Change::Mode(a[1] as u32),
+        }),
+        libc::SYS_fchmodat => Some(Call::Metadata {
+            dirfd: int(a[0]),
+            path: a[1],
+            flags: 0,
+            change: Change::Mode(a[2] as u32),
+        }),
+        SYS_FCHMODAT2 => Some(Call::Metadata {
+            dirfd: int(a[0]),
+            path: a[1],
+            flags: int(a[3]),
+            change: Change::Mode(a[2] as u32),
+        }),
+        libc::SYS_utimensat => Some(Call::Metadata {
+            dirfd: int(a[0]),
+            path: a[1],
+            flags: int(a[3]),
+            change: Change::Times(a[2]),
+        }),
+        libc::SYS_fchdir => Some(Call::Fchdir { fd: int(a[0]) }),
+        libc::SYS_getcwd => Some(Call::Getcwd {
+            buf: a[0],
+            size: a[1],
         }),
         _ => None,
     }

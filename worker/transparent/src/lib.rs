@@ -26,9 +26,14 @@
 //! # What it answers, and how
 //!
 //! The filter sends `open`, `openat`, `openat2`, `creat`, `stat`, `lstat`, `newfstatat`,
-//! `statx`, `access`, `faccessat`, `faccessat2`, `readlink` and `readlinkat` to the
-//! supervisor; i386 and x32 calls
-//! kill the program. For each notification the supervisor reads the path from the
+//! `statx` (not with `AT_EMPTY_PATH` on a descriptor: `filter.rs` says why that is
+//! safe), `access`, `faccessat`, `faccessat2`, `readlink`, `readlinkat`, the
+//! `getxattr`/`listxattr` family, `statfs`, `inotify_add_watch`, `chdir`, `fchdir`,
+//! `getcwd` and the mode and time calls (`chmod`, `fchmod`, `fchmodat`, `fchmodat2`,
+//! `utimensat`) to the supervisor; i386 and x32 calls
+//! kill the program. The mode and time calls are never continued: the supervisor makes
+//! them itself on the program's own scratch files alone (`scratch.rs`). The working
+//! directory of a process in a served directory is the supervisor's record (`cwd.rs`). For each notification the supervisor reads the path from the
 //! program's memory once, makes it absolute (against the working directory or the
 //! directory descriptor, as the kernel shows them in `/proc`), and removes `.` and `..`
 //! lexically. Then:
@@ -50,9 +55,10 @@
 //! read), so what it may reach must not rest on the path read: it rests on the
 //! directory handles the program holds. Those are its working directory, which
 //! `fdbroker run` checks before starting it, and the directory descriptors the broker
-//! passed, which it passes only where they reach nothing the policy hides. A stat with
-//! `AT_EMPTY_PATH` and a non-empty path is therefore decoded as a stat of that path
-//! (`call.rs`), not left to the kernel.
+//! passed, which it passes only where they reach nothing the policy hides. The same
+//! argument lets a stat with `AT_EMPTY_PATH` on a descriptor stay in the kernel
+//! (`filter.rs`); with `AT_FDCWD` and a non-empty path it is decoded as a stat of that
+//! path (`call.rs`), resolved against the kept working directory where there is one.
 //!
 //! Wherever the thread id is used to reach the thread (its working directory or
 //! descriptors in `/proc` after the path is read, its memory before a stat result is
@@ -63,7 +69,11 @@
 //! installed with `ADDFD` and `SECCOMP_ADDFD_FLAG_SEND`, which installs and answers in
 //! one step.
 //!
-//! Speed: the program waits for every answer, and on a small VM waking a sleeping
+//! Speed: several threads answer (`answer.rs`, as many as the CPUs the supervisor may
+//! use, 2 to 8), each receiving a notification and answering it on its own, their broker
+//! requests in flight together on the one pipelined connection: calls of several
+//! program threads are answered at once, not queued behind each other. The program
+//! waits for every answer, and on a small VM waking a sleeping
 //! process on an idle CPU costs more than the broker's open. The listener asks for
 //! synchronous wake-ups (program and supervisor hand the CPU to each other), and both
 //! ends of the supervisor's broker connection look for the next message for a bounded
@@ -82,8 +92,8 @@
 //! state (its policy roots, its server): it gets what it needs, prepared by the spawn
 //! broker before the fork, as one [`Prepared`] value.
 //!
-//! - `supervisor.rs`: the supervisor process ([`supervisor_main`]), its signals and the
-//!   program's end.
+//! - `supervisor.rs`: the supervisor process ([`supervisor_main`]), its answering
+//!   threads, its signals and the program's end.
 //! - `answer.rs`: answering one notification (through the broker, or by letting the
 //!   kernel continue); `call.rs`: what an intercepted call asks, from its registers.
 //! - `filter.rs`: which calls are intercepted, the BPF program, installing it (the
@@ -92,6 +102,8 @@
 //!   lists itself (no descriptor reaches what the policy hides).
 //! - `memory.rs`: reading the program's paths and writing its results; `stat.rs`: the
 //!   byte layouts a stat answer is written in.
+//! - `cwd.rs`: the working directories kept for processes in served directories.
+//! - `scratch.rs`: mode and time changes on the program's own scratch files.
 //! - `kernel.rs`: the kernel this needs ([`check_kernel`]).
 //! - `uapi.rs`: the kernel's seccomp-notification structures and numbers; `sys.rs`: the
 //!   raw system calls, the one module that may use `unsafe` (besides the fork of the
@@ -101,10 +113,12 @@
 
 mod answer;
 mod call;
+mod cwd;
 mod filter;
 mod kernel;
 mod listing;
 mod memory;
+mod scratch;
 mod stat;
 mod supervisor;
 #[allow(unsafe_code)]

@@ -21,33 +21,38 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 /// At most this many stand-ins per run: a program that lists more gets `EMFILE`-like
 /// refusals (`ENOSPC`) rather than filling its scratch directory without end.
 const MAX_STAND_INS: usize = 4096;
 
 /// The stand-in directories made so far, each with the real directory it stands for.
+///
+/// Shared by the supervisor's answering threads: the list is behind a lock, held for a
+/// lookup or while one stand-in is made (rare: once per listed directory).
 pub struct StandIns {
     scratch: PathBuf,
-    made: Vec<(Vec<u8>, Vec<u8>)>,
+    made: Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
 impl StandIns {
     pub fn new(scratch: PathBuf) -> StandIns {
         StandIns {
             scratch,
-            made: Vec::new(),
+            made: Mutex::new(Vec::new()),
         }
     }
 
     /// A stand-in for the real directory `real` holding `entries`, opened for listing.
-    pub fn make(&mut self, real: &[u8], entries: ReadDir) -> io::Result<OwnedFd> {
-        if self.made.len() >= MAX_STAND_INS || self.scratch.as_os_str().is_empty() {
+    pub fn make(&self, real: &[u8], entries: ReadDir) -> io::Result<OwnedFd> {
+        let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        if made.len() >= MAX_STAND_INS || self.scratch.as_os_str().is_empty() {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         let dir = self
             .scratch
-            .join(format!(".fdbroker-listing.{}", self.made.len()));
+            .join(format!(".fdbroker-listing.{}", made.len()));
         fs::DirBuilder::new().mode(0o700).create(&dir)?;
         for entry in entries {
             let entry = entry?;
@@ -70,15 +75,15 @@ impl StandIns {
                 | nix::fcntl::OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )?;
-        self.made
-            .push((dir.into_os_string().into_vec(), real.to_vec()));
+        made.push((dir.into_os_string().into_vec(), real.to_vec()));
         Ok(fd)
     }
 
     /// `base` (a working directory or a descriptor's path, as `/proc` shows it) with a
     /// stand-in's path replaced by the real directory's, or `None` if it is in none.
     pub fn real_base(&self, base: &[u8]) -> Option<Vec<u8>> {
-        self.made.iter().find_map(|(stand_in, real)| {
+        let made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        made.iter().find_map(|(stand_in, real)| {
             let rest = base.strip_prefix(stand_in.as_slice())?;
             if !rest.is_empty() && rest.first() != Some(&b'/') {
                 return None;
@@ -96,8 +101,8 @@ mod tests {
 
     #[test]
     fn only_a_stand_in_and_what_is_beneath_it_map_to_the_real_directory() {
-        let mut s = StandIns::new(PathBuf::from("/scratch"));
-        s.made.push((
+        let s = StandIns::new(PathBuf::from("/scratch"));
+        s.made.lock().expect("not poisoned").push((
             b"/scratch/.fdbroker-listing.0".to_vec(),
             b"/srv/in".to_vec(),
         ));

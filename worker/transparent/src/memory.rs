@@ -76,14 +76,23 @@ pub fn read_path(tid: i32, addr: u64) -> Result<Vec<u8>, i32> {
 ///
 /// `/proc` shows pids of the broker's namespace, while the notification names the
 /// thread in the supervisor's: a thread pidfd's `fdinfo` translates.
+///
+/// `cwd` is the working directory the supervisor keeps for the thread's process
+/// (`cwd.rs`), used for `AT_FDCWD` in place of the kernel's.
 pub fn absolute(
     tid: i32,
     dirfd: i32,
     path: &[u8],
+    cwd: Option<&[u8]>,
     real_base: &dyn Fn(&[u8]) -> Option<Vec<u8>>,
 ) -> Option<Vec<u8>> {
     let mut full = if path.first() == Some(&b'/') {
         path.to_vec()
+    } else if let (libc::AT_FDCWD, Some(cwd)) = (dirfd, cwd) {
+        let mut base = cwd.to_vec();
+        base.push(b'/');
+        base.extend_from_slice(path);
+        base
     } else {
         let host = host_tid(tid)?;
         let link = if dirfd == libc::AT_FDCWD {
@@ -126,7 +135,7 @@ pub fn absolute(
 }
 
 /// Thread `tid` of this pid namespace, as `/proc` (the broker's namespace) numbers it.
-fn host_tid(tid: i32) -> Option<i32> {
+pub fn host_tid(tid: i32) -> Option<i32> {
     let pidfd = crate::sys::pidfd_open_thread(tid).ok()?;
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd())).ok()?;
     info.lines()
@@ -179,7 +188,7 @@ mod tests {
 
     #[test]
     fn absolute_paths_lose_dots_lexically() {
-        let clean = |p: &[u8]| absolute(me(), libc::AT_FDCWD, p, &|_| None);
+        let clean = |p: &[u8]| absolute(me(), libc::AT_FDCWD, p, None, &|_| None);
         assert_eq!(clean(b"/a/./b/../c").as_deref(), Some(&b"/a/c"[..]));
         assert_eq!(clean(b"/..").as_deref(), Some(&b"/"[..]));
         assert_eq!(clean(b"//a//b/").as_deref(), Some(&b"/a/b"[..]));
@@ -193,9 +202,12 @@ mod tests {
             .into_vec();
         let mut want = cwd.clone();
         want.extend_from_slice(b"/x");
-        let got = absolute(me(), libc::AT_FDCWD, b"sub/../x", &|_| None);
+        let got = absolute(me(), libc::AT_FDCWD, b"sub/../x", None, &|_| None);
         assert_eq!(got, Some(want));
+        // The supervisor's working directory, where it keeps one, is the base.
+        let kept = absolute(me(), libc::AT_FDCWD, b"b/../c", Some(b"/srv/in"), &|_| None);
+        assert_eq!(kept.as_deref(), Some(&b"/srv/in/c"[..]));
         // A negative descriptor other than AT_FDCWD names nothing.
-        assert_eq!(absolute(me(), -5, b"x", &|_| None), None);
+        assert_eq!(absolute(me(), -5, b"x", None, &|_| None), None);
     }
 }

@@ -22,6 +22,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 use std::io::{self, Write as _};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
 
 /// Runs in the forked child `fdbroker run` starts (single-threaded, root), after the
 /// descriptor and signal set-up: confines it as the supervisor, forks the program and
@@ -82,8 +83,7 @@ pub fn supervisor_main(prepared: Prepared) -> io::Result<()> {
         ForkResult::Parent { child } => {
             drop(theirs);
             drop(program);
-            let code = match supervise(child, &ours, connection, &policy, client, scratch, signals)
-            {
+            let code = match supervise(child, &ours, connection, policy, client, scratch, signals) {
                 Ok(code) => code,
                 Err(e) => {
                     let _ = writeln!(std::io::stderr(), "fdbroker: transparent supervisor: {e}");
@@ -121,7 +121,7 @@ fn supervise(
     child: Pid,
     handoff: &Channel,
     connection: OwnedFd,
-    policy: &Policy,
+    policy: Policy,
     client: ClientId,
     scratch: std::path::PathBuf,
     signals: SigSet,
@@ -139,46 +139,44 @@ fn supervise(
     sync_wake_up(&listener);
     // Connected on the first call that needs the broker: `fdbroker run` serves only
     // once the program has exec'd, and waits for this process if the exec failed.
-    let mut sup = Supervisor::new(listener, connection, policy, client, scratch);
-    let mut listening = true;
+    let sup = Arc::new(Supervisor::new(
+        listener, connection, policy, client, scratch,
+    ));
+    for i in 0..answering_threads() {
+        let sup = Arc::clone(&sup);
+        // Not joined: the supervisor ends with `_exit`, which ends them too, wherever
+        // they are (blocked in a receive, or answering a call of a program now gone).
+        std::thread::Builder::new()
+            .name(format!("answer-{i}"))
+            .spawn(move || sup.answer_forever())?;
+    }
     loop {
-        let lfd = sup.listener();
-        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        if listening {
-            fds.push(PollFd::new(lfd, PollFlags::POLLIN));
-        }
+        let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
         }
-        let sig_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
-        let notif_ready = fds
-            .get(1)
-            .and_then(|f| f.revents())
-            .map_or(PollFlags::empty(), |r| r);
-        drop(fds);
-        if notif_ready.contains(PollFlags::POLLIN) {
-            sup.one();
-        } else if notif_ready.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
-            // No process uses the filter any more; wait for the program's exit.
-            listening = false;
-        }
-        if sig_ready {
-            while let Ok(Some(info)) = sfd.read_signal() {
-                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
-                    continue;
-                };
-                if sig == Signal::SIGCHLD {
-                    if let Some(code) = reap(child)? {
-                        return Ok(code);
-                    }
-                } else {
-                    let _ = kill(child, sig);
+        while let Ok(Some(info)) = sfd.read_signal() {
+            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                continue;
+            };
+            if sig == Signal::SIGCHLD {
+                if let Some(code) = reap(child)? {
+                    return Ok(code);
                 }
+            } else {
+                let _ = kill(child, sig);
             }
         }
     }
+}
+
+/// How many threads answer the program's calls: one per CPU this process may run on,
+/// at least 2 (so that one call waiting for the broker never holds up another) and at
+/// most 8 (beyond which they would only wait on the one broker connection).
+fn answering_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
 }
 
 /// What the supervisor reads from its signalfd: the signals `fdbroker run` forwards

@@ -141,6 +141,23 @@ pub unsafe trait Plain: Copy {}
 unsafe impl Plain for libc::stat {}
 // SAFETY: `libc::statx` is integers and `statx_timestamp`s (integers), padding named.
 unsafe impl Plain for libc::statx {}
+// SAFETY: `libc::statfs` is integers and an `fsid_t` (two integers), spare words named.
+unsafe impl Plain for libc::statfs {}
+
+/// [`fstatfs(2)`](https://man7.org/linux/man-pages/man2/fstatfs.2.html): `struct statfs`
+/// of the filesystem `fd` is on, as the bytes the kernel wrote (what `statfs(2)` would
+/// write into the program's memory for a path on it).
+pub fn fstatfs_bytes(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    let mut rc = 0;
+    let bytes = zeroed_bytes(|st: &mut libc::statfs| {
+        // SAFETY: `st` is a live, writable `struct statfs` for the duration of the call.
+        rc = unsafe { libc::fstatfs(fd.as_raw_fd(), st) };
+    });
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(bytes)
+}
 
 /// The bytes of a `T` that starts all-zero and is then filled in by `fill`, as the
 /// kernel would write it into the program's memory: padding the caller never touches

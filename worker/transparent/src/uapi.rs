@@ -77,6 +77,11 @@ pub const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
 /// `include/uapi/asm-generic/unistd.h` (the same on every architecture from 424 on).
 pub const SYS_OPENAT2: i64 = 437;
 pub const SYS_FACCESSAT2: i64 = 439;
+/// `fchmodat2(2)`, Linux 6.6 (the same on every architecture).
+pub const SYS_FCHMODAT2: i64 = 452;
+/// `getxattrat(2)` and `listxattrat(2)`, Linux 6.13 (the same on every architecture).
+pub const SYS_GETXATTRAT: i64 = 464;
+pub const SYS_LISTXATTRAT: i64 = 465;
 
 #[cfg(test)]
 mod tests {

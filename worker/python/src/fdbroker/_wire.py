@@ -144,7 +144,15 @@ class List_:
     start: int = 0
 
 
-Operation = Union[Open, OpenMany, Stat, Connect, List_]
+@dataclass(frozen=True)
+class Link:
+    """``Op::Link``: a :class:`Stat` that does not follow the last component (what
+    ``lstat(2)`` and ``readlink(2)`` ask); no descriptor."""
+
+    path: bytes
+
+
+Operation = Union[Open, OpenMany, Stat, Connect, List_, Link]
 
 
 @dataclass(frozen=True)
@@ -237,7 +245,23 @@ class ListReply:
     result: Union[Listing, WireError]
 
 
-ReplyBody = Union[OpenReply, OpenManyReply, Refused, StatReply, Connected, ListReply]
+@dataclass(frozen=True)
+class LinkMeta:
+    """A path described without following its last component: a symbolic link's own
+    metadata and its target, or for anything else what a stat gives and no target."""
+
+    meta: StatMeta
+    target: bytes
+
+
+@dataclass(frozen=True)
+class LinkReply:
+    """``ReplyBody::Link``: the description, or why not; never with a descriptor."""
+
+    result: Union[LinkMeta, WireError]
+
+
+ReplyBody = Union[OpenReply, OpenManyReply, Refused, StatReply, Connected, ListReply, LinkReply]
 
 
 @dataclass(frozen=True)
@@ -379,6 +403,9 @@ def _body(kind: Kind, msg: Message) -> bytes:
             w.u32(4)
             w.raw(bytes(op.path))
             w.u64(op.start)
+        elif isinstance(op, Link):
+            w.u32(5)
+            w.raw(bytes(op.path))
         else:
             raise TypeError(f"not an operation: {op!r}")
     elif kind == Kind.REPLY and isinstance(msg, Reply):
@@ -425,6 +452,17 @@ def _body(kind: Kind, msg: Message) -> bytes:
                 _write_error(w, body.result)
             else:
                 raise TypeError(f"not a listing result: {body.result!r}")
+        elif isinstance(body, LinkReply):
+            w.u32(6)
+            if isinstance(body.result, LinkMeta):
+                w.u32(0)
+                _write_stat_meta(w, body.result.meta)
+                w.raw(bytes(body.result.target))
+            elif isinstance(body.result, WireError):
+                w.u32(1)
+                _write_error(w, body.result)
+            else:
+                raise TypeError(f"not a link result: {body.result!r}")
         else:
             raise TypeError(f"not a reply body: {body!r}")
     else:
@@ -533,6 +571,17 @@ def _read_outcome(r: _Reader) -> Outcome:
 def _read_stat(r: _Reader) -> Union[StatMeta, WireError]:
     if r.tag("Result", 2) == 1:
         return _read_error(r)
+    return _read_stat_meta(r)
+
+
+def _read_link(r: _Reader) -> Union[LinkMeta, WireError]:
+    if r.tag("Result", 2) == 1:
+        return _read_error(r)
+    meta = _read_stat_meta(r)
+    return LinkMeta(meta, r.raw())
+
+
+def _read_stat_meta(r: _Reader) -> StatMeta:
     return StatMeta(
         file=_read_meta(r),
         uid=r.u32(),
@@ -568,7 +617,7 @@ def _read_body(kind: Kind, r: _Reader) -> Message:
         return Refused(_read_error(r))
     if kind == Kind.REQUEST:
         rid = r.u64()
-        op = r.tag("Op", 5)
+        op = r.tag("Op", 6)
         if op == 0:
             path = r.raw()
             access = Access(r.tag("Access", len(Access)))
@@ -582,9 +631,11 @@ def _read_body(kind: Kind, r: _Reader) -> Message:
         if op == 4:
             path = r.raw()
             return Request(rid, List_(path, r.u64()))
+        if op == 5:
+            return Request(rid, Link(r.raw()))
         return Request(rid, Connect())
     rid = r.u64()
-    t = r.tag("ReplyBody", 6)
+    t = r.tag("ReplyBody", 7)
     if t == 0:
         return Reply(rid, OpenReply(_read_outcome(r)))
     if t == 1:
@@ -595,6 +646,8 @@ def _read_body(kind: Kind, r: _Reader) -> Message:
         return Reply(rid, StatReply(_read_stat(r)))
     if t == 5:
         return Reply(rid, ListReply(_read_listing(r)))
+    if t == 6:
+        return Reply(rid, LinkReply(_read_link(r)))
     return Reply(rid, Connected())
 
 

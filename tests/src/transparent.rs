@@ -1,0 +1,91 @@
+//! Running real, unmodified programs under `fdbroker run --transparent` and, for
+//! comparison, as root on the same tree (`tests/tests/transparent*.rs`).
+
+use crate::{TempDir, fdbroker_bin, run_with_timeout, text};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// `fdbroker run --transparent --policy POLICY [extra...] -- COMMAND`.
+pub fn transparent_with(policy: &Path, extra: &[&str], command: &[&str]) -> Command {
+    let mut c = Command::new(fdbroker_bin());
+    c.arg("run")
+        .arg("--transparent")
+        .arg("--policy")
+        .arg(policy)
+        .args(extra)
+        .arg("--")
+        .args(command);
+    c
+}
+
+/// `fdbroker run --transparent --policy POLICY -- COMMAND`.
+pub fn transparent(policy: &Path, command: &[&str]) -> Command {
+    transparent_with(policy, &[], command)
+}
+
+/// The same command, run directly as root.
+pub fn as_root(command: &[&str]) -> Command {
+    let mut c = Command::new(command[0]);
+    c.args(&command[1..]);
+    c
+}
+
+/// Runs `cmd` to its end (a minute at most: a hang is a failure, not a slow machine).
+pub fn run(mut cmd: Command) -> Output {
+    run_with_timeout(&mut cmd, Duration::from_secs(60))
+}
+
+/// Runs `command` as root and under `fdbroker run --transparent`; both must succeed and
+/// print the same, and print something.
+pub fn same_as_root(policy: &Path, command: &[&str]) {
+    let root = run(as_root(command));
+    assert!(
+        root.status.success(),
+        "{command:?} as root: {}",
+        text(&root.stderr)
+    );
+    let confined = run(transparent(policy, command));
+    assert!(
+        confined.status.success(),
+        "{command:?} transparent: {:?}\n{}",
+        confined.status,
+        text(&confined.stderr)
+    );
+    assert_eq!(
+        text(&confined.stdout),
+        text(&root.stdout),
+        "{command:?}: output differs from root's\nstderr: {}",
+        text(&confined.stderr)
+    );
+    assert!(!root.stdout.is_empty());
+}
+
+/// `policy.toml` in `t`: the client `worker` gets read and directory on `t/tree/`
+/// except the deny carve-out `t/tree/carve/`; `sandbox` is added to `[sandbox]`, which
+/// reads the system's program directories.
+pub fn tree_policy(t: &TempDir, sandbox: &str, rules: &str) -> PathBuf {
+    t.file(
+        "policy.toml",
+        format!(
+            r#"
+[sandbox]
+read_only = ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache"]
+{sandbox}
+
+[[client]]
+name = "worker"
+users = ["nobody"]
+  [[client.allow]]
+  path = "{dir}/tree/"
+  access = ["read", "directory"]
+  [[client.deny]]
+  path = "{dir}/tree/carve/"
+{rules}
+"#,
+            dir = t.path().display()
+        )
+        .as_bytes(),
+        0o644,
+    )
+}
