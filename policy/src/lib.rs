@@ -15,9 +15,11 @@
 #![forbid(unsafe_code)]
 
 mod access;
+pub mod audit_log;
 mod beneath;
 mod client;
 mod decide;
+pub mod diff;
 mod error;
 mod explain;
 mod file;
@@ -26,8 +28,11 @@ mod load;
 mod location;
 mod path;
 mod pattern;
+pub mod replay;
 mod rule;
 mod settings;
+pub mod suggest;
+pub mod who;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
