@@ -93,6 +93,22 @@ impl Policy {
         load::parse(text, origin)
     }
 
+    /// Parses policy text with client `client` learning beneath `scope` (as if its
+    /// table said `learn_scope = [...]`): what `fdbroker run --learn` serves.
+    pub fn parse_learning(
+        text: &str,
+        origin: &Path,
+        client: &str,
+        scope: &[String],
+    ) -> Result<Policy, LoadError> {
+        load::parse_with(text, origin, Some((client, scope)))
+    }
+
+    /// Reads a policy file's text, bounded as [`Policy::load`] reads it.
+    pub fn read_text(path: &Path) -> Result<String, LoadError> {
+        load::read(path)
+    }
+
     pub fn origin(&self) -> &Path {
         &self.origin
     }

@@ -121,6 +121,17 @@ fn too_many_rules(cx: &Context<'_>, clients: &[Spanned<ClientTable>]) -> Result<
 }
 
 pub(crate) fn parse(text: &str, origin: &Path) -> Result<Policy, LoadError> {
+    parse_with(text, origin, None)
+}
+
+/// Parse, with `learn` = (client name, directories) set as that client's `learn_scope`
+/// (`fdbroker run --learn`), as if the file said so; the file's own rules keep their
+/// positions.
+pub(crate) fn parse_with(
+    text: &str,
+    origin: &Path,
+    learn: Option<(&str, &[String])>,
+) -> Result<Policy, LoadError> {
     too_large(origin, text.len())?;
     let cx = Context {
         origin,
@@ -140,8 +151,23 @@ pub(crate) fn parse(text: &str, origin: &Path) -> Result<Policy, LoadError> {
     if file.client.is_empty() {
         return Err(cx.error(Location::START, LoadErrorKind::NoClients));
     }
+    let mut clients = file.client;
+    if let Some((name, scope)) = learn {
+        for table in clients.iter_mut() {
+            let span = table.span();
+            let table = table.get_mut();
+            if table.name.get_ref() == name {
+                table.learn_scope = Some(
+                    scope
+                        .iter()
+                        .map(|d| Spanned::new(span.start..span.start, d.clone()))
+                        .collect(),
+                );
+            }
+        }
+    }
     let mut builder = Builder::default();
-    for table in file.client {
+    for table in clients {
         builder.client(&cx, table)?;
     }
     Ok(builder.finish(origin, broker, sandbox))

@@ -10,6 +10,7 @@ pub mod batch;
 pub mod escape;
 pub mod limit;
 pub mod line;
+pub mod tally;
 
 pub use batch::{Batch, Unwritten, Written, trail_failing};
 pub use escape::{Escaped, PREFIX, WHOLE, fnv1a64};
@@ -88,6 +89,20 @@ pub fn decision(
     rule: Option<&dyn fmt::Display>,
     verdict: Verdict<'_>,
 ) {
+    let fields = Fields {
+        peer,
+        client,
+        path,
+        access: access.into(),
+        rule,
+        verdict,
+        via: batch.via(),
+        mode: batch.mode(),
+    };
+    // Learn mode keeps every decision, also the refusals the limit leaves unwritten.
+    if fields.mode.is_some() {
+        tally::record(&fields);
+    }
     let failed = match verdict {
         Verdict::Granted { .. } => None,
         Verdict::Denied(_) => Some(false),
@@ -102,15 +117,6 @@ pub fn decision(
             return;
         }
     }
-    let fields = Fields {
-        peer,
-        client,
-        path,
-        access: access.into(),
-        rule,
-        verdict,
-        via: batch.via(),
-    };
     if !batch.record(&fields) {
         via_tracing(&fields);
     }
@@ -169,6 +175,7 @@ pub(crate) fn via_tracing(f: &Fields<'_>) {
         rule,
         verdict,
         via,
+        mode,
     } = *f;
     let rule = rule.map(|r| r.to_string());
     let rule = rule.as_deref().unwrap_or("-");
@@ -177,19 +184,19 @@ pub(crate) fn via_tracing(f: &Fields<'_>) {
             target: TARGET,
             uid = peer.uid, gid = peer.gid, pid = peer.pid, client,
             path = %Escaped(path), access = access.as_str(), rule,
-            result = "granted", ino, via,
+            result = "granted", ino, via, mode,
         ),
         Verdict::Denied(why) => tracing::info!(
             target: TARGET,
             uid = peer.uid, gid = peer.gid, pid = peer.pid, client,
             path = %Escaped(path), access = access.as_str(), rule,
-            result = "denied", reason = %why, via,
+            result = "denied", reason = %why, via, mode,
         ),
         Verdict::Failed(why) => tracing::info!(
             target: TARGET,
             uid = peer.uid, gid = peer.gid, pid = peer.pid, client,
             path = %Escaped(path), access = access.as_str(), rule,
-            result = "failed", reason = %why, via,
+            result = "failed", reason = %why, via, mode,
         ),
     }
 }

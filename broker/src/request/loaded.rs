@@ -51,6 +51,10 @@ pub struct RuleLabel<'a> {
 impl fmt::Display for RuleLabel<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let rule = self.loaded.policy.rule(self.id);
+        // A learning scope is not a rule anyone wrote: say so rather than point at it.
+        if rule.learning {
+            return write!(f, "learn_scope:{}", rule.pattern);
+        }
         f.write_str(&self.loaded.origin)?;
         write!(f, ":{}:{}", rule.location.line, rule.location.col)
     }
