@@ -102,8 +102,10 @@ pub struct Record {
     pub outcome: Outcome,
     /// The rule label as logged (`FILE:LINE:COL`), if any.
     pub rule: Option<String>,
-    /// `mode="learn"`: granted by a learning scope, not by a rule the operator wrote.
+    /// `mode="learn"`: the client was learning (its rule may be a learning scope).
     pub learn: bool,
+    /// Refused by a deny rule (`reason` says so): no allow rule can change that.
+    pub denied_by_rule: bool,
 }
 
 /// Why a line that looks like a decision could not be read.
@@ -318,8 +320,13 @@ fn record(
         outcome,
         rule,
         learn: get("mode").as_deref() == Some("learn"),
+        denied_by_rule: get("reason").is_some_and(|r| r.starts_with(DENY_REASON)),
     })
 }
+
+/// How the broker's `reason` starts for a request a deny rule refused
+/// (`Denial::DeniedBy`).
+pub const DENY_REASON: &str = "denied by deny rule";
 
 /// Every decision of a log, counted: the same request made a thousand times is one
 /// entry with a count of 1000.

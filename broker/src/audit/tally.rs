@@ -33,10 +33,14 @@ pub(crate) fn record(f: &Fields<'_>) {
         crate::audit::Action::Stat => Action::Stat,
         crate::audit::Action::List => Action::List,
     };
-    let outcome = match f.verdict {
-        Verdict::Granted { .. } => Outcome::Granted,
-        Verdict::Denied(_) => Outcome::Denied,
-        Verdict::Failed(_) => Outcome::Failed,
+    let (outcome, denied_by_rule) = match f.verdict {
+        Verdict::Granted { .. } => (Outcome::Granted, false),
+        Verdict::Denied(why) => (
+            Outcome::Denied,
+            why.to_string()
+                .starts_with(fdbroker_policy::audit_log::DENY_REASON),
+        ),
+        Verdict::Failed(_) => (Outcome::Failed, false),
     };
     let rec = Record {
         client: f.client.to_owned(),
@@ -47,9 +51,7 @@ pub(crate) fn record(f: &Fields<'_>) {
         outcome,
         rule: f.rule.map(|r| r.to_string()),
         learn: true,
+        denied_by_rule,
     };
-    tally
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .add(rec, 1);
+    tally.lock().unwrap_or_else(|p| p.into_inner()).add(rec, 1);
 }

@@ -36,16 +36,57 @@ pub const ANSWER: Signal = Signal::SIGURG;
 
 /// The requester process: check `policy` if given, ask the monitor `pid` to reload,
 /// wait up to `timeout` for its answer, and say how it went (exit 0 applied, 1 not).
-pub fn reload_main(policy: Option<&Path>, pid: i32, timeout: Duration) -> ExitCode {
+///
+/// With `replay` (an audit log, and `--force`), the file is first judged against what
+/// the log recorded: a reload that would deny a request the log shows granted is
+/// refused (exit 1, the flips listed) unless forced.
+pub fn reload_main(
+    policy: Option<&Path>,
+    replay: Option<(&Path, bool)>,
+    pid: i32,
+    timeout: Duration,
+) -> ExitCode {
     fn fail(msg: impl std::fmt::Display) -> ExitCode {
         crate::log::say(&format!("fdbroker: {msg}"));
         ExitCode::FAILURE
     }
 
-    if let Some(policy) = policy
-        && let Err(e) = Policy::load(policy)
-    {
-        return fail(format!("not reloading: {e}"));
+    let loaded = match policy.map(Policy::load).transpose() {
+        Ok(p) => p,
+        Err(e) => return fail(format!("not reloading: {e}")),
+    };
+    if let Some((log, force)) = replay {
+        let Some(new) = &loaded else {
+            return fail("not reloading: --replay needs --policy FILE");
+        };
+        let evidence = match crate::inspect::evidence::read_log(log) {
+            Ok(ev) => ev,
+            Err(e) => return fail(format!("not reloading: {e}")),
+        };
+        let taken: Vec<_> = fdbroker_policy::replay::replay(new, &evidence)
+            .into_iter()
+            .filter(|f| f.takes_away())
+            .collect();
+        for flip in &taken {
+            crate::log::say(&format!(
+                "fdbroker: {}",
+                fdbroker_policy::replay::FlipLine { policy: new, flip }
+            ));
+        }
+        if !taken.is_empty() {
+            let n: u64 = taken.iter().map(|f| f.count).sum();
+            if !force {
+                return fail(format!(
+                    "not reloading: {} would deny {n} request(s) that {} recorded as granted \
+                     (listed above); --force reloads anyway",
+                    new.origin().display(),
+                    log.display()
+                ));
+            }
+            crate::log::say(&format!(
+                "fdbroker: --force: reloading although {n} recorded grant(s) would now be denied"
+            ));
+        }
     }
     if pid <= 0 {
         return fail(format!("{} is not a process id", pid));
