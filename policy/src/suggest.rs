@@ -158,7 +158,11 @@ pub fn render(base: &str, client: &str, rules: &[Suggestion]) -> Result<String, 
         }
     }
     renumber(&mut doc);
-    Ok(doc.to_string())
+    let mut text = doc.to_string();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Ok(text)
 }
 
 /// The allow tables alone, for an operator to paste under `[[client]]` `client`.

@@ -222,8 +222,9 @@ impl Prepared {
         Policy::parse(&text, &self.out_path).map_err(LearnError::Invalid)?;
         let write = |out: &mut File| -> std::io::Result<()> {
             out.set_len(0)?;
-            out.write_all(text.as_bytes())?;
-            out.sync_all()
+            // No fsync: the confined broker may not call it, and the file is closed
+            // (its data reaches the page cache) before `fdbroker run` exits.
+            out.write_all(text.as_bytes())
         };
         write(&mut self.out).map_err(|source| LearnError::Write {
             out: self.out_path.clone(),
