@@ -427,7 +427,7 @@ enum RawRule {
     Allow(Box<AllowTable>),
     Deny(DenyTable),
     /// An allow rule made from a `learn_scope` entry.
-    Learn(AllowTable),
+    Learn(Box<AllowTable>),
 }
 
 impl RawRule {
@@ -483,7 +483,7 @@ impl Builder {
             .map(|t| RawRule::Allow(Box::new(t)))
             .collect();
         raw.extend(table.deny.into_iter().map(RawRule::Deny));
-        raw.extend(learning.into_iter().map(RawRule::Learn));
+        raw.extend(learning.into_iter().map(|t| RawRule::Learn(Box::new(t))));
         raw.sort_by_key(|r| r.path().span().start);
         let mut index = Index::default();
         let mut rule_ids = Vec::with_capacity(raw.len());
@@ -656,7 +656,7 @@ impl Builder {
         };
         let table = match raw {
             RawRule::Allow(table) => Some(*table),
-            RawRule::Learn(table) => Some(table),
+            RawRule::Learn(table) => Some(*table),
             RawRule::Deny(_) => None,
         };
         if let Some(table) = table {
