@@ -178,14 +178,25 @@ impl Explanation {
 
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "request:  uid {} gid {} wants {} of \"{}\"",
-            self.uid,
-            self.gid,
-            self.access,
-            self.path.escape_ascii()
-        )?;
+        match &self.client {
+            Some(ClientMatch {
+                by: MatchedBy::Spawn,
+                ..
+            }) => write!(
+                f,
+                "request:  the worker of `fdbroker run` wants {} of \"{}\"",
+                self.access,
+                self.path.escape_ascii()
+            )?,
+            _ => write!(
+                f,
+                "request:  uid {} gid {} wants {} of \"{}\"",
+                self.uid,
+                self.gid,
+                self.access,
+                self.path.escape_ascii()
+            )?,
+        }
         match &self.client {
             None => write!(
                 f,

@@ -244,3 +244,49 @@ fn learn_mode_refuses_what_it_cannot_do_safely() {
     assert_eq!(c.status.code(), Some(1), "{}", show(&c));
     assert!(text(&c.stderr).contains("is in learn mode"), "{}", show(&c));
 }
+
+#[test]
+fn serve_learns_for_the_one_client_the_policy_names_and_suggest_reads_it_back() {
+    use fdbroker_tests::{Broker, cat_as_nobody};
+    let (t, _) = fixture();
+    let b = Broker::start(
+        &t,
+        "[broker]\nsocket_mode = \"0666\"\n[[client]]\nname = \"scanner\"\nusers = [\"nobody\"]\nlearn_scope = [\"{dir}/data\"]\n",
+    );
+    let inside = cat_as_nobody(&b.socket, &[&t.join("data/a.txt")]);
+    assert!(inside.status.success(), "{}", show(&inside));
+    assert_eq!(text(&inside.stdout), "alpha\n");
+    for outside in ["secret.txt", "data-other/x.txt"] {
+        let out = cat_as_nobody(&b.socket, &[&t.join(outside)]);
+        assert_eq!(out.status.code(), Some(1), "{outside}: {}", show(&out));
+        assert!(out.stdout.is_empty(), "{outside}");
+    }
+    b.wait_log("data-other", 1);
+    let log = b.log();
+    let audit: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("fdbroker::audit:"))
+        .collect();
+    assert_eq!(audit.len(), 3, "{log}");
+    assert!(log.contains("LEARN MODE"), "{log}");
+    assert!(audit.iter().all(|l| l.contains("mode=\"learn\"")), "{log}");
+    assert!(
+        audit[0].contains("rule=\"learn_scope:") && audit[0].contains("result=\"granted\""),
+        "{log}"
+    );
+    let file = t.join("out/audit.log");
+    std::fs::write(&file, &log).unwrap();
+    let out = run_with_timeout(
+        Command::new(fdbroker_bin())
+            .args(["policy", "suggest", "--audit"])
+            .arg(&file),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let s = text(&out.stdout);
+    let d = t.path().display();
+    // The learning grant and the two denials, each as its own exact rule.
+    for p in ["data/a.txt", "secret.txt", "data-other/x.txt"] {
+        assert!(s.contains(&format!("path = \"{d}/{p}\"")), "{p}: {s}");
+    }
+}

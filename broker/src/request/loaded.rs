@@ -28,6 +28,14 @@ impl Loaded {
                 "policy root cannot be opened; requests under it will fail until a reload"
             );
         }
+        // Learn mode (`learn_scope`) is never quiet: once per (re)load, for every server.
+        for c in policy.clients().iter().filter(|c| c.learning) {
+            tracing::warn!(
+                client = %c.name,
+                "LEARN MODE: this client is granted anything beneath its learn_scope that no \
+                 rule grants, and its audit lines say mode=\"learn\""
+            );
+        }
         let origin = policy.origin().display().to_string();
         Loaded {
             policy,

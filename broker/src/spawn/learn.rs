@@ -219,7 +219,12 @@ impl Prepared {
         learned.requests = rules.iter().map(|r: &Suggestion| r.requests).sum();
         learned.unwritable = unwritable.paths.len();
         let text = suggest::render(&self.text, &self.client, &rules)?;
-        Policy::parse(&text, &self.out_path).map_err(LearnError::Invalid)?;
+        let written = Policy::parse(&text, &self.out_path).map_err(LearnError::Invalid)?;
+        // What `policy check --strict` would say about it (a root that a user other than
+        // root could change, say), before the operator runs it.
+        for w in crate::lint::check(&written) {
+            crate::log::sink::eprint_line(&format!("fdbroker: learned policy: {w}"));
+        }
         let write = |out: &mut File| -> std::io::Result<()> {
             out.set_len(0)?;
             // No fsync: the confined broker may not call it, and the file is closed
