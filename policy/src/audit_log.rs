@@ -104,8 +104,50 @@ pub struct Record {
     pub rule: Option<String>,
     /// `mode="learn"`: the client was learning (its rule may be a learning scope).
     pub learn: bool,
-    /// Refused by a deny rule (`reason` says so): no allow rule can change that.
-    pub denied_by_rule: bool,
+    /// For `denied`: which of the policy's refusals it was, by its `reason`.
+    pub refusal: Option<Refusal>,
+}
+
+/// Why a request was denied, as far as its `reason` tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// No rule matched (`Denial::NoRule`): a rule can grant it.
+    NoRule,
+    /// A rule matched without the access (`Denial::AccessNotGranted`).
+    AccessNotGranted,
+    /// A deny rule (`Denial::DeniedBy`): no allow rule can change that.
+    DenyRule,
+    InvalidPath,
+    /// Not the policy's lexical decision: open flags refused, or a directory descriptor
+    /// that would show what the policy hides. Not re-decidable from the log alone.
+    Other,
+}
+
+impl Refusal {
+    /// From the `reason` the broker wrote (`Denial`'s own words).
+    pub fn of_reason(reason: &str) -> Refusal {
+        if reason.starts_with("no rule allows this path") {
+            Refusal::NoRule
+        } else if reason.starts_with("denied by deny rule") {
+            Refusal::DenyRule
+        } else if reason.starts_with("invalid path:") {
+            Refusal::InvalidPath
+        } else if reason.starts_with("rule #") && reason.contains("does not grant this access") {
+            Refusal::AccessNotGranted
+        } else {
+            Refusal::Other
+        }
+    }
+
+    /// Could an allow rule turn it into a grant?
+    pub fn a_rule_would_grant(self) -> bool {
+        matches!(self, Refusal::NoRule | Refusal::AccessNotGranted)
+    }
+
+    /// Was it the policy's decision on the path and access alone?
+    pub fn lexical(self) -> bool {
+        !matches!(self, Refusal::Other)
+    }
 }
 
 /// Why a line that looks like a decision could not be read.
@@ -320,13 +362,10 @@ fn record(
         outcome,
         rule,
         learn: get("mode").as_deref() == Some("learn"),
-        denied_by_rule: get("reason").is_some_and(|r| r.starts_with(DENY_REASON)),
+        refusal: (outcome == Outcome::Denied)
+            .then(|| Refusal::of_reason(get("reason").as_deref().unwrap_or_default())),
     })
 }
-
-/// How the broker's `reason` starts for a request a deny rule refused
-/// (`Denial::DeniedBy`).
-pub const DENY_REASON: &str = "denied by deny rule";
 
 /// Every decision of a log, counted: the same request made a thousand times is one
 /// entry with a count of 1000.
@@ -468,6 +507,7 @@ mod tests {
             assert_eq!(r.outcome, Outcome::Denied);
             assert_eq!(r.rule, None);
             assert!(r.learn);
+            assert_eq!(r.refusal, Some(Refusal::DenyRule));
         }
     }
 

@@ -15,6 +15,8 @@ use crate::{Access, ClientId, Decision, Denial, Policy, RuleId};
 pub enum Redecided {
     Allow(RuleId),
     Deny(Option<Denial>),
+    /// `directory` allowed, but its descriptor would show what the policy hides.
+    Hidden,
 }
 
 impl Redecided {
@@ -45,6 +47,14 @@ pub fn redecide(policy: &Policy, rec: &Record) -> Redecided {
         Action::List => decide(Access::Directory),
     };
     match decision {
+        // A directory's descriptor is refused where the policy hides something beneath
+        // it (the broker then lists it instead): for the log that is a denial.
+        Decision::Allow(_)
+            if rec.action == Action::Open(Access::Directory)
+                && policy.hidden_beneath(client, &rec.path).is_some() =>
+        {
+            Redecided::Hidden
+        }
         Decision::Allow(g) => Redecided::Allow(g.rule),
         Decision::Deny(d) => Redecided::Deny(Some(d)),
     }
@@ -70,6 +80,9 @@ pub fn replay(policy: &Policy, evidence: &Evidence) -> Vec<Flip> {
     let mut flips: Vec<Flip> = evidence
         .records
         .iter()
+        // A refusal for the flags or for what a descriptor shows is not the policy's
+        // decision on the path: it cannot be re-made here.
+        .filter(|(rec, _)| rec.refusal.is_none_or(|r| r.lexical()))
         .filter_map(|(rec, count)| {
             let now = redecide(policy, rec);
             (now.allowed() != rec.outcome.allowed()).then(|| Flip {
@@ -122,6 +135,9 @@ impl fmt::Display for FlipLine<'_> {
                 )
             }
             Redecided::Deny(None) => f.write_str("no client of this policy)"),
+            Redecided::Hidden => f.write_str(
+                "its descriptor would show what the policy hides beneath it; listed instead)",
+            ),
             Redecided::Deny(Some(d)) => match d.rule() {
                 Some(id) => {
                     let rule = self.policy.rule(id);
@@ -174,5 +190,21 @@ INFO fdbroker::audit: uid=7 gid=7 pid=1 client=\"c\" path=\"/srv/z\" access=\"re
             line.starts_with("granted -> denied  2x  client \"c\"  read \"/srv/a/y\""),
             "{line}"
         );
+    }
+
+    #[test]
+    fn refusals_a_rule_did_not_make_are_not_replayed_and_hidden_directories_are_denials() {
+        let text = "[[client]]\nname = \"c\"\nusers = [7]\n[[client.allow]]\npath = \"/d\"\naccess = [\"directory\"]\n[[client.allow]]\npath = \"/d/f\"\n";
+        let policy = Policy::parse(text, Path::new("p.toml")).expect("policy");
+        let log = "\
+INFO fdbroker::audit: uid=7 gid=7 pid=1 client=\"c\" path=\"/d\" access=\"directory\" rule=\"p.toml:5:8\" result=\"denied\" reason=a directory descriptor would reveal paths no allow rule covers beneath it
+INFO fdbroker::audit: uid=7 gid=7 pid=1 client=\"c\" path=\"/d/f\" access=\"write\" rule=\"-\" result=\"denied\" reason=open flags 0x40 are not allowed
+INFO fdbroker::audit: uid=7 gid=7 pid=1 client=\"c\" path=\"/d\" access=\"directory\" rule=\"old:1:1\" result=\"granted\" ino=3
+";
+        let ev = Evidence::read(log.as_bytes()).expect("read");
+        let flips = replay(&policy, &ev);
+        assert_eq!(flips.len(), 1, "{flips:#?}");
+        assert!(flips[0].takes_away());
+        assert_eq!(flips[0].now, Redecided::Hidden);
     }
 }

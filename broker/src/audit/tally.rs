@@ -8,7 +8,7 @@
 
 use crate::audit::Verdict;
 use crate::audit::batch::Fields;
-use fdbroker_policy::audit_log::{Action, Evidence, Outcome, Record};
+use fdbroker_policy::audit_log::{Action, Evidence, Outcome, Record, Refusal};
 use std::sync::{Mutex, OnceLock};
 
 static TALLY: OnceLock<Mutex<Evidence>> = OnceLock::new();
@@ -33,14 +33,10 @@ pub(crate) fn record(f: &Fields<'_>) {
         crate::audit::Action::Stat => Action::Stat,
         crate::audit::Action::List => Action::List,
     };
-    let (outcome, denied_by_rule) = match f.verdict {
-        Verdict::Granted { .. } => (Outcome::Granted, false),
-        Verdict::Denied(why) => (
-            Outcome::Denied,
-            why.to_string()
-                .starts_with(fdbroker_policy::audit_log::DENY_REASON),
-        ),
-        Verdict::Failed(_) => (Outcome::Failed, false),
+    let (outcome, refusal) = match f.verdict {
+        Verdict::Granted { .. } => (Outcome::Granted, None),
+        Verdict::Denied(why) => (Outcome::Denied, Some(Refusal::of_reason(&why.to_string()))),
+        Verdict::Failed(_) => (Outcome::Failed, None),
     };
     let rec = Record {
         client: f.client.to_owned(),
@@ -51,7 +47,7 @@ pub(crate) fn record(f: &Fields<'_>) {
         outcome,
         rule: f.rule.map(|r| r.to_string()),
         learn: true,
-        denied_by_rule,
+        refusal,
     };
     tally.lock().unwrap_or_else(|p| p.into_inner()).add(rec, 1);
 }

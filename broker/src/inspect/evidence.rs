@@ -3,7 +3,7 @@
 
 use super::error;
 use fdbroker_policy::Policy;
-use fdbroker_policy::audit_log::{Evidence, Outcome};
+use fdbroker_policy::audit_log::{Evidence, Outcome, Refusal};
 use fdbroker_policy::replay::{FlipLine, replay};
 use fdbroker_policy::suggest;
 use std::io::BufReader;
@@ -50,16 +50,24 @@ pub fn suggest_main(
     // Client names in first-seen order, each with what it needs.
     let mut clients: Vec<(String, Vec<_>)> = Vec::new();
     let mut by_deny = 0u64;
+    let mut other = 0u64;
     for (rec, count) in &ev.records {
         if client.is_some_and(|c| c != rec.client) {
             continue;
         }
         let needs = match rec.outcome {
-            Outcome::Denied if rec.denied_by_rule => {
-                by_deny += count;
-                continue;
-            }
-            Outcome::Denied => true,
+            Outcome::Denied => match rec.refusal {
+                Some(Refusal::DenyRule) => {
+                    by_deny += count;
+                    continue;
+                }
+                Some(r) if r.a_rule_would_grant() => true,
+                Some(Refusal::Other) => {
+                    other += count;
+                    continue;
+                }
+                _ => false,
+            },
             Outcome::Granted => {
                 rec.learn
                     && rec
@@ -85,6 +93,12 @@ pub fn suggest_main(
         crate::log::say(&format!(
             "fdbroker: {by_deny} request(s) refused by a deny rule are not suggested: a deny \
              rule always wins"
+        ));
+    }
+    if other > 0 {
+        crate::log::say(&format!(
+            "fdbroker: {other} request(s) refused for their open flags or for what a directory \
+             descriptor would show are not suggested: a rule would not change them"
         ));
     }
     if let (Some(policy), Some(name)) = (policy, client) {
