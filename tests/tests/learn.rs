@@ -290,3 +290,55 @@ fn serve_learns_for_the_one_client_the_policy_names_and_suggest_reads_it_back() 
         assert!(s.contains(&format!("path = \"{d}/{p}\"")), "{p}: {s}");
     }
 }
+
+#[test]
+fn siblings_fold_into_one_glob_only_past_the_collapse_threshold() {
+    let (t, base) = fixture();
+    let d = t.path().display().to_string();
+    for i in 0..3 {
+        t.file(
+            &format!("data/many/f{i}"),
+            format!("{i}\n").as_bytes(),
+            0o600,
+        );
+    }
+    t.dir("data/many", 0o700);
+    let script = format!("cat {d}/data/many/f0 {d}/data/many/f1 {d}/data/many/f2");
+    for (collapse, folded) in [("3", false), ("2", true)] {
+        let out = t.join(&format!("out/c{collapse}.toml"));
+        let learn = run(
+            &[
+                "--policy",
+                base.to_str().unwrap(),
+                "--learn",
+                out.to_str().unwrap(),
+                "--learn-scope",
+                &format!("{d}/data"),
+                "--learn-collapse",
+                collapse,
+            ],
+            &script,
+        );
+        assert!(learn.status.success(), "{}", show(&learn));
+        let learned = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(
+            learned.contains(&format!("path = \"{d}/data/many/*\"")),
+            folded,
+            "{learned}"
+        );
+        assert_eq!(
+            learned.contains(&format!("path = \"{d}/data/many/f1\"")),
+            !folded,
+            "{learned}"
+        );
+        if folded {
+            assert!(
+                learned.contains("# learned: 3 requests for 3 paths"),
+                "{learned}"
+            );
+        }
+        assert!(check_strict(&out).status.success(), "{learned}");
+        let again = run(&["--policy", out.to_str().unwrap()], &script);
+        assert_eq!(text(&again.stdout), "0\n1\n2\n", "{}", show(&again));
+    }
+}
