@@ -27,6 +27,9 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// Most distinct decisions kept (client, path, action, result); more are counted as
 /// [`Evidence::dropped`].
 pub const MAX_RECORDS: usize = 100_000;
+/// Most bytes of paths, client names and rule labels kept in all: a worker sending
+/// long distinct paths (or a forged log) must not decide how much memory is used.
+pub const MAX_BYTES: usize = 64 << 20;
 
 /// What a decision was about, as the audit line's `access` says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -380,8 +383,10 @@ pub struct Evidence {
     pub unreadable: u64,
     /// Lines longer than [`MAX_LINE`] or not UTF-8, skipped.
     pub skipped: u64,
-    /// Decisions not kept because [`MAX_RECORDS`] distinct ones were already held.
+    /// Decisions not kept because [`MAX_RECORDS`] distinct ones (or [`MAX_BYTES`])
+    /// were already held.
     pub dropped: u64,
+    bytes: usize,
 }
 
 impl Evidence {
@@ -425,10 +430,12 @@ impl Evidence {
             }
             return;
         }
-        if self.records.len() >= MAX_RECORDS {
+        let size = rec.path.len() + rec.client.len() + rec.rule.as_ref().map_or(0, String::len);
+        if self.records.len() >= MAX_RECORDS || self.bytes.saturating_add(size) > MAX_BYTES {
             self.dropped = self.dropped.saturating_add(count);
             return;
         }
+        self.bytes += size;
         self.index.insert(rec.clone(), self.records.len());
         self.records.push((rec, count));
     }

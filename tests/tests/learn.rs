@@ -56,7 +56,10 @@ fn learned_policy_passes_strict_and_rerun_grants_exactly_what_was_used() {
     let (t, base) = fixture();
     let d = t.path().display().to_string();
     let out = t.join("out/learned.toml");
-    let script = format!("cat {d}/data/a.txt && ls {d}/data/sub && cat {d}/data/sub/b.txt");
+    // A probe for an optional file that does not exist, as many programs make.
+    let script = format!(
+        "test -e {d}/data/optional.conf || cat {d}/data/a.txt && ls {d}/data/sub && cat {d}/data/sub/b.txt"
+    );
     let learn = run(
         &[
             "--policy",
@@ -103,6 +106,12 @@ fn learned_policy_passes_strict_and_rerun_grants_exactly_what_was_used() {
         "{learned}"
     );
     assert!(learned.contains("# learned: 1 request\n"), "{learned}");
+    // Learnt though it failed, so that the rerun's probe fails the same way (ENOENT),
+    // not with a refusal.
+    assert!(
+        learned.contains(&format!("path = \"{d}/data/optional.conf\"")),
+        "{learned}"
+    );
     assert!(
         !learned.contains("unused") && !learned.contains("c.txt"),
         "{learned}"

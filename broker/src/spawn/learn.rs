@@ -204,7 +204,10 @@ impl Prepared {
                 continue;
             }
             match rec.outcome {
-                Outcome::Granted if !redecide(&base, rec).allowed() => {
+                // A request that failed beneath the scope (the file does not exist) is
+                // learnt too: rerun, it fails the same way instead of being refused,
+                // which a program probing for optional files treats differently.
+                Outcome::Granted | Outcome::Failed if !redecide(&base, rec).allowed() => {
                     needs.push((rec.path.clone(), rec.action, *count));
                 }
                 Outcome::Granted | Outcome::Failed => {}
@@ -270,9 +273,11 @@ pub fn report(prepared: Prepared, evidence: &Evidence) -> Result<(), LearnError>
     }
     if evidence.dropped > 0 {
         say(&format!(
-            "fdbroker: {} decision(s) were not kept (more than {} distinct ones)",
+            "fdbroker: {} decision(s) were not kept (past {} distinct ones or {} MiB of \
+             paths): their rules are missing",
             evidence.dropped,
-            fdbroker_policy::audit_log::MAX_RECORDS
+            fdbroker_policy::audit_log::MAX_RECORDS,
+            fdbroker_policy::audit_log::MAX_BYTES >> 20
         ));
     }
     Ok(())
