@@ -560,4 +560,29 @@ mod tests {
         assert_eq!(ev.lines, 5);
         assert_eq!(ev.skipped, 1);
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Any text, and any damage to a real line (a cut, a byte spliced in), is read
+        /// or skipped, never a panic.
+        #[test]
+        fn no_line_panics(
+            junk in "\\PC{0,300}",
+            cut in 0usize..400,
+            at in 0usize..400,
+            spliced in prop::sample::select(vec!["\\", "\"", "=", " ", "{", "\\x", "\\u{", "\u{2026}(len=", "result="]),
+        ) {
+            let _ = parse_line(&junk);
+            let _ = parse_line(&format!("{{\"MESSAGE\":{junk:?}}}"));
+            for base in [TEXT, r#"{"client":"c","path":"\"/a\"","access":"read","result":"granted","target":"fdbroker::audit"}"#] {
+                let cut_at = (0..=cut.min(base.len())).rev().find(|&i| base.is_char_boundary(i)).unwrap_or(0);
+                let _ = parse_line(&base[..cut_at]);
+                let at = (0..=at.min(base.len())).rev().find(|&i| base.is_char_boundary(i)).unwrap_or(0);
+                let _ = parse_line(&format!("{}{spliced}{}", &base[..at], &base[at..]));
+            }
+        }
+    }
 }
