@@ -47,9 +47,17 @@ impl Policy {
                     continue;
                 }
                 let Some(dp) = parsed(deny) else { continue };
-                if dp.prefix().starts_with(ap.root())
-                    || (ap.kind() == crate::PatternKind::Exact && dp.matches(&ap.prefix_path()))
-                {
+                // An exact allow loses its one path or nothing; a subtree or glob loses
+                // what a deny beneath its literal part, or a glob deny above it, matches.
+                let carves = match ap.kind() {
+                    crate::PatternKind::Exact => dp.matches(&ap.prefix_path()),
+                    _ => {
+                        dp.prefix().starts_with(ap.prefix())
+                            || (dp.kind() != crate::PatternKind::Exact
+                                && ap.prefix().starts_with(dp.prefix()))
+                    }
+                };
+                if carves {
                     except.push((*deny).clone());
                     if let Some(u) = used.get_mut(i) {
                         *u = true;
@@ -137,7 +145,7 @@ mod tests {
     #[test]
     fn grants_list_their_carve_outs() {
         let p = Policy::parse(
-            "[[client]]\nname = \"c\"\nusers = [1]\n[[client.allow]]\npath = \"/srv/\"\n[[client.deny]]\npath = \"/srv/keys/\"\n[[client.allow]]\npath = \"/etc/hostname\"\n[[client.deny]]\npath = \"/var/x\"\n",
+            "[[client]]\nname = \"c\"\nusers = [1]\n[[client.allow]]\npath = \"/srv/\"\n[[client.deny]]\npath = \"/srv/keys/\"\n[[client.allow]]\npath = \"/etc/hostname\"\n[[client.deny]]\npath = \"/var/x\"\n[[client.deny]]\npath = \"/etc/motd\"\n",
             Path::new("p.toml"),
         )
         .expect("policy");
@@ -146,7 +154,8 @@ mod tests {
         assert_eq!(l.grants[0].except.len(), 1);
         assert_eq!(l.grants[0].except[0].pattern, "/srv/keys/");
         assert!(l.grants[1].except.is_empty());
-        assert_eq!(l.other_denies.len(), 1);
+        // `/etc/motd` is beside the exact `/etc/hostname`, not carved out of it.
+        assert_eq!(l.other_denies.len(), 2);
         let text = super::ListingText {
             policy: &p,
             listing: &l,
