@@ -81,8 +81,8 @@ With --policy the file is checked first, and a broken one is reported with FILE:
 without disturbing the broker. Then PID (the `fdbroker serve` process) starts a new server \
 on the file; the command waits until it serves every connection (exit 0) or was refused \
 (exit 1: the previous policy stays in force, and the broker's log says why).\n\n\
---replay LOG (with --policy; `-` reads stdin) first re-decides every request of that audit \
-log under the file and refuses the reload (exit 1, each flip listed) if one the log \
+--replay LOG (`-` reads stdin) first re-decides every request of that audit log under \
+the --policy file (default: the one PID was started with) and refuses the reload (exit 1, each flip listed) if one the log \
 recorded as granted would now be denied; --force reloads anyway. systemd:\n  \
 ExecReload=/bin/sh -c 'journalctl -q -o cat -u fdbroker.service --since=-7d | \
 fdbroker reload --policy /etc/fdbroker/policy.toml --replay - $MAINPID'"
@@ -95,9 +95,9 @@ struct ReloadArgs {
     /// Check this policy file before asking (the one the broker was started with).
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
-    /// Refuse the reload if the --policy file would deny a request this audit log
-    /// (`-`: stdin) recorded as granted.
-    #[arg(long, value_name = "LOG", requires = "policy")]
+    /// Refuse the reload if the policy (--policy, else the file PID was started with)
+    /// would deny a request this audit log (`-`: stdin) recorded as granted.
+    #[arg(long, value_name = "LOG")]
     replay: Option<PathBuf>,
     /// With --replay: reload even so.
     #[arg(long, requires = "replay")]

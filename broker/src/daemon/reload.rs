@@ -56,8 +56,19 @@ pub fn reload_main(
         Err(e) => return fail(format!("not reloading: {e}")),
     };
     if let Some((log, force)) = replay {
-        let Some(new) = &loaded else {
-            return fail("not reloading: --replay needs --policy FILE");
+        // Without --policy: the file the monitor itself reloads, from its command line.
+        let found;
+        let new = match &loaded {
+            Some(p) => p,
+            None => match monitor_policy(pid)
+                .and_then(|f| Policy::load(&f).map_err(|e| e.to_string()))
+            {
+                Ok(p) => {
+                    found = p;
+                    &found
+                }
+                Err(e) => return fail(format!("not reloading: {e}")),
+            },
         };
         let evidence = match crate::inspect::evidence::read_log(log) {
             Ok(ev) => ev,
@@ -107,6 +118,36 @@ pub fn reload_main(
         Err(ReloadError::Target(e)) => fail(e),
         Err(ReloadError::Io(e)) => fail(format!("cannot reload process {raw}: {e}")),
     }
+}
+
+/// The policy file a `fdbroker serve` process was started with (`--policy FILE` or
+/// `--policy=FILE` in `/proc/PID/cmdline`, a relative one taken from its working
+/// directory). Only chooses which file `--replay` judges: whether `pid` is a monitor
+/// at all is checked before anything is signalled ([`target::monitor`]).
+fn monitor_policy(pid: i32) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let unknown = |why: String| {
+        format!("cannot tell which policy file process {pid} serves ({why}); give --policy FILE")
+    };
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).map_err(|e| unknown(e.to_string()))?;
+    let mut args = raw.split(|&b| b == 0);
+    let mut file = None;
+    while let Some(arg) = args.next() {
+        if arg == b"--policy" {
+            file = args.next();
+        } else if let Some(v) = arg.strip_prefix(b"--policy=") {
+            file = Some(v);
+        }
+    }
+    let file = match file {
+        Some(f) if !f.is_empty() => Path::new(std::ffi::OsStr::from_bytes(f)).to_owned(),
+        _ => return Err(unknown("no --policy in its command line".to_owned())),
+    };
+    if file.is_absolute() {
+        return Ok(file);
+    }
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).map_err(|e| unknown(e.to_string()))?;
+    Ok(cwd.join(file))
 }
 
 /// Why `fdbroker reload` got no answer.
