@@ -196,6 +196,11 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
         (None, None) => Err(SpawnError::NoPolicy),
     };
     let policy = load()?;
+    // Loud before anything runs, and keeping every decision from the first one on.
+    if let Some(l) = &learning {
+        l.announce();
+        crate::audit::tally::start();
+    }
     let spec_client = match &learning {
         Some(l) => Some(l.client().to_owned()),
         None => spec.client.clone(),
@@ -301,10 +306,6 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
         tracing::warn!("cannot raise RLIMIT_NOFILE: {e}");
     }
 
-    if let Some(l) = &learning {
-        l.announce();
-        crate::audit::tally::start();
-    }
     let shared = Arc::new(Shared::new(policy, spec.policy.clone()));
     let name = shared.current().policy.client(client).name.clone();
     let worker = PeerCredentials {
