@@ -109,7 +109,12 @@ pub struct Record {
     pub learn: bool,
     /// For `denied`: which of the policy's refusals it was, by its `reason`.
     pub refusal: Option<Refusal>,
+    /// For `failed`: the file did not exist (`reason` is ENOENT's text).
+    pub missing: bool,
 }
+
+/// The `reason` of a request that failed because the file does not exist.
+pub const MISSING: &str = "No such file or directory";
 
 /// Why a request was denied, as far as its `reason` tells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -367,6 +372,8 @@ fn record(
         learn: get("mode").as_deref() == Some("learn"),
         refusal: (outcome == Outcome::Denied)
             .then(|| Refusal::of_reason(get("reason").as_deref().unwrap_or_default())),
+        missing: outcome == Outcome::Failed
+            && get("reason").is_some_and(|r| r.starts_with(MISSING)),
     })
 }
 

@@ -33,10 +33,19 @@ pub(crate) fn record(f: &Fields<'_>) {
         crate::audit::Action::Stat => Action::Stat,
         crate::audit::Action::List => Action::List,
     };
-    let (outcome, refusal) = match f.verdict {
-        Verdict::Granted { .. } => (Outcome::Granted, None),
-        Verdict::Denied(why) => (Outcome::Denied, Some(Refusal::of_reason(&why.to_string()))),
-        Verdict::Failed(_) => (Outcome::Failed, None),
+    let (outcome, refusal, missing) = match f.verdict {
+        Verdict::Granted { .. } => (Outcome::Granted, None, false),
+        Verdict::Denied(why) => (
+            Outcome::Denied,
+            Some(Refusal::of_reason(&why.to_string())),
+            false,
+        ),
+        Verdict::Failed(why) => (
+            Outcome::Failed,
+            None,
+            why.to_string()
+                .starts_with(fdbroker_policy::audit_log::MISSING),
+        ),
     };
     let rec = Record {
         client: f.client.to_owned(),
@@ -48,6 +57,7 @@ pub(crate) fn record(f: &Fields<'_>) {
         rule: f.rule.map(|r| r.to_string()),
         learn: true,
         refusal,
+        missing,
     };
     tally.lock().unwrap_or_else(|p| p.into_inner()).add(rec, 1);
 }

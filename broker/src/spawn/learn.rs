@@ -204,10 +204,14 @@ impl Prepared {
                 continue;
             }
             match rec.outcome {
-                // A request that failed beneath the scope (the file does not exist) is
-                // learnt too: rerun, it fails the same way instead of being refused,
-                // which a program probing for optional files treats differently.
-                Outcome::Granted | Outcome::Failed if !redecide(&base, rec).allowed() => {
+                // A request for a file that does not exist is learnt too: rerun, it
+                // fails the same way (ENOENT) instead of being refused, which a program
+                // probing for optional files treats differently. Other failures (a
+                // symlink, a device) would fail again under any rule: not learnt.
+                Outcome::Granted if !redecide(&base, rec).allowed() => {
+                    needs.push((rec.path.clone(), rec.action, *count));
+                }
+                Outcome::Failed if rec.missing && !redecide(&base, rec).allowed() => {
                     needs.push((rec.path.clone(), rec.action, *count));
                 }
                 Outcome::Granted | Outcome::Failed => {}
