@@ -80,7 +80,12 @@ dies, everything it started is killed. Exit status: the worker's, \
 With --policy the file is checked first, and a broken one is reported with FILE:LINE:COL \
 without disturbing the broker. Then PID (the `fdbroker serve` process) starts a new server \
 on the file; the command waits until it serves every connection (exit 0) or was refused \
-(exit 1: the previous policy stays in force, and the broker's log says why)."
+(exit 1: the previous policy stays in force, and the broker's log says why).\n\n\
+--replay LOG (`-` reads stdin) first re-decides every request of that audit log under \
+the --policy file (default: the one PID was started with) and refuses the reload (exit 1, each flip listed) if one the log \
+recorded as granted would now be denied; --force reloads anyway. systemd:\n  \
+ExecReload=/bin/sh -c 'journalctl -q -o cat -u fdbroker.service --since=-7d | \
+fdbroker reload --policy /etc/fdbroker/policy.toml --replay - $MAINPID'"
     )]
     Reload(ReloadArgs),
 }
@@ -90,6 +95,13 @@ struct ReloadArgs {
     /// Check this policy file before asking (the one the broker was started with).
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// Refuse the reload if the policy (--policy, else the file PID was started with)
+    /// would deny a request this audit log (`-`: stdin) recorded as granted.
+    #[arg(long, value_name = "LOG")]
+    replay: Option<PathBuf>,
+    /// With --replay: reload even so.
+    #[arg(long, requires = "replay")]
+    force: bool,
     /// How long to wait for the outcome, in seconds.
     #[arg(long, default_value_t = 90, value_name = "SECS")]
     timeout: u64,
@@ -100,9 +112,20 @@ struct ReloadArgs {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// The policy file.
-    #[arg(long, value_name = "FILE")]
-    policy: PathBuf,
+    /// The policy file (with --learn: the base to learn from; default: a blank one).
+    #[arg(long, value_name = "FILE", required_unless_present = "learn")]
+    policy: Option<PathBuf>,
+    /// Learn mode: grant what no rule grants beneath the --learn-scope directories,
+    /// then write the narrowest policy that grants what the worker used to OUT.
+    #[arg(long, value_name = "OUT.toml", requires = "learn_scope")]
+    learn: Option<PathBuf>,
+    /// A directory learn mode may grant beneath (repeatable; required with --learn).
+    #[arg(long, value_name = "DIR", requires = "learn")]
+    learn_scope: Vec<PathBuf>,
+    /// Fold more than N sibling files needing the same access into one `DIR/*` rule
+    /// (0: never).
+    #[arg(long, value_name = "N", default_value_t = 8, requires = "learn")]
+    learn_collapse: usize,
     /// The policy client the worker is served as (default: the policy's only client).
     #[arg(long, value_name = "NAME")]
     client: Option<String>,
@@ -172,14 +195,23 @@ every allow rule, and rules written twice."
     /// Show the decision for one request and the rule that made it.
     #[command(
         after_help = "Example:\n  fdbroker policy explain policy.toml --uid 1001 --access read /var/spool/quarantine/a.bin\n\n\
-Exits 0 if the request would be granted, 1 if denied, 2 on errors."
+Exits 0 if the request would be granted, 1 if denied, 2 on errors (a broken policy file, \
+an unknown user).\n\
+--spawn models `fdbroker run`, which serves its worker as --client (or the only client) \
+whatever its uid."
     )]
     Explain {
         #[arg(value_name = "FILE")]
         file: PathBuf,
         /// The peer's uid (number or user name).
+        #[arg(long, required_unless_present = "spawn")]
+        uid: Option<String>,
+        /// As `fdbroker run` serves its worker: as the client --client names.
         #[arg(long)]
-        uid: String,
+        spawn: bool,
+        /// With --spawn: the client the worker is served as (default: the only one).
+        #[arg(long, value_name = "NAME", requires = "spawn")]
+        client: Option<String>,
         /// The peer's gid (number or group name; default: the user's primary group).
         #[arg(long)]
         gid: Option<String>,
@@ -189,6 +221,73 @@ Exits 0 if the request would be granted, 1 if denied, 2 on errors."
         /// The requested path.
         #[arg(value_name = "PATH")]
         path: PathBuf,
+    },
+    /// Turn the denials of an audit log into allow rules to review.
+    #[command(
+        after_help = "Example:\n  journalctl -u fdbroker -o cat > audit.log\n  \
+fdbroker policy suggest --audit audit.log --client scanner\n\n\
+Reads audit lines in text or JSON form, journal output included (`-`: stdin). Each path \
+refused by the policy (and each one granted by a learning scope, mode=\"learn\") becomes \
+the narrowest exact rule with the access it needed; more than --collapse siblings with the \
+same access fold into DIR/*. Paths a deny rule refused are listed, not suggested. Prints \
+TOML to stdout (with --policy: that whole file with the rules added). Exits 0, or 2 on errors."
+    )]
+    Suggest {
+        /// The audit log.
+        #[arg(long, value_name = "LOG")]
+        audit: PathBuf,
+        /// Only this client's denials.
+        #[arg(long, value_name = "NAME")]
+        client: Option<String>,
+        /// Print this policy with the rules added to its client instead of a fragment.
+        #[arg(long, value_name = "FILE", requires = "client")]
+        policy: Option<PathBuf>,
+        /// Fold more than N siblings with the same access into one DIR/* rule (0: never).
+        #[arg(long, value_name = "N", default_value_t = 8)]
+        collapse: usize,
+    },
+    /// What a change to a policy grants and takes away, per client.
+    #[command(
+        after_help = "Example:\n  fdbroker policy diff /etc/fdbroker/policy.toml policy.new.toml\n\n\
+Lines start with + (grants more), - (grants less) or ~ (changed). Exits 0 when the two \
+mean the same, 1 when they differ, 2 on errors."
+    )]
+    Diff {
+        #[arg(value_name = "OLD")]
+        old: PathBuf,
+        #[arg(value_name = "NEW")]
+        new: PathBuf,
+    },
+    /// Re-decide every decision of an audit log under a policy: which would flip.
+    #[command(
+        after_help = "Example:\n  fdbroker policy replay policy.new.toml --audit audit.log\n\n\
+Each flip is printed with its count, client, request and rule, grants taken away first. \
+Exits 0 if none flips, 1 if any does, 2 on errors."
+    )]
+    Replay {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The audit log (`-`: stdin).
+        #[arg(long, value_name = "LOG")]
+        audit: PathBuf,
+    },
+    /// What one identity may access, rule by rule, with what is carved out.
+    #[command(
+        after_help = "Example:\n  fdbroker policy who /etc/fdbroker/policy.toml --uid scanner\n\n\
+Exits 0, 1 if the identity is no client (the broker refuses it), 2 on errors."
+    )]
+    Who {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The peer's uid (number or user name).
+        #[arg(long, required_unless_present = "client", conflicts_with = "client")]
+        uid: Option<String>,
+        /// The peer's gid (default: the user's primary group).
+        #[arg(long, requires = "uid")]
+        gid: Option<String>,
+        /// A client by name.
+        #[arg(long, value_name = "NAME")]
+        client: Option<String>,
     },
 }
 
@@ -204,13 +303,48 @@ pub fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Explain {
             file,
             uid,
+            spawn,
+            client,
             gid,
             access,
             path,
-        }) => crate::inspect::explain_main(&file, &uid, gid.as_deref(), access, &path),
+        }) => {
+            let who = if spawn {
+                crate::inspect::Asker::Spawn(client)
+            } else {
+                crate::inspect::Asker::Peer(uid.unwrap_or_default())
+            };
+            crate::inspect::explain_main(&file, who, gid.as_deref(), access, &path)
+        }
+        Command::Policy(PolicyCommand::Suggest {
+            audit,
+            client,
+            policy,
+            collapse,
+        }) => crate::inspect::evidence::suggest_main(
+            &audit,
+            client.as_deref(),
+            policy.as_deref(),
+            collapse,
+        ),
+        Command::Policy(PolicyCommand::Diff { old, new }) => {
+            crate::inspect::diff::diff_main(&old, &new)
+        }
+        Command::Policy(PolicyCommand::Replay { file, audit }) => {
+            crate::inspect::evidence::replay_main(&file, &audit)
+        }
+        Command::Policy(PolicyCommand::Who {
+            file,
+            uid,
+            gid,
+            client,
+        }) => {
+            crate::inspect::who::who_main(&file, uid.as_deref(), gid.as_deref(), client.as_deref())
+        }
         Command::Run(args) => spawn(args),
         Command::Reload(args) => crate::daemon::reload::reload_main(
             args.policy.as_deref(),
+            args.replay.as_deref().map(|log| (log, args.force)),
             args.pid,
             std::time::Duration::from_secs(args.timeout),
         ),
@@ -219,8 +353,14 @@ pub fn main() -> ExitCode {
 
 fn spawn(args: RunArgs) -> ExitCode {
     crate::audit::init_logging(LogFormat::Text);
+    let learn = args.learn.map(|out| crate::spawn::learn::Learn {
+        out,
+        scope: args.learn_scope,
+        collapse: args.learn_collapse,
+    });
     let spec = crate::spawn::broker::Spawn {
         policy: args.policy,
+        learn,
         client: args.client,
         user: args.user,
         transparent: args.transparent,

@@ -71,6 +71,18 @@ pub fn check(policy: &Policy) -> Vec<Warning> {
             )),
         }
     }
+    // Learn mode grants what no rule says: never what a finished policy should do.
+    for rule in policy.rules().iter().filter(|r| r.learning) {
+        out.push(at(
+            rule,
+            format!(
+                "learn_scope {:?}: client {:?} is in learn mode and is granted anything \
+                 beneath it; replace it with the rules `fdbroker policy suggest` finds",
+                rule.pattern,
+                policy.client(rule.client).name
+            ),
+        ));
+    }
     // Rules written twice (same client, effect, path and grant).
     let mut first: HashMap<(usize, Effect, &str, String), &Rule> = HashMap::new();
     for rule in policy.rules() {

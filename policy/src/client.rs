@@ -12,6 +12,8 @@ pub struct Client {
     pub groups: Vec<u32>,
     /// This client's rules, allow and deny, in file order.
     pub rules: Vec<RuleId>,
+    /// Learn mode (`learn_scope`): its lines are marked `mode="learn"`.
+    pub learning: bool,
     /// Where the client's `name` is in the file.
     pub location: Location,
 }

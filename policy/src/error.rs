@@ -49,6 +49,16 @@ pub enum LoadErrorKind {
     TooManyRules { count: usize, max: usize },
     #[error("policy has no [[client]]: it would refuse every connection")]
     NoClients,
+    /// `learn_scope` in more than one client: learn mode under `fdbroker serve` is for
+    /// one client at a time, so that no one else's grants widen by mistake.
+    #[error(
+        "learn_scope is set in client {second:?} and in client {first:?}: learn mode is for \
+         one client at a time"
+    )]
+    LearnTwice { first: String, second: String },
+    /// A `learn_scope` entry that is not a plain directory path beneath `/`.
+    #[error("learn_scope {path:?} must be a directory path without globs, and not `/`")]
+    BadLearnScope { path: String },
     #[error("client name is empty")]
     EmptyClientName,
     #[error("duplicate client name {name:?} (first defined at {first})")]

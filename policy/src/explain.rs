@@ -16,6 +16,8 @@ pub enum MatchedBy {
     Uid(u32),
     /// No client lists the uid; this one's `groups` lists the peer's primary gid.
     Gid(u32),
+    /// `fdbroker run` serves its worker as the chosen client whatever its uid.
+    Spawn,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +78,36 @@ impl Policy {
                 location: c.location,
             })
         });
+        self.explain_for(client, uid, gid, path, access)
+    }
+
+    /// Explains what `fdbroker run` would do for its worker, served as `client` (by
+    /// `--client`, or the only client) whatever its uid and gid.
+    pub fn explain_spawn(
+        &self,
+        client: ClientId,
+        uid: u32,
+        gid: u32,
+        path: &[u8],
+        access: Access,
+    ) -> Explanation {
+        let client = self.clients.get(client.0).map(|c| ClientMatch {
+            id: client,
+            name: c.name.clone(),
+            by: MatchedBy::Spawn,
+            location: c.location,
+        });
+        self.explain_for(client, uid, gid, path, access)
+    }
+
+    fn explain_for(
+        &self,
+        client: Option<ClientMatch>,
+        uid: u32,
+        gid: u32,
+        path: &[u8],
+        access: Access,
+    ) -> Explanation {
         let verdict = match &client {
             None => Verdict::ConnectionRefused,
             Some(m) => match self.decide(m.id, path, access) {
@@ -146,14 +178,25 @@ impl Explanation {
 
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "request:  uid {} gid {} wants {} of \"{}\"",
-            self.uid,
-            self.gid,
-            self.access,
-            self.path.escape_ascii()
-        )?;
+        match &self.client {
+            Some(ClientMatch {
+                by: MatchedBy::Spawn,
+                ..
+            }) => write!(
+                f,
+                "request:  the worker of `fdbroker run` wants {} of \"{}\"",
+                self.access,
+                self.path.escape_ascii()
+            )?,
+            _ => write!(
+                f,
+                "request:  uid {} gid {} wants {} of \"{}\"",
+                self.uid,
+                self.gid,
+                self.access,
+                self.path.escape_ascii()
+            )?,
+        }
         match &self.client {
             None => write!(
                 f,
@@ -174,6 +217,10 @@ impl fmt::Display for Explanation {
                         f,
                         "no client lists uid {}; gid {gid} is in its `groups`",
                         self.uid
+                    )?,
+                    MatchedBy::Spawn => write!(
+                        f,
+                        "`fdbroker run` serves its worker as this client whatever its uid"
                     )?,
                 }
             }

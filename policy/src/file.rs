@@ -50,6 +50,10 @@ pub(crate) struct ClientTable {
     pub name: Spanned<String>,
     pub users: Option<Vec<Spanned<NameOrId>>>,
     pub groups: Option<Vec<Spanned<NameOrId>>>,
+    /// Learn mode for this client: requests beneath these directories that no rule
+    /// grants are granted anyway (any access), and every line is marked
+    /// `mode="learn"`. `fdbroker run --learn` sets it for its client.
+    pub learn_scope: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     pub allow: Vec<AllowTable>,
     #[serde(default)]

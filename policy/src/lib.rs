@@ -15,9 +15,11 @@
 #![forbid(unsafe_code)]
 
 mod access;
+pub mod audit_log;
 mod beneath;
 mod client;
 mod decide;
+pub mod diff;
 mod error;
 mod explain;
 mod file;
@@ -26,8 +28,11 @@ mod load;
 mod location;
 mod path;
 mod pattern;
+pub mod replay;
 mod rule;
 mod settings;
+pub mod suggest;
+pub mod who;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -86,6 +91,22 @@ impl Policy {
     /// Parses policy text; `origin` is the file name used in errors and explanations.
     pub fn parse(text: &str, origin: &Path) -> Result<Policy, LoadError> {
         load::parse(text, origin)
+    }
+
+    /// Parses policy text with client `client` learning beneath `scope` (as if its
+    /// table said `learn_scope = [...]`): what `fdbroker run --learn` serves.
+    pub fn parse_learning(
+        text: &str,
+        origin: &Path,
+        client: &str,
+        scope: &[String],
+    ) -> Result<Policy, LoadError> {
+        load::parse_with(text, origin, Some((client, scope)))
+    }
+
+    /// Reads a policy file's text, bounded as [`Policy::load`] reads it.
+    pub fn read_text(path: &Path) -> Result<String, LoadError> {
+        load::read(path)
     }
 
     pub fn origin(&self) -> &Path {

@@ -23,8 +23,8 @@ use crate::path;
 use crate::pattern::{Pattern, join};
 use crate::{
     Access, AccessSet, AuditFailure, BrokerSettings, Client, ClientId, Effect, IdKind, LoadError,
-    LoadErrorKind, Location, ModeError, Policy, RootId, Rule, RuleId, RuleOptions, SandboxSettings,
-    Symlinks, UidRange, UserSpec,
+    LoadErrorKind, Location, ModeError, PatternKind, Policy, RootId, Rule, RuleId, RuleOptions,
+    SandboxSettings, Symlinks, UidRange, UserSpec,
 };
 
 /// `sizeof(sockaddr_un.sun_path)` is 108, including the terminating NUL.
@@ -121,6 +121,17 @@ fn too_many_rules(cx: &Context<'_>, clients: &[Spanned<ClientTable>]) -> Result<
 }
 
 pub(crate) fn parse(text: &str, origin: &Path) -> Result<Policy, LoadError> {
+    parse_with(text, origin, None)
+}
+
+/// Parse, with `learn` = (client name, directories) set as that client's `learn_scope`
+/// (`fdbroker run --learn`), as if the file said so; the file's own rules keep their
+/// positions.
+pub(crate) fn parse_with(
+    text: &str,
+    origin: &Path,
+    learn: Option<(&str, &[String])>,
+) -> Result<Policy, LoadError> {
     too_large(origin, text.len())?;
     let cx = Context {
         origin,
@@ -140,8 +151,23 @@ pub(crate) fn parse(text: &str, origin: &Path) -> Result<Policy, LoadError> {
     if file.client.is_empty() {
         return Err(cx.error(Location::START, LoadErrorKind::NoClients));
     }
+    let mut clients = file.client;
+    if let Some((name, scope)) = learn {
+        for table in clients.iter_mut() {
+            let span = table.span();
+            let table = table.get_mut();
+            if table.name.get_ref() == name {
+                table.learn_scope = Some(
+                    scope
+                        .iter()
+                        .map(|d| Spanned::new(span.start..span.start, d.clone()))
+                        .collect(),
+                );
+            }
+        }
+    }
     let mut builder = Builder::default();
-    for table in file.client {
+    for table in clients {
         builder.client(&cx, table)?;
     }
     Ok(builder.finish(origin, broker, sandbox))
@@ -403,12 +429,15 @@ fn resolve(cx: &Context<'_>, kind: IdKind, entry: &Spanned<NameOrId>) -> Result<
 enum RawRule {
     Allow(Box<AllowTable>),
     Deny(DenyTable),
+    /// An allow rule made from a `learn_scope` entry.
+    Learn(Box<AllowTable>),
 }
 
 impl RawRule {
     fn path(&self) -> &Spanned<String> {
         match self {
             RawRule::Allow(t) => &t.path,
+            RawRule::Learn(t) => &t.path,
             RawRule::Deny(t) => &t.path,
         }
     }
@@ -427,6 +456,8 @@ struct Builder {
     roots: Vec<PathBuf>,
     root_ids: HashMap<Vec<Box<[u8]>>, RootId>,
     granted: Vec<Access>,
+    /// The client with a `learn_scope`, if one has it.
+    learner: Option<String>,
 }
 
 impl Builder {
@@ -448,12 +479,14 @@ impl Builder {
             return Err(cx.error(header, LoadErrorKind::MatchesNoOne { client: name }));
         }
 
+        let learning = self.learning(cx, &name, table.learn_scope.as_deref())?;
         let mut raw: Vec<RawRule> = table
             .allow
             .into_iter()
             .map(|t| RawRule::Allow(Box::new(t)))
             .collect();
         raw.extend(table.deny.into_iter().map(RawRule::Deny));
+        raw.extend(learning.into_iter().map(|t| RawRule::Learn(Box::new(t))));
         raw.sort_by_key(|r| r.path().span().start);
         let mut index = Index::default();
         let mut rule_ids = Vec::with_capacity(raw.len());
@@ -473,9 +506,74 @@ impl Builder {
             users,
             groups,
             rules: rule_ids,
+            learning: table.learn_scope.is_some(),
             location,
         });
         Ok(())
+    }
+
+    /// The allow rules a `learn_scope` stands for: each directory as a subtree with
+    /// every access word, opened beneath its own held root like any rule (so a symlink
+    /// or `..` can no more leave it than any other rule's root).
+    fn learning(
+        &mut self,
+        cx: &Context<'_>,
+        name: &str,
+        scope: Option<&[Spanned<String>]>,
+    ) -> Result<Vec<AllowTable>, LoadError> {
+        let Some(scope) = scope else {
+            return Ok(Vec::new());
+        };
+        let Some(head) = scope.first() else {
+            return Err(cx.error(
+                Location::START,
+                LoadErrorKind::BadLearnScope {
+                    path: String::new(),
+                },
+            ));
+        };
+        if let Some(first) = &self.learner {
+            let first = first.clone();
+            return Err(cx.at_value(
+                head,
+                LoadErrorKind::LearnTwice {
+                    first,
+                    second: name.to_owned(),
+                },
+            ));
+        }
+        self.learner = Some(name.to_owned());
+        let mut out = Vec::with_capacity(scope.len());
+        for dir in scope {
+            let text = dir.get_ref();
+            let subtree = if text.ends_with('/') {
+                text.clone()
+            } else {
+                format!("{text}/")
+            };
+            let bad = || cx.at_value(dir, LoadErrorKind::BadLearnScope { path: text.clone() });
+            match Pattern::parse(&subtree) {
+                Ok(p) if p.kind() == PatternKind::Subtree && !p.prefix().is_empty() => {}
+                _ => return Err(bad()),
+            }
+            let span = dir.span();
+            let words = ["read", "write", "create", "directory"]
+                .map(|w| Spanned::new(span.clone(), w.to_owned()))
+                .to_vec();
+            out.push(AllowTable {
+                path: Spanned::new(span.clone(), subtree),
+                access: Some(Spanned::new(span, words)),
+                symlinks: None,
+                devices: None,
+                hardlinks: None,
+                mode: None,
+                same_filesystem: None,
+                owner: None,
+                group: None,
+                allow_reopen: None,
+            });
+        }
+        Ok(out)
     }
 
     /// Resolves a `users` or `groups` list, refusing an id listed twice in this client
@@ -557,8 +655,14 @@ impl Builder {
             options: RuleOptions::default(),
             root: None,
             location: cx.at(path.span().start),
+            learning: matches!(raw, RawRule::Learn(_)),
         };
-        if let RawRule::Allow(table) = raw {
+        let table = match raw {
+            RawRule::Allow(table) => Some(*table),
+            RawRule::Learn(table) => Some(*table),
+            RawRule::Deny(_) => None,
+        };
+        if let Some(table) = table {
             rule.effect = Effect::Allow;
             rule.access = access(cx, table.access)?;
             // Ownership is given only to files the rule creates: an existing file's

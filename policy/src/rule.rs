@@ -99,4 +99,7 @@ pub struct Rule {
     pub root: Option<RootId>,
     /// Where the rule's `path` value is in the file.
     pub location: Location,
+    /// Made from a `learn_scope` entry, not written as a rule: it grants only while
+    /// the client learns, and a learned policy replaces it with what was used.
+    pub learning: bool,
 }

@@ -55,6 +55,9 @@ pub struct Fields<'a> {
     /// How the request came: `Some("transparent")` for a program's own call answered
     /// by `fdbroker run --transparent`; `None` (no field) for a client's request.
     pub via: Option<&'static str>,
+    /// `Some("learn")` for a client in learn mode (`learn_scope`, `fdbroker run
+    /// --learn`): the line may record a grant no rule the operator wrote made.
+    pub mode: Option<&'static str>,
 }
 
 /// Why the log destination fails, while it is known to: a request that would change
@@ -74,6 +77,7 @@ pub struct Batch {
     scratch: String,
     clock: Clock,
     via: Option<&'static str>,
+    mode: Option<&'static str>,
 }
 
 /// Proof that a batch's lines have been written (or, by `audit_failure`'s choice, that
@@ -134,6 +138,7 @@ impl Default for Batch {
             scratch: String::with_capacity(256),
             clock: Clock::default(),
             via: None,
+            mode: None,
         }
     }
 }
@@ -160,6 +165,15 @@ impl Batch {
     /// the answers to a program's own calls `via="transparent"`), or nothing (`None`).
     pub fn set_via(&mut self, via: Option<&'static str>) {
         self.via = via;
+    }
+
+    /// Mark every line recorded from now on with `mode` (`Some("learn")`), or nothing.
+    pub fn set_mode(&mut self, mode: Option<&'static str>) {
+        self.mode = mode;
+    }
+
+    pub fn mode(&self) -> Option<&'static str> {
+        self.mode
     }
 
     /// How the request being recorded came.

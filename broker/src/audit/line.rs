@@ -79,6 +79,10 @@ pub(super) fn format_line(
                 out.extend_from_slice(b" via=");
                 push_debug_str(out, scratch, via);
             }
+            if let Some(mode) = f.mode {
+                out.extend_from_slice(b" mode=");
+                push_debug_str(out, scratch, mode);
+            }
         }
         LogFormat::Json => {
             out.extend_from_slice(b"{\"timestamp\":\"");
@@ -124,6 +128,10 @@ pub(super) fn format_line(
             if let Some(via) = f.via {
                 out.extend_from_slice(b",\"via\":");
                 push_json_str(out, via);
+            }
+            if let Some(mode) = f.mode {
+                out.extend_from_slice(b",\"mode\":");
+                push_json_str(out, mode);
             }
             out.extend_from_slice(b",\"target\":\"");
             out.extend_from_slice(TARGET.as_bytes());
@@ -554,6 +562,7 @@ mod tests {
                 rule: Some(&rule),
                 verdict: Verdict::Granted { ino: 10_166_283 },
                 via: None,
+                mode: None,
             },
             Fields {
                 peer: &peer,
@@ -563,6 +572,7 @@ mod tests {
                 rule: None,
                 verdict: Verdict::Denied(&why),
                 via: None,
+                mode: None,
             },
             // Cut to a prefix with its length and hash.
             Fields {
@@ -573,6 +583,7 @@ mod tests {
                 rule: None,
                 verdict: Verdict::Denied(&"no rule allows this path"),
                 via: None,
+                mode: None,
             },
             Fields {
                 peer: &peer,
@@ -582,6 +593,7 @@ mod tests {
                 rule: Some(&rule),
                 verdict: Verdict::Granted { ino: 7 },
                 via: None,
+                mode: None,
             },
             Fields {
                 peer: &peer,
@@ -591,6 +603,7 @@ mod tests {
                 rule: Some(&rule),
                 verdict: Verdict::Failed(&"No such file or directory"),
                 via: None,
+                mode: None,
             },
             Fields {
                 peer: &peer,
@@ -600,6 +613,7 @@ mod tests {
                 rule: Some(&rule),
                 verdict: Verdict::Granted { ino: 9 },
                 via: Some("transparent"),
+                mode: None,
             },
             Fields {
                 peer: &peer,
@@ -609,6 +623,17 @@ mod tests {
                 rule: None,
                 verdict: Verdict::Denied(&"denied"),
                 via: Some("transparent"),
+                mode: None,
+            },
+            Fields {
+                peer: &peer,
+                client: "scanner",
+                path: b"/srv/c",
+                access: Access::Create.into(),
+                rule: Some(&rule),
+                verdict: Verdict::Granted { ino: 7 },
+                via: None,
+                mode: Some("learn"),
             },
         ];
         for format in [LogFormat::Text, LogFormat::Json] {
@@ -664,6 +689,7 @@ mod tests {
                     rule: Some(rule),
                     verdict: Verdict::Denied(&"denied"),
                     via: None,
+                    mode: None,
                 };
                 let (theirs, ours) = both(style, &f);
                 assert_eq!(

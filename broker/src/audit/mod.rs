@@ -12,6 +12,7 @@ pub mod limit;
 pub mod line;
 pub mod refused;
 pub mod repeats;
+pub mod tally;
 
 pub use batch::{Batch, Unwritten, Written, trail_failing};
 pub use escape::{Escaped, PREFIX, WHOLE, fnv1a64};
@@ -94,11 +95,25 @@ pub fn decision(
     rule: Option<&dyn fmt::Display>,
     verdict: Verdict<'_>,
 ) {
-    let access = access.into();
+    let fields = Fields {
+        peer,
+        client,
+        path,
+        access: access.into(),
+        rule,
+        verdict,
+        via: batch.via(),
+        mode: batch.mode(),
+    };
+    // Learn mode keeps every decision, also the repeats and the refusals the limit leaves
+    // unwritten.
+    if fields.mode.is_some() {
+        tally::record(&fields);
+    }
     if let Verdict::Denied(_) = verdict {
         refused::request(path);
     }
-    if repeats::repeated(peer, client, path, access, rule, verdict) {
+    if repeats::repeated(peer, client, path, fields.access, rule, verdict) {
         // The first of its kind was written; this one is counted (`repeats`).
         return;
     }
@@ -116,15 +131,6 @@ pub fn decision(
             return;
         }
     }
-    let fields = Fields {
-        peer,
-        client,
-        path,
-        access,
-        rule,
-        verdict,
-        via: batch.via(),
-    };
     if !batch.record(&fields) {
         via_tracing(&fields);
     }
@@ -185,6 +191,7 @@ pub(crate) fn via_tracing(f: &Fields<'_>) {
         rule,
         verdict,
         via,
+        mode,
     } = *f;
     let rule = rule.map(|r| r.to_string());
     let rule = rule.as_deref().unwrap_or("-");
@@ -193,19 +200,19 @@ pub(crate) fn via_tracing(f: &Fields<'_>) {
             target: TARGET,
             uid = peer.uid, gid = peer.gid, pid = peer.pid, client,
             path = %Escaped(path), access = access.as_str(), rule,
-            result = "granted", ino, via,
+            result = "granted", ino, via, mode,
         ),
         Verdict::Denied(why) => tracing::info!(
             target: TARGET,
             uid = peer.uid, gid = peer.gid, pid = peer.pid, client,
             path = %Escaped(path), access = access.as_str(), rule,
-            result = "denied", reason = %why, via,
+            result = "denied", reason = %why, via, mode,
         ),
         Verdict::Failed(why) => tracing::info!(
             target: TARGET,
             uid = peer.uid, gid = peer.gid, pid = peer.pid, client,
             path = %Escaped(path), access = access.as_str(), rule,
-            result = "failed", reason = %why, via,
+            result = "failed", reason = %why, via, mode,
         ),
     }
 }

@@ -36,16 +36,68 @@ pub const ANSWER: Signal = Signal::SIGURG;
 
 /// The requester process: check `policy` if given, ask the monitor `pid` to reload,
 /// wait up to `timeout` for its answer, and say how it went (exit 0 applied, 1 not).
-pub fn reload_main(policy: Option<&Path>, pid: i32, timeout: Duration) -> ExitCode {
+///
+/// With `replay` (an audit log, and `--force`), the file is first judged against what
+/// the log recorded: a reload that would deny a request the log shows granted is
+/// refused (exit 1, the flips listed) unless forced.
+pub fn reload_main(
+    policy: Option<&Path>,
+    replay: Option<(&Path, bool)>,
+    pid: i32,
+    timeout: Duration,
+) -> ExitCode {
     fn fail(msg: impl std::fmt::Display) -> ExitCode {
         crate::log::say(&format!("fdbroker: {msg}"));
         ExitCode::FAILURE
     }
 
-    if let Some(policy) = policy
-        && let Err(e) = Policy::load(policy)
-    {
-        return fail(format!("not reloading: {e}"));
+    let loaded = match policy.map(Policy::load).transpose() {
+        Ok(p) => p,
+        Err(e) => return fail(format!("not reloading: {e}")),
+    };
+    if let Some((log, force)) = replay {
+        // Without --policy: the file the monitor itself reloads, from its command line.
+        let found;
+        let new = match &loaded {
+            Some(p) => p,
+            None => match monitor_policy(pid)
+                .and_then(|f| Policy::load(&f).map_err(|e| e.to_string()))
+            {
+                Ok(p) => {
+                    found = p;
+                    &found
+                }
+                Err(e) => return fail(format!("not reloading: {e}")),
+            },
+        };
+        let evidence = match crate::inspect::evidence::read_log(log) {
+            Ok(ev) => ev,
+            Err(e) => return fail(format!("not reloading: {e}")),
+        };
+        let taken: Vec<_> = fdbroker_policy::replay::replay(new, &evidence)
+            .into_iter()
+            .filter(|f| f.takes_away())
+            .collect();
+        for flip in &taken {
+            crate::log::say(&format!(
+                "fdbroker: {}",
+                fdbroker_policy::replay::FlipLine { policy: new, flip }
+            ));
+        }
+        if !taken.is_empty() {
+            let n: u64 = taken.iter().map(|f| f.count).sum();
+            if !force {
+                return fail(format!(
+                    "not reloading: {} would deny {n} request(s) that {} recorded as granted \
+                     (listed above); --force reloads anyway",
+                    new.origin().display(),
+                    log.display()
+                ));
+            }
+            crate::log::say(&format!(
+                "fdbroker: --force: reloading although {n} recorded grant(s) would now be denied"
+            ));
+        }
     }
     if pid <= 0 {
         return fail(format!("{} is not a process id", pid));
@@ -66,6 +118,36 @@ pub fn reload_main(policy: Option<&Path>, pid: i32, timeout: Duration) -> ExitCo
         Err(ReloadError::Target(e)) => fail(e),
         Err(ReloadError::Io(e)) => fail(format!("cannot reload process {raw}: {e}")),
     }
+}
+
+/// The policy file a `fdbroker serve` process was started with (`--policy FILE` or
+/// `--policy=FILE` in `/proc/PID/cmdline`, a relative one taken from its working
+/// directory). Only chooses which file `--replay` judges: whether `pid` is a monitor
+/// at all is checked before anything is signalled ([`target::monitor`]).
+fn monitor_policy(pid: i32) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let unknown = |why: String| {
+        format!("cannot tell which policy file process {pid} serves ({why}); give --policy FILE")
+    };
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).map_err(|e| unknown(e.to_string()))?;
+    let mut args = raw.split(|&b| b == 0);
+    let mut file = None;
+    while let Some(arg) = args.next() {
+        if arg == b"--policy" {
+            file = args.next();
+        } else if let Some(v) = arg.strip_prefix(b"--policy=") {
+            file = Some(v);
+        }
+    }
+    let file = match file {
+        Some(f) if !f.is_empty() => Path::new(std::ffi::OsStr::from_bytes(f)).to_owned(),
+        _ => return Err(unknown("no --policy in its command line".to_owned())),
+    };
+    if file.is_absolute() {
+        return Ok(file);
+    }
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).map_err(|e| unknown(e.to_string()))?;
+    Ok(cwd.join(file))
 }
 
 /// Why `fdbroker reload` got no answer.

@@ -28,6 +28,14 @@ impl Loaded {
                 "policy root cannot be opened; requests under it will fail until a reload"
             );
         }
+        // Learn mode (`learn_scope`) is never quiet: once per (re)load, for every server.
+        for c in policy.clients().iter().filter(|c| c.learning) {
+            tracing::warn!(
+                client = %c.name,
+                "LEARN MODE: this client is granted anything beneath its learn_scope that no \
+                 rule grants, and its audit lines say mode=\"learn\""
+            );
+        }
         let origin = policy.origin().display().to_string();
         Loaded {
             policy,
@@ -51,6 +59,10 @@ pub struct RuleLabel<'a> {
 impl fmt::Display for RuleLabel<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let rule = self.loaded.policy.rule(self.id);
+        // A learning scope is not a rule anyone wrote: say so rather than point at it.
+        if rule.learning {
+            return write!(f, "learn_scope:{}", rule.pattern);
+        }
         f.write_str(&self.loaded.origin)?;
         write!(f, ":{}:{}", rule.location.line, rule.location.col)
     }

@@ -78,7 +78,10 @@ pub(crate) const FORWARDED: [Signal; 6] = [
 /// What to run, and as whom.
 #[derive(Debug)]
 pub struct Spawn {
-    pub policy: PathBuf,
+    /// The policy file; optional only with `learn` (which then starts from a blank one).
+    pub policy: Option<PathBuf>,
+    /// `--learn`: learn a policy instead of enforcing one ([`crate::spawn::learn`]).
+    pub learn: Option<crate::spawn::learn::Learn>,
     pub client: Option<String>,
     pub user: Option<String>,
     /// Serve the program's own file calls through the broker ([`fdbroker_transparent`]).
@@ -155,6 +158,12 @@ pub enum SpawnError {
     /// Stdin, stdout or stderr could not be looked at.
     #[error("cannot check the standard descriptors the worker would keep: {0}")]
     Stdio(#[source] io::Error),
+    /// Learn mode could not start, or could not write what it learnt.
+    #[error("{0}")]
+    Learn(#[from] crate::spawn::learn::LearnError),
+    /// Neither `--policy` nor `--learn`.
+    #[error("--policy FILE is required (or --learn OUT.toml)")]
+    NoPolicy,
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -174,8 +183,31 @@ impl SpawnError {
 /// Run the worker under the broker; returns the worker's exit status as ours
 /// (128 + signal number if it was killed).
 pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
-    let policy = Policy::load(&spec.policy).map_err(SpawnError::Policy)?;
-    let client = pick_client(&policy, spec.client.as_deref())?;
+    let learning = match &spec.learn {
+        Some(l) => Some(crate::spawn::learn::prepare(
+            spec.policy.as_deref(),
+            spec.client.as_deref(),
+            l,
+        )?),
+        None => None,
+    };
+    // The policy served: the file, or in learn mode the file with its client learning.
+    let load = || match (&learning, &spec.policy) {
+        (Some(l), _) => l.policy(),
+        (None, Some(p)) => Policy::load(p).map_err(SpawnError::Policy),
+        (None, None) => Err(SpawnError::NoPolicy),
+    };
+    let policy = load()?;
+    // Loud before anything runs, and keeping every decision from the first one on.
+    if let Some(l) = &learning {
+        l.announce();
+        crate::audit::tally::start();
+    }
+    let spec_client = match &learning {
+        Some(l) => Some(l.client().to_owned()),
+        None => spec.client.clone(),
+    };
+    let client = pick_client(&policy, spec_client.as_deref())?;
     // Held until this function returns, after the worker's namespace has ended (and by
     // the namespace's init, which inherits the lock): the uid is this run's alone.
     let who = sandbox_identity(&policy, spec.user.as_deref())?;
@@ -230,7 +262,7 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
             supervisor,
             program: worker_sandbox,
             connection: OwnedFd::from(supervisor_end),
-            policy: Policy::load(&spec.policy).map_err(SpawnError::Policy)?,
+            policy: load()?,
             client,
             forwarded,
             scratch: scratch.as_ref().map(|s| s.path.clone()).unwrap_or_default(),
@@ -281,7 +313,7 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
     let fail_on_denial = spec.fail_on_denial || policy.sandbox().fail_on_denial;
     // One worker's run, read as a whole: identical decisions are written once, counted.
     crate::audit::repeats::enable();
-    let shared = Arc::new(Shared::new(policy, Some(spec.policy.clone())));
+    let shared = Arc::new(Shared::new(policy, spec.policy.clone()));
     let name = shared.current().policy.client(client).name.clone();
     let worker = PeerCredentials {
         pid: pid.as_raw(),
@@ -303,7 +335,7 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
         server.also_serve(conn, worker, Binding::Transparent(name))?;
     }
     // Everything is open and no thread has started: give up what serving does not need.
-    if let Err(e) = confine_parent(&shared, &spec.policy, pid) {
+    if let Err(e) = confine_parent(&shared, spec.policy.as_deref(), pid) {
         // Do not leave the worker running with a broker that refuses to serve it.
         let _ = kill(pid, Signal::SIGKILL);
         let _ = child.wait();
@@ -344,6 +376,9 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
     let status = waiter
         .join()
         .map_err(|_| io::Error::other("the worker-waiting thread panicked"))??;
+    if let Some(l) = learning {
+        crate::spawn::learn::report(l, &crate::audit::tally::take())?;
+    }
     let refused = crate::audit::refused::so_far();
     if let Some(line) = crate::spawn::denials::summary(&refused) {
         crate::log::sink::eprint_line(&line);
@@ -422,7 +457,7 @@ fn check_working_directory(
 
 fn confine_parent(
     shared: &Shared,
-    policy_file: &std::path::Path,
+    policy_file: Option<&std::path::Path>,
     worker: Pid,
 ) -> Result<(), SpawnError> {
     let loaded = shared.current();
@@ -439,7 +474,7 @@ fn confine_parent(
     match crate::confine::confine(
         &loaded.policy,
         &loaded.roots,
-        Some(policy_file),
+        policy_file,
         None,
         Some(worker.as_raw()),
     ) {
@@ -453,7 +488,7 @@ fn confine_parent(
 }
 
 /// The client `--client` names, or the policy's only client.
-fn pick_client(
+pub(crate) fn pick_client(
     policy: &Policy,
     name: Option<&str>,
 ) -> Result<fdbroker_policy::ClientId, SpawnError> {

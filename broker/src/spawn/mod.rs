@@ -20,6 +20,8 @@ pub mod denials;
 pub mod devices;
 /// Not a process: the transient uid each sandbox runs as, taken by the spawn broker.
 pub mod identity;
+/// Not a process: learn mode, run inside the spawn broker.
+pub mod learn;
 pub mod pidns;
 pub mod scratch;
 /// Not a process: the check of the standard descriptors the worker keeps.

@@ -5,6 +5,7 @@
 mod beneath;
 mod decide;
 mod explain;
+mod learn;
 mod load;
 mod prop;
 

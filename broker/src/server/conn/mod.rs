@@ -525,6 +525,7 @@ impl Conn {
                             Binding::Transparent(_) => Some("transparent"),
                             _ => None,
                         });
+                        audit.set_mode(loaded.policy.client(client).learning.then_some("learn"));
                         answer::answer(
                             audit,
                             &loaded,

@@ -1,5 +1,11 @@
-//! `fdbroker policy check` and `fdbroker policy explain`: answers about a policy file
-//! without a broker, run by the operator as any user, unconfined.
+//! `fdbroker policy ...`: answers about a policy file without a broker, run by the
+//! operator as any user, unconfined. `check` and `explain` here; what a change would do
+//! (`diff`), what the evidence says (`evidence`: `suggest`, `replay`), and what one
+//! identity may do (`who`) in their own files.
+
+pub mod diff;
+pub mod evidence;
+pub mod who;
 
 use fdbroker_policy::{Access, Policy};
 use std::path::Path;
@@ -39,11 +45,19 @@ pub fn check_main(file: &Path, strict: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Who `explain` asks for.
+pub enum Asker {
+    /// A peer of `fdbroker serve`, by uid (number or name).
+    Peer(String),
+    /// The worker of `fdbroker run`, served as this client (or the only one).
+    Spawn(Option<String>),
+}
+
 /// `fdbroker policy explain`: the decision for one request and the rule that made it;
 /// exit 0 granted, 1 denied, 2 on errors.
 pub fn explain_main(
     file: &Path,
-    uid: &str,
+    who: Asker,
     gid: Option<&str>,
     access: Access,
     path: &Path,
@@ -51,9 +65,27 @@ pub fn explain_main(
     use std::os::unix::ffi::OsStrExt;
     let policy = match Policy::load(file) {
         Ok(p) => p,
-        Err(e) => return fail(e),
+        Err(e) => return error(e),
     };
-    let (uid, primary) = match resolve_user(uid) {
+    let path = path.as_os_str().as_bytes();
+    let uid = match who {
+        Asker::Peer(uid) => uid,
+        Asker::Spawn(client) => {
+            let id = match crate::spawn::broker::pick_client(&policy, client.as_deref()) {
+                Ok(id) => id,
+                Err(e) => return error(e),
+            };
+            // The worker's own ids do not matter: a transient uid, or the [sandbox] user.
+            let explanation = policy.explain_spawn(id, 0, 0, path, access);
+            println!("{explanation}");
+            return if explanation.is_allow() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+    };
+    let (uid, primary) = match resolve_user(&uid) {
         Ok(u) => u,
         Err(e) => {
             crate::log::say(&format!("fdbroker: {e}"));
@@ -67,11 +99,11 @@ pub fn explain_main(
             return ExitCode::from(2);
         }
     };
-    let explanation = policy.explain(uid, gid, path.as_os_str().as_bytes(), access);
+    let explanation = policy.explain(uid, gid, path, access);
     println!("{explanation}");
     let granted = policy.client_for(uid, gid).is_some_and(|c| {
         matches!(
-            policy.decide(c, path.as_os_str().as_bytes(), access),
+            policy.decide(c, path, access),
             fdbroker_policy::Decision::Allow(_)
         )
     });
@@ -83,7 +115,7 @@ pub fn explain_main(
 }
 
 /// A uid by number or name, with the user's primary gid when known.
-fn resolve_user(s: &str) -> Result<(u32, Option<u32>), String> {
+pub(crate) fn resolve_user(s: &str) -> Result<(u32, Option<u32>), String> {
     use nix::unistd::{Uid, User};
     match s.parse::<u32>() {
         Ok(n) => {
@@ -100,7 +132,7 @@ fn resolve_user(s: &str) -> Result<(u32, Option<u32>), String> {
     }
 }
 
-fn resolve_group(s: &str) -> Result<u32, String> {
+pub(crate) fn resolve_group(s: &str) -> Result<u32, String> {
     use nix::unistd::Group;
     match s.parse::<u32>() {
         Ok(n) => Ok(n),
@@ -114,4 +146,10 @@ fn resolve_group(s: &str) -> Result<u32, String> {
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     crate::log::say(&format!("fdbroker: {msg}"));
     ExitCode::FAILURE
+}
+
+/// An error of a command whose 1 means an answer (denied, differs, flips): exit 2.
+pub(crate) fn error(msg: impl std::fmt::Display) -> ExitCode {
+    crate::log::say(&format!("fdbroker: {msg}"));
+    ExitCode::from(2)
 }
