@@ -12,6 +12,7 @@ use std::process::ExitCode;
 #[command(
     name = "fdbroker",
     version,
+    long_version = crate::doctor::LONG_VERSION,
     about = "Open files by policy and hand their descriptors to sandboxed workers",
     long_about = "fdbroker is a privilege-separation broker. A privileged broker opens files \
 on request and passes their descriptors over a Unix socket (SCM_RIGHTS) to unprivileged, \
@@ -83,6 +84,35 @@ on the file; the command waits until it serves every connection (exit 0) or was 
 (exit 1: the previous policy stays in force, and the broker's log says why)."
     )]
     Reload(ReloadArgs),
+    /// Print a shell completion script for fdbroker to stdout.
+    #[command(
+        after_help = "Examples:\n  fdbroker completions bash > /usr/share/bash-completion/completions/fdbroker\n  \
+fdbroker completions zsh > /usr/share/zsh/vendor-completions/_fdbroker\n  \
+fdbroker completions fish > /usr/share/fish/vendor_completions.d/fdbroker.fish\n\n\
+The Debian package installs all three."
+    )]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the version and commit; with --check, what this kernel offers fdbroker.
+    #[command(
+        visible_alias = "doctor",
+        after_help = "Example:\n  fdbroker version --check\n\n\
+--check probes openat2, the Landlock ABI, seccomp filters, seccomp user notification \
+(and the Linux 6.9 that --transparent needs) and cgroup v2, and says for each feature the \
+kernel lacks what fdbroker does without it. Exits 1 if the broker could not serve at all \
+here (no openat2), else 0."
+    )]
+    Version {
+        /// Probe the running kernel's features.
+        #[arg(long)]
+        check: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -205,11 +235,26 @@ pub fn main() -> ExitCode {
             path,
         }) => crate::inspect::explain_main(&file, &uid, gid.as_deref(), access, &path),
         Command::Run(args) => spawn(args),
+        Command::Completions { shell } => completions(shell),
+        Command::Version { check, json } => crate::doctor::version_main(check, json),
         Command::Reload(args) => crate::daemon::reload::reload_main(
             args.policy.as_deref(),
             args.pid,
             std::time::Duration::from_secs(args.timeout),
         ),
+    }
+}
+
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory as _;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "fdbroker", &mut script);
+    match std::io::stdout().lock().write_all(&script) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::sink::eprint_line(&format!("fdbroker: cannot write the completions: {e}"));
+            ExitCode::FAILURE
+        }
     }
 }
 
