@@ -2,7 +2,7 @@
 # Build fdbroker's Debian packages with one command:
 #
 #   packaging/deb/build.sh [--out DIR] [--profile release|debug] [--target-dir DIR]
-#                          [--no-build]
+#                          [--no-build] [--bin PATH]
 #
 #   fdbroker_VERSION_ARCH.deb               /usr/bin/fdbroker, the systemd units, the
 #                                           sysusers.d entry, /etc/fdbroker/policy.toml
@@ -13,7 +13,8 @@
 #
 # Defaults: --out the target directory's debian/, --profile release, --target-dir
 # $CARGO_TARGET_DIR or the workspace's target/. --no-build packages what is already
-# built there (the tests use it on the debug build). Needs dpkg-dev (dpkg-shlibdeps,
+# built there (the tests use it on the debug build); --bin packages that fdbroker
+# binary instead of the target directory's (the tests' own build of it). Needs dpkg-dev (dpkg-shlibdeps,
 # dpkg-architecture) and pkg-config with systemd's .pc; no debhelper, no network.
 #
 # Why plain dpkg-deb rather than cargo-deb or a debian/ directory: the packages hold
@@ -27,14 +28,15 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 
-out= profile=release target_dir= build=1
+out= profile=release target_dir= build=1 bin=
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --profile) profile="$2"; shift 2 ;;
     --target-dir) target_dir="$2"; shift 2 ;;
     --no-build) build=0; shift ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --bin) bin="$2"; shift 2 ;;
+    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -59,7 +61,7 @@ if [ "$build" = 1 ]; then
   cargo build --manifest-path "$root/Cargo.toml" --locked "${flag[@]}" \
     --target-dir "$target_dir" -p fdbroker -p fdbroker-ffi
 fi
-bin="$target_dir/$profile/fdbroker"
+bin="${bin:-$target_dir/$profile/fdbroker}"
 [ -x "$bin" ] || { echo "build.sh: $bin is missing; build it first" >&2; exit 1; }
 
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -n1)"

@@ -9,6 +9,7 @@ pub mod bins;
 pub mod broker;
 pub mod fds;
 pub mod frames;
+pub mod manager;
 pub mod nobody;
 pub mod output;
 pub mod process;
