@@ -22,6 +22,12 @@ command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 for pkg in python3 python3-venv python3-pytest python3-wheel clamav-daemon; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+# The Debian packages are built with dpkg-dev and checked with lintian
+# (tests/tests/package.rs); the shell completions are parsed by zsh and fish
+# (tests/tests/doctor.rs).
+for pkg in dpkg-dev lintian zsh fish; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
 # Real programs for `fdbroker run --transparent` (tests/tests/transparent.rs).
 [ -x /usr/bin/clamscan ] || need+=(clamav)
 [ -x /usr/bin/yara ] || need+=(yara)
