@@ -294,7 +294,15 @@ fn serve(args: ServeArgs) -> ExitCode {
                 let _ = writeln!(std::io::stdout().lock(), "{}: ok", args.policy.display());
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(e),
+            Err(e) => {
+                // `ExecStartPre=`: the reason also becomes the unit's status line, so
+                // `systemctl status` shows it without the journal (NotifyAccess=exec).
+                if let Ok(Some(manager)) = crate::systemd::notify::Notifier::from_env() {
+                    let status = format!("policy refused, not started: {e}");
+                    let _ = manager.send(&[crate::systemd::notify::NotifyState::Status(&status)]);
+                }
+                fail(e)
+            }
         };
     }
     // Started by the monitor: this process is a server. Otherwise it is the monitor,

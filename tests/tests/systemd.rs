@@ -401,6 +401,7 @@ fn shipped_units_pass_verify_and_keep_their_exposure() {
         "Type=notify",
         "ExecStart=/usr/bin/fdbroker serve --policy /etc/fdbroker/policy.toml",
         "ExecStartPre=/usr/bin/fdbroker serve --check --policy /etc/fdbroker/policy.toml",
+        "NotifyAccess=exec\n",
         "ExecReload=/usr/bin/fdbroker reload --policy /etc/fdbroker/policy.toml $MAINPID",
         "CapabilityBoundingSet=CAP_DAC_READ_SEARCH\n",
         "NoNewPrivileges=yes",
@@ -650,6 +651,14 @@ fn a_user_manager_runs_the_shipped_units() {
         "{broker_log}"
     );
     assert_eq!(servers(&broker_log), started, "{broker_log}");
+    // ...and `systemctl status` says why without the journal: the check's STATUS=.
+    let status = text(&m.systemctl_quiet(&["status", "fdbroker.service"]).stdout);
+    assert!(
+        status.contains(&format!(
+            "Status: \"policy refused, not started: {policy_s}:2:8:"
+        )) && status.contains("ExecStartPre="),
+        "{status}"
+    );
     m.systemctl(&["stop", "fdbroker.service", "fdbroker.socket"]);
     assert!(!socket.exists(), "RemoveOnStop= left the socket");
 }
