@@ -26,4 +26,4 @@ pub use nobody::{cat_as_nobody, nobody_gid, nobody_uid, run_as_nobody};
 pub use output::{errno_of, show, status_field, text};
 pub use process::{open_pty, run_with_input, run_with_timeout, wait_exit};
 pub use tree::{TempDir, run_policy};
-pub use wait::{eventually, wait_until};
+pub use wait::{HANG, eventually, wait_until};
