@@ -48,6 +48,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # own crate is built: tests/tests/ffi.rs links the C example against them.
 cargo build -p fdbroker-ffi --locked
 cargo test --workspace --locked --no-fail-fast
+# Again where the product is deployed: the README's installation done (in a private mount
+# namespace, so this machine stays a fresh one), then the tests that meet it.
+bash scripts/deployed.sh
 # The benchmark's smoke run: it must still build and run end to end. It reports its
 # ratios against the floor and never fails on them (timings on a CI machine are noise);
 # the full run and the README's table are `cargo bench -p fdbroker-tests --bench broker`.
