@@ -10,7 +10,7 @@
 use fdbroker::server::DRAIN_BOUND;
 use fdbroker_tests::manager::{UnitPaths, UserDatabase, UserManager, install_user_units, require};
 use fdbroker_tests::{
-    TempDir, fdbroker_bin, read_text, repo_root, run_with_timeout, show, text, wait_until,
+    HANG, TempDir, fdbroker_bin, read_text, repo_root, run_with_timeout, show, text, wait_until,
 };
 use fdbroker_worker::Client;
 use nix::sys::signal::{Signal, kill};
@@ -191,15 +191,12 @@ fn socket_activation_serves_the_passed_socket_and_reports_to_the_manager() {
     let log = broker.log();
     assert!(log.contains("fd 3 (fdbroker-test)"), "{log}");
 
-    // The watchdog is fed at half of WATCHDOG_USEC.
-    let start = Instant::now();
-    notify.expect("WATCHDOG=1", Duration::from_secs(2));
-    notify.expect("WATCHDOG=1", Duration::from_secs(2));
-    assert!(
-        start.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        start.elapsed()
-    );
+    // The watchdog is fed, again and again. (How often, half of WATCHDOG_USEC, is not
+    // asserted by this test's clock: on a loaded machine a ping, or this read of it, can
+    // be late without anything being wrong.)
+    for _ in 0..3 {
+        notify.expect("WATCHDOG=1", HANG);
+    }
 
     // A reload: RELOADING=1 with the time it began, then READY=1.
     let before = monotonic_usec();
