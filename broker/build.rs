@@ -1,8 +1,8 @@
 //! Records which commit the binary was built from, for `fdbroker --version` and
 //! `fdbroker version`: an operator reporting a problem, or a package, can then name the
-//! exact source. `git describe` where the source is a git checkout (a worktree too);
-//! otherwise `FDBROKER_BUILD_COMMIT` from the environment (a build from a release
-//! tarball can pass it); otherwise `unknown`. A missing git is never a build failure.
+//! exact source. `FDBROKER_BUILD_COMMIT` when set (a build from a release tarball can
+//! pass it); else `git describe` where the source is a git checkout (a worktree too);
+//! else `unknown`. A missing git is never a build failure.
 
 use std::path::Path;
 use std::process::Command;
