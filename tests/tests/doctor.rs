@@ -63,6 +63,23 @@ fn security_modules() -> String {
 }
 
 #[test]
+fn the_new_commands_have_help_with_an_example() {
+    for args in [
+        ["version", "--help"],
+        ["doctor", "--help"],
+        ["completions", "--help"],
+    ] {
+        let out = fdbroker(&args);
+        assert!(out.status.success(), "{args:?}: {}", show(&out));
+        assert!(
+            text(&out.stdout).contains("Example"),
+            "{args:?}: {}",
+            show(&out)
+        );
+    }
+}
+
+#[test]
 fn version_names_the_commit() {
     let commit = expected_commit();
     let out = fdbroker(&["--version"]);
