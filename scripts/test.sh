@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what the test suite needs on a bare Debian machine, then run every check:
 # formatting, clippy, `cargo test --workspace` (end-to-end tests need root; they also
-# build and run the C example and the Python package's pytest suite), and the
-# benchmark in its quick mode.
+# build and run the C example and the Python package's pytest suite), the tests that
+# meet the installed product again after the README's installation
+# (scripts/deployed.sh), and the benchmark in its quick mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
