@@ -82,6 +82,19 @@ fn built() -> &'static Built {
     })
 }
 
+/// Where the packages put the units: what systemd's pkg-config file says, as
+/// packaging/deb/build.sh asks it, with the same fallback.
+fn unit_dir() -> String {
+    Command::new("pkg-config")
+        .args(["--variable=systemdsystemunitdir", "systemd"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| text(&o.stdout).trim().to_owned())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "/lib/systemd/system".to_owned())
+}
+
 fn field(info: &str, name: &str) -> String {
     info.lines()
         .find_map(|l| l.trim_start().strip_prefix(&format!("{name}: ")))
@@ -111,10 +124,7 @@ fn the_packages_hold_what_an_operator_needs() {
     assert!(field(&info, "Depends").contains("libc6"), "{info}");
     let files = contents(&b.fdbroker);
     let has = |path: &str| files.iter().find(|(p, _, _)| p == path);
-    let unitdir =
-        run(Command::new("pkg-config").args(["--variable=systemdsystemunitdir", "systemd"]))
-            .trim()
-            .to_owned();
+    let unitdir = unit_dir();
     for path in [
         "/usr/bin/fdbroker".to_owned(),
         format!("{unitdir}/fdbroker.service"),
@@ -280,10 +290,7 @@ fn the_installed_service_starts_and_denies_everything_until_edited() {
     let root = t.path();
     let users = install(root);
     let tree = root.join("root");
-    let unitdir =
-        run(Command::new("pkg-config").args(["--variable=systemdsystemunitdir", "systemd"]))
-            .trim()
-            .to_owned();
+    let unitdir = unit_dir();
     let socket = root.join("fdbroker.sock");
     let log = root.join("broker.log");
     // The installed units, binary and conffile, unchanged; the socket where this test
