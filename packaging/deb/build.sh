@@ -14,8 +14,9 @@
 # Defaults: --out the target directory's debian/, --profile release, --target-dir
 # $CARGO_TARGET_DIR or the workspace's target/. --no-build packages what is already
 # built there (the tests use it on the debug build); --bin packages that fdbroker
-# binary instead of the target directory's (the tests' own build of it). Needs dpkg-dev (dpkg-shlibdeps,
-# dpkg-architecture) and pkg-config with systemd's .pc; no debhelper, no network.
+# binary instead of the target directory's (the tests' own build of it). Needs
+# dpkg-dev (dpkg-shlibdeps, dpkg-architecture) and pkg-config (systemd's .pc names the
+# unit directory; /lib/systemd/system without it); no debhelper, no network.
 #
 # Why plain dpkg-deb rather than cargo-deb or a debian/ directory: the packages hold
 # files built by cargo and by this repository's own scripts (worker/ffi/install.sh,
@@ -36,7 +37,7 @@ while [ $# -gt 0 ]; do
     --target-dir) target_dir="$2"; shift 2 ;;
     --no-build) build=0; shift ;;
     --bin) bin="$2"; shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
