@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
     --target-dir) target_dir="$2"; shift 2 ;;
     --no-build) build=0; shift ;;
     --bin) bin="$2"; shift 2 ;;
-    -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
