@@ -10,8 +10,11 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
+# Where cargo builds: CARGO_TARGET_DIR when set (relative to the repository, as cargo
+# reads it from here), else target/.
+target_dir="${CARGO_TARGET_DIR:-target}"
 cargo build --release --bin fdbroker
-bin=target/release/fdbroker
+bin="$target_dir/release/fdbroker"
 policy=policy/examples/demo.toml
 tree=/var/tmp/fdbroker-demo
 sock=/run/fdbroker-demo/fdbroker.sock
@@ -57,7 +60,7 @@ scan=/var/tmp/fdbroker-scan
 rm -rf "$scan"
 mkdir -p "$scan/bin" "$scan/quarantine"
 chmod 755 "$scan" "$scan/bin" "$scan/quarantine"
-install -m 0755 target/release/examples/scanner "$scan/bin/scanner"
+install -m 0755 "$target_dir/release/examples/scanner" "$scan/bin/scanner"
 install -m 0600 worker/examples/scanner/signatures.txt "$scan/signatures.txt"
 printf 'hello, nothing to see\n' > "$scan/quarantine/clean.txt"
 printf 'X5O!P%%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*\n' > "$scan/quarantine/eicar.com"

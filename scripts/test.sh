@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what the test suite needs on a bare Debian machine, then run every check:
 # formatting, clippy, `cargo test --workspace` (end-to-end tests need root; they also
-# build and run the C example and the Python package's pytest suite), and the
-# benchmark in its quick mode.
+# build and run the C example and the Python package's pytest suite), the tests that
+# meet the installed product again after the README's installation
+# (scripts/deployed.sh), and the benchmark in its quick mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,12 @@ command -v readelf >/dev/null || need+=(binutils)
 # tests/tests/logfail.rs freezes a loop-mounted ext4 (mkfs.ext4; fsfreeze is util-linux).
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 for pkg in python3 python3-venv python3-pytest python3-wheel clamav-daemon; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+# The Debian packages are built with dpkg-dev and checked with lintian
+# (tests/tests/package.rs); the shell completions are parsed by zsh and fish
+# (tests/tests/doctor.rs).
+for pkg in dpkg-dev lintian zsh fish; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 # Real programs for `fdbroker run --transparent` (tests/tests/transparent.rs).
@@ -42,6 +49,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # own crate is built: tests/tests/ffi.rs links the C example against them.
 cargo build -p fdbroker-ffi --locked
 cargo test --workspace --locked --no-fail-fast
+# Again where the product is deployed: the README's installation done (in a private mount
+# namespace, so this machine stays a fresh one), then the tests that meet it.
+bash scripts/deployed.sh
 # The benchmark's smoke run: it must still build and run end to end. It reports its
 # ratios against the floor and never fails on them (timings on a CI machine are noise);
 # the full run and the README's table are `cargo bench -p fdbroker-tests --bench broker`.

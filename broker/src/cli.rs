@@ -12,6 +12,7 @@ use std::process::ExitCode;
 #[command(
     name = "fdbroker",
     version,
+    long_version = crate::doctor::LONG_VERSION,
     about = "Open files by policy and hand their descriptors to sandboxed workers",
     long_about = "fdbroker is a privilege-separation broker. A privileged broker opens files \
 on request and passes their descriptors over a Unix socket (SCM_RIGHTS) to unprivileged, \
@@ -88,6 +89,35 @@ ExecReload=/bin/sh -c 'journalctl -q -o cat -u fdbroker.service --since=-7d | \
 fdbroker reload --policy /etc/fdbroker/policy.toml --replay - $MAINPID'"
     )]
     Reload(ReloadArgs),
+    /// Print a shell completion script for fdbroker to stdout.
+    #[command(
+        after_help = "Examples:\n  fdbroker completions bash > /usr/share/bash-completion/completions/fdbroker\n  \
+fdbroker completions zsh > /usr/share/zsh/vendor-completions/_fdbroker\n  \
+fdbroker completions fish > /usr/share/fish/vendor_completions.d/fdbroker.fish\n\n\
+The Debian package installs all three."
+    )]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the version and commit; with --check, what this kernel offers fdbroker.
+    #[command(
+        visible_alias = "doctor",
+        after_help = "Example:\n  fdbroker version --check\n\n\
+--check probes openat2, the Landlock ABI, seccomp filters, seccomp user notification \
+(and the Linux 6.9 that --transparent needs) and cgroup v2, and says for each feature the \
+kernel lacks what fdbroker does without it. Exits 1 if the broker could not serve at all \
+here (no openat2), else 0."
+    )]
+    Version {
+        /// Probe the running kernel's features.
+        #[arg(long)]
+        check: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -342,12 +372,27 @@ pub fn main() -> ExitCode {
             crate::inspect::who::who_main(&file, uid.as_deref(), gid.as_deref(), client.as_deref())
         }
         Command::Run(args) => spawn(args),
+        Command::Completions { shell } => completions(shell),
+        Command::Version { check, json } => crate::doctor::version_main(check, json),
         Command::Reload(args) => crate::daemon::reload::reload_main(
             args.policy.as_deref(),
             args.replay.as_deref().map(|log| (log, args.force)),
             args.pid,
             std::time::Duration::from_secs(args.timeout),
         ),
+    }
+}
+
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory as _;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "fdbroker", &mut script);
+    match std::io::stdout().lock().write_all(&script) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::sink::eprint_line(&format!("fdbroker: cannot write the completions: {e}"));
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -394,7 +439,15 @@ fn serve(args: ServeArgs) -> ExitCode {
                 let _ = writeln!(std::io::stdout().lock(), "{}: ok", args.policy.display());
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(e),
+            Err(e) => {
+                // `ExecStartPre=`: the reason also becomes the unit's status line, so
+                // `systemctl status` shows it without the journal (NotifyAccess=exec).
+                if let Ok(Some(manager)) = crate::systemd::notify::Notifier::from_env() {
+                    let status = format!("policy refused, not started: {e}");
+                    let _ = manager.send(&[crate::systemd::notify::NotifyState::Status(&status)]);
+                }
+                fail(e)
+            }
         };
     }
     // Started by the monitor: this process is a server. Otherwise it is the monitor,

@@ -156,6 +156,74 @@ pub fn getdents64(dir: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     usize::try_from(rc).map_err(|_| io::Error::from(Errno::EIO))
 }
 
+/// The Landlock ABI version of the running kernel:
+/// [`landlock_create_ruleset(2)`](https://man7.org/linux/man-pages/man2/landlock_create_ruleset.2.html)
+/// with `LANDLOCK_CREATE_RULESET_VERSION` (`EOPNOTSUPP`: built in but disabled at boot;
+/// `ENOSYS`: not built in). Only `fdbroker version --check` asks: confinement itself
+/// goes through the `landlock` crate, which reports the same thing after the fact.
+pub fn landlock_abi() -> io::Result<i32> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with a null attribute pointer and size 0 the call reads and writes no
+    // memory; it only returns the ABI version or an error.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if v < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    i32::try_from(v).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+}
+
+/// Whether the kernel has seccomp user notification:
+/// [`seccomp(2)`](https://man7.org/linux/man-pages/man2/seccomp.2.html)
+/// `SECCOMP_GET_NOTIF_SIZES` (Linux 5.0), which asks nothing of the caller's filter.
+pub fn seccomp_user_notification() -> io::Result<()> {
+    let mut sizes = libc::seccomp_notif_sizes {
+        seccomp_notif: 0,
+        seccomp_notif_resp: 0,
+        seccomp_data: 0,
+    };
+    // SAFETY: the kernel writes one `struct seccomp_notif_sizes` into `sizes`, which
+    // lives for the whole call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_GET_NOTIF_SIZES,
+            0u32,
+            std::ptr::from_mut(&mut sizes),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether the kernel's seccomp filters can return an errno:
+/// [`seccomp(2)`](https://man7.org/linux/man-pages/man2/seccomp.2.html)
+/// `SECCOMP_GET_ACTION_AVAIL` of `SECCOMP_RET_ERRNO` (filters exist at all, Linux 4.14).
+pub fn seccomp_filters() -> io::Result<()> {
+    let action: u32 = libc::SECCOMP_RET_ERRNO;
+    // SAFETY: the kernel reads one u32 from `action`, which lives for the whole call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_GET_ACTION_AVAIL,
+            0u32,
+            std::ptr::from_ref(&action),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

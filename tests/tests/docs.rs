@@ -62,7 +62,10 @@ fn cli_pages() -> BTreeMap<String, Vec<u8>> {
         out.extend_from_slice(see_also.as_bytes());
         pages.insert(man.get_filename(), out);
     }
-    let mut cmd = fdbroker::cli::Cli::command().disable_help_subcommand(true);
+    // The version alone: `--version`'s commit would make every commit change the pages.
+    let mut cmd = fdbroker::cli::Cli::command()
+        .disable_help_subcommand(true)
+        .long_version(env!("CARGO_PKG_VERSION"));
     // Building names every subcommand by its full path (`fdbroker-policy-check`).
     cmd.build();
     let mut pages = BTreeMap::new();

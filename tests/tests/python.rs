@@ -379,6 +379,7 @@ users = [{nobody}]
 
   [[client.allow]]
   path = "{dir}/q/"
+  access = ["read", "directory"]
 
   [[client.deny]]
   path = "{dir}/q/keys/"
@@ -424,6 +425,22 @@ users = [{nobody}]
         "{stdout}"
     );
     assert_eq!(lines[1], format!("{}: OK", clean.display()));
+
+    // The whole root-only directory, as the docs show it: the broker lists it (nobody's
+    // shell could not glob it), the carve-out is not even named, and every file beneath
+    // is scanned.
+    assert!(fs::read_dir(t.join("q")).is_ok(), "the test runs as root");
+    let out = scan(&[&t.join("q/")]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0], format!("{}: OK", clean.display()), "{stdout}");
+    assert!(
+        lines[1].starts_with(&format!("{}: {SIGNATURE}", infected.display())),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("keys"), "{stdout}");
 
     // A path the policy refuses is an error line, not a scan, and exit status 2.
     let out = scan(&[&clean, &denied]);

@@ -3,7 +3,7 @@
 //! can act (kill the broker, send a signal) between two requests.
 //!
 //! ```text
-//! worker-probe [--lockdown]
+//! worker-probe [--lockdown [--keep-groups]]
 //!   open PATH     -> `OK <bytes> <first line>` or `ERR <ErrorKind> <errno>`
 //!   direct PATH   -> the same, opening by path without the broker
 //!   reopen PATH   -> asks the broker for PATH to read, then reopens that descriptor
@@ -12,6 +12,7 @@
 //!   via SOCK PATH -> the same, through a new connection to the broker listening at SOCK
 //!                    (another broker, say): `ERR <ErrorKind> <errno>` if it cannot connect
 //!   uid           -> `UID <real> <effective>`
+//!   groups        -> `GROUPS <gid>...` (the supplementary groups)
 //!   tiocsti FD    -> pushes `injected-by-worker\n` into the input of the terminal on FD
 //!                    with TIOCSTI, as typed: `TIOCSTI <fd> ok` or `TIOCSTI <fd> err <ERRNO>`
 //!   exit N        -> exits with N
@@ -22,6 +23,7 @@ use std::io::{BufRead, Read, Write};
 
 fn main() -> std::process::ExitCode {
     let lockdown = std::env::args().any(|a| a == "--lockdown");
+    let keep_groups = std::env::args().any(|a| a == "--keep-groups");
     let client = match fdbroker_worker::Client::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -30,7 +32,11 @@ fn main() -> std::process::ExitCode {
         }
     };
     if lockdown {
-        if let Err(e) = fdbroker_worker::sandbox::Sandbox::new().apply() {
+        let mut sandbox = fdbroker_worker::sandbox::Sandbox::new();
+        if keep_groups {
+            sandbox = sandbox.keep_groups();
+        }
+        if let Err(e) = sandbox.apply() {
             eprintln!("worker-probe: lockdown: {e}");
             return std::process::ExitCode::from(3);
         }
@@ -60,6 +66,12 @@ fn main() -> std::process::ExitCode {
                     describe(fdbroker_worker::Client::connect(socket).and_then(|c| c.open(path)))
                 }
                 None => format!("?? via {arg}"),
+            },
+            "groups" => match nix::unistd::getgroups() {
+                Ok(g) => g
+                    .iter()
+                    .fold("GROUPS".to_owned(), |s, g| format!("{s} {g}")),
+                Err(e) => format!("GROUPS err {e}"),
             },
             "uid" => format!("UID {} {}", nix::unistd::getuid(), nix::unistd::geteuid()),
             "tiocsti" => match arg.parse::<i32>() {

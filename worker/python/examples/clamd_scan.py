@@ -8,7 +8,13 @@ process nor clamd needs any access to the files.
 
     clamd_scan.py [--broker SOCKET] --clamd SOCKET PATH...
 
-Prints one line per path: ``PATH: OK``, ``PATH: SIGNATURE FOUND``, or
+A PATH that is a directory is scanned whole: the broker lists it (the policy must grant
+``directory`` on it) and the script recurses, so a root-only spool needs no shell glob,
+which the unprivileged user's shell could not expand there:
+
+    clamd_scan.py --clamd /run/clamav/clamd.ctl /var/spool/quarantine/
+
+Prints one line per file: ``PATH: OK``, ``PATH: SIGNATURE FOUND``, or
 ``PATH: ERROR reason``. Exit status: 0 all clean, 1 something found, 2 an error (like
 clamdscan). One descriptor travels per FILDES message; all of them over one clamd
 connection in an IDSESSION.
@@ -23,8 +29,9 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import stat as stat_module
 import sys
-from typing import List, Tuple
+from typing import Iterator, List, Tuple
 
 import fdbroker
 
@@ -81,7 +88,57 @@ class Clamd:
         self.sock.close()
 
 
+# Paths per request to the broker: bounds the descriptors held at once.
+BATCH = 128
+
+
+def files(broker: fdbroker.Client, paths: List[str], failed: List[str]) -> Iterator[str]:
+    """Each path, with every directory among them replaced by the files beneath it, as
+    the broker lists them (names the policy hides are left out by the broker). A path
+    the broker will not stat is given as is, so its open reports the reason."""
+    for path in paths:
+        # The broker takes paths without a trailing slash (`q/` names the directory q).
+        path = path.rstrip("/") or "/"
+        try:
+            is_dir = stat_module.S_ISDIR(broker.stat(path).st_mode)
+        except OSError:
+            is_dir = False
+        if not is_dir:
+            yield path
+            continue
+        pending = [path]
+        while pending:
+            directory = pending.pop()
+            try:
+                entries = sorted(broker.scandir(directory), key=lambda e: e.name)
+            except OSError as e:
+                print(f"{directory}: ERROR {e.strerror}", flush=True)
+                failed.append(directory)
+                continue
+            subdirs = []
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    subdirs.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    yield entry.path
+            pending.extend(reversed(subdirs))
+
+
 def scan(broker: fdbroker.Client, clamd: Clamd, paths: List[str]) -> int:
+    status = 0
+    batch: List[str] = []
+    failed: List[str] = []
+    for path in files(broker, paths, failed):
+        batch.append(path)
+        if len(batch) == BATCH:
+            status = max(status, scan_batch(broker, clamd, batch))
+            batch = []
+    if batch:
+        status = max(status, scan_batch(broker, clamd, batch))
+    return 2 if failed else status
+
+
+def scan_batch(broker: fdbroker.Client, clamd: Clamd, paths: List[str]) -> int:
     status = 0
     # One round trip to the broker for many paths; each descriptor is closed as soon
     # as clamd has answered for it.

@@ -40,7 +40,7 @@ pub enum SandboxError {
 
     /// `/proc/self/task` could not be read, so the thread count is unknown; refusing rather
     /// than guessing.
-    #[error("cannot count this process's threads in /proc/self/task")]
+    #[error("cannot count this process's threads in /proc/self/task: {0}")]
     ThreadCount(#[source] io::Error),
 
     /// The user name has no passwd entry.
@@ -58,7 +58,7 @@ pub enum SandboxError {
     NoPrimaryGroup(u32),
 
     /// The user or group database could not be read.
-    #[error("cannot look up {what} {name:?}")]
+    #[error("cannot look up {what} {name:?}: {source}")]
     Lookup {
         /// `"user"` or `"group"`.
         what: &'static str,
@@ -80,7 +80,7 @@ pub enum SandboxError {
     },
 
     /// An allowlisted path could not be opened (it must exist when the sandbox is prepared).
-    #[error("cannot open allowlisted path {path:?}")]
+    #[error("cannot open allowlisted path {path:?}: {source}")]
     Path {
         /// The path given to `allow_read` or `allow_read_exec`.
         path: PathBuf,
@@ -91,7 +91,7 @@ pub enum SandboxError {
 
     /// The Landlock ruleset could not be built or enforced. In strict mode this is also how
     /// a kernel without the required Landlock features is reported.
-    #[error("cannot build or enforce the Landlock ruleset")]
+    #[error("cannot build or enforce the Landlock ruleset: {0}")]
     Landlock(#[source] ::landlock::RulesetError),
 
     /// Strict mode was asked for but Landlock enforced less than everything.
@@ -99,7 +99,7 @@ pub enum SandboxError {
     LandlockIncomplete(LandlockReport),
 
     /// Dropping a capability set failed.
-    #[error("cannot {op}")]
+    #[error("cannot {op}: {source}")]
     Capabilities {
         /// What was being done, for example `"clear the bounding set"`.
         op: &'static str,
@@ -118,7 +118,7 @@ pub enum SandboxError {
     },
 
     /// `setgroups`, `setresgid` or `setresuid` failed.
-    #[error("cannot {op}")]
+    #[error("cannot {op}: {source}")]
     Credentials {
         /// What was being done, for example `"setresuid(65534)"`.
         op: String,
@@ -136,15 +136,15 @@ pub enum SandboxError {
     RegainedPrivilege(&'static str),
 
     /// `PR_SET_NO_NEW_PRIVS` could not be set or did not stick.
-    #[error("cannot set no_new_privs")]
+    #[error("cannot set no_new_privs: {0}")]
     NoNewPrivs(#[source] nix::Error),
 
     /// The seccomp filter could not be compiled.
-    #[error("cannot build the seccomp filter")]
+    #[error("cannot build the seccomp filter: {0}")]
     SeccompBuild(#[source] seccompiler::BackendError),
 
     /// The seccomp filter could not be installed.
-    #[error("cannot install the seccomp filter")]
+    #[error("cannot install the seccomp filter: {0}")]
     SeccompInstall(#[source] seccompiler::Error),
 
     /// There is no seccomp syscall table for this architecture.
@@ -152,7 +152,7 @@ pub enum SandboxError {
     UnsupportedArch(&'static str),
 
     /// A file under `/proc` needed to verify the result could not be read or parsed.
-    #[error("cannot read {path}")]
+    #[error("cannot read {path}: {source}")]
     Proc {
         /// The file.
         path: &'static str,
@@ -244,5 +244,30 @@ mod tests {
         }
         .into();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(
+            e.to_string()
+                .ends_with(": No such file or directory (os error 2)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn system_call_errors_name_their_errno() {
+        let e = SandboxError::Credentials {
+            op: "setgroups([])".into(),
+            source: nix::Error::EPERM,
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot setgroups([]): EPERM: Operation not permitted"
+        );
+        let e = SandboxError::NoNewPrivs(nix::Error::EINVAL);
+        assert!(e.to_string().contains("EINVAL"), "{e}");
+        let e = SandboxError::Lookup {
+            what: "user",
+            name: "x".into(),
+            source: nix::Error::EIO,
+        };
+        assert!(e.to_string().contains("EIO"), "{e}");
     }
 }

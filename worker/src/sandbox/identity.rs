@@ -57,13 +57,20 @@ impl fmt::Display for Identity {
 pub(crate) struct Ids {
     pub(crate) uid: Uid,
     pub(crate) gid: Gid,
+    /// Keep the supplementary groups the process holds ([`super::Sandbox::keep_groups`])
+    /// rather than drop them all.
+    pub(crate) keep_groups: bool,
 }
 
 /// Resolves `user` and `group` (default: the user's primary group) to numeric ids.
 ///
 /// Refuses uid 0 and gid 0 (the sandbox exists to shed them) and the id `u32::MAX`, which
 /// `setresuid(2)`/`setresgid(2)` read as "leave this id unchanged".
-pub(crate) fn resolve(user: &Identity, group: Option<&Identity>) -> Result<Ids, SandboxError> {
+pub(crate) fn resolve(
+    user: &Identity,
+    group: Option<&Identity>,
+    keep_groups: bool,
+) -> Result<Ids, SandboxError> {
     let (uid, primary_gid) = match user {
         Identity::Name(name) => {
             let entry = User::from_name(name)
@@ -90,12 +97,24 @@ pub(crate) fn resolve(user: &Identity, group: Option<&Identity>) -> Result<Ids, 
     };
     refuse_privileged("uid", uid.as_raw())?;
     refuse_privileged("gid", gid.as_raw())?;
-    Ok(Ids { uid, gid })
+    Ok(Ids {
+        uid,
+        gid,
+        keep_groups,
+    })
 }
 
 fn refuse_privileged(what: &'static str, id: u32) -> Result<(), SandboxError> {
     if id == 0 || id == u32::MAX {
         return Err(SandboxError::PrivilegedTarget { what, id });
+    }
+    Ok(())
+}
+
+/// Kept supplementary groups may not include gid 0 (or -1).
+fn refuse_privileged_groups(groups: &[Gid]) -> Result<(), SandboxError> {
+    for g in groups {
+        refuse_privileged("supplementary gid", g.as_raw())?;
     }
     Ok(())
 }
@@ -120,8 +139,23 @@ fn lookup_error(what: &'static str, name: &str, source: nix::Error) -> SandboxEr
 /// as the target user without privileges can still apply the sandbox.
 pub(crate) fn switch(ids: Ids) -> Result<(), SandboxError> {
     let groups = unistd::getgroups().map_err(|source| credentials_error("getgroups()", source))?;
-    if !groups.is_empty() {
-        unistd::setgroups(&[]).map_err(|source| credentials_error("setgroups([])", source))?;
+    if ids.keep_groups {
+        refuse_privileged_groups(&groups)?;
+    } else if !groups.is_empty() {
+        unistd::setgroups(&[]).map_err(|source| {
+            // The usual cause: a worker started as its own user with the socket's group.
+            let hint = if source == nix::Error::EPERM {
+                format!(
+                    " (this process holds {} supplementary groups and lacks CAP_SETGID to \
+                     drop them; a worker started as its own user keeps them with \
+                     Sandbox::keep_groups())",
+                    groups.len()
+                )
+            } else {
+                String::new()
+            };
+            credentials_error(format!("setgroups([]){hint}"), source)
+        })?;
     }
     let gids = unistd::getresgid().map_err(|source| credentials_error("getresgid()", source))?;
     if [gids.real, gids.effective, gids.saved] != [ids.gid; 3] {
@@ -164,7 +198,9 @@ pub(crate) fn verify(ids: Ids) -> Result<(), SandboxError> {
         )));
     }
     let groups = unistd::getgroups().map_err(|source| credentials_error("getgroups()", source))?;
-    if !groups.is_empty() {
+    if ids.keep_groups {
+        refuse_privileged_groups(&groups)?;
+    } else if !groups.is_empty() {
         return Err(SandboxError::IdentityMismatch(format!(
             "{} supplementary groups remain",
             groups.len()
@@ -189,29 +225,31 @@ mod tests {
             eprintln!("no user nobody on this system; skipping");
             return;
         };
-        let ids = resolve(&Identity::from("nobody"), None).expect("resolve nobody");
+        let ids = resolve(&Identity::from("nobody"), None, false).expect("resolve nobody");
         assert_eq!(ids.uid, nobody.uid);
         assert_eq!(ids.gid, nobody.gid);
 
-        let ids = resolve(&Identity::from(nobody.uid.as_raw()), None).expect("resolve by id");
+        let ids =
+            resolve(&Identity::from(nobody.uid.as_raw()), None, false).expect("resolve by id");
         assert_eq!(ids.gid, nobody.gid);
 
-        let ids = resolve(&Identity::from("nobody"), Some(&Identity::Id(4242))).expect("group id");
+        let ids =
+            resolve(&Identity::from("nobody"), Some(&Identity::Id(4242)), false).expect("group id");
         assert_eq!(ids.gid.as_raw(), 4242);
     }
 
     #[test]
     fn refuses_root_and_minus_one() {
         assert!(matches!(
-            resolve(&Identity::from("root"), None),
+            resolve(&Identity::from("root"), None, false),
             Err(SandboxError::PrivilegedTarget { what: "uid", id: 0 })
         ));
         assert!(matches!(
-            resolve(&Identity::Id(4242), Some(&Identity::Id(0))),
+            resolve(&Identity::Id(4242), Some(&Identity::Id(0)), false),
             Err(SandboxError::PrivilegedTarget { what: "gid", id: 0 })
         ));
         assert!(matches!(
-            resolve(&Identity::Id(u32::MAX), Some(&Identity::Id(4242))),
+            resolve(&Identity::Id(u32::MAX), Some(&Identity::Id(4242)), false),
             Err(SandboxError::PrivilegedTarget { what: "uid", .. })
         ));
     }
@@ -219,20 +257,21 @@ mod tests {
     #[test]
     fn unknown_names_and_groupless_ids_are_errors() {
         assert!(matches!(
-            resolve(&Identity::from("no-such-user-fdbroker"), None),
+            resolve(&Identity::from("no-such-user-fdbroker"), None, false),
             Err(SandboxError::UnknownUser(_))
         ));
         assert!(matches!(
             resolve(
                 &Identity::Id(4242),
-                Some(&Identity::from("no-such-group-fdbroker"))
+                Some(&Identity::from("no-such-group-fdbroker")),
+                false
             ),
             Err(SandboxError::UnknownGroup(_))
         ));
         // 4242 has no passwd entry on a normal system, so there is no primary group.
         if User::from_uid(Uid::from_raw(4242)).ok().flatten().is_none() {
             assert!(matches!(
-                resolve(&Identity::Id(4242), None),
+                resolve(&Identity::Id(4242), None, false),
                 Err(SandboxError::NoPrimaryGroup(4242))
             ));
         }

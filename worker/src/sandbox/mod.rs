@@ -104,6 +104,7 @@ pub struct Sandbox {
     best_effort: bool,
     process_memory: bool,
     metadata: bool,
+    keep_groups: bool,
 }
 
 impl Default for Sandbox {
@@ -127,6 +128,7 @@ impl Sandbox {
             best_effort: false,
             process_memory: false,
             metadata: false,
+            keep_groups: false,
         }
     }
 
@@ -151,6 +153,28 @@ impl Sandbox {
     /// ```
     pub fn group(mut self, group: impl Into<Identity>) -> Sandbox {
         self.group = Some(group.into());
+        self
+    }
+
+    /// Keeps the supplementary groups the process already holds instead of dropping them
+    /// all (`setgroups([])`), for a worker that a service manager starts as its own
+    /// unprivileged user with the broker socket's group (`User=scanner`,
+    /// `SupplementaryGroups=fdbroker`): without `CAP_SETGID` it cannot drop them
+    /// (`EPERM`), and it needs the group only to connect. The groups are read back and
+    /// checked like the ids; one of them being gid 0 is refused. With every filesystem
+    /// right handled by Landlock and none granted, a kept group opens only what the
+    /// allowlist already allows. A worker started as root should not keep its groups: it
+    /// gets the target user's alone by dropping privileges first.
+    ///
+    /// ```no_run
+    /// use fdbroker_worker::{Client, sandbox::Sandbox};
+    /// // Started as `scanner` (groups: scanner, fdbroker) with no capabilities:
+    /// let broker = Client::connect("/run/fdbroker/fdbroker.sock")?; // needs the group
+    /// let report = Sandbox::new().user("scanner").keep_groups().apply()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn keep_groups(mut self) -> Sandbox {
+        self.keep_groups = true;
         self
     }
 
@@ -260,7 +284,7 @@ impl Sandbox {
     /// anything is changed. A later error may leave the ids changed: exit.
     pub fn drop_privileges(&self) -> Result<(), SandboxError> {
         threads::ensure_single()?;
-        let ids = identity::resolve(&self.user, self.group.as_ref())?;
+        let ids = identity::resolve(&self.user, self.group.as_ref(), self.keep_groups)?;
         capabilities::drop_bounding_and_ambient(self.best_effort)?;
         identity::switch(ids)?;
         capabilities::clear_remaining()?;
@@ -312,7 +336,7 @@ impl Sandbox {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn prepare(self) -> Result<PreparedSandbox, SandboxError> {
-        let ids = identity::resolve(&self.user, self.group.as_ref())?;
+        let ids = identity::resolve(&self.user, self.group.as_ref(), self.keep_groups)?;
         let ruleset = landlock::prepare(&self.allowed, self.best_effort)?;
         let filters = seccomp::compile(self.process_memory, self.metadata)?;
         Ok(PreparedSandbox {
