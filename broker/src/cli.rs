@@ -113,6 +113,8 @@ struct RunArgs {
     /// Serve an unmodified program's own open/stat/access calls through the broker.
     #[arg(long)]
     transparent: bool,
+    #[command(flatten)]
+    limits: crate::each::cli::LimitArgs,
     /// The worker command and its arguments.
     #[arg(required = true, last = true, value_name = "COMMAND")]
     command: Vec<std::ffi::OsString>,
@@ -220,6 +222,7 @@ fn spawn(args: RunArgs) -> ExitCode {
         client: args.client,
         user: args.user,
         transparent: args.transparent,
+        limits: args.limits.limits(),
         command: args.command,
     };
     match crate::spawn::broker::spawn_main(spec) {

@@ -47,6 +47,7 @@ pub mod cat;
 pub mod cli;
 pub mod confine;
 pub mod daemon;
+pub mod each;
 pub mod inspect;
 pub mod lint;
 pub mod listener;

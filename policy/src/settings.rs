@@ -117,6 +117,9 @@ pub struct SandboxSettings {
     pub user: UserSpec,
     /// Where `user = "dynamic"` takes its transient uids (and gids) from.
     pub uid_range: UidRange,
+    /// `time_limit`, `cpu_limit`, ...: what every sandbox may use (the command line's
+    /// flags win over these).
+    pub limits: crate::Limits,
 }
 
 /// `[sandbox] uid_range`: an inclusive range of uids (each also used as a gid) that no
@@ -182,6 +185,7 @@ impl Default for SandboxSettings {
                 .collect(),
             user: UserSpec::Dynamic,
             uid_range: UidRange::DEFAULT,
+            limits: crate::Limits::default(),
         }
     }
 }

@@ -16,8 +16,10 @@
 pub mod broker;
 /// Not a process: the transient uid each sandbox runs as, taken by the spawn broker.
 pub mod identity;
+/// Not a process: the limits of a sandbox, and the verdict on how it ended.
+pub mod limits;
 pub mod pidns;
 pub mod scratch;
 /// Not a process: the check of the standard descriptors the worker keeps.
 pub mod stdio;
-mod worker;
+pub(crate) mod worker;

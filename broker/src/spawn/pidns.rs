@@ -128,6 +128,15 @@ impl Init {
         }
     }
 
+    /// Ends the namespace without waiting: closes the lifeline and returns init's pid,
+    /// for a caller that reaps all its children in one place (`fdbroker each`, whose
+    /// namespaces end side by side). The namespace is gone once that pid is reaped.
+    pub fn release(self) -> Pid {
+        let Init { pid, lifeline } = self;
+        drop(lifeline);
+        pid
+    }
+
     /// Waits for init's first message.
     fn ready(&self) -> Result<(), NamespaceError> {
         let mut msg = [0u8; 8];

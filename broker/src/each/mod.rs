@@ -1,0 +1,2 @@
+//! `fdbroker each`: one fresh sandbox per file.
+pub mod cli;
