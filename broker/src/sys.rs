@@ -196,7 +196,6 @@ mod tests {
 /// A child reaped by [`wait4`], with what the kernel counted of it.
 #[derive(Clone, Copy, Debug)]
 pub struct Reaped {
-    pub pid: Pid,
     pub status: std::process::ExitStatus,
     /// User and system time of the child and of its children it waited for.
     pub cpu: std::time::Duration,
@@ -225,7 +224,6 @@ pub fn wait4(pid: Option<Pid>, nohang: bool) -> io::Result<Option<Reaped>> {
                         + std::time::Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
                 };
                 return Ok(Some(Reaped {
-                    pid: Pid::from_raw(n),
                     status: std::process::ExitStatus::from_raw(status),
                     cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
                     max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),

@@ -295,23 +295,22 @@ fn sandbox_limits(cx: &Context<'_>, table: &SandboxTable) -> Result<crate::Limit
             })
             .transpose()
     };
-    let count = |key: &'static str,
-                 v: &Option<toml::Spanned<i64>>|
-     -> Result<Option<u64>, LoadError> {
-        v.as_ref()
-            .map(|v| match u64::try_from(*v.get_ref()) {
-                Ok(n) if n > 0 => Ok(n),
-                _ => Err(cx.at_value(
-                    v,
-                    LoadErrorKind::OutOfRange {
-                        key,
-                        value: *v.get_ref(),
-                        expected: "a positive number",
-                    },
-                )),
-            })
-            .transpose()
-    };
+    let count =
+        |key: &'static str, v: &Option<toml::Spanned<i64>>| -> Result<Option<u64>, LoadError> {
+            v.as_ref()
+                .map(|v| match u64::try_from(*v.get_ref()) {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(cx.at_value(
+                        v,
+                        LoadErrorKind::OutOfRange {
+                            key,
+                            value: *v.get_ref(),
+                            expected: "a positive number",
+                        },
+                    )),
+                })
+                .transpose()
+        };
     let millis = |v: Option<u64>| v.map(std::time::Duration::from_millis);
     Ok(crate::Limits {
         time: millis(text("time_limit", &table.time_limit, limits::duration_ms)?),

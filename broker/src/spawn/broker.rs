@@ -207,7 +207,8 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
 
     // The limits, and the cgroups they need, before anything is forked.
     let limits = spec.limits.or(&policy.sandbox().limits);
-    let enforcement = Enforcement::prepare(&limits, &format!("fdbroker-run-{}", std::process::id()));
+    let enforcement =
+        Enforcement::prepare(&limits, &format!("fdbroker-run-{}", std::process::id()));
     for what in &enforcement.missing {
         tracing::warn!("this kernel setup gives no {what}");
     }
@@ -215,7 +216,9 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
     if !cgroups.is_empty() {
         // The confined broker may no longer remove them; a process that outlives it does.
         crate::spawn::scratch::after_broker_exits(move || {
-            cgroups.iter().for_each(|d| crate::spawn::limits::remove_cgroup(d));
+            cgroups
+                .iter()
+                .for_each(|d| crate::spawn::limits::remove_cgroup(d));
         })?;
     }
     let output = match limits.output {
@@ -343,7 +346,9 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
         .map(|limit| crate::spawn::limits::watch(limit, pid, Arc::clone(&exited)))
         .transpose()?;
     let relay = relay
-        .map(|read| crate::spawn::limits::relay_output(read, limits.output, pid, Arc::clone(&exited)))
+        .map(|read| {
+            crate::spawn::limits::relay_output(read, limits.output, pid, Arc::clone(&exited))
+        })
         .transpose()?;
     let stopper = server.stopper();
     let waiter = std::thread::Builder::new()
@@ -497,7 +502,7 @@ fn confine_parent(
 }
 
 /// The client `--client` names, or the policy's only client.
-fn pick_client(
+pub(crate) fn pick_client(
     policy: &Policy,
     name: Option<&str>,
 ) -> Result<fdbroker_policy::ClientId, SpawnError> {

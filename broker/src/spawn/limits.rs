@@ -505,7 +505,11 @@ pub fn relay_output(
                 let mut out = out.lock();
                 // A reader of ours that went away: stop copying; the worker then gets
                 // EPIPE (or SIGPIPE) as it would have without the relay.
-                if out.write_all(&buf[..keep]).and_then(|()| out.flush()).is_err() {
+                if out
+                    .write_all(&buf[..keep])
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
                     return false;
                 }
                 left -= keep as u64;
@@ -532,9 +536,9 @@ pub fn verdict_line(verdict: Verdict, limits: &Limits) -> String {
         _ => None,
     };
     match (verdict.flag(), value) {
-        (Some(flag), Some(v)) => format!(
-            "fdbroker: verdict: {verdict} ({flag} {v}): the limit ended the run"
-        ),
+        (Some(flag), Some(v)) => {
+            format!("fdbroker: verdict: {verdict} ({flag} {v}): the limit ended the run")
+        }
         _ => format!("fdbroker: verdict: {verdict}"),
     }
 }

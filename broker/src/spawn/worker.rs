@@ -35,9 +35,8 @@ pub(crate) fn set_pre_exec(
     limits: InChild,
 ) {
     let mut becomes = Some(becomes);
-    let in_child = move || -> io::Result<()> {
-        worker_pre_exec(worker_end.as_ref(), becomes.take(), &limits)
-    };
+    let in_child =
+        move || -> io::Result<()> { worker_pre_exec(worker_end.as_ref(), becomes.take(), &limits) };
     // SAFETY: `pre_exec` runs in the forked child before exec. The parent is
     // single-threaded here (`pidns::spawn` checks it and no thread has been started),
     // so no lock can be held by a thread that does not exist in the child; the closure

@@ -892,5 +892,9 @@ fn sandbox_limits_are_read_and_bad_ones_point_at_their_value() {
         Path::new("p.toml"),
     )
     .expect_err("zero pids");
-    assert!(e.to_string().contains("pids_limit must be a positive number"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("pids_limit must be a positive number"),
+        "{e}"
+    );
 }
