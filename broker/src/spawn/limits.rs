@@ -10,8 +10,8 @@
 //! | `time` | the sandbox's whole PID namespace is killed at the deadline (by its parent) | the same |
 //! | `cpu` | `RLIMIT_CPU` of each process: `SIGXCPU`, one second later `SIGKILL` | the same |
 //! | `memory` | `RLIMIT_DATA` of each process: allocations past it fail (`ENOMEM`), which the program reports as it likes, so the verdict is its own (`exit`, `signal`) | the whole sandbox's memory (v1 `memory.limit_in_bytes`, v2 `memory.max`): the kernel's OOM killer ends it, verdict `memory` |
-//! | `pids` | `RLIMIT_NPROC` of the sandbox's uid (a uid of its own, so it counts this sandbox only): `fork` fails with `EAGAIN` | the whole sandbox's processes and threads (`pids.max`), verdict `pids` when it was reached and the run failed |
-//! | `file_size` | `RLIMIT_FSIZE`: `SIGXFSZ` at the first write past it, verdict `file-size` | the same |
+//! | `pids` | `RLIMIT_NPROC` of the sandbox's uid (a uid of its own, so it counts this sandbox only): `fork` fails with `EAGAIN`; the program reports it as it likes | instead, the whole sandbox's processes and threads (`pids.max`), verdict `pids` when it was reached and the run failed |
+//! | `file_size` | `RLIMIT_FSIZE`: `SIGXFSZ` at the first write past it, verdict `file-size` (also for a status of 128 + `SIGXFSZ`: a shell whose child was killed so) | the same |
 //! | `nofile` | `RLIMIT_NOFILE` | the same |
 //! | `output` | the broker reads the worker's stdout through a pipe and kills the sandbox at the first byte past it, verdict `output` | the same |
 //!
@@ -150,12 +150,16 @@ pub fn verdict(limits: &Limits, end: &Ending) -> Verdict {
     if end.output_cut {
         return Verdict::Output;
     }
+    // A shell reports a child the kernel killed as 128 + the signal's number.
+    let code = end.status.code();
+    let by_shell = |sig: i32| code == Some(128 + sig);
     if signal == Some(libc::SIGXCPU)
+        || (limits.cpu.is_some() && by_shell(libc::SIGXCPU))
         || (signal == Some(libc::SIGKILL) && limits.cpu.is_some_and(|c| end.cpu >= c))
     {
         return Verdict::Cpu;
     }
-    if signal == Some(libc::SIGXFSZ) {
+    if signal == Some(libc::SIGXFSZ) || (limits.file_size.is_some() && by_shell(libc::SIGXFSZ)) {
         return Verdict::FileSize;
     }
     if failed && end.evidence.memory {
@@ -250,10 +254,6 @@ impl Enforcement {
         if let Some(n) = limits.nofile {
             rlimits.push((Resource::RLIMIT_NOFILE, n, n));
         }
-        if let Some(n) = limits.pids {
-            // The uid's count includes the namespace's init, which runs as it too.
-            rlimits.push((Resource::RLIMIT_NPROC, n + 1, n + 1));
-        }
         let mut cgroups = Vec::new();
         if let Some(bytes) = limits.memory {
             match Cgroup::make(Controller::Memory, name, bytes) {
@@ -271,6 +271,10 @@ impl Enforcement {
                 Err(e) => {
                     tracing::debug!("no pids cgroup: {e}");
                     missing.push("a pids cgroup (the pids limit is RLIMIT_NPROC only)");
+                    // The uid's count includes the namespace's init, which runs as it
+                    // too. (With the cgroup, which counts the sandbox exactly, the rlimit
+                    // is left out: it would fail the same fork first, unreported.)
+                    rlimits.push((Resource::RLIMIT_NPROC, n + 1, n + 1));
                 }
             }
         }
