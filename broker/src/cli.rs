@@ -71,7 +71,9 @@ read_only (no memfd, no fexecve): pass it any other connection it needs as stdio
 then confines itself as `serve` does. Signals sent to fdbroker run (HUP, INT, QUIT, TERM, USR1, USR2) \
 are forwarded to it. The worker runs in a PID namespace of its own: when it exits, or the broker \
 dies, everything it started is killed. Exit status: the worker's, \
-128+N if killed by signal N, 126 if it cannot be started, 127 if not found.\n\n--transparent runs an unmodified program (cat, sha256sum, python3, a shell): its open, stat and access calls on paths the policy covers are answered by the broker through seccomp user notification (Linux 6.9 or later); a policy denial is EACCES, other paths are left to the sandbox. See docs/transparent.md."
+128+N if killed by signal N, 126 if it cannot be started, 127 if not found; when a limit \
+(--time-limit, ..., also [sandbox] time_limit, ...) ends the run, one `fdbroker: verdict: ...` line \
+on stderr and 124 timeout, 123 cpu, 122 memory, 121 pids, 120 file-size, 119 output (docs/spawn.md#limits).\n\n--transparent runs an unmodified program (cat, sha256sum, python3, a shell): its open, stat and access calls on paths the policy covers are answered by the broker through seccomp user notification (Linux 6.9 or later); a policy denial is EACCES, other paths are left to the sandbox. See docs/transparent.md."
     )]
     Run(RunArgs),
     /// Run COMMAND once per path read on stdin, each time in a fresh sandbox whose stdin
