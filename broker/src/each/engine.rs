@@ -146,6 +146,8 @@ struct Slot {
     init: PreparedSandbox,
     enforcement: Enforcement,
     running: Option<Running>,
+    /// The namespace for the slot's next item, its init already confined and waiting.
+    spare: Option<crate::spawn::pidns::Spare>,
 }
 
 /// Runs jobs, each in a fresh sandbox holding only its file (see the module
@@ -214,6 +216,7 @@ impl Engine {
                 init,
                 enforcement,
                 running: None,
+                spare: None,
             });
         }
         Ok(Engine {
@@ -442,15 +445,27 @@ impl Engine {
             Becomes::Worker(slot.worker.try_clone()?),
             slot.enforcement.in_child(),
         );
+        let as_io = |e| match e {
+            crate::spawn::pidns::NamespaceError::Spawn(e) => e,
+            e => io::Error::other(e.to_string()),
+        };
         let started = Instant::now();
-        let (child, init) =
-            crate::spawn::pidns::spawn(&mut cmd, slot.init.try_clone()?, Some(slot.lease.as_fd()))
-                .map_err(|e| match e {
-                    crate::spawn::pidns::NamespaceError::Spawn(e) => e,
-                    e => io::Error::other(e.to_string()),
-                })?;
+        let spare = match slot.spare.take() {
+            Some(spare) => spare,
+            None => crate::spawn::pidns::spare(slot.init.try_clone()?, Some(slot.lease.as_fd()))
+                .map_err(as_io)?,
+        };
+        let (child, init) = spare.spawn(&mut cmd).map_err(as_io)?;
         // Closes our copies of the worker's stdin, stdout and stderr.
         drop(cmd);
+        // The next item's namespace, made while this one's worker runs. It shares the
+        // uid with this item's processes but not their PID namespace: they cannot see
+        // it, and it runs no code of theirs (see docs/each.md).
+        slot.spare = slot
+            .init
+            .try_clone()
+            .ok()
+            .and_then(|init| crate::spawn::pidns::spare(init, Some(slot.lease.as_fd())).ok());
         let stdout = match &self.stdout_dir {
             Some(dir) => {
                 let file = dir.join(format!("{id}.out"));
@@ -485,6 +500,9 @@ impl Drop for Engine {
         for slot in &mut self.slots {
             if let Some(r) = slot.running.take() {
                 r.abandon();
+            }
+            if let Some(spare) = slot.spare.take() {
+                spare.end();
             }
             slot.enforcement.remove();
         }

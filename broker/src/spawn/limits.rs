@@ -272,9 +272,10 @@ impl Enforcement {
                     tracing::debug!("no pids cgroup: {e}");
                     missing.push("a pids cgroup (the pids limit is RLIMIT_NPROC only)");
                     // The uid's count includes the namespace's init, which runs as it
-                    // too. (With the cgroup, which counts the sandbox exactly, the rlimit
-                    // is left out: it would fail the same fork first, unreported.)
-                    rlimits.push((Resource::RLIMIT_NPROC, n + 1, n + 1));
+                    // too, and `fdbroker each`'s spare init of the slot's next item.
+                    // (With the cgroup, which counts the sandbox exactly, the rlimit is
+                    // left out: it would fail the same fork first, unreported.)
+                    rlimits.push((Resource::RLIMIT_NPROC, n + 2, n + 2));
                 }
             }
         }

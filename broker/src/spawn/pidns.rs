@@ -137,6 +137,13 @@ impl Init {
         pid
     }
 
+    /// Ends a namespace no worker was started in, waiting for its init alone: the
+    /// other children of the caller (`fdbroker each`'s other items) are not its to reap.
+    fn end_alone(self) {
+        let pid = self.release();
+        while let Err(Errno::EINTR) = waitpid(pid, Some(WaitPidFlag::__WALL)) {}
+    }
+
     /// Waits for init's first message.
     fn ready(&self) -> Result<(), NamespaceError> {
         let mut msg = [0u8; 8];
@@ -195,12 +202,131 @@ pub fn spawn(
 }
 
 /// In the new namespace: init first (it becomes pid 1), then the worker.
-#[allow(unsafe_code)] // the fork of init
 fn start(
     worker: &mut Command,
     init_sandbox: PreparedSandbox,
     hold: Option<RawFd>,
 ) -> Result<(Child, Init), NamespaceError> {
+    let init = start_init(init_sandbox, hold)?;
+    match worker.spawn() {
+        Ok(child) => Ok((child, init)),
+        Err(e) => {
+            let _ = init.end();
+            Err(NamespaceError::Spawn(e))
+        }
+    }
+}
+
+/// A namespace started ahead of its worker, its init confined and ready (`fdbroker
+/// each` keeps one per slot, made while the slot's current item runs, so that an
+/// item's start is only its worker's): [`Spare::spawn`] later forks the worker into it.
+#[derive(Debug)]
+pub struct Spare {
+    init: Init,
+    pid_ns: std::fs::File,
+    ipc_ns: std::fs::File,
+}
+
+/// Starts a [`Spare`]: [`spawn`] without the worker. Same conditions.
+pub fn spare(
+    init_sandbox: PreparedSandbox,
+    hold: Option<BorrowedFd<'_>>,
+) -> Result<Spare, NamespaceError> {
+    within_new_namespaces(
+        || {
+            let init = start_init(init_sandbox, hold.map(|fd| fd.as_raw_fd()))?;
+            let ns = |what: &str| {
+                std::fs::File::open(format!("/proc/{}/ns/{what}", init.pid()))
+                    .map_err(setup("open the new namespace"))
+            };
+            match (ns("pid"), ns("ipc")) {
+                (Ok(pid_ns), Ok(ipc_ns)) => Ok(Spare {
+                    init,
+                    pid_ns,
+                    ipc_ns,
+                }),
+                (Err(e), _) | (_, Err(e)) => {
+                    init.end_alone();
+                    Err(e)
+                }
+            }
+        },
+        None,
+    )
+    .map(|(spare, ())| spare)
+}
+
+impl Spare {
+    /// Starts `worker` as the second process of this namespace (single-threaded, as
+    /// [`spawn`]); the namespace ends when the worker cannot start.
+    pub fn spawn(self, worker: &mut Command) -> Result<(Child, Init), NamespaceError> {
+        let Spare {
+            init,
+            pid_ns,
+            ipc_ns,
+        } = self;
+        let started = within_new_namespaces(
+            || match worker.spawn() {
+                Ok(child) => Ok(child),
+                Err(e) => Err(NamespaceError::Spawn(e)),
+            },
+            Some((&pid_ns, &ipc_ns)),
+        );
+        match started {
+            Ok((child, ())) => Ok((child, init)),
+            Err(e) => {
+                init.end_alone();
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends the namespace unused and waits for its init.
+    pub fn end(self) {
+        self.init.end_alone();
+    }
+}
+
+/// Runs `f` with this process's children born in new PID and IPC namespaces (made by
+/// `unshare`, or the spare's `into`, entered with `setns`), then goes back to its own.
+fn within_new_namespaces<T>(
+    f: impl FnOnce() -> Result<T, NamespaceError>,
+    into: Option<(&std::fs::File, &std::fs::File)>,
+) -> Result<(T, ()), NamespaceError> {
+    let threads = std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count());
+    if threads != 1 {
+        return Err(setup("fork")(io::Error::other(format!(
+            "the broker must be single-threaded, but has {threads} threads"
+        ))));
+    }
+    let own = std::fs::File::open("/proc/self/ns/pid").map_err(setup("open /proc/self/ns/pid"))?;
+    let own_ipc =
+        std::fs::File::open("/proc/self/ns/ipc").map_err(setup("open /proc/self/ns/ipc"))?;
+    match into {
+        None => unshare(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC)
+            .map_err(|e| setup("unshare")(e.into()))?,
+        Some((pid, ipc)) => setns(pid, CloneFlags::CLONE_NEWPID)
+            .and_then(|()| setns(ipc, CloneFlags::CLONE_NEWIPC))
+            .map_err(|e| setup("enter the spare namespaces")(e.into()))?,
+    }
+    let done = f();
+    let back = setns(&own, CloneFlags::CLONE_NEWPID)
+        .and_then(|()| setns(&own_ipc, CloneFlags::CLONE_NEWIPC));
+    if let Err(e) = back {
+        // Children would be born in the wrong namespace from here: fail loudly; what
+        // `f` made is dropped (a namespace's end closes with its lifeline).
+        drop(done);
+        return Err(setup("re-enter the broker's own PID and IPC namespaces")(
+            e.into(),
+        ));
+    }
+    done.map(|t| (t, ()))
+}
+
+/// Forks the namespace's init (pid 1 of the namespace the caller's next child is born
+/// in) and waits until it is confined and serving.
+#[allow(unsafe_code)] // the fork of init
+fn start_init(init_sandbox: PreparedSandbox, hold: Option<RawFd>) -> Result<Init, NamespaceError> {
     let (lifeline, init_end) = Channel::pair().map_err(setup("make the init's lifeline"))?;
     // SAFETY: the process is single-threaded (checked by `spawn`), so the child is a
     // complete copy with no lock held by a thread that does not exist in it; it runs
@@ -215,16 +341,10 @@ fn start(
                 lifeline,
             };
             if let Err(e) = init.ready() {
-                let _ = init.end();
+                init.end_alone();
                 return Err(e);
             }
-            match worker.spawn() {
-                Ok(child) => Ok((child, init)),
-                Err(e) => {
-                    let _ = init.end();
-                    Err(NamespaceError::Spawn(e))
-                }
-            }
+            Ok(init)
         }
     }
 }
