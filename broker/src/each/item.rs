@@ -117,9 +117,7 @@ impl Running {
 
     /// The wall-clock deadline, while it still matters.
     pub fn deadline(&self) -> Option<Instant> {
-        if self.init_fd.is_none() {
-            return None;
-        }
+        self.init_fd.as_ref()?;
         self.deadline
     }
 

@@ -532,8 +532,8 @@ pub fn relay_output(
 /// One verdict line for stderr: `fdbroker: verdict: timeout (--time-limit 2s)`.
 pub fn verdict_line(verdict: Verdict, limits: &Limits) -> String {
     let value = match verdict {
-        Verdict::Timeout => limits.time.map(|d| humantime_ms(d)),
-        Verdict::Cpu => limits.cpu.map(|d| humantime_ms(d)),
+        Verdict::Timeout => limits.time.map(humantime_ms),
+        Verdict::Cpu => limits.cpu.map(humantime_ms),
         Verdict::Memory => limits.memory.map(|n| format!("{n} bytes")),
         Verdict::Pids => limits.pids.map(|n| n.to_string()),
         Verdict::FileSize => limits.file_size.map(|n| format!("{n} bytes")),
