@@ -226,6 +226,8 @@ pub struct Spare {
     pid_ns: std::fs::File,
     ipc_ns: std::fs::File,
 }
+// Its init's READY is read only in `Spare::spawn`: the init confines itself meanwhile,
+// in parallel with whatever the caller does (in `fdbroker each`: the current item).
 
 /// Starts a [`Spare`]: [`spawn`] without the worker. Same conditions.
 pub fn spare(
@@ -325,8 +327,19 @@ fn within_new_namespaces<T>(
 
 /// Forks the namespace's init (pid 1 of the namespace the caller's next child is born
 /// in) and waits until it is confined and serving.
-#[allow(unsafe_code)] // the fork of init
 fn start_init(init_sandbox: PreparedSandbox, hold: Option<RawFd>) -> Result<Init, NamespaceError> {
+    let init = fork_init(init_sandbox, hold)?;
+    if let Err(e) = init.ready() {
+        init.end_alone();
+        return Err(e);
+    }
+    Ok(init)
+}
+
+/// [`start_init`] without the wait: the caller reads [`Init::ready`] before it starts
+/// anything in the namespace.
+#[allow(unsafe_code)] // the fork of init
+fn fork_init(init_sandbox: PreparedSandbox, hold: Option<RawFd>) -> Result<Init, NamespaceError> {
     let (lifeline, init_end) = Channel::pair().map_err(setup("make the init's lifeline"))?;
     // SAFETY: the process is single-threaded (checked by `spawn`), so the child is a
     // complete copy with no lock held by a thread that does not exist in it; it runs
@@ -340,10 +353,6 @@ fn start_init(init_sandbox: PreparedSandbox, hold: Option<RawFd>) -> Result<Init
                 pid: child,
                 lifeline,
             };
-            if let Err(e) = init.ready() {
-                init.end_alone();
-                return Err(e);
-            }
             Ok(init)
         }
     }
