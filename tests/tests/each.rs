@@ -270,3 +270,23 @@ fn stdout_dir_receives_the_output_and_usage_errors_exit_2() {
     let out = each(&t.join("nope.toml"), &[], &["cat"], b"");
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn the_library_engine_takes_descriptors_and_paths_through_a_bounded_queue() {
+    let (t, policy) = fixture();
+    let a = t.file("tree/a", b"alpha\n", 0o600);
+    let outside = t.join("secret.txt");
+    let mut c = Command::new(fdbroker_tests::sibling_bin("each-probe"));
+    c.arg(&policy)
+        .arg("1")
+        .arg(&a)
+        .arg(&outside)
+        .env("FDBROKER_LOG", "warn");
+    let out = run_with_input(&mut c, None, HANG);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The caller's own descriptors are its to vouch for; the paths are decided.
+    assert_eq!(
+        text(&out.stdout),
+        "0 ok alpha\n1 ok root only\n2 ok alpha\n3 denied \nrefused 1\n"
+    );
+}
