@@ -290,3 +290,39 @@ fn the_library_engine_takes_descriptors_and_paths_through_a_bounded_queue() {
         "0 ok alpha\n1 ok root only\n2 ok alpha\n3 denied \nrefused 1\n"
     );
 }
+
+#[test]
+fn system_v_ipc_made_by_one_item_never_reaches_the_next() {
+    let (t, policy) = fixture();
+    let files: Vec<_> = (0..3)
+        .map(|i| t.file(&format!("tree/{i}"), b"x", 0o600))
+        .collect();
+    // Item 0 makes a shared memory segment under a fixed key and leaves it; the items
+    // after it (the same slot, so the same uid: -j 1) look for it.
+    let probe = r#"
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+key = 0x21f00d
+if os.environ['FDBROKER_ITEM'].endswith('/0'):
+    print('made' if libc.shmget(key, 4096, 0o1600) >= 0 else 'not made %d' % ctypes.get_errno())
+else:
+    print('found' if libc.shmget(key, 0, 0o600) >= 0 else 'absent')
+"#;
+    let out = each(
+        &policy,
+        &["-j", "1"],
+        &["python3", "-c", probe],
+        &paths_in(&files, b'\n'),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let said: Vec<_> = lines(&out)
+        .iter()
+        .map(|l| l["stdout"].as_str().unwrap().trim().to_owned())
+        .collect();
+    assert_eq!(said, ["made", "absent", "absent"]);
+    // Nor is it in this (the host's) IPC namespace.
+    // SAFETY: shmget takes no pointers.
+    #[allow(unsafe_code)]
+    let here = unsafe { libc::shmget(0x21f00d, 0, 0) };
+    assert_eq!(here, -1);
+}
