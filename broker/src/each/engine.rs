@@ -158,6 +158,8 @@ pub struct Engine {
     client: ClientId,
     limits: Limits,
     queue_cap: usize,
+    /// Items whose outcome is not known yet, at most.
+    jobs: usize,
     stdout_dir: Option<PathBuf>,
     slots: Vec<Slot>,
     queue: VecDeque<Job>,
@@ -185,8 +187,12 @@ impl Engine {
                 });
             }
         }
+        // Twice as many slots as items at once: an item's outcome is known when its
+        // worker is gone, but its slot (its uid) is free only once its whole namespace
+        // has ended, which takes the kernel a while (an IPC namespace's end waits for an
+        // RCU grace period); meanwhile the next item runs in another slot.
         let mut slots = Vec::new();
-        for n in 0..config.jobs.max(1) {
+        for n in 0..config.jobs.max(1) * 2 {
             let lease = identity::allocate(policy.sandbox().uid_range)?;
             let base = || {
                 Sandbox::new()
@@ -224,6 +230,7 @@ impl Engine {
             client,
             limits,
             queue_cap: config.queue.max(1),
+            jobs: config.jobs.max(1),
             stdout_dir: config.stdout_dir.clone(),
             slots,
             queue: VecDeque::new(),
@@ -315,11 +322,14 @@ impl Engine {
             if let Some(r) = slot.running.as_mut() {
                 r.check_deadline(now);
             }
-            if slot.running.as_ref().is_some_and(Running::finished) {
-                if let Some(r) = slot.running.take() {
-                    let evidence = slot.enforcement.evidence();
-                    self.done.push(r.outcome(&self.limits, evidence));
-                }
+            if let Some(r) = slot.running.as_mut()
+                && r.done()
+            {
+                let evidence = slot.enforcement.evidence();
+                self.done.push(r.outcome(&self.limits, evidence));
+            }
+            if slot.running.as_ref().is_some_and(Running::gone) {
+                slot.running = None;
             }
         }
         self.start_queued();
@@ -329,7 +339,18 @@ impl Engine {
     /// Starts queued jobs while slots are free; a job refused before it needs a slot
     /// (denied, unopenable) ends at once.
     fn start_queued(&mut self) {
-        while let Some(free) = self.slots.iter().position(|s| s.running.is_none()) {
+        loop {
+            let active = self
+                .slots
+                .iter()
+                .filter(|s| s.running.as_ref().is_some_and(Running::active))
+                .count();
+            if active >= self.jobs {
+                return;
+            }
+            let Some(free) = self.slots.iter().position(|s| s.running.is_none()) else {
+                return;
+            };
             let Some(job) = self.queue.pop_front() else {
                 return;
             };

@@ -65,6 +65,8 @@ pub struct Running {
     timed_out: bool,
     output_cut: bool,
     ended: Option<Instant>,
+    /// Its outcome was taken; only the namespace's end is awaited.
+    reported: bool,
 }
 
 impl Running {
@@ -112,12 +114,16 @@ impl Running {
             timed_out: false,
             output_cut: false,
             ended: None,
+            reported: false,
         })
     }
 
     /// The wall-clock deadline, while it still matters.
     pub fn deadline(&self) -> Option<Instant> {
         self.init_fd.as_ref()?;
+        if self.reported {
+            return None;
+        }
         self.deadline
     }
 
@@ -276,12 +282,25 @@ impl Running {
         }
     }
 
-    /// The worker was reaped, its namespace is gone and both pipes are closed.
-    pub fn finished(&self) -> bool {
-        self.reaped.is_some() && self.init_fd.is_none() && self.out.is_none() && self.err.is_none()
+    /// The worker was reaped and both pipes are closed (no process holds them any
+    /// more): the outcome is known, though the namespace may still be ending.
+    pub fn done(&self) -> bool {
+        !self.reported && self.reaped.is_some() && self.out.is_none() && self.err.is_none()
     }
 
-    pub fn outcome(self, limits: &Limits, evidence: Evidence) -> Outcome {
+    /// Its outcome was taken and its namespace is gone: the slot is free.
+    pub fn gone(&self) -> bool {
+        self.reported && self.init_fd.is_none()
+    }
+
+    /// Still counts against `-j`: its outcome is not known yet.
+    pub fn active(&self) -> bool {
+        !self.reported
+    }
+
+    /// Takes the outcome, once [`Running::done`].
+    pub fn outcome(&mut self, limits: &Limits, evidence: Evidence) -> Outcome {
+        self.reported = true;
         let reaped = self.reaped;
         let status = reaped.map_or(std::process::ExitStatus::from_raw(libc::SIGKILL), |r| {
             r.status
@@ -293,14 +312,15 @@ impl Running {
             cpu: reaped.map(|r| r.cpu).unwrap_or_default(),
             evidence,
         };
-        let (stdout, stdout_file) = match self.stdout {
-            Stdout::Kept(v) => (v, None),
-            Stdout::File(_, p) => (Vec::new(), Some(p)),
-        };
+        let (stdout, stdout_file) =
+            match std::mem::replace(&mut self.stdout, Stdout::Kept(Vec::new())) {
+                Stdout::Kept(v) => (v, None),
+                Stdout::File(_, p) => (Vec::new(), Some(p)),
+            };
         let wall = self.ended.unwrap_or_else(Instant::now) - self.started;
         Outcome {
             id: self.id,
-            path: self.path,
+            path: std::mem::take(&mut self.path),
             verdict: limits::verdict(limits, &ending),
             exit_status: status.code(),
             signal: status.signal(),
