@@ -5,11 +5,15 @@
 //!
 //! A slot is prepared once and reused by one item after another, never by two at once:
 //! a transient uid (its [`Lease`]), the worker's and the namespace init's prepared
-//! sandboxes (copied for each item, [`PreparedSandbox::try_clone`]) and the limits'
-//! cgroups. Every item still gets everything `fdbroker run` gives a worker, fresh: a
-//! `fork` of this process (which holds no item's state), a new PID and IPC namespace
-//! with its own init, the sandbox applied anew, then `exec`. The next item of the slot
-//! starts only once the previous one's namespace is gone (its init reaped).
+//! sandboxes (copied for each item, [`PreparedSandbox::try_clone`]), the limits'
+//! cgroups, and a spare namespace for its next item ([`crate::spawn::pidns::Spare`]),
+//! whose init confines itself while the current item runs. Every item still gets
+//! everything `fdbroker run` gives a worker, fresh: a `fork` of this process (which holds
+//! no item's state), a PID and IPC namespace of its own with its own init, the sandbox
+//! applied anew, then `exec`. The next item of the slot starts only once the previous
+//! one's namespace is gone (its init reaped); there are twice as many slots as items
+//! run at once, so that an item's outcome (known when its worker is gone) need not wait
+//! for that. `docs/each.md` says why each item is as strong as `fdbroker run`.
 
 use crate::each::item::{Running, Stdout};
 use crate::request::answer::answer;
