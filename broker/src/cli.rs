@@ -72,9 +72,32 @@ read_only (no memfd, no fexecve): pass it any other connection it needs as stdio
 then confines itself as `serve` does. Signals sent to fdbroker run (HUP, INT, QUIT, TERM, USR1, USR2) \
 are forwarded to it. The worker runs in a PID namespace of its own: when it exits, or the broker \
 dies, everything it started is killed. Exit status: the worker's, \
-128+N if killed by signal N, 126 if it cannot be started, 127 if not found. At exit it prints how many requests the policy refused, with the first few paths; with --fail-on-denial (or [sandbox] fail_on_denial = true) a worker's exit status 0 becomes 1 when any was.\n\n--transparent runs an unmodified program (cat, sha256sum, python3, a shell): its open, stat and access calls on paths the policy covers are answered by the broker through seccomp user notification (Linux 6.9 or later); a policy denial is EACCES, other paths are left to the sandbox. See docs/transparent.md."
+128+N if killed by signal N, 126 if it cannot be started, 127 if not found; when a limit \
+(--time-limit, ..., also [sandbox] time_limit, ...) ends the run, one `fdbroker: verdict: ...` line \
+on stderr and 124 timeout, 123 cpu, 122 memory, 121 pids, 120 file-size, 119 output (docs/spawn.md#limits). \
+At exit it prints how many requests the policy refused, with the first few paths; with --fail-on-denial \
+(or [sandbox] fail_on_denial = true) a worker's exit status 0 becomes 1 when any was.\n\n--transparent runs an unmodified program (cat, sha256sum, python3, a shell): its open, stat and access calls on paths the policy covers are answered by the broker through seccomp user notification (Linux 6.9 or later); a policy denial is EACCES, other paths are left to the sandbox. See docs/transparent.md."
     )]
     Run(RunArgs),
+    /// Run COMMAND once per path read on stdin, each time in a fresh sandbox whose stdin
+    /// is that file and which holds nothing else.
+    #[command(
+        after_help = "Example:\n  find /srv/quarantine -type f | fdbroker each --policy scan.toml -j 4 --time-limit 30s -- sha256sum\n\n\
+Paths come one per line on stdin (NUL-separated with -0; empty ones are skipped). Each is \
+decided and opened under the policy as a read request of its client; then COMMAND starts in \
+the sandbox of `fdbroker run` (a transient uid of its own among the items running at once, \
+Landlock, seccomp, its own PID namespace, the limits) with that file as its stdin, \
+FDBROKER_ITEM set to the path, and no broker connection and no other descriptor.\n\n\
+Output: one JSON line per path, in input order: {\"index\", \"path\", \"verdict\", \"exit_status\", \
+\"signal\", \"wall_ms\", \"cpu_ms\", \"max_rss_kib\", \"stdout\"} (plus \"message\" for denied and \
+error, \"stdout_file\" with --stdout-dir, \"path_hex\" for a path that is not UTF-8). verdict: ok \
+(exit 0), exit (other status), timeout, cpu, memory, pids, file-size, output (a limit ended \
+it), signal, denied (the policy refused the path), error (not opened or not started). stdout \
+is kept up to --output-limit (default 1M). The worker's stderr is passed on, each line \
+prefixed with [INDEX].\n\n\
+Exit status: 0 when every item is ok, 1 otherwise, 2 on usage errors."
+    )]
+    Each(EachArgs),
     /// Ask a running broker to reload its policy, and wait for the outcome.
     #[command(
         after_help = "Example (systemd's ExecReload=):\n  fdbroker reload --policy /etc/fdbroker/policy.toml $MAINPID\n\n\
@@ -170,7 +193,34 @@ struct RunArgs {
     /// any request; also `[sandbox] fail_on_denial = true`.
     #[arg(long)]
     fail_on_denial: bool,
+    #[command(flatten)]
+    limits: crate::each::cli::LimitArgs,
     /// The worker command and its arguments.
+    #[arg(required = true, last = true, value_name = "COMMAND")]
+    command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Args, Debug)]
+struct EachArgs {
+    /// The policy file.
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// The policy client the paths are decided for (default: the policy's only client).
+    #[arg(long, value_name = "NAME")]
+    client: Option<String>,
+    /// Paths on stdin end with NUL, not newline.
+    #[arg(short = '0', long = "null")]
+    null: bool,
+    /// Items run at once (each under a uid of its own).
+    #[arg(short = 'j', long = "jobs", default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    jobs: u16,
+    /// Write each item's stdout to DIR/INDEX.out instead of the JSON line.
+    #[arg(long, value_name = "DIR")]
+    stdout_dir: Option<PathBuf>,
+    #[command(flatten)]
+    limits: crate::each::cli::LimitArgs,
+    /// The command run for each path, and its arguments.
     #[arg(required = true, last = true, value_name = "COMMAND")]
     command: Vec<std::ffi::OsString>,
 }
@@ -374,6 +424,22 @@ pub fn main() -> ExitCode {
         Command::Run(args) => spawn(args),
         Command::Completions { shell } => completions(shell),
         Command::Version { check, json } => crate::doctor::version_main(check, json),
+        Command::Each(args) => {
+            crate::audit::init_logging(LogFormat::Text);
+            let jobs = usize::from(args.jobs);
+            crate::each::command::each_main(crate::each::command::EachSpec {
+                config: crate::each::Config {
+                    policy: args.policy,
+                    client: args.client,
+                    limits: args.limits.limits(),
+                    jobs,
+                    queue: jobs,
+                    stdout_dir: args.stdout_dir,
+                },
+                null: args.null,
+                command: args.command,
+            })
+        }
         Command::Reload(args) => crate::daemon::reload::reload_main(
             args.policy.as_deref(),
             args.replay.as_deref().map(|log| (log, args.force)),
@@ -410,6 +476,7 @@ fn spawn(args: RunArgs) -> ExitCode {
         user: args.user,
         transparent: args.transparent,
         fail_on_denial: args.fail_on_denial,
+        limits: args.limits.limits(),
         command: args.command,
     };
     match crate::spawn::broker::spawn_main(spec) {

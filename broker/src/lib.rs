@@ -26,6 +26,7 @@
 //! | server | [`daemon::server::server_main`] | the monitor's user; once its sockets and roots are open, confines itself ([`confine`]): `CAP_DAC_READ_SEARCH` (and what the policy needs), Landlock to the roots, seccomp | the monitor (`execve` of this binary), at start, on every reload, and in place of one that died |
 //! | reload requester (`fdbroker reload`) | [`daemon::reload::reload_main`] | whoever runs it, unconfined | `systemctl reload` or the operator |
 //! | spawn broker (`fdbroker run`) | [`spawn::broker::spawn_main`] | root; confines itself as a server does, keeping `CAP_KILL` for its worker | the operator |
+//! | `fdbroker each` | [`each::command::each_main`] (the engine: [`each::Engine`]) | root, unconfined; runs no item code, one thread polling its items | the operator |
 //! | PID-namespace init | [`spawn::pidns`] `init_main` | the sandbox user, the worker's sandbox with no path | the spawn broker (`fork`) |
 //! | the worker's pre-exec | `spawn::worker::worker_pre_exec` | root becoming the sandbox user, between `fork` and `exec` | the spawn broker (`fork`) |
 //! | transparent supervisor | `fdbroker_transparent::supervisor_main` (crate `fdbroker-transparent`) | the sandbox user, its own sandbox; an ordinary broker client | the worker's pre-exec, in the worker's place |
@@ -49,6 +50,7 @@ pub mod cli;
 pub mod confine;
 pub mod daemon;
 pub mod doctor;
+pub mod each;
 pub mod inspect;
 pub mod lint;
 pub mod listener;

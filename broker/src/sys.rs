@@ -260,3 +260,49 @@ mod tests {
         assert_eq!(got, None);
     }
 }
+
+/// A child reaped by [`wait4`], with what the kernel counted of it.
+#[derive(Clone, Copy, Debug)]
+pub struct Reaped {
+    pub status: std::process::ExitStatus,
+    /// User and system time of the child and of its children it waited for.
+    pub cpu: std::time::Duration,
+    /// Its largest resident set, in KiB.
+    pub max_rss_kib: u64,
+}
+
+/// [`wait4(2)`](https://man7.org/linux/man-pages/man2/wait4.2.html) with `__WALL`: reaps
+/// `pid` (any child for `None`), retrying `EINTR`. With `nohang`, `Ok(None)` when no
+/// child has exited yet.
+pub fn wait4(pid: Option<Pid>, nohang: bool) -> io::Result<Option<Reaped>> {
+    use std::os::unix::process::ExitStatusExt;
+    let target = pid.map_or(-1, Pid::as_raw);
+    let flags = libc::__WALL | if nohang { libc::WNOHANG } else { 0 };
+    loop {
+        let mut status = 0;
+        // SAFETY: all-zero is a valid `rusage` (plain integers and timevals).
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: both pointers are to live locals of the right types for the call.
+        let rc = unsafe { libc::wait4(target, &mut status, flags, &mut usage) };
+        match rc {
+            0 => return Ok(None),
+            n if n > 0 => {
+                let tv = |t: libc::timeval| {
+                    std::time::Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+                        + std::time::Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+                };
+                return Ok(Some(Reaped {
+                    status: std::process::ExitStatus::from_raw(status),
+                    cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+                    max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+                }));
+            }
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EINTR) {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}

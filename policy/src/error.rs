@@ -135,6 +135,12 @@ pub enum LoadErrorKind {
          and without 65534 (nobody)"
     )]
     BadUidRange(String),
+    #[error("bad {key} {value:?}: {reason}")]
+    BadLimit {
+        key: &'static str,
+        value: String,
+        reason: crate::limits::LimitError,
+    },
     #[error(
         "allow rule {allow:?} is fully denied by deny rule {deny:?} at {deny_at}: \
          it can never grant anything"

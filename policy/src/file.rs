@@ -42,6 +42,13 @@ pub(crate) struct SandboxTable {
     pub user: Option<Spanned<NameOrId>>,
     pub uid_range: Option<Spanned<String>>,
     pub fail_on_denial: Option<bool>,
+    pub time_limit: Option<Spanned<String>>,
+    pub cpu_limit: Option<Spanned<String>>,
+    pub memory_limit: Option<Spanned<String>>,
+    pub pids_limit: Option<Spanned<i64>>,
+    pub file_size_limit: Option<Spanned<String>>,
+    pub nofile_limit: Option<Spanned<i64>>,
+    pub output_limit: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

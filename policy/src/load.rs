@@ -261,6 +261,7 @@ fn sandbox_settings(
     let Some(table) = table else {
         return Ok(settings);
     };
+    settings.limits = sandbox_limits(cx, &table)?;
     if let Some(paths) = table.read_only {
         settings.read_only = paths
             .into_iter()
@@ -299,6 +300,56 @@ fn sandbox_settings(
         settings.fail_on_denial = fail;
     }
     Ok(settings)
+}
+
+/// The `[sandbox]` limits, each checked where it is written.
+fn sandbox_limits(cx: &Context<'_>, table: &SandboxTable) -> Result<crate::Limits, LoadError> {
+    use crate::limits::{self, LimitError};
+    let text = |key: &'static str,
+                v: &Option<toml::Spanned<String>>,
+                parse: fn(&str) -> Result<u64, LimitError>|
+     -> Result<Option<u64>, LoadError> {
+        v.as_ref()
+            .map(|v| {
+                parse(v.get_ref()).map_err(|reason| {
+                    cx.at_value(
+                        v,
+                        LoadErrorKind::BadLimit {
+                            key,
+                            value: v.get_ref().clone(),
+                            reason,
+                        },
+                    )
+                })
+            })
+            .transpose()
+    };
+    let count =
+        |key: &'static str, v: &Option<toml::Spanned<i64>>| -> Result<Option<u64>, LoadError> {
+            v.as_ref()
+                .map(|v| match u64::try_from(*v.get_ref()) {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(cx.at_value(
+                        v,
+                        LoadErrorKind::OutOfRange {
+                            key,
+                            value: *v.get_ref(),
+                            expected: "a positive number",
+                        },
+                    )),
+                })
+                .transpose()
+        };
+    let millis = |v: Option<u64>| v.map(std::time::Duration::from_millis);
+    Ok(crate::Limits {
+        time: millis(text("time_limit", &table.time_limit, limits::duration_ms)?),
+        cpu: millis(text("cpu_limit", &table.cpu_limit, limits::duration_ms)?),
+        memory: text("memory_limit", &table.memory_limit, limits::size)?,
+        pids: count("pids_limit", &table.pids_limit)?,
+        file_size: text("file_size_limit", &table.file_size_limit, limits::size)?,
+        nofile: count("nofile_limit", &table.nofile_limit)?,
+        output: text("output_limit", &table.output_limit, limits::size)?,
+    })
 }
 
 /// `"FIRST-LAST"`, each a decimal or `0x` hexadecimal id, `FIRST <= LAST`, neither 0

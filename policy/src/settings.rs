@@ -121,6 +121,9 @@ pub struct SandboxSettings {
     /// requests (as `--fail-on-denial` does): a scanner's clean exit must not hide
     /// what it was not allowed to read.
     pub fail_on_denial: bool,
+    /// `time_limit`, `cpu_limit`, ...: what every sandbox may use (the command line's
+    /// flags win over these).
+    pub limits: crate::Limits,
 }
 
 /// `[sandbox] uid_range`: an inclusive range of uids (each also used as a gid) that no
@@ -187,6 +190,7 @@ impl Default for SandboxSettings {
             user: UserSpec::Dynamic,
             uid_range: UidRange::DEFAULT,
             fail_on_denial: false,
+            limits: crate::Limits::default(),
         }
     }
 }

@@ -45,6 +45,7 @@ use crate::server::conn::Binding;
 use crate::server::state::Shared;
 use crate::server::{ServeOptions, Server};
 use crate::spawn::identity::{self, IdentityError, Lease};
+use crate::spawn::limits::Enforcement;
 use crate::spawn::pidns::NamespaceError;
 use crate::spawn::scratch::Scratch;
 use crate::spawn::worker::{Becomes, set_pre_exec};
@@ -88,6 +89,8 @@ pub struct Spawn {
     pub transparent: bool,
     /// Exit non-zero when the policy refused anything (also `[sandbox] fail_on_denial`).
     pub fail_on_denial: bool,
+    /// The command line's limits; each one unset there comes from `[sandbox]`.
+    pub limits: fdbroker_policy::Limits,
     pub command: Vec<OsString>,
 }
 
@@ -238,6 +241,27 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
         .prepare()
         .map_err(SpawnError::Sandbox)?;
 
+    // The limits, and the cgroups they need, before anything is forked.
+    let limits = spec.limits.or(&policy.sandbox().limits);
+    let enforcement =
+        Enforcement::prepare(&limits, &format!("fdbroker-run-{}", std::process::id()));
+    for what in &enforcement.missing {
+        tracing::warn!("this kernel setup gives no {what}");
+    }
+    let cgroups = enforcement.directories();
+    if !cgroups.is_empty() {
+        // The confined broker may no longer remove them; a process that outlives it does.
+        crate::spawn::scratch::after_broker_exits(move || {
+            cgroups
+                .iter()
+                .for_each(|d| crate::spawn::limits::remove_cgroup(d));
+        })?;
+    }
+    let output = match limits.output {
+        Some(_) => Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?),
+        None => None,
+    };
+
     let (ours, theirs) = Channel::pair()?;
     let theirs = OwnedFd::from(theirs);
     let child_fd = theirs.as_raw_fd();
@@ -284,7 +308,11 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
     if let Some(s) = &scratch {
         cmd.env("TMPDIR", &s.path);
     }
-    set_pre_exec(&mut cmd, theirs, becomes);
+    let relay = output.map(|(read, write)| {
+        cmd.stdout(write);
+        read
+    });
+    set_pre_exec(&mut cmd, Some(theirs), becomes, enforcement.in_child());
     let (mut child, init) =
         crate::spawn::pidns::spawn(&mut cmd, init_sandbox, who.lease.as_ref().map(AsFd::as_fd))
             .map_err(|e| match e {
@@ -350,17 +378,30 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
     std::thread::Builder::new()
         .name("fdbroker-signals".into())
         .spawn(move || forward_signals(&forwarded, pid, &gate))?;
+    // Killing the worker ends its namespace: the waiter below then closes init's
+    // lifeline, and the kernel kills everything left in there.
+    let watchdog = limits
+        .time
+        .map(|limit| crate::spawn::limits::watch(limit, pid, Arc::clone(&exited)))
+        .transpose()?;
+    let relay = relay
+        .map(|read| {
+            crate::spawn::limits::relay_output(read, limits.output, pid, Arc::clone(&exited))
+        })
+        .transpose()?;
     let stopper = server.stopper();
     let waiter = std::thread::Builder::new()
         .name("fdbroker-wait".into())
-        .spawn(move || -> io::Result<ExitStatus> {
+        .spawn(move || -> io::Result<crate::sys::Reaped> {
             // Wait for the exit without reaping (the pid stays the worker's), close
             // the gate, then reap.
             while let Err(Errno::EINTR) =
                 waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
             {}
             *exited.lock().unwrap_or_else(|p| p.into_inner()) = true;
-            let status = child.wait();
+            // Reaped here with its rusage (`child` is not waited for again).
+            let reaped = crate::sys::wait4(Some(pid), false);
+            drop(child);
             // The worker is gone: stop serving whoever else still holds its socket,
             // and end its namespace with everything it started still in there.
             stopper.stop();
@@ -370,12 +411,28 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
                     format!("cannot wait for the worker's PID namespace to end: {e}"),
                 )
             })?;
-            status
+            reaped?.ok_or_else(|| io::Error::other("the worker was reaped by someone else"))
         })?;
     server.run()?;
-    let status = waiter
+    let reaped = waiter
         .join()
         .map_err(|_| io::Error::other("the worker-waiting thread panicked"))??;
+    let timed_out = watchdog.is_some_and(|w| w.fired());
+    let output_cut = match relay {
+        Some(r) => r
+            .join()
+            .map_err(|_| io::Error::other("the output relay thread panicked"))?,
+        None => false,
+    };
+    let mut enforcement = enforcement;
+    let ending = crate::spawn::limits::Ending {
+        status: reaped.status,
+        timed_out,
+        output_cut,
+        cpu: reaped.cpu,
+        evidence: enforcement.evidence(),
+    };
+    let verdict = crate::spawn::limits::verdict(&limits, &ending);
     if let Some(l) = learning {
         crate::spawn::learn::report(l, &crate::audit::tally::take())?;
     }
@@ -383,7 +440,12 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
     if let Some(line) = crate::spawn::denials::summary(&refused) {
         crate::log::sink::eprint_line(&line);
     }
-    let code = crate::spawn::denials::exit_code(exit_code_of(status), fail_on_denial, &refused);
+    if let Some(code) = verdict.exit_code() {
+        crate::spawn::limits::say(&crate::spawn::limits::verdict_line(verdict, &limits));
+        return Ok(ExitCode::from(code));
+    }
+    let code =
+        crate::spawn::denials::exit_code(exit_code_of(reaped.status), fail_on_denial, &refused);
     Ok(ExitCode::from(code))
 }
 

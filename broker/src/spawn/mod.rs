@@ -22,8 +22,10 @@ pub mod devices;
 pub mod identity;
 /// Not a process: learn mode, run inside the spawn broker.
 pub mod learn;
+/// Not a process: the limits of a sandbox, and the verdict on how it ended.
+pub mod limits;
 pub mod pidns;
 pub mod scratch;
 /// Not a process: the check of the standard descriptors the worker keeps.
 pub mod stdio;
-mod worker;
+pub(crate) mod worker;

@@ -128,6 +128,22 @@ impl Init {
         }
     }
 
+    /// Ends the namespace without waiting: closes the lifeline and returns init's pid,
+    /// for a caller that reaps all its children in one place (`fdbroker each`, whose
+    /// namespaces end side by side). The namespace is gone once that pid is reaped.
+    pub fn release(self) -> Pid {
+        let Init { pid, lifeline } = self;
+        drop(lifeline);
+        pid
+    }
+
+    /// Ends a namespace no worker was started in, waiting for its init alone: the
+    /// other children of the caller (`fdbroker each`'s other items) are not its to reap.
+    fn end_alone(self) {
+        let pid = self.release();
+        while let Err(Errno::EINTR) = waitpid(pid, Some(WaitPidFlag::__WALL)) {}
+    }
+
     /// Waits for init's first message.
     fn ready(&self) -> Result<(), NamespaceError> {
         let mut msg = [0u8; 8];
@@ -186,18 +202,158 @@ pub fn spawn(
 }
 
 /// In the new namespace: init first (it becomes pid 1), then the worker.
-#[allow(unsafe_code)] // the fork of init
 fn start(
     worker: &mut Command,
     init_sandbox: PreparedSandbox,
     hold: Option<RawFd>,
 ) -> Result<(Child, Init), NamespaceError> {
+    let init = start_init(init_sandbox, hold)?;
+    match worker.spawn() {
+        Ok(child) => Ok((child, init)),
+        Err(e) => {
+            let _ = init.end();
+            Err(NamespaceError::Spawn(e))
+        }
+    }
+}
+
+/// A namespace started ahead of its worker, its init confined and ready (`fdbroker
+/// each` keeps one per slot, made while the slot's current item runs, so that an
+/// item's start is only its worker's): [`Spare::spawn`] later forks the worker into it.
+#[derive(Debug)]
+pub struct Spare {
+    init: Init,
+    pid_ns: std::fs::File,
+}
+
+/// Starts a [`Spare`]: [`spawn`] without the worker. Same conditions. Its init makes
+/// the IPC namespace itself and confines itself in parallel with whatever the caller
+/// does next (in `fdbroker each`: the slot's current item); its READY is read only in
+/// [`Spare::spawn`], before anything else is born in the namespace.
+pub fn spare(
+    init_sandbox: PreparedSandbox,
+    hold: Option<BorrowedFd<'_>>,
+) -> Result<Spare, NamespaceError> {
+    within_new_namespaces(
+        || {
+            let init = fork_init(init_sandbox, hold.map(|fd| fd.as_raw_fd()), true)?;
+            match std::fs::File::open(format!("/proc/{}/ns/pid", init.pid())) {
+                Ok(pid_ns) => Ok(Spare { init, pid_ns }),
+                Err(e) => {
+                    init.end_alone();
+                    Err(setup("open the new PID namespace")(e))
+                }
+            }
+        },
+        None,
+        CloneFlags::CLONE_NEWPID,
+    )
+}
+
+impl Spare {
+    /// Starts `worker` as the second process of this namespace (single-threaded, as
+    /// [`spawn`]); the namespace ends when the worker cannot start.
+    pub fn spawn(self, worker: &mut Command) -> Result<(Child, Init), NamespaceError> {
+        let Spare { init, pid_ns } = self;
+        // Confined, in its own IPC namespace, and serving: only now may the worker come.
+        let ipc_ns = init.ready().and_then(|()| {
+            std::fs::File::open(format!("/proc/{}/ns/ipc", init.pid()))
+                .map_err(setup("open the new IPC namespace"))
+        });
+        let ipc_ns = match ipc_ns {
+            Ok(ns) => ns,
+            Err(e) => {
+                init.end_alone();
+                return Err(e);
+            }
+        };
+        let started = within_new_namespaces(
+            || match worker.spawn() {
+                Ok(child) => Ok(child),
+                Err(e) => Err(NamespaceError::Spawn(e)),
+            },
+            Some((&pid_ns, &ipc_ns)),
+            CloneFlags::empty(),
+        );
+        match started {
+            Ok(child) => Ok((child, init)),
+            Err(e) => {
+                init.end_alone();
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends the namespace unused and waits for its init.
+    pub fn end(self) {
+        self.init.end_alone();
+    }
+}
+
+/// Runs `f` with this process's children born in other namespaces — new ones made by
+/// `unshare(flags)`, or the spare's `into` (PID, IPC) entered with `setns` — then goes
+/// back to its own PID and IPC namespaces.
+fn within_new_namespaces<T>(
+    f: impl FnOnce() -> Result<T, NamespaceError>,
+    into: Option<(&std::fs::File, &std::fs::File)>,
+    flags: CloneFlags,
+) -> Result<T, NamespaceError> {
+    let threads = std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count());
+    if threads != 1 {
+        return Err(setup("fork")(io::Error::other(format!(
+            "the broker must be single-threaded, but has {threads} threads"
+        ))));
+    }
+    let own = std::fs::File::open("/proc/self/ns/pid").map_err(setup("open /proc/self/ns/pid"))?;
+    let own_ipc =
+        std::fs::File::open("/proc/self/ns/ipc").map_err(setup("open /proc/self/ns/ipc"))?;
+    match into {
+        None => unshare(flags).map_err(|e| setup("unshare")(e.into()))?,
+        Some((pid, ipc)) => setns(pid, CloneFlags::CLONE_NEWPID)
+            .and_then(|()| setns(ipc, CloneFlags::CLONE_NEWIPC))
+            .map_err(|e| setup("enter the spare namespaces")(e.into()))?,
+    }
+    let done = f();
+    let back = setns(&own, CloneFlags::CLONE_NEWPID)
+        .and_then(|()| setns(&own_ipc, CloneFlags::CLONE_NEWIPC));
+    if let Err(e) = back {
+        // Children would be born in the wrong namespace from here: fail loudly; what
+        // `f` made is dropped (a namespace's end closes with its lifeline).
+        drop(done);
+        return Err(setup("re-enter the broker's own PID and IPC namespaces")(
+            e.into(),
+        ));
+    }
+    done
+}
+
+/// Forks the namespace's init (pid 1 of the namespace the caller's next child is born
+/// in) and waits until it is confined and serving.
+fn start_init(init_sandbox: PreparedSandbox, hold: Option<RawFd>) -> Result<Init, NamespaceError> {
+    let init = fork_init(init_sandbox, hold, false)?;
+    if let Err(e) = init.ready() {
+        init.end_alone();
+        return Err(e);
+    }
+    Ok(init)
+}
+
+/// [`start_init`] without the wait: the caller reads [`Init::ready`] before it starts
+/// anything in the namespace.
+#[allow(unsafe_code)] // the fork of init
+/// With `own_ipc`, init unshares its IPC namespace itself, before it confines itself
+/// (the caller unshared only the PID namespace).
+fn fork_init(
+    init_sandbox: PreparedSandbox,
+    hold: Option<RawFd>,
+    own_ipc: bool,
+) -> Result<Init, NamespaceError> {
     let (lifeline, init_end) = Channel::pair().map_err(setup("make the init's lifeline"))?;
     // SAFETY: the process is single-threaded (checked by `spawn`), so the child is a
     // complete copy with no lock held by a thread that does not exist in it; it runs
     // only `init_main`, which never returns.
     match unsafe { nix::unistd::fork() }.map_err(|e| setup("fork the init")(e.into()))? {
-        ForkResult::Child => init_main(&init_end, init_sandbox, hold),
+        ForkResult::Child => init_main(&init_end, init_sandbox, hold, own_ipc),
         ForkResult::Parent { child } => {
             drop(init_end);
             drop(init_sandbox);
@@ -205,25 +361,20 @@ fn start(
                 pid: child,
                 lifeline,
             };
-            if let Err(e) = init.ready() {
-                let _ = init.end();
-                return Err(e);
-            }
-            match worker.spawn() {
-                Ok(child) => Ok((child, init)),
-                Err(e) => {
-                    let _ = init.end();
-                    Err(NamespaceError::Spawn(e))
-                }
-            }
+            Ok(init)
         }
     }
 }
 
 /// Init's whole life; exits, never returns into the broker's code.
-fn init_main(lifeline: &Channel, sandbox: PreparedSandbox, hold: Option<RawFd>) -> ! {
+fn init_main(
+    lifeline: &Channel,
+    sandbox: PreparedSandbox,
+    hold: Option<RawFd>,
+    own_ipc: bool,
+) -> ! {
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        serve_as_init(lifeline, sandbox, hold)
+        serve_as_init(lifeline, sandbox, hold, own_ipc)
     }));
     let code = match run {
         Ok(Ok(())) => 0,
@@ -259,10 +410,15 @@ fn serve_as_init(
     lifeline: &Channel,
     sandbox: PreparedSandbox,
     hold: Option<RawFd>,
+    own_ipc: bool,
 ) -> io::Result<()> {
     // Out of the terminal's session, as the worker is: keys typed there signal only
     // `fdbroker run`.
     nix::unistd::setsid()?;
+    if own_ipc {
+        // Still root. The worker joins it (`setns`) once this process said READY.
+        unshare(CloneFlags::CLONE_NEWIPC)?;
+    }
     sandbox.apply()?;
     // The kernel clears the parent-death signal when the ids change, so only now. A
     // broker that died before this point closed the lifeline: seen below.

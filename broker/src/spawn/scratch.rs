@@ -13,7 +13,7 @@ use nix::sys::signal::SigSet;
 use nix::unistd::ForkResult;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The program's private scratch directory (see the module documentation).
 #[derive(Debug)]
@@ -52,7 +52,10 @@ impl Scratch {
                         Some(nix::unistd::Uid::from_raw(uid)),
                         Some(nix::unistd::Gid::from_raw(gid)),
                     )?;
-                    start_remover(&path)?;
+                    let remove = path.clone();
+                    after_broker_exits(move || {
+                        let _ = std::fs::remove_dir_all(&remove);
+                    })?;
                     return Ok(Scratch { path });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
@@ -64,10 +67,11 @@ impl Scratch {
 }
 
 /// Forks the remover: it holds only the read end of a pipe whose write end the
-/// broker keeps (close-on-exec) until it exits, however it exits; then it removes
-/// the directory (`remove_dir_all` does not follow symbolic links) and exits.
+/// broker keeps (close-on-exec) until it exits, however it exits; then it runs
+/// `remove` (the scratch directory: `remove_dir_all` does not follow symbolic links;
+/// the sandbox's cgroups, [`crate::spawn::limits`]) and exits.
 #[allow(unsafe_code)] // the fork of the remover
-fn start_remover(path: &Path) -> io::Result<()> {
+pub(crate) fn after_broker_exits(remove: impl FnOnce()) -> io::Result<()> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // SAFETY: the broker is single-threaded here (spawn mode has started no thread),
     // so the child is a complete copy with no lock held by a missing thread; it runs
@@ -75,7 +79,7 @@ fn start_remover(path: &Path) -> io::Result<()> {
     match unsafe { nix::unistd::fork() }? {
         ForkResult::Child => {
             drop(write);
-            remover_main(&read, path)
+            remover_main(&read, remove)
         }
         ForkResult::Parent { .. } => {
             drop(read);
@@ -86,9 +90,9 @@ fn start_remover(path: &Path) -> io::Result<()> {
     }
 }
 
-/// The remover's whole life: wait for end of file on `lifeline`, remove `path`, exit.
+/// The remover's whole life: wait for end of file on `lifeline`, `remove`, exit.
 #[allow(unsafe_code)] // closing what it inherited
-fn remover_main(lifeline: &OwnedFd, path: &Path) -> ! {
+fn remover_main(lifeline: &OwnedFd, remove: impl FnOnce()) -> ! {
     // Out of the terminal's session and deaf to every signal but SIGKILL: a
     // Ctrl-C meant for `fdbroker run` must not leave the directory behind.
     let _ = nix::unistd::setsid();
@@ -103,6 +107,6 @@ fn remover_main(lifeline: &OwnedFd, path: &Path) -> ! {
     let mut buf = [0u8; 1];
     // Nothing is ever written: wait for end of file (or an error).
     while let Err(Errno::EINTR) | Ok(1..) = nix::unistd::read(lifeline, &mut buf) {}
-    let _ = std::fs::remove_dir_all(path);
+    remove();
     crate::sys::exit_now(0)
 }

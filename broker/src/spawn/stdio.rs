@@ -51,7 +51,7 @@ pub fn first_handle() -> io::Result<Option<(i32, &'static str, Handle)>> {
 }
 
 /// Whether `fd` is a [`Handle`]; `None` for one that is not open.
-fn handle(fd: BorrowedFd<'_>) -> io::Result<Option<Handle>> {
+pub(crate) fn handle(fd: BorrowedFd<'_>) -> io::Result<Option<Handle>> {
     let flags = match fcntl(fd, FcntlArg::F_GETFL) {
         Ok(flags) => OFlag::from_bits_retain(flags),
         Err(Errno::EBADF) => return Ok(None),

@@ -6,6 +6,7 @@
 //! Only system calls on values the broker prepared before it forked: the child of a
 //! single-threaded parent may not allocate or take locks a missing thread could hold.
 
+use crate::spawn::limits::InChild;
 use fdbroker_worker::sandbox::PreparedSandbox;
 use nix::sys::signal::{SigSet, Signal};
 use std::io::{self, Write as _};
@@ -14,7 +15,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 /// What the forked child becomes.
-pub(super) enum Becomes {
+pub(crate) enum Becomes {
     /// The command itself, confined by this sandbox.
     Worker(PreparedSandbox),
     /// Transparent mode's supervisor, which confines itself and forks the command as
@@ -23,11 +24,19 @@ pub(super) enum Becomes {
 }
 
 /// Makes [`worker_pre_exec`] the hook `cmd` runs in its child before `exec`. The hook
-/// owns `worker_end` until then; the parent's copy goes when `cmd` is dropped.
+/// owns `worker_end` (the broker connection; `fdbroker each`'s workers have none) until
+/// then; the parent's copy goes when `cmd` is dropped. `limits` are applied before the
+/// sandbox (joining a cgroup and lowering rlimits need no privilege the sandbox keeps).
 #[allow(unsafe_code)] // the worker's pre-exec hook
-pub(super) fn set_pre_exec(cmd: &mut Command, worker_end: OwnedFd, becomes: Becomes) {
+pub(crate) fn set_pre_exec(
+    cmd: &mut Command,
+    worker_end: Option<OwnedFd>,
+    becomes: Becomes,
+    limits: InChild,
+) {
     let mut becomes = Some(becomes);
-    let in_child = move || -> io::Result<()> { worker_pre_exec(&worker_end, becomes.take()) };
+    let in_child =
+        move || -> io::Result<()> { worker_pre_exec(worker_end.as_ref(), becomes.take(), &limits) };
     // SAFETY: `pre_exec` runs in the forked child before exec. The parent is
     // single-threaded here (`pidns::spawn` checks it and no thread has been started),
     // so no lock can be held by a thread that does not exist in the child; the closure
@@ -38,7 +47,11 @@ pub(super) fn set_pre_exec(cmd: &mut Command, worker_end: OwnedFd, becomes: Beco
 }
 
 /// Runs in the forked child: only system calls on prepared values.
-fn worker_pre_exec(worker_end: &OwnedFd, becomes: Option<Becomes>) -> io::Result<()> {
+fn worker_pre_exec(
+    worker_end: Option<&OwnedFd>,
+    becomes: Option<Becomes>,
+    limits: &InChild,
+) -> io::Result<()> {
     // The worker inherits stdin, stdout, stderr (checked in the parent to be no
     // directory or `O_PATH` handle) and this descriptor (its number is in
     // FDBROKER_FD), nothing else: whatever `fdbroker run` was started with above
@@ -46,11 +59,16 @@ fn worker_pre_exec(worker_end: &OwnedFd, becomes: Option<Becomes>) -> io::Result
     // handle past the policy. Marked close-on-exec rather than closed, so the values
     // that own them (the prepared sandbox, `Command`'s exec-error pipe) stay valid
     // until the exec; in transparent mode the program, forked from here, execs too.
-    crate::sys::cloexec_all_but(&[worker_end.as_raw_fd()])?;
-    nix::fcntl::fcntl(
-        worker_end.as_fd(),
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-    )?;
+    match worker_end {
+        Some(end) => {
+            crate::sys::cloexec_all_but(&[end.as_raw_fd()])?;
+            nix::fcntl::fcntl(
+                end.as_fd(),
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )?;
+        }
+        None => crate::sys::cloexec_all_but(&[])?,
+    }
     SigSet::empty().thread_set_mask()?;
     // A session of its own, so no controlling terminal: stdin, stdout and stderr may
     // still be the terminal `fdbroker run` was started from, but pushing input into a
@@ -60,6 +78,8 @@ fn worker_pre_exec(worker_end: &OwnedFd, becomes: Option<Becomes>) -> io::Result
     // (Ctrl-C, Ctrl-\) now reach only `fdbroker run`, which forwards them. The child of
     // `fork` is never a process-group leader, so this cannot fail with EPERM.
     nix::unistd::setsid()?;
+    // Still root: the cgroups' `cgroup.procs` were opened by root.
+    limits.apply()?;
     let prepared = match becomes {
         Some(Becomes::Worker(prepared)) => prepared,
         // Returns only in the program, confined; the supervisor never returns.

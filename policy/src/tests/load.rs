@@ -860,3 +860,41 @@ fn policy_text_beyond_the_size_limit_is_refused_before_parsing() {
         format!("p.toml: too large: a policy file holds at most {limit} bytes")
     );
 }
+
+#[test]
+fn sandbox_limits_are_read_and_bad_ones_point_at_their_value() {
+    let p = Policy::parse(
+        "[sandbox]\ntime_limit = \"30s\"\ncpu_limit = \"2s\"\nmemory_limit = \"512M\"\n\
+         pids_limit = 64\nfile_size_limit = \"1M\"\nnofile_limit = 128\noutput_limit = \"64K\"\n\
+         [[client]]\nname = \"a\"\nusers = [1]\n",
+        Path::new("p.toml"),
+    )
+    .expect("valid limits");
+    let l = p.sandbox().limits;
+    assert_eq!(l.time, Some(std::time::Duration::from_secs(30)));
+    assert_eq!(l.cpu, Some(std::time::Duration::from_secs(2)));
+    assert_eq!(l.memory, Some(512 << 20));
+    assert_eq!(l.pids, Some(64));
+    assert_eq!(l.file_size, Some(1 << 20));
+    assert_eq!(l.nofile, Some(128));
+    assert_eq!(l.output, Some(64 << 10));
+    let e = Policy::parse(
+        "[sandbox]\nmemory_limit = \"lots\"\n[[client]]\nname = \"a\"\nusers = [1]\n",
+        Path::new("p.toml"),
+    )
+    .expect_err("a bad size");
+    assert_eq!(
+        e.to_string(),
+        "p.toml:2:16: bad memory_limit \"lots\": not a size such as 4096, 64K, 512M or 2G"
+    );
+    let e = Policy::parse(
+        "[sandbox]\npids_limit = 0\n[[client]]\nname = \"a\"\nusers = [1]\n",
+        Path::new("p.toml"),
+    )
+    .expect_err("zero pids");
+    assert!(
+        e.to_string()
+            .contains("pids_limit must be a positive number"),
+        "{e}"
+    );
+}

@@ -18,6 +18,8 @@
 //! - **memory**: broker `VmRSS` idle and with 1,000 idle connections; 10,000 held.
 //! - **concurrency**: `Client::open` throughput with 1, 4 and 16 threads, one
 //!   connection each.
+//! - **each**: `fdbroker each -- sha256sum` per item against `xargs -n1 sha256sum`
+//!   as root on the same small files (`each.rs`).
 //!
 //! Timed quantities are repeated, interleaved (floor, fdbroker, ... in every
 //! repetition, so load from other processes hits both sides alike), and reported as
@@ -28,6 +30,7 @@
 //! the `summary:` line.
 
 mod affinity;
+mod each;
 mod floor;
 mod policy;
 mod scan;
@@ -158,6 +161,7 @@ fn main() {
     drop(std::mem::take(&mut lat.variants));
     let sc = scan_rows(&mut rows, &plan);
     let tr = transparent_rows(&mut rows, &plan);
+    each_rows(&mut rows, &plan);
     let mem = memory_rows(&mut rows, &fx, &plan);
     drop(fx);
     let load_after = loadavg();
@@ -838,6 +842,31 @@ fn transparent_rows(rows: &mut Table, plan: &Plan) -> Option<transparent::Transp
         "×",
     );
     Some(t)
+/// `fdbroker each -- sha256sum` per item against `xargs -n1 sha256sum` (see `each.rs`).
+fn each_rows(rows: &mut Table, plan: &Plan) {
+    let files = if plan.quick { 100 } else { 1000 };
+    let e = each::run(files, plan.scan_reps);
+    rows.sample(
+        "each",
+        &format!(
+            "xargs -n1 sha256sum as root, per item ({} small files)",
+            e.files
+        ),
+        &e.xargs_us,
+        "µs",
+    );
+    rows.sample(
+        "each",
+        "fdbroker each -j 1 -- sha256sum, per item (a fresh sandbox each)",
+        &e.each_us,
+        "µs",
+    );
+    rows.sample(
+        "ratio",
+        "each_vs_xargs: each / xargs -n1 (target <= 2)",
+        &e.ratio,
+        "×",
+    );
 }
 
 /// A fresh broker's memory, idle and with many idle connections (see [`memory`]).

@@ -387,6 +387,19 @@ impl PreparedSandbox {
         (self.ids.uid.as_raw(), self.ids.gid.as_raw())
     }
 
+    /// A second, identical sandbox to apply: the same ids and filters, and a duplicate
+    /// of the Landlock ruleset's descriptor (`dup`). For a parent that starts many
+    /// processes under one prepared sandbox (`fdbroker each`) without preparing it
+    /// again for each: applying the copy in one child leaves this one as it was.
+    pub fn try_clone(&self) -> std::io::Result<PreparedSandbox> {
+        Ok(PreparedSandbox {
+            ids: self.ids,
+            ruleset: self.ruleset.try_clone()?,
+            filters: self.filters.clone(),
+            best_effort: self.best_effort,
+        })
+    }
+
     /// Applies the sandbox to the calling process (steps 1 and 3 to 8 of the
     /// [module documentation](self)).
     ///

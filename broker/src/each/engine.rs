@@ -1,0 +1,535 @@
+//! The engine of `fdbroker each` and of the library ([`Engine`]): runs in the caller's
+//! process (root, single-threaded: it forks a PID namespace per item), takes jobs into
+//! a bounded queue, opens each job's file under the policy, starts it in a fresh
+//! sandbox in a free slot, and hands back one [`Outcome`] per job.
+//!
+//! A slot is prepared once and reused by one item after another, never by two at once:
+//! a transient uid (its [`Lease`]), the worker's and the namespace init's prepared
+//! sandboxes (copied for each item, [`PreparedSandbox::try_clone`]), the limits'
+//! cgroups, and a spare namespace for its next item ([`crate::spawn::pidns::Spare`]),
+//! whose init confines itself while the current item runs. Every item still gets
+//! everything `fdbroker run` gives a worker, fresh: a `fork` of this process (which holds
+//! no item's state), a PID and IPC namespace of its own with its own init, the sandbox
+//! applied anew, then `exec`. The next item of the slot starts only once the previous
+//! one's namespace is gone (its init reaped); there are twice as many slots as items
+//! run at once, so that an item's outcome (known when its worker is gone) need not wait
+//! for that. `docs/each.md` says why each item is as strong as `fdbroker run`.
+
+use crate::each::item::{Running, Stdout};
+use crate::request::answer::answer;
+use crate::request::loaded::Loaded;
+use crate::spawn::identity::{self, Lease};
+use crate::spawn::limits::{Enforcement, Verdict};
+use crate::spawn::worker::{Becomes, set_pre_exec};
+use fdbroker_policy::{ClientId, Decision, Limits, Policy};
+use fdbroker_shared::peer::PeerCredentials;
+use fdbroker_shared::wire::{Access, Op, OpenSpec, ReplyBody};
+use fdbroker_worker::sandbox::{Identity, PreparedSandbox, Sandbox};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+/// Output kept of a worker when no output limit is set: the outcome holds it in memory.
+pub const DEFAULT_OUTPUT_LIMIT: u64 = 1 << 20;
+
+/// How an [`Engine`] runs its jobs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The policy file the jobs' paths are decided by.
+    pub policy: PathBuf,
+    /// The policy client the paths are decided for (default: the only one).
+    pub client: Option<String>,
+    /// Limits of every item's sandbox; each unset one comes from `[sandbox]`.
+    pub limits: Limits,
+    /// Items running at once (each a slot with a uid of its own), at least 1.
+    pub jobs: usize,
+    /// Jobs accepted but not yet started; [`Engine::submit`] refuses more.
+    pub queue: usize,
+    /// Write each item's stdout to `DIR/INDEX.out` instead of keeping it.
+    pub stdout_dir: Option<PathBuf>,
+}
+
+/// What a job reads as its stdin.
+#[derive(Debug)]
+pub enum Input {
+    /// A path, decided and opened under the policy as a read request of its client.
+    Path(Vec<u8>),
+    /// A file the caller opened itself, with the name `FDBROKER_ITEM` gives it; not
+    /// decided (the caller vouches for it), but refused if it is a directory or an
+    /// `O_PATH` handle.
+    Descriptor { fd: OwnedFd, name: Vec<u8> },
+}
+
+impl Input {
+    fn name(&self) -> &[u8] {
+        match self {
+            Input::Path(p) => p,
+            Input::Descriptor { name, .. } => name,
+        }
+    }
+}
+
+/// One file for one program.
+#[derive(Debug)]
+pub struct Job {
+    /// The caller's number for it, returned in its [`Outcome`] (`fdbroker each`: the
+    /// index of the path in its input).
+    pub id: u64,
+    pub input: Input,
+    /// The program and its arguments.
+    pub program: Vec<OsString>,
+}
+
+/// How one job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub id: u64,
+    pub path: Vec<u8>,
+    pub verdict: Verdict,
+    pub exit_status: Option<i32>,
+    pub signal: Option<i32>,
+    pub wall_ms: u64,
+    pub cpu_ms: u64,
+    pub max_rss_kib: u64,
+    /// The worker's stdout, up to the output limit (empty with `stdout_dir`).
+    pub stdout: Vec<u8>,
+    /// With `stdout_dir`: the file it was written to.
+    pub stdout_file: Option<PathBuf>,
+    /// Why a job was `denied` or an `error`.
+    pub message: Option<String>,
+}
+
+impl Outcome {
+    fn refused(id: u64, path: Vec<u8>, verdict: Verdict, message: String) -> Outcome {
+        Outcome {
+            id,
+            path,
+            verdict,
+            exit_status: None,
+            signal: None,
+            wall_ms: 0,
+            cpu_ms: 0,
+            max_rss_kib: 0,
+            stdout: Vec::new(),
+            stdout_file: None,
+            message: Some(message),
+        }
+    }
+}
+
+/// Why an engine could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EachError {
+    #[error("{0}")]
+    Spawn(#[from] crate::spawn::broker::SpawnError),
+    #[error("cannot take a transient uid for a slot: {0}")]
+    Identity(#[from] identity::IdentityError),
+    #[error("cannot prepare the sandbox: {0}")]
+    Sandbox(#[from] fdbroker_worker::sandbox::SandboxError),
+    #[error("cannot use the stdout directory {}: {source}", .dir.display())]
+    StdoutDir {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// One slot: what is prepared once and reused by its items, one after another.
+struct Slot {
+    lease: Lease,
+    worker: PreparedSandbox,
+    init: PreparedSandbox,
+    enforcement: Enforcement,
+    running: Option<Running>,
+    /// The namespace for the slot's next item, its init already confined and waiting.
+    spare: Option<crate::spawn::pidns::Spare>,
+}
+
+/// Runs jobs, each in a fresh sandbox holding only its file (see the module
+/// documentation). Drive it from one thread of a single-threaded process: submit
+/// jobs, call [`Engine::step`] until [`Engine::is_idle`].
+pub struct Engine {
+    loaded: Loaded,
+    client: ClientId,
+    limits: Limits,
+    queue_cap: usize,
+    /// Items whose outcome is not known yet, at most.
+    jobs: usize,
+    stdout_dir: Option<PathBuf>,
+    slots: Vec<Slot>,
+    queue: VecDeque<Job>,
+    done: Vec<Outcome>,
+}
+
+impl Engine {
+    /// Loads the policy, takes one transient uid per slot and prepares the slots'
+    /// sandboxes and cgroups.
+    pub fn new(config: &Config) -> Result<Engine, EachError> {
+        use crate::spawn::broker::SpawnError;
+        let policy = Policy::load(&config.policy).map_err(SpawnError::Policy)?;
+        let client = crate::spawn::broker::pick_client(&policy, config.client.as_deref())?;
+        let mut limits = config.limits.or(&policy.sandbox().limits);
+        limits.output = Some(limits.output.unwrap_or(DEFAULT_OUTPUT_LIMIT));
+        if let Some(dir) = &config.stdout_dir {
+            let meta = std::fs::metadata(dir).map_err(|source| EachError::StdoutDir {
+                dir: dir.clone(),
+                source,
+            })?;
+            if !meta.is_dir() {
+                return Err(EachError::StdoutDir {
+                    dir: dir.clone(),
+                    source: io::Error::from(io::ErrorKind::NotADirectory),
+                });
+            }
+        }
+        // Twice as many slots as items at once: an item's outcome is known when its
+        // worker is gone, but its slot (its uid) is free only once its whole namespace
+        // has ended, which takes the kernel a while (an IPC namespace's end waits for an
+        // RCU grace period); meanwhile the next item runs in another slot.
+        let mut slots = Vec::new();
+        for n in 0..config.jobs.max(1) * 2 {
+            let lease = identity::allocate(policy.sandbox().uid_range)?;
+            let base = || {
+                Sandbox::new()
+                    .user(Identity::Id(lease.uid()))
+                    .group(Identity::Id(lease.gid()))
+            };
+            let init = base().prepare()?;
+            let mut worker = base();
+            for path in &policy.sandbox().read_only {
+                if path.exists() {
+                    worker = worker.allow_read_exec(path);
+                }
+            }
+            let worker = worker.prepare()?;
+            let enforcement = Enforcement::prepare(
+                &limits,
+                &format!("fdbroker-each-{}-{n}", std::process::id()),
+            );
+            if n == 0 {
+                for what in &enforcement.missing {
+                    tracing::warn!("this kernel setup gives no {what}");
+                }
+            }
+            slots.push(Slot {
+                lease,
+                worker,
+                init,
+                enforcement,
+                running: None,
+                spare: None,
+            });
+        }
+        Ok(Engine {
+            loaded: Loaded::new(policy, 1),
+            client,
+            limits,
+            queue_cap: config.queue.max(1),
+            jobs: config.jobs.max(1),
+            stdout_dir: config.stdout_dir.clone(),
+            slots,
+            queue: VecDeque::new(),
+            done: Vec::new(),
+        })
+    }
+
+    /// Queues a job; gives it back when the queue is full (call [`Engine::step`]).
+    pub fn submit(&mut self, job: Job) -> Result<(), Job> {
+        if self.queue.len() >= self.queue_cap {
+            return Err(job);
+        }
+        self.queue.push_back(job);
+        Ok(())
+    }
+
+    /// Whether [`Engine::submit`] would take a job now.
+    pub fn has_room(&self) -> bool {
+        self.queue.len() < self.queue_cap
+    }
+
+    /// Nothing queued, nothing running, no outcome waiting to be taken.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty()
+            && self.done.is_empty()
+            && self.slots.iter().all(|s| s.running.is_none())
+    }
+
+    /// Starts what can start, waits (at most until the nearest deadline) for the
+    /// running items' output and exits, and returns the jobs that ended. With `also`,
+    /// returns early when that descriptor (the caller's input) becomes readable too,
+    /// and says so.
+    pub fn step(&mut self, also: Option<BorrowedFd<'_>>) -> io::Result<(Vec<Outcome>, bool)> {
+        self.start_queued();
+        let busy = self.slots.iter().any(|s| s.running.is_some());
+        if !busy && (also.is_none() || !self.done.is_empty()) {
+            return Ok((std::mem::take(&mut self.done), false));
+        }
+        let now = Instant::now();
+        let timeout = self
+            .slots
+            .iter()
+            .filter_map(|s| s.running.as_ref().and_then(Running::deadline))
+            .min()
+            .map(|d| d.saturating_duration_since(now));
+        let mut also_ready = false;
+        {
+            let mut fds = Vec::new();
+            let mut owners = Vec::new();
+            if let Some(fd) = also {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
+            for (i, slot) in self.slots.iter().enumerate() {
+                if let Some(r) = &slot.running {
+                    for (what, fd) in r.poll_fds() {
+                        fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                        owners.push((i, what));
+                    }
+                }
+            }
+            let wait = match timeout {
+                Some(d) => PollTimeout::try_from(d.as_millis().min(60_000) as i32 + 1)
+                    .unwrap_or(PollTimeout::MAX),
+                None => PollTimeout::NONE,
+            };
+            let ready = match poll(&mut fds, wait) {
+                Ok(_) => fds
+                    .iter()
+                    .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                    .collect::<Vec<_>>(),
+                Err(nix::errno::Errno::EINTR) => vec![false; fds.len()],
+                Err(e) => return Err(e.into()),
+            };
+            drop(fds);
+            let offset = usize::from(also.is_some());
+            if also.is_some() {
+                also_ready = ready[0];
+            }
+            for (k, (slot, what)) in owners.into_iter().enumerate() {
+                if ready[k + offset]
+                    && let Some(r) = self.slots[slot].running.as_mut()
+                {
+                    r.ready(what, &self.limits);
+                }
+            }
+        }
+        let now = Instant::now();
+        for slot in &mut self.slots {
+            if let Some(r) = slot.running.as_mut() {
+                r.check_deadline(now);
+            }
+            if let Some(r) = slot.running.as_mut()
+                && r.done()
+            {
+                let evidence = slot.enforcement.evidence();
+                self.done.push(r.outcome(&self.limits, evidence));
+            }
+            if slot.running.as_ref().is_some_and(Running::gone) {
+                slot.running = None;
+            }
+        }
+        self.start_queued();
+        Ok((std::mem::take(&mut self.done), also_ready))
+    }
+
+    /// Starts queued jobs while slots are free; a job refused before it needs a slot
+    /// (denied, unopenable) ends at once.
+    fn start_queued(&mut self) {
+        loop {
+            let active = self
+                .slots
+                .iter()
+                .filter(|s| s.running.as_ref().is_some_and(Running::active))
+                .count();
+            if active >= self.jobs {
+                return;
+            }
+            let Some(free) = self.slots.iter().position(|s| s.running.is_none()) else {
+                return;
+            };
+            let Some(job) = self.queue.pop_front() else {
+                return;
+            };
+            let uid = self.slots[free].lease.uid();
+            let path = job.input.name().to_vec();
+            let file = match self.open(job.input, uid) {
+                Ok(f) => f,
+                Err((verdict, message)) => {
+                    self.done
+                        .push(Outcome::refused(job.id, path, verdict, message));
+                    continue;
+                }
+            };
+            match self.start(free, job.id, path.clone(), file, &job.program) {
+                Ok(running) => self.slots[free].running = Some(running),
+                Err(e) => self.done.push(Outcome::refused(
+                    job.id,
+                    path,
+                    Verdict::Error,
+                    format!("cannot start the worker: {e}"),
+                )),
+            }
+        }
+    }
+
+    /// The job's file: opened under the policy as its client's read request (with the
+    /// same checks and audit line as a served request), or the caller's descriptor.
+    fn open(&self, input: Input, uid: u32) -> Result<OwnedFd, (Verdict, String)> {
+        let path = match input {
+            Input::Descriptor { fd, .. } => {
+                return match crate::spawn::stdio::handle(fd.as_fd()) {
+                    Ok(None) => Ok(fd),
+                    Ok(Some(h)) => Err((Verdict::Error, format!("the descriptor is {h}"))),
+                    Err(e) => Err((
+                        Verdict::Error,
+                        format!("cannot look at the descriptor: {e}"),
+                    )),
+                };
+            }
+            Input::Path(p) => p,
+        };
+        // Only to tell `denied` from `error`; `answer` decides again, opens, and writes
+        // the audit line a served request gets.
+        let denied = matches!(
+            self.loaded.policy.decide(self.client, &path, Access::Read),
+            Decision::Deny(_)
+        );
+        let peer = PeerCredentials {
+            pid: 0,
+            uid,
+            gid: uid,
+        };
+        let mut audit = crate::audit::Batch::default();
+        let mut fds = Vec::new();
+        let reply = answer(
+            &mut audit,
+            &self.loaded,
+            self.client,
+            &peer,
+            &[],
+            Op::Open(OpenSpec {
+                path,
+                access: Access::Read,
+                flags: 0,
+            }),
+            1,
+            &mut fds,
+        );
+        let _ = audit.flush();
+        match reply {
+            ReplyBody::Open(Ok(_)) => fds
+                .pop()
+                .ok_or_else(|| (Verdict::Error, "no descriptor was opened".to_owned())),
+            ReplyBody::Open(Err(e)) if denied => Err((Verdict::Denied, e.message)),
+            ReplyBody::Open(Err(e)) => Err((Verdict::Error, e.message)),
+            _ => Err((Verdict::Error, "unexpected reply".to_owned())),
+        }
+    }
+
+    /// Starts the worker of one item in slot `n`: a new PID namespace with its own init,
+    /// then the program, its stdin the item's file, its stdout and stderr pipes to us.
+    fn start(
+        &mut self,
+        n: usize,
+        id: u64,
+        path: Vec<u8>,
+        file: OwnedFd,
+        program: &[OsString],
+    ) -> io::Result<Running> {
+        let Some((name, args)) = program.split_first() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no command given",
+            ));
+        };
+        let slot = &mut self.slots[n];
+        let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let mut cmd = Command::new(name);
+        cmd.args(args)
+            .env_remove(fdbroker_worker::client::ENV_FD)
+            .env_remove("FDBROKER_SOCKET")
+            .env("FDBROKER_ITEM", OsStr::from_bytes(&path))
+            // Nothing to look up from: Landlock grants no directory but read_only.
+            .current_dir("/")
+            .stdin(file)
+            .stdout(out_w)
+            .stderr(err_w);
+        slot.enforcement.rebase();
+        set_pre_exec(
+            &mut cmd,
+            None,
+            Becomes::Worker(slot.worker.try_clone()?),
+            slot.enforcement.in_child(),
+        );
+        let as_io = |e| match e {
+            crate::spawn::pidns::NamespaceError::Spawn(e) => e,
+            e => io::Error::other(e.to_string()),
+        };
+        let started = Instant::now();
+        let spare = match slot.spare.take() {
+            Some(spare) => spare,
+            None => crate::spawn::pidns::spare(slot.init.try_clone()?, Some(slot.lease.as_fd()))
+                .map_err(as_io)?,
+        };
+        let (child, init) = spare.spawn(&mut cmd).map_err(as_io)?;
+        // Closes our copies of the worker's stdin, stdout and stderr.
+        drop(cmd);
+        // The next item's namespace, made while this one's worker runs. It shares the
+        // uid with this item's processes but not their PID namespace: they cannot see
+        // it, and it runs no code of theirs (see docs/each.md).
+        slot.spare = slot
+            .init
+            .try_clone()
+            .ok()
+            .and_then(|init| crate::spawn::pidns::spare(init, Some(slot.lease.as_fd())).ok());
+        let stdout = match &self.stdout_dir {
+            Some(dir) => {
+                let file = dir.join(format!("{id}.out"));
+                Stdout::File(
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .open(&file)?,
+                    file,
+                )
+            }
+            None => Stdout::Kept(Vec::new()),
+        };
+        Running::new(
+            id,
+            path,
+            started,
+            self.limits.time.map(|t| started + t),
+            child,
+            init,
+            out_r,
+            err_r,
+            stdout,
+        )
+    }
+}
+
+impl Drop for Engine {
+    /// Kills what still runs, waits for its namespaces to end, removes the cgroups.
+    fn drop(&mut self) {
+        for slot in &mut self.slots {
+            if let Some(r) = slot.running.take() {
+                r.abandon();
+            }
+            if let Some(spare) = slot.spare.take() {
+                spare.end();
+            }
+            slot.enforcement.remove();
+        }
+    }
+}
