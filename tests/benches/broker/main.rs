@@ -842,6 +842,8 @@ fn transparent_rows(rows: &mut Table, plan: &Plan) -> Option<transparent::Transp
         "×",
     );
     Some(t)
+}
+
 /// `fdbroker each -- sha256sum` per item against `xargs -n1 sha256sum` (see `each.rs`).
 fn each_rows(rows: &mut Table, plan: &Plan) {
     let files = if plan.quick { 100 } else { 1000 };
