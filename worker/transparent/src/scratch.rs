@@ -16,6 +16,8 @@
 //! - it is a regular file or a directory;
 //! - a descriptor the program names (`fchmod`, `futimens`) is the same file (device and
 //!   inode) as the one found that way from the path `/proc` shows for it;
+//! - for a mode, it is not the scratch directory itself, whose mode (0700) keeps everything
+//!   beneath it private to the run (`chmod` of it is `EPERM`);
 //!
 //! and the mode set never has a set-user-id, set-group-id or sticky bit, nor, on a
 //! regular file, an execute bit: those are dropped from what the program asked (a
@@ -127,6 +129,18 @@ impl Scratch {
     /// `chmod` of the program's own file, with the bits it may have; 0 or an errno.
     pub fn chmod(&self, target: &Target, mode: u32) -> Result<(), i32> {
         let (fd, st) = self.target(target)?;
+        // The scratch directory itself stays 0700: it is what keeps everything beneath
+        // it private to this run (a wider mode would let every local user read what the
+        // program writes there, and plant files in it).
+        let root = self
+            .dir
+            .as_ref()
+            .map(fstat)
+            .transpose()
+            .map_err(|e| e as i32)?;
+        if root.is_some_and(|r| (r.st_dev, r.st_ino) == (st.st_dev, st.st_ino)) {
+            return Err(libc::EPERM);
+        }
         let directory = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
         let mode = Mode::from_bits_truncate(allowed_mode(mode, directory) as libc::mode_t);
         fchmodat(
@@ -201,6 +215,8 @@ mod tests {
                 .mode()
                 & 0o7777
         };
+        // The scratch directory itself keeps its mode.
+        assert_eq!(scratch.chmod(&path(""), 0o777), Err(libc::EPERM));
         scratch.chmod(&path("/d/f"), 0o4755).expect("its own file");
         assert_eq!(mode("d/f"), 0o644);
         scratch
