@@ -317,7 +317,9 @@ fn stat_meta(st: &nix::sys::stat::FileStat, file: FileMeta) -> StatMeta {
 /// itself and its target (`O_PATH | O_NOFOLLOW`, which `RESOLVE_NO_SYMLINKS` allows for
 /// the last component alone, then `fstat` and `readlinkat(fd, "")` on that descriptor:
 /// nothing is looked up by name again). Everything else, and every path where the rule
-/// follows links, is [`stat_beneath`]'s answer, with no target.
+/// follows links, is [`stat_beneath`]'s answer, with no target. A link is refused where
+/// `stat_beneath` would refuse a file: under a `directory` grant alone, and with more
+/// than one name unless the rule allows hard links.
 pub fn link_beneath(
     root: BorrowedFd<'_>,
     relative: &[u8],
@@ -342,6 +344,16 @@ pub fn link_beneath(
     let st = fstat(&fd).map_err(OpenError::Kernel)?;
     if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
         return plain();
+    }
+    // Refused as `stat_beneath` refuses what it found: a link is no directory, so its
+    // description (and its target, which is its content) needs `read`; and a link with
+    // several names may be one planted here from outside the tree or from a carve-out
+    // (`link(2)` does not follow), as a hard-linked file may.
+    if granted != Access::Read {
+        return Err(OpenError::NotDirectory);
+    }
+    if st.st_nlink > 1 && !rule.hardlinks {
+        return Err(OpenError::Hardlinked(st.st_nlink));
     }
     let target = std::os::unix::ffi::OsStringExt::into_vec(
         nix::fcntl::readlinkat(&fd, "").map_err(OpenError::Kernel)?,
