@@ -8,7 +8,9 @@
 //! line, whose volume is capped per uid: this counts every refusal, capped or not.
 //!
 //! Counted: each request the policy denied (a deny rule, an access the rule does not
-//! grant, a path no rule covers that reached the broker), and each name a broker listing
+//! grant, a path no rule covers that reached the broker, and what a rule's options
+//! refuse once the path is resolved: a link it does not follow, a hard-linked file, a
+//! device, `OpenError::is_refusal`), and each name a broker listing
 //! left out because a deny rule covers it. The paths are the operator's to read only;
 //! the worker never sees this.
 

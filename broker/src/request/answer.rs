@@ -180,6 +180,9 @@ fn describe<T>(
             Ok(meta)
         }
         Err(e) => {
+            if e.is_refusal() {
+                audit::refused::request(path);
+            }
             audit::decision(
                 audit,
                 peer,
@@ -303,6 +306,9 @@ fn open_one(
             Ok::<FileMeta, WireError>(meta)
         }
         Err(e) => {
+            if e.is_refusal() {
+                audit::refused::request(path);
+            }
             record(audit, Verdict::Failed(&e));
             Err(e.to_wire())
         }

@@ -156,6 +156,9 @@ pub fn list_one(
             Ok(listing)
         }
         Err(e) => {
+            if matches!(&e, ListError::Open(o) if o.is_refusal()) {
+                audit::refused::request(path);
+            }
             audit::decision(
                 audit,
                 peer,

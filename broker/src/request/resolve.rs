@@ -78,6 +78,22 @@ pub enum OpenError {
 }
 
 impl OpenError {
+    /// Whether this is the rule refusing what the path led to (a link it does not
+    /// follow, a hard-linked file, a device, another filesystem, a wider reopen), which
+    /// the worker sees as `EACCES` like a deny rule: counted for `fdbroker run`'s
+    /// summary at exit as a refusal ([`crate::audit::refused`]).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            OpenError::Symlink
+                | OpenError::Escape
+                | OpenError::CrossDevice
+                | OpenError::Device(_)
+                | OpenError::Hardlinked(_)
+                | OpenError::WiderReopen { .. }
+        )
+    }
+
     /// The errno the worker sees.
     pub fn errno(&self) -> Errno {
         match self {
