@@ -275,7 +275,13 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
     // policy (only to tell paths no rule covers from the rest; the broker decides).
     let mut supervisor_conn = None;
     let becomes = if spec.transparent {
-        let supervisor = with_scratch(sandbox_for(&policy, &who))
+        let supervisor = with_scratch(sandbox_for(&policy, &who));
+        // Its stand-in listings hold links too (the program's own domain makes none).
+        let supervisor = match &scratch {
+            Some(s) => supervisor.allow_read_write_links(&s.path),
+            None => supervisor,
+        };
+        let supervisor = supervisor
             .allow_read("/proc")
             .allow_process_memory()
             .prepare()

@@ -162,6 +162,8 @@ pub(crate) struct Allowed {
     pub(crate) execute: bool,
     /// Also write, create, remove and rename beneath it (never execute).
     pub(crate) write: bool,
+    /// Also make symbolic links beneath it (with `write`).
+    pub(crate) symlinks: bool,
 }
 
 /// Builds the ruleset and adds one rule per allowlisted path.
@@ -210,7 +212,12 @@ pub(crate) fn prepare(
         created = created
             .add_rule(PathBeneath::new(
                 fd,
-                grant(is_dir, entry.execute, entry.write),
+                grant(is_dir, entry.execute, entry.write)
+                    | if entry.symlinks && entry.write && is_dir {
+                        BitFlags::from(AccessFs::MakeSym)
+                    } else {
+                        BitFlags::empty()
+                    },
             ))
             .map_err(SandboxError::Landlock)?;
     }
@@ -366,6 +373,7 @@ mod tests {
                 path: "/nonexistent/fdbroker-sandbox".into(),
                 execute: false,
                 write: false,
+                symlinks: false,
             }],
             true,
         )

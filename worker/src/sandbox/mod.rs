@@ -229,12 +229,27 @@ impl Sandbox {
         self.allow(path.as_ref(), false, true)
     }
 
+    /// [`Sandbox::allow_read_write`], and also making symbolic links beneath `path`: for
+    /// transparent mode's supervisor alone, whose stand-in listings (`fdbroker-transparent`'s
+    /// `listing.rs`) hold one entry of the same type per name, links included. The
+    /// program's own, nested domain does not get it.
+    pub fn allow_read_write_links(mut self, path: impl AsRef<Path>) -> Sandbox {
+        self.allowed.push(Allowed {
+            path: path.as_ref().to_owned(),
+            execute: false,
+            write: true,
+            symlinks: true,
+        });
+        self
+    }
+
     /// One entry of the Landlock allowlist (read always; execute and write as given).
     fn allow(mut self, path: &Path, execute: bool, write: bool) -> Sandbox {
         self.allowed.push(Allowed {
             path: path.to_owned(),
             execute,
             write,
+            symlinks: false,
         });
         self
     }
@@ -498,11 +513,13 @@ mod tests {
                     path: "/etc".into(),
                     execute: false,
                     write: false,
+                    symlinks: false,
                 },
                 Allowed {
                     path: "/usr".into(),
                     execute: true,
                     write: false,
+                    symlinks: false,
                 },
             ]
         );

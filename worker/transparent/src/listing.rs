@@ -50,10 +50,20 @@ impl StandIns {
         if made.len() >= MAX_STAND_INS || self.scratch.as_os_str().is_empty() {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
-        let dir = self
-            .scratch
-            .join(format!(".fdbroker-listing.{}", made.len()));
-        fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        // A name the program took in its scratch directory, or a stand-in that failed
+        // half-way (left in place), is passed over: never a reason to fail every later
+        // listing of the run.
+        let mut dir = PathBuf::new();
+        for attempt in 0..=MAX_STAND_INS {
+            dir = self
+                .scratch
+                .join(format!(".fdbroker-listing.{}.{attempt}", made.len()));
+            match fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < MAX_STAND_INS => {}
+                Err(e) => return Err(e),
+            }
+        }
         for entry in entries {
             let entry = entry?;
             let name = entry.file_name();
