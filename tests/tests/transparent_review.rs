@@ -220,3 +220,48 @@ fn review_f5_a_directory_with_a_carve_out_and_a_link_is_listed() {
         text(&out.stderr)
     );
 }
+
+/// F6: the summary at exit is written like any log line, given up after 20 ms when the
+/// destination does not take it. The program shares that destination (its stderr), so
+/// a refused program that fills a piped stderr and exits (while the reader, a log
+/// collector or `| less`, is busy for a moment) makes `fdbroker run` drop the one line
+/// that says what was refused.
+#[test]
+fn review_f6_a_program_cannot_drop_the_summary_by_filling_stderr() {
+    use std::io::Read;
+    let (t, policy) = fixture("");
+    let secret = t.join("tree/carve/secret.txt");
+    let script = format!(
+        r#"
+import os, fcntl
+try:
+    open({secret:?})
+except OSError:
+    pass
+fcntl.fcntl(2, fcntl.F_SETFL, fcntl.fcntl(2, fcntl.F_GETFL) | os.O_NONBLOCK)
+try:
+    while True:
+        os.write(2, b"x" * 4096)
+except BlockingIOError:
+    pass
+"#,
+        secret = s(&secret)
+    );
+    let mut child = transparent(&policy, &["/usr/bin/python3", "-c", &script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    // A reader busy for a moment.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let mut all = Vec::new();
+    err.read_to_end(&mut all).unwrap();
+    let _ = child.wait();
+    let all: Vec<u8> = all.into_iter().filter(|&b| b != b'x').collect();
+    assert!(
+        text(&all).contains("fdbroker run: the policy refused"),
+        "the summary was dropped: {}",
+        text(&all)
+    );
+}
