@@ -444,7 +444,8 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
     }
     let refused = crate::audit::refused::so_far();
     if let Some(line) = crate::spawn::denials::summary(&refused) {
-        crate::log::sink::eprint_line(&line);
+        // Not a log line: a program sharing standard error must not make it lost.
+        crate::spawn::denials::print(&line);
     }
     if let Some(code) = verdict.exit_code() {
         crate::spawn::limits::say(&crate::spawn::limits::verdict_line(verdict, &limits));
