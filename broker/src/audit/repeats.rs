@@ -171,4 +171,51 @@ mod tests {
         // Still remembered: the next repeat is counted, not written.
         assert!(repeated(&peer, "c", path, Action::Stat, None, granted));
     }
+
+    /// F7 (review r20): a 64-bit FNV-1a hash is not collision resistant, and a worker
+    /// chooses the path. Two different decisions about the *same* path whose keys
+    /// collide (here: a grant remembered under the hash a later denial of that path
+    /// has) must not make the denial a counted repeat of the grant: it would never get
+    /// its own line, and the summary line would call it `granted`.
+    #[test]
+    fn review_f7_a_colliding_decision_about_the_same_path_is_written() {
+        enable();
+        let peer = PeerCredentials {
+            pid: 1,
+            uid: 4244,
+            gid: 4244,
+        };
+        let path = b"/repeats-test/collide";
+        let why = "denied by deny rule #1";
+        // The key `repeated` hashes for the denial.
+        let mut key = Vec::new();
+        for part in [
+            &peer.uid.to_ne_bytes()[..],
+            b"c",
+            path,
+            Action::Stat.as_str().as_bytes(),
+            b"",
+            b"denied",
+            why.as_bytes(),
+        ] {
+            key.extend_from_slice(&(part.len() as u64).to_ne_bytes());
+            key.extend_from_slice(part);
+        }
+        // A grant of the same path that collided with it was remembered first.
+        let grant = Seen {
+            uid: peer.uid,
+            path: path.to_vec(),
+            action: Action::Stat,
+            result: "granted",
+            count: 0,
+        };
+        SEEN.lock()
+            .expect("lock")
+            .get_or_insert_with(HashMap::new)
+            .insert(fnv1a64(&key), grant);
+        assert!(
+            !repeated(&peer, "c", path, Action::Stat, None, Verdict::Denied(&why)),
+            "a denial was counted as a repeat of a grant whose hash it shares"
+        );
+    }
 }
