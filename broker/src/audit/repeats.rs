@@ -28,7 +28,11 @@ static SEEN: Mutex<Option<HashMap<u64, Seen>>> = Mutex::new(None);
 
 struct Seen {
     uid: u32,
-    path: Vec<u8>,
+    /// The whole decision, as hashed: compared in full, so that only an identical
+    /// decision is ever counted (a worker chooses the path, and can find FNV-1a
+    /// collisions); the path is `key[path]`.
+    key: Vec<u8>,
+    path: std::ops::Range<usize>,
     action: Action,
     result: &'static str,
     /// Repeats since the last summary.
@@ -59,8 +63,9 @@ pub fn repeated(
         Verdict::Failed(why) => ("failed", why.to_string()),
     };
     let rule = rule.map(|r| r.to_string()).unwrap_or_default();
-    let mut key = Vec::with_capacity(path.len() + client.len() + rule.len() + detail.len() + 32);
-    for part in [
+    let mut key = Vec::with_capacity(path.len() + client.len() + rule.len() + detail.len() + 64);
+    let mut path_at = 0..0;
+    for (i, part) in [
         &peer.uid.to_ne_bytes()[..],
         client.as_bytes(),
         path,
@@ -68,17 +73,23 @@ pub fn repeated(
         rule.as_bytes(),
         result.as_bytes(),
         detail.as_bytes(),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         key.extend_from_slice(&(part.len() as u64).to_ne_bytes());
+        if i == 2 {
+            path_at = key.len()..key.len() + part.len();
+        }
         key.extend_from_slice(part);
     }
-    let key = fnv1a64(&key);
+    let hash = fnv1a64(&key);
     let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
     let seen = seen.get_or_insert_with(HashMap::new);
-    if let Some(s) = seen.get_mut(&key) {
-        // A 64-bit hash of the whole decision; the path is compared too, so a collision
-        // can only ever cost a line, never hide one about another path.
-        if s.path == path {
+    if let Some(s) = seen.get_mut(&hash) {
+        // A 64-bit hash of the whole decision, which is compared too: a collision can
+        // only ever cost a line, never hide another decision.
+        if s.key == key {
             s.count += 1;
             return true;
         }
@@ -86,10 +97,11 @@ pub fn repeated(
     }
     if seen.len() < MAX_DECISIONS {
         seen.insert(
-            key,
+            hash,
             Seen {
                 uid: peer.uid,
-                path: path.to_vec(),
+                key,
+                path: path_at,
                 action,
                 result,
                 count: 0,
@@ -97,6 +109,12 @@ pub fn repeated(
         );
     }
     false
+}
+
+impl Seen {
+    fn path_bytes(&self) -> &[u8] {
+        self.key.get(self.path.clone()).unwrap_or_default()
+    }
 }
 
 /// Write one `repeated` line for each decision repeated since the last summary, and
@@ -110,7 +128,7 @@ pub fn summarise() {
         tracing::info!(
             target: TARGET,
             uid = s.uid,
-            path = %Escaped(&s.path),
+            path = %Escaped(s.path_bytes()),
             access = s.action.as_str(),
             result = s.result,
             repeated = s.count,
@@ -160,7 +178,7 @@ mod tests {
         let count = |p: &[u8]| {
             SEEN.lock().expect("lock").as_ref().map_or(0, |m| {
                 m.values()
-                    .filter(|s| s.path == p && s.uid == 4242 && s.action == Action::Stat)
+                    .filter(|s| s.path_bytes() == p && s.uid == 4242 && s.action == Action::Stat)
                     .map(|s| s.count)
                     .sum::<u64>()
             })
@@ -204,7 +222,8 @@ mod tests {
         // A grant of the same path that collided with it was remembered first.
         let grant = Seen {
             uid: peer.uid,
-            path: path.to_vec(),
+            key: b"a grant of the same path, colliding".to_vec(),
+            path: 0..0,
             action: Action::Stat,
             result: "granted",
             count: 0,
