@@ -64,6 +64,13 @@ fn intercepted() -> Vec<i64> {
 /// none of them does a lookup reach what the policy hides; the same holds for every
 /// call the supervisor leaves to the kernel. `AT_FDCWD` stays supervised, for the
 /// working directory the supervisor keeps (`cwd.rs`).
+///
+/// The path may also be absolute, which ignores the descriptor: then the kernel answers
+/// a stat of any path under the sandbox user's own rights, as it answers every stat in
+/// plain `fdbroker run`. That describes a file beneath a deny rule's carve-out only
+/// where the sandbox's transient uid may search to it by its permissions (never in a
+/// root-only tree), and opens nothing; `docs/transparent.md` says so, and
+/// `review_f4_at_empty_path_reveals_no_more_than_the_sandbox_user_may_see` holds it.
 const ON_A_DESCRIPTOR: [(i64, u32); 2] = [(libc::SYS_newfstatat, 3), (libc::SYS_statx, 2)];
 
 /// The program's notification filter: another architecture or an x32 call kills the

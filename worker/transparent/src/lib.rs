@@ -57,7 +57,8 @@
 //! `fdbroker run` checks before starting it, and the directory descriptors the broker
 //! passed, which it passes only where they reach nothing the policy hides. The same
 //! argument lets a stat with `AT_EMPTY_PATH` on a descriptor stay in the kernel
-//! (`filter.rs`); with `AT_FDCWD` and a non-empty path it is decoded as a stat of that
+//! (`filter.rs`: an absolute path there is a stat under the sandbox user's own rights,
+//! as in plain `fdbroker run`); with `AT_FDCWD` and a non-empty path it is decoded as a stat of that
 //! path (`call.rs`), resolved against the kept working directory where there is one.
 //!
 //! Wherever the thread id is used to reach the thread (its working directory or
