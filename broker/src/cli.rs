@@ -53,6 +53,22 @@ FDBROKER_TIMEOUT=SECONDS bounds every wait for the broker, connecting included, 
 Exits 1 if any file could not be fetched, printing `fdbroker: PATH: reason` for each."
     )]
     Cat(CatArgs),
+    /// Write standard input to a file through a broker (a create or write grant).
+    #[command(
+        after_help = "Example:\n  echo clean | fdbroker put --socket /run/fdbroker/fdbroker.sock /srv/out/report.txt\n\n\
+Creates FILE where the policy grants create, else truncates and rewrites an existing \
+FILE where it grants write. Connects as `fdbroker cat` does. \
+Exits 1 if the file could not be opened or written, printing `fdbroker: FILE: reason`."
+    )]
+    Put(PutArgs),
+    /// List directories through a broker (a directory grant), one name a line.
+    #[command(
+        after_help = "Example:\n  fdbroker ls --socket /run/fdbroker/fdbroker.sock /var/spool/quarantine\n\n\
+The broker lists the directory itself: names the policy hides are left out, as a worker \
+would see it. Directories end in `/`. Connects as `fdbroker cat` does. \
+Exits 1 if any directory could not be listed, printing `fdbroker: DIR: reason` for each."
+    )]
+    Ls(LsArgs),
     /// Check or explain a policy file.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -147,6 +163,26 @@ struct CatArgs {
     files: Vec<PathBuf>,
 }
 
+#[derive(Args, Debug)]
+struct PutArgs {
+    /// The broker's socket.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// The file to write, by absolute path.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct LsArgs {
+    /// The broker's socket.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Directories to list, by absolute path.
+    #[arg(required = true, value_name = "DIR")]
+    dirs: Vec<PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 enum PolicyCommand {
     /// Exit 0 if the policy is valid; else print FILE:LINE:COL: message and exit 1.
@@ -194,6 +230,8 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Cat(args) => crate::cat::cat_main(args.socket.as_deref(), &args.files),
+        Command::Put(args) => crate::put::put_main(args.socket.as_deref(), &args.file),
+        Command::Ls(args) => crate::ls::ls_main(args.socket.as_deref(), &args.dirs),
         Command::Policy(PolicyCommand::Check { file, strict }) => {
             crate::inspect::check_main(&file, strict)
         }
