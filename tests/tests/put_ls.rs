@@ -118,3 +118,52 @@ fn ls_lists_through_the_broker_hiding_carve_outs_and_exits_like_cat() {
         "{err}"
     );
 }
+
+/// A connection the socket's permissions refuse says which group would let the client
+/// in, from `fdbroker cat` (the Rust client's error): the socket `0660` of group `adm`,
+/// then the directory above it `0750` of group `adm` with the socket open to all. The
+/// group is found from the files, not assumed.
+#[test]
+fn a_connection_refused_by_permissions_names_the_group_that_may_connect() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    let t = tree();
+    let policy = POLICY.replace(
+        "socket_mode = \"0666\"",
+        "socket_mode = \"0660\"\nsocket_group = \"adm\"",
+    );
+    let b = Broker::start(&t, &policy);
+    let file = t.join("spool/a.bin");
+    let out = as_nobody(&b.socket, &["cat"], &[&file], b"");
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("Permission denied")
+            && err.contains(&format!("the socket {}", b.socket.display()))
+            && err.contains("group adm")
+            && err.contains("members of group adm may connect"),
+        "{err}"
+    );
+
+    // The socket open to everyone, its directory closed but to group adm.
+    std::fs::set_permissions(&b.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let dir = b.socket.parent().unwrap();
+    let adm_gid = nix::unistd::Group::from_name("adm")
+        .unwrap()
+        .expect("group adm (base-passwd)")
+        .gid
+        .as_raw();
+    chown(dir, None, Some(adm_gid)).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let out = as_nobody(&b.socket, &["cat"], &[&file], b"");
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("the directory {} ", dir.display()))
+            && err.contains("members of group adm may connect"),
+        "{err}"
+    );
+    // And once it is open again, the same command works: the refusal was the reason.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = as_nobody(&b.socket, &["cat"], &[&file], b"");
+    assert!(out.status.success(), "{}", show(&out));
+}
