@@ -192,7 +192,10 @@ enum PolicyCommand {
 Warnings (FILE:LINE:COL: warning: ...; exit 0, or 1 with --strict): roots that do not \
 exist or that the broker would refuse to open (a directory above them that someone \
 other than root could change), deny rules that match nothing on disk or lie outside \
-every allow rule, and rules written twice."
+every allow rule, rules written twice, and capabilities the policy needs that the \
+service unit does not grant (write or create: CAP_DAC_OVERRIDE; owner or group: \
+CAP_CHOWN), naming the unit's lines. The unit is --unit, else the installed \
+fdbroker.service with its drop-ins, else the one fdbroker ships."
     )]
     Check {
         #[arg(value_name = "FILE")]
@@ -200,6 +203,9 @@ every allow rule, and rules written twice."
         /// Treat warnings as errors (exit 1).
         #[arg(long)]
         strict: bool,
+        /// The service unit to check capabilities against.
+        #[arg(long, value_name = "UNIT")]
+        unit: Option<PathBuf>,
     },
     /// Show the decision for one request and the rule that made it.
     #[command(
@@ -232,8 +238,8 @@ pub fn main() -> ExitCode {
         Command::Cat(args) => crate::cat::cat_main(args.socket.as_deref(), &args.files),
         Command::Put(args) => crate::put::put_main(args.socket.as_deref(), &args.file),
         Command::Ls(args) => crate::ls::ls_main(args.socket.as_deref(), &args.dirs),
-        Command::Policy(PolicyCommand::Check { file, strict }) => {
-            crate::inspect::check_main(&file, strict)
+        Command::Policy(PolicyCommand::Check { file, strict, unit }) => {
+            crate::inspect::check_main(&file, strict, unit.as_deref())
         }
         Command::Policy(PolicyCommand::Explain {
             file,
