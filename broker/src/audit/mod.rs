@@ -12,7 +12,7 @@ pub mod limit;
 pub mod line;
 
 pub use batch::{Batch, Unwritten, Written, trail_failing};
-pub use escape::{Escaped, PREFIX, WHOLE, fnv1a64};
+pub use escape::{Bare, Escaped, PREFIX, WHOLE, fnv1a64};
 
 use crate::audit::limit::{Limiter, Summary};
 use batch::Fields;
@@ -112,7 +112,9 @@ pub fn decision(
         via: batch.via(),
     };
     if !batch.record(&fields) {
-        via_tracing(&fields);
+        // Another subscriber: its format is unknown; the text format's quoting is the
+        // one that reads the same either way.
+        via_tracing(&fields, true);
     }
 }
 
@@ -160,7 +162,11 @@ pub(crate) fn summary_via_tracing(s: &Summary) {
 }
 
 /// The decision as a `tracing` event; `audit_line` writes the same line by hand.
-pub(crate) fn via_tracing(f: &Fields<'_>) {
+/// `quoted`: the path in quotes, as the text format writes it (a subscriber that quotes
+/// strings itself, JSON, gets it bare). Denials are `WARN`, so `journalctl -p warning`
+/// shows them; grants and failures `INFO`. A line without a rule says `rule="-"` (a
+/// subscriber cannot write JSON's `null`).
+pub(crate) fn via_tracing(f: &Fields<'_>, quoted: bool) {
     let Fields {
         peer,
         client,
@@ -172,24 +178,30 @@ pub(crate) fn via_tracing(f: &Fields<'_>) {
     } = *f;
     let rule = rule.map(|r| r.to_string());
     let rule = rule.as_deref().unwrap_or("-");
+    let path = if quoted {
+        Escaped(path).to_string()
+    } else {
+        Bare(path).to_string()
+    };
+    let path = path.as_str();
     match verdict {
         Verdict::Granted { ino } => tracing::info!(
             target: TARGET,
             uid = peer.uid, gid = peer.gid, pid = peer.pid, client,
-            path = %Escaped(path), access = access.as_str(), rule,
+            path = %path, access = access.as_str(), rule,
             result = "granted", ino, via,
         ),
-        Verdict::Denied(why) => tracing::info!(
+        Verdict::Denied(why) => tracing::warn!(
             target: TARGET,
             uid = peer.uid, gid = peer.gid, pid = peer.pid, client,
-            path = %Escaped(path), access = access.as_str(), rule,
-            result = "denied", reason = %why, via,
+            path = %path, access = access.as_str(), rule,
+            result = "denied", reason = why.to_string().as_str(), via,
         ),
         Verdict::Failed(why) => tracing::info!(
             target: TARGET,
             uid = peer.uid, gid = peer.gid, pid = peer.pid, client,
-            path = %Escaped(path), access = access.as_str(), rule,
-            result = "failed", reason = %why, via,
+            path = %path, access = access.as_str(), rule,
+            result = "failed", reason = why.to_string().as_str(), via,
         ),
     }
 }
