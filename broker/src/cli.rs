@@ -129,6 +129,13 @@ struct RunArgs {
     /// Serve an unmodified program's own open/stat/access calls through the broker.
     #[arg(long)]
     transparent: bool,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Append the broker's log and audit lines to this file (created mode 0600)
+    /// instead of standard error, which the worker keeps to itself.
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<PathBuf>,
     /// The worker command and its arguments.
     #[arg(required = true, last = true, value_name = "COMMAND")]
     command: Vec<std::ffi::OsString>,
@@ -258,7 +265,18 @@ pub fn main() -> ExitCode {
 }
 
 fn spawn(args: RunArgs) -> ExitCode {
-    crate::audit::init_logging(LogFormat::Text);
+    match &args.log_file {
+        None => crate::audit::init_logging(args.log_format),
+        Some(path) => {
+            if let Err(e) = crate::log::file::open_append(path)
+                .and_then(|f| crate::audit::init_logging_to_file(args.log_format, f))
+            {
+                log::sink::eprint_line(&format!("fdbroker: --log-file {}: {e}", path.display()));
+                // As for any broker that cannot start its worker.
+                return ExitCode::from(126);
+            }
+        }
+    }
     let spec = crate::spawn::broker::Spawn {
         policy: args.policy,
         client: args.client,

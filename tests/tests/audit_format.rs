@@ -288,3 +288,75 @@ fn json_audit_lines_have_bare_paths_null_rules_and_levels() {
     }
     assert!(log.contains("\"rule\":null"), "{log}");
 }
+
+/// `fdbroker run --log-file PATH --log-format json`: the broker's log and audit lines go
+/// to the file (appended, mode 0600, JSON), the worker's stderr carries only what the
+/// worker wrote, and a log path that is a symbolic link is refused (exit 126) before
+/// any worker runs.
+#[test]
+fn run_log_file_keeps_the_brokers_lines_apart_from_the_workers_stderr() {
+    use fdbroker_tests::{fdbroker_bin, run_policy, run_with_timeout, show, text};
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+    let t = TempDir::new("runlog");
+    t.file("in/a.txt", b"hello\n", 0o644);
+    let bins = fdbroker_bin().parent().unwrap().to_owned();
+    let policy = run_policy(&t, "worker", &bins);
+    let log = t.join("broker.log");
+    std::fs::write(&log, b"earlier line\n").unwrap();
+    let script = format!(
+        "\"$0\" cat {a}; \"$0\" cat /etc/shadow; echo worker-says >&2",
+        a = t.join("in/a.txt").display()
+    );
+    let run = |log_arg: &std::path::Path| {
+        run_with_timeout(
+            Command::new(fdbroker_bin())
+                .current_dir("/")
+                .args(["run", "--log-format", "json", "--log-file"])
+                .arg(log_arg)
+                .arg("--policy")
+                .arg(&policy)
+                .args(["--", "/bin/sh", "-c", &script])
+                .arg(fdbroker_bin()),
+            std::time::Duration::from_secs(120),
+        )
+    };
+    let out = run(&log);
+    assert_eq!(text(&out.stdout), "hello\n", "{}", show(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("worker-says"), "{err}");
+    assert!(
+        !err.contains("fdbroker::audit") && !err.contains("\"level\""),
+        "{err}"
+    );
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert!(written.starts_with("earlier line\n"), "appended: {written}");
+    let audit: Vec<serde_json::Value> = written
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|v: &serde_json::Value| v["target"] == "fdbroker::audit")
+        .collect();
+    assert!(
+        audit.iter().any(|v| v["result"] == "granted")
+            && audit
+                .iter()
+                .any(|v| v["result"] == "denied" && v["level"] == "WARN"),
+        "{written}"
+    );
+    // A new file is created 0600.
+    let fresh = t.join("fresh.log");
+    let out = run(&fresh);
+    assert!(out.status.code().is_some(), "{}", show(&out));
+    assert_eq!(
+        std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // A symbolic link is not followed: refused, and no worker ran.
+    let link = t.join("link.log");
+    std::os::unix::fs::symlink(&log, &link).unwrap();
+    let out = run(&link);
+    assert_eq!(out.status.code(), Some(126), "{}", show(&out));
+    assert!(!text(&out.stderr).contains("worker-says"), "{}", show(&out));
+    assert!(text(&out.stderr).contains("--log-file"), "{}", show(&out));
+}

@@ -31,6 +31,18 @@ pub fn init_logging(format: crate::log::LogFormat) {
     }
 }
 
+/// [`init_logging`], every line going to `file` instead of stderr
+/// (`fdbroker run --log-file`).
+pub fn init_logging_to_file(
+    format: crate::log::LogFormat,
+    file: std::os::fd::OwnedFd,
+) -> std::io::Result<()> {
+    if let Some(style) = crate::log::init_to_file(format, file)? {
+        batch::install(style);
+    }
+    Ok(())
+}
+
 /// Where audit events go (a `tracing` target, so operators can route or filter it).
 pub const TARGET: &str = "fdbroker::audit";
 

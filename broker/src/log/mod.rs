@@ -10,6 +10,7 @@
 //! Lines are written by [`sink`], which never panics and never blocks for long,
 //! whatever happens to stderr.
 
+pub mod file;
 pub mod sink;
 
 use std::fmt;
@@ -47,9 +48,28 @@ pub struct Style {
 /// one was already installed (an embedding program or a test did it), whose format this
 /// module does not know.
 pub fn init(format: LogFormat) -> Option<Style> {
-    let filter = EnvFilter::try_from_env("FDBROKER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let journal = stderr_is_journal();
     sink::install();
+    init_style(format, stderr_is_journal())
+}
+
+/// [`init`], with every line going to `file` (`fdbroker run --log-file`, a file opened
+/// for appending) instead of stderr: never the journal's format there. `Err` when the
+/// log destination was decided already.
+pub fn init_to_file(
+    format: LogFormat,
+    file: std::os::fd::OwnedFd,
+) -> Result<Option<Style>, std::io::Error> {
+    sink::install_file(file).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "the log destination was chosen before --log-file could be",
+        )
+    })?;
+    Ok(init_style(format, false))
+}
+
+fn init_style(format: LogFormat, journal: bool) -> Option<Style> {
+    let filter = EnvFilter::try_from_env("FDBROKER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // Already installed: keep theirs.
     dispatch(format, journal, filter, sink::Sink)
         .try_init()

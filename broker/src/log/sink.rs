@@ -48,6 +48,9 @@ enum Route {
     Socket,
     /// A regular file or anything that cannot be reopened: `write(2)` on stderr.
     Stderr,
+    /// The file `fdbroker run --log-file` opened (a regular file, appended to):
+    /// `write(2)` on it, so the broker's lines never mix with the worker's stderr.
+    File(OwnedFd),
 }
 
 /// The process's log destination: made once, by [`install`] (or on first use).
@@ -108,6 +111,20 @@ static DESTINATION: OnceLock<Destination> = OnceLock::new();
 /// the process can still open `/proc/self/fd/2` (a server confines itself later).
 pub fn install() {
     let _ = destination();
+}
+
+/// Write every line to `file` instead of stderr (`fdbroker run --log-file`): called by
+/// `log::init_to_file` before anything is logged. `Err(file)` when the destination was
+/// decided already (something logged first), which the caller reports.
+pub fn install_file(file: OwnedFd) -> Result<(), OwnedFd> {
+    let mut file = Some(file);
+    // The closure runs only if no destination was decided yet, and then takes the file.
+    DESTINATION.get_or_init(|| Destination {
+        route: file.take().map_or(Route::Stderr, Route::File),
+        state: Mutex::new(State::default()),
+        failing: Mutex::new(None),
+    });
+    file.map_or(Ok(()), Err)
 }
 
 fn destination() -> &'static Destination {
@@ -307,6 +324,7 @@ impl Destination {
         let stderr = io::stderr();
         let fd = match &self.route {
             Route::Own(fd) => fd.as_fd(),
+            Route::File(fd) => fd.as_fd(),
             // A closed fd 2 only makes the writes fail (EBADF).
             Route::Socket | Route::Stderr => stderr.as_fd(),
         };
@@ -325,7 +343,7 @@ impl Destination {
                     bytes,
                     MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
                 ),
-                Route::Own(_) | Route::Stderr => nix::unistd::write(fd, bytes),
+                Route::Own(_) | Route::Stderr | Route::File(_) => nix::unistd::write(fd, bytes),
             };
             match n {
                 Ok(0) => return fail(wrote_some, Errno::EIO),
