@@ -90,6 +90,19 @@ dies, everything it started is killed. Exit status: the worker's, \
 128+N if killed by signal N, 126 if it cannot be started, 127 if not found.\n\n--transparent runs an unmodified program (cat, sha256sum, python3, a shell): its open, stat and access calls on paths the policy covers are answered by the broker through seccomp user notification (Linux 6.9 or later); a policy denial is EACCES, other paths are left to the sandbox. See docs/transparent.md."
     )]
     Run(RunArgs),
+    /// Show what a running broker serves, to whom, and what it decided.
+    #[command(
+        after_help = "Examples:\n  fdbroker status $(systemctl show -p MainPID --value fdbroker)\n  \
+fdbroker status --socket /run/fdbroker/fdbroker.sock --json\n\n\
+Only root or the broker's own user may ask (the broker checks the caller's uid). Shows the \
+policy file and when it was loaded, the last reload and its outcome, the open connections \
+with their peers (client, uid, gid, pid), requests, grants, denials and failures per client \
+and per rule since the service started (kept across reloads; each path of a batch, each \
+stat and listing is one request), descriptors passed and not yet received per uid, and the \
+uptime. The socket: --socket, else the one process PID (`fdbroker serve`) listens on, else \
+FDBROKER_SOCKET, else /run/fdbroker/fdbroker.sock. Exits 1 if there is no answer."
+    )]
+    Status(StatusArgs),
     /// Ask a running broker to reload its policy, and wait for the outcome.
     #[command(
         after_help = "Example (systemd's ExecReload=):\n  fdbroker reload --policy /etc/fdbroker/policy.toml $MAINPID\n\n\
@@ -99,6 +112,19 @@ on the file; the command waits until it serves every connection (exit 0) or was 
 (exit 1: the previous policy stays in force, and the broker's log says why)."
     )]
     Reload(ReloadArgs),
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    /// The broker's socket.
+    #[arg(long, value_name = "PATH", conflicts_with = "pid")]
+    socket: Option<PathBuf>,
+    /// Print the report as JSON (one object).
+    #[arg(long)]
+    json: bool,
+    /// The process id of `fdbroker serve` (systemd: MainPID).
+    #[arg(value_name = "PID")]
+    pid: Option<i32>,
 }
 
 #[derive(Args, Debug)]
@@ -256,6 +282,9 @@ pub fn main() -> ExitCode {
             path,
         }) => crate::inspect::explain_main(&file, &uid, gid.as_deref(), access, &path),
         Command::Run(args) => spawn(args),
+        Command::Status(args) => {
+            crate::status::status_main(args.pid, args.socket.as_deref(), args.json)
+        }
         Command::Reload(args) => crate::daemon::reload::reload_main(
             args.policy.as_deref(),
             args.pid,

@@ -30,7 +30,7 @@
 //! | the worker's pre-exec | `spawn::worker::worker_pre_exec` | root becoming the sandbox user, between `fork` and `exec` | the spawn broker (`fork`) |
 //! | transparent supervisor | `fdbroker_transparent::supervisor_main` (crate `fdbroker-transparent`) | the sandbox user, its own sandbox; an ordinary broker client | the worker's pre-exec, in the worker's place |
 //! | scratch remover | [`spawn::scratch`] `remover_main` | root, unconfined, deaf to all signals but `SIGKILL`, holding nothing | the spawn broker (`fork`, `--transparent` only) |
-//! | `fdbroker cat`, `put`, `ls`, `policy` | [`cat::cat_main`], [`put::put_main`], [`ls::ls_main`], [`inspect::check_main`], [`inspect::explain_main`] | whoever runs them, unconfined | the operator |
+//! | `fdbroker cat`, `put`, `ls`, `status`, `policy` | [`cat::cat_main`], [`put::put_main`], [`ls::ls_main`], [`status::status_main`], [`inspect::check_main`], [`inspect::explain_main`] | whoever runs them, unconfined | the operator |
 //!
 //! # The layers
 //!
@@ -56,6 +56,7 @@ pub mod put;
 pub mod request;
 pub mod server;
 pub mod spawn;
+pub mod status;
 pub(crate) mod sys;
 pub mod systemd;
 

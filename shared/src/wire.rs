@@ -158,6 +158,13 @@ pub enum Op {
     /// more than of a name that does not exist. This is how a worker lists a directory
     /// the broker will not pass a descriptor for (one with a deny rule beneath it).
     List(ListSpec),
+    /// The broker's state for its operator (`fdbroker status`), answered with
+    /// [`ReplyBody::Status`] and no descriptor: a JSON document.
+    ///
+    /// Accepted only before the hello, and only from a peer whose `SO_PEERCRED` uid is
+    /// 0 or the broker's own; anyone else is refused with `EACCES`. Such a peer need not
+    /// be a policy client: its connection serves this request and nothing else.
+    Status,
 }
 
 impl Op {
@@ -169,6 +176,7 @@ impl Op {
             Op::Stat(_) => 0,
             Op::Connect => 1,
             Op::List(_) => 0,
+            Op::Status => 0,
         }
     }
 }
@@ -245,6 +253,9 @@ pub enum ReplyBody {
     Connected,
     /// The answer to an [`Op::List`]; never carries a descriptor.
     List(Result<Listing, WireError>),
+    /// The answer to an [`Op::Status`]: the broker's state as one JSON object (see
+    /// `fdbroker status --json`); never carries a descriptor.
+    Status(Result<String, WireError>),
 }
 
 /// The result for one path.
@@ -256,7 +267,10 @@ impl ReplyBody {
         match self {
             ReplyBody::Open(o) => usize::from(o.is_ok()),
             ReplyBody::OpenMany(v) => v.iter().filter(|o| o.is_ok()).count(),
-            ReplyBody::Refused(_) | ReplyBody::Stat(_) | ReplyBody::List(_) => 0,
+            ReplyBody::Refused(_)
+            | ReplyBody::Stat(_)
+            | ReplyBody::List(_)
+            | ReplyBody::Status(_) => 0,
             ReplyBody::Connected => 1,
         }
     }

@@ -426,6 +426,30 @@ fn valid() -> Vec<(&'static str, &'static str, Msg)> {
             "A refused listing: the same EACCES and reason an open outside the policy gets.",
             reply(17, ReplyBody::List(Err(denied()))),
         ),
+        (
+            "request-status",
+            "The operator asks for the broker's state, before any hello: the id and the tag.",
+            Msg::Request(Request {
+                id: 1,
+                op: Op::Status,
+            }),
+        ),
+        (
+            "reply-status-ok",
+            "The broker's state as one JSON text (fdbroker status --json); no descriptor.",
+            reply(1, ReplyBody::Status(Ok("{\"pid\":42}".to_owned()))),
+        ),
+        (
+            "reply-status-refused",
+            "Status asked by a peer that is neither root nor the broker's user: EACCES.",
+            reply(
+                1,
+                ReplyBody::Status(Err(WireError::new(
+                    libc::EACCES,
+                    "only root or the broker's own user may ask for its status",
+                ))),
+            ),
+        ),
     ]
 }
 
@@ -744,6 +768,7 @@ fn vectors_cover_every_variant() {
                 "{\"Stat\":",
                 "\"op\":\"Connect\"",
                 "{\"List\":",
+                "\"op\":\"Status\"",
             ][..],
         ),
         (
@@ -758,6 +783,8 @@ fn vectors_cover_every_variant() {
                 "\"body\":\"Connected\"",
                 "{\"List\":{\"Ok\":",
                 "{\"List\":{\"Err\":",
+                "{\"Status\":{\"Ok\":",
+                "{\"Status\":{\"Err\":",
             ][..],
         ),
     ] {
@@ -784,7 +811,12 @@ fn vectors_cover_every_variant() {
     // Exhaustive matches: a new variant stops this compiling until it is listed above
     // and given a vector.
     let _ = |op: &Op| match op {
-        Op::Open(_) | Op::OpenMany { .. } | Op::Stat(_) | Op::Connect | Op::List(_) => (),
+        Op::Open(_)
+        | Op::OpenMany { .. }
+        | Op::Stat(_)
+        | Op::Connect
+        | Op::List(_)
+        | Op::Status => (),
     };
     let _ = |b: &ReplyBody| match b {
         ReplyBody::Open(_)
@@ -792,7 +824,8 @@ fn vectors_cover_every_variant() {
         | ReplyBody::Refused(_)
         | ReplyBody::Stat(_)
         | ReplyBody::Connected
-        | ReplyBody::List(_) => (),
+        | ReplyBody::List(_)
+        | ReplyBody::Status(_) => (),
     };
     let _ = |w: &Welcome| match w {
         Welcome::Accepted(_) | Welcome::Refused(_) => (),

@@ -10,6 +10,7 @@ pub mod batch;
 pub mod escape;
 pub mod limit;
 pub mod line;
+pub mod tally;
 
 pub use batch::{Batch, Unwritten, Written, trail_failing};
 pub use escape::{Bare, Escaped, PREFIX, WHOLE, fnv1a64};
@@ -105,6 +106,16 @@ pub fn decision(
         Verdict::Denied(_) => Some(false),
         Verdict::Failed(_) => Some(true),
     };
+    // Counted whether or not its line is written (refusals past the cap are not).
+    tally::count(
+        client,
+        rule,
+        match failed {
+            None => tally::Outcome::Granted,
+            Some(false) => tally::Outcome::Denied,
+            Some(true) => tally::Outcome::Failed,
+        },
+    );
     if let Some(failed) = failed {
         let admit = LIMITER.refusal(peer, client, failed, Instant::now());
         if let Some(ended) = admit.ended {

@@ -72,6 +72,10 @@ pub enum Next {
     /// takes the new one or refuses it, then answers through [`Conn::answer_connect`].
     /// Nothing is read from this connection until then.
     Connect(Box<Born>),
+    /// The broker's operator asked for its state ([`Op::Status`], request `id`): the
+    /// event loop, which alone sees every connection, builds the report and answers
+    /// through [`Conn::answer_status`]. Nothing is read from this connection until then.
+    Status(u64),
 }
 
 /// A connection made for [`Op::Connect`], on its way up to the event loop, and the
@@ -96,6 +100,7 @@ pub struct ConnectReply {
 enum Answered {
     Reply(Option<u64>),
     Connect(Box<Born>),
+    Status(u64),
 }
 
 /// Per-thread buffers, reused for every message.
@@ -314,6 +319,7 @@ impl Conn {
                 // The descriptor reserved for the worker's end stays reserved until
                 // the answer.
                 Ok(Answered::Connect(born)) => return Next::Connect(born),
+                Ok(Answered::Status(id)) => return Next::Status(id),
                 Err(e) => {
                     self.uncharge(std::mem::take(&mut st.reserved));
                     self.violation(&e);
@@ -405,6 +411,29 @@ impl Conn {
             None if matches!(st.phase, Phase::Closing) => Next::Close,
             None => Next::Read,
         }
+    }
+
+    /// Answer the [`Op::Status`] request `id` with `report` (the event loop's JSON).
+    pub fn answer_status(&self, id: u64, report: String, s: &mut Scratch) -> Next {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.fds.clear();
+        if let Err(e) = encode_reply(&mut s.outbuf, id, ReplyBody::Status(Ok(report)), &mut s.fds) {
+            self.violation(&e);
+            return Next::Close;
+        }
+        // No descriptor, no decision: nothing for the audit trail to hold back.
+        let written = s.audit.flush().unwrap_or_else(Unwritten::serve_anyway);
+        match self.send_reply(&mut st, Some(id), s, written) {
+            Some(next) => next,
+            None if matches!(st.phase, Phase::Closing) => Next::Close,
+            None => Next::Read,
+        }
+    }
+
+    /// Whether the peer is the broker's operator, who may ask for its state: root, or
+    /// the user the broker runs as (the service's user), by `SO_PEERCRED`.
+    pub fn is_operator(&self) -> bool {
+        self.peer.uid == 0 || self.peer.uid == nix::unistd::geteuid().as_raw()
     }
 
     /// Decode one message and build the answer into `out`, or make the connection an
@@ -557,6 +586,17 @@ impl Conn {
         fds: &mut Vec<OwnedFd>,
     ) -> Result<Answered, ProtocolError> {
         let req: Request = frame::decode(Kind::Request, msg)?;
+        if matches!(req.op, Op::Status) {
+            if self.is_operator() {
+                return Ok(Answered::Status(req.id));
+            }
+            let why = WireError::new(
+                Errno::EACCES as i32,
+                "only root or the broker's own user may ask for its status",
+            );
+            encode_reply(out, req.id, ReplyBody::Status(Err(why)), fds)?;
+            return Ok(Answered::Reply(Some(req.id)));
+        }
         if !matches!(req.op, Op::Connect) {
             return Err(ProtocolError::UnexpectedKind {
                 expected: Kind::Hello,
