@@ -817,7 +817,7 @@ impl Inner {
         );
         let conns = lock(&self.conns)
             .iter()
-            .filter(|c| c.client_in(&loaded).is_some())
+            .filter(|c| c.greeted() && c.client_in(&loaded).is_some())
             .count();
         let total = crate::audit::tally::snapshot().total();
         let plural = |n: u64| if n == 1 { "" } else { "s" };

@@ -31,8 +31,8 @@ pub struct Report {
     pub policy: PolicyInfo,
     /// The last reload since this server runs, `None` if there was none.
     pub last_reload: Option<ReloadInfo>,
-    /// Open connections of policy clients (at most [`MAX_LISTED`]; `connections_total`
-    /// counts them all).
+    /// Open connections of policy clients that said hello (at most [`MAX_LISTED`];
+    /// `connections_total` counts them all).
     pub connections: Vec<Peer>,
     pub connections_total: usize,
     /// Per client, since the service started.
@@ -95,6 +95,7 @@ impl Inner {
         let loaded = self.shared.current();
         let mut connections: Vec<Peer> = lock(&self.conns)
             .iter()
+            .filter(|c| c.greeted())
             .filter_map(|c| {
                 c.client_in(&loaded).map(|id| Peer {
                     client: loaded.policy.client(id).name.clone(),

@@ -148,6 +148,8 @@ pub struct Conn {
     charged: AtomicUsize,
     /// Whether a refusal for unread descriptors was logged for this connection.
     told_over: AtomicBool,
+    /// Its hello was accepted (`Phase::Serving`), for `status`.
+    greeted: AtomicBool,
 }
 
 impl Drop for Conn {
@@ -240,6 +242,7 @@ impl Conn {
             inflight,
             charged: AtomicUsize::new(0),
             told_over: AtomicBool::new(false),
+            greeted: AtomicBool::new(false),
             opened: Instant::now(),
             active_ms: AtomicU64::new(0),
         }
@@ -430,6 +433,13 @@ impl Conn {
         }
     }
 
+    /// Whether the hello was accepted: a client's connection in service (not one made
+    /// only to ask for the status, nor one still waiting for its hello). Read without
+    /// `state`, which a thread serving the connection may hold for long.
+    pub fn greeted(&self) -> bool {
+        self.greeted.load(Ordering::Relaxed)
+    }
+
     /// Whether the peer is the broker's operator, who may ask for its state: root, or
     /// the user the broker runs as (the service's user), by `SO_PEERCRED`.
     pub fn is_operator(&self) -> bool {
@@ -494,6 +504,7 @@ impl Conn {
                                 max_batch: loaded.policy.broker().max_batch as u32,
                             }),
                         )?;
+                        self.greeted.store(true, Ordering::Relaxed);
                         st.phase = Phase::Serving {
                             generation: loaded.generation,
                             client,
