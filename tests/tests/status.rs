@@ -310,7 +310,7 @@ fn status_line_is_current_survives_reloads_and_is_never_cut() {
         &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())],
     );
     let mut seen: Vec<String> = Vec::new();
-    let mut wait_for = |want: &dyn Fn(&str) -> bool, seen: &mut Vec<String>| -> String {
+    let wait_for = |want: &dyn Fn(&str) -> bool, seen: &mut Vec<String>| -> String {
         let deadline = Instant::now() + WITHIN;
         let mut buf = vec![0; 4096];
         while Instant::now() < deadline {
