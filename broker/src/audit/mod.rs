@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod escape;
+mod journal;
 pub mod limit;
 pub mod line;
 pub mod tally;
@@ -30,6 +31,7 @@ pub fn init_logging(format: crate::log::LogFormat) {
     if let Some(style) = crate::log::init(format) {
         batch::install(style);
     }
+    crate::log::report_journal();
 }
 
 /// [`init_logging`], every line going to `file` instead of stderr
