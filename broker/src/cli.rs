@@ -41,7 +41,9 @@ Signals: SIGHUP reloads the policy (`fdbroker reload PID` does and waits for the
 an invalid file is rejected and the old policy stays); SIGTERM or SIGINT stop gracefully.\n\
 systemd: sockets passed by socket activation (LISTEN_FDS) are served instead of --socket; \
 READY, RELOADING, STOPPING, STATUS and WATCHDOG go to NOTIFY_SOCKET; log lines carry \
-syslog priorities when JOURNAL_STREAM is stderr.\n\
+syslog priorities when JOURNAL_STREAM is stderr, and each decision is then a native journal \
+entry with FDBROKER_RESULT, FDBROKER_CLIENT, FDBROKER_PATH, FDBROKER_RULE, FDBROKER_UID \
+and FDBROKER_PID fields (journalctl FDBROKER_RESULT=denied).\n\
 Log level: FDBROKER_LOG=debug (or e.g. fdbroker::audit=off)."
     )]
     Serve(ServeArgs),
