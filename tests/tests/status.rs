@@ -336,7 +336,10 @@ fn status_line_is_current_survives_reloads_and_is_never_cut() {
         &|s| s.contains("1 connection,") && s.contains("5 requests (4 granted, 1 denied)"),
         &mut seen,
     );
-    assert!(line.starts_with("serving policy.toml: "), "{line}");
+    assert!(
+        line.starts_with(&format!("serving {}: ", b.policy.display())),
+        "{line}"
+    );
 
     // A reload: from READY on, no line says fewer requests than before.
     let before = seen.len();

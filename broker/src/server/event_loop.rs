@@ -302,16 +302,7 @@ impl Inner {
         // The operator may connect to ask for the broker's status (`Op::Status`), client
         // or not; a hello from it is refused as from anyone the policy does not name.
         if conn.client_in(&loaded).is_none() && !conn.is_operator() {
-            static REFUSALS: Throttle = Throttle::new();
-            if let Some(suppressed) = REFUSALS.admit() {
-                tracing::warn!(
-                    uid = peer.uid,
-                    gid = peer.gid,
-                    pid = peer.pid,
-                    suppressed,
-                    "refused a connection: no client in the policy matches it"
-                );
-            }
+            conn::note_no_client(&peer);
             conn::refuse(conn.channel(), conn::refusal_for(&peer, &binding));
             return;
         }
@@ -800,19 +791,23 @@ impl Inner {
         }
     }
 
-    /// One short line for `systemctl status`: the policy file's name, open connections
+    /// One short line for `systemctl status`: the policy file, open connections
     /// of policy clients, and the decisions since the service started (they survive
     /// reloads: `audit::tally`), then what is wrong, each part whole or in a few words
     /// (`notify::status_text`), never cut.
     pub(super) fn status_line(&self) -> String {
         let loaded = self.shared.current();
+        // The whole path, or its file name where that would take much of the line.
         let policy = self.shared.policy_path.as_deref().map_or_else(
             || "the policy".to_owned(),
             |p| {
-                p.file_name().map_or_else(
-                    || p.display().to_string(),
-                    |n| n.to_string_lossy().into_owned(),
-                )
+                let whole = p.display().to_string();
+                match p.file_name() {
+                    Some(n) if whole.len() > notify::STATUS_MAX / 2 => {
+                        n.to_string_lossy().into_owned()
+                    }
+                    _ => whole,
+                }
             },
         );
         let conns = lock(&self.conns)

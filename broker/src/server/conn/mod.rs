@@ -511,6 +511,9 @@ impl Conn {
                         };
                     }
                     None => {
+                        // The operator's connection, admitted for `Op::Status`, or a
+                        // client the policy no longer names after a reload.
+                        note_no_client(&self.peer);
                         st.phase = Phase::Closing;
                         encode_welcome(out, Welcome::Refused(self.no_client()))?;
                     }
@@ -892,6 +895,21 @@ pub fn refusal_for(peer: &PeerCredentials, binding: &Binding) -> WireError {
 }
 
 /// Send a refusal on a connection that will not be served, and forget it.
+/// Log (a few times per window: a peer can cause it at will) that a peer no client of
+/// the policy matches was refused.
+pub fn note_no_client(peer: &PeerCredentials) {
+    static REFUSALS: crate::server::throttle::Throttle = crate::server::throttle::Throttle::new();
+    if let Some(suppressed) = REFUSALS.admit() {
+        tracing::warn!(
+            uid = peer.uid,
+            gid = peer.gid,
+            pid = peer.pid,
+            suppressed,
+            "refused a connection: no client in the policy matches it"
+        );
+    }
+}
+
 pub fn refuse(channel: &Channel, why: WireError) {
     let mut out = Vec::new();
     if encode_welcome(&mut out, Welcome::Refused(why)).is_ok() {
