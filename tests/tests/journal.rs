@@ -234,3 +234,106 @@ fn decisions_are_native_journal_entries_with_fields_and_survive_a_journal_restar
     }
     drop(b);
 }
+
+/// The same against a real journald, started in a private mount namespace (its own
+/// `/run/systemd` and `/run/log`): `journalctl FDBROKER_RESULT=denied` finds exactly the
+/// denials, with the client, path, rule, uid and pid, and `journalctl -p warning`
+/// shows them while grants stay at info.
+#[test]
+fn a_real_journald_selects_denials_by_field_and_priority() {
+    const JOURNALD: &str = "/lib/systemd/systemd-journald";
+    assert!(
+        std::path::Path::new(JOURNALD).exists(),
+        "{JOURNALD} is missing: install the Debian package `systemd` (scripts/test.sh does)"
+    );
+    let t = TempDir::new("journald");
+    t.file("in/a.bin", b"a", 0o644);
+    t.file("in/keys/k", b"k", 0o600);
+    let policy = t.file(
+        "policy.toml",
+        POLICY
+            .replace("{dir}", t.path().to_str().unwrap())
+            .as_bytes(),
+        0o644,
+    );
+    let script = r#"
+set -e
+mount -t tmpfs tmpfs /run/systemd 2>/dev/null || { mkdir -p /run/systemd && mount -t tmpfs tmpfs /run/systemd; }
+mkdir -p /run/log && mount -t tmpfs tmpfs /run/log
+"$JOURNALD" & J=$!
+i=0; until [ -S /run/systemd/journal/socket ]; do i=$((i+1)); [ $i -lt 600 ]; sleep 0.1; done
+: > "$DIR/stderr.log"
+JOURNAL_STREAM=$(stat -c '%d:%i' "$DIR/stderr.log") "$FDBROKER" serve --policy "$POLICY" --socket "$DIR/s.sock" 2>>"$DIR/stderr.log" & B=$!
+i=0; until [ -S "$DIR/s.sock" ]; do i=$((i+1)); [ $i -lt 600 ]; sleep 0.1; done
+"$FDBROKER" cat --socket "$DIR/s.sock" "$DIR/in/a.bin" "$DIR/in/keys/k" /etc/shadow > /dev/null 2>&1 || true
+kill -TERM $B; wait $B || true
+# Until journald has stored both denials (the entries came in order, the grant first).
+i=0; until [ "$(journalctl -D /run/log/journal --no-pager -o cat FDBROKER_RESULT=denied | wc -l)" -ge 2 ]; do i=$((i+1)); [ $i -lt 600 ]; sleep 0.1; done
+journalctl -D /run/log/journal --no-pager -o json FDBROKER_RESULT=denied > "$DIR/denied.json"
+journalctl -D /run/log/journal --no-pager -o json -p warning SYSLOG_IDENTIFIER=fdbroker > "$DIR/warnings.json"
+journalctl -D /run/log/journal --no-pager -o json FDBROKER_RESULT=granted > "$DIR/granted.json"
+kill $J
+"#;
+    let out = fdbroker_tests::run_with_timeout(
+        std::process::Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", script])
+            .env("JOURNALD", JOURNALD)
+            .env("FDBROKER", fdbroker_tests::fdbroker_bin())
+            .env("POLICY", &policy)
+            .env("DIR", t.path()),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", fdbroker_tests::show(&out));
+    let entries = |name: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(t.join(name))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let denied = entries("denied.json");
+    assert_eq!(denied.len(), 2, "{denied:?}");
+    for d in &denied {
+        assert_eq!(d["PRIORITY"], "4", "{d}");
+        assert_eq!(d["FDBROKER_CLIENT"], "ops", "{d}");
+        assert_eq!(d["FDBROKER_UID"], "0", "{d}");
+        assert!(
+            d["FDBROKER_PID"]
+                .as_str()
+                .is_some_and(|p| p.parse::<u32>().is_ok()),
+            "{d}"
+        );
+        assert_eq!(d["SYSLOG_IDENTIFIER"], "fdbroker", "{d}");
+    }
+    let paths: Vec<&str> = denied
+        .iter()
+        .map(|d| d["FDBROKER_PATH"].as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&"/etc/shadow"), "{paths:?}");
+    let keys = t.join("in/keys/k");
+    assert!(paths.contains(&keys.to_str().unwrap()), "{paths:?}");
+    let by_deny = denied
+        .iter()
+        .find(|d| d["FDBROKER_PATH"] == keys.to_str().unwrap())
+        .unwrap();
+    assert!(
+        by_deny["FDBROKER_RULE"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}:", policy.display())),
+        "{by_deny}"
+    );
+    let warnings = entries("warnings.json");
+    assert!(
+        warnings
+            .iter()
+            .filter(|w| w["FDBROKER_RESULT"] == "denied")
+            .count()
+            == 2
+            && !warnings.iter().any(|w| w["FDBROKER_RESULT"] == "granted"),
+        "{warnings:?}"
+    );
+    let granted = entries("granted.json");
+    assert_eq!(granted.len(), 1, "{granted:?}");
+    assert_eq!(granted[0]["PRIORITY"], "6");
+}
