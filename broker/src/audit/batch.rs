@@ -75,6 +75,8 @@ pub struct Batch {
     /// datagram each), and the line formatted for an entry's `MESSAGE=`.
     ends: Vec<usize>,
     line: Vec<u8>,
+    /// The request's decision counts, added to the process's at each write.
+    tally: crate::audit::tally::Local,
     scratch: String,
     clock: Clock,
     via: Option<&'static str>,
@@ -137,6 +139,7 @@ impl Default for Batch {
             lines: 0,
             ends: Vec::new(),
             line: Vec::new(),
+            tally: crate::audit::tally::Local::default(),
             scratch: String::with_capacity(256),
             clock: Clock::default(),
             via: None,
@@ -190,7 +193,18 @@ impl Batch {
         let _ = self.write();
     }
 
+    /// Count one decision for `status` (added to the process's tally at the write).
+    pub fn count(
+        &mut self,
+        client: &str,
+        rule: Option<&dyn fmt::Display>,
+        outcome: crate::audit::tally::Outcome,
+    ) {
+        self.tally.count(client, rule, outcome);
+    }
+
     fn write(&mut self) -> Result<(), (u64, nix::errno::Errno)> {
+        self.tally.flush();
         if self.out.is_empty() {
             return Ok(());
         }

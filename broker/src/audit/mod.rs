@@ -109,7 +109,7 @@ pub fn decision(
         Verdict::Failed(_) => Some(true),
     };
     // Counted whether or not its line is written (refusals past the cap are not).
-    tally::count(
+    batch.count(
         client,
         rule,
         match failed {

@@ -96,17 +96,14 @@ impl Snapshot {
 
 struct Tally {
     started_unix: u64,
-    /// Keyed by `client NUL rule`: looked up by a borrowed `str` built in `scratch`, so
-    /// a decision allocates nothing once its pair has been seen.
+    /// Keyed by `client NUL rule`, looked up by a borrowed `str`.
     by_pair: HashMap<String, Counts>,
-    scratch: String,
 }
 
 static TALLY: LazyLock<Mutex<Tally>> = LazyLock::new(|| {
     Mutex::new(Tally {
         started_unix: now_unix(),
         by_pair: HashMap::new(),
-        scratch: String::new(),
     })
 });
 
@@ -120,36 +117,85 @@ fn lock() -> std::sync::MutexGuard<'static, Tally> {
     TALLY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Count one decision of `client` by `rule` (`None`: no rule made it).
-pub fn count(client: &str, rule: Option<&dyn fmt::Display>, outcome: Outcome) {
-    let mut guard = lock();
-    let t = &mut *guard;
-    t.scratch.clear();
-    t.scratch.push_str(client);
-    t.scratch.push('\0');
-    match rule {
-        Some(r) => {
-            let _ = write!(t.scratch, "{r}");
+/// The counts of the request being answered, kept by its thread's audit batch and
+/// added to the process's tally once per request ([`Local::flush`]): one lock per
+/// request rather than per decision, and, as the batch is reused, no allocation once
+/// its pairs have been seen.
+#[derive(Debug, Default)]
+pub struct Local {
+    /// `client NUL rule` and its counts since the last flush (zero once flushed; the
+    /// keys are kept for the next request, up to [`LOCAL_KEYS`]).
+    entries: Vec<(String, Counts)>,
+    scratch: String,
+}
+
+/// Most pairs a batch keeps between requests.
+const LOCAL_KEYS: usize = 16;
+
+impl Local {
+    /// Count one decision of `client` by `rule` (`None`: no rule made it).
+    pub fn count(&mut self, client: &str, rule: Option<&dyn fmt::Display>, outcome: Outcome) {
+        self.scratch.clear();
+        self.scratch.push_str(client);
+        self.scratch.push('\0');
+        match rule {
+            Some(r) => {
+                let _ = write!(self.scratch, "{r}");
+            }
+            None => self.scratch.push_str(NO_RULE),
         }
-        None => t.scratch.push_str(NO_RULE),
+        let at = match self.entries.iter().rposition(|(k, _)| *k == self.scratch) {
+            Some(i) => i,
+            None => {
+                self.entries.push((self.scratch.clone(), Counts::default()));
+                self.entries.len() - 1
+            }
+        };
+        let counts = &mut self.entries[at].1;
+        let slot = match outcome {
+            Outcome::Granted => &mut counts.granted,
+            Outcome::Denied => &mut counts.denied,
+            Outcome::Failed => &mut counts.failed,
+        };
+        *slot = slot.saturating_add(1);
     }
-    let counts = match t.by_pair.get_mut(t.scratch.as_str()) {
-        Some(c) => c,
-        None => {
-            let key = if t.by_pair.len() < MAX_KEYS {
-                t.scratch.clone()
-            } else {
-                format!("{client}\0{OTHER}")
-            };
-            t.by_pair.entry(key).or_default()
+
+    /// Add what was counted to the process's tally.
+    pub fn flush(&mut self) {
+        if self.entries.iter().all(|(_, c)| c.requests() == 0) {
+            return;
         }
-    };
-    let slot = match outcome {
-        Outcome::Granted => &mut counts.granted,
-        Outcome::Denied => &mut counts.denied,
-        Outcome::Failed => &mut counts.failed,
-    };
-    *slot = slot.saturating_add(1);
+        let mut t = lock();
+        for (key, counts) in &mut self.entries {
+            if counts.requests() == 0 {
+                continue;
+            }
+            match t.by_pair.get_mut(key.as_str()) {
+                Some(c) => c.add(counts),
+                None => {
+                    let key = if t.by_pair.len() < MAX_KEYS {
+                        key.clone()
+                    } else {
+                        let client = key.split('\0').next().unwrap_or_default();
+                        format!("{client}\0{OTHER}")
+                    };
+                    t.by_pair.entry(key).or_default().add(counts);
+                }
+            }
+            *counts = Counts::default();
+        }
+        drop(t);
+        if self.entries.len() > LOCAL_KEYS {
+            self.entries.clear();
+        }
+    }
+}
+
+/// Count one decision now (outside a batch).
+pub fn count(client: &str, rule: Option<&dyn fmt::Display>, outcome: Outcome) {
+    let mut local = Local::default();
+    local.count(client, rule, outcome);
+    local.flush();
 }
 
 /// The tally now, sorted by client and rule.
