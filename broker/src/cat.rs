@@ -1,6 +1,9 @@
 //! `fdbroker cat`: a one-shot broker client, run by whoever invokes it, as that user and
 //! unconfined; the broker decides by its uid like any worker's. For operators checking
-//! a policy against a running broker, and for scripts.
+//! a policy against a running broker, and for scripts. Its siblings `fdbroker put`
+//! ([`crate::put`]) and `fdbroker ls` ([`crate::ls`]) connect the same way and share its
+//! exit codes: 0 only if everything asked for was done, 1 otherwise, with one
+//! `fdbroker: PATH: reason` line on stderr for each failure.
 
 use fdbroker_worker::Client;
 use std::io::Write;
@@ -12,11 +15,7 @@ use std::process::ExitCode;
 /// `FDBROKER_TIMEOUT` bounds connecting, the greeting and each reply either way, so a
 /// stopped or wedged broker is an error, not a hang.
 pub fn cat_main(socket: Option<&Path>, files: &[PathBuf]) -> ExitCode {
-    let client = match socket {
-        Some(s) => Client::connect_timeout_from_env(s),
-        None => Client::from_env(),
-    };
-    let client = match client {
+    let client = match connect(socket) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
@@ -31,13 +30,32 @@ pub fn cat_main(socket: Option<&Path>, files: &[PathBuf]) -> ExitCode {
                 return ExitCode::FAILURE;
             }
             let _ = stdout.flush();
-            crate::log::say(&format!("fdbroker: {}: {e}", path.display()));
+            say_failed(path, &e);
             ok = false;
         }
     }
     if let Err(e) = stdout.flush() {
         return fail(format!("stdout: {e}"));
     }
+    exit(ok)
+}
+
+/// A connection the way every one-shot client makes it: to `socket` when given (with
+/// `FDBROKER_TIMEOUT`), else as the environment says.
+pub(crate) fn connect(socket: Option<&Path>) -> std::io::Result<Client> {
+    match socket {
+        Some(s) => Client::connect_timeout_from_env(s),
+        None => Client::from_env(),
+    }
+}
+
+/// `fdbroker: PATH: reason`, the one line a failed path gets.
+pub(crate) fn say_failed(path: &Path, e: &std::io::Error) {
+    crate::log::say(&format!("fdbroker: {}: {e}", path.display()));
+}
+
+/// Exit 0 when everything went, 1 when anything did not.
+pub(crate) fn exit(ok: bool) -> ExitCode {
     if ok {
         ExitCode::SUCCESS
     } else {
@@ -45,7 +63,8 @@ pub fn cat_main(socket: Option<&Path>, files: &[PathBuf]) -> ExitCode {
     }
 }
 
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
+/// One `fdbroker: msg` line, exit 1.
+pub(crate) fn fail(msg: impl std::fmt::Display) -> ExitCode {
     crate::log::say(&format!("fdbroker: {msg}"));
     ExitCode::FAILURE
 }

@@ -42,7 +42,9 @@ Signals: SIGHUP reloads the policy (`fdbroker reload PID` does and waits for the
 an invalid file is rejected and the old policy stays); SIGTERM or SIGINT stop gracefully.\n\
 systemd: sockets passed by socket activation (LISTEN_FDS) are served instead of --socket; \
 READY, RELOADING, STOPPING, STATUS and WATCHDOG go to NOTIFY_SOCKET; log lines carry \
-syslog priorities when JOURNAL_STREAM is stderr.\n\
+syslog priorities when JOURNAL_STREAM is stderr, and each decision is then a native journal \
+entry with FDBROKER_RESULT, FDBROKER_CLIENT, FDBROKER_PATH, FDBROKER_RULE, FDBROKER_UID \
+and FDBROKER_PID fields (journalctl FDBROKER_RESULT=denied).\n\
 Log level: FDBROKER_LOG=debug (or e.g. fdbroker::audit=off)."
     )]
     Serve(ServeArgs),
@@ -54,6 +56,22 @@ FDBROKER_TIMEOUT=SECONDS bounds every wait for the broker, connecting included, 
 Exits 1 if any file could not be fetched, printing `fdbroker: PATH: reason` for each."
     )]
     Cat(CatArgs),
+    /// Write standard input to a file through a broker (a create or write grant).
+    #[command(
+        after_help = "Example:\n  echo clean | fdbroker put --socket /run/fdbroker/fdbroker.sock /srv/out/report.txt\n\n\
+Creates FILE where the policy grants create, else truncates and rewrites an existing \
+FILE where it grants write. Connects as `fdbroker cat` does. \
+Exits 1 if the file could not be opened or written, printing `fdbroker: FILE: reason`."
+    )]
+    Put(PutArgs),
+    /// List directories through a broker (a directory grant), one name a line.
+    #[command(
+        after_help = "Example:\n  fdbroker ls --socket /run/fdbroker/fdbroker.sock /var/spool/quarantine\n\n\
+The broker lists the directory itself: names the policy hides are left out, as a worker \
+would see it. Directories end in `/`. Connects as `fdbroker cat` does. \
+Exits 1 if any directory could not be listed, printing `fdbroker: DIR: reason` for each."
+    )]
+    Ls(LsArgs),
     /// Check or explain a policy file.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -98,6 +116,19 @@ prefixed with [INDEX].\n\n\
 Exit status: 0 when every item is ok, 1 otherwise, 2 on usage errors."
     )]
     Each(EachArgs),
+    /// Show what a running broker serves, to whom, and what it decided.
+    #[command(
+        after_help = "Examples:\n  fdbroker status $(systemctl show -p MainPID --value fdbroker)\n  \
+fdbroker status --socket /run/fdbroker/fdbroker.sock --json\n\n\
+Only root or the broker's own user may ask (the broker checks the caller's uid). Shows the \
+policy file and when it was loaded, the last reload and its outcome, the open connections \
+with their peers (client, uid, gid, pid), requests, grants, denials and failures per client \
+and per rule since the service started (kept across reloads; each path of a batch, each \
+stat and listing is one request), descriptors passed and not yet received per uid, and the \
+uptime. The socket: --socket, else the one process PID (`fdbroker serve`) listens on, else \
+FDBROKER_SOCKET, else /run/fdbroker/fdbroker.sock. Exits 1 if there is no answer."
+    )]
+    Status(StatusArgs),
     /// Ask a running broker to reload its policy, and wait for the outcome.
     #[command(
         after_help = "Example (systemd's ExecReload=):\n  fdbroker reload --policy /etc/fdbroker/policy.toml $MAINPID\n\n\
@@ -141,6 +172,19 @@ here (no openat2), else 0."
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    /// The broker's socket.
+    #[arg(long, value_name = "PATH", conflicts_with = "pid")]
+    socket: Option<PathBuf>,
+    /// Print the report as JSON (one object).
+    #[arg(long)]
+    json: bool,
+    /// The process id of `fdbroker serve` (systemd: MainPID).
+    #[arg(value_name = "PID")]
+    pid: Option<i32>,
 }
 
 #[derive(Args, Debug)]
@@ -195,6 +239,13 @@ struct RunArgs {
     fail_on_denial: bool,
     #[command(flatten)]
     limits: crate::each::cli::LimitArgs,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Append the broker's log and audit lines to this file (created mode 0600)
+    /// instead of standard error, which the worker keeps to itself.
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<PathBuf>,
     /// The worker command and its arguments.
     #[arg(required = true, last = true, value_name = "COMMAND")]
     command: Vec<std::ffi::OsString>,
@@ -254,6 +305,26 @@ struct CatArgs {
     files: Vec<PathBuf>,
 }
 
+#[derive(Args, Debug)]
+struct PutArgs {
+    /// The broker's socket.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// The file to write, by absolute path.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct LsArgs {
+    /// The broker's socket.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Directories to list, by absolute path.
+    #[arg(required = true, value_name = "DIR")]
+    dirs: Vec<PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 enum PolicyCommand {
     /// Exit 0 if the policy is valid; else print FILE:LINE:COL: message and exit 1.
@@ -263,7 +334,10 @@ enum PolicyCommand {
 Warnings (FILE:LINE:COL: warning: ...; exit 0, or 1 with --strict): roots that do not \
 exist or that the broker would refuse to open (a directory above them that someone \
 other than root could change), deny rules that match nothing on disk or lie outside \
-every allow rule, and rules written twice."
+every allow rule, rules written twice, and capabilities the policy needs that the \
+service unit does not grant (write or create: CAP_DAC_OVERRIDE; owner or group: \
+CAP_CHOWN), naming the unit's lines. The unit is --unit, else the installed \
+fdbroker.service with its drop-ins, else the one fdbroker ships."
     )]
     Check {
         #[arg(value_name = "FILE")]
@@ -271,6 +345,9 @@ every allow rule, and rules written twice."
         /// Treat warnings as errors (exit 1).
         #[arg(long)]
         strict: bool,
+        /// The service unit to check capabilities against.
+        #[arg(long, value_name = "UNIT")]
+        unit: Option<PathBuf>,
     },
     /// Show the decision for one request and the rule that made it.
     #[command(
@@ -377,8 +454,10 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Cat(args) => crate::cat::cat_main(args.socket.as_deref(), &args.files),
-        Command::Policy(PolicyCommand::Check { file, strict }) => {
-            crate::inspect::check_main(&file, strict)
+        Command::Put(args) => crate::put::put_main(args.socket.as_deref(), &args.file),
+        Command::Ls(args) => crate::ls::ls_main(args.socket.as_deref(), &args.dirs),
+        Command::Policy(PolicyCommand::Check { file, strict, unit }) => {
+            crate::inspect::check_main(&file, strict, unit.as_deref())
         }
         Command::Policy(PolicyCommand::Explain {
             file,
@@ -440,6 +519,9 @@ pub fn main() -> ExitCode {
                 command: args.command,
             })
         }
+        Command::Status(args) => {
+            crate::status::status_main(args.pid, args.socket.as_deref(), args.json)
+        }
         Command::Reload(args) => crate::daemon::reload::reload_main(
             args.policy.as_deref(),
             args.replay.as_deref().map(|log| (log, args.force)),
@@ -463,7 +545,18 @@ fn completions(shell: clap_complete::Shell) -> ExitCode {
 }
 
 fn spawn(args: RunArgs) -> ExitCode {
-    crate::audit::init_logging(LogFormat::Text);
+    match &args.log_file {
+        None => crate::audit::init_logging(args.log_format),
+        Some(path) => {
+            if let Err(e) = crate::log::file::open_append(path)
+                .and_then(|f| crate::audit::init_logging_to_file(args.log_format, f))
+            {
+                log::sink::eprint_line(&format!("fdbroker: --log-file {}: {e}", path.display()));
+                // As for any broker that cannot start its worker.
+                return ExitCode::from(126);
+            }
+        }
+    }
     let learn = args.learn.map(|out| crate::spawn::learn::Learn {
         out,
         scope: args.learn_scope,

@@ -32,7 +32,7 @@
 //! | transparent supervisor | `fdbroker_transparent::supervisor_main` (crate `fdbroker-transparent`) | the sandbox user, its own sandbox; an ordinary broker client | the worker's pre-exec, in the worker's place |
 //! | scratch remover | [`spawn::scratch`] `remover_main` | root, unconfined, deaf to all signals but `SIGKILL`, holding nothing | the spawn broker (`fork`, `--transparent` only) |
 //! | `fdbroker version`, `fdbroker completions` | [`doctor::version_main`], `cli` | whoever runs them, unconfined | the operator, packaging |
-//! | `fdbroker cat`, `fdbroker policy` | [`cat::cat_main`], [`inspect::check_main`], [`inspect::explain_main`] | whoever runs them, unconfined | the operator |
+//! | `fdbroker cat`, `put`, `ls`, `status`, `policy` | [`cat::cat_main`], [`put::put_main`], [`ls::ls_main`], [`status::status_main`], [`inspect::check_main`], [`inspect::explain_main`] | whoever runs them, unconfined | the operator |
 //!
 //! # The layers
 //!
@@ -55,9 +55,12 @@ pub mod inspect;
 pub mod lint;
 pub mod listener;
 pub mod log;
+pub mod ls;
+pub mod put;
 pub mod request;
 pub mod server;
 pub mod spawn;
+pub mod status;
 pub(crate) mod sys;
 pub mod systemd;
 

@@ -15,7 +15,7 @@ use crate::{Access, ClientId, Decision, Policy, RuleId};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum HiddenBeneath {
     /// A deny rule could match something beneath the directory (a carve-out).
-    #[error("deny rule #{} lies beneath this directory", .0.0)]
+    #[error("a deny rule lies beneath this directory")]
     DenyBeneath(RuleId),
     /// No single allow rule covers the whole subtree (the directory is granted by an
     /// exact rule or a glob), so some path beneath it is outside the policy.

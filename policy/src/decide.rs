@@ -50,9 +50,9 @@ pub enum Denial {
     InvalidPath(PathError),
     #[error("no rule allows this path")]
     NoRule,
-    #[error("denied by deny rule #{}", .0.0)]
+    #[error("denied by a deny rule")]
     DeniedBy(RuleId),
-    #[error("rule #{} matches but does not grant this access", .0.0)]
+    #[error("the matching rule does not grant this access")]
     AccessNotGranted(RuleId),
 }
 

@@ -172,7 +172,7 @@ impl Explanation {
         if rule.effect == crate::Effect::Allow {
             write!(f, " {}", rule.access)?;
         }
-        write!(f, " ({}, rule #{})", rule.kind.as_str(), rule.id.0)
+        write!(f, " ({})", rule.kind.as_str())
     }
 }
 

@@ -167,6 +167,13 @@ pub enum Op {
     /// described itself; where it follows them (`"beneath"`), the answer is the
     /// [`Op::Stat`] of the path (the target), without a link target.
     Link(StatSpec),
+    /// The broker's state for its operator (`fdbroker status`), answered with
+    /// [`ReplyBody::Status`] and no descriptor: a JSON document.
+    ///
+    /// Accepted only before the hello, and only from a peer whose `SO_PEERCRED` uid is
+    /// 0 or the broker's own; anyone else is refused with `EACCES`. Such a peer need not
+    /// be a policy client: its connection serves this request and nothing else.
+    Status,
 }
 
 impl Op {
@@ -178,6 +185,7 @@ impl Op {
             Op::Stat(_) => 0,
             Op::Connect => 1,
             Op::List(_) | Op::Link(_) => 0,
+            Op::Status => 0,
         }
     }
 }
@@ -257,6 +265,9 @@ pub enum ReplyBody {
     /// The answer to an [`Op::Link`]; never carries a descriptor. Boxed (the bytes are
     /// the same) to keep every reply small.
     Link(Result<Box<LinkMeta>, WireError>),
+    /// The answer to an [`Op::Status`]: the broker's state as one JSON object (see
+    /// `fdbroker status --json`); never carries a descriptor.
+    Status(Result<String, WireError>),
 }
 
 /// What the broker saw of a path without following its last component ([`Op::Link`]).
@@ -281,7 +292,8 @@ impl ReplyBody {
             ReplyBody::Refused(_)
             | ReplyBody::Stat(_)
             | ReplyBody::List(_)
-            | ReplyBody::Link(_) => 0,
+            | ReplyBody::Link(_)
+            | ReplyBody::Status(_) => 0,
             ReplyBody::Connected => 1,
         }
     }

@@ -453,6 +453,30 @@ fn valid() -> Vec<(&'static str, &'static str, Msg)> {
             "A refused link description: the same EACCES and reason an open outside the policy gets.",
             reply(19, ReplyBody::Link(Err(denied()))),
         ),
+        (
+            "request-status",
+            "The operator asks for the broker's state, before any hello: the id and the tag.",
+            Msg::Request(Request {
+                id: 1,
+                op: Op::Status,
+            }),
+        ),
+        (
+            "reply-status-ok",
+            "The broker's state as one JSON text (fdbroker status --json); no descriptor.",
+            reply(1, ReplyBody::Status(Ok("{\"pid\":42}".to_owned()))),
+        ),
+        (
+            "reply-status-refused",
+            "Status asked by a peer that is neither root nor the broker's user: EACCES.",
+            reply(
+                1,
+                ReplyBody::Status(Err(WireError::new(
+                    libc::EACCES,
+                    "only root or the broker's own user may ask for its status",
+                ))),
+            ),
+        ),
     ]
 }
 
@@ -772,6 +796,7 @@ fn vectors_cover_every_variant() {
                 "\"op\":\"Connect\"",
                 "{\"List\":",
                 "{\"Link\":",
+                "\"op\":\"Status\"",
             ][..],
         ),
         (
@@ -788,6 +813,8 @@ fn vectors_cover_every_variant() {
                 "{\"List\":{\"Err\":",
                 "{\"Link\":{\"Ok\":",
                 "{\"Link\":{\"Err\":",
+                "{\"Status\":{\"Ok\":",
+                "{\"Status\":{\"Err\":",
             ][..],
         ),
     ] {
@@ -819,7 +846,8 @@ fn vectors_cover_every_variant() {
         | Op::Stat(_)
         | Op::Connect
         | Op::List(_)
-        | Op::Link(_) => (),
+        | Op::Link(_)
+        | Op::Status => (),
     };
     let _ = |b: &ReplyBody| match b {
         ReplyBody::Open(_)
@@ -828,7 +856,8 @@ fn vectors_cover_every_variant() {
         | ReplyBody::Stat(_)
         | ReplyBody::Connected
         | ReplyBody::List(_)
-        | ReplyBody::Link(_) => (),
+        | ReplyBody::Link(_)
+        | ReplyBody::Status(_) => (),
     };
     let _ = |w: &Welcome| match w {
         Welcome::Accepted(_) | Welcome::Refused(_) => (),

@@ -74,6 +74,12 @@ pub struct Batch {
     out: Vec<u8>,
     /// How many lines `out` holds.
     lines: u64,
+    /// Under journald with its native socket: where each entry in `out` ends (one
+    /// datagram each), and the line formatted for an entry's `MESSAGE=`.
+    ends: Vec<usize>,
+    line: Vec<u8>,
+    /// The request's decision counts, added to the process's at each write.
+    tally: crate::audit::counts::Local,
     scratch: String,
     clock: Clock,
     via: Option<&'static str>,
@@ -135,6 +141,9 @@ impl Default for Batch {
         Batch {
             out: Vec::with_capacity(4096),
             lines: 0,
+            ends: Vec::new(),
+            line: Vec::new(),
+            tally: crate::audit::counts::Local::default(),
             scratch: String::with_capacity(256),
             clock: Clock::default(),
             via: None,
@@ -198,13 +207,29 @@ impl Batch {
         let _ = self.write();
     }
 
+    /// Count one decision for `status` (added to the process's tally at the write).
+    pub fn count(
+        &mut self,
+        client: &str,
+        rule: Option<&dyn fmt::Display>,
+        outcome: crate::audit::counts::Outcome,
+    ) {
+        self.tally.count(client, rule, outcome);
+    }
+
     fn write(&mut self) -> Result<(), (u64, nix::errno::Errno)> {
+        self.tally.flush();
         if self.out.is_empty() {
             return Ok(());
         }
         let lines = std::mem::take(&mut self.lines);
-        let result = sink::write_line(&self.out, lines, sink::Kind::Audit);
+        let result = if self.ends.is_empty() {
+            sink::write_line(&self.out, lines, sink::Kind::Audit)
+        } else {
+            sink::write_entries(&self.out, &self.ends, sink::Kind::Audit)
+        };
         self.out.clear();
+        self.ends.clear();
         result.map_err(|e| (lines, e))
     }
 
@@ -217,6 +242,7 @@ impl Batch {
             |style, now, out, scratch, clock| {
                 format_line(style, now, fields, out, scratch, clock);
             },
+            |line, out, scratch| super::journal::entry(fields, line, out, scratch),
         )
     }
 
@@ -227,17 +253,23 @@ impl Batch {
             tracing::Level::WARN,
             message, uid, pid, client, denied, failed, from, to
         );
-        self.queue(enabled, |style, now, out, scratch, clock| {
-            format_summary(style, now, summary, out, scratch, clock);
-        })
+        self.queue(
+            enabled,
+            |style, now, out, scratch, clock| {
+                format_summary(style, now, summary, out, scratch, clock);
+            },
+            |line, out, scratch| super::journal::summary_entry(summary, line, out, scratch),
+        )
     }
 
-    /// Append a line made by `format` to the pending lines. `enabled`: whether the
+    /// Append a line made by `format` to the pending lines, or, under journald with its
+    /// native socket, the entry `entry` makes of it. `enabled`: whether the
     /// subscriber's filter lets it through.
     fn queue(
         &mut self,
         enabled: bool,
         format: impl FnOnce(Style, std::time::Duration, &mut Vec<u8>, &mut String, &mut Clock),
+        entry: impl FnOnce(&[u8], &mut Vec<u8>, &mut String),
     ) -> bool {
         let Some(style) = STYLE.get().copied() else {
             return false;
@@ -250,6 +282,19 @@ impl Batch {
             return false;
         };
         self.lines += 1;
+        if style.journal && sink::journal_installed() {
+            self.line.clear();
+            format(
+                style,
+                now,
+                &mut self.line,
+                &mut self.scratch,
+                &mut self.clock,
+            );
+            entry(&self.line, &mut self.out, &mut self.scratch);
+            self.ends.push(self.out.len());
+            return true;
+        }
         format(
             style,
             now,
@@ -270,7 +315,13 @@ fn enabled(verdict: &Verdict<'_>) -> bool {
             tracing::Level::INFO,
             uid, gid, pid, client, path, access, rule, result, ino
         ),
-        Verdict::Denied(_) | Verdict::Failed(_) => tracing::enabled!(
+        // Denials are warnings (`audit::via_tracing`).
+        Verdict::Denied(_) => tracing::enabled!(
+            target: TARGET,
+            tracing::Level::WARN,
+            uid, gid, pid, client, path, access, rule, result, reason
+        ),
+        Verdict::Failed(_) => tracing::enabled!(
             target: TARGET,
             tracing::Level::INFO,
             uid, gid, pid, client, path, access, rule, result, reason

@@ -23,10 +23,22 @@ pub struct Escaped<'a>(pub &'a [u8]);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let bytes = self.0;
         f.write_str("\"")?;
+        write!(f, "{}", Bare(self.0))?;
+        f.write_str("\"")
+    }
+}
+
+/// The text of [`Escaped`] without its quotes: for a format that quotes strings itself
+/// (the JSON audit line's `path`), so a reader gets the escaped path, not the path
+/// wrapped in literal quote characters.
+pub struct Bare<'a>(pub &'a [u8]);
+
+impl fmt::Display for Bare<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bytes = self.0;
         if fitting(bytes, WHOLE) == bytes.len() {
-            escape(f, bytes)?;
+            escape(f, bytes)
         } else {
             escape(f, &bytes[..fitting(bytes, PREFIX)])?;
             write!(
@@ -34,9 +46,8 @@ impl fmt::Display for Escaped<'_> {
                 "\u{2026}(len={}, fnv1a64={:016x})",
                 bytes.len(),
                 fnv1a64(bytes)
-            )?;
+            )
         }
-        f.write_str("\"")
     }
 }
 

@@ -5,7 +5,7 @@
 
 use crate::audit::batch::Fields;
 use crate::audit::limit::Summary;
-use crate::audit::{Escaped, TARGET, Verdict};
+use crate::audit::{Bare, Escaped, TARGET, Verdict};
 use crate::log::{LogFormat, Style};
 use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,22 +19,25 @@ pub(super) fn format_line(
     scratch: &mut String,
     clock: &mut Clock,
 ) {
-    if style.journal {
-        // syslog LOG_INFO; the subscriber trims the level's alignment blank after it.
-        out.extend_from_slice(b"<6>");
-    }
     let (result, tail) = match f.verdict {
         Verdict::Granted { ino } => ("granted", Tail::Ino(ino)),
         Verdict::Denied(why) => ("denied", Tail::Reason(why)),
         Verdict::Failed(why) => ("failed", Tail::Reason(why)),
     };
+    // Denials stand out (`journalctl -p warning`); grants and failures are routine.
+    let warn = matches!(f.verdict, Verdict::Denied(_));
+    if style.journal {
+        // syslog LOG_WARNING or LOG_INFO; the subscriber trims the level's alignment
+        // blank after it.
+        out.extend_from_slice(if warn { b"<4>" } else { b"<6>" });
+    }
     match style.format {
         LogFormat::Text => {
             if !style.journal {
                 clock.push(out, now);
                 out.extend_from_slice(b"  ");
             }
-            out.extend_from_slice(b"INFO ");
+            out.extend_from_slice(if warn { b"WARN " } else { b"INFO " });
             out.extend_from_slice(TARGET.as_bytes());
             out.extend_from_slice(b": uid=");
             push_u64(out, u64::from(f.peer.uid));
@@ -71,8 +74,13 @@ pub(super) fn format_line(
                     push_u64(out, ino);
                 }
                 Tail::Reason(why) => {
+                    // Quoted like every text field, so the line stays logfmt.
                     out.extend_from_slice(b" reason=");
-                    push_display(out, scratch, why);
+                    scratch.clear();
+                    let _ = write!(scratch, "{why}");
+                    let reason = std::mem::take(scratch);
+                    push_debug_str(out, scratch, &reason);
+                    *scratch = reason;
                 }
             }
             if let Some(via) = f.via {
@@ -87,7 +95,11 @@ pub(super) fn format_line(
         LogFormat::Json => {
             out.extend_from_slice(b"{\"timestamp\":\"");
             clock.push(out, now);
-            out.extend_from_slice(b"\",\"level\":\"INFO\",\"uid\":");
+            out.extend_from_slice(if warn {
+                b"\",\"level\":\"WARN\",\"uid\":"
+            } else {
+                b"\",\"level\":\"INFO\",\"uid\":"
+            });
             push_u64(out, u64::from(f.peer.uid));
             out.extend_from_slice(b",\"gid\":");
             push_u64(out, u64::from(f.peer.gid));
@@ -97,19 +109,20 @@ pub(super) fn format_line(
             push_json_str(out, f.client);
             out.extend_from_slice(b",\"path\":");
             scratch.clear();
-            let _ = write!(scratch, "{}", Escaped(f.path));
+            // JSON quotes the string itself: the escaped path without literal quotes.
+            let _ = write!(scratch, "{}", Bare(f.path));
             push_json_str(out, scratch);
             out.extend_from_slice(b",\"access\":\"");
             out.extend_from_slice(f.access.as_str().as_bytes());
             out.extend_from_slice(b"\",\"rule\":");
-            scratch.clear();
             match f.rule {
                 Some(rule) => {
+                    scratch.clear();
                     let _ = write!(scratch, "{rule}");
+                    push_json_str(out, scratch);
                 }
-                None => scratch.push('-'),
+                None => out.extend_from_slice(b"null"),
             }
-            push_json_str(out, scratch);
             out.extend_from_slice(b",\"result\":\"");
             out.extend_from_slice(result.as_bytes());
             out.push(b'"');
@@ -233,14 +246,6 @@ impl fmt::Display for Utc {
 enum Tail<'a> {
     Ino(u64),
     Reason(&'a dyn fmt::Display),
-}
-
-/// A `Display` value as the text format writes it: raw, except that a line never
-/// carries a newline or carriage return of its own (`log::Line` writes `\n`, `\r`).
-fn push_display(out: &mut Vec<u8>, scratch: &mut String, value: &dyn fmt::Display) {
-    scratch.clear();
-    let _ = write!(scratch, "{value}");
-    push_one_line(out, scratch);
 }
 
 /// A string as `tracing`'s text format writes a `&str` field: its `Debug` form.
@@ -499,12 +504,21 @@ mod tests {
     }
 
     /// The line the installed subscriber writes for `f`, and the one this module writes.
+    /// A subscriber cannot write JSON's `null`: where there is no rule, its `"-"` is
+    /// taken for the `null` this module writes.
     fn both(style: Style, f: &Fields<'_>) -> (String, String) {
-        both_of(
+        let (theirs, ours) = both_of(
             style,
-            || crate::audit::via_tracing(f),
+            || crate::audit::via_tracing(f, style.format == LogFormat::Text),
             |now, out, scratch, clock| format_line(style, now, f, out, scratch, clock),
-        )
+        );
+        match (style.format, f.rule) {
+            (LogFormat::Json, None) => (
+                theirs.replacen(",\"rule\":\"-\",", ",\"rule\":null,", 1),
+                ours,
+            ),
+            _ => (theirs, ours),
+        }
     }
 
     /// The line the subscriber writes for what `theirs` emits, and the one `ours`

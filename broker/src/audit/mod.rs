@@ -7,7 +7,9 @@
 //! grows.
 
 pub mod batch;
+pub mod counts;
 pub mod escape;
+mod journal;
 pub mod limit;
 pub mod line;
 pub mod refused;
@@ -15,7 +17,7 @@ pub mod repeats;
 pub mod tally;
 
 pub use batch::{Batch, Unwritten, Written, trail_failing};
-pub use escape::{Escaped, PREFIX, WHOLE, fnv1a64};
+pub use escape::{Bare, Escaped, PREFIX, WHOLE, fnv1a64};
 
 use crate::audit::limit::{Limiter, Summary};
 use batch::Fields;
@@ -32,6 +34,19 @@ pub fn init_logging(format: crate::log::LogFormat) {
     if let Some(style) = crate::log::init(format) {
         batch::install(style);
     }
+    crate::log::report_journal();
+}
+
+/// [`init_logging`], every line going to `file` instead of stderr
+/// (`fdbroker run --log-file`).
+pub fn init_logging_to_file(
+    format: crate::log::LogFormat,
+    file: std::os::fd::OwnedFd,
+) -> std::io::Result<()> {
+    if let Some(style) = crate::log::init_to_file(format, file)? {
+        batch::install(style);
+    }
+    Ok(())
 }
 
 /// Where audit events go (a `tracing` target, so operators can route or filter it).
@@ -110,6 +125,22 @@ pub fn decision(
     if fields.mode.is_some() {
         tally::record(&fields);
     }
+    let failed = match verdict {
+        Verdict::Granted { .. } => None,
+        Verdict::Denied(_) => Some(false),
+        Verdict::Failed(_) => Some(true),
+    };
+    // Counted whether or not its line is written (a repeat's and a capped refusal's
+    // are not).
+    batch.count(
+        client,
+        rule,
+        match failed {
+            None => counts::Outcome::Granted,
+            Some(false) => counts::Outcome::Denied,
+            Some(true) => counts::Outcome::Failed,
+        },
+    );
     if let Verdict::Denied(_) = verdict {
         refused::request(path);
     }
@@ -117,11 +148,6 @@ pub fn decision(
         // The first of its kind was written; this one is counted (`repeats`).
         return;
     }
-    let failed = match verdict {
-        Verdict::Granted { .. } => None,
-        Verdict::Denied(_) => Some(false),
-        Verdict::Failed(_) => Some(true),
-    };
     if let Some(failed) = failed {
         let admit = LIMITER.refusal(peer, client, failed, Instant::now());
         if let Some(ended) = admit.ended {
@@ -132,7 +158,9 @@ pub fn decision(
         }
     }
     if !batch.record(&fields) {
-        via_tracing(&fields);
+        // Another subscriber: its format is unknown; the text format's quoting is the
+        // one that reads the same either way.
+        via_tracing(&fields, true);
     }
 }
 
@@ -182,7 +210,11 @@ pub(crate) fn summary_via_tracing(s: &Summary) {
 }
 
 /// The decision as a `tracing` event; `audit_line` writes the same line by hand.
-pub(crate) fn via_tracing(f: &Fields<'_>) {
+/// `quoted`: the path in quotes, as the text format writes it (a subscriber that quotes
+/// strings itself, JSON, gets it bare). Denials are `WARN`, so `journalctl -p warning`
+/// shows them; grants and failures `INFO`. A line without a rule says `rule="-"` (a
+/// subscriber cannot write JSON's `null`).
+pub(crate) fn via_tracing(f: &Fields<'_>, quoted: bool) {
     let Fields {
         peer,
         client,
@@ -195,24 +227,30 @@ pub(crate) fn via_tracing(f: &Fields<'_>) {
     } = *f;
     let rule = rule.map(|r| r.to_string());
     let rule = rule.as_deref().unwrap_or("-");
+    let path = if quoted {
+        Escaped(path).to_string()
+    } else {
+        Bare(path).to_string()
+    };
+    let path = path.as_str();
     match verdict {
         Verdict::Granted { ino } => tracing::info!(
             target: TARGET,
             uid = peer.uid, gid = peer.gid, pid = peer.pid, client,
-            path = %Escaped(path), access = access.as_str(), rule,
+            path = %path, access = access.as_str(), rule,
             result = "granted", ino, via, mode,
         ),
-        Verdict::Denied(why) => tracing::info!(
+        Verdict::Denied(why) => tracing::warn!(
             target: TARGET,
             uid = peer.uid, gid = peer.gid, pid = peer.pid, client,
-            path = %Escaped(path), access = access.as_str(), rule,
-            result = "denied", reason = %why, via, mode,
+            path = %path, access = access.as_str(), rule,
+            result = "denied", reason = why.to_string().as_str(), via, mode,
         ),
         Verdict::Failed(why) => tracing::info!(
             target: TARGET,
             uid = peer.uid, gid = peer.gid, pid = peer.pid, client,
-            path = %Escaped(path), access = access.as_str(), rule,
-            result = "failed", reason = %why, via, mode,
+            path = %path, access = access.as_str(), rule,
+            result = "failed", reason = why.to_string().as_str(), via, mode,
         ),
     }
 }

@@ -61,9 +61,11 @@ pub enum ConfineError {
     },
     #[error(
         "the policy needs {cap} ({why}), which this process does not have; run the broker \
-         as root, or grant it (systemd: AmbientCapabilities={cap} and \
-         CapabilityBoundingSet=... {cap}; by hand: setpriv --inh-caps=+{lower} \
-         --ambient-caps=+{lower})"
+         as root, or grant it in all three capability lists: the bounding set, the \
+         inheritable set and the ambient set (systemd: AmbientCapabilities={cap} and \
+         CapabilityBoundingSet={cap}, added to what each lists; by hand: setpriv \
+         --bounding-set=-all,+dac_read_search,+{lower} --inh-caps=+{lower} \
+         --ambient-caps=+{lower}); `fdbroker policy check` names the unit lines"
     )]
     MissingCapability {
         cap: Capability,

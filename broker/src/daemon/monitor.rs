@@ -698,7 +698,12 @@ impl Monitor {
             tracing::info!("policy reloaded");
         }
         self.current = Some(c.server);
-        self.status = status;
+        // Until the new server has the old one's counts (they come with the handover,
+        // and it says its line again then), the old line is the true one: a reload
+        // does not show the counts starting over.
+        if self.status.is_empty() {
+            self.status = status;
+        }
         self.reload_error = None;
         let line = self.status_line();
         self.notify(&[NotifyState::Ready, NotifyState::Status(&line)]);
@@ -718,6 +723,7 @@ impl Monitor {
     fn refused(&mut self, waiters: Vec<Waiter>, reason: &str) {
         tracing::error!("policy reload failed; the previous policy stays in force: {reason}");
         self.reload_error = Some(reason.to_owned());
+        self.tell_refused(reason);
         let line = self.status_line();
         self.notify(&[NotifyState::Ready, NotifyState::Status(&line)]);
         for w in waiters {
@@ -774,6 +780,7 @@ impl Monitor {
         old.replaced = false;
         tracing::error!("reload: the handover failed: {reason}");
         self.reload_error = Some(format!("the handover failed: {reason}"));
+        self.tell_refused(&format!("the handover failed: {reason}"));
         let line = self.status_line();
         self.notify(&[NotifyState::Status(&line)]);
         for w in std::mem::take(&mut old.answer_when_gone) {
@@ -864,13 +871,32 @@ impl Monitor {
         }
     }
 
-    fn status_line(&self) -> String {
-        let mut line = self.status.clone();
-        if let Some(e) = &self.reload_error {
-            line.push_str("; last reload failed: ");
-            line.push_str(e);
+    /// Tell the serving server that a reload was refused, for `fdbroker status`.
+    fn tell_refused(&self, reason: &str) {
+        if let Some(cur) = &self.current {
+            let msg = Down::ReloadRefused {
+                reason: reason.to_owned(),
+            };
+            if let Err(e) = control::send_down(&cur.control, msg, None) {
+                tracing::debug!(error = %e, "cannot tell the server the reload was refused");
+            }
         }
-        notify::one_line(&line, notify::STATUS_MAX)
+    }
+
+    /// The server's line and, if the last reload failed, why: whole, or in a few words
+    /// when it does not fit (`notify::status_text`).
+    fn status_line(&self) -> String {
+        let parts: Vec<(String, &str)> = self
+            .reload_error
+            .iter()
+            .map(|e| {
+                (
+                    format!("; last reload failed: {e}"),
+                    "; last reload failed (see the journal)",
+                )
+            })
+            .collect();
+        notify::status_text(&self.status, &parts)
     }
 
     fn notify(&self, states: &[NotifyState<'_>]) {

@@ -174,9 +174,7 @@ pub fn server_main(args: Serve, control_fd: &str) -> ExitCode {
                 shared.set_confinement(c);
             }
             Err(e) => {
-                return fail(&format!(
-                    "cannot confine the broker: {e} (set [broker] confine = false to run unconfined)"
-                ));
+                return fail(&format!("cannot confine the broker: {e}"));
             }
         }
     } else {

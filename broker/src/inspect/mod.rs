@@ -13,12 +13,21 @@ use std::process::ExitCode;
 
 /// `fdbroker policy check FILE`: exit 0 if the policy is valid (and, with `strict`,
 /// draws no warning from [`crate::lint`]); else print `FILE:LINE:COL: message`.
-pub fn check_main(file: &Path, strict: bool) -> ExitCode {
+/// The capabilities it needs are checked against the service unit at `unit`, else the
+/// installed `fdbroker.service`, else the shipped one.
+pub fn check_main(file: &Path, strict: bool, unit: Option<&Path>) -> ExitCode {
     let p = match Policy::load(file) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
-    let warnings = crate::lint::check(&p);
+    let unit = match unit {
+        Some(path) => match crate::lint::unit::Unit::read(path) {
+            Ok(u) => u,
+            Err(e) => return fail(format!("{}: {e}", path.display())),
+        },
+        None => crate::lint::unit::Unit::installed_or_shipped(),
+    };
+    let warnings = crate::lint::check(&p, &unit);
     for w in &warnings {
         crate::log::say(&format!("{w}"));
     }

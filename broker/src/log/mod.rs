@@ -10,6 +10,7 @@
 //! Lines are written by [`sink`], which never panics and never blocks for long,
 //! whatever happens to stderr.
 
+pub mod file;
 pub mod sink;
 
 use std::fmt;
@@ -47,9 +48,54 @@ pub struct Style {
 /// one was already installed (an embedding program or a test did it), whose format this
 /// module does not know.
 pub fn init(format: LogFormat) -> Option<Style> {
-    let filter = EnvFilter::try_from_env("FDBROKER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let journal = stderr_is_journal();
     sink::install();
+    let journal = stderr_is_journal();
+    if journal {
+        // Audit entries with fields of their own (`journalctl FDBROKER_RESULT=denied`);
+        // without the native socket they stay lines on the journal's stream.
+        let path = std::env::var_os(ENV_JOURNAL_SOCKET)
+            .filter(|p| !p.is_empty())
+            .map_or_else(|| sink::JOURNAL_SOCKET.into(), std::path::PathBuf::from);
+        if let Err(e) = sink::install_journal(&path) {
+            NATIVE_UNAVAILABLE.get_or_init(|| format!("{}: {e}", path.display()));
+        }
+    }
+    init_style(format, journal)
+}
+
+/// The journal's native socket to use instead of `/run/systemd/journal/socket` (a test,
+/// or a journald listening elsewhere).
+pub const ENV_JOURNAL_SOCKET: &str = "FDBROKER_JOURNAL_SOCKET";
+
+/// Why the journal's native socket could not be used, for one line once logging runs.
+static NATIVE_UNAVAILABLE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Say (once, at debug) that audit entries go to the journal's stream without fields of
+/// their own, if that is so.
+pub fn report_journal() {
+    if let Some(why) = NATIVE_UNAVAILABLE.get() {
+        tracing::debug!("journal native socket unavailable, audit lines go to stderr: {why}");
+    }
+}
+
+/// [`init`], with every line going to `file` (`fdbroker run --log-file`, a file opened
+/// for appending) instead of stderr: never the journal's format there. `Err` when the
+/// log destination was decided already.
+pub fn init_to_file(
+    format: LogFormat,
+    file: std::os::fd::OwnedFd,
+) -> Result<Option<Style>, std::io::Error> {
+    sink::install_file(file).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "the log destination was chosen before --log-file could be",
+        )
+    })?;
+    Ok(init_style(format, false))
+}
+
+fn init_style(format: LogFormat, journal: bool) -> Option<Style> {
+    let filter = EnvFilter::try_from_env("FDBROKER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // Already installed: keep theirs.
     dispatch(format, journal, filter, sink::Sink)
         .try_init()

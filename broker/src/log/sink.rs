@@ -31,6 +31,7 @@ use nix::sys::socket::MsgFlags;
 use nix::sys::stat::{Mode, SFlag};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
@@ -48,6 +49,9 @@ enum Route {
     Socket,
     /// A regular file or anything that cannot be reopened: `write(2)` on stderr.
     Stderr,
+    /// The file `fdbroker run --log-file` opened (a regular file, appended to):
+    /// `write(2)` on it, so the broker's lines never mix with the worker's stderr.
+    File(OwnedFd),
 }
 
 /// The process's log destination: made once, by [`install`] (or on first use).
@@ -108,6 +112,20 @@ static DESTINATION: OnceLock<Destination> = OnceLock::new();
 /// the process can still open `/proc/self/fd/2` (a server confines itself later).
 pub fn install() {
     let _ = destination();
+}
+
+/// Write every line to `file` instead of stderr (`fdbroker run --log-file`): called by
+/// `log::init_to_file` before anything is logged. `Err(file)` when the destination was
+/// decided already (something logged first), which the caller reports.
+pub fn install_file(file: OwnedFd) -> Result<(), OwnedFd> {
+    let mut file = Some(file);
+    // The closure runs only if no destination was decided yet, and then takes the file.
+    DESTINATION.get_or_init(|| Destination {
+        route: file.take().map_or(Route::Stderr, Route::File),
+        state: Mutex::new(State::default()),
+        failing: Mutex::new(None),
+    });
+    file.map_or(Ok(()), Err)
 }
 
 fn destination() -> &'static Destination {
@@ -193,6 +211,118 @@ pub fn write_line(bytes: &[u8], count: u64, kind: Kind) -> Result<(), Errno> {
     if bytes.is_empty() {
         return Ok(());
     }
+    write_with(count, kind, |dest, state, deadline| {
+        let result = if state.torn {
+            match dest.write_all(b"\n", deadline) {
+                Written::All => {
+                    state.torn = false;
+                    dest.write_all(bytes, deadline)
+                }
+                other => other,
+            }
+        } else {
+            dest.write_all(bytes, deadline)
+        };
+        // A line cut short (the reader stalled mid-line): the next one starts on a
+        // line of its own.
+        if matches!(result, Written::Part(_)) {
+            state.torn = true;
+        }
+        result
+    })
+}
+
+/// The journal's native socket (`systemd.journal-fields(7)`, the protocol of
+/// `sd_journal_sendv(3)`): a datagram socket made once, before the process confines
+/// itself, non-blocking, and the address every entry is sent to (not connected: a
+/// journald that restarts binds a new socket there, which the next entry reaches).
+static JOURNAL: OnceLock<(OwnedFd, nix::sys::socket::UnixAddr)> = OnceLock::new();
+
+/// Where journald takes native entries.
+pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// Send audit entries to the journal's native socket at `path` from now on
+/// ([`write_entries`]). Called by `log::init` when stderr is the journal; an error (no
+/// journald there) leaves the lines on stderr.
+pub fn install_journal(path: &Path) -> io::Result<()> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, socket};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    // Only a socket there is a journal (a missing one leaves the lines on stderr).
+    let st = nix::sys::stat::stat(path)?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a socket"));
+    }
+    JOURNAL
+        .set((fd, UnixAddr::new(path)?))
+        .map_err(|_| io::Error::new(io::ErrorKind::AlreadyExists, "journal already set"))
+}
+
+/// Whether audit entries go to the journal's native socket.
+pub fn journal_installed() -> bool {
+    JOURNAL.get().is_some()
+}
+
+/// Send native journal entries: `buf[ends[i-1]..ends[i]]` is entry `i`, one datagram
+/// each. Bounded and counted as [`write_line`] is (the same destination state: a
+/// journal that does not take entries is the log failing, for `audit_failure`).
+pub fn write_entries(buf: &[u8], ends: &[usize], kind: Kind) -> Result<(), Errno> {
+    let Some((journal, addr)) = JOURNAL.get() else {
+        return Err(Errno::ENOTCONN);
+    };
+    if ends.is_empty() {
+        return Ok(());
+    }
+    write_with(ends.len() as u64, kind, |_, _, deadline| {
+        let mut start = 0;
+        let mut sent_some = false;
+        for &end in ends {
+            let entry = &buf[start.min(end)..end.min(buf.len())];
+            start = end;
+            loop {
+                match nix::sys::socket::sendto(
+                    journal.as_raw_fd(),
+                    entry,
+                    addr,
+                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                ) {
+                    Ok(_) => break,
+                    Err(Errno::EINTR) => {}
+                    Err(Errno::EAGAIN) => {
+                        let left = deadline.left();
+                        if left.is_zero() || !writable(journal.as_fd(), left) {
+                            return part_or_nothing(sent_some, Errno::EAGAIN);
+                        }
+                    }
+                    Err(e) => return part_or_nothing(sent_some, e),
+                }
+            }
+            sent_some = true;
+        }
+        Written::All
+    })
+}
+
+fn part_or_nothing(some: bool, e: Errno) -> Written {
+    if some {
+        Written::Part(e)
+    } else {
+        Written::Nothing(e)
+    }
+}
+
+/// One write of `count` lines of `kind` by `op`, under the destination's lock (taken
+/// within [`WAIT`] or the lines are lost), with the failure state kept and the lines
+/// counted lost when `op` does not write them all.
+fn write_with(
+    count: u64,
+    kind: Kind,
+    op: impl FnOnce(&Destination, &mut State, &mut Deadline) -> Written,
+) -> Result<(), Errno> {
     let dest = destination();
     let Some(mut state) = lock_within(&dest.state, WAIT) else {
         // Another writer is stuck in its write: this line is lost.
@@ -223,17 +353,7 @@ pub fn write_line(bytes: &[u8], count: u64, kind: Kind) -> Result<(), Errno> {
     };
     // The clock is read only if the destination makes us wait.
     let mut deadline = Deadline { wait, at: None };
-    let result = if state.torn {
-        match dest.write_all(b"\n", &mut deadline) {
-            Written::All => {
-                state.torn = false;
-                dest.write_all(bytes, &mut deadline)
-            }
-            other => other,
-        }
-    } else {
-        dest.write_all(bytes, &mut deadline)
-    };
+    let result = op(dest, &mut state, &mut deadline);
     match result {
         Written::All => {
             if let Some((since, error)) = state.failing.take() {
@@ -255,9 +375,6 @@ pub fn write_line(bytes: &[u8], count: u64, kind: Kind) -> Result<(), Errno> {
             Ok(())
         }
         Written::Part(e) | Written::Nothing(e) => {
-            if matches!(result, Written::Part(_)) {
-                state.torn = true;
-            }
             match &mut state.failing {
                 Some((_, last)) => *last = e,
                 None => state.failing = Some((Instant::now(), e)),
@@ -307,6 +424,7 @@ impl Destination {
         let stderr = io::stderr();
         let fd = match &self.route {
             Route::Own(fd) => fd.as_fd(),
+            Route::File(fd) => fd.as_fd(),
             // A closed fd 2 only makes the writes fail (EBADF).
             Route::Socket | Route::Stderr => stderr.as_fd(),
         };
@@ -325,7 +443,7 @@ impl Destination {
                     bytes,
                     MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
                 ),
-                Route::Own(_) | Route::Stderr => nix::unistd::write(fd, bytes),
+                Route::Own(_) | Route::Stderr | Route::File(_) => nix::unistd::write(fd, bytes),
             };
             match n {
                 Ok(0) => return fail(wrote_some, Errno::EIO),

@@ -86,6 +86,11 @@ pub fn answer(
             Errno::EOPNOTSUPP as i32,
             "a new connection cannot be made here",
         )),
+        // Only before the hello, from the broker's operator (conn.rs).
+        Op::Status => ReplyBody::Status(Err(WireError::new(
+            Errno::EOPNOTSUPP as i32,
+            "status is asked before the hello, on a connection of its own",
+        ))),
     }
 }
 

@@ -49,7 +49,7 @@ pub enum Up {
 }
 
 /// From the monitor to a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Down {
     /// Hand every connection over on the socket that travels with this message, then
     /// exit.
@@ -57,6 +57,9 @@ pub enum Down {
     /// Stop gracefully: answer what was sent, close everything, exit (the socket file
     /// is the monitor's to remove).
     Stop,
+    /// A reload was refused (the new server could not start, or the handover failed);
+    /// the text says why. This server keeps serving, and tells `fdbroker status`.
+    ReloadRefused { reason: String },
 }
 
 impl Up {
@@ -91,10 +94,15 @@ impl Up {
 }
 
 impl Down {
-    fn tag(self) -> u8 {
+    fn encode(&self) -> Vec<u8> {
         match self {
-            Down::HandOver => b'h',
-            Down::Stop => b's',
+            Down::HandOver => vec![b'h'],
+            Down::Stop => vec![b's'],
+            Down::ReloadRefused { reason } => {
+                let mut out = vec![b'r'];
+                out.extend_from_slice(cut(reason, MAX_TEXT).as_bytes());
+                out
+            }
         }
     }
 
@@ -102,6 +110,9 @@ impl Down {
         match msg {
             [b'h'] => Ok(Down::HandOver),
             [b's'] => Ok(Down::Stop),
+            [b'r', reason @ ..] => Ok(Down::ReloadRefused {
+                reason: String::from_utf8_lossy(reason).into_owned(),
+            }),
             _ => Err(bad("unknown message from the monitor")),
         }
     }
@@ -128,15 +139,16 @@ pub fn recv_up(ch: &Channel) -> io::Result<Option<(Up, Option<OwnedFd>)>> {
 
 /// Send `msg` down, with `fd` attached (only [`Down::HandOver`] carries one).
 pub fn send_down(ch: &Channel, msg: Down, fd: Option<&OwnedFd>) -> io::Result<()> {
+    let bytes = msg.encode();
     match fd {
-        Some(fd) => ch.send_with_fds(&[msg.tag()], &[fd.as_fd()]),
-        None => ch.send(&[msg.tag()]),
+        Some(fd) => ch.send_with_fds(&bytes, &[fd.as_fd()]),
+        None => ch.send(&bytes),
     }
 }
 
 /// Receive one message from the monitor. `Ok(None)` when the monitor is gone.
 pub fn recv_down(ch: &Channel) -> io::Result<Option<(Down, Option<OwnedFd>)>> {
-    let mut buf = [0u8; 16];
+    let mut buf = vec![0u8; MAX_TEXT + 1];
     match ch.recv_with_fds(&mut buf, 1) {
         Ok((n, mut fds)) => Ok(Some((Down::decode(&buf[..n])?, fds.pop()))),
         Err(e) => closed_or(e),

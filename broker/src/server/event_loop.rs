@@ -136,7 +136,7 @@ impl Inner {
             Next::Stall => lock(&self.stalled).push(token),
             // Never: `serviced` answers every one. Were it to come, closing is the
             // answer that leaves nothing half-made.
-            Next::Connect(_) => self.close(&conn, token),
+            Next::Connect(_) | Next::Status(_) => self.close(&conn, token),
         }
     }
 
@@ -144,11 +144,16 @@ impl Inner {
     /// refused) here and the answer sent before anything else is read.
     fn serviced(&self, conn: &Conn, scratch: &mut Scratch) -> Next {
         let mut next = conn.service(&self.shared, scratch);
-        while let Next::Connect(born) = next {
-            let verdict = self.take_connection(born.conn);
-            next = conn.answer_connect(born.reply, verdict, scratch);
+        loop {
+            next = match next {
+                Next::Connect(born) => {
+                    let verdict = self.take_connection(born.conn);
+                    conn.answer_connect(born.reply, verdict, scratch)
+                }
+                Next::Status(id) => conn.answer_status(id, self.status_report(), scratch),
+                other => return other,
+            };
         }
-        next
     }
 
     pub(super) fn rearm(&self, conn: &Conn, token: u64, interest: EpollFlags) {
@@ -294,17 +299,10 @@ impl Inner {
             binding.clone(),
             Arc::clone(&self.shared.inflight),
         );
-        if conn.client_in(&loaded).is_none() {
-            static REFUSALS: Throttle = Throttle::new();
-            if let Some(suppressed) = REFUSALS.admit() {
-                tracing::warn!(
-                    uid = peer.uid,
-                    gid = peer.gid,
-                    pid = peer.pid,
-                    suppressed,
-                    "refused a connection: no client in the policy matches it"
-                );
-            }
+        // The operator may connect to ask for the broker's status (`Op::Status`), client
+        // or not; a hello from it is refused as from anyone the policy does not name.
+        if conn.client_in(&loaded).is_none() && !conn.is_operator() {
+            conn::note_no_client(&peer);
             conn::refuse(conn.channel(), conn::refusal_for(&peer, &binding));
             return;
         }
@@ -384,6 +382,9 @@ impl Inner {
                 Err(e) => tracing::error!(error = %e, "the monitor's handover socket is unusable"),
             },
             Ok(Some((Down::Stop, _))) => self.begin_stop("the monitor asked to stop"),
+            Ok(Some((Down::ReloadRefused { reason }, _))) => {
+                self.shared.note_reload(Some(reason));
+            }
             Ok(Some((Down::HandOver, None))) => {}
             Ok(None) => self.begin_stop("the monitor is gone"),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -403,12 +404,16 @@ impl Inner {
                 Ok(crate::server::handover::Received::Conn { conn, draining }) => {
                     self.adopt(conn, draining);
                 }
+                Ok(crate::server::handover::Received::Tally(t)) => crate::audit::counts::merge(&t),
                 Ok(
                     crate::server::handover::Received::Done
                     | crate::server::handover::Received::Closed,
                 ) => {
                     let _ = self.epoll.delete(from.as_fd());
                     *slot = None;
+                    // This server was started by a reload, which is now complete.
+                    self.shared.note_reload(None);
+                    self.status_due();
                     tracing::info!("took over the previous server's connections");
                     return;
                 }
@@ -434,10 +439,15 @@ impl Inner {
                 Ok(crate::server::handover::Received::Conn { conn, draining }) => {
                     self.adopt(conn, draining)
                 }
+                Ok(crate::server::handover::Received::Tally(t)) => crate::audit::counts::merge(&t),
                 Ok(
                     crate::server::handover::Received::Done
                     | crate::server::handover::Received::Closed,
-                ) => return,
+                ) => {
+                    self.shared.note_reload(None);
+                    self.status_due();
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
@@ -681,6 +691,17 @@ impl Inner {
         }
     }
 
+    /// Have the next tick send `STATUS=` whatever the time since the last one: the
+    /// counts a predecessor handed over changed it.
+    fn status_due(&self) {
+        if let Some(m) = self.manager.get() {
+            let mut last = lock(&m.last_status);
+            if let Some(long_ago) = Instant::now().checked_sub(STATUS_EVERY) {
+                last.1 = long_ago;
+            }
+        }
+    }
+
     /// Log a change of the log destination's state (failing, resumed) that
     /// `log::sink` saw since the last tick; whether there was one. The line that says
     /// writes fail is likely lost too; the one that says they resumed has what was lost.
@@ -770,46 +791,79 @@ impl Inner {
         }
     }
 
-    /// One short line for `systemctl status`: the policy, connections, requests served
-    /// and the last reload error.
+    /// One short line for `systemctl status`: the policy file, open connections
+    /// of policy clients, and the decisions since the service started (they survive
+    /// reloads: `audit::counts`), then what is wrong, each part whole or in a few words
+    /// (`notify::status_text`), never cut.
     pub(super) fn status_line(&self) -> String {
-        let policy = self
-            .shared
-            .policy_path
-            .as_deref()
-            .map_or_else(|| "the policy".to_owned(), |p| p.display().to_string());
-        let conns = lock(&self.conns).len();
-        let requests = self.shared.stats.requests.load(Ordering::Relaxed);
-        let mut line = format!(
-            "serving {policy}: {conns} connection{}, {requests} request{} served",
-            if conns == 1 { "" } else { "s" },
-            if requests == 1 { "" } else { "s" },
+        let loaded = self.shared.current();
+        // The whole path, or its file name where that would take much of the line.
+        let policy = self.shared.policy_path.as_deref().map_or_else(
+            || "the policy".to_owned(),
+            |p| {
+                let whole = p.display().to_string();
+                match p.file_name() {
+                    Some(n) if whole.len() > notify::STATUS_MAX / 2 => {
+                        n.to_string_lossy().into_owned()
+                    }
+                    _ => whole,
+                }
+            },
         );
+        let conns = lock(&self.conns)
+            .iter()
+            .filter(|c| c.greeted() && c.client_in(&loaded).is_some())
+            .count();
+        let total = crate::audit::counts::snapshot().total();
+        let plural = |n: u64| if n == 1 { "" } else { "s" };
+        let mut base = format!(
+            "serving {policy}: {conns} connection{}, {} request{} ({} granted, {} denied",
+            plural(conns as u64),
+            total.requests(),
+            plural(total.requests()),
+            total.granted,
+            total.denied,
+        );
+        if total.failed > 0 {
+            let _ = write!(base, ", {} failed", total.failed);
+        }
+        base.push(')');
+        let mut parts: Vec<(String, &str)> = Vec::new();
         let log = crate::log::sink::health();
         if let Some((since, error)) = log.failing {
-            let _ = write!(
-                line,
-                "; log writes failing for {}s ({error}): {} lines lost, {} audit; {}",
-                since.elapsed().as_secs(),
-                log.lost,
-                log.lost_audit,
-                match self.shared.current().policy.broker().audit_failure {
-                    fdbroker_policy::AuditFailure::Refuse => "refusing descriptors",
-                    fdbroker_policy::AuditFailure::Serve => "serving unrecorded",
-                }
-            );
+            parts.push((
+                format!(
+                    "; log writes failing for {}s ({error}): {} lines lost, {} audit; {}",
+                    since.elapsed().as_secs(),
+                    log.lost,
+                    log.lost_audit,
+                    match loaded.policy.broker().audit_failure {
+                        fdbroker_policy::AuditFailure::Refuse => "refusing descriptors",
+                        fdbroker_policy::AuditFailure::Serve => "serving unrecorded",
+                    }
+                ),
+                match loaded.policy.broker().audit_failure {
+                    fdbroker_policy::AuditFailure::Refuse => {
+                        "; log writes failing; refusing descriptors"
+                    }
+                    fdbroker_policy::AuditFailure::Serve => {
+                        "; log writes failing; serving unrecorded"
+                    }
+                },
+            ));
         } else if log.lost > 0 {
-            let _ = write!(
-                line,
-                "; {} log lines lost, {} audit",
-                log.lost, log.lost_audit
-            );
+            parts.push((
+                format!("; {} log lines lost, {} audit", log.lost, log.lost_audit),
+                "; log lines lost",
+            ));
         }
         if let Some(e) = self.shared.last_reload_error() {
-            line.push_str("; last reload failed: ");
-            line.push_str(&e);
+            parts.push((
+                format!("; last reload failed: {e}"),
+                "; last reload failed (see the journal)",
+            ));
         }
-        notify::one_line(&line, notify::STATUS_MAX)
+        notify::status_text(&base, &parts)
     }
 }
 

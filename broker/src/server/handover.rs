@@ -9,7 +9,8 @@
 //!        16 made by `Connect`: only its charge travels, and the id word is its uid
 //! ```
 //!
-//! and a last message `b'D'`: nothing more follows. The successor is the receiver and
+//! then `b'T'` and the predecessor's decision counts as JSON (`audit::counts`'s
+//! `Snapshot`, no descriptor), and a last message `b'D'`: nothing more follows. The successor is the receiver and
 //! trusts nothing it cannot check: every descriptor must be a connected `SOCK_SEQPACKET`
 //! socket, counts are bounded, and anything malformed closes what arrived with it.
 
@@ -21,6 +22,7 @@ use std::os::fd::OwnedFd;
 
 const CONN: u8 = b'C';
 const DONE: u8 = b'D';
+const TALLY: u8 = b'T';
 const GREETED: u8 = 1;
 const DRAINING: u8 = 2;
 const PARKED: u8 = 4;
@@ -36,6 +38,8 @@ pub enum Received {
         draining: bool,
     },
     Done,
+    /// The predecessor's decision counts, to add to this server's.
+    Tally(crate::audit::counts::Snapshot),
     /// The predecessor closed its end (it exited) without saying it was done.
     Closed,
 }
@@ -78,6 +82,16 @@ pub fn send(to: &Channel, conn: Exported, draining: bool) -> io::Result<()> {
     to.send_with_fds(&msg, &fds)
 }
 
+/// Send this server's decision counts ([`crate::audit::counts`]).
+pub fn tally(to: &Channel) -> io::Result<()> {
+    let mut msg = vec![TALLY];
+    msg.extend_from_slice(&crate::audit::counts::encode());
+    if msg.len() > MAX_MESSAGE {
+        return Err(bad("the counts do not fit in one message"));
+    }
+    to.send(&msg)
+}
+
 /// Say that every connection was sent.
 pub fn done(to: &Channel) -> io::Result<()> {
     to.send(&[DONE])
@@ -95,6 +109,11 @@ pub fn recv(from: &Channel) -> io::Result<Received> {
     let msg = &buf[..n];
     match msg.first() {
         Some(&DONE) if n == 1 && fds.is_empty() => return Ok(Received::Done),
+        Some(&TALLY) if fds.is_empty() => {
+            return crate::audit::counts::decode(&msg[1..])
+                .map(Received::Tally)
+                .map_err(|e| bad(&format!("counts: {e}")));
+        }
         Some(&CONN) if n >= HEADER && !fds.is_empty() => {}
         _ => return Err(bad("malformed message")),
     }
@@ -187,6 +206,10 @@ mod tests {
             (Some(7), &b"reply"[..], 1)
         );
         assert!(matches!(recv(&b).expect("recv"), Received::Done));
+        tally(&a).expect("tally");
+        assert!(matches!(recv(&b).expect("recv"), Received::Tally(_)));
+        a.send(&[TALLY, b'{']).expect("send");
+        assert!(recv(&b).is_err(), "malformed counts are refused");
         drop(a);
         assert!(matches!(recv(&b).expect("recv"), Received::Closed));
     }

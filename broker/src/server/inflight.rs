@@ -163,6 +163,14 @@ impl InFlight {
         }
     }
 
+    /// Descriptors charged now per uid, in order of uid (for `fdbroker status`).
+    pub fn by_uid(&self) -> Vec<(u32, usize)> {
+        let c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<(u32, usize)> = c.by_uid.iter().map(|(u, n)| (*u, *n)).collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Descriptors charged now, in all.
     pub fn total(&self) -> usize {
         self.counts.lock().unwrap_or_else(|p| p.into_inner()).total

@@ -45,6 +45,10 @@ pub(super) fn hand_over(
             }
         }
     }
+    // The counts since the service started, so `status` and `STATUS=` survive the reload.
+    if let Err(e) = crate::server::handover::tally(to) {
+        tracing::warn!(error = %e, "cannot hand the decision counts over; they restart from zero");
+    }
     if let Err(e) = crate::server::handover::done(to) {
         tracing::warn!(error = %e, "cannot finish the handover");
         return Err(format!(
@@ -124,7 +128,9 @@ pub(super) fn settle(
             next = conn.answer_connect(born.reply, Err(stopping), scratch);
         }
         match next {
-            Next::Connect(_) => return Drained::Done,
+            // Stopping: a status asked for now goes unanswered; the requester sees the
+            // connection close.
+            Next::Connect(_) | Next::Status(_) => return Drained::Done,
             Next::Close => return Drained::Done,
             // `service` also yields after a budget of messages: go on while any wait.
             Next::Read if !message_waiting(conn.channel()) => return Drained::Done,

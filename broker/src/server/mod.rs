@@ -27,6 +27,7 @@ mod progress;
 mod report;
 mod slab;
 pub mod state;
+pub mod status;
 pub mod throttle;
 
 use crate::listener::Listener;
@@ -77,8 +78,10 @@ const RELAY_ROUNDS: usize = 64;
 /// How often the timer fires: idle connections are closed within this of their
 /// timeout, and connections held back for their uid's unread descriptors try again.
 const TICK_EVERY: Duration = Duration::from_millis(100);
-/// How often `STATUS=` is refreshed for the service manager (when it changed).
-const STATUS_EVERY: Duration = Duration::from_secs(5);
+/// How often at most `STATUS=` is sent to the service manager: a change is said at the
+/// first timer tick this long after the last one (within a second of it), not more
+/// often however busy the broker is.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// The signals the daemon takes through its signalfd.
 const CONTROL_SIGNALS: [Signal; 3] = [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT];
 

@@ -9,6 +9,7 @@ use fdbroker_policy::Policy;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
+use std::time::SystemTime;
 
 /// Why a reload left the policy in force as it was.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,20 @@ pub enum ReloadError {
     /// the confined ones, writes when none were kept): restart the broker to widen it.
     #[error("{}: {why}", path.display())]
     OutsideConfinement { path: PathBuf, why: String },
+}
+
+/// When the policy in force was loaded, and how the last reload went.
+#[derive(Debug, Clone)]
+pub struct History {
+    pub loaded: SystemTime,
+    pub last_reload: Option<Reload>,
+}
+
+/// One reload: when, and why it was refused (`None`: applied).
+#[derive(Debug, Clone)]
+pub struct Reload {
+    pub at: SystemTime,
+    pub refused: Option<String>,
 }
 
 /// Counters for status lines and tests.
@@ -42,6 +57,9 @@ pub struct Shared {
     /// Descriptors passed and not yet received, charged per peer uid.
     pub inflight: Arc<crate::server::inflight::InFlight>,
     last_reload_error: RwLock<Option<String>>,
+    /// When the policy in force was loaded, and the last reload's outcome (for
+    /// `fdbroker status`).
+    history: RwLock<History>,
     /// What the broker kept when it confined itself; reloads must fit inside it.
     confinement: OnceLock<crate::confine::Confinement>,
 }
@@ -54,6 +72,10 @@ impl Shared {
             stats: Stats::default(),
             inflight: Arc::new(crate::server::inflight::InFlight::for_this_process()),
             last_reload_error: RwLock::new(None),
+            history: RwLock::new(History {
+                loaded: SystemTime::now(),
+                last_reload: None,
+            }),
             confinement: OnceLock::new(),
         }
     }
@@ -89,7 +111,28 @@ impl Shared {
             .last_reload_error
             .write()
             .unwrap_or_else(|p| p.into_inner()) = result.as_ref().err().map(ToString::to_string);
+        self.note_reload(result.as_ref().err().map(ToString::to_string));
         result
+    }
+
+    /// Record a reload's outcome: `None` applied (the policy in force was loaded now),
+    /// else why it was refused. A server the monitor started for a reload notes its own
+    /// start as applied; the monitor tells the serving one of a refusal.
+    pub fn note_reload(&self, refused: Option<String>) {
+        let mut h = self.history.write().unwrap_or_else(|p| p.into_inner());
+        let now = SystemTime::now();
+        if refused.is_none() {
+            h.loaded = now;
+        }
+        h.last_reload = Some(Reload { at: now, refused });
+    }
+
+    /// When the policy in force was loaded, and the last reload.
+    pub fn history(&self) -> History {
+        self.history
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Record the confinement the broker applied (once).

@@ -116,7 +116,7 @@ pub enum SpawnError {
     #[error("cannot prepare the worker's sandbox: {0}")]
     Sandbox(#[source] fdbroker_worker::sandbox::SandboxError),
     /// The broker could not confine itself; the worker was killed.
-    #[error("cannot confine the broker: {0} (set [broker] confine = false to run unconfined)")]
+    #[error("cannot confine the broker: {0}")]
     Confine(#[source] crate::confine::ConfineError),
     #[error("cannot start {command}: {source}")]
     Exec {

@@ -229,7 +229,7 @@ impl Prepared {
         let written = Policy::parse(&text, &self.out_path).map_err(LearnError::Invalid)?;
         // What `policy check --strict` would say about it (a root that a user other than
         // root could change, say), before the operator runs it.
-        for w in crate::lint::check(&written) {
+        for w in crate::lint::check(&written, &crate::lint::unit::Unit::installed_or_shipped()) {
             crate::log::sink::eprint_line(&format!("fdbroker: learned policy: {w}"));
         }
         let write = |out: &mut File| -> std::io::Result<()> {

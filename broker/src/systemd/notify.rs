@@ -104,6 +104,23 @@ fn abstract_addr(name: &[u8]) -> io::Result<SocketAddr> {
     SocketAddr::from_abstract_name(name)
 }
 
+/// A `STATUS=` text of whole parts: `base`, then each optional part (`(long, short)`:
+/// the part as said in full, and the few words said instead when it does not fit) in
+/// order, as long as [`STATUS_MAX`] allows. A part is added whole or in its short form,
+/// never cut, so the line never ends mid-sentence; the journal has the details.
+pub fn status_text(base: &str, parts: &[(String, &str)]) -> String {
+    let mut line = one_line(base, STATUS_MAX);
+    for (long, short) in parts {
+        let long = one_line(long, STATUS_MAX);
+        if line.len() + long.len() <= STATUS_MAX {
+            line.push_str(&long);
+        } else if line.len() + short.len() <= STATUS_MAX {
+            line.push_str(short);
+        }
+    }
+    line
+}
+
 /// `text` on one line (control characters become spaces) and at most `max` bytes.
 pub fn one_line(text: &str, max: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max));
@@ -120,6 +137,24 @@ pub fn one_line(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::one_line;
+
+    #[test]
+    fn status_parts_are_whole_or_short_never_cut() {
+        use super::{STATUS_MAX, status_text};
+        let long = format!("; last reload failed: {}", "x y ".repeat(100));
+        let s = status_text(
+            "serving p.toml: 1 connection",
+            &[(long, "; last reload failed (see the journal)")],
+        );
+        assert_eq!(
+            s,
+            "serving p.toml: 1 connection; last reload failed (see the journal)"
+        );
+        let s = status_text("a", &[("; b".into(), "; B"), ("; c".into(), "; C")]);
+        assert_eq!(s, "a; b; c");
+        let base = "z".repeat(STATUS_MAX - 2);
+        assert_eq!(status_text(&base, &[("; bb".into(), "; b")]), base);
+    }
 
     #[test]
     fn status_text_is_one_bounded_line() {

@@ -399,11 +399,11 @@ fn denial_display_is_short() {
     assert_eq!(Denial::NoRule.to_string(), "no rule allows this path");
     assert_eq!(
         Denial::DeniedBy(RuleId(3)).to_string(),
-        "denied by deny rule #3"
+        "denied by a deny rule"
     );
     assert_eq!(
         Denial::AccessNotGranted(RuleId(1)).to_string(),
-        "rule #1 matches but does not grant this access"
+        "the matching rule does not grant this access"
     );
 }
 

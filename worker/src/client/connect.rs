@@ -108,9 +108,18 @@ pub(super) fn dial_and_greet(
         None => Channel::connect(path),
     }
     .map_err(|e| {
+        let why = match e.kind() {
+            io::ErrorKind::PermissionDenied => super::refused::who_may_connect(path)
+                .map(|w| format!(": {w}"))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
         io::Error::new(
             e.kind(),
-            format!("cannot connect to the broker at {}: {e}", path.display()),
+            format!(
+                "cannot connect to the broker at {}: {e}{why}",
+                path.display()
+            ),
         )
     })?;
     let accepted = greet(&channel, deadline)?;

@@ -26,6 +26,7 @@ pub mod iter;
 mod list;
 mod locks;
 mod pipeline;
+mod refused;
 
 pub(crate) use connect::connected;
 pub use connect::{DEFAULT_SOCKET, ENV_FD, ENV_SOCKET, ENV_TIMEOUT};

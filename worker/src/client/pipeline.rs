@@ -495,7 +495,7 @@ fn idempotent(op: &Op) -> bool {
     match op {
         Op::Open(spec) => spec.access != Access::Create,
         Op::OpenMany { access, .. } => *access != Access::Create,
-        Op::Stat(_) | Op::Connect | Op::List(_) | Op::Link(_) => true,
+        Op::Stat(_) | Op::Connect | Op::List(_) | Op::Link(_) | Op::Status => true,
     }
 }
 

@@ -118,6 +118,7 @@ impl Conn {
         {
             let mut st = conn.state.lock().unwrap_or_else(|p| p.into_inner());
             if greeted {
+                conn.greeted.store(true, Ordering::Relaxed);
                 // Generation 0 is never current: the client is looked up again.
                 st.phase = Phase::Serving {
                     generation: 0,

@@ -72,6 +72,10 @@ pub enum Next {
     /// takes the new one or refuses it, then answers through [`Conn::answer_connect`].
     /// Nothing is read from this connection until then.
     Connect(Box<Born>),
+    /// The broker's operator asked for its state ([`Op::Status`], request `id`): the
+    /// event loop, which alone sees every connection, builds the report and answers
+    /// through [`Conn::answer_status`]. Nothing is read from this connection until then.
+    Status(u64),
 }
 
 /// A connection made for [`Op::Connect`], on its way up to the event loop, and the
@@ -96,6 +100,7 @@ pub struct ConnectReply {
 enum Answered {
     Reply(Option<u64>),
     Connect(Box<Born>),
+    Status(u64),
 }
 
 /// Per-thread buffers, reused for every message.
@@ -143,6 +148,8 @@ pub struct Conn {
     charged: AtomicUsize,
     /// Whether a refusal for unread descriptors was logged for this connection.
     told_over: AtomicBool,
+    /// Its hello was accepted (`Phase::Serving`), for `status`.
+    greeted: AtomicBool,
 }
 
 impl Drop for Conn {
@@ -235,6 +242,7 @@ impl Conn {
             inflight,
             charged: AtomicUsize::new(0),
             told_over: AtomicBool::new(false),
+            greeted: AtomicBool::new(false),
             opened: Instant::now(),
             active_ms: AtomicU64::new(0),
         }
@@ -314,6 +322,7 @@ impl Conn {
                 // The descriptor reserved for the worker's end stays reserved until
                 // the answer.
                 Ok(Answered::Connect(born)) => return Next::Connect(born),
+                Ok(Answered::Status(id)) => return Next::Status(id),
                 Err(e) => {
                     self.uncharge(std::mem::take(&mut st.reserved));
                     self.violation(&e);
@@ -407,6 +416,36 @@ impl Conn {
         }
     }
 
+    /// Answer the [`Op::Status`] request `id` with `report` (the event loop's JSON).
+    pub fn answer_status(&self, id: u64, report: String, s: &mut Scratch) -> Next {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.fds.clear();
+        if let Err(e) = encode_reply(&mut s.outbuf, id, ReplyBody::Status(Ok(report)), &mut s.fds) {
+            self.violation(&e);
+            return Next::Close;
+        }
+        // No descriptor, no decision: nothing for the audit trail to hold back.
+        let written = s.audit.flush().unwrap_or_else(Unwritten::serve_anyway);
+        match self.send_reply(&mut st, Some(id), s, written) {
+            Some(next) => next,
+            None if matches!(st.phase, Phase::Closing) => Next::Close,
+            None => Next::Read,
+        }
+    }
+
+    /// Whether the hello was accepted: a client's connection in service (not one made
+    /// only to ask for the status, nor one still waiting for its hello). Read without
+    /// `state`, which a thread serving the connection may hold for long.
+    pub fn greeted(&self) -> bool {
+        self.greeted.load(Ordering::Relaxed)
+    }
+
+    /// Whether the peer is the broker's operator, who may ask for its state: root, or
+    /// the user the broker runs as (the service's user), by `SO_PEERCRED`.
+    pub fn is_operator(&self) -> bool {
+        self.peer.uid == 0 || self.peer.uid == nix::unistd::geteuid().as_raw()
+    }
+
     /// Decode one message and build the answer into `out`, or make the connection an
     /// [`Op::Connect`] asks for.
     fn on_message(
@@ -465,12 +504,16 @@ impl Conn {
                                 max_batch: loaded.policy.broker().max_batch as u32,
                             }),
                         )?;
+                        self.greeted.store(true, Ordering::Relaxed);
                         st.phase = Phase::Serving {
                             generation: loaded.generation,
                             client,
                         };
                     }
                     None => {
+                        // The operator's connection, admitted for `Op::Status`, or a
+                        // client the policy no longer names after a reload.
+                        note_no_client(&self.peer);
                         st.phase = Phase::Closing;
                         encode_welcome(out, Welcome::Refused(self.no_client()))?;
                     }
@@ -558,6 +601,17 @@ impl Conn {
         fds: &mut Vec<OwnedFd>,
     ) -> Result<Answered, ProtocolError> {
         let req: Request = frame::decode(Kind::Request, msg)?;
+        if matches!(req.op, Op::Status) {
+            if self.is_operator() {
+                return Ok(Answered::Status(req.id));
+            }
+            let why = WireError::new(
+                Errno::EACCES as i32,
+                "only root or the broker's own user may ask for its status",
+            );
+            encode_reply(out, req.id, ReplyBody::Status(Err(why)), fds)?;
+            return Ok(Answered::Reply(Some(req.id)));
+        }
         if !matches!(req.op, Op::Connect) {
             return Err(ProtocolError::UnexpectedKind {
                 expected: Kind::Hello,
@@ -842,6 +896,21 @@ pub fn refusal_for(peer: &PeerCredentials, binding: &Binding) -> WireError {
 }
 
 /// Send a refusal on a connection that will not be served, and forget it.
+/// Log (a few times per window: a peer can cause it at will) that a peer no client of
+/// the policy matches was refused.
+pub fn note_no_client(peer: &PeerCredentials) {
+    static REFUSALS: crate::server::throttle::Throttle = crate::server::throttle::Throttle::new();
+    if let Some(suppressed) = REFUSALS.admit() {
+        tracing::warn!(
+            uid = peer.uid,
+            gid = peer.gid,
+            pid = peer.pid,
+            suppressed,
+            "refused a connection: no client in the policy matches it"
+        );
+    }
+}
+
 pub fn refuse(channel: &Channel, why: WireError) {
     let mut out = Vec::new();
     if encode_welcome(&mut out, Welcome::Refused(why)).is_ok() {

@@ -2,10 +2,14 @@
 //! machine. Loading proves the file means what it says; these warnings say where it
 //! will not do what the operator probably meant: roots that do not exist or that the
 //! broker would refuse to open (see `roots`), deny rules that match nothing on disk or
-//! lie outside every allow (they take nothing away), and rules written twice.
+//! lie outside every allow (they take nothing away), rules written twice, and
+//! capabilities the policy needs that the service unit does not grant ([`unit`]).
+
+pub mod unit;
 
 use crate::request::roots::{RootError, open_root};
-use fdbroker_policy::{Effect, PatternKind, Policy, Rule};
+use caps::Capability;
+use fdbroker_policy::{Access, Effect, PatternKind, Policy, Rule};
 use nix::errno::Errno;
 use std::collections::HashMap;
 use std::fmt;
@@ -33,8 +37,9 @@ impl fmt::Display for Warning {
     }
 }
 
-/// Everything worth a warning in `policy`, in file order.
-pub fn check(policy: &Policy) -> Vec<Warning> {
+/// Everything worth a warning in `policy`, in file order, its capabilities checked
+/// against `unit` (the service unit it will run under).
+pub fn check(policy: &Policy, unit: &unit::Unit) -> Vec<Warning> {
     let mut out = Vec::new();
     let at = |rule: &Rule, message: String| Warning {
         file: policy.origin().to_owned(),
@@ -134,6 +139,41 @@ pub fn check(policy: &Policy) -> Vec<Warning> {
                     "deny rule {:?} matches nothing on disk now (a later file there is still \
                      denied)",
                     rule.pattern
+                ),
+            ));
+        }
+    }
+    // Capabilities: at the first rule that needs each.
+    let needs = [
+        (
+            Capability::CAP_DAC_OVERRIDE,
+            "grants write or create, so the broker needs",
+            policy.rules().iter().find(|r| {
+                r.effect == Effect::Allow
+                    && [Access::Write, Access::ReadWrite, Access::Create]
+                        .into_iter()
+                        .any(|a| r.access.grants(a))
+            }),
+        ),
+        (
+            Capability::CAP_CHOWN,
+            "gives created files an owner or group, so the broker needs",
+            policy
+                .rules()
+                .iter()
+                .find(|r| r.options.owner.is_some() || r.options.group.is_some()),
+        ),
+    ];
+    for (cap, what, rule) in needs {
+        let Some(rule) = rule else { continue };
+        if let Some(lacking) = unit.lacks(cap) {
+            out.push(at(
+                rule,
+                format!(
+                    "this rule {what} {cap}; {} does not grant it ({lacking}), so the \
+                     broker will refuse to start under it: add {cap} to CapabilityBoundingSet= and \
+                     AmbientCapabilities= (a drop-in: systemctl edit fdbroker.service)",
+                    unit.name
                 ),
             ));
         }
