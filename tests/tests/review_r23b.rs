@@ -1,0 +1,117 @@
+//! Findings of the independent review r23b of branch i23b (issue 23, part 2 and two
+//! bullets of part 3). Each test fails on the branch as reviewed and names its finding.
+#![allow(clippy::unwrap_used)]
+
+use fdbroker_tests::{
+    TempDir, fdbroker_bin, nobody_gid, nobody_uid, repo_root, run_policy, run_with_timeout,
+    show, text,
+};
+use std::os::unix::fs::chown;
+use std::process::Command;
+use std::time::Duration;
+
+/// F1: `fdbroker run --log-file PATH` in a sticky, world-writable directory (`/tmp`)
+/// appends root's log and audit lines to a file another user planted there first (a
+/// regular file they own: `O_NOFOLLOW` and the type check do not catch it). On a machine
+/// without `fs.protected_regular` (this one), the planter then reads every audit line
+/// (paths of the worker's files) and may truncate or fill it at will. The broker must
+/// refuse a log file that neither it nor the directory's owner owns in such a
+/// directory, as the kernel's `protected_regular` does for `O_CREAT`.
+#[test]
+fn f1_run_log_file_refuses_a_file_another_user_planted_in_a_sticky_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TempDir::new("r23b-logplant");
+    t.file("in/a.txt", b"hello\n", 0o644);
+    let bins = fdbroker_bin().parent().unwrap().to_owned();
+    let policy = run_policy(&t, "worker", &bins);
+    let tmp = t.dir("tmp", 0o755);
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    // Planted by nobody before root runs the command.
+    let log = tmp.join("broker.log");
+    std::fs::write(&log, b"").unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
+    chown(&log, Some(nobody_uid()), Some(nobody_gid())).unwrap();
+    let script = format!("\"$0\" cat {}", t.join("in/a.txt").display());
+    let out = run_with_timeout(
+        Command::new(fdbroker_bin())
+            .current_dir("/")
+            .args(["run", "--log-file"])
+            .arg(&log)
+            .arg("--policy")
+            .arg(&policy)
+            .args(["--", "/bin/sh", "-c", &script])
+            .arg(fdbroker_bin()),
+        Duration::from_secs(120),
+    );
+    let planted = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        planted.is_empty(),
+        "root's audit lines went to a file nobody planted and owns: {planted}"
+    );
+    assert_eq!(out.status.code(), Some(126), "{}", show(&out));
+    assert!(text(&out.stderr).contains("--log-file"), "{}", show(&out));
+}
+
+/// F2: `fdbroker policy check --unit UNIT` reads UNIT and every `UNIT.d/*.conf` beside it
+/// with an unbounded, blocking `read_to_string`: a FIFO there (or a link to `/dev/zero`,
+/// not tried here) hangs the check (or exhausts memory). Drop-ins beside a unit given
+/// by path live wherever the operator copied it, `/tmp` included. A unit file or
+/// drop-in that is not a regular file, or is huge, must be an error or skipped, fast.
+#[test]
+fn f2_policy_check_does_not_hang_on_a_fifo_unit_or_drop_in() {
+    let t = TempDir::new("r23b-unitfifo");
+    t.dir("in", 0o755);
+    let p = t.file(
+        "p.toml",
+        format!(
+            "[[client]]\nname = \"t\"\nusers = [65534]\n[[client.allow]]\npath = \"{}/in/\"\n",
+            t.path().display()
+        )
+        .as_bytes(),
+        0o644,
+    );
+    let units = t.dir("units", 0o755);
+    let unit = units.join("fdbroker.service");
+    std::fs::copy(repo_root().join("broker/systemd/fdbroker.service"), &unit).unwrap();
+    let dropins = t.dir("units/fdbroker.service.d", 0o755);
+    nix::unistd::mkfifo(
+        &dropins.join("zz-hostile.conf"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let check = |unit: &std::path::Path| {
+        let mut child = Command::new(fdbroker_bin())
+            .args(["policy", "check"])
+            .arg(&p)
+            .arg("--unit")
+            .arg(unit)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert!(
+        check(&unit).is_some(),
+        "policy check hangs on a FIFO drop-in beside the unit"
+    );
+    let fifo_unit = units.join("fifo.service");
+    nix::unistd::mkfifo(
+        &fifo_unit,
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let status = check(&fifo_unit).expect("policy check hangs on a FIFO given as --unit");
+    assert!(!status.success(), "a FIFO is no unit");
+}
