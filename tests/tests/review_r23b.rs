@@ -115,3 +115,56 @@ fn f2_policy_check_does_not_hang_on_a_fifo_unit_or_drop_in() {
     let status = check(&fifo_unit).expect("policy check hangs on a FIFO given as --unit");
     assert!(!status.success(), "a FIFO is no unit");
 }
+
+/// Start a broker whose stderr is `log` and "the journal" (`JOURNAL_STREAM` names it), its
+/// native entries going to `jpath`.
+fn journal_broker(t: &TempDir, log: &std::path::Path, jpath: &std::path::Path) -> fdbroker_tests::Broker {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::write(log, b"").unwrap();
+    let m = std::fs::metadata(log).unwrap();
+    let stream = format!("{}:{}", m.dev(), m.ino());
+    fdbroker_tests::Broker::start_logging_to(
+        t,
+        "[broker]\nsocket_mode = \"0666\"\n[[client]]\nname = \"ops\"\nusers = [0]\n\
+         [[client.allow]]\npath = \"{dir}/in/\"\n",
+        std::process::Stdio::from(std::fs::OpenOptions::new().append(true).open(log).unwrap()),
+        &[
+            ("JOURNAL_STREAM", stream.as_str()),
+            ("FDBROKER_JOURNAL_SOCKET", jpath.to_str().unwrap()),
+        ],
+    )
+}
+
+/// F3: the journal's native socket and the journal's stream (stderr) share one failure
+/// state in `log::sink`. With journald's native socket gone but stderr still taking
+/// lines, the audit entry fails ("log writes fail"), then that very error line, written
+/// to stderr, succeeds and ends the episode: the broker logs "log writes resumed" while
+/// no audit entry can be recorded, `STATUS=`/`status` stop saying the log fails, the
+/// lost count restarts, and each episode's first audit write waits again. The
+/// journal's failure must last until an entry gets through to the journal.
+#[test]
+fn f3_journal_gone_is_not_reported_resumed_by_a_line_on_stderr() {
+    let t = TempDir::new("r23b-journal");
+    t.file("in/a.bin", b"a", 0o644);
+    let jdir = TempDir::new("r23b-journal-sock");
+    let jpath = jdir.join("socket");
+    let sock = std::os::unix::net::UnixDatagram::bind(&jpath).unwrap();
+    let log = t.join("stderr.log");
+    let b = journal_broker(&t, &log, &jpath);
+    let c = b.client();
+    c.open(t.join("in/a.bin")).unwrap();
+    drop(sock);
+    std::fs::remove_file(&jpath).unwrap();
+    // journald is gone for good: every request is refused (audit_failure = "refuse").
+    for _ in 0..10 {
+        assert!(c.open(t.join("in/a.bin")).is_err());
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("log writes fail"), "{text}");
+    assert!(
+        !text.contains("log writes resumed"),
+        "no audit entry was recorded since the journal went away, yet: {text}"
+    );
+    drop(b);
+}
