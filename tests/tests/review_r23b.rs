@@ -168,3 +168,46 @@ fn f3_journal_gone_is_not_reported_resumed_by_a_line_on_stderr() {
     );
     drop(b);
 }
+
+/// Held up (no finding): a journal that takes no more entries (its queue full, never
+/// read) neither hangs nor crashes the broker: every request is answered within a
+/// bounded time (refused, as `audit_failure = "refuse"` says), and the broker costs
+/// little CPU meanwhile.
+#[test]
+fn r23b_a_full_journal_neither_hangs_nor_spins_the_broker() {
+    let t = TempDir::new("r23b-jfull");
+    t.file("in/a.bin", b"a", 0o644);
+    let jdir = TempDir::new("r23b-jfull-sock");
+    let jpath = jdir.join("socket");
+    let _sock = std::os::unix::net::UnixDatagram::bind(&jpath).unwrap();
+    let log = t.join("stderr.log");
+    let b = journal_broker(&t, &log, &jpath);
+    let c = b.client();
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", b.pid())).unwrap();
+        let f: Vec<u64> = stat
+            .rsplit_once(") ")
+            .unwrap()
+            .1
+            .split(' ')
+            .skip(11)
+            .take(2)
+            .map(|x| x.parse().unwrap())
+            .collect();
+        f[0] + f[1]
+    };
+    let before = cpu();
+    let start = std::time::Instant::now();
+    let mut refused = 0;
+    for _ in 0..200 {
+        let t0 = std::time::Instant::now();
+        if c.open(t.join("in/a.bin")).is_err() {
+            refused += 1;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(2), "a request waited {:?}", t0.elapsed());
+    }
+    let ticks = cpu() - before;
+    assert!(refused >= 150, "{refused} refused");
+    eprintln!("200 requests in {:?}, {ticks} ticks of CPU", start.elapsed());
+    assert!(ticks < 200, "{ticks} clock ticks of CPU for 200 requests");
+}
