@@ -211,3 +211,33 @@ fn r23b_a_full_journal_neither_hangs_nor_spins_the_broker() {
     eprintln!("200 requests in {:?}, {ticks} ticks of CPU", start.elapsed());
     assert!(ticks < 200, "{ticks} clock ticks of CPU for 200 requests");
 }
+
+/// F4: the status report is one message (at most 64 KiB), but its `clients` list is not
+/// bounded (every client of the policy, plus those only the counts remember) and the
+/// bounds on `connections` (256) and `rules` (256, each naming the policy's full path)
+/// add up to more than fits on their own. Past the cap the broker answers `E2BIG`, so
+/// a large policy (here 700 clients), or a worker that opens 256 connections and hits
+/// its client's rules under a long policy path, leaves the operator with no `status`
+/// at all. The report must be cut to fit (and say so), never refused.
+#[test]
+fn f4_status_of_a_broker_with_a_large_policy_still_answers() {
+    let t = TempDir::new("r23b-bigstatus");
+    t.dir("in", 0o755);
+    let mut policy = String::from("[broker]\nsocket_mode = \"0600\"\n");
+    for i in 0..700 {
+        policy.push_str(&format!(
+            "[[client]]\nname = \"client-{i:04}\"\nusers = [{}]\n[[client.allow]]\npath = \"{{dir}}/in/\"\n",
+            200_000 + i
+        ));
+    }
+    let b = fdbroker_tests::Broker::start(&t, &policy);
+    let out = run_with_timeout(
+        Command::new(fdbroker_bin())
+            .args(["status", "--json", "--socket"])
+            .arg(&b.socket),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["clients"].as_array().is_some_and(|c| !c.is_empty()), "{v}");
+}
