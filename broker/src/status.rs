@@ -231,6 +231,9 @@ pub fn render(r: &Report) -> String {
             c.client, c.connections, c.requests, c.counts.granted, c.counts.denied, c.counts.failed
         );
     }
+    if r.clients.len() < r.clients_total {
+        let _ = writeln!(out, "  ... and {} more", r.clients_total - r.clients.len());
+    }
     let _ = writeln!(out, "rules (since the service started; - is no rule):");
     let _ = writeln!(
         out,
@@ -243,6 +246,9 @@ pub fn render(r: &Report) -> String {
             "  {:<16} {:<40} {:>9} {:>9} {:>9}",
             rule.client, rule.rule, rule.counts.granted, rule.counts.denied, rule.counts.failed
         );
+    }
+    if r.rules.len() < r.rules_total {
+        let _ = writeln!(out, "  ... and {} more", r.rules_total - r.rules.len());
     }
     let _ = write!(out, "in flight:  ");
     if r.in_flight.is_empty() {
