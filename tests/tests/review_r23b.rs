@@ -241,3 +241,46 @@ fn f4_status_of_a_broker_with_a_large_policy_still_answers() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["clients"].as_array().is_some_and(|c| !c.is_empty()), "{v}");
 }
+
+/// Held up (no finding): `fdbroker put` through a create+write grant cannot be turned
+/// on a FIFO (no hang: the broker opens non-blocking and refuses the type), a symbolic
+/// link to a file outside the grant (not followed: the target is untouched), or a hard
+/// link to one (the broker refuses a regular file with other names, or at least leaves
+/// the target as it was).
+#[test]
+fn r23b_put_is_not_turned_on_fifos_or_links() {
+    use std::os::unix::process::CommandExt;
+    let t = TempDir::new("r23b-put");
+    t.dir("out", 0o777);
+    t.file("secret.txt", b"keep\n", 0o666);
+    let b = fdbroker_tests::Broker::start(
+        &t,
+        "[broker]\nsocket_mode = \"0666\"\n[[client]]\nname = \"t\"\nusers = [{nobody}]\n\
+         [[client.allow]]\npath = \"{dir}/out/\"\naccess = [\"create\", \"write\", \"directory\"]\n",
+    );
+    nix::unistd::mkfifo(
+        &t.join("out/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(t.join("secret.txt"), t.join("out/sym")).unwrap();
+    let hard = std::fs::hard_link(t.join("secret.txt"), t.join("out/hard")).is_ok();
+    for name in ["fifo", "sym", "hard"] {
+        let mut cmd = Command::new(fdbroker_bin());
+        cmd.args(["put", "--socket"])
+            .arg(&b.socket)
+            .arg(t.join("out").join(name))
+            .uid(nobody_uid())
+            .gid(nobody_gid());
+        let out = fdbroker_tests::run_with_input(&mut cmd, Some(b"evil\n".to_vec()), Duration::from_secs(30));
+        if name != "hard" {
+            assert_eq!(out.status.code(), Some(1), "{name}: {}", show(&out));
+        }
+        assert_eq!(
+            std::fs::read(t.join("secret.txt")).unwrap(),
+            b"keep\n",
+            "{name} (hard link made: {hard}): {}",
+            show(&out)
+        );
+    }
+}
