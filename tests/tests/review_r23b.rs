@@ -284,3 +284,43 @@ fn r23b_put_is_not_turned_on_fifos_or_links() {
         );
     }
 }
+
+/// F5: `fdbroker ls` prints each name raw, one a line. A worker with a create grant in
+/// a directory makes a file named `x\nsecret.key` (or one holding terminal escapes): the
+/// operator's listing then shows an entry `secret.key` that does not exist (or runs escape
+/// sequences in their terminal). Control bytes in a name must be escaped, so one line
+/// is one entry.
+#[test]
+fn f5_ls_does_not_print_a_line_a_worker_forged_with_a_file_name() {
+    use std::os::unix::process::CommandExt;
+    let t = TempDir::new("r23b-ls");
+    t.dir("out", 0o777);
+    t.file("out/real.txt", b"r", 0o644);
+    let b = fdbroker_tests::Broker::start(
+        &t,
+        "[broker]\nsocket_mode = \"0666\"\n[[client]]\nname = \"t\"\nusers = [0, {nobody}]\n\
+         [[client.allow]]\npath = \"{dir}/out/\"\naccess = [\"read\", \"create\", \"directory\"]\n",
+    );
+    let mut cmd = Command::new(fdbroker_bin());
+    cmd.args(["put", "--socket"])
+        .arg(&b.socket)
+        .arg(t.join("out/x\nsecret.key"))
+        .uid(nobody_uid())
+        .gid(nobody_gid());
+    let out = fdbroker_tests::run_with_input(&mut cmd, Some(b"".to_vec()), Duration::from_secs(30));
+    assert!(out.status.success(), "{}", show(&out));
+    let out = run_with_timeout(
+        Command::new(fdbroker_bin())
+            .args(["ls", "--socket"])
+            .arg(&b.socket)
+            .arg(t.join("out")),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let listing = text(&out.stdout);
+    assert_eq!(listing.lines().count(), 2, "two entries, two lines: {listing:?}");
+    assert!(
+        !listing.lines().any(|l| l == "secret.key"),
+        "a forged entry: {listing:?}"
+    );
+}
