@@ -324,3 +324,55 @@ fn f5_ls_does_not_print_a_line_a_worker_forged_with_a_file_name() {
         "a forged entry: {listing:?}"
     );
 }
+
+/// Held up (no finding): a worker (nobody, a client of the policy) cannot get the status
+/// report: not before its hello (EACCES), not after it (EOPNOTSUPP), and not on a
+/// connection the broker made for it (`Op::Connect`, a socketpair whose `SO_PEERCRED`
+/// would name the broker itself: the new connection carries the worker's identity).
+#[test]
+fn r23b_a_worker_gets_no_status_by_any_connection() {
+    use fdbroker_shared::Channel;
+    use fdbroker_shared::wire::{Op, ReplyBody, Request};
+    use fdbroker_tests::frames::{hello_frame, recv_reply, request_frame};
+    let t = TempDir::new("r23b-status");
+    t.dir("in", 0o755);
+    let b = fdbroker_tests::Broker::start(
+        &t,
+        "[broker]\nsocket_mode = \"0666\"\n[[client]]\nname = \"w\"\nusers = [{nobody}]\n\
+         [[client.allow]]\npath = \"{dir}/in/\"\n",
+    );
+    let socket = b.socket.clone();
+    let (uid, gid) = (nobody_uid(), nobody_gid());
+    std::thread::spawn(move || {
+        // This thread alone becomes nobody: the raw system calls change only its
+        // credentials, which the broker reads at connect time.
+        unsafe {
+            assert_eq!(libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<u32>()), 0);
+            assert_eq!(libc::syscall(libc::SYS_setresgid, gid, gid, gid), 0);
+            assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
+        }
+        let status = |ch: &Channel, id: u64| {
+            ch.send(&request_frame(&Request { id, op: Op::Status })).unwrap();
+            let (reply, fds) = recv_reply(ch);
+            assert!(fds.is_empty());
+            match reply.body {
+                ReplyBody::Status(Err(e)) => e.errno,
+                other => panic!("a worker got {other:?}"),
+            }
+        };
+        let ch = Channel::connect(&socket).unwrap();
+        ch.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(status(&ch, 1), libc::EACCES);
+        ch.send(&hello_frame()).unwrap();
+        let mut rx = vec![0; 65536];
+        ch.recv(&mut rx).unwrap();
+        assert_eq!(status(&ch, 2), libc::EOPNOTSUPP);
+        ch.send(&request_frame(&Request { id: 3, op: Op::Connect })).unwrap();
+        let (_, mut fds) = recv_reply(&ch);
+        let fresh = Channel::wrap(fds.pop().expect("a new connection"));
+        fresh.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(status(&fresh, 4), libc::EACCES);
+    })
+    .join()
+    .unwrap();
+}
