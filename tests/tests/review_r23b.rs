@@ -376,3 +376,26 @@ fn r23b_a_worker_gets_no_status_by_any_connection() {
     .join()
     .unwrap();
 }
+
+/// Held up (no finding), and the case `status.rs` says it covers but does not: a uid
+/// the policy does not name gets no report either (refused at accept).
+#[test]
+fn r23b_a_uid_outside_the_policy_gets_no_status() {
+    use std::os::unix::process::CommandExt;
+    let t = TempDir::new("r23b-status2");
+    t.dir("in", 0o755);
+    let b = fdbroker_tests::Broker::start(
+        &t,
+        "[broker]\nsocket_mode = \"0666\"\n[[client]]\nname = \"w\"\nusers = [{nobody}]\n\
+         [[client.allow]]\npath = \"{dir}/in/\"\n",
+    );
+    let mut cmd = Command::new(fdbroker_bin());
+    cmd.args(["status", "--json", "--socket"])
+        .arg(&b.socket)
+        .uid(54321)
+        .gid(54321);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(out.stdout.is_empty(), "{}", show(&out));
+    assert!(text(&out.stderr).contains("refused"), "{}", show(&out));
+}
