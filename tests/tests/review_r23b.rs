@@ -399,3 +399,39 @@ fn r23b_a_uid_outside_the_policy_gets_no_status() {
     assert!(out.stdout.is_empty(), "{}", show(&out));
     assert!(text(&out.stderr).contains("refused"), "{}", show(&out));
 }
+
+/// F1b: the same with a hard link instead of a planted file: where `fs.protected_hardlinks`
+/// is off, anyone may link a root-owned file (`/etc/shadow`) into `/tmp`, and root's
+/// `--log-file /tmp/x.log` then appends to it (it is root's own file, a regular one, no
+/// symbolic link). A log file with other names, in a directory others may write, must
+/// be refused. (Here root makes the link, as the attacker could with the sysctl off.)
+#[test]
+fn f1b_run_log_file_refuses_a_hard_link_in_a_directory_others_may_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TempDir::new("r23b-loglink");
+    t.file("in/a.txt", b"hello\n", 0o644);
+    let bins = fdbroker_bin().parent().unwrap().to_owned();
+    let policy = run_policy(&t, "worker", &bins);
+    let precious = t.file("precious", b"root:secret\n", 0o600);
+    let tmp = t.dir("tmp", 0o755);
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let log = tmp.join("broker.log");
+    std::fs::hard_link(&precious, &log).unwrap();
+    let out = run_with_timeout(
+        Command::new(fdbroker_bin())
+            .current_dir("/")
+            .args(["run", "--log-file"])
+            .arg(&log)
+            .arg("--policy")
+            .arg(&policy)
+            .args(["--", "/bin/true"]),
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        std::fs::read(&precious).unwrap(),
+        b"root:secret\n",
+        "root's log went into a hard-linked file: {}",
+        show(&out)
+    );
+    assert_eq!(out.status.code(), Some(126), "{}", show(&out));
+}
