@@ -13,7 +13,8 @@ use std::path::Path;
 /// a directory someone else can write cannot redirect root's writes. Nor can it receive
 /// them: in a sticky directory others may write (`/tmp`), a file owned by neither this
 /// process's user nor the directory's owner was planted there by someone else, and is
-/// refused, as the kernel's `fs.protected_regular` would (it may be off).
+/// refused, as the kernel's `fs.protected_regular` would (it may be off), and so is a
+/// file with other names there (a hard link to a file elsewhere).
 pub fn open_append(path: &Path) -> io::Result<OwnedFd> {
     let file = OpenOptions::new()
         .append(true)
@@ -43,6 +44,15 @@ pub fn open_append(path: &Path) -> io::Result<OwnedFd> {
                 "owned by uid {}, in a directory others may write: not written to",
                 meta.uid()
             ),
+        ));
+    }
+    // A file of other names there may be anyone's file linked in (`fs.protected_hardlinks`
+    // may be off): root's `/etc/shadow`, say.
+    if (sticky || open_to_others) && meta.nlink() > 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "a file with other names (hard links), in a directory others may write: not \
+             written to",
         ));
     }
     Ok(OwnedFd::from(file))
