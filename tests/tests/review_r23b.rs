@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 use fdbroker_tests::{
-    TempDir, fdbroker_bin, nobody_gid, nobody_uid, repo_root, run_policy, run_with_timeout,
-    show, text,
+    TempDir, fdbroker_bin, nobody_gid, nobody_uid, repo_root, run_policy, run_with_timeout, show,
+    text,
 };
 use std::os::unix::fs::chown;
 use std::process::Command;
@@ -107,18 +107,18 @@ fn f2_policy_check_does_not_hang_on_a_fifo_unit_or_drop_in() {
         "policy check hangs on a FIFO drop-in beside the unit"
     );
     let fifo_unit = units.join("fifo.service");
-    nix::unistd::mkfifo(
-        &fifo_unit,
-        nix::sys::stat::Mode::from_bits_truncate(0o644),
-    )
-    .unwrap();
+    nix::unistd::mkfifo(&fifo_unit, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
     let status = check(&fifo_unit).expect("policy check hangs on a FIFO given as --unit");
     assert!(!status.success(), "a FIFO is no unit");
 }
 
 /// Start a broker whose stderr is `log` and "the journal" (`JOURNAL_STREAM` names it), its
 /// native entries going to `jpath`.
-fn journal_broker(t: &TempDir, log: &std::path::Path, jpath: &std::path::Path) -> fdbroker_tests::Broker {
+fn journal_broker(
+    t: &TempDir,
+    log: &std::path::Path,
+    jpath: &std::path::Path,
+) -> fdbroker_tests::Broker {
     use std::os::unix::fs::MetadataExt;
     std::fs::write(log, b"").unwrap();
     let m = std::fs::metadata(log).unwrap();
@@ -204,11 +204,18 @@ fn r23b_a_full_journal_neither_hangs_nor_spins_the_broker() {
         if c.open(t.join("in/a.bin")).is_err() {
             refused += 1;
         }
-        assert!(t0.elapsed() < Duration::from_secs(2), "a request waited {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "a request waited {:?}",
+            t0.elapsed()
+        );
     }
     let ticks = cpu() - before;
     assert!(refused >= 150, "{refused} refused");
-    eprintln!("200 requests in {:?}, {ticks} ticks of CPU", start.elapsed());
+    eprintln!(
+        "200 requests in {:?}, {ticks} ticks of CPU",
+        start.elapsed()
+    );
     assert!(ticks < 200, "{ticks} clock ticks of CPU for 200 requests");
 }
 
@@ -239,7 +246,10 @@ fn f4_status_of_a_broker_with_a_large_policy_still_answers() {
     );
     assert!(out.status.success(), "{}", show(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["clients"].as_array().is_some_and(|c| !c.is_empty()), "{v}");
+    assert!(
+        v["clients"].as_array().is_some_and(|c| !c.is_empty()),
+        "{v}"
+    );
 }
 
 /// Held up (no finding): `fdbroker put` through a create+write grant cannot be turned
@@ -272,7 +282,11 @@ fn r23b_put_is_not_turned_on_fifos_or_links() {
             .arg(t.join("out").join(name))
             .uid(nobody_uid())
             .gid(nobody_gid());
-        let out = fdbroker_tests::run_with_input(&mut cmd, Some(b"evil\n".to_vec()), Duration::from_secs(30));
+        let out = fdbroker_tests::run_with_input(
+            &mut cmd,
+            Some(b"evil\n".to_vec()),
+            Duration::from_secs(30),
+        );
         if name != "hard" {
             assert_eq!(out.status.code(), Some(1), "{name}: {}", show(&out));
         }
@@ -318,7 +332,11 @@ fn f5_ls_does_not_print_a_line_a_worker_forged_with_a_file_name() {
     );
     assert!(out.status.success(), "{}", show(&out));
     let listing = text(&out.stdout);
-    assert_eq!(listing.lines().count(), 2, "two entries, two lines: {listing:?}");
+    assert_eq!(
+        listing.lines().count(),
+        2,
+        "two entries, two lines: {listing:?}"
+    );
     assert!(
         !listing.lines().any(|l| l == "secret.key"),
         "a forged entry: {listing:?}"
@@ -347,12 +365,16 @@ fn r23b_a_worker_gets_no_status_by_any_connection() {
         // This thread alone becomes nobody: the raw system calls change only its
         // credentials, which the broker reads at connect time.
         unsafe {
-            assert_eq!(libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<u32>()), 0);
+            assert_eq!(
+                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<u32>()),
+                0
+            );
             assert_eq!(libc::syscall(libc::SYS_setresgid, gid, gid, gid), 0);
             assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
         }
         let status = |ch: &Channel, id: u64| {
-            ch.send(&request_frame(&Request { id, op: Op::Status })).unwrap();
+            ch.send(&request_frame(&Request { id, op: Op::Status }))
+                .unwrap();
             let (reply, fds) = recv_reply(ch);
             assert!(fds.is_empty());
             match reply.body {
@@ -367,10 +389,16 @@ fn r23b_a_worker_gets_no_status_by_any_connection() {
         let mut rx = vec![0; 65536];
         ch.recv(&mut rx).unwrap();
         assert_eq!(status(&ch, 2), libc::EOPNOTSUPP);
-        ch.send(&request_frame(&Request { id: 3, op: Op::Connect })).unwrap();
+        ch.send(&request_frame(&Request {
+            id: 3,
+            op: Op::Connect,
+        }))
+        .unwrap();
         let (_, mut fds) = recv_reply(&ch);
         let fresh = Channel::wrap(fds.pop().expect("a new connection"));
-        fresh.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        fresh
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         assert_eq!(status(&fresh, 4), libc::EACCES);
     })
     .join()

@@ -198,8 +198,8 @@ const MAX_REPORT: usize = fdbroker_shared::frame::MAX_MESSAGE - 1024;
 /// a large policy or many connections cut the report, never refuse it.
 fn fit(mut report: Report) -> String {
     loop {
-        let text = serde_json::to_string(&report)
-            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+        let text =
+            serde_json::to_string(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
         if text.len() <= MAX_REPORT {
             return text;
         }
