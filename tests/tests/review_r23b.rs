@@ -364,6 +364,8 @@ fn r23b_a_worker_gets_no_status_by_any_connection() {
     std::thread::spawn(move || {
         // This thread alone becomes nobody: the raw system calls change only its
         // credentials, which the broker reads at connect time.
+        // SAFETY: setgroups, setresgid and setresuid take plain integers (and a null
+        // list of length 0); no memory is shared with Rust code.
         unsafe {
             assert_eq!(
                 libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<u32>()),
