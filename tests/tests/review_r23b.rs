@@ -465,3 +465,101 @@ fn f1b_run_log_file_refuses_a_hard_link_in_a_directory_others_may_write() {
     );
     assert_eq!(out.status.code(), Some(126), "{}", show(&out));
 }
+
+/// F6: `fdbroker status PID` finds the socket in `/proc/PID/net/unix`, a text table
+/// whose last field, a socket's path, the kernel prints raw. Any local user binds sockets
+/// whose path holds a newline and a forged line (`...: 00000002 00000000 00010000 0005 01
+/// INODE /their/socket`) naming the broker's listener inode, which the table shows to
+/// everyone; with enough of them one sorts before the real line, and root's
+/// `fdbroker status PID` connects to their socket and prints whatever report it answers
+/// (no denials, no connections). The socket must be found from the listener itself
+/// (`pidfd_getfd` + `getsockname`), never from the table's text.
+#[test]
+fn f6_status_by_pid_is_not_redirected_by_a_forged_line_in_proc_net_unix() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixListener;
+    let t = TempDir::new("r23b-netunix");
+    t.dir("in", 0o755);
+    let b = fdbroker_tests::Broker::start(
+        &t,
+        "[broker]\nsocket_mode = \"0666\"\n[[client]]\nname = \"w\"\nusers = [{nobody}]\n\
+         [[client.allow]]\npath = \"{dir}/in/\"\n",
+    );
+    let monitor = b.monitor_pid();
+    let socket = b.socket.to_str().unwrap().to_owned();
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    let inode = table
+        .lines()
+        .find(|l| {
+            l.ends_with(&format!(" {socket}")) && l.split_whitespace().nth(3) == Some("00010000")
+        })
+        .and_then(|l| l.split_whitespace().nth(6))
+        .unwrap()
+        .to_owned();
+    // A short directory: a socket's path has at most 107 bytes.
+    let e = std::path::PathBuf::from(format!("/tmp/r6-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&e);
+    std::fs::create_dir(&e).unwrap();
+    std::fs::set_permissions(&e, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let evil = e.join("e.sock");
+    let (uid, gid) = (nobody_uid(), nobody_gid());
+    let (evil2, e2, inode2) = (evil.clone(), e.clone(), inode.clone());
+    // The attacker: nobody, in a thread of its own credentials.
+    let (listener, fakes) = std::thread::spawn(move || {
+        // SAFETY: setgroups, setresgid and setresuid take plain integers (and a null
+        // list of length 0); no memory is shared with Rust code.
+        unsafe {
+            assert_eq!(
+                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<u32>()),
+                0
+            );
+            assert_eq!(libc::syscall(libc::SYS_setresgid, gid, gid, gid), 0);
+            assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
+        }
+        let listener = UnixListener::bind(&evil2).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let mut fakes = Vec::new();
+        for i in 0..900 {
+            let name = format!(
+                "{}/r{i}\n0: 2 0 00010000 5 1 {inode2} {}",
+                e2.display(),
+                evil2.display()
+            );
+            let path = std::path::PathBuf::from(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fakes.push(UnixListener::bind(&path).unwrap());
+        }
+        (listener, fakes)
+    })
+    .join()
+    .unwrap();
+    let lines: Vec<usize> = std::fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(&format!(" {inode} ")))
+        .map(|(i, _)| i)
+        .take(3)
+        .collect();
+    eprintln!("lines naming the listener's inode: {lines:?}");
+    let out = run_with_timeout(
+        Command::new(fdbroker_bin())
+            .arg("status")
+            .arg(monitor.to_string()),
+        Duration::from_secs(60),
+    );
+    drop(fakes);
+    let reached = listener.accept().is_ok();
+    let _ = std::fs::remove_dir_all(&e);
+    assert!(
+        !reached,
+        "root's `fdbroker status {monitor}` connected to nobody's socket: {}",
+        show(&out)
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        text(&out.stdout).contains(&format!("policy:      {}", b.policy.display())),
+        "{}",
+        show(&out)
+    );
+}
