@@ -427,7 +427,14 @@ fn r23b_a_uid_outside_the_policy_gets_no_status() {
     let out = run_with_timeout(&mut cmd, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(out.stdout.is_empty(), "{}", show(&out));
-    assert!(text(&out.stderr).contains("refused"), "{}", show(&out));
+    // Refused at accept, the refusal is usually read; when the broker closes with the
+    // request unread, the kernel reports ECONNRESET first and the refusal is lost.
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("refused") || err.contains("reset by peer"),
+        "{}",
+        show(&out)
+    );
 }
 
 /// F1b: the same with a hard link instead of a planted file: where `fs.protected_hardlinks`
