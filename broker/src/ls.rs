@@ -11,7 +11,21 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// The `fdbroker ls` process: one name a line, in byte order, a directory's with a
+/// A name as `ls` prints it: raw, except that a control byte (a newline, a terminal
+/// escape) or a backslash is written `\xNN`, so a worker that names a file cannot add a
+/// line to the listing or drive the operator's terminal; one line is one entry.
+fn push_name(out: &mut Vec<u8>, name: &[u8]) {
+    for &b in name {
+        if b < 0x20 || b == 0x7f || b == b'\\' {
+            out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+}
+
+/// The `fdbroker ls` process: one name a line (control bytes escaped: [`push_name`]),
+/// in byte order, a directory's with a
 /// trailing `/` (as `ls -p`); with more than one DIR, each listing under a `DIR:` line
 /// and separated by an empty line, as `ls` does. Exit 0 only if every one was listed.
 pub fn ls_main(socket: Option<&Path>, dirs: &[PathBuf]) -> ExitCode {
@@ -34,7 +48,7 @@ pub fn ls_main(socket: Option<&Path>, dirs: &[PathBuf]) -> ExitCode {
             }
             for entry in entries {
                 let entry = entry?;
-                out.extend_from_slice(entry.file_name().as_bytes());
+                push_name(&mut out, entry.file_name().as_bytes());
                 if entry.file_type()? == FileKind::Directory {
                     out.push(b'/');
                 }

@@ -4,8 +4,8 @@
 //! before any hello, so it need not be a policy client) and prints its report
 //! ([`crate::server::status::Report`]) as text or as the JSON it received.
 //!
-//! The socket is `--socket`, else the one the process `PID` listens on (found in
-//! `/proc/PID/fd` where the caller may look, as root may; else from its command line's
+//! The socket is `--socket`, else the one the process `PID` listens on (its listener
+//! taken with `pidfd_getfd` where the caller may, as root may; else from its command line's
 //! `--socket`, else its policy's `[broker] socket`), else `FDBROKER_SOCKET`, else the
 //! default socket.
 
@@ -147,28 +147,30 @@ fn socket_of(pid: i32) -> io::Result<PathBuf> {
 }
 
 /// The path of a listening Unix socket among `pid`'s descriptors, where the caller may
-/// read them: `/proc/PID/fd` names each socket's inode, `/proc/PID/net/unix` (its
-/// network namespace's table) the path of a listener with that inode.
+/// take them (`pidfd_getfd`: root, in practice): each socket descriptor is duplicated
+/// here and asked itself (`SO_ACCEPTCONN`, `getsockname`). Never from the text of
+/// `/proc/PID/net/unix`, whose path field the kernel prints raw: anyone's socket path
+/// with a newline in it could add a line there naming the broker's listener inode and
+/// their own socket.
 fn listening_socket(pid: i32) -> Option<PathBuf> {
-    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+    use nix::sys::socket::{UnixAddr, getsockname, getsockopt, sockopt};
+    use std::os::fd::AsRawFd as _;
+    let pidfd = crate::sys::pidfd_open(nix::unistd::Pid::from_raw(pid)).ok()?;
+    let fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .ok()?
         .filter_map(Result::ok)
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .filter_map(|l| {
-            let l = l.to_string_lossy().into_owned();
-            l.strip_prefix("socket:[")
-                .and_then(|r| r.strip_suffix(']'))
-                .map(str::to_owned)
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:["))
         })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect();
-    let table = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).ok()?;
-    // Num RefCount Protocol Flags Type St Inode Path; Flags 00010000 is __SO_ACCEPTCON.
-    table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let (flags, inode, path) = (f.get(3)?, f.get(6)?, f.get(7)?);
-        let listening = u32::from_str_radix(flags, 16).is_ok_and(|v| v & 0x0001_0000 != 0);
-        (listening && inodes.iter().any(|i| i == inode) && path.starts_with('/'))
-            .then(|| PathBuf::from(path))
+    fds.into_iter().find_map(|fd| {
+        let dup = crate::sys::pidfd_getfd(&pidfd, fd).ok()?;
+        if !getsockopt(&dup, sockopt::AcceptConn).ok()? {
+            return None;
+        }
+        let addr: UnixAddr = getsockname(dup.as_raw_fd()).ok()?;
+        addr.path().map(Path::to_path_buf)
     })
 }
 
@@ -231,6 +233,9 @@ pub fn render(r: &Report) -> String {
             c.client, c.connections, c.requests, c.counts.granted, c.counts.denied, c.counts.failed
         );
     }
+    if r.clients.len() < r.clients_total {
+        let _ = writeln!(out, "  ... and {} more", r.clients_total - r.clients.len());
+    }
     let _ = writeln!(out, "rules (since the service started; - is no rule):");
     let _ = writeln!(
         out,
@@ -243,6 +248,9 @@ pub fn render(r: &Report) -> String {
             "  {:<16} {:<40} {:>9} {:>9} {:>9}",
             rule.client, rule.rule, rule.counts.granted, rule.counts.denied, rule.counts.failed
         );
+    }
+    if r.rules.len() < r.rules_total {
+        let _ = writeln!(out, "  ... and {} more", r.rules_total - r.rules.len());
     }
     let _ = write!(out, "in flight:  ");
     if r.in_flight.is_empty() {

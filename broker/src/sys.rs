@@ -23,6 +23,21 @@ pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
     fdbroker_shared::process::pidfd_open(pid.as_raw(), 0)
 }
 
+/// [`pidfd_getfd(2)`](https://man7.org/linux/man-pages/man2/pidfd_getfd.2.html): a
+/// duplicate, in this process, of descriptor `fd` of the process `pidfd` names (needs
+/// ptrace access to it: root, in practice). Close-on-exec.
+pub fn pidfd_getfd(pidfd: &OwnedFd, fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: plain integer arguments; on success the kernel returns a new descriptor
+    // that nothing else owns.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let raw = RawFd::try_from(rc).map_err(|_| io::Error::other("pidfd_getfd: bad descriptor"))?;
+    // SAFETY: `raw` is the new descriptor just returned to this process, owned by no one.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
 // `pidfd_sigqueue` writes siginfo_t's `_rt` member at the offsets of 64-bit Linux.
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("fdbroker supports 64-bit Linux only (siginfo_t layout in sys.rs)");

@@ -26,6 +26,36 @@ const UNIT_NAME: &str = "fdbroker.service";
 /// The unit this binary ships, for a machine where none is installed.
 const SHIPPED: &str = include_str!("../../systemd/fdbroker.service");
 
+/// The most of a unit file or drop-in read: far beyond any real one.
+const MAX_UNIT_FILE: u64 = 1 << 20;
+
+/// A unit file's text: a regular file (opened non-blocking, so a FIFO cannot hang the
+/// check; a device or FIFO is refused after `fstat`) of at most [`MAX_UNIT_FILE`] bytes.
+fn read_unit_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    if meta.len() > MAX_UNIT_FILE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {MAX_UNIT_FILE} bytes"),
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_UNIT_FILE).read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// One assignment of a line that matters, where it was written.
 #[derive(Debug, Clone)]
 struct Assignment {
@@ -84,7 +114,7 @@ impl Unit {
     /// The unit at `path` with its drop-ins from its own directory and from `dirs`,
     /// as systemd reads an installed unit's.
     fn read_with(path: &Path, dirs: &[&Path]) -> std::io::Result<Unit> {
-        let text = std::fs::read_to_string(path)?;
+        let text = read_unit_file(path)?;
         let mut files = vec![(path.display().to_string(), text)];
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         let mut dropins: Vec<PathBuf> = Vec::new();
@@ -104,7 +134,7 @@ impl Unit {
         dropins.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
         dropins.dedup();
         for d in dropins {
-            if let Ok(text) = std::fs::read_to_string(&d) {
+            if let Ok(text) = read_unit_file(&d) {
                 files.push((d.display().to_string(), text));
             }
         }

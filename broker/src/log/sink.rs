@@ -81,6 +81,11 @@ struct State {
     episode_lost_audit: u64,
     /// What [`take_change`] last reported: whether writing was failing.
     reported_failing: bool,
+    /// Which of the two ways out failed last time it was tried: the stream (stderr or
+    /// the `--log-file`) and the journal's native socket. An episode ends only when
+    /// neither does: a line the stream takes says nothing of a journal that is gone.
+    stream_bad: bool,
+    journal_bad: bool,
     /// An episode that ended and was not reported yet: how long it lasted, the error,
     /// and what it lost.
     ended: Option<Ended>,
@@ -211,7 +216,7 @@ pub fn write_line(bytes: &[u8], count: u64, kind: Kind) -> Result<(), Errno> {
     if bytes.is_empty() {
         return Ok(());
     }
-    write_with(count, kind, |dest, state, deadline| {
+    write_with(count, kind, Way::Stream, |dest, state, deadline| {
         let result = if state.torn {
             match dest.write_all(b"\n", deadline) {
                 Written::All => {
@@ -277,7 +282,7 @@ pub fn write_entries(buf: &[u8], ends: &[usize], kind: Kind) -> Result<(), Errno
     if ends.is_empty() {
         return Ok(());
     }
-    write_with(ends.len() as u64, kind, |_, _, deadline| {
+    write_with(ends.len() as u64, kind, Way::Journal, |_, _, deadline| {
         let mut start = 0;
         let mut sent_some = false;
         for &end in ends {
@@ -318,9 +323,17 @@ fn part_or_nothing(some: bool, e: Errno) -> Written {
 /// One write of `count` lines of `kind` by `op`, under the destination's lock (taken
 /// within [`WAIT`] or the lines are lost), with the failure state kept and the lines
 /// counted lost when `op` does not write them all.
+/// Which way out a write takes (see `State::stream_bad`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Way {
+    Stream,
+    Journal,
+}
+
 fn write_with(
     count: u64,
     kind: Kind,
+    way: Way,
     op: impl FnOnce(&Destination, &mut State, &mut Deadline) -> Written,
 ) -> Result<(), Errno> {
     let dest = destination();
@@ -354,7 +367,14 @@ fn write_with(
     // The clock is read only if the destination makes us wait.
     let mut deadline = Deadline { wait, at: None };
     let result = op(dest, &mut state, &mut deadline);
+    let bad = !matches!(result, Written::All);
+    match way {
+        Way::Stream => state.stream_bad = bad,
+        Way::Journal => state.journal_bad = bad,
+    }
     match result {
+        // The other way out still fails: the episode goes on.
+        Written::All if state.stream_bad || state.journal_bad => Ok(()),
         Written::All => {
             if let Some((since, error)) = state.failing.take() {
                 state.ended = Some(Ended {

@@ -37,8 +37,15 @@ pub struct Report {
     pub connections_total: usize,
     /// Per client, since the service started.
     pub clients: Vec<ClientInfo>,
+    /// Clients in all; `clients` lists fewer when the report would not fit in one
+    /// message.
+    #[serde(default)]
+    pub clients_total: usize,
     /// Per client and rule, since the service started (at most [`MAX_RULES`]).
     pub rules: Vec<counts::RuleCount>,
+    /// (client, rule) lines in all; `rules` lists fewer when cut.
+    #[serde(default)]
+    pub rules_total: usize,
     /// Descriptors passed and not yet received, per peer uid.
     pub in_flight: Vec<InFlightInfo>,
 }
@@ -137,7 +144,9 @@ impl Inner {
         let connections_total = connections.len();
         connections.truncate(MAX_LISTED);
         let mut rules = tally.rules;
+        let rules_total = rules.len();
         rules.truncate(MAX_RULES);
+        let clients_total = clients.len();
         let started = UNIX_EPOCH + Duration::from_secs(tally.started_unix);
         let history = self.shared.history();
         let report = Report {
@@ -167,7 +176,9 @@ impl Inner {
             connections,
             connections_total,
             clients,
+            clients_total,
             rules,
+            rules_total,
             in_flight: self
                 .shared
                 .inflight
@@ -176,6 +187,48 @@ impl Inner {
                 .map(|(uid, descriptors)| InFlightInfo { uid, descriptors })
                 .collect(),
         };
-        serde_json::to_string(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        fit(report)
+    }
+}
+
+/// Most bytes of the report's JSON: one reply, with room for its frame.
+const MAX_REPORT: usize = fdbroker_shared::frame::MAX_MESSAGE - 1024;
+
+/// The report as JSON, its lists halved (longest first) until it fits in one message:
+/// a large policy or many connections cut the report, never refuse it.
+fn fit(mut report: Report) -> String {
+    loop {
+        let text =
+            serde_json::to_string(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+        if text.len() <= MAX_REPORT {
+            return text;
+        }
+        let longest = [
+            report.connections.len(),
+            report.clients.len(),
+            report.rules.len(),
+            report.in_flight.len(),
+        ];
+        match longest.into_iter().enumerate().max_by_key(|&(_, n)| n) {
+            Some((_, 0)) | None => {
+                // Only the fixed fields: cut the reload error, the one free text.
+                if let Some(r) = &mut report.last_reload
+                    && let Some(e) = &mut r.error
+                    && e.len() > 256
+                {
+                    let mut at = 256;
+                    while !e.is_char_boundary(at) {
+                        at -= 1;
+                    }
+                    e.truncate(at);
+                    continue;
+                }
+                return text;
+            }
+            Some((0, n)) => report.connections.truncate(n / 2),
+            Some((1, n)) => report.clients.truncate(n / 2),
+            Some((2, n)) => report.rules.truncate(n / 2),
+            Some((_, n)) => report.in_flight.truncate(n / 2),
+        }
     }
 }

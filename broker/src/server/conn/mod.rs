@@ -420,6 +420,15 @@ impl Conn {
     pub fn answer_status(&self, id: u64, report: String, s: &mut Scratch) -> Next {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.fds.clear();
+        // The report may be larger than a reply queue of REPLY_QUEUE_BYTES takes in one
+        // message (EMSGSIZE); it carries no descriptor, and only the operator asks.
+        if let Err(e) = nix::sys::socket::setsockopt(
+            &self.channel,
+            nix::sys::socket::sockopt::SndBuf,
+            &fdbroker_shared::frame::MAX_MESSAGE,
+        ) {
+            tracing::warn!(error = %e, "cannot make room for the status report");
+        }
         if let Err(e) = encode_reply(&mut s.outbuf, id, ReplyBody::Status(Ok(report)), &mut s.fds) {
             self.violation(&e);
             return Next::Close;
