@@ -4,7 +4,7 @@
 //! broker would refuse to open (see `roots`), deny rules that match nothing on disk or
 //! lie outside every allow (they take nothing away), and rules written twice.
 
-use crate::request::roots::{RootError, open_root};
+use crate::request::roots::{RootError, open_root_with};
 use fdbroker_policy::{Effect, PatternKind, Policy, Rule};
 use nix::errno::Errno;
 use std::collections::HashMap;
@@ -51,7 +51,12 @@ pub fn check(policy: &Policy) -> Vec<Warning> {
         }
         seen_roots.push(root);
         let path = &policy.roots()[root.0];
-        match open_root(path) {
+        // As the broker opens it: a learning scope's root follows no link.
+        let strict = policy
+            .rules()
+            .iter()
+            .any(|r| r.learning && r.root == Some(root));
+        match open_root_with(path, !strict) {
             Ok(_) => {}
             Err(RootError::Open(Errno::ENOENT)) => out.push(at(
                 rule,
@@ -61,7 +66,7 @@ pub fn check(policy: &Policy) -> Vec<Warning> {
                     path.display()
                 ),
             )),
-            Err(e @ RootError::Untrusted { .. }) => out.push(at(
+            Err(e @ (RootError::Untrusted { .. } | RootError::LearnLink { .. })) => out.push(at(
                 rule,
                 format!("the broker would refuse root {}: {e}", path.display()),
             )),

@@ -114,7 +114,15 @@ pub fn prepare(
             dir: dir.clone(),
             source,
         })?;
-        scope.push(name.trim_end_matches('/').to_owned());
+        // The scope is the directory as the kernel resolves it now, not its spelling:
+        // deny rules are matched on the text, and a link (or `/proc/self/root`) would
+        // put the base's deny rules under another name, or make `/` of it. The broker
+        // then opens it following no link, so a change after this check fails closed.
+        let _ = name;
+        let real_name = real
+            .to_str()
+            .ok_or_else(|| LearnError::ScopeName(dir.clone()))?;
+        scope.push(real_name.trim_end_matches('/').to_owned());
         real_scope.push(real);
     }
     // The output's directory, as the kernel resolves it, must lie outside every scope.
