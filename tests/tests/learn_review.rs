@@ -90,7 +90,10 @@ fn f1_serve_learn_scope_of_proc_self_root_is_not_the_whole_filesystem() {
     );
     let got = cat_as_nobody(
         &b.socket,
-        &[Path::new(&format!("/proc/self/root{}/data/a.txt", t.path().display()))],
+        &[Path::new(&format!(
+            "/proc/self/root{}/data/a.txt",
+            t.path().display()
+        ))],
     );
     assert!(
         !text(&got.stdout).contains("denied by the base"),
@@ -120,7 +123,12 @@ fn f2_diff_reports_a_widened_learn_scope() {
         format!("[[client]]\nname = \"c\"\nusers = [1]\nlearn_scope = [\"{d}/srv\", \"/etc\"]\n[[client.allow]]\npath = \"/etc/hostname\"\n").as_bytes(),
         0o644,
     );
-    let out = fdbroker(&["policy", "diff", old.to_str().unwrap(), new.to_str().unwrap()]);
+    let out = fdbroker(&[
+        "policy",
+        "diff",
+        old.to_str().unwrap(),
+        new.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(text(&out.stdout).contains("/etc"), "{}", show(&out));
 }
