@@ -177,3 +177,26 @@ fn f3_learn_out_refuses_a_file_someone_else_prepared() {
         );
     }
 }
+
+/// F4: `fdbroker run` writes its audit lines to the stderr its worker inherits, so the
+/// worker can write lines the reader cannot tell from the broker's: `policy suggest` on
+/// a run's stderr proposes a rule for a file the worker never asked for (and `replay`
+/// / `reload --replay` count grants that never happened). Not fixed here: the audit
+/// stream of a run needs a descriptor of its own.
+#[test]
+fn f4_suggest_from_a_runs_stderr_ignores_lines_the_worker_wrote() {
+    let (t, base) = fixture();
+    let forged = "INFO fdbroker::audit: uid=65534 gid=65534 pid=2 client=\"worker\" path=\"/etc/shadow\" access=\"read\" rule=\"-\" result=\"denied\" reason=no rule allows this path";
+    let ran = run(
+        &["--policy", base.to_str().unwrap()],
+        &format!("printf '%s\\n' '{forged}' >&2"),
+    );
+    let log = t.join("out/run.log");
+    std::fs::write(&log, &ran.stderr).unwrap();
+    let s = fdbroker(&["policy", "suggest", "--audit", log.to_str().unwrap()]);
+    assert!(
+        !text(&s.stdout).contains("/etc/shadow"),
+        "a line the worker printed became a suggested rule:\n{}",
+        show(&s)
+    );
+}
