@@ -200,3 +200,34 @@ fn f4_suggest_from_a_runs_stderr_ignores_lines_the_worker_wrote() {
         show(&s)
     );
 }
+
+/// F5: `policy replay` (and `reload --replay`) re-decide a logged request as the client
+/// *named* in the line, while `fdbroker serve` picks the client by the peer's uid and
+/// gid: an edit that moves uid 1 to another client with nothing granted takes its
+/// recorded grant away, and replay says no decision flips (exit 0), so `reload
+/// --replay` lets it through.
+#[test]
+fn f5_replay_decides_as_the_client_the_uid_now_belongs_to() {
+    let t = TempDir::new("learn-review-replay");
+    let f = t.file("x/f", b"hi\n", 0o644);
+    let f = f.display();
+    let new = t.file(
+        "new.toml",
+        format!("[[client]]\nname = \"a\"\nusers = [2]\n[[client.allow]]\npath = \"{f}\"\n[[client]]\nname = \"b\"\nusers = [1]\n").as_bytes(),
+        0o644,
+    );
+    let log = t.file(
+        "audit.log",
+        format!("2026-12-07T05:00:00.000001Z  INFO fdbroker::audit: uid=1 gid=1 pid=9 client=\"a\" path=\"{f}\" access=\"read\" rule=\"old.toml:5:8\" result=\"granted\" ino=3\n").as_bytes(),
+        0o644,
+    );
+    let out = fdbroker(&[
+        "policy",
+        "replay",
+        new.to_str().unwrap(),
+        "--audit",
+        log.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(text(&out.stdout).contains("granted -> denied"), "{}", show(&out));
+}
