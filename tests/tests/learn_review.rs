@@ -229,5 +229,9 @@ fn f5_replay_decides_as_the_client_the_uid_now_belongs_to() {
         log.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    assert!(text(&out.stdout).contains("granted -> denied"), "{}", show(&out));
+    assert!(
+        text(&out.stdout).contains("granted -> denied"),
+        "{}",
+        show(&out)
+    );
 }
