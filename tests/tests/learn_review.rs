@@ -235,3 +235,41 @@ fn f5_replay_decides_as_the_client_the_uid_now_belongs_to() {
         show(&out)
     );
 }
+
+/// F6: the log reader keeps at most MAX_RECORDS distinct decisions and drops the rest,
+/// and `reload --replay` then judges only what it kept: a worker that first fills the
+/// log with distinct requests (nonexistent files beneath its grant, denials under the
+/// limiter's rate) pushes every later grant past the limit, and a reload taking those
+/// grants away goes through. It must refuse what it could not judge.
+#[test]
+fn f6_reload_replay_refuses_when_the_log_had_more_than_it_could_judge() {
+    let t = TempDir::new("learn-review-flood");
+    let f = t.file("x/f", b"hi\n", 0o644);
+    let f = f.display().to_string();
+    let new = t.file(
+        "new.toml",
+        b"[[client]]\nname = \"a\"\nusers = [1]\n",
+        0o644,
+    );
+    let mut log = String::new();
+    for i in 0..=fdbroker_policy::audit_log::MAX_RECORDS {
+        log.push_str(&format!("INFO fdbroker::audit: uid=1 gid=1 pid=9 client=\"a\" path=\"/nope/{i}\" access=\"read\" rule=\"-\" result=\"denied\" reason=no rule allows this path\n"));
+    }
+    log.push_str(&format!("INFO fdbroker::audit: uid=1 gid=1 pid=9 client=\"a\" path=\"{f}\" access=\"read\" rule=\"old.toml:5:8\" result=\"granted\" ino=3\n"));
+    let log = t.file("audit.log", log.as_bytes(), 0o644);
+    // No monitor at that pid: the replay's verdict comes first, or the target check says so.
+    let out = fdbroker(&[
+        "reload",
+        "--policy",
+        new.to_str().unwrap(),
+        "--replay",
+        log.to_str().unwrap(),
+        "2147483646",
+    ]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("not reloading"),
+        "a grant past the reader's limit was not judged, and the reload went on: {}",
+        show(&out)
+    );
+}
