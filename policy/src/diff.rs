@@ -68,6 +68,16 @@ pub enum Change {
         old: RuleOptions,
         new: RuleOptions,
     },
+    /// A learning client's `learn_scope` directory that only NEW (or only OLD) has:
+    /// any access beneath it that no rule grants.
+    ScopeAdded {
+        client: String,
+        pattern: String,
+    },
+    ScopeRemoved {
+        client: String,
+        pattern: String,
+    },
     RootAdded(String),
     RootRemoved(String),
     BrokerSettings,
@@ -211,6 +221,14 @@ impl fmt::Display for Change {
                 }
                 Ok(())
             }
+            ScopeAdded { client, pattern } => write!(
+                f,
+                "+ client {client:?}: learns beneath {pattern:?} (any access no rule grants; learn_scope added)"
+            ),
+            ScopeRemoved { client, pattern } => write!(
+                f,
+                "- client {client:?}: no longer learns beneath {pattern:?} (learn_scope removed)"
+            ),
             RootAdded(r) => write!(f, "+ root {r} appears (the broker will hold it open)"),
             RootRemoved(r) => write!(f, "- root {r} goes"),
             BrokerSettings => write!(f, "~ [broker] settings differ"),
@@ -219,21 +237,48 @@ impl fmt::Display for Change {
     }
 }
 
-/// (is a deny, path as written).
-type RuleKey<'a> = (bool, &'a str);
+/// (is a deny, is a learning scope, path as written).
+type RuleKey<'a> = (bool, bool, &'a str);
 
 fn rules_of<'a>(p: &'a Policy, client: &crate::Client) -> BTreeMap<RuleKey<'a>, Vec<&'a Rule>> {
     let mut out: BTreeMap<RuleKey<'a>, Vec<&'a Rule>> = BTreeMap::new();
     for id in &client.rules {
         let r = p.rule(*id);
-        if r.learning {
-            continue;
-        }
-        out.entry((r.effect == Effect::Deny, r.pattern.as_str()))
+        out.entry((r.effect == Effect::Deny, r.learning, r.pattern.as_str()))
             .or_default()
             .push(r);
     }
     out
+}
+
+fn added(client: &str, r: &Rule) -> Change {
+    if r.learning {
+        return Change::ScopeAdded {
+            client: client.to_owned(),
+            pattern: r.pattern.clone(),
+        };
+    }
+    Change::RuleAdded {
+        client: client.to_owned(),
+        effect: r.effect,
+        pattern: r.pattern.clone(),
+        access: r.access,
+    }
+}
+
+fn removed(client: &str, r: &Rule) -> Change {
+    if r.learning {
+        return Change::ScopeRemoved {
+            client: client.to_owned(),
+            pattern: r.pattern.clone(),
+        };
+    }
+    Change::RuleRemoved {
+        client: client.to_owned(),
+        effect: r.effect,
+        pattern: r.pattern.clone(),
+        access: r.access,
+    }
 }
 
 fn sorted(v: &[u32]) -> Vec<u32> {
@@ -256,12 +301,7 @@ pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
             out.push(Change::ClientAdded(name.clone()));
             for (_, rules) in rules_of(new, c) {
                 for r in rules {
-                    out.push(Change::RuleAdded {
-                        client: name.clone(),
-                        effect: r.effect,
-                        pattern: r.pattern.clone(),
-                        access: r.access,
-                    });
+                    out.push(added(&name, r));
                 }
             }
             continue;
@@ -292,31 +332,21 @@ pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
         for (key, rules) in &before {
             if !after.contains_key(key) {
                 for r in rules {
-                    out.push(Change::RuleRemoved {
-                        client: name.clone(),
-                        effect: r.effect,
-                        pattern: r.pattern.clone(),
-                        access: r.access,
-                    });
+                    out.push(removed(&name, r));
                 }
             }
         }
         for (key, rules) in &after {
             let Some(was) = before.get(key) else {
                 for r in rules {
-                    out.push(Change::RuleAdded {
-                        client: name.clone(),
-                        effect: r.effect,
-                        pattern: r.pattern.clone(),
-                        access: r.access,
-                    });
+                    out.push(added(&name, r));
                 }
                 continue;
             };
             // A path written more than once: compare what the rules grant together.
             let union = |rs: &[&Rule]| rs.iter().fold(AccessSet::EMPTY, |a, r| a | r.access);
             let (o, n) = (union(was), union(rules));
-            let pattern = key.1.to_owned();
+            let pattern = key.2.to_owned();
             if o != n {
                 let client = name.clone();
                 out.push(if n.contains(o) {

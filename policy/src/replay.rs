@@ -32,11 +32,28 @@ pub fn client_of(policy: &Policy, rec: &Record) -> Option<ClientId> {
         .or_else(|| Some(policy.client_for(rec.uid?, rec.gid?)).flatten())
 }
 
+/// Which client `fdbroker serve` would serve the logged peer as under `policy`: by its
+/// uid and gid, as the broker picks one; by name only when the line has no credentials
+/// the policy knows (a spawn-mode worker's transient uid, a line without them). A
+/// policy that moves a uid to another client changes what that peer gets even though
+/// the logged name still exists.
+pub fn served_client(policy: &Policy, rec: &Record) -> Option<ClientId> {
+    rec.uid
+        .zip(rec.gid)
+        .and_then(|(u, g)| policy.client_for(u, g))
+        .or_else(|| policy.client_by_name(&rec.client))
+}
+
 /// Decide `rec` again under `policy`, the way the broker decides its action.
 pub fn redecide(policy: &Policy, rec: &Record) -> Redecided {
-    let Some(client) = client_of(policy, rec) else {
-        return Redecided::Deny(None);
-    };
+    match client_of(policy, rec) {
+        Some(client) => redecide_as(policy, client, rec),
+        None => Redecided::Deny(None),
+    }
+}
+
+/// Decide `rec` again under `policy` as `client`.
+pub fn redecide_as(policy: &Policy, client: ClientId, rec: &Record) -> Redecided {
     let decide = |access| policy.decide(client, &rec.path, access);
     let decision = match rec.action {
         Action::Open(a) => decide(a),
@@ -84,7 +101,10 @@ pub fn replay(policy: &Policy, evidence: &Evidence) -> Vec<Flip> {
         // decision on the path: it cannot be re-made here.
         .filter(|(rec, _)| rec.refusal.is_none_or(|r| r.lexical()))
         .filter_map(|(rec, count)| {
-            let now = redecide(policy, rec);
+            let now = match served_client(policy, rec) {
+                Some(client) => redecide_as(policy, client, rec),
+                None => Redecided::Deny(None),
+            };
             (now.allowed() != rec.outcome.allowed()).then(|| Flip {
                 record: rec.clone(),
                 count: *count,

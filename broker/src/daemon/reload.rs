@@ -74,6 +74,18 @@ pub fn reload_main(
             Ok(ev) => ev,
             Err(e) => return fail(format!("not reloading: {e}")),
         };
+        // Decisions past the reader's bounds were never judged: a log filled with
+        // distinct requests first (a worker can make them) would hide every later
+        // grant. Refuse what cannot be judged, unless forced.
+        if evidence.dropped > 0 && !force {
+            return fail(format!(
+                "not reloading: {} held more distinct decisions than the {} that can be \
+                 judged ({} not kept); give a shorter log (--since) or --force",
+                log.display(),
+                fdbroker_policy::audit_log::MAX_RECORDS,
+                evidence.dropped
+            ));
+        }
         let taken: Vec<_> = fdbroker_policy::replay::replay(new, &evidence)
             .into_iter()
             .filter(|f| f.takes_away())

@@ -7,7 +7,7 @@
 
 pub mod unit;
 
-use crate::request::roots::{RootError, open_root};
+use crate::request::roots::{RootError, open_root_with};
 use caps::Capability;
 use fdbroker_policy::{Access, Effect, PatternKind, Policy, Rule};
 use nix::errno::Errno;
@@ -56,7 +56,12 @@ pub fn check(policy: &Policy, unit: &unit::Unit) -> Vec<Warning> {
         }
         seen_roots.push(root);
         let path = &policy.roots()[root.0];
-        match open_root(path) {
+        // As the broker opens it: a learning scope's root follows no link.
+        let strict = policy
+            .rules()
+            .iter()
+            .any(|r| r.learning && r.root == Some(root));
+        match open_root_with(path, !strict) {
             Ok(_) => {}
             Err(RootError::Open(Errno::ENOENT)) => out.push(at(
                 rule,
@@ -66,7 +71,7 @@ pub fn check(policy: &Policy, unit: &unit::Unit) -> Vec<Warning> {
                     path.display()
                 ),
             )),
-            Err(e @ RootError::Untrusted { .. }) => out.push(at(
+            Err(e @ (RootError::Untrusted { .. } | RootError::LearnLink { .. })) => out.push(at(
                 rule,
                 format!("the broker would refuse root {}: {e}", path.display()),
             )),

@@ -38,6 +38,11 @@ pub enum RootError {
         path.display()
     )]
     Untrusted { path: PathBuf, why: &'static str },
+    #[error(
+        "{}: a symbolic link on the way to a learning scope; name the scope by its real path",
+        path.display()
+    )]
+    LearnLink { path: PathBuf },
 }
 
 impl RootError {
@@ -45,7 +50,7 @@ impl RootError {
     pub fn errno(&self) -> Errno {
         match self {
             RootError::Open(e) => *e,
-            RootError::Untrusted { .. } => Errno::EACCES,
+            RootError::Untrusted { .. } | RootError::LearnLink { .. } => Errno::EACCES,
         }
     }
 }
@@ -67,11 +72,25 @@ impl Roots {
     /// operator may create it later and reload); requests under it fail with the
     /// errno recorded here, and [`Roots::problems`] lists them for the log.
     pub fn open(policy: &Policy) -> Roots {
+        // A learning scope grants any access beneath it while deny rules are matched on
+        // its text: it must be the directory its text names, so no link is followed on
+        // the way to it (`/proc/self/root` would be `/`, a link would put the base's
+        // deny rules under another name).
+        let learning: Vec<RootId> = policy
+            .rules()
+            .iter()
+            .filter(|r| r.learning)
+            .filter_map(|r| r.root)
+            .collect();
         Roots {
             dirs: policy
                 .roots()
                 .iter()
-                .map(|p| (p.clone(), open_root(p)))
+                .enumerate()
+                .map(|(i, p)| {
+                    let strict = learning.contains(&RootId(i));
+                    (p.clone(), open_root_with(p, !strict))
+                })
                 .collect(),
         }
     }
@@ -112,6 +131,12 @@ impl Roots {
 /// Open `path` (absolute) as `O_PATH | O_DIRECTORY`, walking it as the module
 /// documentation says.
 pub fn open_root(path: &Path) -> Result<OwnedFd, RootError> {
+    open_root_with(path, true)
+}
+
+/// [`open_root`], refusing every symbolic link on the way unless `follow` (a learning
+/// scope's root).
+pub fn open_root_with(path: &Path, follow: bool) -> Result<OwnedFd, RootError> {
     let mut pending: VecDeque<OsString> = VecDeque::new();
     queue(&mut pending, path)?;
     let mut at = PathBuf::from("/");
@@ -135,6 +160,9 @@ pub fn open_root(path: &Path) -> Result<OwnedFd, RootError> {
         let here = at.join(&name);
         match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
             SFlag::S_IFLNK => {
+                if !follow {
+                    return Err(RootError::LearnLink { path: here });
+                }
                 if st.st_uid != 0 && st.st_uid != nix::unistd::geteuid().as_raw() {
                     return Err(RootError::Untrusted {
                         path: here,

@@ -54,6 +54,12 @@ pub enum LearnError {
     ScopeName(PathBuf),
     #[error("{} lies inside --learn-scope {}, where the worker could write it", .out.display(), .scope.display())]
     OutInsideScope { out: PathBuf, scope: PathBuf },
+    #[error(
+        "{} is not a regular file of this user's with one name (another user's file, a hard \
+         link, a FIFO or a device): refusing to write the learned policy into it",
+        .out.display()
+    )]
+    OutNotOurs { out: PathBuf },
     #[error("cannot open {}: {source}", .out.display())]
     Out {
         out: PathBuf,
@@ -114,7 +120,15 @@ pub fn prepare(
             dir: dir.clone(),
             source,
         })?;
-        scope.push(name.trim_end_matches('/').to_owned());
+        // The scope is the directory as the kernel resolves it now, not its spelling:
+        // deny rules are matched on the text, and a link (or `/proc/self/root`) would
+        // put the base's deny rules under another name, or make `/` of it. The broker
+        // then opens it following no link, so a change after this check fails closed.
+        let _ = name;
+        let real_name = real
+            .to_str()
+            .ok_or_else(|| LearnError::ScopeName(dir.clone()))?;
+        scope.push(real_name.trim_end_matches('/').to_owned());
         real_scope.push(real);
     }
     // The output's directory, as the kernel resolves it, must lie outside every scope.
@@ -147,6 +161,23 @@ pub fn prepare(
             out: learn.out.clone(),
             source,
         })?;
+    // What was opened, not what was named: a file someone else made there first (a
+    // shared directory such as /tmp) would stay theirs to edit before the operator
+    // loads it, and a hard link would have root rewrite another file.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = out.metadata().map_err(|source| LearnError::Out {
+            out: learn.out.clone(),
+            source,
+        })?;
+        let euid = nix::unistd::geteuid().as_raw();
+        if !meta.file_type().is_file() || meta.nlink() != 1 || meta.uid() != euid {
+            return Err(LearnError::OutNotOurs {
+                out: learn.out.clone(),
+            }
+            .into());
+        }
+    }
     let prepared = Prepared {
         text,
         origin,
