@@ -450,6 +450,31 @@ impl Engine {
                 "no command given",
             ));
         };
+        // Before the worker starts, so that a file that cannot be made leaves nothing
+        // running. Root writes it: whoever else may write the directory could have
+        // planted the name (a symlink to /etc/..., a hard link), so the old entry is
+        // removed and a new file made with O_EXCL (which follows no symlink), readable
+        // by root alone (the output comes from files the policy let only root read).
+        let stdout = match &self.stdout_dir {
+            Some(dir) => {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let file = dir.join(format!("{id}.out"));
+                match std::fs::remove_file(&file) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+                Stdout::File(
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                        .open(&file)?,
+                    file,
+                )
+            }
+            None => Stdout::Kept(Vec::new()),
+        };
         let slot = &mut self.slots[n];
         let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -491,20 +516,6 @@ impl Engine {
             .try_clone()
             .ok()
             .and_then(|init| crate::spawn::pidns::spare(init, Some(slot.lease.as_fd())).ok());
-        let stdout = match &self.stdout_dir {
-            Some(dir) => {
-                let file = dir.join(format!("{id}.out"));
-                Stdout::File(
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .open(&file)?,
-                    file,
-                )
-            }
-            None => Stdout::Kept(Vec::new()),
-        };
         Running::new(
             id,
             path,

@@ -347,10 +347,19 @@ impl Running {
     }
 }
 
-/// `[INDEX] line` on our stderr, never panicking, never blocking on a full line.
+/// `[INDEX] line` on our stderr, never panicking, never blocking on a full line. The
+/// worker's bytes are its own, but not the terminal's controls: a carriage return or an
+/// escape sequence would let it overwrite its prefix and print what reads as another
+/// item's line (or `fdbroker`'s), so every ASCII control but tab comes as `\xNN`.
 fn say_line(id: u64, line: &[u8]) {
     let mut text = format!("[{id}] ").into_bytes();
-    text.extend_from_slice(line);
+    for &b in line {
+        if (b < 0x20 && b != b'\t') || b == 0x7f {
+            text.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+        } else {
+            text.push(b);
+        }
+    }
     text.push(b'\n');
     let _ = io::stderr().lock().write_all(&text);
 }

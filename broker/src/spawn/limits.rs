@@ -275,7 +275,10 @@ impl Enforcement {
                     // too, and `fdbroker each`'s spare init of the slot's next item.
                     // (With the cgroup, which counts the sandbox exactly, the rlimit is
                     // left out: it would fail the same fork first, unreported.)
-                    rlimits.push((Resource::RLIMIT_NPROC, n + 2, n + 2));
+                    // Saturating: `--pids-limit 18446744073709551615` is a valid count,
+                    // and wrapping would make it an RLIMIT_NPROC of 1 (or a panic).
+                    let n = n.saturating_add(2);
+                    rlimits.push((Resource::RLIMIT_NPROC, n, n));
                 }
             }
         }

@@ -1,0 +1,120 @@
+//! Review of issue 21 (`fdbroker each`, limits): attacks that found a problem, one test
+//! per finding (F1, F2, ...), each failing before its fix.
+#![allow(clippy::unwrap_used)]
+
+use fdbroker_tests::{TempDir, fdbroker_bin, run_with_input, text};
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const HANG: Duration = Duration::from_secs(180);
+
+fn fixture() -> (TempDir, PathBuf) {
+    let t = TempDir::new("each-review");
+    let policy = t.file(
+        "policy.toml",
+        format!(
+            "[[client]]\nname = \"w\"\nusers = [\"nobody\"]\n  [[client.allow]]\n  path = \"{}/tree/\"\n",
+            t.path().display()
+        )
+        .as_bytes(),
+        0o644,
+    );
+    (t, policy)
+}
+
+fn each(policy: &Path, flags: &[&str], command: &[&str], input: &[u8]) -> Output {
+    let mut c = Command::new(fdbroker_bin());
+    c.arg("each")
+        .arg("--policy")
+        .arg(policy)
+        .args(flags)
+        .arg("--")
+        .args(command)
+        .env("FDBROKER_LOG", "warn");
+    run_with_input(&mut c, Some(input.to_vec()), HANG)
+}
+
+/// F1: `--stdout-dir` is written by root. A name planted there by anyone who may write
+/// the directory (a symlink `0.out -> /etc/...`) must not make root write the worker's
+/// output (which the hostile file controls) through it; and the output, made from files
+/// only root may read, must not be readable by everyone.
+#[test]
+fn f1_stdout_dir_follows_no_planted_link_and_keeps_outputs_private() {
+    let (t, policy) = fixture();
+    let item = t.file("tree/a", b"attacker's bytes\n", 0o600);
+    let victim = t.file("victim", b"precious\n", 0o600);
+    let dir = t.dir("out", 0o777);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("0.out")).unwrap();
+    let mut input = item.as_os_str().as_encoded_bytes().to_vec();
+    input.push(b'\n');
+    let out = each(
+        &policy,
+        &["--stdout-dir", dir.to_str().unwrap()],
+        &["cat"],
+        &input,
+    );
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"precious\n",
+        "root wrote the worker's output through a planted symlink: {}",
+        text(&out.stdout)
+    );
+    let meta = std::fs::symlink_metadata(dir.join("0.out")).unwrap();
+    assert!(meta.file_type().is_file(), "a file of its own");
+    assert_eq!(meta.mode() & 0o077, 0, "not readable by others: {:o}", meta.mode());
+    assert_eq!(std::fs::read(dir.join("0.out")).unwrap(), b"attacker's bytes\n");
+}
+
+/// F2: a `--pids-limit` of u64::MAX (parsed as valid) overflows `n + 2` in the rlimit
+/// fallback: a panic (exit 101) in debug builds, an RLIMIT_NPROC of 1 in release ones.
+#[test]
+fn f2_the_largest_pids_limit_panics_nothing() {
+    let (t, policy) = fixture();
+    let item = t.file("tree/a", b"x\n", 0o600);
+    let mut input = item.as_os_str().as_encoded_bytes().to_vec();
+    input.push(b'\n');
+    let max = u64::MAX.to_string();
+    let out = each(&policy, &["--pids-limit", &max], &["cat"], &input);
+    assert_ne!(out.status.code(), Some(101), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+    let mut c = Command::new(fdbroker_bin());
+    c.args(["run", "--pids-limit", &max, "--policy"])
+        .arg(&policy)
+        .args(["--", "true"])
+        .env("FDBROKER_LOG", "warn");
+    let out = fdbroker_tests::run_with_timeout(&mut c, HANG);
+    assert_ne!(out.status.code(), Some(101), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+}
+
+/// F3: the worker's stderr is passed to the operator's terminal with its index in front,
+/// but raw: a carriage return or an escape sequence lets item N overwrite its prefix and
+/// print a line that reads as another item's (or as `fdbroker`'s own).
+#[test]
+fn f3_passed_on_stderr_carries_no_terminal_controls() {
+    let (t, policy) = fixture();
+    let item = t.file("tree/a", b"x\n", 0o600);
+    let mut input = item.as_os_str().as_encoded_bytes().to_vec();
+    input.push(b'\n');
+    let out = each(
+        &policy,
+        &[],
+        &[
+            "sh",
+            "-c",
+            r"printf 'x\r[7] fdbroker: item 7 is clean\n\033[2K\033[1A[8] forged\n' >&2",
+        ],
+        &input,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = out.stderr;
+    assert!(
+        !stderr.iter().any(|&b| b == b'\r' || b == 0x1b),
+        "{:?}",
+        text(&stderr)
+    );
+    assert!(text(&stderr).contains("[0] "), "{}", text(&stderr));
+}
