@@ -64,8 +64,16 @@ fn f1_stdout_dir_follows_no_planted_link_and_keeps_outputs_private() {
     );
     let meta = std::fs::symlink_metadata(dir.join("0.out")).unwrap();
     assert!(meta.file_type().is_file(), "a file of its own");
-    assert_eq!(meta.mode() & 0o077, 0, "not readable by others: {:o}", meta.mode());
-    assert_eq!(std::fs::read(dir.join("0.out")).unwrap(), b"attacker's bytes\n");
+    assert_eq!(
+        meta.mode() & 0o077,
+        0,
+        "not readable by others: {:o}",
+        meta.mode()
+    );
+    assert_eq!(
+        std::fs::read(dir.join("0.out")).unwrap(),
+        b"attacker's bytes\n"
+    );
 }
 
 /// F2: a `--pids-limit` of u64::MAX (parsed as valid) overflows `n + 2` in the rlimit
@@ -79,7 +87,11 @@ fn f2_the_largest_pids_limit_panics_nothing() {
     let max = u64::MAX.to_string();
     let out = each(&policy, &["--pids-limit", &max], &["cat"], &input);
     assert_ne!(out.status.code(), Some(101), "{}", text(&out.stderr));
-    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
     let mut c = Command::new(fdbroker_bin());
     c.args(["run", "--pids-limit", &max, "--policy"])
         .arg(&policy)
@@ -87,7 +99,11 @@ fn f2_the_largest_pids_limit_panics_nothing() {
         .env("FDBROKER_LOG", "warn");
     let out = fdbroker_tests::run_with_timeout(&mut c, HANG);
     assert_ne!(out.status.code(), Some(101), "{}", text(&out.stderr));
-    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// F3: the worker's stderr is passed to the operator's terminal with its index in front,
