@@ -419,7 +419,8 @@ mean the same, 1 when they differ, 2 on errors."
     #[command(
         after_help = "Example:\n  fdbroker policy replay policy.new.toml --audit audit.log\n\n\
 Each flip is printed with its count, client, request and rule, grants taken away first. \
-Exits 0 if none flips, 1 if any does, 2 on errors."
+Exits 0 if none flips, 1 if any does (or the log held more distinct decisions than it can judge: \
+then a flip cannot be ruled out), 2 on errors."
     )]
     Replay {
         #[arg(value_name = "FILE")]

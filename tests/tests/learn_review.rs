@@ -272,4 +272,18 @@ fn f6_reload_replay_refuses_when_the_log_had_more_than_it_could_judge() {
         "a grant past the reader's limit was not judged, and the reload went on: {}",
         show(&out)
     );
+    // `policy replay` cannot rule out a flip among what it dropped either: not "same".
+    let out = fdbroker(&[
+        "policy",
+        "replay",
+        new.to_str().unwrap(),
+        "--audit",
+        log.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("beyond the limit"),
+        "{}",
+        show(&out)
+    );
 }
