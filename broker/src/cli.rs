@@ -576,7 +576,7 @@ fn spawn(args: RunArgs) -> ExitCode {
     match crate::spawn::broker::spawn_main(spec) {
         Ok(code) => code,
         Err(e) => {
-            log::sink::eprint_line(&format!("fdbroker: {e}"));
+            log::sink::eprint_user_line(&format!("fdbroker: {e}"));
             ExitCode::from(e.exit_code())
         }
     }

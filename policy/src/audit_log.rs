@@ -134,15 +134,24 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// From the `reason` the broker wrote (`Denial`'s own words).
+    /// From the `reason` the broker wrote: `Denial`'s own words, read from its `Display`
+    /// so that rewording a denial cannot silently turn it into `Other` here; and the
+    /// wording of earlier versions (`denied by deny rule #N`, `rule #N matches but
+    /// does not grant this access`), which logs being read may still hold.
     pub fn of_reason(reason: &str) -> Refusal {
-        if reason.starts_with("no rule allows this path") {
+        use crate::decide::Denial;
+        let said = |d: Denial| reason.starts_with(&d.to_string());
+        if said(Denial::NoRule) {
             Refusal::NoRule
-        } else if reason.starts_with("denied by deny rule") {
+        } else if said(Denial::DeniedBy(crate::RuleId(0)))
+            || reason.starts_with("denied by deny rule")
+        {
             Refusal::DenyRule
         } else if reason.starts_with("invalid path:") {
             Refusal::InvalidPath
-        } else if reason.starts_with("rule #") && reason.contains("does not grant this access") {
+        } else if said(Denial::AccessNotGranted(crate::RuleId(0)))
+            || (reason.starts_with("rule #") && reason.contains("does not grant this access"))
+        {
             Refusal::AccessNotGranted
         } else {
             Refusal::Other
@@ -497,6 +506,37 @@ fn read_bounded_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_denial_the_broker_writes_is_read_back_as_its_refusal() {
+        use crate::RuleId;
+        use crate::decide::Denial;
+        let cases = [
+            (Denial::NoRule, Refusal::NoRule),
+            (Denial::DeniedBy(RuleId(3)), Refusal::DenyRule),
+            (
+                Denial::AccessNotGranted(RuleId(3)),
+                Refusal::AccessNotGranted,
+            ),
+            (
+                Denial::InvalidPath(crate::path::PathError::DotComponent),
+                Refusal::InvalidPath,
+            ),
+        ];
+        for (denial, refusal) in cases {
+            assert_eq!(Refusal::of_reason(&denial.to_string()), refusal, "{denial}");
+        }
+        // Older logs' words.
+        assert_eq!(
+            Refusal::of_reason("denied by deny rule #1"),
+            Refusal::DenyRule
+        );
+        assert_eq!(
+            Refusal::of_reason("rule #2 matches but does not grant this access"),
+            Refusal::AccessNotGranted
+        );
+        assert_eq!(Refusal::of_reason("open flags refused"), Refusal::Other);
+    }
 
     const TEXT: &str = "2026-12-07T05:00:00.000001Z  INFO fdbroker::audit: uid=65534 gid=65534 pid=18386 client=\"worker\" path=\"/srv/mail/a\" access=\"read\" rule=\"scan.toml:8:10\" result=\"granted\" ino=10068745 via=\"transparent\"";
 

@@ -359,4 +359,24 @@ fn run_log_file_keeps_the_brokers_lines_apart_from_the_workers_stderr() {
     assert_eq!(out.status.code(), Some(126), "{}", show(&out));
     assert!(!text(&out.stderr).contains("worker-says"), "{}", show(&out));
     assert!(text(&out.stderr).contains("--log-file"), "{}", show(&out));
+    // Why a run could not start is said where the person who ran it looks, not only
+    // in a file nobody may be reading; the worker's own stderr still never gets a log
+    // line.
+    let missing = t.join("no-such-policy.toml");
+    let out = run_with_timeout(
+        Command::new(fdbroker_bin())
+            .current_dir("/")
+            .args(["run", "--log-file"])
+            .arg(&fresh)
+            .arg("--policy")
+            .arg(&missing)
+            .args(["--", "/bin/true"]),
+        std::time::Duration::from_secs(60),
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains(&missing.display().to_string()),
+        "{}",
+        show(&out)
+    );
 }

@@ -178,24 +178,50 @@ fn f3_learn_out_refuses_a_file_someone_else_prepared() {
     }
 }
 
-/// F4: `fdbroker run` writes its audit lines to the stderr its worker inherits, so the
-/// worker can write lines the reader cannot tell from the broker's: `policy suggest` on
-/// a run's stderr proposes a rule for a file the worker never asked for (and `replay`
-/// / `reload --replay` count grants that never happened). Not fixed here: the audit
-/// stream of a run needs a descriptor of its own.
+/// F4: a run's worker inherits the stderr the broker's audit lines go to by default, so
+/// lines read from there cannot be told from lines the worker printed. The evidence of a
+/// run is its `--log-file`, which only the broker writes: a forged line the worker prints
+/// never reaches it, while the broker's own denial does, and `policy suggest` on it
+/// proposes the file asked for and nothing the worker made up.
 #[test]
-fn f4_suggest_from_a_runs_stderr_ignores_lines_the_worker_wrote() {
-    let (t, base) = fixture();
-    let forged = "INFO fdbroker::audit: uid=65534 gid=65534 pid=2 client=\"worker\" path=\"/etc/shadow\" access=\"read\" rule=\"-\" result=\"denied\" reason=no rule allows this path";
-    let ran = run(
-        &["--policy", base.to_str().unwrap()],
-        &format!("printf '%s\\n' '{forged}' >&2"),
+fn f4_suggest_from_a_runs_log_file_ignores_lines_the_worker_wrote() {
+    let (t, _) = fixture();
+    let d = t.path().display().to_string();
+    // b.txt may only be written: reading it is a denial a rule would change.
+    let base = t.file(
+        "stat-only.toml",
+        format!(
+            "[sandbox]\nread_only = [\"/usr\", \"/bin\", \"/lib\", \"/lib64\", \"/etc/ld.so.cache\"]\n\n[[client]]\nname = \"worker\"\nusers = [\"nobody\"]\n\n[[client.allow]]\npath = \"{d}/data/b.txt\"\naccess = [\"write\"]\n"
+        )
+        .as_bytes(),
+        0o644,
     );
+    let forged = "INFO fdbroker::audit: uid=65534 gid=65534 pid=2 client=\"worker\" path=\"/etc/shadow\" access=\"read\" rule=\"-\" result=\"denied\" reason=\"no rule allows this path\"";
     let log = t.join("out/run.log");
-    std::fs::write(&log, &ran.stderr).unwrap();
-    let s = fdbroker(&["policy", "suggest", "--audit", log.to_str().unwrap()]);
+    let ran = run(
+        &[
+            "--policy",
+            base.to_str().unwrap(),
+            "--log-file",
+            log.to_str().unwrap(),
+        ],
+        &format!("printf '%s\\n' '{forged}' >&2; cat {d}/data/b.txt"),
+    );
     assert!(
-        !text(&s.stdout).contains("/etc/shadow"),
+        text(&ran.stderr).contains("/etc/shadow"),
+        "the worker's line is on the run's stderr, where it belongs: {}",
+        show(&ran)
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains(&format!("{d}/data/b.txt")) && !logged.contains("/etc/shadow"),
+        "the log file holds the broker's lines only: {logged}"
+    );
+    let s = fdbroker(&["policy", "suggest", "--audit", log.to_str().unwrap()]);
+    assert!(s.status.success(), "{}", show(&s));
+    let out = text(&s.stdout);
+    assert!(
+        out.contains(&format!("path = \"{d}/data/b.txt\"")) && !out.contains("/etc/shadow"),
         "a line the worker printed became a suggested rule:\n{}",
         show(&s)
     );

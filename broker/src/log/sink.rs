@@ -591,6 +591,58 @@ pub fn eprint_line(line: &str) {
     let _ = write_line(&bytes, 1, Kind::Log);
 }
 
+/// A message the person who ran the command must see, such as why a run could not
+/// start: to the log destination as [`eprint_line`] does, and to stderr as well when the
+/// log goes to a `--log-file`, which nobody may be reading.
+pub fn eprint_user_line(line: &str) {
+    eprint_line(line);
+    if matches!(destination().route, Route::File(_)) {
+        print_for_user(line, USER_WAIT);
+    }
+}
+
+/// How long a line for the person who ran the command may wait for stderr to take it:
+/// far longer than a log line's wait, since a program sharing that stderr may have left
+/// it full (or non-blocking) on purpose, and this line is what the operator must not
+/// miss; bounded all the same, so a reader that never reads cannot hold the exit up.
+pub const USER_WAIT: Duration = Duration::from_secs(10);
+
+/// Writes `line` and a newline to stderr itself (not the log destination), waiting for
+/// room up to `wait`. Each `write(2)` is at most a pipe's atomic size and made only once
+/// `poll` says there is room for it, so it cannot block whether or not stderr is
+/// non-blocking.
+pub fn print_for_user(line: &str, wait: Duration) {
+    let mut bytes = Vec::with_capacity(line.len() + 1);
+    bytes.extend_from_slice(line.as_bytes());
+    bytes.push(b'\n');
+    let stderr = std::io::stderr();
+    let fd = stderr.as_fd();
+    let until = Instant::now() + wait;
+    let mut at = 0;
+    while at < bytes.len() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
+        match nix::poll::poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_)
+                if fds[0]
+                    .revents()
+                    .is_some_and(|r| r.contains(PollFlags::POLLOUT)) => {}
+            _ => return,
+        }
+        let end = bytes.len().min(at + libc::PIPE_BUF);
+        match nix::unistd::write(fd, &bytes[at..end]) {
+            Ok(n) => at += n,
+            Err(Errno::EINTR | Errno::EAGAIN) => {}
+            Err(_) => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -445,10 +445,13 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
     let refused = crate::audit::refused::so_far();
     if let Some(line) = crate::spawn::denials::summary(&refused) {
         // Not a log line: a program sharing standard error must not make it lost.
-        crate::spawn::denials::print(&line);
+        crate::log::sink::print_for_user(&line, crate::log::sink::USER_WAIT);
     }
     if let Some(code) = verdict.exit_code() {
-        crate::spawn::limits::say(&crate::spawn::limits::verdict_line(verdict, &limits));
+        crate::log::sink::print_for_user(
+            &crate::spawn::limits::verdict_line(verdict, &limits),
+            crate::log::sink::USER_WAIT,
+        );
         return Ok(ExitCode::from(code));
     }
     let code =

@@ -40,42 +40,6 @@ pub fn summary(refused: &Refused) -> Option<String> {
     Some(line)
 }
 
-/// How long the summary may wait for standard error to take it: far longer than a log
-/// line's wait, since the program shares that destination and may have left it full
-/// (or non-blocking) on purpose, and this line is what the operator must not miss.
-const SUMMARY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Writes `line` and a newline to standard error, waiting for room (up to
-/// [`SUMMARY_WAIT`]) where a full pipe, perhaps one the program set non-blocking, does
-/// not take it at once.
-pub fn print(line: &str) {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use std::os::fd::AsFd;
-    let mut bytes = Vec::with_capacity(line.len() + 1);
-    bytes.extend_from_slice(line.as_bytes());
-    bytes.push(b'\n');
-    let stderr = std::io::stderr();
-    let fd = stderr.as_fd();
-    let until = std::time::Instant::now() + SUMMARY_WAIT;
-    let mut at = 0;
-    while at < bytes.len() {
-        match nix::unistd::write(fd, &bytes[at..]) {
-            Ok(n) => at += n,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(nix::errno::Errno::EAGAIN) => {
-                let left = until.saturating_duration_since(std::time::Instant::now());
-                if left.is_zero() {
-                    return;
-                }
-                let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-                let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
-                let _ = poll(&mut fds, PollTimeout::from(ms));
-            }
-            Err(_) => return,
-        }
-    }
-}
-
 /// The run's exit status: the program's, unless it is 0, the run fails on denials and
 /// something was refused.
 pub fn exit_code(program: u8, fail_on_denial: bool, refused: &Refused) -> u8 {

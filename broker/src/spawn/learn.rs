@@ -261,7 +261,7 @@ impl Prepared {
         // What `policy check --strict` would say about it (a root that a user other than
         // root could change, say), before the operator runs it.
         for w in crate::lint::check(&written, &crate::lint::unit::Unit::installed_or_shipped()) {
-            crate::log::sink::eprint_line(&format!("fdbroker: learned policy: {w}"));
+            crate::log::sink::eprint_user_line(&format!("fdbroker: learned policy: {w}"));
         }
         let write = |out: &mut File| -> std::io::Result<()> {
             out.set_len(0)?;
@@ -285,7 +285,7 @@ impl Prepared {
 pub fn report(prepared: Prepared, evidence: &Evidence) -> Result<(), LearnError> {
     let out = prepared.out_path().to_owned();
     let learned = prepared.finish(evidence)?;
-    let say = crate::log::sink::eprint_line;
+    let say = crate::log::sink::eprint_user_line;
     say(&format!(
         "fdbroker: learned {} rule(s) covering {} request(s) into {}; review it, then \
          `fdbroker policy check --strict {}`",

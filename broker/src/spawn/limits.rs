@@ -558,11 +558,6 @@ fn humantime_ms(d: Duration) -> String {
     }
 }
 
-/// Writes `text` and a newline to stderr without ever panicking.
-pub fn say(text: &str) {
-    let _ = writeln!(io::stderr().lock(), "{text}");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
