@@ -113,13 +113,39 @@ fn words_of(set: AccessSet) -> [bool; 4] {
 fn writable(path: &[u8]) -> Option<String> {
     crate::path::check(path).ok()?;
     let text = std::str::from_utf8(path).ok()?;
-    if text
-        .chars()
-        .any(|c| matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\') || c.is_control())
-    {
+    if text.chars().any(|c| {
+        matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\') || c.is_control() || unseen(c)
+    }) {
         return None;
     }
     Some(text.to_owned())
+}
+
+/// Characters that show as nothing, or reorder the text around them (Unicode's bidi
+/// controls and other invisible format characters): in a rule the operator reviews
+/// they would make one path read as another (`/srv/\u{202e}txt.exe` shows as
+/// `/srv/exe.txt`), so such a path is left out and listed escaped instead.
+fn unseen(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00ad}'
+            | '\u{034f}'
+            | '\u{061c}'
+            | '\u{115f}'
+            | '\u{1160}'
+            | '\u{17b4}'
+            | '\u{17b5}'
+            | '\u{180b}'..='\u{180f}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}'
+            | '\u{3164}'
+            | '\u{fe00}'..='\u{fe0f}'
+            | '\u{feff}'
+            | '\u{ffa0}'
+            | '\u{fff0}'..='\u{fffb}'
+            | '\u{e0000}'..='\u{e0fff}'
+    )
 }
 
 /// Why policy text could not be written.
@@ -240,6 +266,22 @@ mod tests {
 
     fn need(p: &str, a: Action) -> (Vec<u8>, Action, u64) {
         (p.as_bytes().to_vec(), a, 1)
+    }
+
+    #[test]
+    fn paths_that_would_read_as_others_are_not_written_as_rules() {
+        for path in [
+            "/srv/\u{202e}txt.exe",
+            "/srv/a\u{200b}b",
+            "/srv/\u{2066}x\u{2069}",
+            "/srv/\u{feff}x",
+        ] {
+            let (rules, unwritable) = suggest(vec![need(path, Action::Open(Access::Read))], 10);
+            assert!(rules.is_empty(), "{path:?}");
+            assert_eq!(unwritable.paths, vec![path.as_bytes().to_vec()]);
+        }
+        let (rules, _) = suggest(vec![need("/srv/caf\u{e9}", Action::Open(Access::Read))], 10);
+        assert_eq!(rules.len(), 1, "plain non-ASCII letters are fine");
     }
 
     #[test]

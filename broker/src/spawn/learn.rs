@@ -301,7 +301,7 @@ pub fn report(prepared: Prepared, evidence: &Evidence) -> Result<(), LearnError>
     }
     if learned.unwritable > 0 {
         say(&format!(
-            "fdbroker: {} path(s) cannot be written as a rule (not UTF-8, or glob characters) \
+            "fdbroker: {} path(s) cannot be written as a rule (not UTF-8; glob, control or invisible characters) \
              and were left out",
             learned.unwritable
         ));
