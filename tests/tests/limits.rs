@@ -162,11 +162,13 @@ fn nine_hundred_idle_connections_do_not_starve_a_real_one() {
         served(&t, &c, i);
         worst = worst.max(t0.elapsed());
     }
+    // Bounds that catch a request held up behind the idle connections (a hang), not a
+    // speed: the machine may be busy, which makes requests slow but never stuck.
     assert!(
-        worst < Duration::from_secs(1),
+        worst < Duration::from_secs(10),
         "slowest request took {worst:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(started.elapsed() < Duration::from_secs(60));
     drop(idle);
     drop(c);
     assert!(eventually(Duration::from_secs(10), || b.fd_count() <= base));
@@ -256,7 +258,7 @@ fn a_worker_that_never_reads_cannot_grow_the_broker() {
     for i in 0..50 {
         served(&t, &c, i);
     }
-    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
     assert!(
         b.rss_kib() < rss_before + 16 * 1024,
         "broker memory grew from {rss_before} KiB to {} KiB",
