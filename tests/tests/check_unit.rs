@@ -119,18 +119,51 @@ fn the_missing_capability_error_names_all_three_lists_and_not_confine_false() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let err = text(&out.stderr);
-    assert!(err.contains("needs CAP_DAC_OVERRIDE"), "{err}");
+    // Both capabilities the policy needs are named at once, and the hint grants both.
+    assert!(
+        err.contains("needs CAP_DAC_OVERRIDE") && err.contains("CAP_CHOWN ("),
+        "{err}"
+    );
     for needed in [
         "bounding set",
         "inheritable set",
         "ambient set",
-        "--bounding-set=",
-        "--inh-caps=+dac_override",
-        "--ambient-caps=+dac_override",
-        "CapabilityBoundingSet=",
-        "AmbientCapabilities=",
+        "--bounding-set=-all,+dac_read_search,+dac_override,+chown",
+        "--inh-caps=-all,+dac_read_search,+dac_override,+chown",
+        "--ambient-caps=+dac_read_search,+dac_override,+chown",
+        "CapabilityBoundingSet=CAP_DAC_READ_SEARCH CAP_DAC_OVERRIDE CAP_CHOWN",
+        "AmbientCapabilities=CAP_DAC_READ_SEARCH CAP_DAC_OVERRIDE CAP_CHOWN",
     ] {
         assert!(err.contains(needed), "{needed}: {err}");
     }
     assert!(!err.contains("confine = false"), "{err}");
+    // Doing what the hint says starts the broker: it does not send the operator round.
+    let hint = err
+        .split("by hand: setpriv ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no setpriv hint: {err}"));
+    let socket = t.join("hinted.sock");
+    let mut broker = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(hint.split_whitespace())
+        .arg(fdbroker_bin())
+        .args(["serve", "--policy"])
+        .arg(&p)
+        .arg("--socket")
+        .arg(&socket)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = fdbroker_tests::eventually(Duration::from_secs(60), || {
+        socket.exists() || broker.try_wait().ok().flatten().is_some()
+    });
+    let exited = broker.try_wait().ok().flatten();
+    let _ = broker.kill();
+    let out = broker.wait_with_output().unwrap();
+    assert!(
+        started && exited.is_none() && socket.exists(),
+        "the broker started as the hint says did not serve ({exited:?}): {}",
+        text(&out.stderr)
+    );
 }

@@ -35,11 +35,15 @@ pub(super) fn narrow_capabilities(
     }
     let err = |op| move |source| ConfineError::Capabilities { op, source };
     let permitted = caps::read(None, CapSet::Permitted).map_err(err("read the permitted set"))?;
-    if let Some((cap, why)) = keep.iter().find(|(c, _)| !permitted.contains(c)) {
+    let missing: Vec<(Capability, &'static str)> = keep
+        .iter()
+        .filter(|(c, _)| !permitted.contains(c))
+        .copied()
+        .collect();
+    if !missing.is_empty() {
         return Err(ConfineError::MissingCapability {
-            cap: *cap,
-            lower: cap.to_string().trim_start_matches("CAP_").to_lowercase(),
-            why,
+            missing,
+            needed: keep.iter().map(|(c, _)| *c).collect(),
         });
     }
     let keep: Vec<Capability> = keep.into_iter().map(|(c, _)| c).collect();

@@ -49,6 +49,34 @@ use seccomp::install_seccomp;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// The text of [`ConfineError::MissingCapability`].
+fn missing_capabilities(missing: &[(Capability, &str)], needed: &[Capability]) -> String {
+    let what: Vec<String> = missing
+        .iter()
+        .map(|(cap, why)| format!("{cap} ({why})"))
+        .collect();
+    let names: Vec<String> = needed.iter().map(Capability::to_string).collect();
+    let lower: Vec<String> = needed
+        .iter()
+        .map(|c| c.to_string().trim_start_matches("CAP_").to_lowercase())
+        .collect();
+    let plus = |prefix: &str| format!("{prefix}+{}", lower.join(",+"));
+    format!(
+        "the policy needs {}, which this process does not have; run the broker as root, or \
+         grant {} in all three capability lists: the bounding set, the inheritable set and \
+         the ambient set (systemd: AmbientCapabilities={} and CapabilityBoundingSet={}, \
+         added to what each lists; by hand: setpriv {} {} {}); `fdbroker policy check` \
+         names the unit lines",
+        what.join(" and "),
+        if missing.len() == 1 { "it" } else { "them" },
+        names.join(" "),
+        names.join(" "),
+        plus("--bounding-set=-all,"),
+        plus("--inh-caps=-all,"),
+        plus("--ambient-caps="),
+    )
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfineError {
     #[error("the broker must confine itself before starting threads, but has {0}")]
@@ -59,18 +87,15 @@ pub enum ConfineError {
         #[source]
         source: caps::errors::CapsError,
     },
-    #[error(
-        "the policy needs {cap} ({why}), which this process does not have; run the broker \
-         as root, or grant it in all three capability lists: the bounding set, the \
-         inheritable set and the ambient set (systemd: AmbientCapabilities={cap} and \
-         CapabilityBoundingSet={cap}, added to what each lists; by hand: setpriv \
-         --bounding-set=-all,+dac_read_search,+{lower} --inh-caps=+{lower} \
-         --ambient-caps=+{lower}); `fdbroker policy check` names the unit lines"
-    )]
+    /// Every capability the policy needs that the process lacks, and a hint that grants
+    /// all the broker needs at once: a hint naming only the first missing one would send
+    /// the operator round, adding one and losing the other.
+    #[error("{}", missing_capabilities(missing, needed))]
     MissingCapability {
-        cap: Capability,
-        lower: String,
-        why: &'static str,
+        /// What is missing, and what for.
+        missing: Vec<(Capability, &'static str)>,
+        /// Everything the broker keeps, the missing ones included.
+        needed: Vec<Capability>,
     },
     #[error("cannot set no_new_privs: {0}")]
     NoNewPrivs(#[source] nix::Error),
