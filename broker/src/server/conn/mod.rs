@@ -920,10 +920,33 @@ pub fn note_no_client(peer: &PeerCredentials) {
     }
 }
 
+///
+/// Then the connection's receive queue is emptied before it is closed: a Unix socket
+/// closed with messages unread makes the peer's next receive fail with ECONNRESET
+/// *before* it is handed the refusal already queued for it, so a client that had sent
+/// its hello would learn nothing of why. Shutting the reading side first makes the
+/// peer's later sends fail (EPIPE) instead of arriving after the drain; the drain is
+/// bounded by the messages the peer could queue before that.
 pub fn refuse(channel: &Channel, why: WireError) {
     let mut out = Vec::new();
     if encode_welcome(&mut out, Welcome::Refused(why)).is_ok() {
         let _ = channel.send(&out);
+    }
+    let _ = nix::sys::socket::shutdown(
+        std::os::fd::AsRawFd::as_raw_fd(channel),
+        nix::sys::socket::Shutdown::Read,
+    );
+    let mut unread = [0u8; 64];
+    for _ in 0..1024 {
+        match channel.recv(&mut unread) {
+            // Read and dropped, cut to the buffer: for a message the receive takes whole.
+            Ok(_)
+            | Err(fdbroker_shared::RecvError::Protocol(
+                fdbroker_shared::ProtocolError::Truncated
+                | fdbroker_shared::ProtocolError::UnexpectedDescriptors,
+            )) => {}
+            _ => break,
+        }
     }
 }
 
