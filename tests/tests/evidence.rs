@@ -329,3 +329,36 @@ fn who_lists_rules_and_carve_outs_and_explain_models_spawn_mode() {
     assert_eq!(code(&out), 2, "{}", show(&out));
     let _: &Path = t.path();
 }
+
+/// `reload --replay LOG PID` without `--policy` reads the command line of PID only once
+/// PID is a monitor: a mistyped pid of a process that names `--policy FILE` is refused
+/// as not a monitor, and root never parses FILE.
+#[test]
+fn reload_replay_reads_the_policy_of_a_monitor_only() {
+    let t = TempDir::new("replay-pid");
+    let named = t.file("named.toml", b"this is not toml = = marker-8d1f\n", 0o600);
+    let log = t.file("audit.log", b"", 0o644);
+    let mut other = Command::new("sh")
+        .args(["-c", "sleep 60", "sh", "--policy"])
+        .arg(&named)
+        .spawn()
+        .unwrap();
+    let pid = other.id().to_string();
+    let out = fdbroker(&[
+        "reload",
+        "--timeout",
+        "5",
+        "--replay",
+        log.to_str().unwrap(),
+        &pid,
+    ]);
+    let _ = other.kill();
+    let _ = other.wait();
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    let err = text(&out.stderr);
+    assert!(
+        !err.contains("named.toml") && !err.contains("marker-8d1f"),
+        "{err}"
+    );
+    assert!(err.contains("not reloading"), "{err}");
+}

@@ -51,6 +51,9 @@ pub fn reload_main(
         ExitCode::FAILURE
     }
 
+    if pid <= 0 {
+        return fail(format!("{} is not a process id", pid));
+    }
     let loaded = match policy.map(Policy::load).transpose() {
         Ok(p) => p,
         Err(e) => return fail(format!("not reloading: {e}")),
@@ -60,7 +63,11 @@ pub fn reload_main(
         let found;
         let new = match &loaded {
             Some(p) => p,
-            None => match monitor_policy(pid)
+            // Only a monitor's command line is read, and the file it names loaded: a
+            // mistyped pid must not make root parse whatever another process names.
+            None => match target::monitor(Pid::from_raw(pid))
+                .map_err(|e| e.to_string())
+                .and_then(|_| monitor_policy(pid))
                 .and_then(|f| Policy::load(&f).map_err(|e| e.to_string()))
             {
                 Ok(p) => {
@@ -111,9 +118,6 @@ pub fn reload_main(
             ));
         }
     }
-    if pid <= 0 {
-        return fail(format!("{} is not a process id", pid));
-    }
     let raw = pid;
     let pid = Pid::from_raw(raw);
     match request_reload(pid, timeout) {
@@ -134,8 +138,8 @@ pub fn reload_main(
 
 /// The policy file a `fdbroker serve` process was started with (`--policy FILE` or
 /// `--policy=FILE` in `/proc/PID/cmdline`, a relative one taken from its working
-/// directory). Only chooses which file `--replay` judges: whether `pid` is a monitor
-/// at all is checked before anything is signalled ([`target::monitor`]).
+/// directory). Read only once [`target::monitor`] said `pid` is a monitor (and again
+/// before anything is signalled).
 fn monitor_policy(pid: i32) -> Result<std::path::PathBuf, String> {
     use std::os::unix::ffi::OsStrExt;
     let unknown = |why: String| {
