@@ -102,3 +102,12 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// `fdbroker ARGS` run to its end (a minute at most: a hang is a failure, not a slow
+/// machine), for the commands an operator types (`policy`, `reload`, `version`).
+pub fn fdbroker(args: &[&str]) -> std::process::Output {
+    run_with_timeout(
+        std::process::Command::new(crate::fdbroker_bin()).args(args),
+        std::time::Duration::from_secs(60),
+    )
+}

@@ -89,3 +89,15 @@ users = ["nobody"]
         0o644,
     )
 }
+
+/// `fdbroker run --transparent ARGS -- sh -c SCRIPT`, from `/` (the working directory
+/// must not reveal anything), to its end.
+pub fn run_script(args: &[&str], script: &str) -> Output {
+    let mut c = Command::new(fdbroker_bin());
+    c.arg("run")
+        .arg("--transparent")
+        .args(args)
+        .args(["--", "sh", "-c", script]);
+    c.current_dir("/");
+    run(c)
+}

@@ -2,17 +2,8 @@
 //! and the example policies the repository ships (which must stay valid).
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{TempDir, fdbroker_bin, run_with_timeout, text};
+use fdbroker_tests::{TempDir, fdbroker, text};
 use std::path::Path;
-use std::process::{Command, Output};
-use std::time::Duration;
-
-fn fdbroker(args: &[&str]) -> Output {
-    run_with_timeout(
-        Command::new(fdbroker_bin()).args(args),
-        Duration::from_secs(20),
-    )
-}
 
 #[test]
 fn every_command_has_help_with_an_example() {

@@ -4,17 +4,10 @@
 //! and each shell's own parser for the completion scripts.
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{fdbroker_bin, repo_root, run_with_timeout, show, text};
+use fdbroker_tests::{fdbroker, repo_root, run_with_timeout, show, text};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
-
-fn fdbroker(args: &[&str]) -> Output {
-    run_with_timeout(
-        Command::new(fdbroker_bin()).args(args),
-        Duration::from_secs(60),
-    )
-}
 
 /// What `git describe` says of the checkout, or `unknown` where there is none (the
 /// fallback broker/build.rs takes).

@@ -3,16 +3,12 @@
 //! real broker (text and JSON), served to a real unprivileged `fdbroker cat`.
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{Broker, TempDir, cat_as_nobody, fdbroker_bin, run_with_timeout, show, text};
+use fdbroker_tests::{
+    Broker, TempDir, cat_as_nobody, fdbroker, fdbroker_bin, run_with_timeout, show, text,
+};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
-
-fn fdbroker(args: &[&str]) -> Output {
-    let mut cmd = Command::new(fdbroker_bin());
-    cmd.args(args);
-    run_with_timeout(&mut cmd, Duration::from_secs(60))
-}
 
 fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)

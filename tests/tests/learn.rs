@@ -4,6 +4,7 @@
 //! needed and refuses the rest.
 #![allow(clippy::unwrap_used)]
 
+use fdbroker_tests::transparent::run_script as run;
 use fdbroker_tests::{TempDir, fdbroker_bin, run_with_timeout, show, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -29,17 +30,6 @@ fn fixture() -> (TempDir, PathBuf) {
         0o644,
     );
     (t, base)
-}
-
-fn run(args: &[&str], script: &str) -> Output {
-    let mut c = Command::new(fdbroker_bin());
-    c.arg("run")
-        .arg("--transparent")
-        .args(args)
-        .args(["--", "sh", "-c", script]);
-    // The working directory must not reveal anything: the root.
-    c.current_dir("/");
-    run_with_timeout(&mut c, Duration::from_secs(60))
 }
 
 fn check_strict(policy: &Path) -> Output {

@@ -2,11 +2,10 @@
 //! on the branch as reviewed; the finding it shows is named in its comment (F1, F2, ...).
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{Broker, TempDir, cat_as_nobody, fdbroker_bin, run_with_timeout, show, text};
+use fdbroker_tests::transparent::run_script as run;
+use fdbroker_tests::{Broker, TempDir, cat_as_nobody, fdbroker, show, text};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Duration;
 
 fn fixture() -> (TempDir, PathBuf) {
     let t = TempDir::new("learn-review");
@@ -26,23 +25,6 @@ fn fixture() -> (TempDir, PathBuf) {
         0o644,
     );
     (t, base)
-}
-
-fn run(args: &[&str], script: &str) -> Output {
-    let mut c = Command::new(fdbroker_bin());
-    c.arg("run")
-        .arg("--transparent")
-        .args(args)
-        .args(["--", "sh", "-c", script]);
-    c.current_dir("/");
-    run_with_timeout(&mut c, Duration::from_secs(60))
-}
-
-fn fdbroker(args: &[&str]) -> Output {
-    run_with_timeout(
-        Command::new(fdbroker_bin()).args(args),
-        Duration::from_secs(30),
-    )
 }
 
 /// F1: a learning scope spelled through a symbolic link (root's own link, or
