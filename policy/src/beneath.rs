@@ -8,7 +8,7 @@
 //! listing itself elsewhere, leaving out each entry the worker may not see
 //! ([`Policy::visible`]).
 
-use crate::{Access, ClientId, Decision, Policy, RuleId};
+use crate::{Access, ClientId, Decision, Grant, Policy, RuleId};
 
 /// Why a descriptor for a directory would show the worker something the policy does
 /// not let it see.
@@ -44,12 +44,52 @@ impl Policy {
         }
     }
 
+    /// The grant under which a stat of `path` is answered although a deny rule refuses
+    /// it: `path` is a carve-out of a `listed` deny rule whose name shows in its parent's
+    /// listing (the parent may be listed), and the allow rule the deny overrides grants
+    /// `read` or `directory` there. As the kernel shows a directory that exists and
+    /// cannot be opened: its metadata, never its contents, and nothing beneath it.
+    pub fn listed_grant<'p>(&self, client: ClientId, path: &'p [u8]) -> Option<Grant<'p>> {
+        let Decision::Deny(crate::Denial::DeniedBy(id)) = self.decide(client, path, Access::Read)
+        else {
+            return None;
+        };
+        if !self.rule(id).listed {
+            return None;
+        }
+        let parent = match path.iter().rposition(|&b| b == b'/')? {
+            0 => &path[..1],
+            cut => &path[..cut],
+        };
+        if parent == path
+            || !matches!(
+                self.decide(client, parent, Access::Directory),
+                Decision::Allow(_)
+            )
+        {
+            return None;
+        }
+        [Access::Read, Access::Directory]
+            .into_iter()
+            .find_map(
+                |access| match self.decide_with(client, path, access, false) {
+                    Decision::Allow(grant) => Some(grant),
+                    Decision::Deny(_) => None,
+                },
+            )
+    }
+
     /// May `client` see that `path` exists: does the policy grant it some access
-    /// there? A listing the broker answers shows exactly these entries, so a name
-    /// outside the policy or under a deny rule is left out, as if it did not exist.
+    /// there, or is it denied by a deny rule that is `listed`? A listing the broker
+    /// answers shows exactly these entries, so a name outside the policy or under a
+    /// deny rule is left out, as if it did not exist, unless the operator listed it.
     pub fn visible(&self, client: ClientId, path: &[u8]) -> bool {
         Access::ALL
             .into_iter()
-            .any(|access| matches!(self.decide(client, path, access), Decision::Allow(_)))
+            .any(|access| match self.decide(client, path, access) {
+                Decision::Allow(_) => true,
+                Decision::Deny(crate::Denial::DeniedBy(id)) => self.rule(id).listed,
+                Decision::Deny(_) => false,
+            })
     }
 }

@@ -77,6 +77,18 @@ impl Policy {
     /// Decides one request of `client` (from [`Policy::client_for`]). An id that is
     /// not this policy's is denied, not a panic.
     pub fn decide<'p>(&self, client: ClientId, path: &'p [u8], access: Access) -> Decision<'p> {
+        self.decide_with(client, path, access, true)
+    }
+
+    /// [`Policy::decide`], with `denies = false` as if the client had no deny rule:
+    /// only for [`Policy::listed_grant`], which has already seen the deny.
+    pub(crate) fn decide_with<'p>(
+        &self,
+        client: ClientId,
+        path: &'p [u8],
+        access: Access,
+        denies: bool,
+    ) -> Decision<'p> {
         if let Err(e) = path::check(path) {
             return Decision::Deny(Denial::InvalidPath(e));
         }
@@ -91,7 +103,8 @@ impl Policy {
                 return;
             };
             match rule.effect {
-                Effect::Deny => keep_best(&mut deny, candidate),
+                Effect::Deny if denies => keep_best(&mut deny, candidate),
+                Effect::Deny => {}
                 Effect::Allow => {
                     keep_best(&mut matching, candidate);
                     if rule.access.grants(access) {

@@ -68,6 +68,12 @@ pub enum Change {
         old: RuleOptions,
         new: RuleOptions,
     },
+    /// A deny rule's `listed`: whether the carve-out's name and metadata show.
+    ListedChanged {
+        client: String,
+        pattern: String,
+        now: bool,
+    },
     /// A learning client's `learn_scope` directory that only NEW (or only OLD) has:
     /// any access beneath it that no rule grants.
     ScopeAdded {
@@ -221,6 +227,20 @@ impl fmt::Display for Change {
                 }
                 Ok(())
             }
+            ListedChanged {
+                client,
+                pattern,
+                now: true,
+            } => write!(
+                f,
+                "+ client {client:?}: sees that {pattern:?} exists (its name and metadata; deny rule now listed)"
+            ),
+            ListedChanged {
+                client, pattern, ..
+            } => write!(
+                f,
+                "- client {client:?}: no longer sees that {pattern:?} exists (deny rule no longer listed)"
+            ),
             ScopeAdded { client, pattern } => write!(
                 f,
                 "+ client {client:?}: learns beneath {pattern:?} (any access no rule grants; learn_scope added)"
@@ -370,6 +390,14 @@ pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
                         old: o,
                         new: n,
                     }
+                });
+            }
+            let listed = |rs: &[&Rule]| rs.iter().any(|r| r.listed);
+            if listed(was) != listed(rules) {
+                out.push(Change::ListedChanged {
+                    client: name.clone(),
+                    pattern: pattern.clone(),
+                    now: listed(rules),
                 });
             }
             if let (Some(a), Some(b)) = (was.first(), rules.first())

@@ -82,11 +82,16 @@ pub(crate) struct AllowTable {
     pub allow_reopen: Option<bool>,
 }
 
-/// Deny rules only name paths: what is denied is denied for every access.
+/// Deny rules name paths (what is denied is denied for every access) and whether the
+/// denied names show in listings.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DenyTable {
     pub path: Spanned<String>,
+    /// The carve-out's name shows in its parent's listings (its contents and metadata
+    /// stay refused), as the kernel shows a directory that exists and cannot be opened.
+    #[serde(default)]
+    pub listed: bool,
 }
 
 /// A user or group as written: `"scanner"` or `1001`.

@@ -707,6 +707,7 @@ impl Builder {
             root: None,
             location: cx.at(path.span().start),
             learning: matches!(raw, RawRule::Learn(_)),
+            listed: matches!(&raw, RawRule::Deny(d) if d.listed),
         };
         let table = match raw {
             RawRule::Allow(table) => Some(*table),

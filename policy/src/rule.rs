@@ -102,4 +102,8 @@ pub struct Rule {
     /// Made from a `learn_scope` entry, not written as a rule: it grants only while
     /// the client learns, and a learned policy replaces it with what was used.
     pub learning: bool,
+    /// A deny rule with `listed = true`: the names it denies show in listings, so a
+    /// program walking a tree meets the carve-out as an error (as it would meet an
+    /// unreadable directory) instead of not at all. `false` for allow rules.
+    pub listed: bool,
 }

@@ -145,7 +145,12 @@ fn describe<T>(
         Decision::Allow(grant) => Ok((grant, Access::Read)),
         Decision::Deny(denial) => match policy.decide(client, path, Access::Directory) {
             Decision::Allow(grant) => Ok((grant, Access::Directory)),
-            Decision::Deny(_) => Err(denial),
+            // A `listed` carve-out is described as the kernel describes a directory
+            // that exists and cannot be opened; anything else refused stays refused.
+            Decision::Deny(_) => policy
+                .listed_grant(client, path)
+                .map(|grant| (grant, Access::Read))
+                .ok_or(denial),
         },
     };
     let (grant, granted) = match decided {

@@ -2,7 +2,7 @@
 //! show more than the policy lets a worker see.
 
 use super::{fixture, parse};
-use crate::{ClientId, HiddenBeneath};
+use crate::{ClientId, HiddenBeneath, Policy};
 
 const SCANNER: ClientId = ClientId(0);
 const ADMIN: ClientId = ClientId(1);
@@ -85,4 +85,77 @@ fn visible_is_some_access_granted() {
     assert!(!v("/in/a.key"));
     assert!(!v("/etc/scanner/a.txt"));
     assert!(!v("/elsewhere"));
+}
+
+/// A `listed` deny rule shows the carve-out's name in listings and answers a stat of
+/// the carve-out itself under the allow rule it overrides; beneath it, and where its
+/// parent cannot be listed, it is refused as any deny is; unlisted denies stay hidden.
+#[test]
+fn a_listed_deny_shows_its_name_and_metadata_only() {
+    let p = parse(
+        r#"
+[[client]]
+name = "scanner"
+users = [1]
+  [[client.allow]]
+  path = "/in/"
+  access = ["read", "directory"]
+  [[client.allow]]
+  path = "/files/*"
+  [[client.deny]]
+  path = "/in/quarantine/"
+  listed = true
+  [[client.deny]]
+  path = "/in/hidden/"
+  [[client.deny]]
+  path = "/files/x.key"
+  listed = true
+"#,
+    );
+    let v = |path: &str| p.visible(SCANNER, path.as_bytes());
+    fn stat<'a>(p: &Policy, path: &'a str) -> Option<crate::Grant<'a>> {
+        p.listed_grant(SCANNER, path.as_bytes())
+    }
+    assert!(v("/in/quarantine"));
+    assert!(!v("/in/hidden"));
+    let g = stat(&p, "/in/quarantine").expect("the carve-out itself is described");
+    assert_eq!(g.relative, b"quarantine");
+    // Nothing beneath it, nothing unlisted, nothing a deny does not refuse.
+    assert!(stat(&p, "/in/quarantine/eicar.com").is_none());
+    assert!(stat(&p, "/in/hidden").is_none());
+    assert!(stat(&p, "/in/a.txt").is_none());
+    // Its parent cannot be listed (a glob of files, no `directory`): not described.
+    assert!(stat(&p, "/files/x.key").is_none());
+    // Still refused for every access.
+    for access in crate::Access::ALL {
+        assert!(matches!(
+            p.decide(SCANNER, b"/in/quarantine", access),
+            crate::Decision::Deny(crate::Denial::DeniedBy(_))
+        ));
+    }
+    // `policy diff` says when a carve-out starts or stops being seen.
+    let unlisted = parse(
+        "[[client]]\nname = \"scanner\"\nusers = [1]\n[[client.allow]]\npath = \"/in/\"\n\
+         [[client.deny]]\npath = \"/in/q/\"\n",
+    );
+    let listed = parse(
+        "[[client]]\nname = \"scanner\"\nusers = [1]\n[[client.allow]]\npath = \"/in/\"\n\
+         [[client.deny]]\npath = \"/in/q/\"\nlisted = true\n",
+    );
+    let said: Vec<String> = crate::diff::diff(&unlisted, &listed)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].starts_with("+ client \"scanner\": sees that \"/in/q/\" exists"),
+        "{said:?}"
+    );
+    // `listed` is a deny rule's word only.
+    let err = Policy::parse(
+        "[[client]]\nname = \"c\"\nusers = [1]\n[[client.allow]]\npath = \"/a\"\nlisted = true\n",
+        std::path::Path::new("p.toml"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("listed"), "{err}");
 }

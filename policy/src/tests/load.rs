@@ -362,7 +362,7 @@ fn unknown_keys_anywhere() {
         err(&with_c(
             "[[client.deny]]\npath = \"/a\"\naccess = [\"read\"]\n"
         )),
-        "p.toml:6:1: unknown field `access`, expected `path`"
+        "p.toml:6:1: unknown field `access`, expected `path` or `listed`"
     );
 }
 
