@@ -148,3 +148,36 @@ fn a_scanner_meets_a_listed_carve_out_as_an_unreadable_directory() {
         "{all}"
     );
 }
+
+/// The other side of it: a directory whose descriptor the broker will not hand over
+/// (granted by an exact rule, so a descriptor would reach names no rule covers) is
+/// listed through the broker in transparent mode; the program sees no refusal, so the
+/// run says none at exit and `--fail-on-denial` keeps its clean exit.
+#[test]
+fn a_directory_listed_through_the_broker_is_not_a_refusal_of_the_run() {
+    let t = TempDir::new("listed-instead");
+    t.file("spool/f.txt", b"f\n", 0o600);
+    t.dir("spool", 0o700);
+    let d = t.join("spool");
+    let policy = t.file(
+        "policy.toml",
+        format!(
+            "[sandbox]\nread_only = [\"/usr\", \"/bin\", \"/lib\", \"/lib64\", \"/etc/ld.so.cache\"]\n\
+             [[client]]\nname = \"w\"\nusers = [\"nobody\"]\n\
+             [[client.allow]]\npath = \"{d}\"\naccess = [\"directory\"]\n\
+             [[client.allow]]\npath = \"{d}/*\"\n",
+            d = s(&d)
+        )
+        .as_bytes(),
+        0o644,
+    );
+    let out = run(fdbroker_tests::transparent::transparent_with(
+        &policy,
+        &["--fail-on-denial"],
+        &["ls", s(&d)],
+    ));
+    let err = text(&out.stderr);
+    assert_eq!(text(&out.stdout), "f.txt\n", "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("the policy refused"), "{err}");
+}

@@ -110,11 +110,63 @@ pub fn decision(
     rule: Option<&dyn fmt::Display>,
     verdict: Verdict<'_>,
 ) {
+    decide_and_count(
+        batch,
+        peer,
+        client,
+        path,
+        access.into(),
+        rule,
+        verdict,
+        true,
+    );
+}
+
+/// [`decision`] for a directory descriptor refused because it would show what the
+/// policy hides, where the answer is "list it through the broker instead". Transparent
+/// mode always does (the program gets a stand-in holding the listing and sees no
+/// refusal), so there it is written and counted like any denial but is not one of the
+/// requests `fdbroker run` says at exit the policy refused (nor does it fail a run
+/// under `--fail-on-denial`); the names the listing leaves out are counted there.
+pub fn decision_listed_instead(
+    batch: &mut Batch,
+    peer: &PeerCredentials,
+    client: &str,
+    path: &[u8],
+    access: impl Into<Action>,
+    rule: Option<&dyn fmt::Display>,
+    refusal: &dyn fmt::Display,
+) {
+    let refused = batch.via().is_none();
+    let verdict = Verdict::Denied(refusal);
+    decide_and_count(
+        batch,
+        peer,
+        client,
+        path,
+        access.into(),
+        rule,
+        verdict,
+        refused,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decide_and_count(
+    batch: &mut Batch,
+    peer: &PeerCredentials,
+    client: &str,
+    path: &[u8],
+    access: Action,
+    rule: Option<&dyn fmt::Display>,
+    verdict: Verdict<'_>,
+    a_refusal: bool,
+) {
     let fields = Fields {
         peer,
         client,
         path,
-        access: access.into(),
+        access,
         rule,
         verdict,
         via: batch.via(),
@@ -141,7 +193,9 @@ pub fn decision(
             Some(true) => counts::Outcome::Failed,
         },
     );
-    if let Verdict::Denied(_) = verdict {
+    if let Verdict::Denied(_) = verdict
+        && a_refusal
+    {
         refused::request(path);
     }
     if repeats::repeated(peer, client, path, fields.access, rule, verdict) {

@@ -289,7 +289,15 @@ fn open_one(
                 && let Err(refusal) =
                     reach::check(loaded, client, path, &grant, fd.as_fd(), &holder)
             {
-                record(audit, Verdict::Denied(&refusal));
+                audit::decision_listed_instead(
+                    audit,
+                    peer,
+                    client_name,
+                    path,
+                    access,
+                    Some(&rule),
+                    &refusal,
+                );
                 return Err(WireError::new(
                     Errno::EACCES as i32,
                     "a descriptor for this directory would show what the broker's policy \
