@@ -332,3 +332,45 @@ else:
     let here = unsafe { libc::shmget(0x21f00d, 0, 0) };
     assert_eq!(here, -1);
 }
+
+/// The next items' workers are made, confined, while an item runs, some under the same
+/// uid (the slot's): an item that signals everything it may (`kill(-1, SIGKILL)`)
+/// reaches only its own namespace, and every later item still runs and gets its own
+/// file.
+#[test]
+fn an_item_signalling_everything_it_may_cannot_reach_the_next_items_workers() {
+    let (t, policy) = fixture();
+    let files: Vec<_> = (0..5)
+        .map(|i| {
+            t.file(
+                &format!("tree/{i}"),
+                format!("item {i}\n").as_bytes(),
+                0o600,
+            )
+        })
+        .collect();
+    let probe = r#"
+import os, signal, sys
+if os.environ['FDBROKER_ITEM'].endswith('/0'):
+    os.kill(-1, signal.SIGKILL)
+print(sys.stdin.read().strip())
+"#;
+    let out = each(
+        &policy,
+        &["-j", "1"],
+        &["python3", "-c", probe],
+        &paths_in(&files, b'\n'),
+    );
+    let got = lines(&out);
+    assert_eq!(got.len(), 5, "{}", text(&out.stderr));
+    // Killed with the rest of its namespace, or refused by the sandbox: not `ok`.
+    assert!(
+        got[0]["verdict"] == "signal" || got[0]["verdict"] == "exit",
+        "{}",
+        got[0]
+    );
+    for (i, line) in got.iter().enumerate().skip(1) {
+        assert_eq!(line["verdict"], "ok", "{line}");
+        assert_eq!(line["stdout"], format!("item {i}\n"), "{line}");
+    }
+}

@@ -6,13 +6,16 @@
 //! A slot is prepared once and reused by one item after another, never by two at once:
 //! a transient uid (its [`Lease`]), the worker's and the namespace init's prepared
 //! sandboxes (copied for each item, [`PreparedSandbox::try_clone`]), the limits'
-//! cgroups, and a spare namespace for its next item ([`crate::spawn::pidns::Spare`]),
-//! whose init confines itself while the current item runs. Every item still gets
-//! everything `fdbroker run` gives a worker, fresh: a `fork` of this process (which holds
-//! no item's state), a PID and IPC namespace of its own with its own init, the sandbox
-//! applied anew, then `exec`. The next item of the slot starts only once the previous
-//! one's namespace is gone (its init reaped); there are twice as many slots as items
-//! run at once, so that an item's outcome (known when its worker is gone) need not wait
+//! cgroups, and its next sandbox, made while its current item runs: a spare namespace
+//! ([`crate::spawn::pidns::Spare`]) whose init confines itself, then the next worker
+//! forked into it and confined there before its item is known
+//! ([`crate::spawn::pidns::Armed`]), so that an item's start is one message and an
+//! `exec`. Every item still gets everything `fdbroker run` gives a worker, fresh: a
+//! `fork` of this process (which holds no item's state) made for it alone, a PID and IPC
+//! namespace of its own with its own init, the sandbox applied in its own process, then
+//! `exec`. The next item of the slot starts only once the previous one's namespace is
+//! gone (its init reaped); there are twice as many slots as items run at once, so that
+//! an item's outcome (known when its worker is gone) need not wait
 //! for that. `docs/each.md` says why each item is as strong as `fdbroker run`.
 
 use crate::each::item::{Running, Stdout};
@@ -20,19 +23,18 @@ use crate::request::answer::answer;
 use crate::request::loaded::Loaded;
 use crate::spawn::identity::{self, Lease};
 use crate::spawn::limits::{Enforcement, Verdict};
-use crate::spawn::worker::{Becomes, set_pre_exec};
+use crate::spawn::pidns::{Armed, Spare};
+use crate::spawn::worker::Exec;
 use fdbroker_policy::{ClientId, Decision, Limits, Policy};
 use fdbroker_shared::peer::PeerCredentials;
 use fdbroker_shared::wire::{Access, Op, OpenSpec, ReplyBody};
 use fdbroker_worker::sandbox::{Identity, PreparedSandbox, Sandbox};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::collections::VecDeque;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
 /// Output kept of a worker when no output limit is set: the outcome holds it in memory.
@@ -150,8 +152,54 @@ struct Slot {
     init: PreparedSandbox,
     enforcement: Enforcement,
     running: Option<Running>,
-    /// The namespace for the slot's next item, its init already confined and waiting.
-    spare: Option<crate::spawn::pidns::Spare>,
+    /// What is ready of the slot's next sandbox, and the program it is for (an item of
+    /// another program gets a fresh one).
+    next: Next,
+}
+
+/// The slot's next sandbox, made while its current item runs (see docs/each.md).
+enum Next {
+    None,
+    /// Its namespace and init, the init confining itself.
+    Spare(Spare, Exec),
+    /// And its worker, confined in it and waiting for an item.
+    Armed(Armed, Exec),
+}
+
+/// A fresh namespace and init for `slot`'s next sandbox; the init confines itself
+/// while the caller goes on.
+fn spare(slot: &Slot) -> io::Result<Spare> {
+    crate::spawn::pidns::spare(slot.init.try_clone()?, Some(slot.lease.as_fd()))
+        .map_err(namespace_error)
+}
+
+/// Forks `slot`'s next worker for `exec` into `spare`, where it confines itself and
+/// waits for an item.
+fn arm(slot: &Slot, spare: Spare, exec: &Exec) -> io::Result<Armed> {
+    let sandbox = slot.worker.try_clone()?;
+    let limits = slot.enforcement.in_child_but_cgroups();
+    let exec = exec.clone();
+    spare
+        .arm(move |trigger| crate::spawn::worker::armed_main(trigger, sandbox, &limits, &exec))
+        .map_err(namespace_error)
+}
+
+impl Next {
+    /// Ends whatever was prepared, unused.
+    fn end(self) {
+        match self {
+            Next::None => {}
+            Next::Spare(spare, _) => spare.end(),
+            Next::Armed(armed, _) => armed.end(),
+        }
+    }
+}
+
+fn namespace_error(e: crate::spawn::pidns::NamespaceError) -> io::Error {
+    match e {
+        crate::spawn::pidns::NamespaceError::Spawn(e) => e,
+        e => io::Error::other(e.to_string()),
+    }
 }
 
 /// Runs jobs, each in a fresh sandbox holding only its file (see the module
@@ -226,7 +274,7 @@ impl Engine {
                 init,
                 enforcement,
                 running: None,
-                spare: None,
+                next: Next::None,
             });
         }
         Ok(Engine {
@@ -295,6 +343,16 @@ impl Engine {
                     }
                 }
             }
+            // Spare namespaces whose init is confined are armed as soon as it says so,
+            // while the items run: an item's start is then one message.
+            let first_spare = fds.len();
+            let mut spares = Vec::new();
+            for (i, slot) in self.slots.iter().enumerate() {
+                if let Next::Spare(spare, _) = &slot.next {
+                    fds.push(PollFd::new(spare.ready_fd(), PollFlags::POLLIN));
+                    spares.push(i);
+                }
+            }
             let wait = match timeout {
                 Some(d) => PollTimeout::try_from(d.as_millis().min(60_000) as i32 + 1)
                     .unwrap_or(PollTimeout::MAX),
@@ -320,6 +378,11 @@ impl Engine {
                     r.ready(what, &self.limits);
                 }
             }
+            for (k, n) in spares.into_iter().enumerate() {
+                if ready[first_spare + k] {
+                    self.arm_ready(n);
+                }
+            }
         }
         let now = Instant::now();
         for slot in &mut self.slots {
@@ -338,6 +401,18 @@ impl Engine {
         }
         self.start_queued();
         Ok((std::mem::take(&mut self.done), also_ready))
+    }
+
+    /// Arms slot `n`'s spare, whose init said it is ready. An arming that fails leaves
+    /// the slot to make its next sandbox when its item comes, as without a spare.
+    fn arm_ready(&mut self, n: usize) {
+        let slot = &mut self.slots[n];
+        if let Next::Spare(spare, exec) = std::mem::replace(&mut slot.next, Next::None) {
+            slot.next = match arm(slot, spare, &exec) {
+                Ok(armed) => Next::Armed(armed, exec),
+                Err(_) => Next::None,
+            };
+        }
     }
 
     /// Starts queued jobs while slots are free; a job refused before it needs a slot
@@ -444,12 +519,11 @@ impl Engine {
         file: OwnedFd,
         program: &[OsString],
     ) -> io::Result<Running> {
-        let Some((name, args)) = program.split_first() else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "no command given",
-            ));
-        };
+        // Checks the command too (not empty, no NUL byte), before anything is made.
+        let exec = Exec::new(
+            program,
+            &[fdbroker_worker::client::ENV_FD, "FDBROKER_SOCKET"],
+        )?;
         // Before the worker starts, so that a file that cannot be made leaves nothing
         // running. Root writes it: whoever else may write the directory could have
         // planted the name (a symlink to /etc/..., a hard link), so the old entry is
@@ -478,44 +552,30 @@ impl Engine {
         let slot = &mut self.slots[n];
         let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let mut cmd = Command::new(name);
-        cmd.args(args)
-            .env_remove(fdbroker_worker::client::ENV_FD)
-            .env_remove("FDBROKER_SOCKET")
-            .env("FDBROKER_ITEM", OsStr::from_bytes(&path))
-            // Nothing to look up from: Landlock grants no directory but read_only.
-            .current_dir("/")
-            .stdin(file)
-            .stdout(out_w)
-            .stderr(err_w);
+        // The worker armed for this slot while its last item ran (see docs/each.md):
+        // confined, holding nothing of any item; or one armed now.
+        let armed = match std::mem::replace(&mut slot.next, Next::None) {
+            Next::Armed(armed, armed_for) if armed_for == exec => armed,
+            Next::Spare(spare, for_exec) if for_exec == exec => arm(slot, spare, &exec)?,
+            other => {
+                other.end();
+                arm(slot, spare(slot)?, &exec)?
+            }
+        };
         slot.enforcement.rebase();
-        set_pre_exec(
-            &mut cmd,
-            None,
-            Becomes::Worker(slot.worker.try_clone()?),
-            slot.enforcement.in_child(),
-        );
-        let as_io = |e| match e {
-            crate::spawn::pidns::NamespaceError::Spawn(e) => e,
-            e => io::Error::other(e.to_string()),
-        };
         let started = Instant::now();
-        let spare = match slot.spare.take() {
-            Some(spare) => spare,
-            None => crate::spawn::pidns::spare(slot.init.try_clone()?, Some(slot.lease.as_fd()))
-                .map_err(as_io)?,
-        };
-        let (child, init) = spare.spawn(&mut cmd).map_err(as_io)?;
-        // Closes our copies of the worker's stdin, stdout and stderr.
-        drop(cmd);
-        // The next item's namespace, made while this one's worker runs. It shares the
-        // uid with this item's processes but not their PID namespace: they cannot see
-        // it, and it runs no code of theirs (see docs/each.md).
-        slot.spare = slot
-            .init
-            .try_clone()
-            .ok()
-            .and_then(|init| crate::spawn::pidns::spare(init, Some(slot.lease.as_fd())).ok());
+        if let Err(e) = slot.enforcement.join(armed.pid()) {
+            armed.end();
+            return Err(e);
+        }
+        let (child, init) = armed.fire(&path, &[file.as_fd(), out_w.as_fd(), err_w.as_fd()])?;
+        // Our copies of the worker's stdin, stdout and stderr.
+        drop((file, out_w, err_w));
+        // The next item's worker, armed while this one runs. It shares the uid with
+        // this item's processes but not their PID namespace: they cannot see it, and it
+        // runs no code of theirs (see docs/each.md).
+        // Armed later, once its init is ready ([`Engine::arm_ready`]).
+        slot.next = spare(slot).map_or(Next::None, |spare| Next::Spare(spare, exec));
         Running::new(
             id,
             path,
@@ -537,9 +597,7 @@ impl Drop for Engine {
             if let Some(r) = slot.running.take() {
                 r.abandon();
             }
-            if let Some(spare) = slot.spare.take() {
-                spare.end();
-            }
+            std::mem::replace(&mut slot.next, Next::None).end();
             slot.enforcement.remove();
         }
     }

@@ -20,7 +20,6 @@ use std::io::{self, Read as _, Write as _};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::Child;
 use std::time::Instant;
 
 /// The longest stderr line passed on whole; longer ones are cut at this length.
@@ -76,15 +75,12 @@ impl Running {
         path: Vec<u8>,
         started: Instant,
         deadline: Option<Instant>,
-        child: Child,
+        worker: Pid,
         init: Init,
         out: OwnedFd,
         err: OwnedFd,
         stdout: Stdout,
     ) -> io::Result<Running> {
-        let worker = Pid::from_raw(child.id() as i32);
-        // `child` is reaped by pid here, never through `Child`.
-        drop(child);
         let init_pid = init.pid();
         let worker_fd = crate::sys::pidfd_open(worker)?;
         let init_fd = crate::sys::pidfd_open(init_pid)?;

@@ -298,6 +298,27 @@ impl Enforcement {
         }
     }
 
+    /// [`Enforcement::in_child`] without the cgroups, for a worker confined before its
+    /// item ([`crate::spawn::pidns::Armed`]): the parent joins it to them with
+    /// [`Enforcement::join`] when the item comes, so that it counts for nothing before.
+    pub fn in_child_but_cgroups(&self) -> InChild {
+        InChild {
+            procs: Vec::new(),
+            rlimits: self.rlimits.clone(),
+        }
+    }
+
+    /// Moves the process `pid` (not yet running anything of its own: its children are
+    /// born inside) into the sandbox's cgroups. Root writes it: `cgroup.procs` was
+    /// opened by root.
+    pub fn join(&self, pid: nix::unistd::Pid) -> io::Result<()> {
+        let pid = pid.as_raw().to_string();
+        for c in &self.cgroups {
+            nix::unistd::write(&c.procs, pid.as_bytes())?;
+        }
+        Ok(())
+    }
+
     /// Before the next sandbox of a reused [`Enforcement`] (`fdbroker each` keeps one per
     /// slot): reads the counters' values as the new baseline.
     pub fn rebase(&mut self) {

@@ -251,6 +251,12 @@ pub fn spare(
 }
 
 impl Spare {
+    /// Readable once init has said it is confined (or failed): [`Spare::arm`] and
+    /// [`Spare::spawn`] then do not wait for it.
+    pub fn ready_fd(&self) -> BorrowedFd<'_> {
+        self.init.lifeline.as_fd()
+    }
+
     /// Starts `worker` as the second process of this namespace (single-threaded, as
     /// [`spawn`]); the namespace ends when the worker cannot start.
     pub fn spawn(self, worker: &mut Command) -> Result<(Child, Init), NamespaceError> {
@@ -288,6 +294,124 @@ impl Spare {
     pub fn end(self) {
         self.init.end_alone();
     }
+
+    /// Forks the namespace's second process now, before its item is known: `body` runs
+    /// in it (it confines itself, then waits on the trigger for what the item brings;
+    /// [`crate::spawn::worker::armed_main`]) and its return value is its exit status.
+    /// Same conditions as [`spawn`]; the namespace ends when the fork fails.
+    #[allow(unsafe_code)] // the fork of the armed worker
+    pub fn arm(self, body: impl FnOnce(&Channel) -> i32) -> Result<Armed, NamespaceError> {
+        let Spare { init, pid_ns } = self;
+        let ipc_ns = init.ready().and_then(|()| {
+            std::fs::File::open(format!("/proc/{}/ns/ipc", init.pid()))
+                .map_err(setup("open the new IPC namespace"))
+        });
+        let ipc_ns = match ipc_ns {
+            Ok(ns) => ns,
+            Err(e) => {
+                init.end_alone();
+                return Err(e);
+            }
+        };
+        let (trigger, theirs) = match Channel::pair() {
+            Ok(pair) => pair,
+            Err(e) => {
+                init.end_alone();
+                return Err(setup("make the worker's trigger")(e));
+            }
+        };
+        let forked = within_new_namespaces(
+            || {
+                // SAFETY: the process is single-threaded (checked by
+                // `within_new_namespaces`), so the child is a complete copy with no lock
+                // held by a thread that does not exist in it; it runs only `body` and
+                // then `_exit`s, never returning into the caller's code.
+                match unsafe { nix::unistd::fork() } {
+                    Ok(ForkResult::Child) => {
+                        // Our copy of the caller's end: the worker must see it close.
+                        // Closed by number; the value owning it is never dropped here.
+                        let _ = nix::unistd::close(trigger.as_raw_fd());
+                        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            body(&theirs)
+                        }))
+                        .unwrap_or(126);
+                        crate::sys::exit_now(code)
+                    }
+                    Ok(ForkResult::Parent { child }) => Ok(child),
+                    Err(e) => Err(NamespaceError::Spawn(e.into())),
+                }
+            },
+            Some((&pid_ns, &ipc_ns)),
+            CloneFlags::empty(),
+        );
+        drop(theirs);
+        match forked {
+            Ok(pid) => Ok(Armed { init, pid, trigger }),
+            Err(e) => {
+                init.end_alone();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A worker forked into its namespace and confined ahead of its item (`fdbroker each`):
+/// it holds nothing of any item and waits on its trigger, so that an item's start is
+/// one message: [`Armed::fire`] sends it the item's descriptors, and it execs.
+#[derive(Debug)]
+pub struct Armed {
+    init: Init,
+    pid: Pid,
+    trigger: Channel,
+}
+
+impl Armed {
+    /// The worker's pid (in the caller's namespace).
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Hands the worker its item: `item` (its name) and `fds` (its stdin, stdout and
+    /// stderr). The worker and the namespace's init are then the caller's to reap, as
+    /// [`Spare::spawn`]'s; when the worker is gone already (it could not confine
+    /// itself), both are ended here and the error says so.
+    pub fn fire(self, item: &[u8], fds: &[BorrowedFd<'_>; 3]) -> io::Result<(Pid, Init)> {
+        let Armed { init, pid, trigger } = self;
+        let sent = if item.len() > crate::spawn::worker::MAX_ITEM_NAME {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the item's name is too long",
+            ))
+        } else {
+            trigger.send_with_fds(item, fds)
+        };
+        match sent {
+            Ok(()) => Ok((pid, init)),
+            Err(e) => {
+                end_armed(pid, init);
+                Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the worker prepared for this item is gone (it could not confine itself?): {e}"
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Ends an armed worker never given an item, and its namespace, and waits for both.
+    pub fn end(self) {
+        let Armed { init, pid, trigger } = self;
+        drop(trigger);
+        end_armed(pid, init);
+    }
+}
+
+/// Kills and reaps `pid`, then ends `init`'s namespace.
+fn end_armed(pid: Pid, init: Init) {
+    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+    while let Err(Errno::EINTR) = waitpid(pid, Some(WaitPidFlag::__WALL)) {}
+    init.end_alone();
 }
 
 /// Runs `f` with this process's children born in other namespaces — new ones made by

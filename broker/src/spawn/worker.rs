@@ -105,3 +105,208 @@ fn worker_pre_exec(
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
     Ok(())
 }
+
+/// The program an armed worker runs ([`armed_main`]), prepared in the parent: the
+/// paths `execvp` would try, the arguments, and the environment but the item's name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Exec {
+    name: std::ffi::OsString,
+    candidates: Vec<std::ffi::CString>,
+    argv: Vec<std::ffi::CString>,
+    env: Vec<std::ffi::CString>,
+}
+
+impl Exec {
+    /// `program` (name and arguments) with this process's environment less `removed`.
+    /// A name without a slash is looked up in `PATH` as `execvp` does: each directory
+    /// tried in turn, by the worker itself, with its own rights.
+    pub(crate) fn new(program: &[std::ffi::OsString], removed: &[&str]) -> io::Result<Exec> {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let bad = |what: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{what} holds a NUL byte"),
+            )
+        };
+        let c = |s: &std::ffi::OsStr, what: &str| CString::new(s.as_bytes()).map_err(|_| bad(what));
+        let Some(name) = program.first() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no command given",
+            ));
+        };
+        let argv = program
+            .iter()
+            .map(|a| c(a, "an argument"))
+            .collect::<io::Result<Vec<_>>>()?;
+        let candidates = if name.as_bytes().contains(&b'/') {
+            vec![c(name, "the command")?]
+        } else {
+            let path =
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+            std::env::split_paths(&path)
+                .map(|dir| {
+                    let dir = if dir.as_os_str().is_empty() {
+                        ".".into()
+                    } else {
+                        dir
+                    };
+                    c(dir.join(name).as_os_str(), "PATH")
+                })
+                .collect::<io::Result<Vec<_>>>()?
+        };
+        let env = std::env::vars_os()
+            .filter(|(k, _)| !removed.iter().any(|r| k == r) && k != ITEM)
+            .map(|(k, v)| {
+                let mut kv = std::os::unix::ffi::OsStringExt::into_vec(k);
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                CString::new(kv).map_err(|_| bad("the environment"))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Exec {
+            name: name.clone(),
+            candidates,
+            argv,
+            env,
+        })
+    }
+}
+
+/// The longest item name an armed worker takes ([`crate::spawn::pidns::Armed::fire`]
+/// refuses longer ones): far more than a path may have.
+pub(crate) const MAX_ITEM_NAME: usize = 64 * 1024;
+
+/// The variable that tells the worker its item's name.
+const ITEM: &str = "FDBROKER_ITEM";
+
+/// An armed worker's whole life, in the child [`crate::spawn::pidns::Spare::arm`]
+/// forked: confines itself exactly as [`worker_pre_exec`] confines a worker (limits
+/// but the cgroups, which the parent joins it to when its item comes; then the
+/// sandbox), makes itself undumpable while it waits (no process of its uid may read it
+/// or take its descriptors), then waits on `trigger` for its item: the name and three
+/// descriptors (stdin, stdout, stderr). It then puts them in place and execs the
+/// program, whose `execve` closes everything else (all close-on-exec). Returns the exit
+/// status when it cannot: 0 when its trigger closed unused, 126 or 127 as a shell.
+pub(crate) fn armed_main(
+    trigger: &fdbroker_shared::Channel,
+    prepared: PreparedSandbox,
+    limits: &InChild,
+    exec: &Exec,
+) -> i32 {
+    if let Err(e) = confine_armed(prepared, limits) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "fdbroker: cannot confine the worker: {e}"
+        );
+        return 126;
+    }
+    // Hold nothing of the parent's while waiting, above all not its ends of other
+    // namespaces' lifelines (which must close for those to end) nor their uids' locks.
+    if close_inherited(trigger).is_err() {
+        return 126;
+    }
+    let mut item = vec![0u8; MAX_ITEM_NAME];
+    let fds = match trigger.recv_with_fds(&mut item, 3) {
+        Ok((n, fds)) if fds.len() == 3 => {
+            item.truncate(n);
+            fds
+        }
+        // Closed unused: the run ended, or the slot's next item runs another program.
+        Err(fdbroker_shared::RecvError::Protocol(fdbroker_shared::ProtocolError::Closed)) => {
+            return 0;
+        }
+        other => {
+            let why = other
+                .err()
+                .map_or_else(|| "not three descriptors".to_owned(), |e| e.to_string());
+            let _ = writeln!(
+                std::io::stderr(),
+                "fdbroker: the worker's item did not arrive whole: {why}"
+            );
+            return 126;
+        }
+    };
+    if let Err(e) = put_in_place(fds) {
+        let _ = writeln!(std::io::stderr(), "fdbroker: cannot start the worker: {e}");
+        return 126;
+    }
+    let mut env = exec.env.clone();
+    let mut kv = format!("{ITEM}=").into_bytes();
+    kv.extend_from_slice(&item);
+    match std::ffi::CString::new(kv) {
+        Ok(kv) => env.push(kv),
+        Err(_) => return 126,
+    }
+    let mut error = nix::errno::Errno::ENOENT;
+    for path in &exec.candidates {
+        let Err(e) = nix::unistd::execve(path, &exec.argv, &env);
+        match e {
+            nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR => {}
+            nix::errno::Errno::EACCES => error = e,
+            other => {
+                error = other;
+                break;
+            }
+        }
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "fdbroker: cannot run {}: {}",
+        exec.name.to_string_lossy(),
+        io::Error::from(error)
+    );
+    if error == nix::errno::Errno::ENOENT {
+        127
+    } else {
+        126
+    }
+}
+
+/// Closes every descriptor but `trigger`'s, stdin, stdout and stderr included (the
+/// item brings its own).
+#[allow(unsafe_code)] // closing what it inherited
+fn close_inherited(trigger: &fdbroker_shared::Channel) -> io::Result<()> {
+    // SAFETY: the armed worker is a forked copy of the broker that never returns to the
+    // broker's code: it execs or `_exit`s, so no value owning a closed descriptor is
+    // used or dropped again (the sandbox that held some was used up above).
+    unsafe { crate::sys::close_all_but(&[trigger.as_raw_fd()]) }
+}
+
+/// Everything of [`worker_pre_exec`] before the item: the same steps in the same order.
+#[allow(unsafe_code)] // resetting SIGPIPE
+fn confine_armed(prepared: PreparedSandbox, limits: &InChild) -> io::Result<()> {
+    crate::sys::cloexec_all_but(&[])?;
+    SigSet::empty().thread_set_mask()?;
+    // The broker ignores SIGPIPE; the program starts with the default, as a program
+    // started by `Command` does.
+    // SAFETY: setting a signal's disposition to its default installs no handler.
+    unsafe {
+        nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl)?;
+    }
+    nix::unistd::setsid()?;
+    nix::unistd::chdir("/")?;
+    limits.apply()?;
+    prepared.apply().map_err(io::Error::from)?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    nix::sys::prctl::set_dumpable(false)?;
+    Ok(())
+}
+
+/// Moves the item's stdin, stdout and stderr onto 0, 1 and 2 (from copies above 2,
+/// so that none is overwritten by another's move), inherited by the program: `dup2`
+/// clears close-on-exec on the new descriptor; the copies close at exec.
+fn put_in_place(fds: Vec<OwnedFd>) -> io::Result<()> {
+    let high = fds
+        .iter()
+        .map(OwnedFd::try_clone)
+        .collect::<io::Result<Vec<_>>>()?;
+    drop(fds);
+    let [stdin, stdout, stderr] = <[OwnedFd; 3]>::try_from(high)
+        .map_err(|_| io::Error::other("three descriptors expected"))?;
+    nix::unistd::dup2_stdin(&stdin)?;
+    nix::unistd::dup2_stdout(&stdout)?;
+    nix::unistd::dup2_stderr(&stderr)?;
+    Ok(())
+}
