@@ -268,6 +268,36 @@ mod tests {
         (p.as_bytes().to_vec(), a, 1)
     }
 
+    /// F1 (review rlead): `unseen` missed line and paragraph separators (an editor or
+    /// terminal breaks the rule's line there) and invisible format characters outside
+    /// the ranges it lists (musical beam/slur controls, shorthand format controls,
+    /// Egyptian hieroglyph format controls, Kaithi number signs, Arabic end of ayah).
+    #[test]
+    fn f1_separators_and_other_invisible_format_characters_are_not_written_as_rules() {
+        for c in [
+            '\u{2028}',
+            '\u{2029}',
+            '\u{1d173}',
+            '\u{1d17a}',
+            '\u{1bca0}',
+            '\u{1bca3}',
+            '\u{13430}',
+            '\u{1343f}',
+            '\u{110bd}',
+            '\u{110cd}',
+            '\u{0600}',
+            '\u{06dd}',
+            '\u{070f}',
+            '\u{0890}',
+            '\u{08e2}',
+        ] {
+            let path = format!("/srv/a{c}b");
+            let (rules, unwritable) = suggest(vec![need(&path, Action::Open(Access::Read))], 10);
+            assert!(rules.is_empty(), "U+{:04X} written as a rule", c as u32);
+            assert_eq!(unwritable.paths, vec![path.as_bytes().to_vec()]);
+        }
+    }
+
     #[test]
     fn paths_that_would_read_as_others_are_not_written_as_rules() {
         for path in [
