@@ -128,7 +128,20 @@ fn writable(path: &[u8]) -> Option<String> {
 fn unseen(c: char) -> bool {
     matches!(
         c,
-        '\u{00ad}'
+        // Line and paragraph separators: an editor or terminal breaks the line there.
+        '\u{2028}' | '\u{2029}'
+            // The rest of Unicode's format characters (Cf) the ranges below miss.
+            | '\u{0600}'..='\u{0605}'
+            | '\u{06dd}'
+            | '\u{070f}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08e2}'
+            | '\u{110bd}'
+            | '\u{110cd}'
+            | '\u{13430}'..='\u{1343f}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{00ad}'
             | '\u{034f}'
             | '\u{061c}'
             | '\u{115f}'
