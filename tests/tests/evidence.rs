@@ -358,3 +358,69 @@ fn reload_replay_reads_the_policy_of_a_monitor_only() {
     );
     assert!(err.contains("not reloading"), "{err}");
 }
+
+/// F2 (review rlead): the monitor check before `reload --replay LOG PID` reads PID's
+/// `--policy` is passed by any user's own `fdbroker serve`: one started by nobody with
+/// `--policy FIFO` (it lingers, its server waiting on the FIFO) makes root's reload open
+/// that FIFO and hang there, never reaching "not reloading". Root must not open, as
+/// root, a file an unprivileged process names; at the least not one that is not a
+/// regular file.
+#[test]
+fn f2_reload_replay_does_not_hang_on_a_fifo_an_unprivileged_serve_names() {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    let dir = std::env::temp_dir().join(format!("f2-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let fifo = dir.join("policy.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+    let log = dir.join("audit.log");
+    std::fs::write(&log, b"").unwrap();
+    let mut serve = Command::new(fdbroker_bin())
+        .args(["serve", "--policy"])
+        .arg(&fifo)
+        .uid(fdbroker_tests::nobody_uid())
+        .gid(fdbroker_tests::nobody_gid())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = serve.id().to_string();
+    let start = std::time::Instant::now();
+    let mut cmd = Command::new(fdbroker_bin());
+    cmd.args([
+        "reload",
+        "--timeout",
+        "3",
+        "--replay",
+        log.to_str().unwrap(),
+        &pid,
+    ]);
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_with_timeout(&mut cmd, Duration::from_secs(8))
+    }));
+    let took = start.elapsed();
+    // Free whoever still waits on the FIFO, then stop nobody's serve.
+    if let Ok(mut w) = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+    {
+        use std::io::Write;
+        let _ = w.write_all(b"x");
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let Ok(out) = out else {
+        panic!("reload hung on the FIFO nobody's serve names")
+    };
+    assert!(
+        took < Duration::from_secs(7),
+        "reload hung on the FIFO: {}",
+        show(&out)
+    );
+    assert_eq!(code(&out), 1, "{}", show(&out));
+}
