@@ -69,8 +69,22 @@ impl Context<'_> {
 /// Read the policy file at `path`, never more than [`MAX_POLICY_BYTES`] of it.
 pub(crate) fn read(path: &Path) -> Result<String, LoadError> {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let fail = |e| LoadError::new(path, None, LoadErrorKind::Read(e));
-    let file = std::fs::File::open(path).map_err(fail)?;
+    // Never waits: a FIFO (or a device) named as the policy would hold up whoever reads
+    // it (a broker's reload, root's `reload --replay` of another user's `serve`), so
+    // only a regular file is read.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits())
+        .open(path)
+        .map_err(fail)?;
+    if !file.metadata().map_err(fail)?.is_file() {
+        return Err(fail(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
     let mut bytes = Vec::new();
     file.take(MAX_POLICY_BYTES + 1)
         .read_to_end(&mut bytes)

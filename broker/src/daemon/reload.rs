@@ -68,7 +68,7 @@ pub fn reload_main(
             None => match target::monitor(Pid::from_raw(pid))
                 .map_err(|e| e.to_string())
                 .and_then(|_| monitor_policy(pid))
-                .and_then(|f| load_named(&f))
+                .and_then(|f| Policy::load(&f).map_err(|e| e.to_string()))
             {
                 Ok(p) => {
                     found = p;
@@ -134,33 +134,6 @@ pub fn reload_main(
         Err(ReloadError::Target(e)) => fail(e),
         Err(ReloadError::Io(e)) => fail(format!("cannot reload process {raw}: {e}")),
     }
-}
-
-/// The policy file a monitor's command line names, loaded only if it is a regular file,
-/// opened without waiting: any user's own `fdbroker serve` passes [`target::monitor`],
-/// and one naming a FIFO must not hang root's `reload` on it.
-fn load_named(file: &Path) -> Result<Policy, String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let shown = file.display();
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(file)
-        .map_err(|e| format!("{shown}: {e}"))?;
-    let meta = f.metadata().map_err(|e| format!("{shown}: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("{shown} is not a regular file; give --policy FILE"));
-    }
-    let mut bytes = Vec::new();
-    f.take(fdbroker_policy::MAX_POLICY_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("{shown}: {e}"))?;
-    if u64::try_from(bytes.len()).map_or(true, |n| n > fdbroker_policy::MAX_POLICY_BYTES) {
-        return Err(format!("{shown} is larger than a policy may be"));
-    }
-    let text = String::from_utf8(bytes).map_err(|_| format!("{shown} is not UTF-8"))?;
-    Policy::parse(&text, file).map_err(|e| e.to_string())
 }
 
 /// The policy file a `fdbroker serve` process was started with (`--policy FILE` or

@@ -898,3 +898,22 @@ fn sandbox_limits_are_read_and_bad_ones_point_at_their_value() {
         "{e}"
     );
 }
+
+/// A FIFO (or anything but a regular file) named as the policy is refused at once,
+/// never waited on: a reload or root's `reload --replay` would hang on it.
+#[test]
+fn a_policy_that_is_not_a_regular_file_is_refused_without_waiting() {
+    let dir = std::env::temp_dir().join(format!("fdbroker-policy-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    let fifo = dir.join("policy.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let err = crate::Policy::load(&fifo).unwrap_err().to_string();
+    assert!(err.contains("not a regular file"), "{err}");
+    let err = crate::Policy::load(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("not a regular file") || err.contains("directory"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
