@@ -812,7 +812,7 @@ fn a_broker_without_a_needed_capability_names_it() {
     assert!(!out.status.success(), "{err}");
     assert!(
         err.contains("the policy needs CAP_DAC_OVERRIDE")
-            && err.contains("AmbientCapabilities=CAP_DAC_OVERRIDE"),
+            && err.contains("AmbientCapabilities=CAP_DAC_READ_SEARCH CAP_DAC_OVERRIDE"),
         "{err}"
     );
 }
