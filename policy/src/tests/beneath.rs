@@ -159,3 +159,32 @@ users = [1]
     .unwrap_err();
     assert!(err.to_string().contains("listed"), "{err}");
 }
+
+/// F1: a `listed` deny does not reveal a name that another, unlisted deny rule of the
+/// same client also refuses: hiding is the default and `listed` an opt-in, so the
+/// operator's unlisted `/in/sec*` keeps `/in/secret` hidden even though the listed
+/// `/in/secret/` is more specific.
+#[test]
+fn an_unlisted_deny_that_also_matches_keeps_a_listed_carve_out_hidden() {
+    let p = parse(
+        r#"
+[[client]]
+name = "scanner"
+users = [1]
+  [[client.allow]]
+  path = "/in/"
+  access = ["read", "directory"]
+  [[client.deny]]
+  path = "/in/sec*"
+  [[client.deny]]
+  path = "/in/secret/"
+  listed = true
+"#,
+    );
+    assert!(!p.visible(SCANNER, b"/in/secrets.txt"));
+    assert!(
+        !p.visible(SCANNER, b"/in/secret"),
+        "an unlisted deny matches /in/secret: it stays hidden"
+    );
+    assert!(p.listed_grant(SCANNER, b"/in/secret").is_none());
+}
