@@ -54,7 +54,7 @@ impl Policy {
         else {
             return None;
         };
-        if !self.rule(id).listed {
+        if !self.rule(id).listed || self.unlisted_deny_matches(client, path) {
             return None;
         }
         let parent = match path.iter().rposition(|&b| b == b'/')? {
@@ -88,7 +88,9 @@ impl Policy {
             .into_iter()
             .any(|access| match self.decide(client, path, access) {
                 Decision::Allow(_) => true,
-                Decision::Deny(crate::Denial::DeniedBy(id)) => self.rule(id).listed,
+                Decision::Deny(crate::Denial::DeniedBy(id)) => {
+                    self.rule(id).listed && !self.unlisted_deny_matches(client, path)
+                }
                 Decision::Deny(_) => false,
             })
     }

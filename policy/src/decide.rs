@@ -80,6 +80,23 @@ impl Policy {
         self.decide_with(client, path, access, true)
     }
 
+    /// Does some deny rule of `client` that is not `listed` match `path`? Hiding is the
+    /// default: a name any unlisted deny refuses stays hidden whichever deny decides.
+    pub(crate) fn unlisted_deny_matches(&self, client: ClientId, path: &[u8]) -> bool {
+        let Some(index) = self.indexes.get(client.0) else {
+            return true;
+        };
+        let mut found = false;
+        index.walk(path, |candidate| {
+            match self.rules.get(candidate.rule.0) {
+                Some(rule) if rule.effect == Effect::Deny && !rule.listed => found = true,
+                Some(_) => {}
+                None => found = true,
+            }
+        });
+        found
+    }
+
     /// [`Policy::decide`], with `denies = false` as if the client had no deny rule:
     /// only for [`Policy::listed_grant`], which has already seen the deny.
     pub(crate) fn decide_with<'p>(
