@@ -180,4 +180,41 @@ fn a_directory_listed_through_the_broker_is_not_a_refusal_of_the_run() {
     assert_eq!(text(&out.stdout), "f.txt\n", "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("the policy refused"), "{err}");
+/// F2: a listed carve-out that is a symbolic link shows as an entry that exists, and no
+/// more: `readlink` of it must not hand the worker the link's target (its contents, as
+/// the names inside a directory are), which the deny refuses like everything at it.
+#[test]
+fn a_listed_carve_out_that_is_a_symlink_does_not_give_its_target() {
+    let t = tree();
+    std::os::unix::fs::symlink("/srv/keys/2026-private-target", t.join("tree/held")).unwrap();
+    let policy = t.file(
+        "policy.toml",
+        POLICY
+            .replace("{dir}", s(t.path()))
+            .replace("[broker]\nsocket_mode = \"0666\"\n", "")
+            .replace(
+                "  [[client.deny]]\n  path = \"{dir}/tree/hidden/\"",
+                "",
+            )
+            .replace(
+                "listed = true\n",
+                &format!(
+                    "listed = true\n  [[client.deny]]\n  path = \"{}/tree/held\"\n  listed = true\n",
+                    s(t.path())
+                ),
+            )
+            .as_bytes(),
+        0o644,
+    );
+    let held = t.join("tree/held");
+    let out = run(transparent(
+        &policy,
+        &["sh", "-c", &format!("ls -a {}; readlink {}", s(&t.join("tree")), s(&held))],
+    ));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(stdout.lines().any(|l| l == "held"), "listed: {stdout}{stderr}");
+    assert!(
+        !stdout.contains("2026-private-target"),
+        "the target of a denied link: {stdout}{stderr}"
+    );
 }
