@@ -73,9 +73,15 @@ pub fn answer(
             peer,
             &spec.path,
             Action::Link,
-            |root, rel, granted, options| {
-                resolve::link_beneath(root, rel, granted, options)
-                    .map(|link| (link.meta.file.ino, Box::new(link)))
+            |root, rel, granted, options, listed| {
+                resolve::link_beneath(root, rel, granted, options).map(|mut link| {
+                    // A listed carve-out shows that it exists, never what it holds: a
+                    // link's target is its content.
+                    if listed {
+                        link.target.clear();
+                    }
+                    (link.meta.file.ino, Box::new(link))
+                })
             },
         )),
         Op::List(spec) => ReplyBody::List(list::list_one(
@@ -115,7 +121,7 @@ pub fn stat_one(
         peer,
         path,
         Action::Stat,
-        |root, rel, granted, options| {
+        |root, rel, granted, options, _listed| {
             resolve::stat_beneath(root, rel, granted, options).map(|meta| (meta.file.ino, meta))
         },
     )
@@ -137,23 +143,24 @@ fn describe<T>(
         &[u8],
         Access,
         &fdbroker_policy::RuleOptions,
+        bool,
     ) -> Result<(u64, T), OpenError>,
 ) -> Result<T, WireError> {
     let policy = &loaded.policy;
     let client_name = policy.client(client).name.as_str();
     let decided = match policy.decide(client, path, Access::Read) {
-        Decision::Allow(grant) => Ok((grant, Access::Read)),
+        Decision::Allow(grant) => Ok((grant, Access::Read, false)),
         Decision::Deny(denial) => match policy.decide(client, path, Access::Directory) {
-            Decision::Allow(grant) => Ok((grant, Access::Directory)),
+            Decision::Allow(grant) => Ok((grant, Access::Directory, false)),
             // A `listed` carve-out is described as the kernel describes a directory
             // that exists and cannot be opened; anything else refused stays refused.
             Decision::Deny(_) => policy
                 .listed_grant(client, path)
-                .map(|grant| (grant, Access::Read))
+                .map(|grant| (grant, Access::Read, true))
                 .ok_or(denial),
         },
     };
-    let (grant, granted) = match decided {
+    let (grant, granted, listed) = match decided {
         Ok(g) => g,
         Err(denial) => {
             let rule = denial.rule().map(|r| loaded.rule_label(r));
@@ -174,7 +181,7 @@ fn describe<T>(
         .roots
         .get(grant.root)
         .map_err(OpenError::RootUnavailable)
-        .and_then(|root| resolve(root, grant.relative, granted, &grant.options));
+        .and_then(|root| resolve(root, grant.relative, granted, &grant.options, listed));
     let verdict_rule = Some(&rule as &dyn std::fmt::Display);
     match described {
         Ok((ino, meta)) => {
