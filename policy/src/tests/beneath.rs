@@ -188,3 +188,37 @@ users = [1]
     );
     assert!(p.listed_grant(SCANNER, b"/in/secret").is_none());
 }
+
+/// F3: a learning client stats a listed carve-out: the grant it is answered under must
+/// not be the learning scope's, or the run "learns" a rule for the denied name: an allow
+/// rule for `/in/q`, which the deny covers, so the learned policy does not load.
+#[test]
+fn a_listed_carve_out_is_not_learned_under_a_learning_scope() {
+    let text = r#"
+[[client]]
+name = "scanner"
+users = [1]
+  [[client.allow]]
+  path = "/in/a.txt"
+  [[client.deny]]
+  path = "/in/q/"
+  listed = true
+"#;
+    let p = Policy::parse_learning(
+        text,
+        std::path::Path::new("p.toml"),
+        "scanner",
+        &["/in/".to_owned()],
+    )
+    .unwrap();
+    // What such a learning would write does not load.
+    let learned = format!("{text}  [[client.allow]]\n  path = \"/in/q\"\n");
+    let err = Policy::parse(&learned, std::path::Path::new("p.toml")).unwrap_err();
+    assert!(err.to_string().contains("fully denied"), "{err}");
+    if let Some(g) = p.listed_grant(SCANNER, b"/in/q") {
+        assert!(
+            !p.rule(g.rule).learning,
+            "a stat of the carve-out is answered under the learning scope"
+        );
+    }
+}
