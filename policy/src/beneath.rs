@@ -73,8 +73,10 @@ impl Policy {
             .into_iter()
             .find_map(
                 |access| match self.decide_with(client, path, access, false) {
-                    Decision::Allow(grant) => Some(grant),
-                    Decision::Deny(_) => None,
+                    // Never under a learning scope: what a learning run is answered
+                    // under it learns, and an allow for the carve-out cannot load.
+                    Decision::Allow(grant) if !self.rule(grant.rule).learning => Some(grant),
+                    Decision::Allow(_) | Decision::Deny(_) => None,
                 },
             )
     }
