@@ -218,3 +218,27 @@ fn a_listed_carve_out_that_is_a_symlink_does_not_give_its_target() {
         "the target of a denied link: {stdout}{stderr}"
     );
 }
+
+/// F4: a listed carve-out is a directory that cannot be entered, as the kernel refuses
+/// `cd` into an unreadable one (`EACCES`); the transparent supervisor's `chdir` took the
+/// stat it now answers as leave to enter.
+#[test]
+fn a_listed_carve_out_cannot_be_entered() {
+    let t = tree();
+    let policy = t.file(
+        "policy.toml",
+        POLICY
+            .replace("{dir}", s(t.path()))
+            .replace("[broker]\nsocket_mode = \"0666\"\n", "")
+            .as_bytes(),
+        0o644,
+    );
+    let quarantine = t.join("tree/quarantine");
+    let out = run(transparent(
+        &policy,
+        &["sh", "-c", &format!("cd {} && echo entered", s(&quarantine))],
+    ));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!stdout.contains("entered"), "{stdout}{stderr}");
+    assert!(stderr.contains("ermission denied"), "{stdout}{stderr}");
+}
