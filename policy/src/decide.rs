@@ -87,12 +87,10 @@ impl Policy {
             return true;
         };
         let mut found = false;
-        index.walk(path, |candidate| {
-            match self.rules.get(candidate.rule.0) {
-                Some(rule) if rule.effect == Effect::Deny && !rule.listed => found = true,
-                Some(_) => {}
-                None => found = true,
-            }
+        index.walk(path, |candidate| match self.rules.get(candidate.rule.0) {
+            Some(rule) if rule.effect == Effect::Deny && !rule.listed => found = true,
+            Some(_) => {}
+            None => found = true,
         });
         found
     }

@@ -180,6 +180,8 @@ fn a_directory_listed_through_the_broker_is_not_a_refusal_of_the_run() {
     assert_eq!(text(&out.stdout), "f.txt\n", "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("the policy refused"), "{err}");
+}
+
 /// F2: a listed carve-out that is a symbolic link shows as an entry that exists, and no
 /// more: `readlink` of it must not hand the worker the link's target (its contents, as
 /// the names inside a directory are), which the deny refuses like everything at it.
@@ -209,10 +211,17 @@ fn a_listed_carve_out_that_is_a_symlink_does_not_give_its_target() {
     let held = t.join("tree/held");
     let out = run(transparent(
         &policy,
-        &["sh", "-c", &format!("ls -a {}; readlink {}", s(&t.join("tree")), s(&held))],
+        &[
+            "sh",
+            "-c",
+            &format!("ls -a {}; readlink {}", s(&t.join("tree")), s(&held)),
+        ],
     ));
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert!(stdout.lines().any(|l| l == "held"), "listed: {stdout}{stderr}");
+    assert!(
+        stdout.lines().any(|l| l == "held"),
+        "listed: {stdout}{stderr}"
+    );
     assert!(
         !stdout.contains("2026-private-target"),
         "the target of a denied link: {stdout}{stderr}"
@@ -236,7 +245,11 @@ fn a_listed_carve_out_cannot_be_entered() {
     let quarantine = t.join("tree/quarantine");
     let out = run(transparent(
         &policy,
-        &["sh", "-c", &format!("cd {} && echo entered", s(&quarantine))],
+        &[
+            "sh",
+            "-c",
+            &format!("cd {} && echo entered", s(&quarantine)),
+        ],
     ));
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(!stdout.contains("entered"), "{stdout}{stderr}");
