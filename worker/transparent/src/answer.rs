@@ -270,6 +270,17 @@ impl Supervisor {
                 Err(e) => Answer::Error(errno_of(&e)),
             },
             Call::Chdir { .. } => match broker.metadata(path) {
+                // A listed carve-out is described, never entered (as the kernel refuses
+                // an unreadable directory).
+                Ok(meta)
+                    if meta.is_dir()
+                        && matches!(
+                            policy.decide(client, path.as_os_str().as_bytes(), Access::Read),
+                            Decision::Deny(Denial::DeniedBy(_))
+                        ) =>
+                {
+                    Answer::Error(libc::EACCES)
+                }
                 Ok(meta) if meta.is_dir() => match process {
                     Some((p, _)) => {
                         let kept = path.as_os_str().as_bytes().to_vec();
