@@ -36,6 +36,25 @@ fn each(policy: &Path, flags: &[&str], command: &[&str], input: &[u8]) -> Output
     run_with_input(&mut c, Some(input.to_vec()), HANG)
 }
 
+/// `path` as one line of `each`'s input.
+fn line(path: &Path) -> Vec<u8> {
+    let mut input = path.as_os_str().as_encoded_bytes().to_vec();
+    input.push(b'\n');
+    input
+}
+
+/// `fdbroker run FLAGS --policy POLICY -- true`.
+fn run_true(policy: &Path, flags: &[&str]) -> Output {
+    let mut c = Command::new(fdbroker_bin());
+    c.arg("run")
+        .args(flags)
+        .arg("--policy")
+        .arg(policy)
+        .args(["--", "true"])
+        .env("FDBROKER_LOG", "warn");
+    fdbroker_tests::run_with_timeout(&mut c, HANG)
+}
+
 /// F1: `--stdout-dir` is written by root. A name planted there by anyone who may write
 /// the directory (a symlink `0.out -> /etc/...`) must not make root write the worker's
 /// output (which the hostile file controls) through it; and the output, made from files
@@ -82,22 +101,15 @@ fn f1_stdout_dir_follows_no_planted_link_and_keeps_outputs_private() {
 fn f2_the_largest_pids_limit_panics_nothing() {
     let (t, policy) = fixture();
     let item = t.file("tree/a", b"x\n", 0o600);
-    let mut input = item.as_os_str().as_encoded_bytes().to_vec();
-    input.push(b'\n');
     let max = u64::MAX.to_string();
-    let out = each(&policy, &["--pids-limit", &max], &["cat"], &input);
+    let out = each(&policy, &["--pids-limit", &max], &["cat"], &line(&item));
     assert_ne!(out.status.code(), Some(101), "{}", text(&out.stderr));
     assert!(
         !text(&out.stderr).contains("panicked"),
         "{}",
         text(&out.stderr)
     );
-    let mut c = Command::new(fdbroker_bin());
-    c.args(["run", "--pids-limit", &max, "--policy"])
-        .arg(&policy)
-        .args(["--", "true"])
-        .env("FDBROKER_LOG", "warn");
-    let out = fdbroker_tests::run_with_timeout(&mut c, HANG);
+    let out = run_true(&policy, &["--pids-limit", &max]);
     assert_ne!(out.status.code(), Some(101), "{}", text(&out.stderr));
     assert!(
         !text(&out.stderr).contains("panicked"),
@@ -133,4 +145,50 @@ fn f3_passed_on_stderr_carries_no_terminal_controls() {
         text(&stderr)
     );
     assert!(text(&stderr).contains("[0] "), "{}", text(&stderr));
+}
+
+/// F5: a limit the kernel refuses was caught only when the first worker started (an
+/// `error` verdict per item, `cannot start the worker: Operation not permitted`). A
+/// limit can only lower what `fdbroker` itself runs under: one above its hard limit
+/// (`RLIMIT_NOFILE` past `fs.nr_open`, any rlimit without `CAP_SYS_RESOURCE`) is a
+/// usage error, exit 2, naming the flag, before anything runs, for `each` and `run`.
+#[test]
+fn f5_a_limit_above_the_hard_limit_is_a_usage_error() {
+    let (t, policy) = fixture();
+    let item = t.file("tree/a", b"x\n", 0o600);
+    let huge = (u64::MAX / 2).to_string();
+    let out = each(&policy, &["--nofile-limit", &huge], &["cat"], &line(&item));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--nofile-limit"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "nothing ran: {}", text(&out.stdout));
+    let out = run_true(&policy, &["--nofile-limit", &huge]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--nofile-limit"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// F5: a low `--nofile-limit` was set before the sandbox was applied, which opens
+/// `/proc` files on its way (its thread count, its ids) above the descriptors the
+/// worker inherits: every item failed with `EMFILE` (`cannot start the worker`). The
+/// limit applies to the program, so it is set last, after the sandbox.
+#[test]
+fn f5_a_low_nofile_limit_still_starts_the_worker() {
+    let (t, policy) = fixture();
+    let item = t.file("tree/a", b"small\n", 0o600);
+    let out = each(&policy, &["--nofile-limit", "8"], &["cat"], &line(&item));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("\"verdict\":\"ok\""),
+        "{stdout} {}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("\"stdout\":\"small\\n\""), "{stdout}");
+    assert_eq!(out.status.code(), Some(0));
 }

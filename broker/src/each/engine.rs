@@ -140,6 +140,8 @@ pub enum EachError {
         source: io::Error,
     },
     #[error("{0}")]
+    Limit(#[from] crate::spawn::limits::LimitRefused),
+    #[error("{0}")]
     Io(#[from] io::Error),
 }
 
@@ -216,6 +218,11 @@ impl Engine {
                 &format!("fdbroker-each-{}-{n}", std::process::id()),
             );
             if n == 0 {
+                if let Err(e) = enforcement.check() {
+                    let mut enforcement = enforcement;
+                    enforcement.remove();
+                    return Err(e.into());
+                }
                 for what in &enforcement.missing {
                     tracing::warn!("this kernel setup gives no {what}");
                 }

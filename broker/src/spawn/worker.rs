@@ -25,8 +25,9 @@ pub(crate) enum Becomes {
 
 /// Makes [`worker_pre_exec`] the hook `cmd` runs in its child before `exec`. The hook
 /// owns `worker_end` (the broker connection; `fdbroker each`'s workers have none) until
-/// then; the parent's copy goes when `cmd` is dropped. `limits` are applied before the
-/// sandbox (joining a cgroup and lowering rlimits need no privilege the sandbox keeps).
+/// then; the parent's copy goes when `cmd` is dropped. `limits` are applied around the
+/// sandbox: the cgroups joined before it (writing `cgroup.procs` takes root), the rlimits
+/// after it (lowering them needs no privilege).
 #[allow(unsafe_code)] // the worker's pre-exec hook
 pub(crate) fn set_pre_exec(
     cmd: &mut Command,
@@ -79,11 +80,12 @@ fn worker_pre_exec(
     // `fork` is never a process-group leader, so this cannot fail with EPERM.
     nix::unistd::setsid()?;
     // Still root: the cgroups' `cgroup.procs` were opened by root.
-    limits.apply()?;
+    limits.join_cgroups()?;
     let prepared = match becomes {
         Some(Becomes::Worker(prepared)) => prepared,
         // Returns only in the program, confined; the supervisor never returns.
         Some(Becomes::Supervisor(transparent)) => {
+            limits.set_rlimits()?;
             return fdbroker_transparent::supervisor_main(*transparent);
         }
         None => return Err(io::Error::other("sandbox already used")),
@@ -97,6 +99,9 @@ fn worker_pre_exec(
         );
         return Err(e.into());
     }
+    // Last: the rlimits are the program's (see `InChild::set_rlimits`); lowering them
+    // needs no privilege, and the sandbox's seccomp filter allows it.
+    limits.set_rlimits()?;
     // Never outlive the broker. Set only now: the kernel clears the parent-death
     // signal whenever the effective uid or gid changes, which the sandbox just did. A
     // broker that died before this point is not missed: its end of the namespace
