@@ -192,3 +192,110 @@ fn f5_a_low_nofile_limit_still_starts_the_worker() {
     assert!(stdout.contains("\"stdout\":\"small\\n\""), "{stdout}");
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// `fdbroker each`'s cgroup directories (`fdbroker-each-PID-N`), in any controller's
+/// hierarchy (v1) or the unified one (v2).
+fn each_cgroups(pid: u32) -> Vec<PathBuf> {
+    fn walk(dir: &Path, depth: u32, prefix: &str, found: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let path = e.path();
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if e.file_name().to_string_lossy().starts_with(prefix) {
+                found.push(path);
+            } else if depth > 0 {
+                walk(&path, depth - 1, prefix, found);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(
+        Path::new("/sys/fs/cgroup"),
+        6,
+        &format!("fdbroker-each-{pid}-"),
+        &mut found,
+    );
+    found
+}
+
+/// F4: `fdbroker each` ended by SIGTERM (or SIGINT, Ctrl-C) died at once, leaving its
+/// cgroup directories behind (one per slot and controller, for ever) and its running
+/// items to the kernel's parent-death signal. Now it kills the items, waits for their
+/// namespaces, removes its cgroups, and exits 128 + the signal's number.
+#[test]
+fn f4_sigterm_ends_the_items_and_removes_the_cgroups() {
+    use std::io::{BufRead as _, Write as _};
+    let (t, policy) = fixture();
+    let item = t.file("tree/a", b"x\n", 0o600);
+    for signal in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
+        let mut child = Command::new(fdbroker_bin())
+            .arg("each")
+            .arg("--policy")
+            .arg(&policy)
+            .args(["--memory-limit", "64M", "--pids-limit", "16", "--"])
+            .args(["sh", "-c", "echo started >&2; exec sleep 987654"])
+            .env("FDBROKER_LOG", "warn")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // stdin stays open: `each` waits for more paths, the item runs.
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&line(&item)).unwrap();
+        stdin.flush().unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        while !seen.contains("[0] started") {
+            let mut l = String::new();
+            assert_ne!(stderr.read_line(&mut l).unwrap(), 0, "each ended: {seen}");
+            seen.push_str(&l);
+        }
+        let pid = child.id();
+        let cgroups = each_cgroups(pid);
+        assert_eq!(sleepers(), 1, "the item runs");
+        if Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists() {
+            assert!(
+                !cgroups.is_empty(),
+                "a v1 memory hierarchy: each made cgroups"
+            );
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+        let deadline = std::time::Instant::now() + HANG;
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(std::time::Instant::now() < deadline, "each did not end");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop(stdin);
+        assert_eq!(
+            status.code(),
+            Some(128 + signal as i32),
+            "{signal}: {status}"
+        );
+        for dir in &cgroups {
+            assert!(!dir.exists(), "{signal}: left behind: {}", dir.display());
+        }
+        assert!(each_cgroups(pid).is_empty(), "{signal}");
+        assert_eq!(sleepers(), 0, "{signal}: the item still runs");
+    }
+}
+
+/// Processes running `sleep 987654`, the F4 item's program, anywhere.
+fn sleepers() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| c == b"sleep\0987654\0")
+        .count()
+}

@@ -26,6 +26,8 @@ use fdbroker_shared::peer::PeerCredentials;
 use fdbroker_shared::wire::{Access, Op, OpenSpec, ReplyBody};
 use fdbroker_worker::sandbox::{Identity, PreparedSandbox, Sandbox};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -170,6 +172,9 @@ pub struct Engine {
     slots: Vec<Slot>,
     queue: VecDeque<Job>,
     done: Vec<Outcome>,
+    /// The signals that end the run early ([`Engine::stop_on`]), and the one that did.
+    stop: Option<SignalFd>,
+    stopped: Option<Signal>,
 }
 
 impl Engine {
@@ -246,6 +251,8 @@ impl Engine {
             slots,
             queue: VecDeque::new(),
             done: Vec::new(),
+            stop: None,
+            stopped: None,
         })
     }
 
@@ -268,6 +275,35 @@ impl Engine {
         self.queue.is_empty()
             && self.done.is_empty()
             && self.slots.iter().all(|s| s.running.is_none())
+    }
+
+    /// Makes `signals` end the run: once one arrives, [`Engine::step`] returns and
+    /// [`Engine::stopped_by`] names it; dropping the engine then kills the items, waits
+    /// for their namespaces and removes the cgroups, which the signal's default action
+    /// (dying at once) would leave behind. The caller blocks `signals` in this thread
+    /// before [`Engine::new`] (a signal before this call waits); the workers unblock
+    /// every signal before their `exec`.
+    pub fn stop_on(&mut self, signals: &SigSet) -> io::Result<()> {
+        self.stop = Some(SignalFd::with_flags(
+            signals,
+            SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+        )?);
+        Ok(())
+    }
+
+    /// The signal of [`Engine::stop_on`]'s that arrived, if one did.
+    pub fn stopped_by(&self) -> Option<Signal> {
+        self.stopped
+    }
+
+    /// Reads the signal that made the stop descriptor readable.
+    fn note_stop(&mut self) {
+        if let Some(Ok(Some(info))) = self.stop.as_ref().map(SignalFd::read_signal) {
+            // Any of the caller's signals: the number names one of them.
+            self.stopped = Signal::try_from(info.ssi_signo as i32)
+                .ok()
+                .or(Some(Signal::SIGTERM));
+        }
     }
 
     /// Starts what can start, waits (at most until the nearest deadline) for the
@@ -294,6 +330,9 @@ impl Engine {
             if let Some(fd) = also {
                 fds.push(PollFd::new(fd, PollFlags::POLLIN));
             }
+            if let Some(stop) = &self.stop {
+                fds.push(PollFd::new(stop.as_fd(), PollFlags::POLLIN));
+            }
             for (i, slot) in self.slots.iter().enumerate() {
                 if let Some(r) = &slot.running {
                     for (what, fd) in r.poll_fds() {
@@ -316,9 +355,15 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             };
             drop(fds);
-            let offset = usize::from(also.is_some());
+            let mut offset = usize::from(also.is_some());
             if also.is_some() {
                 also_ready = ready[0];
+            }
+            if self.stop.is_some() {
+                if ready[offset] {
+                    self.note_stop();
+                }
+                offset += 1;
             }
             for (k, (slot, what)) in owners.into_iter().enumerate() {
                 if ready[k + offset]
@@ -327,6 +372,10 @@ impl Engine {
                     r.ready(what, &self.limits);
                 }
             }
+        }
+        if self.stopped.is_some() {
+            // Nothing more starts; the caller drops the engine, which ends what runs.
+            return Ok((std::mem::take(&mut self.done), false));
         }
         let now = Instant::now();
         for slot in &mut self.slots {
