@@ -222,45 +222,103 @@ fn each_cgroups(pid: u32) -> Vec<PathBuf> {
     found
 }
 
+/// An `fdbroker each` whose one item runs (`sleep 987654`) and whose input stays open.
+struct Waiting {
+    child: std::process::Child,
+    _stdin: std::process::ChildStdin,
+    _stderr: std::io::BufReader<std::process::ChildStderr>,
+}
+
+impl Drop for Waiting {
+    /// A failed test leaves no `each` behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `each` (with memory and pids cgroups) on `item` and returns once the item's
+/// program has started.
+fn start_waiting_item(policy: &Path, item: &Path) -> Waiting {
+    use std::io::{BufRead as _, Write as _};
+    let mut child = Command::new(fdbroker_bin())
+        .arg("each")
+        .arg("--policy")
+        .arg(policy)
+        .args(["--memory-limit", "64M", "--pids-limit", "16", "--"])
+        .args(["sh", "-c", "echo started >&2; exec sleep 987654"])
+        .env("FDBROKER_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // stdin stays open: `each` waits for more paths, the item runs.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&line(item)).unwrap();
+    stdin.flush().unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("[0] started") {
+        let mut l = String::new();
+        assert_ne!(stderr.read_line(&mut l).unwrap(), 0, "each ended: {seen}");
+        seen.push_str(&l);
+    }
+    Waiting {
+        child,
+        _stdin: stdin,
+        _stderr: stderr,
+    }
+}
+
+/// `fdbroker each` confines itself once its engine is ready: only the capabilities
+/// making and ending sandboxes needs, in every set, and `no_new_privs`; the items still
+/// run and it still ends them and removes its cgroups (F4's test).
+#[test]
+fn each_runs_with_only_the_capabilities_it_needs() {
+    let (t, policy) = fixture();
+    let item = t.file("tree/a", b"x\n", 0o600);
+    let waiting = start_waiting_item(&policy, &item);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", waiting.child.id())).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap()
+    };
+    // CAP_DAC_OVERRIDE 1, CAP_DAC_READ_SEARCH 2, CAP_KILL 5, CAP_SETGID 6,
+    // CAP_SETUID 7, CAP_SETPCAP 8, CAP_SYS_PTRACE 19, CAP_SYS_ADMIN 21.
+    let kept: u64 = [1u32, 2, 5, 6, 7, 8, 19, 21]
+        .iter()
+        .map(|b| 1u64 << b)
+        .sum();
+    let eff = u64::from_str_radix(&field("CapEff:"), 16).unwrap();
+    assert_eq!(eff & !kept, 0, "CapEff {eff:x} holds more than {kept:x}");
+    assert_eq!(u64::from_str_radix(&field("CapInh:"), 16).unwrap(), 0);
+    assert_eq!(u64::from_str_radix(&field("CapAmb:"), 16).unwrap(), 0);
+    let bnd = u64::from_str_radix(&field("CapBnd:"), 16).unwrap();
+    assert_eq!(bnd & !kept, 0, "CapBnd {bnd:x} holds more than {kept:x}");
+    assert_eq!(field("NoNewPrivs:"), "1");
+}
+
 /// F4: `fdbroker each` ended by SIGTERM (or SIGINT, Ctrl-C) died at once, leaving its
 /// cgroup directories behind (one per slot and controller, for ever) and its running
 /// items to the kernel's parent-death signal. Now it kills the items, waits for their
 /// namespaces, removes its cgroups, and exits 128 + the signal's number.
 #[test]
 fn f4_sigterm_ends_the_items_and_removes_the_cgroups() {
-    use std::io::{BufRead as _, Write as _};
     let (t, policy) = fixture();
     let item = t.file("tree/a", b"x\n", 0o600);
     for signal in [
         nix::sys::signal::Signal::SIGTERM,
         nix::sys::signal::Signal::SIGINT,
     ] {
-        let mut child = Command::new(fdbroker_bin())
-            .arg("each")
-            .arg("--policy")
-            .arg(&policy)
-            .args(["--memory-limit", "64M", "--pids-limit", "16", "--"])
-            .args(["sh", "-c", "echo started >&2; exec sleep 987654"])
-            .env("FDBROKER_LOG", "warn")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // stdin stays open: `each` waits for more paths, the item runs.
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(&line(&item)).unwrap();
-        stdin.flush().unwrap();
-        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let mut seen = String::new();
-        while !seen.contains("[0] started") {
-            let mut l = String::new();
-            assert_ne!(stderr.read_line(&mut l).unwrap(), 0, "each ended: {seen}");
-            seen.push_str(&l);
-        }
-        let pid = child.id();
+        let mut waiting = start_waiting_item(&policy, &item);
+        let pid = waiting.child.id();
         let cgroups = each_cgroups(pid);
-        assert_eq!(sleepers(), 1, "the item runs");
+        let item_proc = sleepers(pid);
+        assert_eq!(item_proc.len(), 1, "the item runs");
         if Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists() {
             assert!(
                 !cgroups.is_empty(),
@@ -270,13 +328,13 @@ fn f4_sigterm_ends_the_items_and_removes_the_cgroups() {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
         let deadline = std::time::Instant::now() + HANG;
         let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
+            if let Some(s) = waiting.child.try_wait().unwrap() {
                 break s;
             }
             assert!(std::time::Instant::now() < deadline, "each did not end");
             std::thread::sleep(Duration::from_millis(20));
         };
-        drop(stdin);
+        drop(waiting);
         assert_eq!(
             status.code(),
             Some(128 + signal as i32),
@@ -286,16 +344,25 @@ fn f4_sigterm_ends_the_items_and_removes_the_cgroups() {
             assert!(!dir.exists(), "{signal}: left behind: {}", dir.display());
         }
         assert!(each_cgroups(pid).is_empty(), "{signal}");
-        assert_eq!(sleepers(), 0, "{signal}: the item still runs");
+        assert!(!item_proc[0].exists(), "{signal}: the item still runs");
     }
 }
 
-/// Processes running `sleep 987654`, the F4 item's program, anywhere.
-fn sleepers() -> usize {
+/// The `/proc` directories of the children of `parent` running `sleep 987654`, the F4 item's program (the worker is
+/// `each`'s own child).
+fn sleepers(parent: u32) -> Vec<PathBuf> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(Result::ok)
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .filter(|c| c == b"sleep\0987654\0")
-        .count()
+        .map(|e| e.path())
+        .filter(|p| {
+            std::fs::read_to_string(p.join("stat")).is_ok_and(|stat| {
+                // `PID (COMM) STATE PPID ...`: after the last `)`.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    == Some(parent.to_string().as_str())
+            })
+        })
+        .filter(|p| std::fs::read(p.join("cmdline")).is_ok_and(|c| c == b"sleep\0987654\0"))
+        .collect()
 }

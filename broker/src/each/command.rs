@@ -44,6 +44,8 @@ pub fn each_main(spec: EachSpec) -> ExitCode {
     }
     let mut engine = match Engine::new(&spec.config).and_then(|mut e| {
         e.stop_on(&stop)?;
+        // Ready: the roots are open, the uids taken, the cgroups made.
+        crate::each::confine::confine_each()?;
         Ok(e)
     }) {
         Ok(e) => e,
