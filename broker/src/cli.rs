@@ -113,7 +113,8 @@ error, \"stdout_file\" with --stdout-dir, \"path_hex\" for a path that is not UT
 it), signal, denied (the policy refused the path), error (not opened or not started). stdout \
 is kept up to --output-limit (default 1M). The worker's stderr is passed on, each line \
 prefixed with [INDEX].\n\n\
-Exit status: 0 when every item is ok, 1 otherwise, 2 on usage errors."
+Exit status: 0 when every item is ok, 1 otherwise, 2 on usage errors, 128+N when signal N \
+(SIGTERM, SIGINT, SIGHUP) ended it (the running items are killed, the cgroups removed)."
     )]
     Each(EachArgs),
     /// Show what a running broker serves, to whom, and what it decided.

@@ -36,6 +36,25 @@ fn each(policy: &Path, flags: &[&str], command: &[&str], input: &[u8]) -> Output
     run_with_input(&mut c, Some(input.to_vec()), HANG)
 }
 
+/// `path` as one line of `each`'s input.
+fn line(path: &Path) -> Vec<u8> {
+    let mut input = path.as_os_str().as_encoded_bytes().to_vec();
+    input.push(b'\n');
+    input
+}
+
+/// `fdbroker run FLAGS --policy POLICY -- true`.
+fn run_true(policy: &Path, flags: &[&str]) -> Output {
+    let mut c = Command::new(fdbroker_bin());
+    c.arg("run")
+        .args(flags)
+        .arg("--policy")
+        .arg(policy)
+        .args(["--", "true"])
+        .env("FDBROKER_LOG", "warn");
+    fdbroker_tests::run_with_timeout(&mut c, HANG)
+}
+
 /// F1: `--stdout-dir` is written by root. A name planted there by anyone who may write
 /// the directory (a symlink `0.out -> /etc/...`) must not make root write the worker's
 /// output (which the hostile file controls) through it; and the output, made from files
@@ -82,22 +101,15 @@ fn f1_stdout_dir_follows_no_planted_link_and_keeps_outputs_private() {
 fn f2_the_largest_pids_limit_panics_nothing() {
     let (t, policy) = fixture();
     let item = t.file("tree/a", b"x\n", 0o600);
-    let mut input = item.as_os_str().as_encoded_bytes().to_vec();
-    input.push(b'\n');
     let max = u64::MAX.to_string();
-    let out = each(&policy, &["--pids-limit", &max], &["cat"], &input);
+    let out = each(&policy, &["--pids-limit", &max], &["cat"], &line(&item));
     assert_ne!(out.status.code(), Some(101), "{}", text(&out.stderr));
     assert!(
         !text(&out.stderr).contains("panicked"),
         "{}",
         text(&out.stderr)
     );
-    let mut c = Command::new(fdbroker_bin());
-    c.args(["run", "--pids-limit", &max, "--policy"])
-        .arg(&policy)
-        .args(["--", "true"])
-        .env("FDBROKER_LOG", "warn");
-    let out = fdbroker_tests::run_with_timeout(&mut c, HANG);
+    let out = run_true(&policy, &["--pids-limit", &max]);
     assert_ne!(out.status.code(), Some(101), "{}", text(&out.stderr));
     assert!(
         !text(&out.stderr).contains("panicked"),
@@ -133,4 +145,224 @@ fn f3_passed_on_stderr_carries_no_terminal_controls() {
         text(&stderr)
     );
     assert!(text(&stderr).contains("[0] "), "{}", text(&stderr));
+}
+
+/// F5: a limit the kernel refuses was caught only when the first worker started (an
+/// `error` verdict per item, `cannot start the worker: Operation not permitted`). A
+/// limit can only lower what `fdbroker` itself runs under: one above its hard limit
+/// (`RLIMIT_NOFILE` past `fs.nr_open`, any rlimit without `CAP_SYS_RESOURCE`) is a
+/// usage error, exit 2, naming the flag, before anything runs, for `each` and `run`.
+#[test]
+fn f5_a_limit_above_the_hard_limit_is_a_usage_error() {
+    let (t, policy) = fixture();
+    let item = t.file("tree/a", b"x\n", 0o600);
+    let huge = (u64::MAX / 2).to_string();
+    let out = each(&policy, &["--nofile-limit", &huge], &["cat"], &line(&item));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--nofile-limit"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "nothing ran: {}", text(&out.stdout));
+    let out = run_true(&policy, &["--nofile-limit", &huge]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--nofile-limit"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// F5: a low `--nofile-limit` was set before the sandbox was applied, which opens
+/// `/proc` files on its way (its thread count, its ids) above the descriptors the
+/// worker inherits: every item failed with `EMFILE` (`cannot start the worker`). The
+/// limit applies to the program, so it is set last, after the sandbox.
+#[test]
+fn f5_a_low_nofile_limit_still_starts_the_worker() {
+    let (t, policy) = fixture();
+    let item = t.file("tree/a", b"small\n", 0o600);
+    let out = each(&policy, &["--nofile-limit", "8"], &["cat"], &line(&item));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("\"verdict\":\"ok\""),
+        "{stdout} {}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("\"stdout\":\"small\\n\""), "{stdout}");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+/// `fdbroker each`'s cgroup directories (`fdbroker-each-PID-N`), in any controller's
+/// hierarchy (v1) or the unified one (v2).
+fn each_cgroups(pid: u32) -> Vec<PathBuf> {
+    fn walk(dir: &Path, depth: u32, prefix: &str, found: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let path = e.path();
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if e.file_name().to_string_lossy().starts_with(prefix) {
+                found.push(path);
+            } else if depth > 0 {
+                walk(&path, depth - 1, prefix, found);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(
+        Path::new("/sys/fs/cgroup"),
+        6,
+        &format!("fdbroker-each-{pid}-"),
+        &mut found,
+    );
+    found
+}
+
+/// An `fdbroker each` whose one item runs (`sleep 987654`) and whose input stays open.
+struct Waiting {
+    child: std::process::Child,
+    _stdin: std::process::ChildStdin,
+    _stderr: std::io::BufReader<std::process::ChildStderr>,
+}
+
+impl Drop for Waiting {
+    /// A failed test leaves no `each` behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `each` (with memory and pids cgroups) on `item` and returns once the item's
+/// program has started.
+fn start_waiting_item(policy: &Path, item: &Path) -> Waiting {
+    use std::io::{BufRead as _, Write as _};
+    let mut child = Command::new(fdbroker_bin())
+        .arg("each")
+        .arg("--policy")
+        .arg(policy)
+        .args(["--memory-limit", "64M", "--pids-limit", "16", "--"])
+        .args(["sh", "-c", "echo started >&2; exec sleep 987654"])
+        .env("FDBROKER_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // stdin stays open: `each` waits for more paths, the item runs.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&line(item)).unwrap();
+    stdin.flush().unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("[0] started") {
+        let mut l = String::new();
+        assert_ne!(stderr.read_line(&mut l).unwrap(), 0, "each ended: {seen}");
+        seen.push_str(&l);
+    }
+    Waiting {
+        child,
+        _stdin: stdin,
+        _stderr: stderr,
+    }
+}
+
+/// `fdbroker each` confines itself once its engine is ready: only the capabilities
+/// making and ending sandboxes needs, in every set, and `no_new_privs`; the items still
+/// run and it still ends them and removes its cgroups (F4's test).
+#[test]
+fn each_runs_with_only_the_capabilities_it_needs() {
+    let (t, policy) = fixture();
+    let item = t.file("tree/a", b"x\n", 0o600);
+    let waiting = start_waiting_item(&policy, &item);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", waiting.child.id())).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap()
+    };
+    // CAP_DAC_OVERRIDE 1, CAP_DAC_READ_SEARCH 2, CAP_KILL 5, CAP_SETGID 6,
+    // CAP_SETUID 7, CAP_SETPCAP 8, CAP_SYS_PTRACE 19, CAP_SYS_ADMIN 21.
+    let kept: u64 = [1u32, 2, 5, 6, 7, 8, 19, 21]
+        .iter()
+        .map(|b| 1u64 << b)
+        .sum();
+    let eff = u64::from_str_radix(&field("CapEff:"), 16).unwrap();
+    assert_eq!(eff & !kept, 0, "CapEff {eff:x} holds more than {kept:x}");
+    assert_eq!(u64::from_str_radix(&field("CapInh:"), 16).unwrap(), 0);
+    assert_eq!(u64::from_str_radix(&field("CapAmb:"), 16).unwrap(), 0);
+    let bnd = u64::from_str_radix(&field("CapBnd:"), 16).unwrap();
+    assert_eq!(bnd & !kept, 0, "CapBnd {bnd:x} holds more than {kept:x}");
+    assert_eq!(field("NoNewPrivs:"), "1");
+}
+
+/// F4: `fdbroker each` ended by SIGTERM (or SIGINT, Ctrl-C) died at once, leaving its
+/// cgroup directories behind (one per slot and controller, for ever) and its running
+/// items to the kernel's parent-death signal. Now it kills the items, waits for their
+/// namespaces, removes its cgroups, and exits 128 + the signal's number.
+#[test]
+fn f4_sigterm_ends_the_items_and_removes_the_cgroups() {
+    let (t, policy) = fixture();
+    let item = t.file("tree/a", b"x\n", 0o600);
+    for signal in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
+        let mut waiting = start_waiting_item(&policy, &item);
+        let pid = waiting.child.id();
+        let cgroups = each_cgroups(pid);
+        let item_proc = sleepers(pid);
+        assert_eq!(item_proc.len(), 1, "the item runs");
+        if Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists() {
+            assert!(
+                !cgroups.is_empty(),
+                "a v1 memory hierarchy: each made cgroups"
+            );
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+        let deadline = std::time::Instant::now() + HANG;
+        let status = loop {
+            if let Some(s) = waiting.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(std::time::Instant::now() < deadline, "each did not end");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop(waiting);
+        assert_eq!(
+            status.code(),
+            Some(128 + signal as i32),
+            "{signal}: {status}"
+        );
+        for dir in &cgroups {
+            assert!(!dir.exists(), "{signal}: left behind: {}", dir.display());
+        }
+        assert!(each_cgroups(pid).is_empty(), "{signal}");
+        assert!(!item_proc[0].exists(), "{signal}: the item still runs");
+    }
+}
+
+/// The `/proc` directories of the children of `parent` running `sleep 987654`, the F4 item's program (the worker is
+/// `each`'s own child).
+fn sleepers(parent: u32) -> Vec<PathBuf> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            std::fs::read_to_string(p.join("stat")).is_ok_and(|stat| {
+                // `PID (COMM) STATE PPID ...`: after the last `)`.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    == Some(parent.to_string().as_str())
+            })
+        })
+        .filter(|p| std::fs::read(p.join("cmdline")).is_ok_and(|c| c == b"sleep\0987654\0"))
+        .collect()
 }

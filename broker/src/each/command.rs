@@ -10,6 +10,7 @@
 use crate::each::engine::{Config, Engine, Input, Job};
 use crate::each::json;
 use crate::spawn::limits::Verdict;
+use nix::sys::signal::{SigSet, Signal};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{self, Write as _};
@@ -28,9 +29,25 @@ pub struct EachSpec {
     pub command: Vec<OsString>,
 }
 
-/// Exit status: 0 when every item is `ok`, 1 otherwise, 2 when nothing could start.
+/// Exit status: 0 when every item is `ok`, 1 otherwise, 2 when nothing could start,
+/// 128 + N when signal N (SIGTERM, SIGINT, SIGHUP) ended the run.
 pub fn each_main(spec: EachSpec) -> ExitCode {
-    let mut engine = match Engine::new(&spec.config) {
+    // Blocked before anything is made, so that a signal can no longer kill this process
+    // between making a cgroup and removing it: the engine reads them (`stop_on`).
+    let mut stop = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        stop.add(s);
+    }
+    if let Err(e) = stop.thread_block() {
+        crate::log::sink::eprint_line(&format!("fdbroker: cannot block signals: {e}"));
+        return ExitCode::from(2);
+    }
+    let mut engine = match Engine::new(&spec.config).and_then(|mut e| {
+        e.stop_on(&stop)?;
+        // Ready: the roots are open, the uids taken, the cgroups made.
+        crate::each::confine::confine_each()?;
+        Ok(e)
+    }) {
         Ok(e) => e,
         Err(e) => {
             crate::log::sink::eprint_line(&format!("fdbroker: {e}"));
@@ -97,6 +114,14 @@ pub fn each_main(spec: EachSpec) -> ExitCode {
         };
         for o in done {
             pending.insert(o.id, o);
+        }
+        if let Some(signal) = engine.stopped_by() {
+            crate::log::sink::eprint_line(&format!(
+                "fdbroker: {signal}: ending the running items; the rest were not run"
+            ));
+            // Kills the items, waits for their namespaces, removes the cgroups.
+            drop(engine);
+            return ExitCode::from(128 + signal as u8);
         }
         while let Some(o) = pending.remove(&next_print) {
             all_ok &= o.verdict == Verdict::Ok;

@@ -30,6 +30,8 @@ use fdbroker_shared::peer::PeerCredentials;
 use fdbroker_shared::wire::{Access, Op, OpenSpec, ReplyBody};
 use fdbroker_worker::sandbox::{Identity, PreparedSandbox, Sandbox};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io;
@@ -142,6 +144,8 @@ pub enum EachError {
         source: io::Error,
     },
     #[error("{0}")]
+    Limit(#[from] crate::spawn::limits::LimitRefused),
+    #[error("{0}")]
     Io(#[from] io::Error),
 }
 
@@ -216,6 +220,9 @@ pub struct Engine {
     slots: Vec<Slot>,
     queue: VecDeque<Job>,
     done: Vec<Outcome>,
+    /// The signals that end the run early ([`Engine::stop_on`]), and the one that did.
+    stop: Option<SignalFd>,
+    stopped: Option<Signal>,
 }
 
 impl Engine {
@@ -264,6 +271,11 @@ impl Engine {
                 &format!("fdbroker-each-{}-{n}", std::process::id()),
             );
             if n == 0 {
+                if let Err(e) = enforcement.check() {
+                    let mut enforcement = enforcement;
+                    enforcement.remove();
+                    return Err(e.into());
+                }
                 for what in &enforcement.missing {
                     tracing::warn!("this kernel setup gives no {what}");
                 }
@@ -287,6 +299,8 @@ impl Engine {
             slots,
             queue: VecDeque::new(),
             done: Vec::new(),
+            stop: None,
+            stopped: None,
         })
     }
 
@@ -309,6 +323,35 @@ impl Engine {
         self.queue.is_empty()
             && self.done.is_empty()
             && self.slots.iter().all(|s| s.running.is_none())
+    }
+
+    /// Makes `signals` end the run: once one arrives, [`Engine::step`] returns and
+    /// [`Engine::stopped_by`] names it; dropping the engine then kills the items, waits
+    /// for their namespaces and removes the cgroups, which the signal's default action
+    /// (dying at once) would leave behind. The caller blocks `signals` in this thread
+    /// before [`Engine::new`] (a signal before this call waits); the workers unblock
+    /// every signal before their `exec`.
+    pub fn stop_on(&mut self, signals: &SigSet) -> io::Result<()> {
+        self.stop = Some(SignalFd::with_flags(
+            signals,
+            SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+        )?);
+        Ok(())
+    }
+
+    /// The signal of [`Engine::stop_on`]'s that arrived, if one did.
+    pub fn stopped_by(&self) -> Option<Signal> {
+        self.stopped
+    }
+
+    /// Reads the signal that made the stop descriptor readable.
+    fn note_stop(&mut self) {
+        if let Some(Ok(Some(info))) = self.stop.as_ref().map(SignalFd::read_signal) {
+            // Any of the caller's signals: the number names one of them.
+            self.stopped = Signal::try_from(info.ssi_signo as i32)
+                .ok()
+                .or(Some(Signal::SIGTERM));
+        }
     }
 
     /// Starts what can start, waits (at most until the nearest deadline) for the
@@ -334,6 +377,9 @@ impl Engine {
             let mut owners = Vec::new();
             if let Some(fd) = also {
                 fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
+            if let Some(stop) = &self.stop {
+                fds.push(PollFd::new(stop.as_fd(), PollFlags::POLLIN));
             }
             for (i, slot) in self.slots.iter().enumerate() {
                 if let Some(r) = &slot.running {
@@ -367,9 +413,15 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             };
             drop(fds);
-            let offset = usize::from(also.is_some());
+            let mut offset = usize::from(also.is_some());
             if also.is_some() {
                 also_ready = ready[0];
+            }
+            if self.stop.is_some() {
+                if ready[offset] {
+                    self.note_stop();
+                }
+                offset += 1;
             }
             for (k, (slot, what)) in owners.into_iter().enumerate() {
                 if ready[k + offset]
@@ -383,6 +435,10 @@ impl Engine {
                     self.arm_ready(n);
                 }
             }
+        }
+        if self.stopped.is_some() {
+            // Nothing more starts; the caller drops the engine, which ends what runs.
+            return Ok((std::mem::take(&mut self.done), false));
         }
         let now = Instant::now();
         for slot in &mut self.slots {

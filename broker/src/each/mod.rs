@@ -7,12 +7,13 @@
 //!
 //! | process | entry point | runs as, confined by | started by |
 //! | --- | --- | --- | --- |
-//! | `fdbroker each` | [`command::each_main`] | root, unconfined (it forks a PID namespace and takes a transient uid per item; it never runs item code) | the operator |
+//! | `fdbroker each` | [`command::each_main`] | root, narrowed once its engine is ready to the capabilities making sandboxes needs, `no_new_privs` ([`confine`]; it never runs item code) | the operator |
 //! | namespace init, one per item | `spawn::pidns` `init_main` | the slot's transient uid, the worker's sandbox with no path | `fdbroker each` (`fork`) |
 //! | the worker, one per item | `spawn::worker` `worker_pre_exec`, then the program | the slot's transient uid, the `fdbroker run` worker sandbox and limits | `fdbroker each` (`fork`, then `exec`) |
 
 pub mod cli;
 pub mod command;
+mod confine;
 pub mod engine;
 mod item;
 mod json;

@@ -127,6 +127,9 @@ pub enum SpawnError {
     /// No transient uid could be taken for `[sandbox] user = "dynamic"`.
     #[error("cannot take a transient uid for the sandbox: {0}")]
     Identity(#[from] IdentityError),
+    /// A limit this system cannot set (a usage error: exit 2).
+    #[error("{0}")]
+    Limit(#[source] crate::spawn::limits::LimitRefused),
     /// The worker's PID namespace could not be set up.
     #[error(transparent)]
     Namespace(NamespaceError),
@@ -178,6 +181,7 @@ impl SpawnError {
         match self {
             SpawnError::Exec { source, .. } if source.kind() == io::ErrorKind::NotFound => 127,
             SpawnError::Exec { .. } => 126,
+            SpawnError::Limit(_) => 2,
             _ => 1,
         }
     }
@@ -243,8 +247,12 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
 
     // The limits, and the cgroups they need, before anything is forked.
     let limits = spec.limits.or(&policy.sandbox().limits);
-    let enforcement =
+    let mut enforcement =
         Enforcement::prepare(&limits, &format!("fdbroker-run-{}", std::process::id()));
+    if let Err(e) = enforcement.check() {
+        enforcement.remove();
+        return Err(SpawnError::Limit(e));
+    }
     for what in &enforcement.missing {
         tracing::warn!("this kernel setup gives no {what}");
     }

@@ -215,14 +215,68 @@ impl InChild {
     /// Joins the sandbox's cgroups (before the id change: `cgroup.procs` was opened by
     /// root) and sets the rlimits. In the forked child, before the sandbox is applied.
     pub fn apply(&self) -> io::Result<()> {
+        self.join_cgroups()?;
+        self.set_rlimits()
+    }
+
+    /// Joins the sandbox's cgroups: before the id change (`cgroup.procs` was opened by
+    /// root, and is writable by root only).
+    pub fn join_cgroups(&self) -> io::Result<()> {
         for fd in &self.procs {
             // `0`: the writing process itself. Its children, made after, are born inside.
             join_cgroup(*fd)?;
         }
+        Ok(())
+    }
+
+    /// Sets the rlimits (soft = hard). Lowering needs no privilege, so the worker's
+    /// pre-exec does it last, after its sandbox: the sandbox opens `/proc` files on its
+    /// way, above the descriptors the child still holds, which a low `RLIMIT_NOFILE`
+    /// would refuse (`EMFILE`). The limits are for the program, which starts only after.
+    pub fn set_rlimits(&self) -> io::Result<()> {
         for (resource, soft, hard) in &self.rlimits {
             nix::sys::resource::setrlimit(*resource, *soft, *hard)?;
         }
         Ok(())
+    }
+}
+
+/// A limit that cannot be set on this system.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitRefused {
+    #[error(
+        "{flag} asks for {asked}, above the hard limit of {hard} that fdbroker runs \
+         under: a limit can only lower it"
+    )]
+    AboveHard {
+        flag: &'static str,
+        asked: u64,
+        hard: u64,
+    },
+    #[error("cannot read this process's resource limits: {0}")]
+    Unreadable(#[source] io::Error),
+}
+
+impl From<LimitRefused> for io::Error {
+    fn from(e: LimitRefused) -> io::Error {
+        let kind = match &e {
+            LimitRefused::AboveHard { .. } => io::ErrorKind::InvalidInput,
+            LimitRefused::Unreadable(e) => e.kind(),
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// The flag (and `[sandbox]` key) behind an rlimit, for the error that refuses it.
+fn flag_of(resource: Resource) -> &'static str {
+    match resource {
+        Resource::RLIMIT_CPU => "--cpu-limit (cpu_limit)",
+        Resource::RLIMIT_FSIZE => "--file-size-limit (file_size_limit)",
+        Resource::RLIMIT_NOFILE => "--nofile-limit (nofile_limit)",
+        Resource::RLIMIT_DATA => "--memory-limit (memory_limit)",
+        Resource::RLIMIT_NPROC => "--pids-limit (pids_limit)",
+        _ => "a limit",
     }
 }
 
@@ -288,6 +342,26 @@ impl Enforcement {
             cgroups,
             missing,
         }
+    }
+
+    /// Refuses a limit that could not be set: one above the hard limit this process
+    /// runs under. A limit can only lower it (raising a hard limit takes
+    /// `CAP_SYS_RESOURCE`, which the sandbox's user lacks, and `RLIMIT_NOFILE` never goes
+    /// past `fs.nr_open`); caught here, before anything runs, it is a usage error rather
+    /// than an `error` verdict for every item.
+    pub fn check(&self) -> Result<(), LimitRefused> {
+        for (resource, _, hard) in &self.rlimits {
+            let (_, current) = nix::sys::resource::getrlimit(*resource)
+                .map_err(|e| LimitRefused::Unreadable(io::Error::from(e)))?;
+            if *hard > current {
+                return Err(LimitRefused::AboveHard {
+                    flag: flag_of(*resource),
+                    asked: *hard,
+                    hard: current,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The part the worker's pre-exec applies.

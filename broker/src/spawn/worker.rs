@@ -25,8 +25,9 @@ pub(crate) enum Becomes {
 
 /// Makes [`worker_pre_exec`] the hook `cmd` runs in its child before `exec`. The hook
 /// owns `worker_end` (the broker connection; `fdbroker each`'s workers have none) until
-/// then; the parent's copy goes when `cmd` is dropped. `limits` are applied before the
-/// sandbox (joining a cgroup and lowering rlimits need no privilege the sandbox keeps).
+/// then; the parent's copy goes when `cmd` is dropped. `limits` are applied around the
+/// sandbox: the cgroups joined before it (writing `cgroup.procs` takes root), the rlimits
+/// after it (lowering them needs no privilege).
 #[allow(unsafe_code)] // the worker's pre-exec hook
 pub(crate) fn set_pre_exec(
     cmd: &mut Command,
@@ -79,11 +80,12 @@ fn worker_pre_exec(
     // `fork` is never a process-group leader, so this cannot fail with EPERM.
     nix::unistd::setsid()?;
     // Still root: the cgroups' `cgroup.procs` were opened by root.
-    limits.apply()?;
+    limits.join_cgroups()?;
     let prepared = match becomes {
         Some(Becomes::Worker(prepared)) => prepared,
         // Returns only in the program, confined; the supervisor never returns.
         Some(Becomes::Supervisor(transparent)) => {
+            limits.set_rlimits()?;
             return fdbroker_transparent::supervisor_main(*transparent);
         }
         None => return Err(io::Error::other("sandbox already used")),
@@ -97,6 +99,9 @@ fn worker_pre_exec(
         );
         return Err(e.into());
     }
+    // Last: the rlimits are the program's (see `InChild::set_rlimits`); lowering them
+    // needs no privilege, and the sandbox's seccomp filter allows it.
+    limits.set_rlimits()?;
     // Never outlive the broker. Set only now: the kernel clears the parent-death
     // signal whenever the effective uid or gid changes, which the sandbox just did. A
     // broker that died before this point is not missed: its end of the namespace
@@ -182,9 +187,9 @@ pub(crate) const MAX_ITEM_NAME: usize = 64 * 1024;
 const ITEM: &str = "FDBROKER_ITEM";
 
 /// An armed worker's whole life, in the child [`crate::spawn::pidns::Spare::arm`]
-/// forked: confines itself exactly as [`worker_pre_exec`] confines a worker (limits
-/// but the cgroups, which the parent joins it to when its item comes; then the
-/// sandbox), makes itself undumpable while it waits (no process of its uid may read it
+/// forked: confines itself exactly as [`worker_pre_exec`] confines a worker (the
+/// sandbox; the rlimits last before the exec; the parent joins it to the cgroups when
+/// its item comes), makes itself undumpable while it waits (no process of its uid may read it
 /// or take its descriptors), then waits on `trigger` for its item: the name and three
 /// descriptors (stdin, stdout, stderr). It then puts them in place and execs the
 /// program, whose `execve` closes everything else (all close-on-exec). Returns the exit
@@ -195,7 +200,7 @@ pub(crate) fn armed_main(
     limits: &InChild,
     exec: &Exec,
 ) -> i32 {
-    if let Err(e) = confine_armed(prepared, limits) {
+    if let Err(e) = confine_armed(prepared) {
         let _ = writeln!(
             std::io::stderr(),
             "fdbroker: cannot confine the worker: {e}"
@@ -239,6 +244,12 @@ pub(crate) fn armed_main(
         Ok(kv) => env.push(kv),
         Err(_) => return 126,
     }
+    // Last before the exec, as in `worker_pre_exec` (see `InChild::set_rlimits`): the
+    // limits are the program's. The cgroups were joined by the parent with the item.
+    if let Err(e) = limits.set_rlimits() {
+        let _ = writeln!(std::io::stderr(), "fdbroker: cannot set the limits: {e}");
+        return 126;
+    }
     let mut error = nix::errno::Errno::ENOENT;
     for path in &exec.candidates {
         let Err(e) = nix::unistd::execve(path, &exec.argv, &env);
@@ -276,7 +287,7 @@ fn close_inherited(trigger: &fdbroker_shared::Channel) -> io::Result<()> {
 
 /// Everything of [`worker_pre_exec`] before the item: the same steps in the same order.
 #[allow(unsafe_code)] // resetting SIGPIPE
-fn confine_armed(prepared: PreparedSandbox, limits: &InChild) -> io::Result<()> {
+fn confine_armed(prepared: PreparedSandbox) -> io::Result<()> {
     crate::sys::cloexec_all_but(&[])?;
     SigSet::empty().thread_set_mask()?;
     // The broker ignores SIGPIPE; the program starts with the default, as a program
@@ -287,7 +298,6 @@ fn confine_armed(prepared: PreparedSandbox, limits: &InChild) -> io::Result<()> 
     }
     nix::unistd::setsid()?;
     nix::unistd::chdir("/")?;
-    limits.apply()?;
     prepared.apply().map_err(io::Error::from)?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
     nix::sys::prctl::set_dumpable(false)?;
