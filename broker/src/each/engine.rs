@@ -37,6 +37,7 @@ use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Output kept of a worker when no output limit is set: the outcome holds it in memory.
@@ -165,9 +166,9 @@ struct Slot {
 enum Next {
     None,
     /// Its namespace and init, the init confining itself.
-    Spare(Spare, Exec),
+    Spare(Spare, Arc<Exec>),
     /// And its worker, confined in it and waiting for an item.
-    Armed(Armed, Exec),
+    Armed(Armed, Arc<Exec>),
 }
 
 /// A fresh namespace and init for `slot`'s next sandbox; the init confines itself
@@ -179,10 +180,10 @@ fn spare(slot: &Slot) -> io::Result<Spare> {
 
 /// Forks `slot`'s next worker for `exec` into `spare`, where it confines itself and
 /// waits for an item.
-fn arm(slot: &Slot, spare: Spare, exec: &Exec) -> io::Result<Armed> {
+fn arm(slot: &Slot, spare: Spare, exec: &Arc<Exec>) -> io::Result<Armed> {
     let sandbox = slot.worker.try_clone()?;
     let limits = slot.enforcement.in_child_but_cgroups();
-    let exec = exec.clone();
+    let exec = Arc::clone(exec);
     spare
         .arm(move |trigger| crate::spawn::worker::armed_main(trigger, sandbox, &limits, &exec))
         .map_err(namespace_error)
@@ -218,6 +219,8 @@ pub struct Engine {
     jobs: usize,
     stdout_dir: Option<PathBuf>,
     slots: Vec<Slot>,
+    /// The last program's [`Exec`], and the program.
+    exec: Option<(Vec<OsString>, Arc<Exec>)>,
     queue: VecDeque<Job>,
     done: Vec<Outcome>,
     /// The signals that end the run early ([`Engine::stop_on`]), and the one that did.
@@ -251,8 +254,8 @@ impl Engine {
         // has ended, which takes the kernel a while (an IPC namespace's end waits for an
         // RCU grace period); meanwhile the next item runs in another slot.
         let mut slots = Vec::new();
-        for n in 0..config.jobs.max(1) * 2 {
-            let lease = identity::allocate(policy.sandbox().uid_range)?;
+        let leases = identity::allocate_many(policy.sandbox().uid_range, config.jobs.max(1) * 2)?;
+        for (n, lease) in leases.into_iter().enumerate() {
             let base = || {
                 Sandbox::new()
                     .user(Identity::Id(lease.uid()))
@@ -297,6 +300,7 @@ impl Engine {
             jobs: config.jobs.max(1),
             stdout_dir: config.stdout_dir.clone(),
             slots,
+            exec: None,
             queue: VecDeque::new(),
             done: Vec::new(),
             stop: None,
@@ -575,11 +579,20 @@ impl Engine {
         file: OwnedFd,
         program: &[OsString],
     ) -> io::Result<Running> {
-        // Checks the command too (not empty, no NUL byte), before anything is made.
-        let exec = Exec::new(
-            program,
-            &[fdbroker_worker::client::ENV_FD, "FDBROKER_SOCKET"],
-        )?;
+        // Checks the command too (not empty, no NUL byte), before anything is made; made
+        // once per program (the environment it carries is this process's, which does
+        // not change).
+        let exec = match &self.exec {
+            Some((made_for, exec)) if made_for.as_slice() == program => Arc::clone(exec),
+            _ => {
+                let exec = Arc::new(Exec::new(
+                    program,
+                    &[fdbroker_worker::client::ENV_FD, "FDBROKER_SOCKET"],
+                )?);
+                self.exec = Some((program.to_vec(), Arc::clone(&exec)));
+                exec
+            }
+        };
         // Before the worker starts, so that a file that cannot be made leaves nothing
         // running. Root writes it: whoever else may write the directory could have
         // planted the name (a symlink to /etc/..., a hard link), so the old entry is
@@ -611,8 +624,10 @@ impl Engine {
         // The worker armed for this slot while its last item ran (see docs/each.md):
         // confined, holding nothing of any item; or one armed now.
         let armed = match std::mem::replace(&mut slot.next, Next::None) {
-            Next::Armed(armed, armed_for) if armed_for == exec => armed,
-            Next::Spare(spare, for_exec) if for_exec == exec => arm(slot, spare, &exec)?,
+            Next::Armed(armed, armed_for) if Arc::ptr_eq(&armed_for, &exec) => armed,
+            Next::Spare(spare, for_exec) if Arc::ptr_eq(&for_exec, &exec) => {
+                arm(slot, spare, &exec)?
+            }
             other => {
                 other.end();
                 arm(slot, spare(slot)?, &exec)?

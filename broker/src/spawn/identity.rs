@@ -131,33 +131,65 @@ pub fn allocate(range: UidRange) -> Result<Lease, IdentityError> {
 
 /// [`allocate`] with the lock files in `dir` (its parent must exist).
 pub fn allocate_in(dir: &Path, range: UidRange) -> Result<Lease, IdentityError> {
+    let mut leases = allocate_many_in(dir, range, 1)?;
+    leases.pop().ok_or(IdentityError::Exhausted {
+        range,
+        count: range.len(),
+    })
+}
+
+/// `n` leases at once, as `n` calls of [`allocate`] would take them but reading `/proc`
+/// twice in all instead of twice each (`fdbroker each` takes one per slot; a scan of
+/// every thread's credentials is most of its start-up).
+pub fn allocate_many(range: UidRange, n: usize) -> Result<Vec<Lease>, IdentityError> {
+    allocate_many_in(Path::new(LOCK_DIR), range, n)
+}
+
+/// [`allocate_many`] with the lock files in `dir`. Each uid is checked as [`allocate`]
+/// checks it: not in use by any process before its lock is taken, nor after (the
+/// second scan, after all the locks, closes the window between the first and the lock
+/// for every one of them; one found in use then is given up and another taken).
+pub fn allocate_many_in(
+    dir: &Path,
+    range: UidRange,
+    n: usize,
+) -> Result<Vec<Lease>, IdentityError> {
     let locks = lock_dir(dir)?;
-    let in_use = ids_in_use()?;
     let subordinate = subordinate_ranges()?;
     let count = range.len();
     if count == 0 {
         return Err(IdentityError::Exhausted { range, count });
     }
     let start = start_offset() % count;
-    for i in 0..count {
-        let offset = (start + i) % count;
-        // In range: offset < count = last - first + 1.
-        let id = range.first + offset as u32;
-        if in_use.contains(&id)
-            || subordinate.iter().any(|r| r.contains(&u64::from(id)))
-            || known_to_databases(id)
-        {
-            continue;
+    let mut leases: Vec<Lease> = Vec::with_capacity(n);
+    let mut next: u64 = 0;
+    let mut in_use = ids_in_use()?;
+    while leases.len() < n {
+        let before = leases.len();
+        while leases.len() < n && next < count {
+            let offset = (start + next) % count;
+            next += 1;
+            // In range: offset < count = last - first + 1.
+            let id = range.first + offset as u32;
+            if in_use.contains(&id)
+                || subordinate.iter().any(|r| r.contains(&u64::from(id)))
+                || known_to_databases(id)
+            {
+                continue;
+            }
+            if let Some(lock) = try_lock(&locks, dir, id)? {
+                leases.push(Lease { id, lock });
+            }
         }
-        let Some(lock) = try_lock(&locks, dir, id)? else {
-            continue;
-        };
-        if ids_in_use()?.contains(&id) {
-            continue;
+        if leases.len() == before {
+            return Err(IdentityError::Exhausted { range, count });
         }
-        return Ok(Lease { id, lock });
+        // After the locks: a process that took one of these ids meanwhile loses it its
+        // lease (dropped, unlocked), and the loop takes another.
+        in_use = ids_in_use()?;
+        leases.retain(|lease| !in_use.contains(&lease.id));
     }
-    Err(IdentityError::Exhausted { range, count })
+    Ok(leases)
 }
 
 /// Opens (making it, mode 0700, if missing) the lock directory, refusing one that is
@@ -391,6 +423,33 @@ mod tests {
         assert_eq!(c.uid(), freed);
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
+        let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+    }
+
+    #[test]
+    fn many_leases_at_once_are_distinct_and_never_more_than_the_range() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("needs root (the lock directory must be root's); skipping");
+            return;
+        }
+        let dir = temp_locks("many").join("uids");
+        let range = UidRange {
+            first: 0x7100_0010,
+            last: 0x7100_0013,
+        };
+        let held = allocate_in(&dir, range).expect("one held already");
+        let three = allocate_many_in(&dir, range, 3).expect("the other three");
+        let mut ids: Vec<u32> = three.iter().map(Lease::uid).collect();
+        ids.push(held.uid());
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 4, "{ids:?}");
+        assert!(ids.iter().all(|&id| range.contains(id)));
+        let e = allocate_many_in(&dir, range, 1).expect_err("the range is full");
+        assert!(matches!(e, IdentityError::Exhausted { .. }), "{e}");
+        drop(three);
+        let e = allocate_many_in(&dir, range, 4).expect_err("only three are free");
+        assert!(matches!(e, IdentityError::Exhausted { .. }), "{e}");
         let _ = std::fs::remove_dir_all(dir.parent().unwrap());
     }
 

@@ -428,9 +428,7 @@ fn within_new_namespaces<T>(
             "the broker must be single-threaded, but has {threads} threads"
         ))));
     }
-    let own = std::fs::File::open("/proc/self/ns/pid").map_err(setup("open /proc/self/ns/pid"))?;
-    let own_ipc =
-        std::fs::File::open("/proc/self/ns/ipc").map_err(setup("open /proc/self/ns/ipc"))?;
+    let (own, own_ipc) = own_namespaces()?;
     match into {
         None => unshare(flags).map_err(|e| setup("unshare")(e.into()))?,
         Some((pid, ipc)) => setns(pid, CloneFlags::CLONE_NEWPID)
@@ -438,8 +436,8 @@ fn within_new_namespaces<T>(
             .map_err(|e| setup("enter the spare namespaces")(e.into()))?,
     }
     let done = f();
-    let back = setns(&own, CloneFlags::CLONE_NEWPID)
-        .and_then(|()| setns(&own_ipc, CloneFlags::CLONE_NEWIPC));
+    let back = setns(own, CloneFlags::CLONE_NEWPID)
+        .and_then(|()| setns(own_ipc, CloneFlags::CLONE_NEWIPC));
     if let Err(e) = back {
         // Children would be born in the wrong namespace from here: fail loudly; what
         // `f` made is dropped (a namespace's end closes with its lifeline).
@@ -449,6 +447,19 @@ fn within_new_namespaces<T>(
         ));
     }
     done
+}
+
+/// This process's own PID and IPC namespaces, opened once: `fdbroker each` enters other
+/// namespaces and comes back twice per item, and its own never change (it always comes
+/// back to them). Close-on-exec, and closed in every child that does not exec.
+fn own_namespaces() -> Result<&'static (std::fs::File, std::fs::File), NamespaceError> {
+    static OWN: std::sync::OnceLock<(std::fs::File, std::fs::File)> = std::sync::OnceLock::new();
+    if let Some(own) = OWN.get() {
+        return Ok(own);
+    }
+    let pid = std::fs::File::open("/proc/self/ns/pid").map_err(setup("open /proc/self/ns/pid"))?;
+    let ipc = std::fs::File::open("/proc/self/ns/ipc").map_err(setup("open /proc/self/ns/ipc"))?;
+    Ok(OWN.get_or_init(|| (pid, ipc)))
 }
 
 /// Forks the namespace's init (pid 1 of the namespace the caller's next child is born
