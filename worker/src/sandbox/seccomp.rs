@@ -507,7 +507,7 @@ mod tests {
         assert_eq!((p[4].k, p[6].k), (enosys, enosys));
         assert_eq!(p[5].k, libc::SYS_clone3 as u32);
         if cfg!(target_arch = "x86_64") {
-            let filters = compile(false, false).unwrap();
+            let filters = compile(false, false).expect("compile");
             assert_eq!(filters.programs.len(), 1, "one filter to install");
             let head: Vec<_> = filters.programs[0][..p.len()]
                 .iter()
