@@ -317,8 +317,15 @@ fn f4_sigterm_ends_the_items_and_removes_the_cgroups() {
         let mut waiting = start_waiting_item(&policy, &item);
         let pid = waiting.child.id();
         let cgroups = each_cgroups(pid);
-        let item_proc = sleepers(pid);
-        assert_eq!(item_proc.len(), 1, "the item runs");
+        // `started` is said just before the shell execs `sleep`: wait for the exec.
+        let mut item_proc = Vec::new();
+        assert!(
+            fdbroker_tests::eventually(HANG, || {
+                item_proc = sleepers(pid);
+                item_proc.len() == 1
+            }),
+            "the item runs: {item_proc:?}"
+        );
         if Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists() {
             assert!(
                 !cgroups.is_empty(),
