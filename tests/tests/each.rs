@@ -374,3 +374,27 @@ print(sys.stdin.read().strip())
         assert_eq!(line["stdout"], format!("item {i}\n"), "{line}");
     }
 }
+
+/// A program that cannot be executed (not found) is each item's `error`, with why, as
+/// when `fdbroker run` cannot start its command: never an `exit` verdict the program
+/// itself seemed to give.
+#[test]
+fn a_program_that_cannot_be_executed_is_an_error_with_why() {
+    let (t, policy) = fixture();
+    let a = t.file("tree/a", b"a\n", 0o600);
+    let out = each(
+        &policy,
+        &[],
+        &["/nonexistent/fdbroker-no-such-program"],
+        &paths_in(&[a.clone(), a], b'\n'),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    for line in lines(&out) {
+        assert_eq!(line["verdict"], "error", "{line}");
+        let why = line["message"].as_str().unwrap_or_default();
+        assert!(
+            why.contains("fdbroker-no-such-program") && why.contains("No such file"),
+            "{line}"
+        );
+    }
+}

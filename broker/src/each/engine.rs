@@ -639,7 +639,8 @@ impl Engine {
             armed.end();
             return Err(e);
         }
-        let (child, init) = armed.fire(&path, &[file.as_fd(), out_w.as_fd(), err_w.as_fd()])?;
+        let (child, init, exec_report) =
+            armed.fire(&path, &[file.as_fd(), out_w.as_fd(), err_w.as_fd()])?;
         // Our copies of the worker's stdin, stdout and stderr.
         drop((file, out_w, err_w));
         // The next item's worker, armed while this one runs. It shares the uid with
@@ -654,6 +655,7 @@ impl Engine {
             self.limits.time.map(|t| started + t),
             child,
             init,
+            exec_report,
             out_r,
             err_r,
             stdout,

@@ -66,6 +66,8 @@ pub struct Running {
     ended: Option<Instant>,
     /// Its outcome was taken; only the namespace's end is awaited.
     reported: bool,
+    /// The armed worker's trigger: why it could not exec its program, if it could not.
+    exec_report: Option<fdbroker_shared::Channel>,
 }
 
 impl Running {
@@ -77,6 +79,7 @@ impl Running {
         deadline: Option<Instant>,
         worker: Pid,
         init: Init,
+        exec_report: fdbroker_shared::Channel,
         out: OwnedFd,
         err: OwnedFd,
         stdout: Stdout,
@@ -111,6 +114,7 @@ impl Running {
             output_cut: false,
             ended: None,
             reported: false,
+            exec_report: Some(exec_report),
         })
     }
 
@@ -314,10 +318,19 @@ impl Running {
                 Stdout::File(_, p) => (Vec::new(), Some(p)),
             };
         let wall = self.ended.unwrap_or_else(Instant::now) - self.started;
+        // Read only once the worker is reaped: then its end is closed or its message in.
+        let not_started = match (&self.exec_report, reaped) {
+            (Some(trigger), Some(_)) => crate::spawn::pidns::exec_failure(trigger),
+            _ => None,
+        };
         Outcome {
             id: self.id,
             path: std::mem::take(&mut self.path),
-            verdict: limits::verdict(limits, &ending),
+            verdict: if not_started.is_some() {
+                limits::Verdict::Error
+            } else {
+                limits::verdict(limits, &ending)
+            },
             exit_status: status.code(),
             signal: status.signal(),
             wall_ms: u64::try_from(wall.as_millis()).unwrap_or(u64::MAX),
@@ -325,7 +338,7 @@ impl Running {
             max_rss_kib: reaped.map_or(0, |r| r.max_rss_kib),
             stdout,
             stdout_file,
-            message: None,
+            message: not_started.map(|why| format!("cannot start the worker: {why}")),
         }
     }
 

@@ -373,9 +373,11 @@ impl Armed {
 
     /// Hands the worker its item: `item` (its name) and `fds` (its stdin, stdout and
     /// stderr). The worker and the namespace's init are then the caller's to reap, as
-    /// [`Spare::spawn`]'s; when the worker is gone already (it could not confine
-    /// itself), both are ended here and the error says so.
-    pub fn fire(self, item: &[u8], fds: &[BorrowedFd<'_>; 3]) -> io::Result<(Pid, Init)> {
+    /// [`Spare::spawn`]'s, and the trigger is returned: the worker's end closes at its
+    /// `exec`, or it says there why it could not exec ([`exec_failure`]). When the
+    /// worker is gone already (it could not confine itself), both are ended here and
+    /// the error says so.
+    pub fn fire(self, item: &[u8], fds: &[BorrowedFd<'_>; 3]) -> io::Result<(Pid, Init, Channel)> {
         let Armed { init, pid, trigger } = self;
         let sent = if item.len() > crate::spawn::worker::MAX_ITEM_NAME {
             Err(io::Error::new(
@@ -386,7 +388,7 @@ impl Armed {
             trigger.send_with_fds(item, fds)
         };
         match sent {
-            Ok(()) => Ok((pid, init)),
+            Ok(()) => Ok((pid, init, trigger)),
             Err(e) => {
                 end_armed(pid, init);
                 Err(io::Error::new(
@@ -404,6 +406,21 @@ impl Armed {
         let Armed { init, pid, trigger } = self;
         drop(trigger);
         end_armed(pid, init);
+    }
+}
+
+/// What a reaped armed worker said on its trigger before it exited: why its program
+/// could not be executed, or `None` (it executed it; its end closed at the `exec`).
+/// Never waits: the worker, the one holder of its end, is gone.
+pub fn exec_failure(trigger: &Channel) -> Option<String> {
+    let _ = nix::fcntl::fcntl(
+        trigger.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
+    let mut said = [0u8; 1024];
+    match trigger.recv(&mut said) {
+        Ok(n) => Some(String::from_utf8_lossy(&said[..n]).into_owned()),
+        Err(_) => None,
     }
 }
 

@@ -262,12 +262,15 @@ pub(crate) fn armed_main(
             }
         }
     }
-    let _ = writeln!(
-        std::io::stderr(),
-        "fdbroker: cannot run {}: {}",
+    // Said on the trigger, which the parent reads once this process is reaped: the
+    // item's verdict is then `error` with this message, as for a command `fdbroker
+    // run` cannot start.
+    let why = format!(
+        "cannot run {}: {}",
         exec.name.to_string_lossy(),
         io::Error::from(error)
     );
+    let _ = trigger.send(why.as_bytes());
     if error == nix::errno::Errno::ENOENT {
         127
     } else {
