@@ -7,6 +7,7 @@
 
 pub mod bins;
 pub mod broker;
+pub mod each;
 pub mod fds;
 pub mod frames;
 pub mod manager;

@@ -2,39 +2,18 @@
 //! sandbox per path, as transient uids, with real limits and a real policy.
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{TempDir, fdbroker_bin, run_with_input, text};
+use fdbroker_tests::{TempDir, run_with_input, text};
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::time::Duration;
 
-const HANG: Duration = Duration::from_secs(180);
+use fdbroker_tests::each::{HANG, each};
 
+/// The shared fixture, named for this file (and a root-only file beside the tree).
 fn fixture() -> (TempDir, PathBuf) {
-    let t = TempDir::new("each");
+    let (t, policy) = fdbroker_tests::each::fixture("each");
     t.file("secret.txt", b"root only\n", 0o600);
-    let policy = t.file(
-        "policy.toml",
-        format!(
-            "[[client]]\nname = \"w\"\nusers = [\"nobody\"]\n  [[client.allow]]\n  path = \"{}/tree/\"\n",
-            t.path().display()
-        )
-        .as_bytes(),
-        0o644,
-    );
     (t, policy)
-}
-
-fn each(policy: &Path, flags: &[&str], command: &[&str], input: &[u8]) -> Output {
-    let mut c = Command::new(fdbroker_bin());
-    c.arg("each")
-        .arg("--policy")
-        .arg(policy)
-        .args(flags)
-        .arg("--")
-        .args(command)
-        .env("FDBROKER_LOG", "warn");
-    run_with_input(&mut c, Some(input.to_vec()), HANG)
 }
 
 /// Each stdout line parsed; every one must be valid JSON.

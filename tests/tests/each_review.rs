@@ -2,38 +2,18 @@
 //! per finding (F1, F2, ...), each failing before its fix.
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::{TempDir, fdbroker_bin, run_with_input, text};
+use fdbroker_tests::{TempDir, fdbroker_bin, text};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-const HANG: Duration = Duration::from_secs(180);
+use fdbroker_tests::each::{HANG, each};
 
+/// The shared fixture, named for this file.
 fn fixture() -> (TempDir, PathBuf) {
-    let t = TempDir::new("each-review");
-    let policy = t.file(
-        "policy.toml",
-        format!(
-            "[[client]]\nname = \"w\"\nusers = [\"nobody\"]\n  [[client.allow]]\n  path = \"{}/tree/\"\n",
-            t.path().display()
-        )
-        .as_bytes(),
-        0o644,
-    );
+    let (t, policy) = fdbroker_tests::each::fixture("each-review");
     (t, policy)
-}
-
-fn each(policy: &Path, flags: &[&str], command: &[&str], input: &[u8]) -> Output {
-    let mut c = Command::new(fdbroker_bin());
-    c.arg("each")
-        .arg("--policy")
-        .arg(policy)
-        .args(flags)
-        .arg("--")
-        .args(command)
-        .env("FDBROKER_LOG", "warn");
-    run_with_input(&mut c, Some(input.to_vec()), HANG)
 }
 
 /// `path` as one line of `each`'s input.
