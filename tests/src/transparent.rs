@@ -101,3 +101,24 @@ pub fn run_script(args: &[&str], script: &str) -> Output {
     c.current_dir("/");
     run(c)
 }
+
+/// A root-only tree named `name` (0700 directories, 0600 files) with a deny carve-out
+/// (`tree/carve/`), and [`tree_policy`] granting read and directory on it; `extra` goes
+/// into `[sandbox]`.
+pub fn carved_tree(name: &str, extra: &str) -> (TempDir, PathBuf) {
+    let t = TempDir::new(name);
+    t.file("tree/a.txt", b"alpha\n", 0o600);
+    t.file("tree/sub/b.txt", b"bravo bravo\n", 0o600);
+    t.file("tree/carve/secret.txt", b"carved out\n", 0o600);
+    for d in ["tree", "tree/sub", "tree/carve"] {
+        t.dir(d, 0o700);
+    }
+    let policy = tree_policy(&t, extra, "");
+    (t, policy)
+}
+
+/// `p` as the `&str` a command line takes (the tests' paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str()
+        .unwrap_or_else(|| panic!("not UTF-8: {}", p.display()))
+}

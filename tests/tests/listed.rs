@@ -6,7 +6,7 @@
 //! `fdbroker run --transparent`).
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::transparent::{run, transparent};
+use fdbroker_tests::transparent::{run, s, transparent};
 use fdbroker_tests::{
     Broker, TempDir, cat_as_nobody, fdbroker_bin, nobody_gid, nobody_uid, run_with_timeout, text,
 };
@@ -50,10 +50,6 @@ fn tree() -> TempDir {
         t.dir(d, 0o700);
     }
     t
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]

@@ -5,27 +5,15 @@
 #![allow(clippy::unwrap_used)]
 
 use fdbroker_tests::transparent::{
-    as_root, run, same_as_root, transparent, transparent_with, tree_policy,
+    as_root, run, s, same_as_root, transparent, transparent_with, tree_policy,
 };
 use fdbroker_tests::{TempDir, text};
 use std::path::{Path, PathBuf};
 
-/// A root-only tree (0700 directories, 0600 files) with a deny carve-out, and a policy
-/// granting read and directory on it. `extra` goes into `[sandbox]`.
+/// The shared carved tree (`fdbroker_tests::transparent::carved_tree`), named for this
+/// file; `extra` goes into `[sandbox]`.
 fn fixture(extra: &str) -> (TempDir, PathBuf) {
-    let t = TempDir::new("transparent-programs");
-    t.file("tree/a.txt", b"alpha\n", 0o600);
-    t.file("tree/sub/b.txt", b"bravo bravo\n", 0o600);
-    t.file("tree/carve/secret.txt", b"carved out\n", 0o600);
-    for d in ["tree", "tree/sub", "tree/carve"] {
-        t.dir(d, 0o700);
-    }
-    let policy = tree_policy(&t, extra, "");
-    (t, policy)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    fdbroker_tests::transparent::carved_tree("transparent-programs", extra)
 }
 
 /// `/dev/null`, `/dev/zero`, `/dev/urandom` and `/dev/full` behave as for root, with no

@@ -2,26 +2,14 @@
 //! it shows (`F1`, `F2`, ...) and fails while the finding stands.
 #![allow(clippy::unwrap_used)]
 
-use fdbroker_tests::transparent::{run, transparent, transparent_with, tree_policy};
+use fdbroker_tests::transparent::{run, s, transparent, transparent_with, tree_policy};
 use fdbroker_tests::{TempDir, text};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// A root-only tree (0700 directories, 0600 files) with a deny carve-out, and a policy
-/// granting read and directory on it (as `transparent_programs.rs` makes it).
+/// The shared carved tree (`fdbroker_tests::transparent::carved_tree`), named for this
+/// file; `extra` goes into `[sandbox]`.
 fn fixture(extra: &str) -> (TempDir, PathBuf) {
-    let t = TempDir::new("transparent-review");
-    t.file("tree/a.txt", b"alpha\n", 0o600);
-    t.file("tree/sub/b.txt", b"bravo bravo\n", 0o600);
-    t.file("tree/carve/secret.txt", b"carved out\n", 0o600);
-    for d in ["tree", "tree/sub", "tree/carve"] {
-        t.dir(d, 0o700);
-    }
-    let policy = tree_policy(&t, extra, "");
-    (t, policy)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    fdbroker_tests::transparent::carved_tree("transparent-review", extra)
 }
 
 /// F1: the scratch directory is private (made 0700, owned by the sandbox's transient
