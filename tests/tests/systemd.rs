@@ -176,11 +176,14 @@ fn socket_activation_serves_the_passed_socket_and_reports_to_the_manager() {
             .arg(&policy_path),
         &t.join("broker.log"),
     );
+    // The first connection starts the broker, which serves it on the passed socket. The
+    // file exists from the bind, before listen: connect until the listener accepts.
+    let mut client = None;
     wait_for("the activation socket", Duration::from_secs(10), || {
-        socket.exists()
+        client = Client::connect(&socket).ok();
+        client.is_some()
     });
-    // The first connection starts the broker, which serves it on the passed socket.
-    let client = Client::connect(&socket).unwrap();
+    let client = client.expect("connected");
     assert_eq!(read_text(client.open(t.join("a.txt")).unwrap()), "A");
     let ready = notify.expect("READY=1", Duration::from_secs(10));
     let status = value(&ready, "STATUS").unwrap();
@@ -250,10 +253,12 @@ fn socket_activation_refuses_a_socket_that_is_not_seqpacket() {
             .arg(t.join("policy.toml")),
         &t.join("broker.log"),
     );
+    // The file exists from the bind, before listen: connect until the listener accepts.
+    let mut trigger = None;
     wait_for("the activation socket", Duration::from_secs(10), || {
-        socket.exists()
+        trigger = UnixStream::connect(&socket).ok();
+        trigger.is_some()
     });
-    let _trigger = UnixStream::connect(&socket).unwrap();
     let exit = broker
         .wait_exit(Duration::from_secs(10))
         .expect("the broker kept running on a stream socket");
