@@ -347,3 +347,55 @@ pub fn exit_now(code: i32) -> ! {
     // SAFETY: `_exit` ends the process at once; nothing runs after it.
     unsafe { libc::_exit(code) }
 }
+
+/// `sched_attr` of `sched_setattr(2)`, its first version (48 bytes).
+#[repr(C)]
+struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+}
+
+/// `sched_setattr(2)` on the calling thread: its policy kept (`SCHED_FLAG_KEEP_POLICY`),
+/// `nice`, and a requested slice of `slice_ns` (Linux 6.12: `sched_runtime` of a fair
+/// task).
+pub(crate) fn set_fair_slice(nice: i32, slice_ns: u64) -> io::Result<()> {
+    /// `SCHED_FLAG_KEEP_POLICY`: a thread the operator made `SCHED_BATCH` stays so.
+    const KEEP_POLICY: u64 = 0x08;
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy: 0,
+        flags: KEEP_POLICY,
+        nice,
+        priority: 0,
+        runtime: slice_ns,
+        deadline: 0,
+        period: 0,
+    };
+    // SAFETY: the kernel reads `size` bytes of a live, initialised struct laid out as
+    // `struct sched_attr` version 0, through a pointer valid for the call, and writes
+    // nothing; pid 0 is the calling thread.
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The calling thread's nice value (`getpriority(2)` of its own thread id, which Linux
+/// keeps per thread).
+pub(crate) fn own_nice() -> io::Result<i32> {
+    // getpriority returns -1 both as a nice value and as an error: errno tells them apart.
+    Errno::clear();
+    // SAFETY: a plain system call on the calling thread that touches no memory.
+    let r = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    if r == -1 && Errno::last_raw() != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r)
+}

@@ -763,3 +763,104 @@ fn transparent_a_program_learns_nothing_of_a_carve_out_through_any_descriptor() 
         assert!(group.iter().all(|l| *l == group[0]), "{o}");
     }
 }
+
+/// Each thread of `pid`: its name and the slice the scheduler gives it (`se.slice` of
+/// `/proc/PID/task/TID/sched`, in ns), where the kernel shows it.
+fn slices(pid: u32) -> Vec<(String, Option<u64>)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .map(|t| {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            let sched = std::fs::read_to_string(t.path().join("sched")).unwrap_or_default();
+            let slice = sched
+                .lines()
+                .find(|l| l.starts_with("se.slice"))
+                .and_then(|l| l.split(':').nth(1))
+                .and_then(|v| v.trim().parse().ok());
+            (comm.trim().to_owned(), slice)
+        })
+        .collect()
+}
+
+/// Every process below `root` (by `PPid`), `root` included.
+fn descendants(root: u32) -> Vec<u32> {
+    let parent = |pid: u32| -> Option<u32> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let all: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    let mut found = vec![root];
+    loop {
+        let more: Vec<u32> = all
+            .iter()
+            .copied()
+            .filter(|p| !found.contains(p) && parent(*p).is_some_and(|pp| found.contains(&pp)))
+            .collect();
+        if more.is_empty() {
+            return found;
+        }
+        found.extend(more);
+    }
+}
+
+#[test]
+fn transparent_relays_ask_for_short_slices_and_the_program_keeps_its_own() {
+    // Linux 6.12 reads a fair task's requested slice; /proc shows it with SCHED_DEBUG.
+    let own = slices(std::process::id());
+    if own.first().and_then(|t| t.1).is_none() {
+        eprintln!("skipped: this kernel does not show se.slice in /proc/PID/task/TID/sched");
+        return;
+    }
+    let (_t, policy) = fixture();
+    let mut child = transparent(&policy, &["sh", "-c", "exec sleep 60"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // The threads appear once the program runs: the sleep is the last to start.
+    let seen = std::cell::RefCell::new(Vec::new());
+    fdbroker_tests::wait_until(
+        Duration::from_secs(30),
+        || format!("the run's threads: {:?}", seen.borrow()),
+        || {
+            let now: Vec<_> = descendants(pid).into_iter().flat_map(slices).collect();
+            let ready = now.iter().any(|t| t.0 == "sleep")
+                && now.iter().any(|t| t.0.starts_with("answer-"));
+            *seen.borrow_mut() = now;
+            ready
+        },
+    );
+    let threads = seen.into_inner();
+    let broker = slices(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    let slice_of = |name: &str| -> Vec<Option<u64>> {
+        threads
+            .iter()
+            .filter(|t| t.0.starts_with(name))
+            .map(|t| t.1)
+            .collect()
+    };
+    // The supervisor's answering threads and the spawn broker's threads: 0.1 ms.
+    let answering = slice_of("answer-");
+    assert!(
+        !answering.is_empty() && answering.iter().all(|s| *s == Some(100_000)),
+        "{threads:?}"
+    );
+    assert!(
+        broker.len() >= 2 && broker.iter().all(|t| t.1 == Some(100_000)),
+        "{broker:?}"
+    );
+    // The program runs as it would without fdbroker: the slice this test runs with.
+    assert_eq!(slice_of("sleep"), vec![own[0].1], "{threads:?}");
+}

@@ -376,6 +376,8 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
         // The supervisor acts for the worker, with its identity.
         server.also_serve(conn, worker, Binding::Transparent(name))?;
     }
+    // Inherited by every thread started below (the worker, forked already, keeps its own).
+    let _ = fdbroker_shared::process::prefer_short_slices();
     // Everything is open and no thread has started: give up what serving does not need.
     if let Err(e) = confine_parent(&shared, spec.policy.as_deref(), pid) {
         // Do not leave the worker running with a broker that refuses to serve it.

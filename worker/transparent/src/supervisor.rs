@@ -148,7 +148,11 @@ fn supervise(
         // they are (blocked in a receive, or answering a call of a program now gone).
         std::thread::Builder::new()
             .name(format!("answer-{i}"))
-            .spawn(move || sup.answer_forever())?;
+            .spawn(move || {
+                // Only these threads: the program, forked earlier, keeps its own slice.
+                let _ = fdbroker_shared::process::prefer_short_slices();
+                sup.answer_forever()
+            })?;
     }
     loop {
         let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
