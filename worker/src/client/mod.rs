@@ -254,16 +254,16 @@ impl Client {
     }
 
     /// Before sleeping until a reply arrives, look for it for up to `limit` without
-    /// sleeping (polling, and yielding the CPU between looks); zero, the default, sleeps
-    /// at once.
+    /// sleeping (polling, never yielding the CPU: a yield on a busy machine hands it to
+    /// a busy neighbour for its whole slice); zero, the default, sleeps at once.
     ///
     /// Worth it only for a caller that sends one request at a time and can do nothing
     /// until the answer, on a machine where waking a sleeping thread costs more than the
     /// broker's work (a small VM: ~20 µs to wake an idle virtual CPU, against ~10 µs for
     /// an open). Transparent mode's supervisor uses 50 µs, and only where
     /// [`Channel::spinning_pays`] (more than one CPU). It costs CPU time: up to `limit`
-    /// per request on this thread's CPU; it stops early when yielding showed the CPU
-    /// is shared. It never lasts longer than the [`Client::set_timeout`] bound, so a
+    /// per request on this thread's CPU, and after a spin that saw nothing the next
+    /// calls sleep at once for a while (see [`Channel::spin_until_readable`]). It never lasts longer than the [`Client::set_timeout`] bound, so a
     /// reply that does not come fails within twice that bound at most.
     ///
     /// ```no_run
