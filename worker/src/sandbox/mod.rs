@@ -63,6 +63,7 @@
 //! 8. Install seccomp last, so that none of the steps above trips over it.
 
 mod capabilities;
+mod dispatch;
 mod error;
 mod identity;
 mod landlock;

