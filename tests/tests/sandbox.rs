@@ -993,3 +993,22 @@ fn an_unprivileged_process_keeps_its_bounding_set_only_in_best_effort() {
     r.assert_denied("open:/etc/passwd", "EACCES");
     r.assert_denied("setuid0", "EPERM");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Review of the x86_64 dispatch filter (rdispatch)
+
+/// F1: nothing in the worker's environment turns the filter off. `seccomp::install` had
+/// a leftover switch (`XNOSECCOMP`) that skipped every filter while `apply` still
+/// reported `seccomp: true`; a program started with it ran unfiltered.
+#[test]
+fn no_environment_variable_turns_the_seccomp_filter_off() {
+    require_root();
+    let dir = TempDir::new("xnoseccomp");
+    let mut cmd = probe(&["--read", s(dir.path()), "--", "unshare:user", "clone3"]);
+    cmd.env("XNOSECCOMP", "1");
+    let r = run_cmd(cmd);
+    r.applied();
+    r.assert_denied("unshare:user", "EPERM");
+    r.assert_denied("clone3", "ENOSYS");
+    r.assert_done();
+}
