@@ -583,6 +583,37 @@ fn check_one(check: &str, held: &Held) -> Result<String, String> {
             drop(fd);
             exec_in_child(&reopened.into(), "proc")
         }
+        "syscall" => {
+            // `syscall:NR`: the raw call with every argument -1 (no valid pointer, fd
+            // or flag set), for numbers next to a boundary of the filter's search.
+            let nr: libc::c_long = arg.parse().map_err(|_| format!("bad number {arg}"))?;
+            let m1: libc::c_long = -1;
+            // SAFETY: every argument is -1: no pointer the kernel could write through,
+            // no descriptor; the tests only name calls for which that is harmless.
+            let rc = unsafe { libc::syscall(nr, m1, m1, m1, m1, m1, m1) };
+            if rc >= 0 {
+                Ok(format!("{rc}"))
+            } else {
+                Err(nix_err(Errno::last()))
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        "int80-getpid" => {
+            // The i386 `getpid` (20) through `int 0x80` from this x86_64 process: the
+            // kernel runs the filter with AUDIT_ARCH_I386.
+            let mut rax: u64 = 20;
+            // SAFETY: `int 0x80` with eax 20 takes no arguments and touches no memory;
+            // the kernel may clobber r8 to r11 on the way back, declared here.
+            unsafe {
+                std::arch::asm!(
+                    "int 0x80",
+                    inout("rax") rax,
+                    lateout("r8") _, lateout("r9") _, lateout("r10") _, lateout("r11") _,
+                    options(nostack),
+                );
+            }
+            Ok(format!("{}", rax as u32 as i32))
+        }
         "execveat-empty" => {
             let fd = std::fs::File::open(arg).map_err(io)?;
             exec_in_child(&fd.into(), "empty-path")
