@@ -560,18 +560,24 @@ fn reload_refuses_a_hidden_process_it_cannot_place_in_its_service() {
             "--clear-groups",
             "/usr/bin/python3",
             "-c",
-            "import ctypes, time\nctypes.CDLL(None).prctl(4, 0, 0, 0, 0)\ntime.sleep(600)",
+            "import ctypes, sys, time\nctypes.CDLL(None).prctl(4, 0, 0, 0, 0)\nprint('ready', flush=True)\ntime.sleep(600)",
         ])
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = target.id();
-    // Not dumpable any more (then only CAP_SYS_PTRACE may look at it).
-    fdbroker_tests::wait_until(
-        Duration::from_secs(20),
-        || format!("{pid} did not become non-dumpable"),
-        || is_non_dumpable(pid),
-    );
+    // Not dumpable any more (then only CAP_SYS_PTRACE may look at it). Told by the
+    // program itself: between setpriv's change of uid and its exec of python the
+    // process is non-dumpable too, and the exec makes it dumpable again.
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(target.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready, "ready\n", "the target did not start");
+    assert!(is_non_dumpable(pid), "{pid} is dumpable");
     let out = run_with_timeout(
         Command::new("unshare")
             .args(["-m", "--propagation", "private", "sh", "-c"])
