@@ -185,6 +185,10 @@ fn main() {
         transparent_vs_syd: tr
             .as_ref()
             .and_then(|t| t.vs_syd.as_ref().map(Sample::median)),
+        no_syd: tr.as_ref().map_or_else(
+            || "no transparent mode in this build".to_owned(),
+            |t| t.syd_absent.clone(),
+        ),
     };
     print_targets(&s, &mem);
 }
@@ -802,7 +806,7 @@ fn transparent_rows(rows: &mut Table, plan: &Plan) -> Option<transparent::Transp
         rows.sample(s, "per open, under syd, one CPU", syd, "µs");
         rows.sample("ratio", "transparent per open / syd per open", v, "×");
     } else {
-        rows.text(s, "per open, under syd", "n/a", "syd is not installed");
+        rows.text(s, "per open, under syd", "n/a", &t.syd_absent);
     }
     rows.sample(
         s,
@@ -1030,7 +1034,7 @@ fn print_targets(s: &Summary, mem: &Memory) {
         s.transparent_vs_syd,
         |t| t <= 1.0,
         "<= 1.0",
-        "syd is not installed",
+        &s.no_syd,
     );
     check(
         "spawn_speedup",
@@ -1377,6 +1381,8 @@ struct Summary {
     transparent_threads4_vs_1: Option<f64>,
     transparent_busy_vs_idle: Option<f64>,
     transparent_vs_syd: Option<f64>,
+    /// Why `transparent_vs_syd` is `None`.
+    no_syd: String,
     spawn_speedup: f64,
     policy_10k_ratio: f64,
     conn_kib: f64,

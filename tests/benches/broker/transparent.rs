@@ -3,7 +3,8 @@
 //! - **per open, pinned**: `scan-probe opens FILE N 1` (one 4 KiB root-only file opened
 //!   and closed N times) as root, then under `fdbroker run --transparent`, everything
 //!   (the broker, its supervisor, the program) pinned to one CPU; and under `syd` when
-//!   it is installed (`syd -puser` unless `FDBROKER_BENCH_SYD` gives its arguments),
+//!   it is installed (`syd -puser` with the probe's directory allowed, unless
+//!   `FDBROKER_BENCH_SYD` gives its arguments),
 //!   the interception sandbox it is compared with, pinned alike.
 //! - **threads**: the same opens from 4 program threads against 1, unpinned: the
 //!   supervisor answers calls concurrently, so 4 threads must reach at least 1.5x the
@@ -21,7 +22,7 @@ use crate::scan;
 use crate::stats::Sample;
 use fdbroker_tests::{fdbroker_bin, sibling_bin};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 pub struct Transparent {
@@ -32,6 +33,8 @@ pub struct Transparent {
     pub syd: Option<Sample>,
     /// transparent / syd, per open.
     pub vs_syd: Option<Sample>,
+    /// Why there is no syd row, when there is none.
+    pub syd_absent: String,
     /// k opens/s, unpinned.
     pub one_thread: Sample,
     pub four_threads: Sample,
@@ -43,14 +46,26 @@ pub struct Transparent {
     pub busy_vs_idle: Sample,
 }
 
-/// `syd` and the arguments it is run with, when it is on `PATH`.
-fn syd() -> Option<(PathBuf, Vec<String>)> {
+/// `syd` and the arguments it is run with, when it is on `PATH`. Without
+/// `FDBROKER_BENCH_SYD`: its `user` profile (read, stat, exec and Landlock sandboxing on,
+/// so every open is decided by syd) with the probe's directory added to what may be read
+/// and executed (the profile allows neither outside the system's directories).
+fn syd(bins: &Path) -> Option<(PathBuf, Vec<String>)> {
     let path = std::env::var_os("PATH")?;
     let bin = std::env::split_paths(&path)
         .map(|d| d.join("syd"))
         .find(|p| p.is_file())?;
-    let args = std::env::var("FDBROKER_BENCH_SYD").unwrap_or_else(|_| "-puser".to_owned());
-    Some((bin, args.split_whitespace().map(str::to_owned).collect()))
+    let args = match std::env::var("FDBROKER_BENCH_SYD") {
+        Ok(args) => args.split_whitespace().map(str::to_owned).collect(),
+        Err(_) => vec![
+            "-puser".to_owned(),
+            "-m".to_owned(),
+            format!("allow/lock/read+{}", bins.display()),
+            "-m".to_owned(),
+            format!("allow/exec+{}/***", bins.display()),
+        ],
+    };
+    Some((bin, args))
 }
 
 /// `cmd` with its process (and so every thread and child it makes) on `cpu` alone.
@@ -72,21 +87,24 @@ fn us_of(cmd: &mut Command) -> f64 {
 
 /// Runs `cmd` to its end with `stdin`; its `us=` figure.
 fn us_with(cmd: &mut Command, stdin: Stdio) -> f64 {
+    try_us_with(cmd, stdin).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `cmd` to its end with `stdin`; its `us=` figure, or why there is none.
+fn try_us_with(cmd: &mut Command, stdin: Stdio) -> Result<f64, String> {
     let out = cmd
         .stdin(stdin)
         .stderr(Stdio::null())
         .output()
-        .expect("running scan-probe");
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{text}",
-        out.status
-    );
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed: {}\n{text}", out.status));
+    }
     text.split_whitespace()
         .find_map(|w| w.strip_prefix("us="))
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no us= in {text:?}"))
+        .ok_or_else(|| format!("no us= in {text:?}"))
 }
 
 /// Two CPU-bound processes, killed when dropped.
@@ -164,17 +182,20 @@ pub fn run(opens: usize, scan_files: usize, reps: usize) -> Option<Transparent> 
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         us_of(pinned(&mut under(&args), cpu))
     };
-    let syd = syd();
-    let via_syd = |cpu| {
+    let mut syd = syd(bins);
+    let via_syd = |syd: &Option<(PathBuf, Vec<String>)>, cpu| {
         syd.as_ref().map(|(bin, args)| {
-            us_of(pinned(
-                Command::new(bin)
-                    .args(args)
-                    .arg("--")
-                    .arg(&probe)
-                    .args(opens_args(1)),
-                cpu,
-            ))
+            try_us_with(
+                pinned(
+                    Command::new(bin)
+                        .args(args)
+                        .arg("--")
+                        .arg(&probe)
+                        .args(opens_args(1)),
+                    cpu,
+                ),
+                Stdio::null(),
+            )
         })
     };
     // The list on standard input, opened here as root: it lies outside the policy.
@@ -183,13 +204,22 @@ pub fn run(opens: usize, scan_files: usize, reps: usize) -> Option<Transparent> 
     let scan_transparent = || us_with(&mut under(&["plain", "-"]), listed());
 
     // Warm the page cache and every binary once.
-    let _ = (native(1, cpu), transparent(1, cpu), via_syd(cpu));
+    let _ = (native(1, cpu), transparent(1, cpu));
+    // A syd that cannot run the probe (a profile or version that refuses it) is a row
+    // saying so, not a missing benchmark.
+    let mut syd_absent = "syd is not installed".to_owned();
+    if let Some(Err(e)) = via_syd(&syd, cpu) {
+        eprintln!("syd left out: {e}");
+        syd_absent = "syd failed to run the probe (see stderr)".to_owned();
+        syd = None;
+    }
     let mut r = Transparent {
         opens,
         native: Sample::default(),
         transparent: Sample::default(),
         syd: syd.as_ref().map(|_| Sample::default()),
         vs_syd: syd.as_ref().map(|_| Sample::default()),
+        syd_absent,
         one_thread: Sample::default(),
         four_threads: Sample::default(),
         threads4_vs_1: Sample::default(),
@@ -204,7 +234,10 @@ pub fn run(opens: usize, scan_files: usize, reps: usize) -> Option<Transparent> 
         r.native.push(per_open(native(1, cpu)));
         let tr = per_open(transparent(1, cpu));
         r.transparent.push(tr);
-        if let (Some(s), Some(v), Some(us)) = (r.syd.as_mut(), r.vs_syd.as_mut(), via_syd(cpu)) {
+        if let (Some(s), Some(v), Some(us)) =
+            (r.syd.as_mut(), r.vs_syd.as_mut(), via_syd(&syd, cpu))
+        {
+            let us = us.unwrap_or_else(|e| panic!("syd ran the probe once, then: {e}"));
             s.push(per_open(us));
             v.push(tr / per_open(us));
         }
