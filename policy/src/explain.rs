@@ -294,7 +294,15 @@ impl fmt::Display for Explanation {
                         "\ndecision: deny: no rule of this client matches the path"
                     )?,
                     Denial::DeniedBy(_) => {
-                        write!(f, "\ndecision: deny: a deny rule matches the path")?
+                        write!(f, "\ndecision: deny: a deny rule matches the path")?;
+                        if rule.as_ref().is_some_and(|r| r.listed) {
+                            write!(
+                                f,
+                                " (listed: what it denies shows in its directory's listing, \
+                                 and a stat of a name listed there is answered; nothing in it \
+                                 is opened)"
+                            )?;
+                        }
                     }
                     Denial::AccessNotGranted(_) => write!(
                         f,

@@ -121,8 +121,14 @@ impl fmt::Display for ListingText<'_> {
             for d in &g.except {
                 writeln!(
                     f,
-                    "      except {:?}  (deny, {origin}:{})",
-                    d.pattern, d.location
+                    "      except {:?}  (deny{}, {origin}:{})",
+                    d.pattern,
+                    if d.listed {
+                        ", listed: its name shows"
+                    } else {
+                        ""
+                    },
+                    d.location
                 )?;
             }
         }
@@ -161,6 +167,44 @@ mod tests {
             listing: &l,
         }
         .to_string();
-        assert!(text.contains("except \"/srv/keys/\""), "{text}");
+        assert!(
+            text.contains("except \"/srv/keys/\"  (deny, p.toml:"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_listed_carve_out_says_its_name_shows() {
+        let p = Policy::parse(
+            "[[client]]\nname = \"c\"\nusers = [1]\n[[client.allow]]\npath = \"/srv/\"\n[[client.deny]]\npath = \"/srv/keys/\"\nlisted = true\n",
+            Path::new("p.toml"),
+        )
+        .expect("policy");
+        let l = p.who(crate::ClientId(0));
+        let text = super::ListingText {
+            policy: &p,
+            listing: &l,
+        }
+        .to_string();
+        assert!(
+            text.contains("except \"/srv/keys/\"  (deny, listed: its name shows, p.toml:"),
+            "{text}"
+        );
+        let why = p
+            .explain(1, 1, b"/srv/keys/a", crate::Access::Read)
+            .to_string();
+        assert!(
+            why.contains("a deny rule matches the path (listed: "),
+            "{why}"
+        );
+        let unlisted = Policy::parse(
+            "[[client]]\nname = \"c\"\nusers = [1]\n[[client.allow]]\npath = \"/srv/\"\n[[client.deny]]\npath = \"/srv/keys/\"\n",
+            Path::new("p.toml"),
+        )
+        .expect("policy");
+        let why = unlisted
+            .explain(1, 1, b"/srv/keys/a", crate::Access::Read)
+            .to_string();
+        assert!(!why.contains("listed"), "{why}");
     }
 }
