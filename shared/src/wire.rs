@@ -331,6 +331,42 @@ pub struct StatMeta {
     pub ctime_nsec: u32,
 }
 
+impl FileMeta {
+    /// What a `struct stat` says, in these terms; `None` for a file type Linux does not
+    /// define. One conversion for the broker's `fstat` and the transparent supervisor's
+    /// own `stat`, so the two never describe a file differently.
+    pub fn of(st: &libc::stat) -> Option<FileMeta> {
+        Some(FileMeta {
+            kind: FileKind::from_mode(st.st_mode)?,
+            size: st.st_size.max(0) as u64,
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mode: st.st_mode,
+            nlink: st.st_nlink,
+            mtime_sec: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec.clamp(0, 999_999_999) as u32,
+        })
+    }
+}
+
+impl StatMeta {
+    /// A `struct stat` whole, with `file` (what [`FileMeta::of`] made of it).
+    pub fn of(st: &libc::stat, file: FileMeta) -> StatMeta {
+        StatMeta {
+            file,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev,
+            blksize: st.st_blksize.max(0) as u64,
+            blocks: st.st_blocks.max(0) as u64,
+            atime_sec: st.st_atime,
+            atime_nsec: st.st_atime_nsec.clamp(0, 999_999_999) as u32,
+            ctime_sec: st.st_ctime,
+            ctime_nsec: st.st_ctime_nsec.clamp(0, 999_999_999) as u32,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
     Regular,

@@ -285,10 +285,13 @@ fn resolve_flags(rule: &RuleOptions) -> ResolveFlag {
 /// The path is resolved exactly as an open resolves it (`resolve_flags`), into an
 /// `O_PATH` descriptor, which opens nothing (a FIFO cannot block, a device driver is not
 /// called), and the answer is what `fstat` says about that descriptor: never a lookup by
-/// the path string. What an open of the same kind would refuse by type is refused here
-/// too, with the same error: a hard link planted in the tree would otherwise describe a
-/// file outside it (its size, owner and times). A directory is described under either
-/// grant; anything else needs `read`.
+/// the path string. A hard-linked file is refused as an open refuses it, with the same
+/// error: a hard link planted in the tree would otherwise describe a file outside it
+/// (its size, owner and times). A FIFO, socket or device node is described whatever the
+/// rule's `devices` says, which is about opening one: describing it calls no driver and
+/// blocks on nothing, and `ls -l`, `find` and `du` over a tree holding one then print
+/// what they print for root. A directory is described under either grant; anything
+/// else needs `read`.
 pub fn stat_beneath(
     root: BorrowedFd<'_>,
     relative: &[u8],
@@ -306,26 +309,11 @@ pub fn stat_beneath(
     let file = meta_of(&st)?;
     match (file.kind, granted) {
         (FileKind::Directory, _) => {}
-        (_, Access::Read) => authorize(&file, Access::Read, rule)?,
+        (FileKind::Regular, Access::Read) => authorize(&file, Access::Read, rule)?,
+        (_, Access::Read) => {}
         _ => return Err(OpenError::NotDirectory),
     }
-    Ok(stat_meta(&st, file))
-}
-
-/// `struct stat` as the wire carries it.
-fn stat_meta(st: &nix::sys::stat::FileStat, file: FileMeta) -> StatMeta {
-    StatMeta {
-        file,
-        uid: st.st_uid,
-        gid: st.st_gid,
-        rdev: st.st_rdev,
-        blksize: st.st_blksize.max(0) as u64,
-        blocks: st.st_blocks.max(0) as u64,
-        atime_sec: st.st_atime,
-        atime_nsec: st.st_atime_nsec.clamp(0, 999_999_999) as u32,
-        ctime_sec: st.st_ctime,
-        ctime_nsec: st.st_ctime_nsec.clamp(0, 999_999_999) as u32,
-    }
+    Ok(StatMeta::of(&st, file))
 }
 
 /// [`stat_beneath`] without following the last component (`Op::Link`): where the rule
@@ -375,7 +363,7 @@ pub fn link_beneath(
         nix::fcntl::readlinkat(&fd, "").map_err(OpenError::Kernel)?,
     );
     Ok(LinkMeta {
-        meta: stat_meta(&st, meta_of(&st)?),
+        meta: StatMeta::of(&st, meta_of(&st)?),
         target,
     })
 }
@@ -484,18 +472,7 @@ fn authorize(meta: &FileMeta, access: Access, rule: &RuleOptions) -> Result<(), 
 }
 
 fn meta_of(st: &nix::sys::stat::FileStat) -> Result<FileMeta, OpenError> {
-    let mode = st.st_mode;
-    let kind = FileKind::from_mode(mode).ok_or(OpenError::UnknownType(mode))?;
-    Ok(FileMeta {
-        kind,
-        size: st.st_size.max(0) as u64,
-        dev: st.st_dev,
-        ino: st.st_ino,
-        mode,
-        nlink: st.st_nlink,
-        mtime_sec: st.st_mtime,
-        mtime_nsec: st.st_mtime_nsec.clamp(0, 999_999_999) as u32,
-    })
+    FileMeta::of(st).ok_or(OpenError::UnknownType(st.st_mode))
 }
 
 #[cfg(test)]

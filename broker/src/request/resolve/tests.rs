@@ -574,12 +574,34 @@ fn stat_resolves_like_an_open_and_never_opens() {
 
     let st = stat_beneath(t.root.as_fd(), b"file", Access::Read, &rule).unwrap();
     assert_eq!((st.file.kind, st.file.size), (FileKind::Regular, 5));
+    // Described, never opened (which would block), whatever `devices` says: that is
+    // about opening one.
     let root = t.root.try_clone().unwrap();
-    let err = promptly(move || {
+    let st = promptly(move || {
         stat_beneath(root.as_fd(), b"fifo", Access::Read, &RuleOptions::default())
     })
-    .unwrap_err();
-    assert_eq!(err, OpenError::Device(FileKind::Fifo));
+    .unwrap();
+    assert_eq!(
+        (st.file.kind, st.file.mode & 0o7777),
+        (FileKind::Fifo, 0o644)
+    );
+    mknod(
+        &t.path("null"),
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o600),
+        makedev(1, 3),
+    )
+    .unwrap();
+    let st = stat_beneath(t.root.as_fd(), b"null", Access::Read, &rule).unwrap();
+    assert_eq!(
+        (st.file.kind, st.rdev),
+        (FileKind::CharDevice, makedev(1, 3))
+    );
+    // Under a directory grant alone, only directories are described.
+    assert_eq!(
+        stat_beneath(t.root.as_fd(), b"fifo", Access::Directory, &rule),
+        Err(OpenError::NotDirectory)
+    );
     assert_eq!(
         stat_beneath(t.root.as_fd(), b"up", Access::Read, &rule),
         Err(OpenError::Symlink)
