@@ -475,6 +475,21 @@ fn transparent_symbolic_links_are_described_not_followed() {
     );
     same_as_root(&policy, &["readlink", "-f", &format!("{sub}/rel")]);
     same_as_root(&policy, &["du", "-a", "--apparent-size", "-b", sub]);
+    // `grep -r` opens each entry with `O_NOFOLLOW` and skips a link on `ELOOP`.
+    same_as_root(&policy, &["grep", "-rn", "bravo", sub]);
+    let nofollow = format!(
+        r#"
+import os
+for name in ["rel", "dangling", "dirlink", "b.txt"]:
+    for flags in [os.O_RDONLY | os.O_NOFOLLOW, os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY]:
+        try:
+            os.close(os.open(os.path.join({sub:?}, name), flags))
+            print(name, flags, "opened")
+        except OSError as e:
+            print(name, flags, e.errno)
+"#
+    );
+    same_as_root(&policy, &["/usr/bin/python3", "-c", &nofollow]);
     let walk = format!(
         r#"
 import os
@@ -508,6 +523,119 @@ for d, dirs, files in os.walk({sub:?}):
         "{}",
         text(&out.stderr)
     );
+}
+
+/// A FIFO, a socket and a device node in a served tree are described as the kernel
+/// describes them to root (`ls -l`, `find`, `du`, `stat`, `test -p`), though the rule does
+/// not allow opening devices: describing one opens nothing. Opening one stays refused,
+/// and promptly (an open of the FIFO as root would wait for a writer).
+#[test]
+fn transparent_special_files_are_described_as_for_root() {
+    let t = TempDir::new("transparent-special");
+    t.file("tree/sub/plain.txt", b"plain\n", 0o600);
+    for d in ["tree", "tree/sub"] {
+        t.dir(d, 0o700);
+    }
+    let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
+    nix::unistd::mkfifo(&t.join("tree/sub/fifo"), mode).unwrap();
+    nix::sys::stat::mknod(
+        &t.join("tree/sub/null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        mode,
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind(t.join("tree/sub/sock")).unwrap();
+    let policy = tree_policy(&t, "", "");
+    let sub = t.join("tree/sub");
+    let sub = s(&sub);
+    let at = |name: &str| format!("{sub}/{name}");
+    same_as_root(&policy, &["ls", "-lRn", "--time-style=+%s", sub]);
+    same_as_root(&policy, &["find", sub, "-printf", "%p %y %m %s\\n"]);
+    same_as_root(&policy, &["du", "-a", "--apparent-size", "-b", sub]);
+    same_as_root(
+        &policy,
+        &[
+            "stat",
+            "-c",
+            "%n %F %a %t:%T",
+            &at("fifo"),
+            &at("null"),
+            &at("sock"),
+        ],
+    );
+    same_as_root(
+        &policy,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "test -p {f} && test -c {n} && test -S {k} && echo typed",
+                f = at("fifo"),
+                n = at("null"),
+                k = at("sock")
+            ),
+        ],
+    );
+    // Killed at the hang bound if the open blocked, which fails the asserts below.
+    let out = fdbroker_tests::run_with_timeout(
+        &mut transparent(&policy, &["cat", &at("fifo")]),
+        fdbroker_tests::wait::HANG,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// `..` above a served directory is described as for root: `ls -la` of the tree's top
+/// (its `..` entry), `stat DIR/..`, and `ls -la` in a kept working directory there.
+/// The kernel would have to search the root-only directory to get there, which the
+/// sandbox user may not.
+#[test]
+fn transparent_dot_dot_above_a_served_directory_is_described_as_for_root() {
+    // No carve-out in this tree: a listing would leave it out, where root's shows it.
+    let t = TempDir::new("transparent-dotdot");
+    t.file("tree/a.txt", b"alpha\n", 0o600);
+    t.file("tree/sub/b.txt", b"bravo\n", 0o600);
+    for d in ["tree", "tree/sub"] {
+        t.dir(d, 0o700);
+    }
+    let policy = tree_policy(&t, "", "");
+    let tree = t.join("tree");
+    let tree = s(&tree);
+    same_as_root(&policy, &["ls", "-lan", "--time-style=+%s", tree]);
+    let quiet = run(transparent(&policy, &["ls", "-la", tree]));
+    assert!(quiet.status.success(), "{}", text(&quiet.stderr));
+    assert!(
+        !text(&quiet.stderr).contains("ls:"),
+        "{}",
+        text(&quiet.stderr)
+    );
+    same_as_root(
+        &policy,
+        &[
+            "stat",
+            "-c",
+            "%n %F %i %a",
+            &format!("{tree}/.."),
+            &format!("{tree}/sub/../.."),
+        ],
+    );
+    same_as_root(
+        &policy,
+        &[
+            "sh",
+            "-c",
+            &format!("cd {tree} && ls -lan --time-style=+%s && stat -c '%F %i' .."),
+        ],
+    );
+    // Nothing above the tree is opened or listed for the program: a listing of `..`
+    // is the sandbox's to refuse, as before.
+    let out = run(transparent(&policy, &["ls", &format!("{tree}/..")]));
+    assert!(!out.status.success(), "{}", text(&out.stdout));
 }
 
 /// The program's own files in its scratch directory take `chmod`, `fchmod` and

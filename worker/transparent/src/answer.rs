@@ -181,6 +181,11 @@ impl Supervisor {
         if let Decision::Deny(Denial::NoRule | Denial::InvalidPath(_)) =
             self.policy.decide(self.client, &path, Access::Read)
         {
+            if let Some(answer) =
+                self.above_a_served_directory(&call, tid, dirfd, &raw, kept.as_deref(), &path)
+            {
+                return answer;
+            }
             if kept.is_some() {
                 // The kernel would resolve this relative path against the real working
                 // directory, another one than the program's.
@@ -318,6 +323,99 @@ impl Supervisor {
 }
 
 impl Supervisor {
+    /// A stat (or an extended-attribute read, answered as for a served path: none) of a
+    /// path no rule covers that climbs out of a served directory with `..`
+    /// (`ls -la DIR` asks for `DIR/..`; `..` from a kept working directory): the kernel
+    /// would have to search the served directory, which the sandbox user may not, and
+    /// answers `EACCES` where root gets the parent. Answered here by a stat of the
+    /// lexically cleaned path, as this process (the sandbox user, like the program; a
+    /// stat is not Landlock's to refuse): the program could stat that path itself, so
+    /// nothing is described that the sandbox would not describe. Only where some
+    /// directory the path passes before a `..` is one a rule covers (elsewhere the
+    /// sandbox decides, as before), and never for `/proc`, which would show this
+    /// process rather than the program. `None` leaves the call to the usual answer.
+    fn above_a_served_directory(
+        &self,
+        call: &Call,
+        tid: i32,
+        dirfd: i32,
+        raw: &[u8],
+        kept: Option<&[u8]>,
+        clean: &[u8],
+    ) -> Option<Answer> {
+        let follow = match *call {
+            Call::Stat { flags, .. } => flags & libc::AT_SYMLINK_NOFOLLOW == 0,
+            Call::Xattr { follow, .. } => follow,
+            _ => return None,
+        };
+        if clean == b"/proc" || clean.starts_with(b"/proc/") {
+            return None;
+        }
+        let parts: Vec<&[u8]> = raw.split(|&b| b == b'/').collect();
+        // The directory named before each `..`, where a rule covers it.
+        let covered = |i: usize| {
+            // `["", "srv"]` joins to `/srv`; nothing before a first `..` is the start
+            // directory (the working directory, or `dirfd`'s).
+            let mut before = parts[..i].join(&b'/');
+            if before.is_empty() {
+                before.push(if raw.first() == Some(&b'/') {
+                    b'/'
+                } else {
+                    b'.'
+                });
+            }
+            absolute(tid, dirfd, &before, kept, &|base| {
+                self.stand_ins.real_base(base)
+            })
+            .filter(|p| {
+                !matches!(
+                    self.policy.decide(self.client, p, Access::Directory),
+                    Decision::Deny(Denial::NoRule | Denial::InvalidPath(_))
+                )
+            })
+        };
+        // And the cleaned path is one of that directory's ancestors: a path that climbs
+        // out and then goes down elsewhere (`DIR/../../dev/fd/3`, which this process
+        // would resolve to its own descriptor) is not described here.
+        let above = |dir: &[u8]| {
+            clean == b"/" || (dir.starts_with(clean) && dir.get(clean.len()) == Some(&b'/'))
+        };
+        let climbs_out = (0..parts.len())
+            .filter(|&i| parts[i] == b"..")
+            .any(|i| covered(i).is_some_and(|dir| above(&dir)));
+        if !climbs_out {
+            return None;
+        }
+        let clean = Path::new(OsStr::from_bytes(clean));
+        let st = if follow {
+            nix::sys::stat::stat(clean)
+        } else {
+            nix::sys::stat::lstat(clean)
+        };
+        let st = match st {
+            Ok(st) => st,
+            Err(e) => return Some(Answer::Error(e as i32)),
+        };
+        Some(match *call {
+            Call::Stat { buf, statx, .. } => {
+                let file = fdbroker_shared::wire::FileMeta::of(&st)?;
+                let meta = fdbroker_shared::wire::StatMeta::of(&st, file);
+                Answer::Write {
+                    addr: buf,
+                    bytes: if statx {
+                        statx_bytes(&meta)
+                    } else {
+                        stat_bytes(&meta)
+                    },
+                    value: 0,
+                }
+            }
+            // As for a served path: none to read, an empty list (`ls -la`'s `..`).
+            Call::Xattr { list: true, .. } => Answer::Value(0),
+            _ => Answer::Error(libc::ENODATA),
+        })
+    }
+
     /// The process of thread `tid` (of this pid namespace) and its parent, as `/proc`
     /// numbers them. Called only while the thread's notification is pending.
     fn process(&self, tid: i32) -> Option<(Process, i32)> {
@@ -549,6 +647,22 @@ fn open(broker: &Client, stand_ins: &StandIns, path: &Path, flags: i32) -> Answe
                     );
                 }
                 Answer::Fd { fd, cloexec }
+            }
+            // `O_NOFOLLOW` on a link is the kernel's `ELOOP` (`ENOTDIR` with
+            // `O_DIRECTORY`; `grep -r` opens every entry so and skips links on it), where
+            // the broker refuses to follow the link. Asked only then: a link the program
+            // may `lstat` anyway.
+            Err(e)
+                if errno_of(&e) == libc::EACCES
+                    && flags & libc::O_NOFOLLOW != 0
+                    && flags & libc::O_PATH == 0
+                    && matches!(broker.symlink_metadata(path), Ok((_, Some(_)))) =>
+            {
+                Answer::Error(if flags & libc::O_DIRECTORY != 0 {
+                    libc::ENOTDIR
+                } else {
+                    libc::ELOOP
+                })
             }
             Err(e) => Answer::Error(errno_of(&e)),
         }
