@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 use fdbroker_tests::{TempDir, fdbroker_bin, run_with_input, text};
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The shared fixture, named for this file.
@@ -82,4 +83,114 @@ for k in kids:
         "children the item could fork under --pids-limit 3: {}",
         got[0]
     );
+}
+
+/// The children of `parent` (their `/proc` directories).
+fn children_of(parent: u32) -> Vec<PathBuf> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            std::fs::read_to_string(p.join("stat")).is_ok_and(|stat| {
+                // `PID (COMM) STATE PPID ...`: after the last `)`.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    == Some(parent.to_string().as_str())
+            })
+        })
+        .collect()
+}
+
+/// A line of `/proc/PID/status`, its value trimmed.
+fn status_line(proc_dir: &Path, name: &str) -> Option<String> {
+    std::fs::read_to_string(proc_dir.join("status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+}
+
+/// R2: the armed worker, waiting for its item, was documented to hold nothing but its
+/// own socket ("each's own stdin and stdout" among what it closed), but closed only the
+/// descriptors from 3 up: it held `each`'s stdin (the path list), stdout (the results)
+/// and stderr for as long as it waited.
+#[test]
+fn r2_an_armed_worker_waits_holding_only_its_socket() {
+    use std::io::{BufRead as _, Write as _};
+    let (t, policy) = fixture();
+    let item = t.file("tree/a", b"x\n", 0o600);
+    let mut child = Command::new(fdbroker_bin())
+        .arg("each")
+        .arg("--policy")
+        .arg(&policy)
+        .args(["--", "sh", "-c", "echo started >&2; exec sleep 987653"])
+        .env("FDBROKER_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let each = Kill(child);
+    stdin.write_all(&paths_in(&[item])).unwrap();
+    stdin.flush().unwrap();
+    let mut seen = String::new();
+    while !seen.contains("[0] started") {
+        let mut l = String::new();
+        assert_ne!(stderr.read_line(&mut l).unwrap(), 0, "each ended: {seen}");
+        seen.push_str(&l);
+    }
+    // The slot's next worker: `each`'s child, pid 2 of its namespace, still `each`'s
+    // program (no exec yet), confined (no capability, seccomp on).
+    let fdbroker = std::fs::metadata(fdbroker_bin())
+        .map(|m| (m.dev(), m.ino()))
+        .unwrap();
+    let mut armed = None;
+    assert!(
+        fdbroker_tests::eventually(fdbroker_tests::each::HANG, || {
+            armed = children_of(each.0.id()).into_iter().find(|p| {
+                std::fs::metadata(p.join("exe")).is_ok_and(|m| (m.dev(), m.ino()) == fdbroker)
+                    && status_line(p, "NSpid:")
+                        .is_some_and(|ns| ns.split_whitespace().last() == Some("2"))
+                    && status_line(p, "Seccomp:").as_deref() == Some("2")
+            });
+            armed.is_some()
+        }),
+        "no armed worker among {:?}",
+        children_of(each.0.id())
+    );
+    let armed = armed.unwrap();
+    assert_eq!(status_line(&armed, "CapEff:").unwrap(), "0000000000000000");
+    assert_eq!(status_line(&armed, "NoNewPrivs:").unwrap(), "1");
+    assert_eq!(
+        std::fs::read_link(armed.join("cwd")).unwrap(),
+        Path::new("/")
+    );
+    let fds_of = |p: &Path| -> Vec<(String, PathBuf)> {
+        std::fs::read_dir(p.join("fd"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read_link(e.path()).unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    // Once confined it closes what it inherited, then waits: give it a moment.
+    fdbroker_tests::eventually(fdbroker_tests::each::HANG, || fds_of(&armed).len() == 1);
+    let fds = fds_of(&armed);
+    assert_eq!(fds.len(), 1, "only its socket: {fds:?}");
+    assert!(fds[0].1.to_string_lossy().starts_with("socket:"), "{fds:?}");
+    drop(stdin);
+    drop(each);
 }
