@@ -269,9 +269,13 @@ impl Engine {
                 }
             }
             let worker = worker.prepare()?;
+            // Beside an item's tree, three processes of the slot's uid: the item's
+            // namespace init, and the slot's next sandbox (its init and its armed
+            // worker), made while the item runs.
             let enforcement = Enforcement::prepare(
                 &limits,
                 &format!("fdbroker-each-{}-{n}", std::process::id()),
+                3,
             );
             if n == 0 {
                 if let Err(e) = enforcement.check() {
