@@ -194,3 +194,28 @@ fn r2_an_armed_worker_waits_holding_only_its_socket() {
     drop(stdin);
     drop(each);
 }
+
+/// R3: docs/each.md: at most 64 KiB of an item's stderr is passed on, "then one
+/// `fdbroker: stderr cut` line". The notice came twice whenever the cut fell at the end
+/// of a line (short lines: always).
+#[test]
+fn r3_the_stderr_cut_notice_comes_once() {
+    let (t, policy) = fixture();
+    let item = t.file("tree/a", b"x\n", 0o600);
+    let out = fdbroker_tests::each::each(
+        &policy,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 40000 ]; do echo yy; i=$((i+1)); done >&2",
+        ],
+        &paths_in(&[item]),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let notices = text(&out.stderr)
+        .lines()
+        .filter(|l| l.contains("fdbroker: stderr cut"))
+        .count();
+    assert_eq!(notices, 1);
+}
