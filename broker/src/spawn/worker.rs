@@ -288,9 +288,10 @@ fn close_inherited(trigger: &fdbroker_shared::Channel) -> io::Result<()> {
     // SAFETY: the armed worker is a forked copy of the broker that never returns to the
     // broker's code: it execs or `_exit`s, so no value owning a closed descriptor is
     // used or dropped again (the sandbox that held some was used up above). `close_all_but`
-    // leaves 0, 1 and 2, closed here by number; nothing owns them as values here.
+    // leaves 0, 1 and 2, closed here by number; nothing owns them as values here. (The
+    // trigger itself is one of them when the parent runs with one of them closed.)
     unsafe { crate::sys::close_all_but(&[trigger.as_raw_fd()]) }?;
-    for fd in 0..3 {
+    for fd in (0..3).filter(|&fd| fd != trigger.as_raw_fd()) {
         match nix::unistd::close(fd) {
             Ok(()) | Err(nix::errno::Errno::EBADF) => {}
             Err(e) => return Err(e.into()),
