@@ -219,3 +219,78 @@ fn r3_the_stderr_cut_notice_comes_once() {
         .count();
     assert_eq!(notices, 1);
 }
+
+/// `fdbroker each`'s cgroup directories (`fdbroker-each-PID-N`), in any hierarchy.
+fn each_cgroups(pid: u32) -> Vec<PathBuf> {
+    fn walk(dir: &Path, depth: u32, prefix: &str, found: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.filter_map(Result::ok) {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if e.file_name().to_string_lossy().starts_with(prefix) {
+                found.push(e.path());
+            } else if depth > 0 {
+                walk(&e.path(), depth - 1, prefix, found);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    let prefix = format!("fdbroker-each-{pid}-");
+    walk(Path::new("/sys/fs/cgroup"), 6, &prefix, &mut found);
+    found
+}
+
+/// R4: `fdbroker each` makes each slot's cgroups as it prepares the slot; when a later
+/// slot could not be prepared (here: out of descriptors, a large `-j` under a low
+/// `ulimit -n`), it exited 2 and left the earlier slots' cgroup directories behind,
+/// for ever. Tried under a range of descriptor limits, so that one of them fails
+/// between two slots whatever this machine's start-up needs.
+#[test]
+fn r4_an_each_that_cannot_prepare_every_slot_leaves_no_cgroup_behind() {
+    let (_t, policy) = fixture();
+    let mut failed_between = 0;
+    for nofile in (24..=72).step_by(2) {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(fdbroker_bin())
+            .arg("each")
+            .arg("--policy")
+            .arg(&policy)
+            .args([
+                "--memory-limit",
+                "64M",
+                "--pids-limit",
+                "64",
+                "-j",
+                "10",
+                "--",
+            ])
+            .arg("cat")
+            .env("FDBROKER_LOG", "warn");
+        let child = c
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
+        let left = each_cgroups(pid);
+        for dir in &left {
+            let _ = std::fs::remove_dir(dir);
+        }
+        assert!(
+            left.is_empty(),
+            "ulimit -n {nofile}: exit {:?}, {}: left {left:?}",
+            out.status.code(),
+            text(&out.stderr)
+        );
+        failed_between +=
+            usize::from(out.status.code() == Some(2) && text(&out.stderr).contains("sandbox"));
+    }
+    assert!(failed_between > 0, "no limit failed between two slots");
+}
