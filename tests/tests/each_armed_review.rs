@@ -294,3 +294,50 @@ fn r4_an_each_that_cannot_prepare_every_slot_leaves_no_cgroup_behind() {
     }
     assert!(failed_between > 0, "no limit failed between two slots");
 }
+
+/// R5: `fdbroker each` removes its cgroups when it ends, and on SIGTERM, SIGINT or
+/// SIGHUP; killed with SIGKILL (the OOM killer, a service manager's last resort, a
+/// test's `Child::kill`) it left them behind for ever. `fdbroker run` has a remover
+/// process that outlives it for this; `each` now has one too.
+#[test]
+fn r5_an_each_killed_with_sigkill_leaves_no_cgroup_behind() {
+    use std::io::{BufRead as _, Write as _};
+    let (t, policy) = fixture();
+    let item = t.file("tree/a", b"x\n", 0o600);
+    let mut child = Command::new(fdbroker_bin())
+        .arg("each")
+        .arg("--policy")
+        .arg(&policy)
+        .args(["--memory-limit", "64M", "--pids-limit", "16", "--"])
+        .args(["sh", "-c", "echo started >&2; exec sleep 987652"])
+        .env("FDBROKER_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&paths_in(&[item])).unwrap();
+    stdin.flush().unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("[0] started") {
+        let mut l = String::new();
+        assert_ne!(stderr.read_line(&mut l).unwrap(), 0, "each ended: {seen}");
+        seen.push_str(&l);
+    }
+    let pid = child.id();
+    let made = each_cgroups(pid);
+    if Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists() {
+        assert!(!made.is_empty(), "a v1 memory hierarchy: each made cgroups");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let gone =
+        fdbroker_tests::eventually(fdbroker_tests::each::HANG, || each_cgroups(pid).is_empty());
+    let left = each_cgroups(pid);
+    for dir in &left {
+        let _ = std::fs::remove_dir(dir);
+    }
+    assert!(gone, "made {made:?}, left {left:?}");
+}
