@@ -332,6 +332,16 @@ impl Engine {
         })
     }
 
+    /// The directories of every slot's cgroups, for a process that removes them once
+    /// this one is gone however it ended (`fdbroker each`'s remover; the engine's drop
+    /// removes them when it runs).
+    pub fn cgroup_directories(&self) -> Vec<PathBuf> {
+        self.slots
+            .iter()
+            .flat_map(|s| s.enforcement.directories())
+            .collect()
+    }
+
     /// Queues a job; gives it back when the queue is full (call [`Engine::step`]).
     pub fn submit(&mut self, job: Job) -> Result<(), Job> {
         if self.queue.len() >= self.queue_cap {
