@@ -44,6 +44,23 @@ pub fn each_main(spec: EachSpec) -> ExitCode {
     }
     let mut engine = match Engine::new(&spec.config).and_then(|mut e| {
         e.stop_on(&stop)?;
+        // Killed by a signal it cannot read (SIGKILL), this process cannot remove its
+        // cgroups: a process that outlives it does, as for `fdbroker run`. Forked while
+        // still root, single-threaded. The items die with `each` (their parent-death
+        // signal), but not at once: each directory is retried for a few seconds.
+        let dirs = e.cgroup_directories();
+        if !dirs.is_empty() {
+            crate::spawn::scratch::after_broker_exits(move || {
+                for dir in &dirs {
+                    for _ in 0..50 {
+                        crate::spawn::limits::remove_cgroup(dir);
+                        if !dir.exists() {
+                            break;
+                        }
+                    }
+                }
+            })?;
+        }
         // Ready: the roots are open, the uids taken, the cgroups made.
         crate::each::confine::confine_each()?;
         Ok(e)

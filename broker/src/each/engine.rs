@@ -189,6 +189,58 @@ fn arm(slot: &Slot, spare: Spare, exec: &Arc<Exec>) -> io::Result<Armed> {
         .map_err(namespace_error)
 }
 
+/// Prepares one slot per lease into `slots` (see [`Slot`]); stops at the first that
+/// cannot be made, leaving the ones made so far in `slots`.
+fn prepare_slots(
+    slots: &mut Vec<Slot>,
+    leases: Vec<Lease>,
+    policy: &Policy,
+    limits: &Limits,
+) -> Result<(), EachError> {
+    for (n, lease) in leases.into_iter().enumerate() {
+        let base = || {
+            Sandbox::new()
+                .user(Identity::Id(lease.uid()))
+                .group(Identity::Id(lease.gid()))
+        };
+        let init = base().prepare()?;
+        let mut worker = base();
+        for path in &policy.sandbox().read_only {
+            if path.exists() {
+                worker = worker.allow_read_exec(path);
+            }
+        }
+        let worker = worker.prepare()?;
+        // Beside an item's tree, three processes of the slot's uid: the item's
+        // namespace init, and the slot's next sandbox (its init and its armed
+        // worker), made while the item runs.
+        let enforcement = Enforcement::prepare(
+            limits,
+            &format!("fdbroker-each-{}-{n}", std::process::id()),
+            3,
+        );
+        if n == 0 {
+            if let Err(e) = enforcement.check() {
+                let mut enforcement = enforcement;
+                enforcement.remove();
+                return Err(e.into());
+            }
+            for what in &enforcement.missing {
+                tracing::warn!("this kernel setup gives no {what}");
+            }
+        }
+        slots.push(Slot {
+            lease,
+            worker,
+            init,
+            enforcement,
+            running: None,
+            next: Next::None,
+        });
+    }
+    Ok(())
+}
+
 impl Next {
     /// Ends whatever was prepared, unused.
     fn end(self) {
@@ -255,42 +307,14 @@ impl Engine {
         // RCU grace period); meanwhile the next item runs in another slot.
         let mut slots = Vec::new();
         let leases = identity::allocate_many(policy.sandbox().uid_range, config.jobs.max(1) * 2)?;
-        for (n, lease) in leases.into_iter().enumerate() {
-            let base = || {
-                Sandbox::new()
-                    .user(Identity::Id(lease.uid()))
-                    .group(Identity::Id(lease.gid()))
-            };
-            let init = base().prepare()?;
-            let mut worker = base();
-            for path in &policy.sandbox().read_only {
-                if path.exists() {
-                    worker = worker.allow_read_exec(path);
-                }
+        // A slot's cgroups are removed when the engine drops it; when a slot cannot be
+        // made (out of descriptors, say), there is no engine: the slots made so far
+        // remove theirs here.
+        if let Err(e) = prepare_slots(&mut slots, leases, &policy, &limits) {
+            for slot in &mut slots {
+                slot.enforcement.remove();
             }
-            let worker = worker.prepare()?;
-            let enforcement = Enforcement::prepare(
-                &limits,
-                &format!("fdbroker-each-{}-{n}", std::process::id()),
-            );
-            if n == 0 {
-                if let Err(e) = enforcement.check() {
-                    let mut enforcement = enforcement;
-                    enforcement.remove();
-                    return Err(e.into());
-                }
-                for what in &enforcement.missing {
-                    tracing::warn!("this kernel setup gives no {what}");
-                }
-            }
-            slots.push(Slot {
-                lease,
-                worker,
-                init,
-                enforcement,
-                running: None,
-                next: Next::None,
-            });
+            return Err(e);
         }
         Ok(Engine {
             loaded: Loaded::new(policy, 1),
@@ -306,6 +330,16 @@ impl Engine {
             stop: None,
             stopped: None,
         })
+    }
+
+    /// The directories of every slot's cgroups, for a process that removes them once
+    /// this one is gone however it ended (`fdbroker each`'s remover; the engine's drop
+    /// removes them when it runs).
+    pub fn cgroup_directories(&self) -> Vec<PathBuf> {
+        self.slots
+            .iter()
+            .flat_map(|s| s.enforcement.directories())
+            .collect()
     }
 
     /// Queues a job; gives it back when the queue is full (call [`Engine::step`]).

@@ -237,6 +237,7 @@ impl Running {
                     return;
                 }
                 Ok(n) => {
+                    // Past the cut, `flush_line` has said so once; the rest is dropped.
                     for &b in &buf[..n] {
                         if self.passed >= MAX_STDERR {
                             break;
@@ -249,13 +250,6 @@ impl Running {
                                 self.flush_line();
                             }
                         }
-                    }
-                    if self.passed >= MAX_STDERR && !self.line.is_empty() {
-                        self.line.clear();
-                        say_line(
-                            self.id,
-                            format!("fdbroker: stderr cut after {MAX_STDERR} bytes").as_bytes(),
-                        );
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

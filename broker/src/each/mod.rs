@@ -9,6 +9,7 @@
 //! | --- | --- | --- | --- |
 //! | `fdbroker each` | [`command::each_main`] | root, narrowed once its engine is ready to the capabilities making sandboxes needs, `no_new_privs` ([`confine`]; it never runs item code) | the operator |
 //! | namespace init, one per item | `spawn::pidns` `init_main` | the slot's transient uid, the worker's sandbox with no path | `fdbroker each` (`fork`) |
+//! | the cgroups' remover | `spawn::scratch` `remover_main` | root, every signal but `SIGKILL` blocked, holding only a pipe from `fdbroker each` | `fdbroker each` (`fork`, before it narrows itself): once `each` is gone however it ended, removes its cgroup directories |
 //! | the worker, one per item | `spawn::worker` `worker_pre_exec`, then the program | the slot's transient uid, the `fdbroker run` worker sandbox and limits | `fdbroker each` (`fork`, then `exec`) |
 
 pub mod cli;

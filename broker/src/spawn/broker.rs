@@ -247,8 +247,10 @@ pub fn spawn_main(spec: Spawn) -> Result<ExitCode, SpawnError> {
 
     // The limits, and the cgroups they need, before anything is forked.
     let limits = spec.limits.or(&policy.sandbox().limits);
+    // Beside the worker's tree, its namespace's init runs as its uid. 2, not 1: the
+    // allowance `fdbroker run` has always had (one process above a pids cgroup's).
     let mut enforcement =
-        Enforcement::prepare(&limits, &format!("fdbroker-run-{}", std::process::id()));
+        Enforcement::prepare(&limits, &format!("fdbroker-run-{}", std::process::id()), 2);
     if let Err(e) = enforcement.check() {
         enforcement.remove();
         return Err(SpawnError::Limit(e));

@@ -292,9 +292,13 @@ fn join_cgroup(fd: std::os::fd::RawFd) -> io::Result<()> {
 
 impl Enforcement {
     /// Prepares `limits` for one sandbox named `name` (its cgroups' directory name).
+    /// `beside` counts the processes of the sandbox's uid that run outside its process
+    /// tree while it runs (its namespace's init; in `fdbroker each` also the slot's next
+    /// sandbox, its init and its armed worker): without a pids cgroup the pids limit is
+    /// the uid's RLIMIT_NPROC, which counts them too, so it is raised by that many.
     /// Never fails: what cannot be had is listed in [`Enforcement::missing`], and the
     /// rlimits apply regardless.
-    pub fn prepare(limits: &Limits, name: &str) -> Enforcement {
+    pub fn prepare(limits: &Limits, name: &str, beside: u64) -> Enforcement {
         let mut rlimits = Vec::new();
         let mut missing = Vec::new();
         if let Some(cpu) = limits.cpu {
@@ -325,13 +329,12 @@ impl Enforcement {
                 Err(e) => {
                     tracing::debug!("no pids cgroup: {e}");
                     missing.push("a pids cgroup (the pids limit is RLIMIT_NPROC only)");
-                    // The uid's count includes the namespace's init, which runs as it
-                    // too, and `fdbroker each`'s spare init of the slot's next item.
+                    // The uid's count includes the processes `beside` the sandbox.
                     // (With the cgroup, which counts the sandbox exactly, the rlimit is
                     // left out: it would fail the same fork first, unreported.)
                     // Saturating: `--pids-limit 18446744073709551615` is a valid count,
                     // and wrapping would make it an RLIMIT_NPROC of 1 (or a panic).
-                    let n = n.saturating_add(2);
+                    let n = n.saturating_add(beside);
                     rlimits.push((Resource::RLIMIT_NPROC, n, n));
                 }
             }

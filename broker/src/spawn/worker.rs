@@ -208,10 +208,16 @@ pub(crate) fn armed_main(
         return 126;
     }
     // Hold nothing of the parent's while waiting, above all not its ends of other
-    // namespaces' lifelines (which must close for those to end) nor their uids' locks.
+    // namespaces' lifelines (which must close for those to end) nor their uids' locks,
+    // nor its stdin, stdout and stderr. From here on, why it cannot start is said on the
+    // trigger, which the parent reads once this process is reaped.
     if close_inherited(trigger).is_err() {
         return 126;
     }
+    let say = |why: String| {
+        let _ = trigger.send(why.as_bytes());
+        126
+    };
     let mut item = vec![0u8; MAX_ITEM_NAME];
     let fds = match trigger.recv_with_fds(&mut item, 3) {
         Ok((n, fds)) if fds.len() == 3 => {
@@ -226,29 +232,25 @@ pub(crate) fn armed_main(
             let why = other
                 .err()
                 .map_or_else(|| "not three descriptors".to_owned(), |e| e.to_string());
-            let _ = writeln!(
-                std::io::stderr(),
-                "fdbroker: the worker's item did not arrive whole: {why}"
-            );
-            return 126;
+            return say(format!("the worker's item did not arrive whole: {why}"));
         }
     };
     if let Err(e) = put_in_place(fds) {
-        let _ = writeln!(std::io::stderr(), "fdbroker: cannot start the worker: {e}");
-        return 126;
+        return say(format!(
+            "cannot put its stdin, stdout and stderr in place: {e}"
+        ));
     }
     let mut env = exec.env.clone();
     let mut kv = format!("{ITEM}=").into_bytes();
     kv.extend_from_slice(&item);
     match std::ffi::CString::new(kv) {
         Ok(kv) => env.push(kv),
-        Err(_) => return 126,
+        Err(_) => return say("the item's name holds a NUL byte".to_owned()),
     }
     // Last before the exec, as in `worker_pre_exec` (see `InChild::set_rlimits`): the
     // limits are the program's. The cgroups were joined by the parent with the item.
     if let Err(e) = limits.set_rlimits() {
-        let _ = writeln!(std::io::stderr(), "fdbroker: cannot set the limits: {e}");
-        return 126;
+        return say(format!("cannot set the limits: {e}"));
     }
     let mut error = nix::errno::Errno::ENOENT;
     for path in &exec.candidates {
@@ -279,13 +281,23 @@ pub(crate) fn armed_main(
 }
 
 /// Closes every descriptor but `trigger`'s, stdin, stdout and stderr included (the
-/// item brings its own).
+/// item brings its own; until they come, 0, 1 and 2 are free, and the item's land
+/// there or above: [`put_in_place`] moves them from copies above 2).
 #[allow(unsafe_code)] // closing what it inherited
 fn close_inherited(trigger: &fdbroker_shared::Channel) -> io::Result<()> {
     // SAFETY: the armed worker is a forked copy of the broker that never returns to the
     // broker's code: it execs or `_exit`s, so no value owning a closed descriptor is
-    // used or dropped again (the sandbox that held some was used up above).
-    unsafe { crate::sys::close_all_but(&[trigger.as_raw_fd()]) }
+    // used or dropped again (the sandbox that held some was used up above). `close_all_but`
+    // leaves 0, 1 and 2, closed here by number; nothing owns them as values here. (The
+    // trigger itself is one of them when the parent runs with one of them closed.)
+    unsafe { crate::sys::close_all_but(&[trigger.as_raw_fd()]) }?;
+    for fd in (0..3).filter(|&fd| fd != trigger.as_raw_fd()) {
+        match nix::unistd::close(fd) {
+            Ok(()) | Err(nix::errno::Errno::EBADF) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Everything of [`worker_pre_exec`] before the item: the same steps in the same order.
