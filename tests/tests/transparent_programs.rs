@@ -638,6 +638,50 @@ fn transparent_dot_dot_above_a_served_directory_is_described_as_for_root() {
     assert!(!out.status.success(), "{}", text(&out.stdout));
 }
 
+/// `..` above a served directory is described as the program would see that ancestor by
+/// its own name, never as the supervisor sees it: an ancestor that is a link into
+/// `/proc/self` (here planted by the owner of a glob rule's static root, which may be
+/// anyone: only what is above it must be root's) names the supervisor's process and its
+/// descriptors to the supervisor's own stat, and the program's own process to the
+/// program's. As root, and for the program by the ancestor's name, the lookup goes
+/// through the program's own `/proc/self`, which holds no `x.txt`.
+#[test]
+fn transparent_dot_dot_above_a_served_directory_never_describes_the_supervisor() {
+    let t = TempDir::new("transparent-dotdot-self");
+    t.file("g/d/x.txt", b"x\n", 0o644);
+    t.dir("g", 0o755);
+    std::os::unix::fs::symlink("/proc/self", t.join("g/self")).unwrap();
+    std::os::unix::fs::symlink("/proc/self/fd", t.join("g/fd")).unwrap();
+    let g = t.join("g");
+    let policy = tree_policy(
+        &t,
+        "",
+        &format!(
+            "  [[client.allow]]\n  path = \"{}/**/x.txt\"\n  access = [\"read\"]\n",
+            g.display()
+        ),
+    );
+    let script = format!(
+        r#"
+import os
+def seen(p, follow=True):
+    try:
+        st = os.stat(p, follow_symlinks=follow)
+        return "ok %d %d" % (st.st_dev, st.st_ino)
+    except OSError as e:
+        return "errno %d" % e.errno
+g = {g:?}
+print("self", seen(g + "/self/x.txt/.."), seen(g + "/self/x.txt/..", False))
+for n in range(0, 64):
+    via = seen(g + "/fd/%d/x.txt/.." % n)
+    if via.startswith("ok") and via != seen(g + "/fd/%d" % n):
+        print("the supervisor's descriptor", n, via)
+"#,
+        g = s(&g)
+    );
+    same_as_root(&policy, &["/usr/bin/python3", "-c", &script]);
+}
+
 /// The program's own files in its scratch directory take `chmod`, `fchmod` and
 /// `utimensat` as for root: `tar x`, `cp -a`, `shutil.copytree` and `touch -d` work and
 /// keep modes and times. Never a set-id or a file's execute bit (dropped), and nothing
