@@ -682,6 +682,49 @@ for n in range(0, 64):
     same_as_root(&policy, &["/usr/bin/python3", "-c", &script]);
 }
 
+/// `lstat` of `DIR/..` describes the directory the kernel finds, never a link: the last
+/// component is `..`, which the kernel never treats as a link, so where the cleaned
+/// parent is a (root's) symbolic link, `ls -la DIR` shows `..` as the directory it leads
+/// to, as root's does, not as a link.
+#[test]
+fn transparent_dot_dot_above_a_served_directory_is_no_link() {
+    let t = TempDir::new("transparent-dotdot-link");
+    t.file("real/tree/a.txt", b"alpha\n", 0o600);
+    t.dir("real/tree", 0o700);
+    t.dir("real", 0o755);
+    std::os::unix::fs::symlink("real", t.join("link")).unwrap();
+    let tree = t.join("link/tree");
+    let policy = tree_policy(
+        &t,
+        "",
+        &format!(
+            "  [[client.allow]]\n  path = \"{}/\"\n  access = [\"read\", \"directory\"]\n",
+            tree.display()
+        ),
+    );
+    let tree = s(&tree);
+    same_as_root(
+        &policy,
+        &[
+            "stat",
+            "-c",
+            "%n %F %i",
+            &format!("{tree}/.."),
+            &format!("{tree}/../."),
+        ],
+    );
+    let lstat = format!(
+        r#"
+import os
+for p in [{tree:?} + "/..", {tree:?} + "/../", {tree:?} + "/../."]:
+    st = os.lstat(p)
+    print(p, oct(st.st_mode), st.st_ino)
+"#
+    );
+    same_as_root(&policy, &["/usr/bin/python3", "-c", &lstat]);
+    same_as_root(&policy, &["ls", "-lan", "--time-style=+%s", tree]);
+}
+
 /// The program's own files in its scratch directory take `chmod`, `fchmod` and
 /// `utimensat` as for root: `tar x`, `cp -a`, `shutil.copytree` and `touch -d` work and
 /// keep modes and times. Never a set-id or a file's execute bit (dropped), and nothing
