@@ -682,6 +682,28 @@ for n in range(0, 64):
     same_as_root(&policy, &["/usr/bin/python3", "-c", &script]);
 }
 
+/// A stat of a path of many `..` components costs the supervisor a walk, not a read of
+/// `/proc` per component: 100 stats of a path of 1,364 `..` (what fits in `PATH_MAX`)
+/// take microseconds each for the kernel as root, and must not take tens of
+/// milliseconds each of the supervisor's time (every one of its answering threads is
+/// then busy with one program thread's calls).
+#[test]
+fn transparent_many_dot_dots_cost_a_walk() {
+    let (_t, policy) = fixture("");
+    let script = r#"
+import os, time
+p = "../" * 1364 + "x"
+t = time.monotonic()
+for _ in range(100):
+    try:
+        os.stat(p)
+    except OSError:
+        pass
+print("slow" if time.monotonic() - t > 1.5 else "quick")
+"#;
+    same_as_root(&policy, &["/usr/bin/python3", "-c", script]);
+}
+
 /// `lstat` of `DIR/..` describes the directory the kernel finds, never a link: the last
 /// component is `..`, which the kernel never treats as a link, so where the cleaned
 /// parent is a (root's) symbolic link, `ls -la DIR` shows `..` as the directory it leads
