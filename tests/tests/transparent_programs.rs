@@ -885,3 +885,42 @@ fn transparent_repeated_decisions_are_written_once_and_counted() {
     assert_eq!(lines(&b, "ino="), 1, "{log}");
     assert_eq!(lines(&b, "repeated="), 0, "{log}");
 }
+
+/// `O_DIRECTORY` with a write mode is the kernel's refusal on a served path as for root:
+/// `ENOTDIR` on a regular file (which is neither opened nor truncated), `EISDIR` on a
+/// directory, `EINVAL` with `O_CREAT` on a missing name (which is not created). A
+/// program that asks `O_DIRECTORY` is told the name is no directory before it writes.
+#[test]
+fn transparent_o_directory_with_a_write_mode_opens_no_file() {
+    let t = TempDir::new("transparent-wdir");
+    t.file("tree/w/w.txt", b"keep me\n", 0o600);
+    for d in ["tree", "tree/w"] {
+        t.dir(d, 0o700);
+    }
+    let w = t.join("tree/w");
+    let policy = tree_policy(
+        &t,
+        "",
+        &format!(
+            "  [[client.allow]]\n  path = \"{}/\"\n  access = [\"read\", \"write\", \"create\", \"directory\"]\n",
+            w.display()
+        ),
+    );
+    let script = format!(
+        r#"
+import os
+w = {w:?}
+for name in ["w.txt", ".", "new"]:
+    for flags in [os.O_WRONLY, os.O_WRONLY | os.O_TRUNC, os.O_RDWR, os.O_WRONLY | os.O_APPEND,
+                  os.O_WRONLY | os.O_CREAT, os.O_RDWR | os.O_CREAT | os.O_EXCL]:
+        try:
+            os.close(os.open(os.path.join(w, name), flags | os.O_DIRECTORY, 0o600))
+            print(name, flags, "opened")
+        except OSError as e:
+            print(name, flags, e.errno)
+print(open(os.path.join(w, "w.txt")).read(), os.path.exists(os.path.join(w, "new")))
+"#,
+        w = s(&w)
+    );
+    same_as_root(&policy, &["/usr/bin/python3", "-c", &script]);
+}
