@@ -642,6 +642,28 @@ fn open(broker: &Client, stand_ins: &StandIns, path: &Path, flags: i32) -> Answe
         if flags & libc::O_APPEND != 0 {
             extra |= fdbroker_shared::wire::OPEN_APPEND;
         }
+        // `O_DIRECTORY` outside `O_PATH` (which drops the other flags) and `O_TMPFILE`
+        // (which includes it): with `O_CREAT` the kernel's `EINVAL` (Linux 6.4), with a
+        // write mode its `EISDIR` on a directory and `ENOTDIR` on anything else, never
+        // a file opened (or truncated, or created) for writing.
+        let tmpfile = flags & libc::O_TMPFILE == libc::O_TMPFILE;
+        if flags & libc::O_DIRECTORY != 0 && flags & libc::O_PATH == 0 && !tmpfile {
+            if flags & libc::O_CREAT != 0 {
+                return Answer::Error(libc::EINVAL);
+            }
+            if mode != libc::O_RDONLY {
+                let described = if flags & libc::O_NOFOLLOW != 0 {
+                    broker.symlink_metadata(path).map(|(meta, _)| meta)
+                } else {
+                    broker.metadata(path)
+                };
+                return Answer::Error(match described {
+                    Ok(meta) if meta.is_dir() => libc::EISDIR,
+                    Ok(_) => libc::ENOTDIR,
+                    Err(e) => errno_of(&e),
+                });
+            }
+        }
         let result = if flags & libc::O_PATH != 0 || mode == libc::O_RDONLY {
             // `O_RDONLY|O_TRUNC` is a write; `O_RDONLY|O_CREAT` (`flock(1)`) of a file
             // that exists is a read, and creating one through it a write the read-only
