@@ -638,6 +638,115 @@ fn transparent_dot_dot_above_a_served_directory_is_described_as_for_root() {
     assert!(!out.status.success(), "{}", text(&out.stdout));
 }
 
+/// `..` above a served directory is described as the program would see that ancestor by
+/// its own name, never as the supervisor sees it: an ancestor that is a link into
+/// `/proc/self` (here planted by the owner of a glob rule's static root, which may be
+/// anyone: only what is above it must be root's) names the supervisor's process and its
+/// descriptors to the supervisor's own stat, and the program's own process to the
+/// program's. As root, and for the program by the ancestor's name, the lookup goes
+/// through the program's own `/proc/self`, which holds no `x.txt`.
+#[test]
+fn transparent_dot_dot_above_a_served_directory_never_describes_the_supervisor() {
+    let t = TempDir::new("transparent-dotdot-self");
+    t.file("g/d/x.txt", b"x\n", 0o644);
+    t.dir("g", 0o755);
+    std::os::unix::fs::symlink("/proc/self", t.join("g/self")).unwrap();
+    std::os::unix::fs::symlink("/proc/self/fd", t.join("g/fd")).unwrap();
+    let g = t.join("g");
+    let policy = tree_policy(
+        &t,
+        "",
+        &format!(
+            "  [[client.allow]]\n  path = \"{}/**/x.txt\"\n  access = [\"read\"]\n",
+            g.display()
+        ),
+    );
+    let script = format!(
+        r#"
+import os
+def seen(p, follow=True):
+    try:
+        st = os.stat(p, follow_symlinks=follow)
+        return "ok %d %d" % (st.st_dev, st.st_ino)
+    except OSError as e:
+        return "errno %d" % e.errno
+g = {g:?}
+print("self", seen(g + "/self/x.txt/.."), seen(g + "/self/x.txt/..", False))
+for n in range(0, 64):
+    via = seen(g + "/fd/%d/x.txt/.." % n)
+    if via.startswith("ok") and via != seen(g + "/fd/%d" % n):
+        print("the supervisor's descriptor", n, via)
+"#,
+        g = s(&g)
+    );
+    same_as_root(&policy, &["/usr/bin/python3", "-c", &script]);
+}
+
+/// A stat of a path of many `..` components costs the supervisor a walk, not a read of
+/// `/proc` per component: 100 stats of a path of 1,364 `..` (what fits in `PATH_MAX`)
+/// take microseconds each for the kernel as root, and must not take tens of
+/// milliseconds each of the supervisor's time (every one of its answering threads is
+/// then busy with one program thread's calls).
+#[test]
+fn transparent_many_dot_dots_cost_a_walk() {
+    let (_t, policy) = fixture("");
+    let script = r#"
+import os, time
+p = "../" * 1364 + "x"
+t = time.monotonic()
+for _ in range(100):
+    try:
+        os.stat(p)
+    except OSError:
+        pass
+print("slow" if time.monotonic() - t > 1.5 else "quick")
+"#;
+    same_as_root(&policy, &["/usr/bin/python3", "-c", script]);
+}
+
+/// `lstat` of `DIR/..` describes the directory the kernel finds, never a link: the last
+/// component is `..`, which the kernel never treats as a link, so where the cleaned
+/// parent is a (root's) symbolic link, `ls -la DIR` shows `..` as the directory it leads
+/// to, as root's does, not as a link.
+#[test]
+fn transparent_dot_dot_above_a_served_directory_is_no_link() {
+    let t = TempDir::new("transparent-dotdot-link");
+    t.file("real/tree/a.txt", b"alpha\n", 0o600);
+    t.dir("real/tree", 0o700);
+    t.dir("real", 0o755);
+    std::os::unix::fs::symlink("real", t.join("link")).unwrap();
+    let tree = t.join("link/tree");
+    let policy = tree_policy(
+        &t,
+        "",
+        &format!(
+            "  [[client.allow]]\n  path = \"{}/\"\n  access = [\"read\", \"directory\"]\n",
+            tree.display()
+        ),
+    );
+    let tree = s(&tree);
+    same_as_root(
+        &policy,
+        &[
+            "stat",
+            "-c",
+            "%n %F %i",
+            &format!("{tree}/.."),
+            &format!("{tree}/../."),
+        ],
+    );
+    let lstat = format!(
+        r#"
+import os
+for p in [{tree:?} + "/..", {tree:?} + "/../", {tree:?} + "/../."]:
+    st = os.lstat(p)
+    print(p, oct(st.st_mode), st.st_ino)
+"#
+    );
+    same_as_root(&policy, &["/usr/bin/python3", "-c", &lstat]);
+    same_as_root(&policy, &["ls", "-lan", "--time-style=+%s", tree]);
+}
+
 /// The program's own files in its scratch directory take `chmod`, `fchmod` and
 /// `utimensat` as for root: `tar x`, `cp -a`, `shutil.copytree` and `touch -d` work and
 /// keep modes and times. Never a set-id or a file's execute bit (dropped), and nothing
@@ -775,4 +884,43 @@ fn transparent_repeated_decisions_are_written_once_and_counted() {
     assert_eq!(repeats, 19, "{log}");
     assert_eq!(lines(&b, "ino="), 1, "{log}");
     assert_eq!(lines(&b, "repeated="), 0, "{log}");
+}
+
+/// `O_DIRECTORY` with a write mode is the kernel's refusal on a served path as for root:
+/// `ENOTDIR` on a regular file (which is neither opened nor truncated), `EISDIR` on a
+/// directory, `EINVAL` with `O_CREAT` on a missing name (which is not created). A
+/// program that asks `O_DIRECTORY` is told the name is no directory before it writes.
+#[test]
+fn transparent_o_directory_with_a_write_mode_opens_no_file() {
+    let t = TempDir::new("transparent-wdir");
+    t.file("tree/w/w.txt", b"keep me\n", 0o600);
+    for d in ["tree", "tree/w"] {
+        t.dir(d, 0o700);
+    }
+    let w = t.join("tree/w");
+    let policy = tree_policy(
+        &t,
+        "",
+        &format!(
+            "  [[client.allow]]\n  path = \"{}/\"\n  access = [\"read\", \"write\", \"create\", \"directory\"]\n",
+            w.display()
+        ),
+    );
+    let script = format!(
+        r#"
+import os
+w = {w:?}
+for name in ["w.txt", ".", "new"]:
+    for flags in [os.O_WRONLY, os.O_WRONLY | os.O_TRUNC, os.O_RDWR, os.O_WRONLY | os.O_APPEND,
+                  os.O_WRONLY | os.O_CREAT, os.O_RDWR | os.O_CREAT | os.O_EXCL]:
+        try:
+            os.close(os.open(os.path.join(w, name), flags | os.O_DIRECTORY, 0o600))
+            print(name, flags, "opened")
+        except OSError as e:
+            print(name, flags, e.errno)
+print(open(os.path.join(w, "w.txt")).read(), os.path.exists(os.path.join(w, "new")))
+"#,
+        w = s(&w)
+    );
+    same_as_root(&policy, &["/usr/bin/python3", "-c", &script]);
 }

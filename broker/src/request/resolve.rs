@@ -290,7 +290,8 @@ fn resolve_flags(rule: &RuleOptions) -> ResolveFlag {
 /// (its size, owner and times). A FIFO, socket or device node is described whatever the
 /// rule's `devices` says, which is about opening one: describing it calls no driver and
 /// blocks on nothing, and `ls -l`, `find` and `du` over a tree holding one then print
-/// what they print for root. A directory is described under either grant; anything
+/// what they print for root. Where the rule does not allow opening one, one with a
+/// second name is refused as a hard-linked file is (unless the rule allows hard links). A directory is described under either grant; anything
 /// else needs `read`.
 pub fn stat_beneath(
     root: BorrowedFd<'_>,
@@ -310,6 +311,11 @@ pub fn stat_beneath(
     match (file.kind, granted) {
         (FileKind::Directory, _) => {}
         (FileKind::Regular, Access::Read) => authorize(&file, Access::Read, rule)?,
+        // Where the rule allows opening one, what an open would pass; elsewhere one
+        // with a second name is refused as a hard-linked file is.
+        (_, Access::Read) if file.nlink > 1 && !rule.devices && !rule.hardlinks => {
+            return Err(OpenError::Hardlinked(file.nlink));
+        }
         (_, Access::Read) => {}
         _ => return Err(OpenError::NotDirectory),
     }

@@ -332,8 +332,14 @@ impl Supervisor {
     /// stat is not Landlock's to refuse): the program could stat that path itself, so
     /// nothing is described that the sandbox would not describe. Only where some
     /// directory the path passes before a `..` is one a rule covers (elsewhere the
-    /// sandbox decides, as before), and never for `/proc`, which would show this
-    /// process rather than the program. `None` leaves the call to the usual answer.
+    /// sandbox decides, as before), and never for what would show this process rather
+    /// than the program: `/proc` by name, or through a link on the way (an ancestor
+    /// that links to `/proc/self` or `/dev/fd`: no magic link is followed, and nothing
+    /// on procfs is described). `None` leaves the call to the usual answer.
+    ///
+    /// The start directory is read from `/proc` once, and each directory before a `..`
+    /// is decided once, only if the cleaned path is above it: a path of 2,000 `..`
+    /// costs a walk, not 2,000 reads of `/proc`.
     fn above_a_served_directory(
         &self,
         call: &Call,
@@ -343,57 +349,80 @@ impl Supervisor {
         kept: Option<&[u8]>,
         clean: &[u8],
     ) -> Option<Answer> {
-        let follow = match *call {
-            Call::Stat { flags, .. } => flags & libc::AT_SYMLINK_NOFOLLOW == 0,
-            Call::Xattr { follow, .. } => follow,
+        let nofollow = match *call {
+            Call::Stat { flags, .. } => flags & libc::AT_SYMLINK_NOFOLLOW != 0,
+            Call::Xattr { follow, .. } => !follow,
             _ => return None,
         };
         if clean == b"/proc" || clean.starts_with(b"/proc/") {
             return None;
         }
         let parts: Vec<&[u8]> = raw.split(|&b| b == b'/').collect();
-        // The directory named before each `..`, where a rule covers it.
-        let covered = |i: usize| {
-            // `["", "srv"]` joins to `/srv`; nothing before a first `..` is the start
-            // directory (the working directory, or `dirfd`'s).
-            let mut before = parts[..i].join(&b'/');
-            if before.is_empty() {
-                before.push(if raw.first() == Some(&b'/') {
-                    b'/'
-                } else {
-                    b'.'
-                });
-            }
-            absolute(tid, dirfd, &before, kept, &|base| {
+        if !parts.iter().any(|p| *p == b"..") {
+            return None;
+        }
+        // The last component decides whether a link is followed: the kernel follows
+        // one before a trailing `/`, and `..` or `.` last is the directory it reached,
+        // never a link (`lstat("DIR/..")` where the cleaned parent is a link describes
+        // the directory it leads to).
+        let nofollow = nofollow && !matches!(parts.last(), Some(&(b"" | b"." | b"..")));
+        // The start directory, as `/proc` shows it (stand-ins mapped): nothing before
+        // a first `..` is the working directory, or `dirfd`'s.
+        let base = if raw.first() == Some(&b'/') {
+            b"/".to_vec()
+        } else {
+            absolute(tid, dirfd, b".", kept, &|base| {
                 self.stand_ins.real_base(base)
-            })
-            .filter(|p| {
-                !matches!(
-                    self.policy.decide(self.client, p, Access::Directory),
-                    Decision::Deny(Denial::NoRule | Denial::InvalidPath(_))
-                )
-            })
+            })?
         };
-        // And the cleaned path is one of that directory's ancestors: a path that climbs
-        // out and then goes down elsewhere (`DIR/../../dev/fd/3`, which this process
-        // would resolve to its own descriptor) is not described here.
+        let joined = |at: &[&[u8]]| {
+            let mut p = Vec::new();
+            for c in at {
+                p.push(b'/');
+                p.extend_from_slice(c);
+            }
+            if p.is_empty() {
+                p.push(b'/');
+            }
+            p
+        };
+        // The cleaned path is above the directory: a path that climbs out and then goes
+        // down elsewhere (`DIR/../../dev/fd/3`) is not described here.
         let above = |dir: &[u8]| {
             clean == b"/" || (dir.starts_with(clean) && dir.get(clean.len()) == Some(&b'/'))
         };
-        let climbs_out = (0..parts.len())
-            .filter(|&i| parts[i] == b"..")
-            .any(|i| covered(i).is_some_and(|dir| above(&dir)));
-        if !climbs_out {
+        let mut at: Vec<&[u8]> = base
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .collect();
+        let mut decided = std::collections::HashSet::new();
+        let mut climbs_out = false;
+        for part in parts.iter().copied() {
+            match part {
+                b"" | b"." => {}
+                b".." => {
+                    if !climbs_out {
+                        let dir = joined(&at);
+                        if above(&dir) && decided.insert(dir.clone()) {
+                            climbs_out = !matches!(
+                                self.policy.decide(self.client, &dir, Access::Directory),
+                                Decision::Deny(Denial::NoRule | Denial::InvalidPath(_))
+                            );
+                        }
+                    }
+                    at.pop();
+                }
+                p => at.push(p),
+            }
+        }
+        // The walk ends where the caller's cleaning did (else the directory changed
+        // under a racing thread, or the path names a stand-in): only then is it this.
+        if !climbs_out || joined(&at) != clean {
             return None;
         }
-        let clean = Path::new(OsStr::from_bytes(clean));
-        let st = if follow {
-            nix::sys::stat::stat(clean)
-        } else {
-            nix::sys::stat::lstat(clean)
-        };
-        let st = match st {
-            Ok(st) => st,
+        let st = match describe_unsupervised(clean, nofollow) {
+            Ok(Some(st)) => st,
+            Ok(None) => return None,
             Err(e) => return Some(Answer::Error(e as i32)),
         };
         Some(match *call {
@@ -576,6 +605,31 @@ fn open_directory(broker: &Client, stand_ins: &StandIns, path: &Path) -> io::Res
     }
 }
 
+/// `struct stat` of the absolute path `path` as this process finds it (following its
+/// last component unless `nofollow`), or `None` where that would describe this process
+/// rather than the one asking: a magic link on the way (`/proc/self/fd/N`, `/dev/fd/N`,
+/// `/dev/stdin`), which is not followed, or anything on procfs (`/proc/self` through a
+/// link). An `O_PATH` descriptor: nothing is opened, a FIFO cannot block.
+fn describe_unsupervised(path: &[u8], nofollow: bool) -> nix::Result<Option<libc::stat>> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    let mut flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
+    if nofollow {
+        flags |= OFlag::O_NOFOLLOW;
+    }
+    let how = OpenHow::new()
+        .flags(flags)
+        .resolve(ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = match openat2(nix::fcntl::AT_FDCWD, OsStr::from_bytes(path), how) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ELOOP) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if nix::sys::statfs::fstatfs(&fd)?.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC {
+        return Ok(None);
+    }
+    nix::sys::stat::fstat(&fd).map(Some)
+}
+
 /// An open, as the broker's access its flags mean.
 fn open(broker: &Client, stand_ins: &StandIns, path: &Path, flags: i32) -> Answer {
     {
@@ -587,6 +641,28 @@ fn open(broker: &Client, stand_ins: &StandIns, path: &Path, flags: i32) -> Answe
         }
         if flags & libc::O_APPEND != 0 {
             extra |= fdbroker_shared::wire::OPEN_APPEND;
+        }
+        // `O_DIRECTORY` outside `O_PATH` (which drops the other flags) and `O_TMPFILE`
+        // (which includes it): with `O_CREAT` the kernel's `EINVAL` (Linux 6.4), with a
+        // write mode its `EISDIR` on a directory and `ENOTDIR` on anything else, never
+        // a file opened (or truncated, or created) for writing.
+        let tmpfile = flags & libc::O_TMPFILE == libc::O_TMPFILE;
+        if flags & libc::O_DIRECTORY != 0 && flags & libc::O_PATH == 0 && !tmpfile {
+            if flags & libc::O_CREAT != 0 {
+                return Answer::Error(libc::EINVAL);
+            }
+            if mode != libc::O_RDONLY {
+                let described = if flags & libc::O_NOFOLLOW != 0 {
+                    broker.symlink_metadata(path).map(|(meta, _)| meta)
+                } else {
+                    broker.metadata(path)
+                };
+                return Answer::Error(match described {
+                    Ok(meta) if meta.is_dir() => libc::EISDIR,
+                    Ok(_) => libc::ENOTDIR,
+                    Err(e) => errno_of(&e),
+                });
+            }
         }
         let result = if flags & libc::O_PATH != 0 || mode == libc::O_RDONLY {
             // `O_RDONLY|O_TRUNC` is a write; `O_RDONLY|O_CREAT` (`flock(1)`) of a file

@@ -623,6 +623,49 @@ fn stat_resolves_like_an_open_and_never_opens() {
     );
 }
 
+/// A FIFO (or socket, or device node) with a second name is refused by a stat as a
+/// hard-linked file is, where the rule allows neither devices nor hard links: one
+/// planted in the tree from outside it or from a carve-out would otherwise describe
+/// that file (its owner, mode and times: when it was last written). Where the rule
+/// allows opening devices, a stat describes what an open would pass.
+#[test]
+fn stat_refuses_a_hard_linked_fifo_as_a_hard_linked_file() {
+    let t = Tree::new();
+    let outside = t.dir.path().join("outside-fifo");
+    nix::unistd::mkfifo(&outside, Mode::from_bits_truncate(0o600)).unwrap();
+    fs::hard_link(&outside, t.path("planted-fifo")).unwrap();
+    let root = t.root.try_clone().unwrap();
+    let got = promptly(move || {
+        stat_beneath(
+            root.as_fd(),
+            b"planted-fifo",
+            Access::Read,
+            &RuleOptions::default(),
+        )
+    });
+    assert_eq!(got, Err(OpenError::Hardlinked(2)));
+    let lstat = link_beneath(
+        t.root.as_fd(),
+        b"planted-fifo",
+        Access::Read,
+        &RuleOptions::default(),
+    );
+    assert_eq!(lstat.err(), Some(OpenError::Hardlinked(2)));
+    for rule in [
+        RuleOptions {
+            hardlinks: true,
+            ..RuleOptions::default()
+        },
+        RuleOptions {
+            devices: true,
+            ..RuleOptions::default()
+        },
+    ] {
+        let st = stat_beneath(t.root.as_fd(), b"planted-fifo", Access::Read, &rule).unwrap();
+        assert_eq!((st.file.kind, st.file.nlink), (FileKind::Fifo, 2));
+    }
+}
+
 #[test]
 fn same_filesystem_refuses_to_cross_a_mount() {
     // /proc is a mount of its own beneath /: crossing into it is refused only when the
