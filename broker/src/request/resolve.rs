@@ -291,8 +291,8 @@ fn resolve_flags(rule: &RuleOptions) -> ResolveFlag {
 /// rule's `devices` says, which is about opening one: describing it calls no driver and
 /// blocks on nothing, and `ls -l`, `find` and `du` over a tree holding one then print
 /// what they print for root. Where the rule does not allow opening one, one with a
-/// second name is refused as a hard-linked file is (unless the rule allows hard links). A directory is described under either grant; anything
-/// else needs `read`.
+/// second name is refused as a hard-linked file is (unless the rule allows hard links).
+/// A directory is described under either grant; anything else needs `read`.
 pub fn stat_beneath(
     root: BorrowedFd<'_>,
     relative: &[u8],

@@ -11,7 +11,7 @@ use crate::stat::{stat_bytes, statx_bytes};
 use crate::{sys, uapi};
 use fdbroker_policy::{ClientId, Decision, Denial, Policy};
 use fdbroker_shared::Channel;
-use fdbroker_shared::wire::Access;
+use fdbroker_shared::wire::{Access, StatMeta};
 use fdbroker_worker::Client;
 use std::ffi::OsStr;
 use std::fs::File;
@@ -210,21 +210,8 @@ impl Supervisor {
             } => {
                 // Describing a link is not following it: `lstat` is answered about the
                 // link itself wherever the rule does not follow links.
-                let described = if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
-                    broker.symlink_metadata(path).map(|(meta, _)| meta)
-                } else {
-                    broker.metadata(path)
-                };
-                match described {
-                    Ok(meta) => Answer::Write {
-                        addr: buf,
-                        bytes: if statx {
-                            statx_bytes(meta.raw())
-                        } else {
-                            stat_bytes(meta.raw())
-                        },
-                        value: 0,
-                    },
+                match describe(broker, path, flags & libc::AT_SYMLINK_NOFOLLOW == 0) {
+                    Ok(meta) => stat_answer(buf, statx, meta.raw()),
                     Err(e) => Answer::Error(errno_of(&e)),
                 }
             }
@@ -247,19 +234,10 @@ impl Supervisor {
                 Ok((_, None)) => Answer::Error(libc::EINVAL),
                 Err(e) => Answer::Error(errno_of(&e)),
             },
-            // Served paths show no extended attributes: none to read, an empty list.
-            Call::Xattr { list, follow, .. } => {
-                let described = if follow {
-                    broker.metadata(path)
-                } else {
-                    broker.symlink_metadata(path).map(|(meta, _)| meta)
-                };
-                match described {
-                    Ok(_) if list => Answer::Value(0),
-                    Ok(_) => Answer::Error(libc::ENODATA),
-                    Err(e) => Answer::Error(errno_of(&e)),
-                }
-            }
+            Call::Xattr { list, follow, .. } => match describe(broker, path, follow) {
+                Ok(_) => no_xattrs(list),
+                Err(e) => Answer::Error(errno_of(&e)),
+            },
             Call::Statfs { buf, .. } => match filesystem_of(broker, path) {
                 Ok(bytes) => Answer::Write {
                     addr: buf,
@@ -428,20 +406,11 @@ impl Supervisor {
         Some(match *call {
             Call::Stat { buf, statx, .. } => {
                 let file = fdbroker_shared::wire::FileMeta::of(&st)?;
-                let meta = fdbroker_shared::wire::StatMeta::of(&st, file);
-                Answer::Write {
-                    addr: buf,
-                    bytes: if statx {
-                        statx_bytes(&meta)
-                    } else {
-                        stat_bytes(&meta)
-                    },
-                    value: 0,
-                }
+                stat_answer(buf, statx, &fdbroker_shared::wire::StatMeta::of(&st, file))
             }
-            // As for a served path: none to read, an empty list (`ls -la`'s `..`).
-            Call::Xattr { list: true, .. } => Answer::Value(0),
-            _ => Answer::Error(libc::ENODATA),
+            // As for a served path (`ls -la`'s `..`).
+            Call::Xattr { list, .. } => no_xattrs(list),
+            _ => return None,
         })
     }
 
@@ -605,6 +574,39 @@ fn open_directory(broker: &Client, stand_ins: &StandIns, path: &Path) -> io::Res
     }
 }
 
+/// The broker's description of `path`: of its target where `follow`, else of a link
+/// itself where the rule does not follow links (describing a link is not following it).
+fn describe(broker: &Client, path: &Path, follow: bool) -> io::Result<fdbroker_worker::Metadata> {
+    if follow {
+        broker.metadata(path)
+    } else {
+        broker.symlink_metadata(path).map(|(meta, _)| meta)
+    }
+}
+
+/// A stat's answer: `meta` written at `buf` as the `struct statx` or `struct stat` the
+/// call asked for.
+fn stat_answer(buf: u64, statx: bool, meta: &StatMeta) -> Answer {
+    Answer::Write {
+        addr: buf,
+        bytes: if statx {
+            statx_bytes(meta)
+        } else {
+            stat_bytes(meta)
+        },
+        value: 0,
+    }
+}
+
+/// Served paths show no extended attributes: none to read, an empty list.
+fn no_xattrs(list: bool) -> Answer {
+    if list {
+        Answer::Value(0)
+    } else {
+        Answer::Error(libc::ENODATA)
+    }
+}
+
 /// `struct stat` of the absolute path `path` as this process finds it (following its
 /// last component unless `nofollow`), or `None` where that would describe this process
 /// rather than the one asking: a magic link on the way (`/proc/self/fd/N`, `/dev/fd/N`,
@@ -652,16 +654,13 @@ fn open(broker: &Client, stand_ins: &StandIns, path: &Path, flags: i32) -> Answe
                 return Answer::Error(libc::EINVAL);
             }
             if mode != libc::O_RDONLY {
-                let described = if flags & libc::O_NOFOLLOW != 0 {
-                    broker.symlink_metadata(path).map(|(meta, _)| meta)
-                } else {
-                    broker.metadata(path)
-                };
-                return Answer::Error(match described {
-                    Ok(meta) if meta.is_dir() => libc::EISDIR,
-                    Ok(_) => libc::ENOTDIR,
-                    Err(e) => errno_of(&e),
-                });
+                return Answer::Error(
+                    match describe(broker, path, flags & libc::O_NOFOLLOW == 0) {
+                        Ok(meta) if meta.is_dir() => libc::EISDIR,
+                        Ok(_) => libc::ENOTDIR,
+                        Err(e) => errno_of(&e),
+                    },
+                );
             }
         }
         let result = if flags & libc::O_PATH != 0 || mode == libc::O_RDONLY {
