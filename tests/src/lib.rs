@@ -26,6 +26,6 @@ pub use frames::{
 };
 pub use nobody::{cat_as_nobody, nobody_gid, nobody_uid, run_as_nobody};
 pub use output::{errno_of, show, status_field, text};
-pub use process::{fdbroker, open_pty, run_with_input, run_with_timeout, wait_exit};
+pub use process::{children_of, fdbroker, open_pty, run_with_input, run_with_timeout, wait_exit};
 pub use tree::{TempDir, run_policy};
 pub use wait::{HANG, eventually, wait_until};

@@ -111,3 +111,22 @@ pub fn fdbroker(args: &[&str]) -> std::process::Output {
         std::time::Duration::from_secs(60),
     )
 }
+
+/// The pids of the running children of `parent`, from `/proc/PID/stat` (its fourth
+/// field, after the last `)`: a command name may hold spaces and parentheses).
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u32>().ok())
+                    == Some(parent)
+            })
+        })
+        .collect()
+}

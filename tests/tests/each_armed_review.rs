@@ -3,6 +3,7 @@
 //! before its fix.
 #![allow(clippy::unwrap_used)]
 
+use fdbroker_tests::each::{each_cgroups, start_waiting};
 use fdbroker_tests::{TempDir, fdbroker_bin, run_with_input, text};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -85,20 +86,11 @@ for k in kids:
     );
 }
 
-/// The children of `parent` (their `/proc` directories).
+/// The `/proc` directories of the children of `parent`.
 fn children_of(parent: u32) -> Vec<PathBuf> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            std::fs::read_to_string(p.join("stat")).is_ok_and(|stat| {
-                // `PID (COMM) STATE PPID ...`: after the last `)`.
-                stat.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                    == Some(parent.to_string().as_str())
-            })
-        })
+    fdbroker_tests::children_of(parent)
+        .into_iter()
+        .map(|pid| PathBuf::from(format!("/proc/{pid}")))
         .collect()
 }
 
@@ -116,38 +108,9 @@ fn status_line(proc_dir: &Path, name: &str) -> Option<String> {
 /// and stderr for as long as it waited.
 #[test]
 fn r2_an_armed_worker_waits_holding_only_its_socket() {
-    use std::io::{BufRead as _, Write as _};
     let (t, policy) = fixture();
     let item = t.file("tree/a", b"x\n", 0o600);
-    let mut child = Command::new(fdbroker_bin())
-        .arg("each")
-        .arg("--policy")
-        .arg(&policy)
-        .args(["--", "sh", "-c", "echo started >&2; exec sleep 987653"])
-        .env("FDBROKER_LOG", "warn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let each = Kill(child);
-    stdin.write_all(&paths_in(&[item])).unwrap();
-    stdin.flush().unwrap();
-    let mut seen = String::new();
-    while !seen.contains("[0] started") {
-        let mut l = String::new();
-        assert_ne!(stderr.read_line(&mut l).unwrap(), 0, "each ended: {seen}");
-        seen.push_str(&l);
-    }
+    let each = start_waiting(&policy, &[], "987653", &item);
     // The slot's next worker: `each`'s child, pid 2 of its namespace, still `each`'s
     // program (no exec yet), confined (no capability, seccomp on).
     let fdbroker = std::fs::metadata(fdbroker_bin())
@@ -156,7 +119,7 @@ fn r2_an_armed_worker_waits_holding_only_its_socket() {
     let mut armed = None;
     assert!(
         fdbroker_tests::eventually(fdbroker_tests::each::HANG, || {
-            armed = children_of(each.0.id()).into_iter().find(|p| {
+            armed = children_of(each.child.id()).into_iter().find(|p| {
                 std::fs::metadata(p.join("exe")).is_ok_and(|m| (m.dev(), m.ino()) == fdbroker)
                     && status_line(p, "NSpid:")
                         .is_some_and(|ns| ns.split_whitespace().last() == Some("2"))
@@ -165,7 +128,7 @@ fn r2_an_armed_worker_waits_holding_only_its_socket() {
             armed.is_some()
         }),
         "no armed worker among {:?}",
-        children_of(each.0.id())
+        children_of(each.child.id())
     );
     let armed = armed.unwrap();
     assert_eq!(status_line(&armed, "CapEff:").unwrap(), "0000000000000000");
@@ -191,7 +154,6 @@ fn r2_an_armed_worker_waits_holding_only_its_socket() {
     let fds = fds_of(&armed);
     assert_eq!(fds.len(), 1, "only its socket: {fds:?}");
     assert!(fds[0].1.to_string_lossy().starts_with("socket:"), "{fds:?}");
-    drop(stdin);
     drop(each);
 }
 
@@ -218,29 +180,6 @@ fn r3_the_stderr_cut_notice_comes_once() {
         .filter(|l| l.contains("fdbroker: stderr cut"))
         .count();
     assert_eq!(notices, 1);
-}
-
-/// `fdbroker each`'s cgroup directories (`fdbroker-each-PID-N`), in any hierarchy.
-fn each_cgroups(pid: u32) -> Vec<PathBuf> {
-    fn walk(dir: &Path, depth: u32, prefix: &str, found: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.filter_map(Result::ok) {
-            if !e.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            if e.file_name().to_string_lossy().starts_with(prefix) {
-                found.push(e.path());
-            } else if depth > 0 {
-                walk(&e.path(), depth - 1, prefix, found);
-            }
-        }
-    }
-    let mut found = Vec::new();
-    let prefix = format!("fdbroker-each-{pid}-");
-    walk(Path::new("/sys/fs/cgroup"), 6, &prefix, &mut found);
-    found
 }
 
 /// R4: `fdbroker each` makes each slot's cgroups as it prepares the slot; when a later
@@ -301,31 +240,15 @@ fn r4_an_each_that_cannot_prepare_every_slot_leaves_no_cgroup_behind() {
 /// process that outlives it for this; `each` now has one too.
 #[test]
 fn r5_an_each_killed_with_sigkill_leaves_no_cgroup_behind() {
-    use std::io::{BufRead as _, Write as _};
     let (t, policy) = fixture();
     let item = t.file("tree/a", b"x\n", 0o600);
-    let mut child = Command::new(fdbroker_bin())
-        .arg("each")
-        .arg("--policy")
-        .arg(&policy)
-        .args(["--memory-limit", "64M", "--pids-limit", "16", "--"])
-        .args(["sh", "-c", "echo started >&2; exec sleep 987652"])
-        .env("FDBROKER_LOG", "warn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&paths_in(&[item])).unwrap();
-    stdin.flush().unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    while !seen.contains("[0] started") {
-        let mut l = String::new();
-        assert_ne!(stderr.read_line(&mut l).unwrap(), 0, "each ended: {seen}");
-        seen.push_str(&l);
-    }
+    let mut each = start_waiting(
+        &policy,
+        &["--memory-limit", "64M", "--pids-limit", "16"],
+        "987652",
+        &item,
+    );
+    let child = &mut each.child;
     let pid = child.id();
     let made = each_cgroups(pid);
     if Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists() {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use fdbroker_tests::each::{HANG, each};
+use fdbroker_tests::each::{HANG, Waiting, each, each_cgroups, start_waiting};
 
 /// The shared fixture, named for this file.
 fn fixture() -> (TempDir, PathBuf) {
@@ -173,82 +173,15 @@ fn f5_a_low_nofile_limit_still_starts_the_worker() {
     assert_eq!(out.status.code(), Some(0));
 }
 
-/// `fdbroker each`'s cgroup directories (`fdbroker-each-PID-N`), in any controller's
-/// hierarchy (v1) or the unified one (v2).
-fn each_cgroups(pid: u32) -> Vec<PathBuf> {
-    fn walk(dir: &Path, depth: u32, prefix: &str, found: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.filter_map(Result::ok) {
-            let path = e.path();
-            if !e.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            if e.file_name().to_string_lossy().starts_with(prefix) {
-                found.push(path);
-            } else if depth > 0 {
-                walk(&path, depth - 1, prefix, found);
-            }
-        }
-    }
-    let mut found = Vec::new();
-    walk(
-        Path::new("/sys/fs/cgroup"),
-        6,
-        &format!("fdbroker-each-{pid}-"),
-        &mut found,
-    );
-    found
-}
-
-/// An `fdbroker each` whose one item runs (`sleep 987654`) and whose input stays open.
-struct Waiting {
-    child: std::process::Child,
-    _stdin: std::process::ChildStdin,
-    _stderr: std::io::BufReader<std::process::ChildStderr>,
-}
-
-impl Drop for Waiting {
-    /// A failed test leaves no `each` behind.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `each` (with memory and pids cgroups) on `item` and returns once the item's
-/// program has started.
+/// program (`sleep 987654`) has started; its input stays open.
 fn start_waiting_item(policy: &Path, item: &Path) -> Waiting {
-    use std::io::{BufRead as _, Write as _};
-    let mut child = Command::new(fdbroker_bin())
-        .arg("each")
-        .arg("--policy")
-        .arg(policy)
-        .args(["--memory-limit", "64M", "--pids-limit", "16", "--"])
-        .args(["sh", "-c", "echo started >&2; exec sleep 987654"])
-        .env("FDBROKER_LOG", "warn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // stdin stays open: `each` waits for more paths, the item runs.
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&line(item)).unwrap();
-    stdin.flush().unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    while !seen.contains("[0] started") {
-        let mut l = String::new();
-        assert_ne!(stderr.read_line(&mut l).unwrap(), 0, "each ended: {seen}");
-        seen.push_str(&l);
-    }
-    Waiting {
-        child,
-        _stdin: stdin,
-        _stderr: stderr,
-    }
+    start_waiting(
+        policy,
+        &["--memory-limit", "64M", "--pids-limit", "16"],
+        "987654",
+        item,
+    )
 }
 
 /// `fdbroker each` confines itself once its engine is ready: only the capabilities
@@ -338,18 +271,9 @@ fn f4_sigterm_ends_the_items_and_removes_the_cgroups() {
 /// The `/proc` directories of the children of `parent` running `sleep 987654`, the F4 item's program (the worker is
 /// `each`'s own child).
 fn sleepers(parent: u32) -> Vec<PathBuf> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            std::fs::read_to_string(p.join("stat")).is_ok_and(|stat| {
-                // `PID (COMM) STATE PPID ...`: after the last `)`.
-                stat.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                    == Some(parent.to_string().as_str())
-            })
-        })
+    fdbroker_tests::children_of(parent)
+        .into_iter()
+        .map(|pid| PathBuf::from(format!("/proc/{pid}")))
         .filter(|p| std::fs::read(p.join("cmdline")).is_ok_and(|c| c == b"sleep\0987654\0"))
         .collect()
 }

@@ -161,17 +161,11 @@ fn status_of(pid: u32) -> String {
 
 /// The children of `parent`, each with its `/proc` status.
 fn children_of(parent: u32) -> Vec<(u32, String)> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap() {
-        let Ok(pid) = e.unwrap().file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let st = status_of(pid);
-        if !st.is_empty() && status_field(&st, "PPid:") == parent.to_string() {
-            found.push((pid, st));
-        }
-    }
-    found
+    fdbroker_tests::children_of(parent)
+        .into_iter()
+        .map(|pid| (pid, status_of(pid)))
+        .filter(|(_, st)| !st.is_empty())
+        .collect()
 }
 
 /// The pid, as this test sees it, of the child of `broker` whose own pid is `reported`

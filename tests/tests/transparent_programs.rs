@@ -222,28 +222,6 @@ print("watch", rc, ctypes.get_errno())
     );
 }
 
-/// The children of `pid`, from `/proc`.
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...: comm may hold spaces, so parse after the last ')'.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u32>().ok());
-        if ppid == Some(pid) {
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// Several threads answer the program's calls (a pool sharing one pipelined broker
 /// connection), so one program thread's call never waits behind another's: the
 /// supervisor (the namespace init's child, the program's parent) has more than its
@@ -266,9 +244,9 @@ fn transparent_calls_are_answered_by_a_pool_of_threads() {
     assert_eq!(line, "ready\n");
     // The supervisor is the child of `fdbroker run` that the program is a child of
     // (beside it: the namespace's init and the scratch remover, without children).
-    let supervisors: Vec<u32> = children(child.id())
+    let supervisors: Vec<u32> = fdbroker_tests::children_of(child.id())
         .into_iter()
-        .filter(|&p| !children(p).is_empty())
+        .filter(|&p| !fdbroker_tests::children_of(p).is_empty())
         .collect();
     let threads: Vec<usize> = supervisors
         .iter()
@@ -827,9 +805,9 @@ print("done", os.fstat(fd).st_size, os.stat(fd).st_size, flush=True)
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert_eq!(line, "ready\n");
-    let supervisor = children(child.id())
+    let supervisor = fdbroker_tests::children_of(child.id())
         .into_iter()
-        .find(|&p| !children(p).is_empty())
+        .find(|&p| !fdbroker_tests::children_of(p).is_empty())
         .expect("the supervisor");
     let pid = nix::unistd::Pid::from_raw(supervisor as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
