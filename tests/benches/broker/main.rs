@@ -185,10 +185,9 @@ fn main() {
         transparent_vs_syd: tr
             .as_ref()
             .and_then(|t| t.vs_syd.as_ref().map(Sample::median)),
-        no_syd: tr.as_ref().map_or_else(
-            || "no transparent mode in this build".to_owned(),
-            |t| t.syd_absent.clone(),
-        ),
+        no_syd: tr
+            .as_ref()
+            .map_or_else(|| NO_TRANSPARENT.to_owned(), |t| t.syd_absent.clone()),
     };
     print_targets(&s, &mem);
 }
@@ -1007,27 +1006,26 @@ fn print_targets(s: &Summary, mem: &Memory) {
             Some(v) => check(name, v, ok(v), target),
             None => println!("target {name:<17} {target:<7}      n/a  ({why})"),
         };
-    let no_transparent = "no transparent mode in this build";
     optional(
         "transparent_slowdown",
         s.transparent_slowdown,
         |t| t <= 1.5,
         "<= 1.5",
-        no_transparent,
+        NO_TRANSPARENT,
     );
     optional(
         "transparent_threads4_vs_1",
         s.transparent_threads4_vs_1,
         |t| t >= 1.5,
         ">= 1.5",
-        no_transparent,
+        NO_TRANSPARENT,
     );
     optional(
         "transparent_busy_vs_idle",
         s.transparent_busy_vs_idle,
         |t| t <= 1.5,
         "<= 1.5",
-        no_transparent,
+        NO_TRANSPARENT,
     );
     optional(
         "transparent_vs_syd",
@@ -1366,6 +1364,9 @@ struct SecureRows {
     tax1: Sample,
     tax32: Sample,
 }
+
+/// Why a transparent-mode figure is `n/a`.
+const NO_TRANSPARENT: &str = "no transparent mode in this build";
 
 struct Summary {
     roundtrip_ratio: f64,
