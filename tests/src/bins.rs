@@ -12,15 +12,24 @@ pub fn fdbroker_bin() -> PathBuf {
     sibling_bin("fdbroker-e2e")
 }
 
-/// A binary of this package, found next to the running test executable
-/// (`target/<profile>/deps/test-HASH` -> `target/<profile>/NAME`).
-pub fn sibling_bin(name: &str) -> PathBuf {
+/// The directory cargo built this package's binaries in (`target/<profile>`, the
+/// running test executable's `target/<profile>/deps/test-HASH` two levels up): where
+/// the build's other products are, which [`sibling_bin`]'s path may not say (it can
+/// be a copy elsewhere).
+pub fn build_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let mut dir = exe.parent().unwrap();
     if dir.ends_with("deps") {
         dir = dir.parent().unwrap();
     }
-    let p = dir.join(name);
+    dir.to_owned()
+}
+
+/// A binary of this package, found next to the running test executable
+/// (`target/<profile>/deps/test-HASH` -> `target/<profile>/NAME`), or a copy of it that
+/// unprivileged children can reach.
+pub fn sibling_bin(name: &str) -> PathBuf {
+    let p = build_dir().join(name);
     assert!(
         p.exists(),
         "{} is missing: build with `cargo test --workspace`",

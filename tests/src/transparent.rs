@@ -6,9 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-/// `fdbroker run --transparent --policy POLICY [extra...] -- COMMAND`.
+/// `fdbroker run --transparent --policy POLICY [extra...] -- COMMAND`, from `/` (as
+/// [`as_root`]'s twin): the test's own working directory may be one the sandbox user
+/// cannot enter (a checkout under a 0700 `mktemp -d`), and `find` fails to come back
+/// to it.
 pub fn transparent_with(policy: &Path, extra: &[&str], command: &[&str]) -> Command {
     let mut c = Command::new(fdbroker_bin());
+    c.current_dir("/");
     c.arg("run")
         .arg("--transparent")
         .arg("--policy")
@@ -24,10 +28,10 @@ pub fn transparent(policy: &Path, command: &[&str]) -> Command {
     transparent_with(policy, &[], command)
 }
 
-/// The same command, run directly as root.
+/// The same command, run directly as root, from `/` too.
 pub fn as_root(command: &[&str]) -> Command {
     let mut c = Command::new(command[0]);
-    c.args(&command[1..]);
+    c.current_dir("/").args(&command[1..]);
     c
 }
 

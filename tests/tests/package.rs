@@ -47,10 +47,10 @@ fn built() -> &'static Built {
             require(tool, package);
         }
         let dir = TempDir::new("deb");
-        // The debug build the tests run, C library included (`cargo test` builds it).
-        let target = fdbroker_bin()
+        // The debug build the tests run, C library included (`cargo test` builds it):
+        // where cargo put it, not where the binary under test may have been copied.
+        let target = fdbroker_tests::bins::build_dir()
             .parent()
-            .and_then(Path::parent)
             .unwrap()
             .to_owned();
         let said = run(Command::new("bash")
